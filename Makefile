@@ -1,0 +1,45 @@
+# The README's commands. `make demo` and `make test` set up what they need.
+SHELL := /bin/bash
+PORT ?= 8787
+STATE ?= .wrangler/state
+export WRANGLER_SEND_METRICS := false
+export CLOUDFLARE_CF_FETCH_ENABLED := false
+WRANGLER := node_modules/.bin/wrangler
+
+.PHONY: setup build-edge edge migrate test test-native test-e2e lint bench demo clean
+
+setup:
+	@edge/setup.sh
+
+build-edge: setup
+	@sh edge/build.sh
+
+migrate: setup
+	@$(WRANGLER) d1 migrations apply DB --local --persist-to $(STATE)
+
+# Serves the worker at 127.0.0.1:$(PORT) with local D1/KV state in $(STATE).
+edge: build-edge migrate
+	@$(WRANGLER) dev --ip 127.0.0.1 --port $(PORT) --persist-to $(STATE)
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy -p edge --target wasm32-unknown-unknown -- -D warnings
+
+test-native:
+	cargo test --workspace --exclude e2e
+
+test-e2e: build-edge
+	cargo build --release -p settlement
+	cargo test -p e2e -- --test-threads=4
+
+test: setup lint test-native test-e2e
+
+bench: build-edge
+	cargo run --release -p e2e --bin bench-edge
+
+demo: build-edge
+	cargo run --release -p e2e --bin demo
+
+clean:
+	rm -rf target edge/build .wrangler

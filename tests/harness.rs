@@ -1,0 +1,268 @@
+//! Starts the real worker in `wrangler dev` (real workerd, local D1 and KV) on
+//! a free port with a fresh state directory, for end-to-end tests, the demo and
+//! the benchmarks.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const EXPORT_TOKEN: &str = "test-export-token";
+pub const CLICK_SECRET: &str = "test-click-secret-0123456789abcdef";
+pub const CLICK_SECRET_PREVIOUS: &str = "test-previous-secret-fedcba9876543210";
+pub const VISITOR_SALT: &str = "test-visitor-salt";
+
+/// The repository root (the workspace).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free local port")
+}
+
+/// A running `wrangler dev`. Stopped (with workerd) on drop, and by a watchdog
+/// when the test process exits without dropping it.
+pub struct Worker {
+    pub base: String,
+    pub port: u16,
+    pub state: PathBuf,
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+pub struct Options {
+    pub state: Option<PathBuf>,
+    pub vars: Vec<(String, String)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            state: None,
+            vars: vec![
+                ("ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
+                ("EXPORT_TOKEN".into(), EXPORT_TOKEN.into()),
+                ("CLICK_SECRET".into(), CLICK_SECRET.into()),
+                ("CLICK_SECRET_PREVIOUS".into(), CLICK_SECRET_PREVIOUS.into()),
+                ("VISITOR_SALT".into(), VISITOR_SALT.into()),
+            ],
+        }
+    }
+}
+
+fn wrangler(root: &Path) -> Command {
+    let mut cmd = Command::new(root.join("node_modules/.bin/wrangler"));
+    cmd.current_dir(root)
+        .env("WRANGLER_SEND_METRICS", "false")
+        .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+        .env("NO_COLOR", "1")
+        .env("CI", "1");
+    cmd
+}
+
+/// Applies `migrations/` to a local D1 state directory.
+pub fn migrate(state: &Path) {
+    let root = root();
+    let out = wrangler(&root)
+        .args(["d1", "migrations", "apply", "DB", "--local", "--persist-to"])
+        .arg(state)
+        .output()
+        .expect("run wrangler d1 migrations apply");
+    assert!(
+        out.status.success(),
+        "migrations failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Worker {
+    pub fn start() -> Worker {
+        Worker::start_with(Options::default())
+    }
+
+    pub fn start_with(opts: Options) -> Worker {
+        let root = root();
+        let wasm = root.join("edge/build/index_bg.wasm");
+        assert!(
+            wasm.exists(),
+            "{} is missing: build the worker first (make build-edge)",
+            wasm.display()
+        );
+        let state = opts.state.unwrap_or_else(|| {
+            let dir = root.join("target/e2e-state").join(format!(
+                "{}-{}",
+                std::process::id(),
+                free_port()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("create state dir");
+            dir
+        });
+        migrate(&state);
+        let port = free_port();
+        let inspector = free_port();
+        let mut args: Vec<String> = vec![
+            "dev".into(),
+            "--ip".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            port.to_string(),
+            "--inspector-port".into(),
+            inspector.to_string(),
+            "--persist-to".into(),
+            state.display().to_string(),
+            "--show-interactive-dev-session=false".into(),
+            "--log-level".into(),
+            "warn".into(),
+        ];
+        for (k, v) in &opts.vars {
+            args.push("--var".into());
+            args.push(format!("{k}:{v}"));
+        }
+        // The watchdog stops wrangler when this process goes away, so a
+        // panicking test never leaves a workerd behind.
+        let script = format!(
+            "\"$0\" \"$@\" & w=$!; trap 'kill $w 2>/dev/null; exit' TERM INT; \
+             while kill -0 {pid} 2>/dev/null && kill -0 $w 2>/dev/null; do sleep 0.5; done; \
+             kill $w 2>/dev/null; wait $w",
+            pid = std::process::id()
+        );
+        let mut child = Command::new("sh");
+        child
+            .arg("-c")
+            .arg(script)
+            .arg(root.join("node_modules/.bin/wrangler"))
+            .args(&args)
+            .current_dir(&root)
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = child.spawn().expect("spawn wrangler dev");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if std::env::var_os("PTRACK_WORKER_LOG").is_some() {
+                        eprintln!("[wrangler] {line}");
+                    }
+                    if let Ok(mut l) = log.lock() {
+                        l.push(line);
+                    }
+                }
+            });
+        }
+        let worker = Worker {
+            base: format!("http://127.0.0.1:{port}"),
+            port,
+            state,
+            child,
+            log,
+        };
+        worker.wait_ready(Duration::from_secs(180));
+        worker
+    }
+
+    fn wait_ready(&self, timeout: Duration) {
+        let start = Instant::now();
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(5))
+            .build();
+        loop {
+            if let Ok(r) = agent.get(&format!("{}/healthz", self.base)).call() {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "wrangler dev did not answer within {timeout:?}; its output:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Stops the worker (SIGTERM to the watchdog, which stops wrangler and workerd).
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// An HTTP agent that does not follow redirects (tests look at the 302 itself).
+pub fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .redirects(0)
+        .timeout(Duration::from_secs(30))
+        .build()
+}
+
+/// Status and body of a request, whatever the status.
+pub fn send(req: ureq::Request, body: Option<&str>) -> (u16, String, ureq::Response) {
+    let res = match body {
+        Some(b) => req.send_string(b),
+        None => req.call(),
+    };
+    match res {
+        Ok(r) => {
+            let status = r.status();
+            let clone = clone_head(&r);
+            let text = r.into_string().unwrap_or_default();
+            (status, text, clone)
+        }
+        Err(ureq::Error::Status(code, r)) => {
+            let clone = clone_head(&r);
+            (code, r.into_string().unwrap_or_default(), clone)
+        }
+        Err(e) => panic!("request failed: {e}"),
+    }
+}
+
+fn clone_head(r: &ureq::Response) -> ureq::Response {
+    let mut raw = format!("HTTP/1.1 {} {}\r\n", r.status(), r.status_text());
+    for name in r.headers_names() {
+        for value in r.all(&name) {
+            raw.push_str(&format!("{name}: {value}\r\n"));
+        }
+    }
+    raw.push_str("\r\n");
+    raw.parse().expect("rebuild response head")
+}
