@@ -226,7 +226,9 @@ mod tests {
     #[test]
     fn table_is_sorted_and_unique() {
         assert!(TABLE.windows(2).all(|w| w[0].0 < w[1].0));
-        assert!(TABLE.iter().all(|(c, _)| c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase())));
+        assert!(TABLE
+            .iter()
+            .all(|(c, _)| c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase())));
     }
 
     #[test]

@@ -46,8 +46,9 @@ impl Timestamp {
         if let Some(t) = parse_canonical(s) {
             return Ok(t);
         }
-        let odt = ::time::OffsetDateTime::parse(s, &::time::format_description::well_known::Rfc3339)
-            .map_err(|_| TimeError)?;
+        let odt =
+            ::time::OffsetDateTime::parse(s, &::time::format_description::well_known::Rfc3339)
+                .map_err(|_| TimeError)?;
         let ms = odt.unix_timestamp_nanos() / 1_000_000;
         i64::try_from(ms)
             .ok()
@@ -88,10 +89,7 @@ impl fmt::Display for Timestamp {
         let (h, rest) = (in_day / 3_600_000, in_day % 3_600_000);
         let (mi, rest) = (rest / 60_000, rest % 60_000);
         let (s, ms) = (rest / 1000, rest % 1000);
-        write!(
-            f,
-            "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z"
-        )
+        write!(f, "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
     }
 }
 
