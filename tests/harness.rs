@@ -14,6 +14,7 @@ pub const EXPORT_TOKEN: &str = "test-export-token";
 pub const CLICK_SECRET: &str = "test-click-secret-0123456789abcdef";
 pub const CLICK_SECRET_PREVIOUS: &str = "test-previous-secret-fedcba9876543210";
 pub const VISITOR_SALT: &str = "test-visitor-salt";
+pub const EMAIL_SALT: &str = "test-email-salt";
 
 /// The repository root (the workspace).
 pub fn root() -> PathBuf {
@@ -55,6 +56,7 @@ impl Default for Options {
                 ("CLICK_SECRET".into(), CLICK_SECRET.into()),
                 ("CLICK_SECRET_PREVIOUS".into(), CLICK_SECRET_PREVIOUS.into()),
                 ("VISITOR_SALT".into(), VISITOR_SALT.into()),
+                ("EMAIL_SALT".into(), EMAIL_SALT.into()),
             ],
         }
     }

@@ -1,0 +1,220 @@
+//! Bot, prefetch and link-preview detection.
+//!
+//! User agents are matched against the maintained crawler-user-agents list
+//! (`edge/data/`, compiled by `build.rs`): its plain literals in one
+//! Aho-Corasick automaton, its few real regular expressions in one regex.
+//! Both are built once per isolate on first use.
+
+use aho_corasick::AhoCorasick;
+use regex::Regex;
+use std::sync::OnceLock;
+
+mod patterns {
+    include!(concat!(env!("OUT_DIR"), "/bot_patterns.rs"));
+}
+
+/// Why a request is not a person's click.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BotReason {
+    /// A `HEAD` request (link checkers, unfurlers).
+    Head,
+    /// A browser prefetch or prerender (`Purpose`/`Sec-Purpose: prefetch`).
+    Prefetch,
+    /// A link-preview crawler (chat apps, social networks).
+    Preview,
+    /// A known crawler, monitor, scanner or HTTP library.
+    Crawler,
+    /// No user agent at all.
+    NoAgent,
+}
+
+impl BotReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BotReason::Head => "head",
+            BotReason::Prefetch => "prefetch",
+            BotReason::Preview => "preview",
+            BotReason::Crawler => "crawler",
+            BotReason::NoAgent => "no_user_agent",
+        }
+    }
+}
+
+/// The request facts the classifier looks at.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Signals<'a> {
+    pub method: &'a str,
+    pub user_agent: Option<&'a str>,
+    /// `Purpose`, `Sec-Purpose`, `X-Purpose` or `X-Moz` header values.
+    pub purpose: Option<&'a str>,
+}
+
+struct Matcher {
+    literals: AhoCorasick,
+    regex: Option<Regex>,
+    regex_classes: Vec<u8>,
+    regexes: Vec<Regex>,
+}
+
+fn matcher() -> &'static Option<Matcher> {
+    static M: OnceLock<Option<Matcher>> = OnceLock::new();
+    M.get_or_init(|| {
+        let literals = AhoCorasick::new(patterns::LITERALS.iter().map(|(p, _)| p)).ok()?;
+        let joined = patterns::REGEXES
+            .iter()
+            .map(|(p, _)| format!("(?:{p})"))
+            .collect::<Vec<_>>()
+            .join("|");
+        let regex = Regex::new(&joined).ok();
+        let regexes = patterns::REGEXES
+            .iter()
+            .filter_map(|(p, _)| Regex::new(p).ok())
+            .collect();
+        Some(Matcher {
+            literals,
+            regex,
+            regex_classes: patterns::REGEXES.iter().map(|(_, c)| *c).collect(),
+            regexes,
+        })
+    })
+}
+
+/// Number of patterns compiled in (for docs and tests).
+pub fn pattern_count() -> usize {
+    patterns::LITERALS.len() + patterns::REGEXES.len()
+}
+
+/// Classifies a user agent alone.
+pub fn classify_agent(user_agent: &str) -> Option<BotReason> {
+    let ua = user_agent.trim();
+    if ua.is_empty() {
+        return Some(BotReason::NoAgent);
+    }
+    let m = matcher().as_ref()?;
+    let mut hit: Option<u8> = None;
+    for found in m.literals.find_overlapping_iter(ua) {
+        let class = patterns::LITERALS[found.pattern().as_usize()].1;
+        hit = Some(hit.map_or(class, |h| h.max(class)));
+        if class == 1 {
+            break;
+        }
+    }
+    if hit != Some(1) && m.regex.as_ref().is_some_and(|r| r.is_match(ua)) {
+        // Rare: find which expression matched to learn its class.
+        let class = m
+            .regexes
+            .iter()
+            .zip(&m.regex_classes)
+            .find(|(r, _)| r.is_match(ua))
+            .map_or(0, |(_, c)| *c);
+        hit = Some(hit.map_or(class, |h| h.max(class)));
+    }
+    hit.map(|class| {
+        if class == 1 {
+            BotReason::Preview
+        } else {
+            BotReason::Crawler
+        }
+    })
+}
+
+/// Classifies a request: `None` for what looks like a person's click.
+pub fn classify(s: &Signals<'_>) -> Option<BotReason> {
+    if s.method.eq_ignore_ascii_case("HEAD") {
+        return Some(BotReason::Head);
+    }
+    if let Some(p) = s.purpose {
+        let p = p.to_ascii_lowercase();
+        if p.contains("prefetch") || p.contains("prerender") || p.contains("preview") {
+            return Some(BotReason::Prefetch);
+        }
+    }
+    classify_agent(s.user_agent.unwrap_or(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PEOPLE: &[&str] = &[
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_7_1) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15",
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1",
+        "Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.6778.81 Mobile Safari/537.36",
+        "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0",
+        "Mozilla/5.0 (Linux; Android 13; CUBOT KINGKONG 7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Mobile Safari/537.36",
+    ];
+
+    #[test]
+    fn people_are_people() {
+        for ua in PEOPLE {
+            assert_eq!(classify_agent(ua), None, "{ua}");
+            let s = Signals {
+                method: "GET",
+                user_agent: Some(ua),
+                purpose: None,
+            };
+            assert_eq!(classify(&s), None);
+        }
+    }
+
+    #[test]
+    fn every_listed_instance_is_a_bot() {
+        // The maintained list ships example user agents for each pattern.
+        let text = include_str!("../data/crawler-user-agents.json");
+        let list: Vec<serde_json::Value> = serde_json::from_str(text).unwrap();
+        let mut checked = 0;
+        for entry in &list {
+            let preview = entry["tags"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t == "social-preview"));
+            for ua in entry["instances"].as_array().into_iter().flatten() {
+                let ua = ua.as_str().unwrap();
+                let got = classify_agent(ua);
+                assert!(got.is_some(), "not detected: {ua}");
+                if preview {
+                    assert_eq!(got, Some(BotReason::Preview), "{ua}");
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 1500, "only {checked} instances");
+        assert!(pattern_count() > 1000);
+    }
+
+    #[test]
+    fn request_signals() {
+        let ua = Some(PEOPLE[0]);
+        let head = Signals {
+            method: "HEAD",
+            user_agent: ua,
+            purpose: None,
+        };
+        assert_eq!(classify(&head), Some(BotReason::Head));
+        let pre = Signals {
+            method: "GET",
+            user_agent: ua,
+            purpose: Some("prefetch;prerender"),
+        };
+        assert_eq!(classify(&pre), Some(BotReason::Prefetch));
+        let none = Signals {
+            method: "GET",
+            user_agent: None,
+            purpose: None,
+        };
+        assert_eq!(classify(&none), Some(BotReason::NoAgent));
+        let slack = Signals {
+            method: "GET",
+            user_agent: Some("Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)"),
+            purpose: None,
+        };
+        assert_eq!(classify(&slack), Some(BotReason::Preview));
+        let curl = Signals {
+            method: "GET",
+            user_agent: Some("curl/8.5.0"),
+            purpose: None,
+        };
+        assert_eq!(classify(&curl), Some(BotReason::Crawler));
+    }
+}

@@ -1,0 +1,349 @@
+//! The admin API (`Authorization: Bearer $ADMIN_TOKEN`): programs, partners,
+//! links and coupons, validated before they are stored in D1 and KV.
+
+use super::store::{self, n, opt, s};
+use super::{body_limited, error, field_error, json, now_ms, random};
+use crate::admin::{Coupon, LinkInput, Partner, PartnerInput, Program};
+use crate::fields::FieldError;
+use crate::hash;
+use crate::record::StatusChange;
+use crate::routes::Route;
+use crate::time::Timestamp;
+use serde::Deserialize;
+use serde_json::json as j;
+use worker::*;
+
+const MAX_ADMIN_BODY: usize = 64 * 1024;
+
+async fn body(req: &mut Request) -> Result<std::result::Result<Vec<u8>, Response>> {
+    Ok(match body_limited(req, MAX_ADMIN_BODY).await? {
+        Some(b) => Ok(b),
+        None => Err(error(413, "body over 64 KiB")?),
+    })
+}
+
+macro_rules! try_body {
+    ($req:expr) => {
+        match body($req).await? {
+            Ok(b) => b,
+            Err(r) => return Ok(r),
+        }
+    };
+}
+
+macro_rules! try_field {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return field_error(422, &e),
+        }
+    };
+}
+
+fn partner_json(p: &Partner) -> serde_json::Value {
+    j!({
+        "id": p.id, "program": p.program, "name": p.name, "email": p.email,
+        "email_hash": p.email_hash, "parent": p.parent, "tier": p.tier,
+        "status": p.status.as_str(), "currency": p.currency.map(|c| c.code()),
+        "history": p.history, "created_at": p.created_at, "updated_at": p.updated_at,
+    })
+}
+
+fn email_salt(env: &Env) -> String {
+    super::Config::from_env(env).email_salt
+}
+
+pub async fn handle(route: Route<'_>, mut req: Request, env: &Env) -> Result<Response> {
+    let method = req.method();
+    match (route, method) {
+        (Route::Program(id), Method::Get) => match store::program(env, id).await? {
+            Some(p) => json(200, &serde_json::to_value(&p)?),
+            None => error(404, "no such program"),
+        },
+        (Route::Program(id), Method::Put) => {
+            let body = try_body!(&mut req);
+            let mut p = try_field!(Program::parse(id, &body));
+            store::put_program(env, &mut p).await?;
+            json(200, &serde_json::to_value(&p)?)
+        }
+        (Route::Partner(id), Method::Get) => match store::partner(env, id).await? {
+            Some(p) => json(200, &partner_json(&p)),
+            None => error(404, "no such partner"),
+        },
+        (Route::Partner(id), Method::Put) => {
+            let body = try_body!(&mut req);
+            let input = try_field!(PartnerInput::parse(id, &body));
+            put_partner(env, id, input).await
+        }
+        (Route::Links, Method::Post) => {
+            let body = try_body!(&mut req);
+            let input = try_field!(LinkInput::parse(&body));
+            create_link(env, &req, input).await
+        }
+        (Route::Link(slug), Method::Get) => match store::link_by_slug(env, slug).await? {
+            Some(l) => json(200, &serde_json::to_value(&l)?),
+            None => error(404, "no such link"),
+        },
+        (Route::Link(slug), Method::Put) => {
+            let body = try_body!(&mut req);
+            let input = try_field!(LinkInput::parse(&body));
+            update_link(env, slug, input).await
+        }
+        (Route::Coupon(code), Method::Get) => match store::coupon(env, code).await? {
+            Some(c) => json(200, &serde_json::to_value(&c)?),
+            None => error(404, "no such coupon"),
+        },
+        (Route::Coupon(code), Method::Put) => {
+            let body = try_body!(&mut req);
+            let c = try_field!(Coupon::parse(code, &body));
+            put_coupon(env, c).await
+        }
+        (Route::Rejections, Method::Get) => rejections(env, &req).await,
+        _ => error(405, "method not allowed"),
+    }
+}
+
+async fn put_partner(env: &Env, id: &str, input: PartnerInput) -> Result<Response> {
+    let Some(program) = store::program(env, &input.program).await? else {
+        return field_error(422, &FieldError::new("program", "unknown program"));
+    };
+    if let Some(parent) = &input.parent {
+        match store::partner(env, parent).await? {
+            Some(p) if p.program == input.program => {}
+            _ => {
+                return field_error(
+                    422,
+                    &FieldError::new("parent", "no such partner in this program"),
+                )
+            }
+        }
+    }
+    if let Some(t) = &input.tier {
+        if !program.tiers.is_empty() && !program.tiers.contains(t) {
+            return field_error(
+                422,
+                &FieldError::new("tier", format!("must be one of {:?}", program.tiers)),
+            );
+        }
+    }
+    let existing = store::partner(env, id).await?;
+    if let Some(e) = &existing {
+        if e.program != input.program {
+            return field_error(
+                422,
+                &FieldError::new("program", "a partner belongs to one program"),
+            );
+        }
+    }
+    let now = Timestamp(now_ms());
+    let mut history = existing
+        .as_ref()
+        .map(|e| e.history.clone())
+        .unwrap_or_default();
+    if existing.as_ref().is_none_or(|e| e.status != input.status) {
+        history.push(StatusChange {
+            status: input.status.as_str().to_string(),
+            at: now,
+            reason: None,
+        });
+    }
+    let email_hash = input
+        .email
+        .as_deref()
+        .map(|e| hash::email(&email_salt(env), e));
+    let now_s = now.to_string();
+    store::db(env)?
+        .prepare(
+            "INSERT INTO partners (id, program, name, email, email_hash, parent, tier, status, currency, history, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)
+             ON CONFLICT(id) DO UPDATE SET name = excluded.name, email = excluded.email,
+               email_hash = excluded.email_hash, parent = excluded.parent, tier = excluded.tier,
+               status = excluded.status, currency = excluded.currency, history = excluded.history,
+               updated_at = excluded.updated_at",
+        )
+        .bind(&[
+            s(id),
+            s(&input.program),
+            opt(input.name.as_deref()),
+            opt(input.email.as_deref()),
+            opt(email_hash.as_deref()),
+            opt(input.parent.as_deref()),
+            opt(input.tier.as_deref()),
+            s(input.status.as_str()),
+            opt(input.currency.map(|c| c.code())),
+            s(&serde_json::to_string(&history)?),
+            s(&now_s),
+        ])?
+        .run()
+        .await?;
+    match store::partner(env, id).await? {
+        Some(p) => json(
+            if existing.is_some() { 200 } else { 201 },
+            &partner_json(&p),
+        ),
+        None => error(500, "partner not stored"),
+    }
+}
+
+fn public_base(req: &Request) -> String {
+    req.url()
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_default()
+}
+
+async fn check_link_owner(env: &Env, input: &LinkInput) -> Result<Option<FieldError>> {
+    if store::program(env, &input.program).await?.is_none() {
+        return Ok(Some(FieldError::new("program", "unknown program")));
+    }
+    match store::partner(env, &input.partner).await? {
+        Some(p) if p.program == input.program => Ok(None),
+        _ => Ok(Some(FieldError::new(
+            "partner",
+            "no such partner in this program",
+        ))),
+    }
+}
+
+fn random_slug() -> Result<String> {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
+    Ok(random::<8>()?
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect())
+}
+
+async fn create_link(env: &Env, req: &Request, input: LinkInput) -> Result<Response> {
+    if let Some(e) = check_link_owner(env, &input).await? {
+        return field_error(422, &e);
+    }
+    let now = Timestamp(now_ms()).to_string();
+    let status = if input.paused { "paused" } else { "active" };
+    let db = store::db(env)?;
+    for _ in 0..5 {
+        let slug = match &input.slug {
+            Some(s) => s.clone(),
+            None => random_slug()?,
+        };
+        let inserted: Option<f64> = db
+            .prepare(
+                "INSERT INTO links (slug, program, partner, destination, status, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) ON CONFLICT(slug) DO NOTHING RETURNING num",
+            )
+            .bind(&[s(&slug), s(&input.program), s(&input.partner), s(&input.destination), s(status), s(&now)])?
+            .first::<f64>(Some("num"))
+            .await?;
+        if inserted.is_none() {
+            if input.slug.is_some() {
+                return json(
+                    409,
+                    &j!({"error": {"field": "slug", "reason": "slug already taken"}}),
+                );
+            }
+            continue;
+        }
+        store::forget(&format!("link:{slug}"));
+        store::publish_link(env, &slug).await?;
+        let url = format!("{}/c/{slug}", public_base(req));
+        return json(201, &j!({"slug": slug, "url": url}));
+    }
+    error(500, "could not find a free slug")
+}
+
+async fn update_link(env: &Env, slug: &str, input: LinkInput) -> Result<Response> {
+    let Some(existing) = store::link_by_slug(env, slug).await? else {
+        return error(404, "no such link");
+    };
+    if existing.partner != input.partner || existing.program != input.program {
+        return field_error(
+            422,
+            &FieldError::new("partner", "a link keeps its partner and program"),
+        );
+    }
+    let status = if input.paused { "paused" } else { "active" };
+    store::db(env)?
+        .prepare("UPDATE links SET destination = ?2, status = ?3, updated_at = ?4 WHERE slug = ?1")
+        .bind(&[
+            s(slug),
+            s(&input.destination),
+            s(status),
+            s(&Timestamp(now_ms()).to_string()),
+        ])?
+        .run()
+        .await?;
+    match store::publish_link(env, slug).await? {
+        Some(l) => json(200, &serde_json::to_value(&l)?),
+        None => error(404, "no such link"),
+    }
+}
+
+async fn put_coupon(env: &Env, c: Coupon) -> Result<Response> {
+    if store::program(env, &c.program).await?.is_none() {
+        return field_error(422, &FieldError::new("program", "unknown program"));
+    }
+    match store::partner(env, &c.partner).await? {
+        Some(p) if p.program == c.program => {}
+        _ => {
+            return field_error(
+                422,
+                &FieldError::new("partner", "no such partner in this program"),
+            )
+        }
+    }
+    let now = Timestamp(now_ms()).to_string();
+    store::db(env)?
+        .prepare(
+            "INSERT INTO coupons (code, program, partner, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)
+             ON CONFLICT(code) DO UPDATE SET program = excluded.program, partner = excluded.partner,
+               updated_at = excluded.updated_at",
+        )
+        .bind(&[s(&c.code), s(&c.program), s(&c.partner), s(&now)])?
+        .run()
+        .await?;
+    let key = format!("coupon:{}", c.code);
+    store::forget(&key);
+    match store::coupon(env, &c.code).await? {
+        Some(row) => {
+            store::kv_put(env, &key, &serde_json::to_string(&row)?).await?;
+            json(200, &serde_json::to_value(&row)?)
+        }
+        None => error(500, "coupon not stored"),
+    }
+}
+
+#[derive(Deserialize, serde::Serialize)]
+struct RejectionRow {
+    id: f64,
+    at: String,
+    route: String,
+    program: Option<String>,
+    field: String,
+    reason: String,
+    raw: String,
+}
+
+async fn rejections(env: &Env, req: &Request) -> Result<Response> {
+    let url = req.url()?;
+    let mut after = 0i64;
+    let mut limit = 100i64;
+    for (k, v) in url.query_pairs() {
+        match k.as_ref() {
+            "after" => after = v.parse().unwrap_or(-1),
+            "limit" => limit = v.parse().unwrap_or(-1),
+            _ => {}
+        }
+    }
+    if after < 0 || !(1..=1000).contains(&limit) {
+        return error(400, "after >= 0, limit 1..1000");
+    }
+    let rows: Vec<RejectionRow> = store::all(
+        store::db(env)?
+            .prepare("SELECT id, at, route, program, field, reason, raw FROM rejections WHERE id > ?1 ORDER BY id LIMIT ?2")
+            .bind(&[n(after), n(limit)])?,
+    )
+    .await?;
+    let rows: Vec<serde_json::Value> = rows
+        .into_iter()
+        .map(|r| j!({"id": r.id as i64, "at": r.at, "route": r.route, "program": r.program, "field": r.field, "reason": r.reason, "raw": r.raw}))
+        .collect();
+    json(200, &j!({ "rejections": rows }))
+}

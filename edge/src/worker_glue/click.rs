@@ -1,0 +1,250 @@
+//! `GET /c/{slug}`: mint a click id, answer the 302 with its cookie, and
+//! hand the click record to a batched writer. The redirect never waits on
+//! D1: clicks are queued in the isolate and written by a flush that runs in
+//! `ctx.wait_until` of the request that opened the batch, one D1 batch (one
+//! transaction) per flush.
+
+use super::store::{self, n, opt, s};
+use super::{header, now_ms, random, text, Config};
+use crate::bot::{self, Signals};
+use crate::clickid::{self, ClickClaims};
+use crate::dest::{self, Macros};
+use crate::hash;
+use crate::ids::is_valid_id;
+use crate::record::{Kind, Record};
+use crate::time::Timestamp;
+use std::cell::{Cell, RefCell};
+use std::time::Duration;
+use worker::*;
+
+/// A click waiting for its D1 write.
+struct Pending {
+    id: String,
+    program: String,
+    ts_ms: i64,
+    visitor_key: Option<String>,
+    record: String,
+}
+
+thread_local! {
+    static QUEUE: RefCell<Vec<Pending>> = const { RefCell::new(Vec::new()) };
+    static SCHEDULED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Statements per D1 batch (each is one click; a batch is one transaction).
+const BATCH: usize = 200;
+const SUB_MAX: usize = 256;
+
+const INSERT_CLICK: &str =
+    "INSERT INTO events (id, type, program, ts_ms, visitor_key, uniq, record)
+  VALUES (?1, 'click', ?2, ?3, ?4,
+    CASE WHEN ?4 IS NULL THEN 0 ELSE NOT EXISTS (
+      SELECT 1 FROM events WHERE visitor_key = ?4 AND ts_ms > ?3 - 3600000 AND ts_ms <= ?3) END,
+    ?5)
+  ON CONFLICT(id) DO NOTHING";
+
+fn enqueue(env: &Env, ctx: &Context, cfg: &Config, p: Pending) -> Result<()> {
+    QUEUE.with(|q| q.borrow_mut().push(p));
+    if !SCHEDULED.with(Cell::get) {
+        SCHEDULED.with(|s| s.set(true));
+        let db = store::db(env)?;
+        let delay = cfg.flush_ms;
+        ctx.wait_until(async move {
+            flush(db, delay).await;
+        });
+    }
+    Ok(())
+}
+
+async fn flush(db: D1Database, delay_ms: u64) {
+    if delay_ms > 0 {
+        Delay::from(Duration::from_millis(delay_ms)).await;
+    }
+    // Later clicks open a new batch in their own request.
+    let pending = QUEUE.with(|q| std::mem::take(&mut *q.borrow_mut()));
+    SCHEDULED.with(|s| s.set(false));
+    for chunk in pending.chunks(BATCH) {
+        let mut attempt = 0u32;
+        loop {
+            match write(&db, chunk).await {
+                Ok(()) => break,
+                Err(e) if attempt < 6 => {
+                    console_warn!(
+                        "click batch of {} failed (attempt {}): {e}",
+                        chunk.len(),
+                        attempt + 1
+                    );
+                    Delay::from(Duration::from_millis(50 << attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    let ids: Vec<&str> = chunk.iter().map(|p| p.id.as_str()).collect();
+                    console_error!("click batch lost after retries: {e}; ids={ids:?}");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn write(db: &D1Database, chunk: &[Pending]) -> Result<()> {
+    let mut stmts = Vec::with_capacity(chunk.len());
+    for p in chunk {
+        stmts.push(db.prepare(INSERT_CLICK).bind(&[
+            s(&p.id),
+            s(&p.program),
+            n(p.ts_ms),
+            opt(p.visitor_key.as_deref()),
+            s(&p.record),
+        ])?);
+    }
+    db.batch(stmts).await?;
+    Ok(())
+}
+
+fn truncate(v: String, max: usize) -> String {
+    if v.len() <= max {
+        return v;
+    }
+    let mut cut = max;
+    while !v.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    v[..cut].to_string()
+}
+
+pub async fn click(
+    req: Request,
+    env: &Env,
+    ctx: &Context,
+    cfg: &Config,
+    slug: &str,
+) -> Result<Response> {
+    if !is_valid_id(slug) {
+        return text(404, "not found");
+    }
+    let Some(link) = store::link_by_slug(env, slug).await? else {
+        return text(404, "not found");
+    };
+    if link.paused {
+        return text(404, "not found");
+    }
+    let Some(program) = store::program(env, &link.program).await? else {
+        return text(404, "not found");
+    };
+    let url = req.url()?;
+    let mut sub: [Option<String>; 5] = Default::default();
+    let mut to = None;
+    for (k, v) in url.query_pairs() {
+        match k.as_ref() {
+            "sub1" | "sub2" | "sub3" | "sub4" | "sub5" => {
+                let i = usize::from(k.as_bytes()[3] - b'1');
+                if !v.is_empty() && sub[i].is_none() {
+                    sub[i] = Some(truncate(v.into_owned(), SUB_MAX));
+                }
+            }
+            "to" if to.is_none() => to = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    if cfg.click_secret.is_empty() {
+        return Err(Error::RustError("CLICK_SECRET is not set".into()));
+    }
+    let now = now_ms();
+    let nonce = u32::from_be_bytes(random::<4>()?);
+    let click_id = clickid::mint(
+        cfg.click_secret.as_bytes(),
+        &ClickClaims {
+            ts_ms: now,
+            nonce,
+            program: link.program_num,
+            link: link.num,
+            partner: link.partner_num,
+        },
+    );
+    let macros = Macros {
+        click_id: &click_id,
+        partner: &link.partner,
+        sub: [
+            sub[0].as_deref(),
+            sub[1].as_deref(),
+            sub[2].as_deref(),
+            sub[3].as_deref(),
+            sub[4].as_deref(),
+        ],
+    };
+    let location = match dest::resolve(
+        &link.destination,
+        to.as_deref(),
+        &program.allowed_hosts,
+        &macros,
+    ) {
+        Ok(l) => l,
+        Err(e) => return text(400, &format!("bad deep link: {}", e.reason())),
+    };
+
+    let method = req.method().to_string();
+    let ua = header(&req, "User-Agent");
+    let purpose = header(&req, "Sec-Purpose")
+        .or_else(|| header(&req, "Purpose"))
+        .or_else(|| header(&req, "X-Purpose"))
+        .or_else(|| header(&req, "X-Moz"));
+    let bot = bot::classify(&Signals {
+        method: &method,
+        user_agent: ua.as_deref(),
+        purpose: purpose.as_deref(),
+    });
+    let ip = header(&req, "CF-Connecting-IP").unwrap_or_default();
+    let visitor = hash::visitor(&cfg.visitor_salt, &ip, ua.as_deref().unwrap_or(""));
+    let country = req
+        .cf()
+        .and_then(|cf| cf.country())
+        .or_else(|| header(&req, "CF-IPCountry"))
+        .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()));
+    let referrer_host = header(&req, "Referer")
+        .and_then(|r| url::Url::parse(&r).ok())
+        .and_then(|u| u.host_str().map(str::to_string));
+
+    let mut rec = Record::new(Kind::Click);
+    let id = format!("ev_{click_id}");
+    rec.id = Some(id.clone());
+    rec.ts = Some(Timestamp(now));
+    rec.program = Some(link.program.clone());
+    rec.partner = Some(link.partner.clone());
+    rec.link = Some(link.slug.clone());
+    rec.click_id = Some(click_id.clone());
+    rec.bot = Some(bot.is_some());
+    rec.bot_reason = bot.map(|b| b.as_str().to_string());
+    rec.country = country;
+    rec.sub = Some(sub.to_vec());
+    rec.visitor = Some(visitor.clone());
+    rec.referrer_host = referrer_host;
+    enqueue(
+        env,
+        ctx,
+        cfg,
+        Pending {
+            id,
+            program: link.program.clone(),
+            ts_ms: now,
+            visitor_key: bot
+                .is_none()
+                .then(|| hash::visitor_link(&visitor, &link.slug)),
+            record: serde_json::to_string(&rec)?,
+        },
+    )?;
+
+    // Built by hand: `Response::redirect` has immutable headers.
+    let headers = Headers::new();
+    headers.set("Location", &location)?;
+    headers.set(
+        "Set-Cookie",
+        &format!(
+            "pt_click={click_id}; Max-Age={}; Path=/; Secure; HttpOnly; SameSite=Lax",
+            u64::from(program.cookie_days) * 86_400
+        ),
+    )?;
+    headers.set("Cache-Control", "no-store")?;
+    headers.set("Referrer-Policy", "no-referrer-when-downgrade")?;
+    Ok(Response::empty()?.with_status(302).with_headers(headers))
+}
