@@ -14,4 +14,4 @@ for tool in "$root/.tools/bin/worker-build" "$WASM_BINDGEN_BIN" "$ESBUILD_BIN" "
   fi
 done
 cd "$root/edge"
-exec "$root/.tools/bin/worker-build" --release
+exec "$root/.tools/bin/worker-build" --profile wasm-release

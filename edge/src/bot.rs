@@ -6,7 +6,7 @@
 //! Both are built once per isolate on first use.
 
 use aho_corasick::AhoCorasick;
-use regex::Regex;
+use regex_lite::Regex;
 use std::sync::OnceLock;
 
 mod patterns {
@@ -51,31 +51,18 @@ pub struct Signals<'a> {
 
 struct Matcher {
     literals: AhoCorasick,
-    regex: Option<Regex>,
-    regex_classes: Vec<u8>,
-    regexes: Vec<Regex>,
+    regexes: Vec<(Regex, u8)>,
 }
 
 fn matcher() -> &'static Option<Matcher> {
     static M: OnceLock<Option<Matcher>> = OnceLock::new();
     M.get_or_init(|| {
         let literals = AhoCorasick::new(patterns::LITERALS.iter().map(|(p, _)| p)).ok()?;
-        let joined = patterns::REGEXES
-            .iter()
-            .map(|(p, _)| format!("(?:{p})"))
-            .collect::<Vec<_>>()
-            .join("|");
-        let regex = Regex::new(&joined).ok();
         let regexes = patterns::REGEXES
             .iter()
-            .filter_map(|(p, _)| Regex::new(p).ok())
+            .filter_map(|(p, c)| Some((Regex::new(p).ok()?, *c)))
             .collect();
-        Some(Matcher {
-            literals,
-            regex,
-            regex_classes: patterns::REGEXES.iter().map(|(_, c)| *c).collect(),
-            regexes,
-        })
+        Some(Matcher { literals, regexes })
     })
 }
 
@@ -99,15 +86,10 @@ pub fn classify_agent(user_agent: &str) -> Option<BotReason> {
             break;
         }
     }
-    if hit != Some(1) && m.regex.as_ref().is_some_and(|r| r.is_match(ua)) {
-        // Rare: find which expression matched to learn its class.
-        let class = m
-            .regexes
-            .iter()
-            .zip(&m.regex_classes)
-            .find(|(r, _)| r.is_match(ua))
-            .map_or(0, |(_, c)| *c);
-        hit = Some(hit.map_or(class, |h| h.max(class)));
+    if hit.is_none() {
+        if let Some((_, class)) = m.regexes.iter().find(|(r, _)| r.is_match(ua)) {
+            hit = Some(*class);
+        }
     }
     hit.map(|class| {
         if class == 1 {

@@ -43,16 +43,8 @@ impl Timestamp {
     /// Parses RFC 3339 (`Z` or a numeric offset, optional fraction). The
     /// canonical form takes a fast path.
     pub fn parse(s: &str) -> Result<Timestamp, TimeError> {
-        if let Some(t) = parse_canonical(s) {
-            return Ok(t);
-        }
-        let odt =
-            ::time::OffsetDateTime::parse(s, &::time::format_description::well_known::Rfc3339)
-                .map_err(|_| TimeError)?;
-        let ms = odt.unix_timestamp_nanos() / 1_000_000;
-        i64::try_from(ms)
-            .ok()
-            .and_then(Timestamp::from_ms)
+        parse_canonical(s)
+            .or_else(|| parse_rfc3339(s))
             .ok_or(TimeError)
     }
 
@@ -146,6 +138,72 @@ fn parse_canonical(s: &str) -> Option<Timestamp> {
     Timestamp::from_ms(days * 86_400_000 + h * 3_600_000 + mi * 60_000 + sec * 1000 + ms)
 }
 
+/// RFC 3339 `date-time`: `YYYY-MM-DD(T|t| )HH:MM:SS(.fraction)?(Z|z|+HH:MM|-HH:MM)`.
+/// Fractions beyond milliseconds are truncated.
+fn parse_rfc3339(s: &str) -> Option<Timestamp> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b.len() > 40 {
+        return None;
+    }
+    if b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let y = digits(&b[0..4])? as i32;
+    let mo = digits(&b[5..7])?;
+    let d = digits(&b[8..10])?;
+    let h = i64::from(digits(&b[11..13])?);
+    let mi = i64::from(digits(&b[14..16])?);
+    let sec = i64::from(digits(&b[17..19])?);
+    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || sec > 59
+    {
+        return None;
+    }
+    let mut pos = 19;
+    let mut ms = 0i64;
+    if b[pos] == b'.' {
+        pos += 1;
+        let start = pos;
+        while pos < b.len() && b[pos].is_ascii_digit() {
+            if pos - start < 3 {
+                ms = ms * 10 + i64::from(b[pos] - b'0');
+            }
+            pos += 1;
+        }
+        let n = pos - start;
+        if n == 0 {
+            return None;
+        }
+        for _ in n..3 {
+            ms *= 10;
+        }
+    }
+    let offset_min = match b.get(pos..)? {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let oh = i64::from(digits(&[*h1, *h2])?);
+            let om = i64::from(digits(&[*m1, *m2])?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            let off = oh * 60 + om;
+            if *sign == b'-' {
+                -off
+            } else {
+                off
+            }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(y, mo, d);
+    let local = days * 86_400_000 + h * 3_600_000 + mi * 60_000 + sec * 1000 + ms;
+    Timestamp::from_ms(local - offset_min * 60_000)
+}
+
 pub fn is_leap(y: i32) -> bool {
     (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
 }
@@ -205,6 +263,12 @@ mod tests {
         assert_eq!(a.to_string(), "2026-11-03T10:00:00.000Z");
         let b = Timestamp::parse("2026-11-03T10:00:00.123456Z").unwrap();
         assert_eq!(b.to_string(), "2026-11-03T10:00:00.123Z");
+        let c = Timestamp::parse("2026-11-03t05:30:00.5-04:30").unwrap();
+        assert_eq!(c.to_string(), "2026-11-03T10:00:00.500Z");
+        assert_eq!(
+            Timestamp::parse("2026-11-03T10:00:00Z").unwrap().ms() % 1000,
+            0
+        );
     }
 
     #[test]
@@ -217,6 +281,11 @@ mod tests {
             "yesterday",
             "2026-11-03T25:00:00Z",
             "-001-01-01T00:00:00Z",
+            "2026-11-03T10:00:00",
+            "2026-11-03T10:00:00.Z",
+            "2026-11-03T10:00:00+2:00",
+            "2026-11-03T10:00:00+24:00",
+            "1970-01-01T00:00:00+00:01",
         ] {
             assert!(Timestamp::parse(s).is_err(), "{s}");
         }
