@@ -50,19 +50,48 @@ pub struct Signals<'a> {
 }
 
 struct Matcher {
-    literals: AhoCorasick,
+    /// Crawler literals, then the regex prefilter literals.
+    automaton: AhoCorasick,
     regexes: Vec<(Regex, u8)>,
+    /// For automaton patterns past the literals: the expression each guards.
+    guards: Vec<usize>,
+    /// Expressions without a usable prefilter: always run.
+    always: Vec<usize>,
 }
 
 fn matcher() -> &'static Option<Matcher> {
     static M: OnceLock<Option<Matcher>> = OnceLock::new();
     M.get_or_init(|| {
-        let literals = AhoCorasick::new(patterns::LITERALS.iter().map(|(p, _)| p)).ok()?;
+        let needles = patterns::LITERALS.iter().map(|(p, _)| *p).chain(
+            patterns::PREFILTERS
+                .iter()
+                .map(|(p, _)| *p)
+                .filter(|p| !p.is_empty()),
+        );
+        let automaton = AhoCorasick::new(needles).ok()?;
         let regexes = patterns::REGEXES
             .iter()
             .filter_map(|(p, c)| Some((Regex::new(p).ok()?, *c)))
+            .collect::<Vec<_>>();
+        if regexes.len() != patterns::REGEXES.len() {
+            return None;
+        }
+        let always = patterns::PREFILTERS
+            .iter()
+            .filter(|(p, _)| p.is_empty())
+            .map(|(_, i)| *i)
             .collect();
-        Some(Matcher { literals, regexes })
+        let guards = patterns::PREFILTERS
+            .iter()
+            .filter(|(p, _)| !p.is_empty())
+            .map(|(_, i)| *i)
+            .collect();
+        Some(Matcher {
+            automaton,
+            regexes,
+            guards,
+            always,
+        })
     })
 }
 
@@ -78,17 +107,29 @@ pub fn classify_agent(user_agent: &str) -> Option<BotReason> {
         return Some(BotReason::NoAgent);
     }
     let m = matcher().as_ref()?;
+    let literal_count = patterns::LITERALS.len();
     let mut hit: Option<u8> = None;
-    for found in m.literals.find_overlapping_iter(ua) {
-        let class = patterns::LITERALS[found.pattern().as_usize()].1;
-        hit = Some(hit.map_or(class, |h| h.max(class)));
-        if class == 1 {
-            break;
+    let mut candidates: Vec<usize> = Vec::new();
+    for found in m.automaton.find_overlapping_iter(ua) {
+        let i = found.pattern().as_usize();
+        if i < literal_count {
+            let class = patterns::LITERALS[i].1;
+            hit = Some(hit.map_or(class, |h| h.max(class)));
+            if class == 1 {
+                break;
+            }
+        } else if let Some(r) = m.guards.get(i - literal_count) {
+            candidates.push(*r);
         }
     }
     if hit.is_none() {
-        if let Some((_, class)) = m.regexes.iter().find(|(r, _)| r.is_match(ua)) {
-            hit = Some(*class);
+        for i in candidates.iter().chain(&m.always) {
+            if let Some((re, class)) = m.regexes.get(*i) {
+                if re.is_match(ua) {
+                    hit = Some(*class);
+                    break;
+                }
+            }
         }
     }
     hit.map(|class| {

@@ -50,14 +50,14 @@ fn partner_json(p: &Partner) -> serde_json::Value {
 }
 
 fn email_salt(env: &Env) -> String {
-    super::Config::from_env(env).email_salt
+    super::Config::get(env).email_salt.clone()
 }
 
 pub async fn handle(route: Route<'_>, mut req: Request, env: &Env) -> Result<Response> {
     let method = req.method();
     match (route, method) {
         (Route::Program(id), Method::Get) => match store::program(env, id).await? {
-            Some(p) => json(200, &serde_json::to_value(&p)?),
+            Some(p) => json(200, &serde_json::to_value(&*p)?),
             None => error(404, "no such program"),
         },
         (Route::Program(id), Method::Put) => {
@@ -81,7 +81,7 @@ pub async fn handle(route: Route<'_>, mut req: Request, env: &Env) -> Result<Res
             create_link(env, &req, input).await
         }
         (Route::Link(slug), Method::Get) => match store::link_by_slug(env, slug).await? {
-            Some(l) => json(200, &serde_json::to_value(&l)?),
+            Some(l) => json(200, &serde_json::to_value(&*l)?),
             None => error(404, "no such link"),
         },
         (Route::Link(slug), Method::Put) => {
@@ -90,7 +90,7 @@ pub async fn handle(route: Route<'_>, mut req: Request, env: &Env) -> Result<Res
             update_link(env, slug, input).await
         }
         (Route::Coupon(code), Method::Get) => match store::coupon(env, code).await? {
-            Some(c) => json(200, &serde_json::to_value(&c)?),
+            Some(c) => json(200, &serde_json::to_value(&*c)?),
             None => error(404, "no such coupon"),
         },
         (Route::Coupon(code), Method::Put) => {
@@ -303,8 +303,8 @@ async fn put_coupon(env: &Env, c: Coupon) -> Result<Response> {
     store::forget(&key);
     match store::coupon(env, &c.code).await? {
         Some(row) => {
-            store::kv_put(env, &key, &serde_json::to_string(&row)?).await?;
-            json(200, &serde_json::to_value(&row)?)
+            store::kv_put(env, &key, &serde_json::to_string(&*row)?).await?;
+            json(200, &serde_json::to_value(&*row)?)
         }
         None => error(500, "coupon not stored"),
     }

@@ -61,15 +61,15 @@ async fn evidence(
         }
         ev.click_ts = Timestamp::from_ms(claims.ts_ms);
         if let Some(link) = store::link_by_num(env, claims.link).await? {
-            ev.partner = Some(link.partner);
-            ev.link = Some(link.slug);
+            ev.partner = Some(link.partner.clone());
+            ev.link = Some(link.slug.clone());
         }
     }
     if ev.partner.is_none() {
         if let Some(code) = &pb.coupon {
             if let Some(c) = store::coupon(env, code).await? {
                 if c.program == program.id {
-                    ev.partner = Some(c.partner);
+                    ev.partner = Some(c.partner.clone());
                 }
             }
         }

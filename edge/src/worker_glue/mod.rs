@@ -31,7 +31,19 @@ fn env_string(env: &Env, name: &str) -> String {
         .unwrap_or_default()
 }
 
+thread_local! {
+    static CONFIG: std::cell::OnceCell<std::rc::Rc<Config>> = const { std::cell::OnceCell::new() };
+}
+
 impl Config {
+    /// Read once per isolate: secrets change only with a new deployment.
+    pub fn get(env: &Env) -> std::rc::Rc<Config> {
+        CONFIG.with(|c| {
+            c.get_or_init(|| std::rc::Rc::new(Config::from_env(env)))
+                .clone()
+        })
+    }
+
     fn from_env(env: &Env) -> Config {
         let visitor_salt = env_string(env, "VISITOR_SALT");
         let email_salt = env_string(env, "EMAIL_SALT");
@@ -130,7 +142,7 @@ pub async fn body_limited(req: &mut Request, max: usize) -> Result<Option<Vec<u8
 }
 
 async fn handle(route: Route<'_>, req: Request, env: &Env, ctx: &Context) -> Result<Response> {
-    let cfg = Config::from_env(env);
+    let cfg = Config::get(env);
     match route {
         Route::Health => text(200, "ok"),
         Route::Baseline => {

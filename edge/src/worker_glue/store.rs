@@ -7,8 +7,10 @@ use crate::admin::{LinkConfig, Partner, Program};
 use crate::time::Timestamp;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::any::Any;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use wasm_bindgen::JsValue;
 use worker::*;
 
@@ -16,28 +18,31 @@ use worker::*;
 const CACHE_MS: i64 = 5_000;
 const CACHE_MAX: usize = 20_000;
 
+/// Parsed registry entries, shared by the requests of one isolate.
+type Entry = Option<Rc<dyn Any>>;
+
 thread_local! {
-    static CACHE: RefCell<HashMap<String, (i64, Option<String>)>> = RefCell::new(HashMap::new());
+    static CACHE: RefCell<HashMap<String, (i64, Entry)>> = RefCell::new(HashMap::new());
 }
 
-fn cache_get(key: &str) -> Option<Option<String>> {
+fn cache_get<T: 'static>(key: &str) -> Option<Option<Rc<T>>> {
     let now = now_ms();
     CACHE.with(|c| {
         c.borrow()
             .get(key)
             .filter(|(exp, _)| *exp > now)
-            .map(|(_, v)| v.clone())
+            .map(|(_, v)| v.clone().and_then(|v| v.downcast::<T>().ok()))
     })
 }
 
-fn cache_put(key: &str, value: Option<String>) {
+fn cache_put<T: 'static>(key: &str, value: Option<Rc<T>>) {
     let exp = now_ms() + CACHE_MS;
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
         if c.len() >= CACHE_MAX {
             c.clear();
         }
-        c.insert(key.to_string(), (exp, value));
+        c.insert(key.to_string(), (exp, value.map(|v| v as Rc<dyn Any>)));
     });
 }
 
@@ -77,13 +82,13 @@ pub async fn all<T: DeserializeOwned>(stmt: D1PreparedStatement) -> Result<Vec<T
 }
 
 /// Cache, then KV, then `load` (D1) which refills KV.
-async fn cached<T, F>(env: &Env, key: &str, load: F) -> Result<Option<T>>
+async fn cached<T, F>(env: &Env, key: &str, load: F) -> Result<Option<Rc<T>>>
 where
-    T: DeserializeOwned + Serialize,
+    T: DeserializeOwned + Serialize + 'static,
     F: std::future::Future<Output = Result<Option<T>>>,
 {
-    if let Some(hit) = cache_get(key) {
-        return Ok(hit.and_then(|s| serde_json::from_str(&s).ok()));
+    if let Some(hit) = cache_get::<T>(key) {
+        return Ok(hit);
     }
     let kv = kv(env)?;
     if let Some(text) = kv
@@ -93,19 +98,16 @@ where
         .map_err(|e| Error::RustError(e.to_string()))?
     {
         if let Ok(v) = serde_json::from_str::<T>(&text) {
-            cache_put(key, Some(text));
+            let v = Rc::new(v);
+            cache_put(key, Some(v.clone()));
             return Ok(Some(v));
         }
     }
-    let loaded = load.await?;
-    match &loaded {
-        Some(v) => {
-            let text = serde_json::to_string(v)?;
-            kv_put(env, key, &text).await?;
-            cache_put(key, Some(text));
-        }
-        None => cache_put(key, None),
+    let loaded = load.await?.map(Rc::new);
+    if let Some(v) = &loaded {
+        kv_put(env, key, &serde_json::to_string(&**v)?).await?;
     }
+    cache_put(key, loaded.clone());
     Ok(loaded)
 }
 
@@ -126,7 +128,7 @@ struct ProgramRow {
     settings: String,
 }
 
-pub async fn program(env: &Env, id: &str) -> Result<Option<Program>> {
+pub async fn program(env: &Env, id: &str) -> Result<Option<Rc<Program>>> {
     let key = format!("program:{id}");
     cached(env, &key, async {
         let row: Option<ProgramRow> = first(
@@ -197,7 +199,7 @@ impl From<LinkRow> for LinkConfig {
     }
 }
 
-pub async fn link_by_slug(env: &Env, slug: &str) -> Result<Option<LinkConfig>> {
+pub async fn link_by_slug(env: &Env, slug: &str) -> Result<Option<Rc<LinkConfig>>> {
     cached(env, &format!("link:{slug}"), async {
         let sql = format!("{LINK_SELECT} WHERE l.slug = ?1");
         let row: Option<LinkRow> = first(db(env)?.prepare(sql).bind(&[s(slug)])?).await?;
@@ -206,7 +208,7 @@ pub async fn link_by_slug(env: &Env, slug: &str) -> Result<Option<LinkConfig>> {
     .await
 }
 
-pub async fn link_by_num(env: &Env, num: u32) -> Result<Option<LinkConfig>> {
+pub async fn link_by_num(env: &Env, num: u32) -> Result<Option<Rc<LinkConfig>>> {
     cached(env, &format!("linknum:{num}"), async {
         let sql = format!("{LINK_SELECT} WHERE l.num = ?1");
         let row: Option<LinkRow> = first(db(env)?.prepare(sql).bind(&[n(i64::from(num))])?).await?;
@@ -291,7 +293,7 @@ pub struct CouponRow {
     pub updated_at: String,
 }
 
-pub async fn coupon(env: &Env, code: &str) -> Result<Option<CouponRow>> {
+pub async fn coupon(env: &Env, code: &str) -> Result<Option<Rc<CouponRow>>> {
     cached(env, &format!("coupon:{code}"), async {
         first(
             db(env)?
