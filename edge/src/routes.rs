@@ -150,3 +150,53 @@ mod tests {
         assert_eq!(route("GET", "/nope"), Match::NotFound);
     }
 }
+
+#[cfg(test)]
+mod openapi {
+    use super::ROUTES;
+    use std::collections::BTreeSet;
+
+    /// The (method, path) pairs of docs/openapi.yaml, read from its `paths:`
+    /// block (paths at two spaces, methods at four).
+    fn documented() -> BTreeSet<(String, String)> {
+        let doc = include_str!("../../docs/openapi.yaml");
+        let mut in_paths = false;
+        let mut path = String::new();
+        let mut out = BTreeSet::new();
+        for line in doc.lines() {
+            if line == "paths:" {
+                in_paths = true;
+                continue;
+            }
+            if !in_paths {
+                continue;
+            }
+            if let Some(p) = line.strip_prefix("  /") {
+                path = format!("/{}", p.trim_end_matches(':'));
+            } else if let Some(m) = line.strip_prefix("    ") {
+                let m = m.trim_end_matches(':');
+                if ["get", "put", "post", "delete", "patch"].contains(&m) {
+                    out.insert((m.to_uppercase(), path.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn router_and_openapi_name_the_same_routes() {
+        let router: BTreeSet<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        let doc = documented();
+        assert!(!doc.is_empty());
+        let undocumented: Vec<_> = router.difference(&doc).collect();
+        let phantom: Vec<_> = doc.difference(&router).collect();
+        assert!(
+            undocumented.is_empty(),
+            "routes missing from docs/openapi.yaml: {undocumented:?}"
+        );
+        assert!(phantom.is_empty(), "documented but not routed: {phantom:?}");
+    }
+}
