@@ -39,6 +39,7 @@ bench: build-edge
 	cargo run --release -p e2e --bin bench-edge
 
 demo: build-edge
+	cargo build --release -p settlement -p e2e
 	cargo run --release -p e2e --bin demo
 
 clean:

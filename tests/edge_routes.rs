@@ -653,3 +653,23 @@ fn coupon_is_evidence_when_there_is_no_click() {
     assert_eq!(e["partner"], partner.as_str());
     assert_eq!(e["coupon"], "CPN-20");
 }
+
+#[test]
+fn the_test_clock_is_ignored_unless_enabled() {
+    let (_, _, slug) = setup("clock");
+    let w = worker();
+    let (s, _, head) = send(
+        agent()
+            .get(&w.url(&format!("/c/{slug}")))
+            .set("User-Agent", BROWSER)
+            .set("X-Ptrack-Clock", "86400000"),
+        None,
+    );
+    assert_eq!(s, 302);
+    let cid = click_id_of(&head);
+    let all = export_until("the click", |all| {
+        all.iter().any(|e| e["click_id"] == cid.as_str())
+    });
+    let e = all.iter().find(|e| e["click_id"] == cid.as_str()).unwrap();
+    assert!(e["ts"].as_str().unwrap() > "2026-01-01", "{e}");
+}

@@ -73,7 +73,8 @@ pub async fn handle(route: Route<'_>, mut req: Request, env: &Env) -> Result<Res
         (Route::Partner(id), Method::Put) => {
             let body = try_body!(&mut req);
             let input = try_field!(PartnerInput::parse(id, &body));
-            put_partner(env, id, input).await
+            let clock = super::event_now(&req, &super::Config::get(env));
+            put_partner(env, id, input, clock).await
         }
         (Route::Links, Method::Post) => {
             let body = try_body!(&mut req);
@@ -103,7 +104,7 @@ pub async fn handle(route: Route<'_>, mut req: Request, env: &Env) -> Result<Res
     }
 }
 
-async fn put_partner(env: &Env, id: &str, input: PartnerInput) -> Result<Response> {
+async fn put_partner(env: &Env, id: &str, input: PartnerInput, clock: i64) -> Result<Response> {
     let Some(program) = store::program(env, &input.program).await? else {
         return field_error(422, &FieldError::new("program", "unknown program"));
     };
@@ -135,7 +136,8 @@ async fn put_partner(env: &Env, id: &str, input: PartnerInput) -> Result<Respons
             );
         }
     }
-    let now = Timestamp(now_ms());
+    // Status history is dated by the (test) clock, like events.
+    let now = Timestamp(clock);
     let mut history = existing
         .as_ref()
         .map(|e| e.history.clone())

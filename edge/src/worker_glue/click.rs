@@ -5,7 +5,7 @@
 //! transaction) per flush.
 
 use super::store::{self, n, opt, s};
-use super::{header, now_ms, random, text, Config};
+use super::{header, random, text, Config};
 use crate::bot::{self, Signals};
 use crate::clickid::{self, ClickClaims};
 use crate::dest::{self, Macros};
@@ -150,7 +150,7 @@ pub async fn click(
     if cfg.click_secret.is_empty() {
         return Err(Error::RustError("CLICK_SECRET is not set".into()));
     }
-    let now = now_ms();
+    let now = super::event_now(&req, cfg);
     let nonce = u32::from_be_bytes(random::<4>()?);
     let click_id = clickid::mint(
         cfg.click_secret.as_bytes(),

@@ -92,7 +92,7 @@ async fn record(
     ev: Evidence,
     source: Source,
 ) -> Result<Outcome> {
-    let now = now_ms();
+    let now = super::event_now(req, cfg);
     let id = clickid::event_id(now, random::<10>()?);
     let ts = pb.ts.unwrap_or(Timestamp(now));
     let mut rec = Record::new(Kind::Conversion);
@@ -236,7 +236,7 @@ pub async fn postback(mut req: Request, env: &Env, cfg: &Config) -> Result<Respo
     } else {
         query.clone()
     };
-    let pb = match Postback::parse(&fields, &program, now_ms()) {
+    let pb = match Postback::parse(&fields, &program, super::event_now(&req, cfg)) {
         Ok(pb) => pb,
         Err(e) => {
             store::log_rejection(
@@ -313,7 +313,7 @@ pub async fn pixel(req: Request, env: &Env, cfg: &Config) -> Result<Response> {
         Ok(f) => f,
         Err(e) => return field_error(422, &e),
     };
-    let mut pb = match Postback::parse(&fields, &program, now_ms()) {
+    let mut pb = match Postback::parse(&fields, &program, super::event_now(&req, cfg)) {
         Ok(pb) => pb,
         Err(e) => {
             store::log_rejection(env, "pixel", Some(&program.id), &e.field, &e.reason, &query)

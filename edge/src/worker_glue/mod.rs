@@ -22,6 +22,10 @@ pub struct Config {
     pub visitor_salt: String,
     pub email_salt: String,
     pub flush_ms: u64,
+    /// Dev-only (`--var ALLOW_TEST_CLOCK:1`, never in wrangler.toml): lets the
+    /// demo and tests stamp clicks and conversions with `X-Ptrack-Clock: <ms>`
+    /// to replay a month of traffic.
+    pub allow_test_clock: bool,
 }
 
 fn env_string(env: &Env, name: &str) -> String {
@@ -58,6 +62,7 @@ impl Config {
                 email_salt
             },
             visitor_salt,
+            allow_test_clock: env_string(env, "ALLOW_TEST_CLOCK") == "1",
             flush_ms: env_string(env, "CLICK_FLUSH_MS")
                 .parse()
                 .unwrap_or(25)
@@ -75,6 +80,18 @@ impl Config {
 
 pub fn now_ms() -> i64 {
     Date::now().as_millis() as i64
+}
+
+/// The time an event happened: now, or the test clock when allowed.
+pub fn event_now(req: &Request, cfg: &Config) -> i64 {
+    if cfg.allow_test_clock {
+        if let Some(ms) = header(req, "X-Ptrack-Clock").and_then(|v| v.trim().parse::<i64>().ok()) {
+            if crate::time::Timestamp::from_ms(ms).is_some() {
+                return ms;
+            }
+        }
+    }
+    now_ms()
 }
 
 pub fn random<const N: usize>() -> Result<[u8; N]> {
