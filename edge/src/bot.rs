@@ -241,3 +241,16 @@ mod tests {
         assert_eq!(classify(&curl), Some(BotReason::Crawler));
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_agent_is_classified_without_panic(ua in "\\PC{0,400}") {
+            let _ = classify_agent(&ua);
+        }
+    }
+}

@@ -293,3 +293,39 @@ mod tests {
         assert_eq!(t.lots, Some(Decimal::new(25, 1)));
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Hostile input never panics: every query either parses or names a field.
+        #[test]
+        fn any_query_parses_or_names_a_field(q in "\\PC{0,300}") {
+            let program = Program::parse("p", b"{}").unwrap();
+            if let Ok(f) = Fields::from_query(&q) {
+                match Postback::parse(&f, &program, 1_800_000_000_000) {
+                    Ok(pb) => prop_assert!(!pb.txn_id.is_empty()),
+                    Err(e) => prop_assert!(!e.field.is_empty() && !e.reason.is_empty()),
+                }
+            }
+        }
+
+        #[test]
+        fn any_json_parses_or_names_a_field(body in proptest::collection::vec(any::<u8>(), 0..300)) {
+            match Fields::from_json(&body) {
+                Ok(_) => {}
+                Err(e) => prop_assert!(!e.field.is_empty()),
+            }
+        }
+
+        /// Decimals round-trip exactly: what we accept is what we store.
+        #[test]
+        fn decimals_are_exact(int in 0u64..1_000_000_000_000, frac in 0u32..100) {
+            let s = format!("{int}.{frac:02}");
+            let d = parse_decimal("amount", &s, false).unwrap();
+            prop_assert_eq!(d.to_string(), s);
+        }
+    }
+}
