@@ -44,10 +44,16 @@ const INSERT_CLICK: &str =
   ON CONFLICT(id) DO NOTHING";
 
 fn enqueue(env: &Env, ctx: &Context, cfg: &Config, p: Pending) -> Result<()> {
+    // Open the binding before queuing: a failure here must not leave a
+    // batch marked as scheduled with no flush to drain it.
+    let opener = if SCHEDULED.with(Cell::get) {
+        None
+    } else {
+        Some(store::db(env)?)
+    };
     QUEUE.with(|q| q.borrow_mut().push(p));
-    if !SCHEDULED.with(Cell::get) {
+    if let Some(db) = opener {
         SCHEDULED.with(|s| s.set(true));
-        let db = store::db(env)?;
         let delay = cfg.flush_ms;
         ctx.wait_until(async move {
             flush(db, delay).await;
