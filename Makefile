@@ -6,7 +6,7 @@ export WRANGLER_SEND_METRICS := false
 export CLOUDFLARE_CF_FETCH_ENABLED := false
 WRANGLER := node_modules/.bin/wrangler
 
-.PHONY: setup build-edge edge migrate test test-native test-e2e lint bench demo clean
+.PHONY: setup build-edge edge migrate test test-native test-e2e test-fuzz lint bench fuzz demo clean
 
 setup:
 	@edge/setup.sh
@@ -30,10 +30,18 @@ test-native:
 	cargo test --workspace --exclude e2e
 
 test-e2e: build-edge
+	@edge/setup-browser.sh
 	cargo build --release -p settlement
 	cargo test -p e2e -- --test-threads=4
 
-test: setup lint test-native test-e2e
+# Every fuzz target briefly (make fuzz runs them for a minute each).
+test-fuzz:
+	FUZZ_SECONDS=$${FUZZ_SECONDS:-3} fuzz/run.sh
+
+test: setup lint test-native test-e2e test-fuzz
+
+fuzz:
+	FUZZ_SECONDS=$${FUZZ_SECONDS:-60} fuzz/run.sh
 
 bench: build-edge
 	cargo run --release -p e2e --bin bench-edge

@@ -62,7 +62,7 @@ fn valid_secret(s: &str) -> bool {
     (16..=256).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic())
 }
 
-fn valid_host(h: &str) -> bool {
+pub fn valid_host(h: &str) -> bool {
     let h = h.strip_prefix("*.").unwrap_or(h);
     !h.is_empty()
         && h.len() <= 253
@@ -95,7 +95,7 @@ pub fn currency_field(obj: &Obj, k: &str) -> Result<Option<Currency>, FieldError
         .transpose()
 }
 
-fn short_text(obj: &Obj, k: &str, max: usize) -> Result<Option<String>, FieldError> {
+pub fn short_text(obj: &Obj, k: &str, max: usize) -> Result<Option<String>, FieldError> {
     match obj.str(k)? {
         None => Ok(None),
         Some(s) if s.chars().count() > max => {

@@ -159,11 +159,22 @@ pub fn verify(secrets: &[&[u8]], id: &str) -> Result<ClickClaims, ClickIdError> 
 
 /// A time-sortable random id for stored events (`ev_...`).
 pub fn event_id(ts_ms: i64, random: [u8; 10]) -> String {
-    let mut buf = Vec::with_capacity(16);
+    sortable_id("ev_", ts_ms, &random)
+}
+
+/// A time-sortable random id with a prefix (`dl_...`, `md_...`): 48 bits of
+/// milliseconds, then the random bytes, in the URL-safe sortable alphabet.
+pub fn sortable_id(prefix: &str, ts_ms: i64, random: &[u8]) -> String {
+    let mut buf = Vec::with_capacity(6 + random.len());
     let ts = ts_ms.clamp(0, (1 << 48) - 1) as u64;
     buf.extend_from_slice(&ts.to_be_bytes()[2..]);
-    buf.extend_from_slice(&random);
-    format!("ev_{}", engine().encode(&buf))
+    buf.extend_from_slice(random);
+    format!("{prefix}{}", engine().encode(&buf))
+}
+
+/// Random bytes in the same URL-safe alphabet (API keys).
+pub fn encode_random(prefix: &str, random: &[u8]) -> String {
+    format!("{prefix}{}", engine().encode(random))
 }
 
 #[cfg(test)]

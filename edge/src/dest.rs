@@ -61,6 +61,12 @@ pub fn parse_http_url(s: &str) -> Result<Url, DestError> {
 
 /// A destination template for a link: an http(s) URL once macros are filled.
 pub fn validate_template(template: &str) -> Result<(), DestError> {
+    template_host(template).map(|_| ())
+}
+
+/// The host a destination template leads to (lower case), once its macros
+/// are filled.
+pub fn template_host(template: &str) -> Result<String, DestError> {
     let probe = fill(
         template,
         &Macros {
@@ -69,13 +75,16 @@ pub fn validate_template(template: &str) -> Result<(), DestError> {
             sub: [None; 5],
         },
     );
-    parse_http_url(&probe).map(|_| ())
+    let url = parse_http_url(&probe)?;
+    Ok(url.host_str().unwrap_or("").to_ascii_lowercase())
 }
 
 /// Is `host` allowed by a list of hosts (`shop.example`, or `*.shop.example`
 /// for any subdomain)?
 pub fn host_allowed(host: &str, allowed: &[String]) -> bool {
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    // One trailing dot is the same host written as a fully qualified name;
+    // more than one is not a host name at all.
+    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
     allowed.iter().any(|a| {
         let a = a.to_ascii_lowercase();
         match a.strip_prefix("*.") {
@@ -177,6 +186,15 @@ mod tests {
     }
 
     #[test]
+    fn template_hosts() {
+        assert_eq!(
+            template_host("https://Shop.example/?r={click_id}").unwrap(),
+            "shop.example"
+        );
+        assert!(template_host("{click_id}").is_err());
+    }
+
+    #[test]
     fn macros_are_substituted_and_encoded() {
         let r = resolve(
             "https://shop.example/?ref={click_id}&aff={partner}&s={sub1}",
@@ -222,6 +240,13 @@ mod tests {
             &m(None)
         )
         .is_ok());
+        let fqdn = resolve(
+            "https://x.example/",
+            Some("https://shop.example./"),
+            &allowed,
+            &m(None),
+        );
+        assert!(fqdn.is_ok());
         for bad in [
             "https://evil.example/",
             "https://shop.example.evil.example/",
@@ -230,6 +255,9 @@ mod tests {
             "//evil.example/",
             "https://cdn.example/",
             "data:text/html,hi",
+            // Found by fuzzing: several trailing dots once passed as shop.example.
+            "https:/shop.example../",
+            "https://shop.example...../x",
         ] {
             assert!(
                 resolve("https://x.example/", Some(bad), &allowed, &m(None)).is_err(),

@@ -7,14 +7,18 @@ pub mod admin;
 pub mod auth;
 pub mod bot;
 pub mod clickid;
+pub mod cookie;
 pub mod currency;
+pub mod deal;
 pub mod dest;
 pub mod fields;
 pub mod hash;
 pub mod ids;
+pub mod partner;
 pub mod postback;
 pub mod record;
 pub mod routes;
+pub mod statement;
 pub mod time;
 
 #[cfg(target_arch = "wasm32")]

@@ -19,6 +19,78 @@ pub enum Route<'a> {
     ExportPartners,
     ExportCoupons,
     Rejections,
+    // The partner layer: partner routes (a partner key), public ones, and
+    // operator routes (the admin token).
+    Apply,
+    Me,
+    Stats,
+    MyLinks,
+    MyDeals,
+    MyMdf,
+    MyClaim(&'a str),
+    MyAssets,
+    MyStatements,
+    PartnerList,
+    PartnerCsv,
+    PartnerStatus(&'a str),
+    PartnerAudit(&'a str),
+    Compliance(&'a str),
+    Keys(&'a str),
+    Crm(&'a str),
+    Deals,
+    DealDecision(&'a str),
+    Budgets,
+    Budget(&'a str),
+    MdfList,
+    MdfDecision(&'a str),
+    ClaimDecision(&'a str),
+    Assets,
+    Asset(&'a str),
+    Statements,
+    Portal,
+    Console,
+    Ui(&'a str),
+}
+
+impl Route<'_> {
+    /// Routes a partner calls with its key (`Authorization: Bearer pk_...`).
+    pub fn is_partner(&self) -> bool {
+        matches!(
+            self,
+            Route::Me
+                | Route::Stats
+                | Route::MyLinks
+                | Route::MyDeals
+                | Route::MyMdf
+                | Route::MyClaim(_)
+                | Route::MyAssets
+                | Route::MyStatements
+        )
+    }
+
+    /// Operator routes of the partner layer (the admin token).
+    pub fn is_operator(&self) -> bool {
+        matches!(
+            self,
+            Route::PartnerList
+                | Route::PartnerCsv
+                | Route::PartnerStatus(_)
+                | Route::PartnerAudit(_)
+                | Route::Compliance(_)
+                | Route::Keys(_)
+                | Route::Crm(_)
+                | Route::Deals
+                | Route::DealDecision(_)
+                | Route::Budgets
+                | Route::Budget(_)
+                | Route::MdfList
+                | Route::MdfDecision(_)
+                | Route::ClaimDecision(_)
+                | Route::Assets
+                | Route::Asset(_)
+                | Route::Statements
+        )
+    }
 }
 
 /// Every route: (method, path template). HEAD is answered wherever GET is.
@@ -42,6 +114,41 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/export/v1/events"),
     ("GET", "/export/v1/partners"),
     ("GET", "/export/v1/coupons"),
+    ("POST", "/partner/v1/apply"),
+    ("GET", "/partner/v1/me"),
+    ("GET", "/partner/v1/stats"),
+    ("GET", "/partner/v1/links"),
+    ("POST", "/partner/v1/links"),
+    ("GET", "/partner/v1/deals"),
+    ("POST", "/partner/v1/deals"),
+    ("GET", "/partner/v1/mdf"),
+    ("POST", "/partner/v1/mdf"),
+    ("POST", "/partner/v1/mdf/{id}/claim"),
+    ("GET", "/partner/v1/assets"),
+    ("GET", "/partner/v1/statements"),
+    ("GET", "/api/partners"),
+    ("GET", "/api/partners.csv"),
+    ("POST", "/api/partners/{id}/status"),
+    ("GET", "/api/partners/{id}/audit"),
+    ("GET", "/api/partners/{id}/compliance"),
+    ("PUT", "/api/partners/{id}/compliance"),
+    ("POST", "/api/partners/{id}/keys"),
+    ("DELETE", "/api/partners/{id}/keys"),
+    ("PUT", "/api/partners/{id}/crm"),
+    ("GET", "/api/deals"),
+    ("POST", "/api/deals/{id}/decision"),
+    ("GET", "/api/mdf/budgets"),
+    ("GET", "/api/mdf/budgets/{id}"),
+    ("PUT", "/api/mdf/budgets/{id}"),
+    ("GET", "/api/mdf"),
+    ("POST", "/api/mdf/{id}/decision"),
+    ("POST", "/api/mdf/{id}/claim-decision"),
+    ("GET", "/api/assets"),
+    ("PUT", "/api/assets/{id}"),
+    ("POST", "/api/statements"),
+    ("GET", "/portal"),
+    ("GET", "/admin"),
+    ("GET", "/ui/{file}"),
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,6 +195,35 @@ fn build<'a>(template: &str, param: Option<&'a str>) -> Option<Route<'a>> {
         "/export/v1/events" => Route::ExportEvents,
         "/export/v1/partners" => Route::ExportPartners,
         "/export/v1/coupons" => Route::ExportCoupons,
+        "/partner/v1/apply" => Route::Apply,
+        "/partner/v1/me" => Route::Me,
+        "/partner/v1/stats" => Route::Stats,
+        "/partner/v1/links" => Route::MyLinks,
+        "/partner/v1/deals" => Route::MyDeals,
+        "/partner/v1/mdf" => Route::MyMdf,
+        "/partner/v1/mdf/{id}/claim" => Route::MyClaim(p),
+        "/partner/v1/assets" => Route::MyAssets,
+        "/partner/v1/statements" => Route::MyStatements,
+        "/api/partners" => Route::PartnerList,
+        "/api/partners.csv" => Route::PartnerCsv,
+        "/api/partners/{id}/status" => Route::PartnerStatus(p),
+        "/api/partners/{id}/audit" => Route::PartnerAudit(p),
+        "/api/partners/{id}/compliance" => Route::Compliance(p),
+        "/api/partners/{id}/keys" => Route::Keys(p),
+        "/api/partners/{id}/crm" => Route::Crm(p),
+        "/api/deals" => Route::Deals,
+        "/api/deals/{id}/decision" => Route::DealDecision(p),
+        "/api/mdf/budgets" => Route::Budgets,
+        "/api/mdf/budgets/{id}" => Route::Budget(p),
+        "/api/mdf" => Route::MdfList,
+        "/api/mdf/{id}/decision" => Route::MdfDecision(p),
+        "/api/mdf/{id}/claim-decision" => Route::ClaimDecision(p),
+        "/api/assets" => Route::Assets,
+        "/api/assets/{id}" => Route::Asset(p),
+        "/api/statements" => Route::Statements,
+        "/portal" => Route::Portal,
+        "/admin" => Route::Console,
+        "/ui/{file}" => Route::Ui(p),
         _ => return None,
     })
 }
@@ -128,7 +264,8 @@ mod tests {
             let path = t
                 .replace("{slug}", "x")
                 .replace("{id}", "x")
-                .replace("{code}", "x");
+                .replace("{code}", "x")
+                .replace("{file}", "x");
             assert!(matches!(route(m, &path), Match::Found(_)), "{m} {t}");
         }
     }
@@ -148,6 +285,28 @@ mod tests {
             Match::Found(Route::Program("p1"))
         );
         assert_eq!(route("GET", "/nope"), Match::NotFound);
+        assert_eq!(
+            route("POST", "/partner/v1/mdf/md_1/claim"),
+            Match::Found(Route::MyClaim("md_1"))
+        );
+        assert_eq!(
+            route("GET", "/api/partners.csv"),
+            Match::Found(Route::PartnerCsv)
+        );
+        assert_eq!(
+            route("GET", "/api/partners"),
+            Match::Found(Route::PartnerList)
+        );
+        assert_eq!(
+            route("GET", "/api/partners/a/status"),
+            Match::MethodNotAllowed(vec!["POST"])
+        );
+        assert_eq!(
+            route("PUT", "/api/mdf/budgets/b1"),
+            Match::Found(Route::Budget("b1"))
+        );
+        assert!(Route::Me.is_partner() && !Route::Me.is_operator());
+        assert!(Route::Statements.is_operator() && !Route::Apply.is_partner());
     }
 }
 

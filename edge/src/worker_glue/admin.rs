@@ -3,9 +3,10 @@
 
 use super::store::{self, n, opt, s};
 use super::{body_limited, error, field_error, json, now_ms, random};
-use crate::admin::{Coupon, LinkInput, Partner, PartnerInput, Program};
+use crate::admin::{Coupon, LinkInput, Partner, PartnerInput, PartnerStatus, Program};
 use crate::fields::FieldError;
 use crate::hash;
+use crate::partner;
 use crate::record::StatusChange;
 use crate::routes::Route;
 use crate::time::Timestamp;
@@ -138,11 +139,18 @@ async fn put_partner(env: &Env, id: &str, input: PartnerInput, clock: i64) -> Re
     }
     // Status history is dated by the (test) clock, like events.
     let now = Timestamp(clock);
+    let changed = existing.as_ref().is_none_or(|e| e.status != input.status);
+    if changed && input.status == PartnerStatus::Approved {
+        let expires = store::license_expires(env, id).await?;
+        if let Some(reason) = partner::approval_blocked(program.regulated, expires, now.ms()) {
+            return compliance_conflict(reason);
+        }
+    }
     let mut history = existing
         .as_ref()
         .map(|e| e.history.clone())
         .unwrap_or_default();
-    if existing.as_ref().is_none_or(|e| e.status != input.status) {
+    if changed {
         history.push(StatusChange {
             status: input.status.as_str().to_string(),
             at: now,
@@ -154,7 +162,8 @@ async fn put_partner(env: &Env, id: &str, input: PartnerInput, clock: i64) -> Re
         .as_deref()
         .map(|e| hash::email(&email_salt(env), e));
     let now_s = now.to_string();
-    store::db(env)?
+    let db = store::db(env)?;
+    let upsert = db
         .prepare(
             "INSERT INTO partners (id, program, name, email, email_hash, parent, tier, status, currency, history, created_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)
@@ -175,9 +184,21 @@ async fn put_partner(env: &Env, id: &str, input: PartnerInput, clock: i64) -> Re
             opt(input.currency.map(|c| c.code())),
             s(&serde_json::to_string(&history)?),
             s(&now_s),
-        ])?
-        .run()
-        .await?;
+        ])?;
+    let mut stmts = vec![upsert];
+    if changed {
+        stmts.push(store::audit_stmt(
+            env,
+            id,
+            &now_s,
+            "operator",
+            existing.as_ref().map(|e| e.status.as_str()),
+            input.status.as_str(),
+            Some("PUT /api/partners"),
+            None,
+        )?);
+    }
+    db.batch(stmts).await?;
     match store::partner(env, id).await? {
         Some(p) => json(
             if existing.is_some() { 200 } else { 201 },
@@ -187,7 +208,7 @@ async fn put_partner(env: &Env, id: &str, input: PartnerInput, clock: i64) -> Re
     }
 }
 
-fn public_base(req: &Request) -> String {
+pub fn public_base(req: &Request) -> String {
     req.url()
         .map(|u| u.origin().ascii_serialization())
         .unwrap_or_default()
@@ -214,10 +235,32 @@ fn random_slug() -> Result<String> {
         .collect())
 }
 
-async fn create_link(env: &Env, req: &Request, input: LinkInput) -> Result<Response> {
+/// 409 for an approval that a regulated program does not allow yet.
+pub fn compliance_conflict(reason: &str) -> Result<Response> {
+    json(
+        409,
+        &j!({"status": "compliance_required", "error": {"reason": reason}}),
+    )
+}
+
+pub async fn create_link(env: &Env, req: &Request, input: LinkInput) -> Result<Response> {
     if let Some(e) = check_link_owner(env, &input).await? {
         return field_error(422, &e);
     }
+    match insert_link(env, &input).await? {
+        Ok(slug) => {
+            let url = format!("{}/c/{slug}", public_base(req));
+            json(201, &j!({"slug": slug, "url": url}))
+        }
+        Err(r) => Ok(r),
+    }
+}
+
+/// Stores a link (owner already checked) and publishes it to KV: its slug.
+pub async fn insert_link(
+    env: &Env,
+    input: &LinkInput,
+) -> Result<std::result::Result<String, Response>> {
     let now = Timestamp(now_ms()).to_string();
     let status = if input.paused { "paused" } else { "active" };
     let db = store::db(env)?;
@@ -236,19 +279,18 @@ async fn create_link(env: &Env, req: &Request, input: LinkInput) -> Result<Respo
             .await?;
         if inserted.is_none() {
             if input.slug.is_some() {
-                return json(
+                return Ok(Err(json(
                     409,
                     &j!({"error": {"field": "slug", "reason": "slug already taken"}}),
-                );
+                )?));
             }
             continue;
         }
         store::forget(&format!("link:{slug}"));
         store::publish_link(env, &slug).await?;
-        let url = format!("{}/c/{slug}", public_base(req));
-        return json(201, &j!({"slug": slug, "url": url}));
+        return Ok(Ok(slug));
     }
-    error(500, "could not find a free slug")
+    Ok(Err(error(500, "could not find a free slug")?))
 }
 
 async fn update_link(env: &Env, slug: &str, input: LinkInput) -> Result<Response> {

@@ -245,10 +245,7 @@ pub async fn click(
     headers.set("Location", &location)?;
     headers.set(
         "Set-Cookie",
-        &format!(
-            "pt_click={click_id}; Max-Age={}; Path=/; Secure; HttpOnly; SameSite=Lax",
-            u64::from(program.cookie_days) * 86_400
-        ),
+        &crate::cookie::set_click(&click_id, program.cookie_days),
     )?;
     headers.set("Cache-Control", "no-store")?;
     headers.set("Referrer-Policy", "no-referrer-when-downgrade")?;

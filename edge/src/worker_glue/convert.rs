@@ -269,16 +269,6 @@ pub async fn postback(mut req: Request, env: &Env, cfg: &Config) -> Result<Respo
     outcome_response(record(env, cfg, &req, &pb, ev, Source::Postback).await?)
 }
 
-/// Reads `pt_click` from a Cookie header.
-pub fn cookie_click_id(cookie: Option<&str>) -> Option<String> {
-    cookie?
-        .split(';')
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == "pt_click")
-        .map(|(_, v)| v.trim().trim_matches('"').to_string())
-        .filter(|v| !v.is_empty() && v.len() <= 64)
-}
-
 pub async fn pixel(req: Request, env: &Env, cfg: &Config) -> Result<Response> {
     let url = req.url()?;
     let query = url.query().unwrap_or("").to_string();
@@ -300,7 +290,7 @@ pub async fn pixel(req: Request, env: &Env, cfg: &Config) -> Result<Response> {
         );
     };
     // The click id comes from the cookie, never from the page.
-    let cookie = cookie_click_id(header(&req, "Cookie").as_deref());
+    let cookie = crate::cookie::click_id(header(&req, "Cookie").as_deref());
     let mut pairs: Vec<(String, String)> = url
         .query_pairs()
         .filter(|(k, _)| k != "click_id")

@@ -29,7 +29,7 @@ fn ndjson(body: String, cursor: Option<i64>) -> Result<Response> {
 pub async fn handle(route: Route<'_>, req: Request, env: &Env) -> Result<Response> {
     match route {
         Route::ExportEvents => events(&req, env).await,
-        Route::ExportPartners => partners(env).await,
+        Route::ExportPartners => partners(&req, env).await,
         Route::ExportCoupons => coupons(env).await,
         _ => error(404, "not found"),
     }
@@ -84,17 +84,34 @@ async fn events(req: &Request, env: &Env) -> Result<Response> {
     ndjson(out, Some(cursor))
 }
 
-async fn partners(env: &Env) -> Result<Response> {
+async fn partners(req: &Request, env: &Env) -> Result<Response> {
+    // A lapsed licence exports as `suspended` from its expiry, reason
+    // `license_expired` (the partner layer's compliance data).
+    let now = super::event_now(req, &super::Config::get(env));
+    let licences: std::collections::HashMap<String, Timestamp> =
+        store::rows(store::db(env)?.prepare("SELECT partner, license_expires FROM compliance"))
+            .await?
+            .iter()
+            .filter_map(|r| {
+                Some((
+                    store::txt(r, "partner").to_string(),
+                    Timestamp::parse(store::txt(r, "license_expires")).ok()?,
+                ))
+            })
+            .collect();
     let mut out = String::new();
     for p in store::all_partners(env).await? {
+        let eff =
+            crate::partner::effective(p.status, &p.history, licences.get(&p.id).copied(), now);
         let mut r = Record::new(Kind::Partner);
         r.id = Some(p.id);
         r.program = Some(p.program);
         r.name = p.name;
         r.parent = p.parent;
         r.tier = p.tier;
-        r.status = Some(p.status.as_str().to_string());
-        r.history = Some(p.history);
+        r.status = Some(eff.status.as_str().to_string());
+        r.status_reason = eff.reason;
+        r.history = Some(eff.history);
         r.currency = p.currency;
         r.email_hash = p.email_hash;
         r.created_at = Timestamp::parse(&p.created_at).ok();

@@ -2,10 +2,15 @@
 //! (a panic kills the wasm instance): request data is never unwrapped, and
 //! the clock is `worker::Date`, never `SystemTime`.
 
+#[macro_use]
+mod layer;
 mod admin;
 mod click;
 mod convert;
 mod export;
+mod operator;
+mod pages;
+mod partner;
 mod store;
 
 use crate::auth;
@@ -177,11 +182,18 @@ async fn handle(route: Route<'_>, req: Request, env: &Env, ctx: &Context) -> Res
             }
             export::handle(route, req, env).await
         }
+        Route::Apply => partner::apply(req, env).await,
+        Route::Portal | Route::Console | Route::Ui(_) => pages::serve(route),
+        _ if route.is_partner() => partner::handle(route, req, env).await,
         _ => {
             if !bearer_ok(&req, &cfg.admin_token) {
                 return error(401, "admin token required");
             }
-            admin::handle(route, req, env).await
+            if route.is_operator() {
+                operator::handle(route, req, env).await
+            } else {
+                admin::handle(route, req, env).await
+            }
         }
     }
 }

@@ -329,3 +329,122 @@ pub async fn log_rejection(
         .await?;
     Ok(())
 }
+
+// ---- The partner layer: rows read as JSON values (one deserializer for all
+// of them keeps the wasm small), with typed accessors.
+
+pub type Row = serde_json::Value;
+
+pub async fn rows(stmt: D1PreparedStatement) -> Result<Vec<Row>> {
+    all::<Row>(stmt).await
+}
+
+pub async fn row(stmt: D1PreparedStatement) -> Result<Option<Row>> {
+    first::<Row>(stmt).await
+}
+
+/// Runs a statement; the number of rows it changed.
+pub async fn changes(stmt: D1PreparedStatement) -> Result<usize> {
+    Ok(result_changes(&stmt.run().await?))
+}
+
+pub fn result_changes(r: &D1Result) -> usize {
+    r.meta().ok().flatten().and_then(|m| m.changes).unwrap_or(0)
+}
+
+/// A text column ("" when absent or null).
+pub fn txt<'a>(r: &'a Row, k: &str) -> &'a str {
+    r.get(k).and_then(|v| v.as_str()).unwrap_or("")
+}
+
+/// A text column that may be null.
+pub fn otxt<'a>(r: &'a Row, k: &str) -> Option<&'a str> {
+    r.get(k).and_then(|v| v.as_str())
+}
+
+/// An integer column (0 when absent or null).
+pub fn int(r: &Row, k: &str) -> i64 {
+    r.get(k)
+        .and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)))
+        .unwrap_or(0)
+}
+
+/// When a partner's licence expires, if compliance data is on file.
+pub async fn license_expires(env: &Env, partner: &str) -> Result<Option<Timestamp>> {
+    let r = row(db(env)?
+        .prepare("SELECT license_expires FROM compliance WHERE partner = ?1")
+        .bind(&[s(partner)])?)
+    .await?;
+    Ok(r.and_then(|r| Timestamp::parse(txt(&r, "license_expires")).ok()))
+}
+
+/// An audit entry, as a statement to run alone or in a batch. `guard` is the
+/// partner's `updated_at` the change was computed from: the entry is written
+/// only while the partner still has it.
+#[allow(clippy::too_many_arguments)]
+pub fn audit_stmt(
+    env: &Env,
+    partner: &str,
+    at: &str,
+    actor: &str,
+    from: Option<&str>,
+    to: &str,
+    reason: Option<&str>,
+    guard: Option<&str>,
+) -> Result<D1PreparedStatement> {
+    db(env)?
+        .prepare(
+            "INSERT INTO audit (partner, at, actor, from_status, to_status, reason)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6
+             WHERE ?7 IS NULL OR EXISTS (SELECT 1 FROM partners WHERE id = ?1 AND updated_at = ?7)",
+        )
+        .bind(&[
+            s(partner),
+            s(at),
+            s(actor),
+            opt(from),
+            s(to),
+            opt(reason),
+            opt(guard),
+        ])
+}
+
+/// Answers a query that renders its own JSON in one column `j` (SQLite's
+/// `json_object`/`json_group_array`): no row types and no re-encoding here.
+pub async fn json_answer(stmt: D1PreparedStatement) -> Result<Response> {
+    match stmt.first::<String>(Some("j")).await? {
+        Some(j) => super::respond(200, "application/json", j.into_bytes()),
+        None => super::error(404, "not found"),
+    }
+}
+
+/// `SELECT` of a JSON list `{"<key>": [<view>, ...]}` over `rest` (`FROM ...
+/// WHERE ... ORDER BY ... LIMIT ...`).
+pub fn list_sql(key: &str, view: &str, rest: &str) -> String {
+    format!(
+        "SELECT json_object('{key}', json_group_array(json(v))) AS j FROM (SELECT {view} AS v {rest})"
+    )
+}
+
+/// A bound parameter: text, optional text (NULL), or an integer (as f64).
+#[derive(Clone, Copy)]
+pub enum Arg<'a> {
+    S(&'a str),
+    O(Option<&'a str>),
+    N(i64),
+}
+pub use Arg::{N, O, S};
+
+/// A prepared statement with its parameters: one place that talks to D1's
+/// binding, instead of the same few calls at every query.
+pub fn q<T: Into<String>>(env: &Env, sql: T, args: &[Arg<'_>]) -> Result<D1PreparedStatement> {
+    let values: Vec<JsValue> = args
+        .iter()
+        .map(|a| match *a {
+            Arg::S(v) => s(v),
+            Arg::O(v) => opt(v),
+            Arg::N(v) => n(v),
+        })
+        .collect();
+    db(env)?.prepare(sql).bind(&values)
+}
