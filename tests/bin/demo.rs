@@ -326,6 +326,18 @@ fn main() {
         );
     }
 
+    // Partner keys (shown once) for the partners who use the portal API.
+    let mut keys: BTreeMap<&str, String> = BTreeMap::new();
+    for id in ["ref-north", "ref-south", "tech-zap"] {
+        let k = demo.admin("POST", &format!("/api/partners/{id}/keys"), json!({}));
+        keys.insert(id, k["key"].as_str().unwrap().to_string());
+    }
+    demo.admin(
+        "PUT",
+        "/api/mdf/budgets/tech-zap-2026-q4",
+        json!({"program": "tech", "partner": "tech-zap", "quarter": "2026-Q4", "amount": "2000.00", "currency": "USD"}),
+    );
+
     step(3, STEPS, &format!("replaying {PERIOD}: clicks (bots mixed in), pixels, postbacks, refunds, chargebacks, trades"));
     let mut rng = Rng(0x005e_ed20_2610);
     // (partner, clock, user agent, sub1)
@@ -489,17 +501,6 @@ fn main() {
                     }
                 }
             }
-            "referral" if rng.chance(15) => {
-                pb(
-                    json!({"program": "referral", "event": "deal_won", "txn_id": txn("DW"), "click_id": cid, "customer": customer}),
-                    later(&mut rng, 72),
-                );
-                pb(
-                    json!({"program": "referral", "event": "sale", "txn_id": txn("CT"), "click_id": cid, "customer": customer, "amount": rng.money(3000, 12000), "currency": "USD"}),
-                    later(&mut rng, 96),
-                );
-                conversions += 2;
-            }
             "reseller" if rng.chance(25) => {
                 pb(
                     json!({"program": "reseller", "event": "sale", "txn_id": txn("PO"), "click_id": cid, "customer": customer, "amount": rng.money(400, 2500), "currency": "USD"}),
@@ -551,6 +552,66 @@ fn main() {
             _ => {}
         }
     }
+    // Referral partners register their deals in the portal API; the operator
+    // decides; won deals are reported by customer only, and settlement
+    // attributes them through the approved registration.
+    let (mut deals_approved, mut deal_conflicts) = (0usize, 0usize);
+    for d in 0..24i64 {
+        let partner = if d % 3 == 0 { "ref-south" } else { "ref-north" };
+        let day = MONTH_START + d * DAY + rng.below(DAY as u64 / 2) as i64;
+        let customer = format!("acct-enterprise-{d:02}");
+        let (s, deal) = demo.call(
+            "POST",
+            "/partner/v1/deals",
+            &keys[partner],
+            Some(json!({"program": "referral", "customer": customer, "company": format!("Enterprise {d:02} Ltd"),
+                        "domain": format!("enterprise{d:02}.example"), "value": rng.money(5000, 40000), "currency": "USD",
+                        "expected_close": "2026-12-15"})),
+            day,
+        );
+        assert_eq!(s, 201, "deal registration: {deal}");
+        // Another partner trying to register the same customer is refused, naming nobody.
+        if d % 5 == 0 {
+            let other = if partner == "ref-north" { "ref-south" } else { "ref-north" };
+            let (s, b) = demo.call("POST", "/partner/v1/deals", &keys[other],
+                Some(json!({"program": "referral", "customer": customer, "company": "Same customer"})), day + 3_600_000);
+            assert_eq!((s, b["status"].as_str()), (409, Some("conflict")));
+            deal_conflicts += 1;
+        }
+        let approve = !rng.chance(20);
+        let decision = if approve { "approve" } else { "reject" };
+        let id = deal["id"].as_str().unwrap();
+        let (s, b) = demo.call("POST", &format!("/api/deals/{id}/decision"), ADMIN_TOKEN,
+            Some(json!({"decision": decision, "reason": "checked against the CRM"})), day + 7_200_000);
+        assert!(s < 300, "deal decision: {b}");
+        if approve {
+            deals_approved += 1;
+            if rng.chance(75) {
+                let won = (day + (2 + rng.below(5) as i64) * DAY).min(MONTH_START + 31 * DAY - 1);
+                pb(json!({"program": "referral", "event": "deal_won", "txn_id": txn("DW"), "customer": customer}), won);
+                pb(json!({"program": "referral", "event": "sale", "txn_id": txn("CT"), "customer": customer,
+                          "amount": rng.money(3000, 12000), "currency": "USD"}), won + 3_600_000);
+                conversions += 2;
+            }
+        }
+    }
+    println!("      {deals_approved} deal registrations approved, {deal_conflicts} duplicate registrations refused");
+
+    // The technology partner runs a webinar on market-development funds.
+    let day = MONTH_START + 4 * DAY;
+    let (s, req) = demo.call("POST", "/partner/v1/mdf", &keys["tech-zap"],
+        Some(json!({"program": "tech", "activity": "Integration webinar series", "amount": "1200.00", "currency": "USD"})), day);
+    assert_eq!(s, 201, "MDF request: {req}");
+    let mdf = req["id"].as_str().unwrap().to_string();
+    let (s, b) = demo.call("POST", &format!("/api/mdf/{mdf}/decision"), ADMIN_TOKEN, Some(json!({"decision": "approve", "reason": "fits the Q4 plan"})), day + DAY);
+    assert!(s < 300, "MDF decision: {b}");
+    let (s, b) = demo.call("POST", &format!("/partner/v1/mdf/{mdf}/claim"), &keys["tech-zap"],
+        Some(json!({"amount": "950.00", "proof_url": "https://zapflow.example/invoices/webinar-oct.pdf"})), day + 12 * DAY);
+    assert!(s < 300, "MDF claim: {b}");
+    let (s, b) = demo.call("POST", &format!("/api/mdf/{mdf}/claim-decision"), ADMIN_TOKEN, Some(json!({"decision": "approve", "reason": "invoice checked"})), day + 13 * DAY);
+    assert!(s < 300, "MDF claim decision: {b}");
+    println!("      MDF: 1200.00 approved for tech-zap, claim of 950.00 paid through settlement");
+
     // Prop-firm challenges bought with coupons (no click at all).
     for d in 0..31 {
         for _ in 0..rng.below(4) {
