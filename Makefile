@@ -43,8 +43,11 @@ test: setup lint test-native test-e2e test-fuzz
 fuzz:
 	FUZZ_SECONDS=$${FUZZ_SECONDS:-60} fuzz/run.sh
 
+# Edge: click route vs a static redirect, mint+verify, bot rules, wasm size.
+# Settlement: 10M mixed-model events imported, run and reported, against DuckDB.
 bench: build-edge
 	cargo run --release -p e2e --bin bench-edge
+	cargo run --release -p settlement --bin settlement-bench -- --events $${BENCH_EVENTS:-10000000}
 
 demo: build-edge
 	cargo build --release -p settlement -p e2e

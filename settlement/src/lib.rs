@@ -1,3 +1,29 @@
+//! Settlement for partner programs: attribution, one commission engine for
+//! every partner model, an append-only ledger, statements, payouts and
+//! invoices. See `docs/settlement.md`.
+//!
+//! The core ([`engine`], [`statement`], [`money`], [`config`]) is pure; the
+//! store, the export client and the CLI move bytes in and out.
+
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod explain;
+pub mod facts;
+pub mod import;
+pub mod ledger;
+pub mod money;
+pub mod nightly;
+pub mod period;
+pub mod pull;
+pub mod report;
+pub mod run;
+pub mod sim;
+pub mod statement;
+pub mod store;
+
+pub use error::{Error, Result};
+
 pub fn version() -> &'static str {
     env!("CARGO_PKG_VERSION")
 }

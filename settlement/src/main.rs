@@ -1,3 +1,202 @@
-fn main() {
-    println!("settlement {}", settlement::version());
+//! The `settlement` binary: a thin shell over the library.
+
+use clap::{Parser, Subcommand};
+use settlement::error::Error;
+use settlement::period::Period;
+use settlement::store::Store;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "settlement",
+    version,
+    about = "Attribution, commissions, ledger, statements and payouts for partner programs"
+)]
+struct Cli {
+    /// The settlement store (SQLite).
+    #[arg(long, global = true, default_value = "settlement.db")]
+    db: PathBuf,
+    /// No progress bars.
+    #[arg(long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Pull events, partners and coupons from the edge's export API (incremental, resumable).
+    Pull {
+        #[arg(long)]
+        edge: String,
+        #[arg(long, env = "SETTLEMENT_EXPORT_TOKEN", hide_env_values = true)]
+        token: String,
+    },
+    /// Import NDJSON files of events, partner and coupon lines (idempotent).
+    Import {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Set bad lines aside in a rejects file and import the rest.
+        #[arg(long)]
+        skip_invalid: bool,
+        /// Where rejected lines go (default FILE.rejects.ndjson).
+        #[arg(long)]
+        rejects: Option<PathBuf>,
+    },
+    /// Recompute a period's draft (a rerun changes nothing).
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        period: String,
+    },
+    /// Freeze a period: later facts become adjustments in the next open period.
+    Close {
+        #[arg(long)]
+        period: String,
+    },
+    /// Write statements.csv, payouts.csv, invoices.csv, ledger.csv and report.html.
+    Report {
+        #[arg(long)]
+        period: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// The rule, the inputs and the arithmetic of one entry.
+    Explain { entry_id: String },
+    /// Pull, run the open periods, close periods past their grace days, report.
+    Nightly {
+        #[arg(long)]
+        config: PathBuf,
+        /// Today's date (YYYY-MM-DD) instead of the clock.
+        #[arg(long)]
+        now: Option<String>,
+    },
+}
+
+fn period(s: &str) -> Result<Period, Error> {
+    Period::parse(s).ok_or_else(|| Error::Usage(format!("--period {s:?} is not YYYY-MM")))
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
+                _ => 1,
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = e.downcast_ref::<Error>().map_or(2, Error::exit_code);
+            eprintln!("settlement: error: {e:#}");
+            ExitCode::from(code as u8)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let progress = !cli.quiet;
+    let mut store = Store::open(&cli.db)?;
+    match cli.cmd {
+        Cmd::Pull { edge, token } => {
+            let mut o = settlement::pull::PullOptions::new(&edge, &token);
+            o.progress = progress;
+            let r = settlement::pull::pull(&mut store, &o)?;
+            eprintln!(
+                "pulled {} pages: {} new events, {} already known, {} registry lines; cursor {}",
+                r.pages, r.counts.new, r.counts.duplicate, r.counts.registry, r.cursor
+            );
+        }
+        Cmd::Import {
+            files,
+            skip_invalid,
+            rejects,
+        } => {
+            let o = settlement::import::ImportOptions {
+                skip_invalid,
+                rejects,
+                progress,
+            };
+            for f in &files {
+                let r = settlement::import::import_file(&mut store, f, &o)?;
+                eprintln!(
+                    "{}: {} new events, {} already known, {} registry lines{}",
+                    f.display(),
+                    r.counts.new,
+                    r.counts.duplicate,
+                    r.counts.registry,
+                    match &r.rejects_path {
+                        Some(p) =>
+                            format!(", {} bad lines set aside in {}", r.rejected, p.display()),
+                        None => String::new(),
+                    }
+                );
+            }
+        }
+        Cmd::Run { config, period: p } => {
+            let p = period(&p)?;
+            let cfg = settlement::config::load(&config)?;
+            match settlement::run::run(&mut store, &cfg, p)? {
+                settlement::run::RunOutcome::Replaced {
+                    entries,
+                    statements,
+                } => {
+                    eprintln!(
+                        "{p}: draft written: {entries} ledger entries, {statements} statements"
+                    )
+                }
+                settlement::run::RunOutcome::Unchanged {
+                    entries,
+                    statements,
+                } => {
+                    eprintln!(
+                        "{p}: draft unchanged: {entries} ledger entries, {statements} statements"
+                    )
+                }
+            }
+        }
+        Cmd::Close { period: p } => {
+            let p = period(&p)?;
+            settlement::run::close(&mut store, p)?;
+            eprintln!("{p}: closed");
+        }
+        Cmd::Report { period: p, out } => {
+            let p = period(&p)?;
+            let d = settlement::report::report(&store, p, &out)?;
+            eprintln!(
+                "{p}: {} statements, {} payouts, {} invoice lines, {} ledger entries written to {}",
+                d.statements.len(),
+                d.payouts.len(),
+                d.invoices.len(),
+                d.ledger_count,
+                out.display()
+            );
+        }
+        Cmd::Explain { entry_id } => {
+            print!("{}", settlement::explain::explain(&store, &entry_id)?);
+        }
+        Cmd::Nightly { config, now } => {
+            let today = settlement::nightly::today(now.as_deref())?;
+            let r = settlement::nightly::nightly(&mut store, &config, today, progress)?;
+            for (p, changed) in &r.ran {
+                eprintln!(
+                    "{p}: {}{}",
+                    if *changed {
+                        "draft written"
+                    } else {
+                        "draft unchanged"
+                    },
+                    if r.closed.contains(p) { ", closed" } else { "" }
+                );
+            }
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,291 @@
+//! The settlement benchmark: a deterministic generator of N mixed-model
+//! events (10k partners, 1M customers), then import + run + report timed
+//! end to end, peak RSS, the engine alone in events per second, and DuckDB
+//! computing the simplest equivalent (20% of sale amounts per partner) over
+//! the same NDJSON as the baseline. Writes target/bench/settlement.json.
+//!
+//! `cargo run --release -p settlement --bin settlement-bench -- --events 10000000`
+
+use settlement::config;
+use settlement::engine::{self, Engine, Options};
+use settlement::import::{import_file, ImportOptions};
+use settlement::period::Period;
+use settlement::run::run;
+use settlement::sim::{generate, GenConfig, PROGRAMS};
+use settlement::store::Store;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+const DUCKDB_VERSION: &str = "1.1.3";
+
+struct Args {
+    events: u64,
+    partners: u64,
+    customers: u64,
+    dir: PathBuf,
+    duckdb: bool,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        events: 1_000_000,
+        partners: 10_000,
+        customers: 1_000_000,
+        dir: PathBuf::from("target/bench"),
+        duckdb: true,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let mut v = || {
+            it.next()
+                .unwrap_or_else(|| die(&format!("{k} needs a value")))
+        };
+        match k.as_str() {
+            "--events" => a.events = v().parse().unwrap_or_else(|_| die("--events N")),
+            "--partners" => a.partners = v().parse().unwrap_or_else(|_| die("--partners N")),
+            "--customers" => a.customers = v().parse().unwrap_or_else(|_| die("--customers N")),
+            "--dir" => a.dir = PathBuf::from(v()),
+            "--no-duckdb" => a.duckdb = false,
+            "-h" | "--help" => {
+                println!("settlement-bench [--events N] [--partners N] [--customers N] [--dir DIR] [--no-duckdb]");
+                std::process::exit(0);
+            }
+            other => die(&format!("unknown argument {other}")),
+        }
+    }
+    a
+}
+
+fn die(msg: &str) -> ! {
+    eprintln!("settlement-bench: {msg}");
+    std::process::exit(1)
+}
+
+fn peak_rss_mb() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn main() {
+    let a = args();
+    std::fs::create_dir_all(&a.dir).unwrap_or_else(|e| die(&format!("{}: {e}", a.dir.display())));
+    let g = GenConfig {
+        seed: 7,
+        events: a.events,
+        partners: a.partners,
+        customers: a.customers,
+        period: Period {
+            year: 2026,
+            month: 11,
+        },
+    };
+    let data = a.dir.join(format!(
+        "events-{}-{}-{}.ndjson",
+        a.events, a.partners, a.customers
+    ));
+    if !data.exists() {
+        eprintln!("generating {} events into {} ...", a.events, data.display());
+        let tmp = data.with_extension("tmp");
+        let f = std::fs::File::create(&tmp).unwrap_or_else(|e| die(&e.to_string()));
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+        generate(&g, &mut w).unwrap_or_else(|e| die(&e.to_string()));
+        drop(w);
+        std::fs::rename(&tmp, &data).unwrap_or_else(|e| die(&e.to_string()));
+    }
+    let programs = a.dir.join("programs.toml");
+    std::fs::write(&programs, PROGRAMS).unwrap_or_else(|e| die(&e.to_string()));
+    let cfg = config::load(&programs).unwrap_or_else(|e| die(&e.to_string()));
+    let db = a.dir.join("bench.db");
+    for ext in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", db.display()));
+    }
+    let period = g.period;
+    let out = a.dir.join("report");
+
+    // ---- end to end: import + run + report
+    let t0 = Instant::now();
+    let mut store = Store::open(&db).unwrap_or_else(|e| die(&e.to_string()));
+    let opts = ImportOptions {
+        skip_invalid: false,
+        rejects: None,
+        progress: false,
+    };
+    import_file(&mut store, &data, &opts).unwrap_or_else(|e| die(&e.to_string()));
+    let t_import = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    run(&mut store, &cfg, period).unwrap_or_else(|e| die(&e.to_string()));
+    let t_run = t1.elapsed().as_secs_f64();
+    let t2 = Instant::now();
+    settlement::report::report(&store, period, &out).unwrap_or_else(|e| die(&e.to_string()));
+    let t_report = t2.elapsed().as_secs_f64();
+    let seconds = t0.elapsed().as_secs_f64();
+    let rss = peak_rss_mb();
+
+    // ---- the engine alone, over facts already in memory
+    let facts = store
+        .load_facts(period.end_ms(), &settlement::run::txn_programs(&cfg))
+        .unwrap_or_else(|e| die(&e.to_string()));
+    let eng = Engine::new(&cfg, &facts);
+    let te = Instant::now();
+    let o = engine::compute(
+        &eng,
+        &Options {
+            until_ms: period.end_ms(),
+            max_arrival: i64::MAX,
+        },
+    )
+    .unwrap_or_else(|e| die(&e.to_string()));
+    let mut t_engine = te.elapsed().as_secs_f64();
+    // BENCH_ENGINE_REPEAT=n: best of n more runs (profiling)
+    let repeat: usize = std::env::var("BENCH_ENGINE_REPEAT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    for _ in 0..repeat {
+        let te = Instant::now();
+        let o2 = engine::compute(
+            &eng,
+            &Options {
+                until_ms: period.end_ms(),
+                max_arrival: i64::MAX,
+            },
+        )
+        .unwrap_or_else(|e| die(&e.to_string()));
+        t_engine = t_engine.min(te.elapsed().as_secs_f64());
+        drop(o2);
+    }
+    let engine_eps = a.events as f64 / t_engine;
+    eprintln!("engine: {} entries", o.entries.len());
+    drop(o);
+    drop(eng);
+    drop(facts);
+
+    let duck = if a.duckdb {
+        duckdb_seconds(&a.dir, &data)
+    } else {
+        None
+    };
+    let ratio = duck.map(|d| seconds / d);
+    let json = format!(
+        "{{\n  \"events\": {},\n  \"seconds\": {:.3},\n  \"import_seconds\": {:.3},\n  \"run_seconds\": {:.3},\n  \"report_seconds\": {:.3},\n  \"peak_rss_mb\": {:.1},\n  \"engine_events_per_s\": {:.0},\n  \"duckdb_seconds\": {},\n  \"ratio_vs_duckdb\": {}\n}}\n",
+        a.events,
+        seconds,
+        t_import,
+        t_run,
+        t_report,
+        rss,
+        engine_eps,
+        duck.map_or("null".into(), |d| format!("{d:.3}")),
+        ratio.map_or("null".into(), |r| format!("{r:.2}")),
+    );
+    // always target/bench/settlement.json (relative to the workspace root
+    // `make bench` runs from), and beside the data when --dir differs
+    let target = Path::new("target/bench");
+    std::fs::create_dir_all(target).unwrap_or_else(|e| die(&e.to_string()));
+    let jp = target.join("settlement.json");
+    std::fs::write(&jp, &json).unwrap_or_else(|e| die(&e.to_string()));
+    if a.dir != target {
+        std::fs::write(a.dir.join("settlement.json"), &json)
+            .unwrap_or_else(|e| die(&e.to_string()));
+    }
+    println!("settlement bench: {} events", a.events);
+    println!("  import {t_import:.2} s, run {t_run:.2} s, report {t_report:.2} s: end to end {seconds:.2} s");
+    println!("  peak RSS {rss:.0} MB");
+    println!(
+        "  engine alone {:.2} s: {:.2} M events/s",
+        t_engine,
+        engine_eps / 1e6
+    );
+    match (duck, ratio) {
+        (Some(d), Some(r)) => {
+            println!("  DuckDB (20% of sales per partner) {d:.2} s; settlement / DuckDB = {r:.2}x")
+        }
+        _ => println!("  DuckDB baseline skipped"),
+    }
+    println!("  written to {}", jp.display());
+}
+
+/// Times DuckDB's one query over the NDJSON; installs the pinned `duckdb`
+/// Python package into a venv under the bench dir when it is missing.
+fn duckdb_seconds(dir: &Path, data: &Path) -> Option<f64> {
+    let venv = dir.join("venv");
+    let py = venv.join("bin/python");
+    let has = |p: &Path| {
+        Command::new(p)
+            .args(["-c", "import duckdb"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    if !has(&py) {
+        eprintln!(
+            "installing duckdb=={DUCKDB_VERSION} into {} ...",
+            venv.display()
+        );
+        let ok = Command::new("python3")
+            .args(["-m", "venv", venv.to_str()?])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+            && Command::new(&py)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    &format!("duckdb=={DUCKDB_VERSION}"),
+                ])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+        if !ok || !has(&py) {
+            eprintln!("DuckDB unavailable: baseline skipped");
+            return None;
+        }
+    }
+    let script = r#"
+import sys, time, duckdb
+path = sys.argv[1]
+con = duckdb.connect()
+con.execute("PRAGMA threads=2")
+con.execute("SET enable_progress_bar = false")
+t = time.perf_counter()
+rows = con.execute("""
+  SELECT partner, SUM(CAST(amount AS DECIMAL(18,2))) * 0.20 AS commission
+  FROM read_json(?, format='newline_delimited',
+                 columns={'type': 'VARCHAR', 'partner': 'VARCHAR', 'event': 'VARCHAR', 'amount': 'VARCHAR'})
+  WHERE type = 'conversion' AND event = 'sale' AND partner IS NOT NULL
+  GROUP BY partner ORDER BY partner
+""", [path]).fetchall()
+print(time.perf_counter() - t, len(rows))
+"#;
+    let o = match Command::new(&py)
+        .args(["-c", script, data.to_str()?])
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("DuckDB could not start: {e}");
+            return None;
+        }
+    };
+    if !o.status.success() {
+        eprintln!("DuckDB failed: {}", String::from_utf8_lossy(&o.stderr));
+        return None;
+    }
+    // the timing is the last line's first word
+    let out = String::from_utf8_lossy(&o.stdout);
+    let secs = out
+        .lines()
+        .last()
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok());
+    if secs.is_none() {
+        eprintln!("DuckDB printed no timing: {out}");
+    }
+    secs
+}

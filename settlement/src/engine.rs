@@ -1,0 +1,1135 @@
+//! The commission engine: a pure function from facts and `programs.toml` to
+//! ledger entries and invoice lines, for every period before a bound.
+//!
+//! Conversions are visited in `(ts, id)` order, so attribution (which looks
+//! only at earlier facts) and every per-period rule (caps, ladders,
+//! minimums) see the same inputs whatever the import order was.
+
+use crate::config::{Base, Config, Metric, Mode, Program, StepBase};
+use crate::error::{Error, Result};
+use crate::facts::{Conv, Facts, NONE, NO_TS};
+use crate::ledger::{EntryKind, Rejection};
+use crate::money::{Exact, Money};
+use crate::period::{add_months_ms, date_of_day, Period, DAY_MS};
+use edge::currency::Currency;
+use rust_decimal::Decimal;
+use rustc_hash::{FxHashMap, FxHashSet};
+use sha2::{Digest, Sha256};
+
+/// Which facts the engine sees.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Facts with `ts` before this instant (exclusive).
+    pub until_ms: i64,
+    /// Facts imported at or before this arrival number.
+    pub max_arrival: i64,
+}
+
+/// How a conversion found its partner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    None,
+    Lifetime,
+    Click,
+    Coupon,
+    /// Index into `Facts::deals`.
+    Deal(u32),
+    UnknownProgram,
+    Reversal,
+}
+
+/// The arithmetic of an entry, enough to say it in words. The rare
+/// variants with figures are boxed, so an entry stays small.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Calc {
+    /// The rule's simple base applied to the source event.
+    Base,
+    /// `(volume before, the event's volume)`
+    LadderMarginal(Box<(Decimal, Decimal)>),
+    /// `(the period's total, the step index)`
+    LadderRetroactive(Box<(Decimal, u16)>),
+    Capped {
+        cap: u64,
+    },
+    /// `(level, the child's commission)`
+    Override(Box<(u8, Decimal)>),
+    /// `(share, the original entry's amount)`
+    Clawback(Box<(Decimal, Decimal)>),
+    /// `(minimum, earned)`
+    Topup(Box<(Decimal, Decimal)>),
+    Mdf,
+    Rejected(Rejection),
+}
+
+pub type Hash10 = [u8; 10];
+
+/// An entry as the engine makes it; strings are symbols of the facts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct REntry {
+    pub id: Hash10,
+    pub period: Period,
+    pub partner: u32,
+    pub prog: u16,
+    pub kind: EntryKind,
+    pub amount: Decimal,
+    /// Global rule index (see [`Engine::rules`]) or `NONE`.
+    pub rule: u32,
+    /// Index into `Facts::ids` of the source event, or `NONE`.
+    pub src: u32,
+    /// A second source (the original sale of a clawback), or `NONE`.
+    pub src2: u32,
+    /// Index into `Facts::convs` of the source conversion, or `NONE`.
+    pub conv: u32,
+    pub event_day: i64,
+    pub calc: Calc,
+    /// The entry this one derives from (override, clawback).
+    pub parent: Option<Hash10>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RInvoice {
+    pub id: Hash10,
+    pub period: Period,
+    pub partner: u32,
+    pub prog: u16,
+    /// The conversion (sale or credit note) index in `Facts::convs`.
+    pub conv: u32,
+    pub list_amount: Decimal,
+    pub discount: Decimal,
+    pub amount_due: Decimal,
+    /// Share of the original line (credit notes), else 1.
+    pub share: Decimal,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stat {
+    pub conversions: u64,
+    pub attributed: u64,
+    pub unattributed: u64,
+    pub rejected: u64,
+    pub reversals: u64,
+    pub unknown_program: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Output {
+    pub entries: Vec<REntry>,
+    pub invoices: Vec<RInvoice>,
+    /// Per conversion (index in `Facts::convs`): partner and method.
+    pub attribution: Vec<(u32, Method)>,
+    /// Keyed by `(period, program symbol)`.
+    pub stats: FxHashMap<(Period, u32), Stat>,
+}
+
+/// Hashes id parts: SHA-256 over parts separated by NUL, first 10 bytes.
+pub fn hash_parts(parts: &[&[u8]]) -> Hash10 {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p);
+        h.update([0u8]);
+    }
+    let d = h.finalize();
+    let mut out = [0u8; 10];
+    out.copy_from_slice(&d[..10]);
+    out
+}
+
+pub fn hex_id(prefix: &str, h: &Hash10) -> String {
+    let mut s = String::with_capacity(prefix.len() + 20);
+    s.push_str(prefix);
+    s.push_str(&hex::encode(h));
+    s
+}
+
+/// A rule with its program, flattened.
+pub struct RuleRef {
+    pub prog: u16,
+    pub rule: usize,
+    event: u32,
+    tier: u32,
+    country: u32,
+    instrument: u32,
+    coupon: u32,
+}
+
+/// Resolved configuration against the facts' symbols.
+pub struct Engine<'a> {
+    pub cfg: &'a Config,
+    pub facts: &'a Facts,
+    pub rules: Vec<RuleRef>,
+    /// program symbol -> program index
+    progs: FxHashMap<u32, u16>,
+    /// per program: indices into `rules`
+    prog_rules: Vec<Vec<u32>>,
+    approved: u32,
+    refund: u32,
+    chargeback: u32,
+}
+
+/// A symbol that matches nothing (the config names a value no fact has).
+const NEVER: u32 = u32::MAX - 1;
+
+impl<'a> Engine<'a> {
+    pub fn new(cfg: &'a Config, facts: &'a Facts) -> Engine<'a> {
+        let sym = |s: &str| facts.syms.get(s).unwrap_or(NEVER);
+        let osym = |s: &Option<String>| s.as_deref().map_or(NONE, sym);
+        let mut rules = Vec::new();
+        let mut prog_rules = Vec::new();
+        let mut progs = FxHashMap::default();
+        for (pi, p) in cfg.programs.iter().enumerate() {
+            if let Some(s) = facts.syms.get(&p.id) {
+                progs.insert(s, pi as u16);
+            }
+            let mut mine = Vec::new();
+            for (ri, r) in p.rules.iter().enumerate() {
+                mine.push(rules.len() as u32);
+                rules.push(RuleRef {
+                    prog: pi as u16,
+                    rule: ri,
+                    event: sym(&r.event),
+                    tier: osym(&r.tier),
+                    country: osym(&r.country),
+                    instrument: osym(&r.instrument),
+                    coupon: osym(&r.coupon),
+                });
+            }
+            prog_rules.push(mine);
+        }
+        Engine {
+            cfg,
+            facts,
+            rules,
+            progs,
+            prog_rules,
+            approved: sym("approved"),
+            refund: sym("refund"),
+            chargeback: sym("chargeback"),
+        }
+    }
+
+    pub fn program_of(&self, sym: u32) -> Option<u16> {
+        self.progs.get(&sym).copied()
+    }
+
+    pub fn rule(&self, g: u32) -> (&Program, &crate::config::Rule) {
+        let r = &self.rules[g as usize];
+        let p = &self.cfg.programs[usize::from(r.prog)];
+        (p, &p.rules[r.rule])
+    }
+
+    pub fn is_reversal(&self, c: &Conv) -> bool {
+        c.event == self.refund || c.event == self.chargeback
+    }
+
+    /// The partner's status at an instant: the last change at or before it;
+    /// with no history, the registry's current status.
+    pub fn status_at(&self, partner: u32, ts: i64) -> u32 {
+        self.facts
+            .partners
+            .get(&partner)
+            .map_or(NONE, |p| status_of(p, ts))
+    }
+
+    /// An amount of an event in its program's currency, exact.
+    pub fn convert(
+        &self,
+        amount: Decimal,
+        cur: Option<Currency>,
+        to: Currency,
+        ms: i64,
+        ev: &str,
+    ) -> Result<Exact> {
+        let cur = cur.unwrap_or(to);
+        if cur == to {
+            return Ok(Exact::from_dec(amount));
+        }
+        let day = ms.div_euclid(DAY_MS);
+        let fx = self.cfg.fx.as_ref().ok_or_else(|| {
+            Error::data(format!(
+                "event {ev}: amount in {cur} but {} names no fx file to convert it to {to}",
+                self.cfg.path.display()
+            ))
+        })?;
+        let missing = |c: Currency| {
+            Error::data(format!(
+                "{}: no {c} rate on or before {} (event {ev})",
+                fx.path.display(),
+                date_of_day(day)
+            ))
+        };
+        let (rf, _) = fx.rate(cur, day).ok_or_else(|| missing(cur))?;
+        let (rt, _) = fx.rate(to, day).ok_or_else(|| missing(to))?;
+        Ok(Exact::from_dec(amount)
+            .mul(Exact::from_dec(rf))?
+            .div(Exact::from_dec(rt))?)
+    }
+
+    fn conv_amount(&self, c: &Conv, p: &Program) -> Result<Exact> {
+        match c.amount {
+            None => Ok(Exact::ZERO),
+            Some(a) => self.convert(a, c.currency, p.currency, c.ts, self.facts.id(c)),
+        }
+    }
+}
+
+/// A partner's status at an instant.
+fn status_of(p: &crate::facts::PartnerInfo, ts: i64) -> u32 {
+    if p.history.is_empty() {
+        return p.status;
+    }
+    let i = p.history.partition_point(|(at, _)| *at <= ts);
+    if i == 0 {
+        NONE
+    } else {
+        p.history[i - 1].1
+    }
+}
+
+/// The full event amount at one base.
+fn base_amount(b: StepBase, amount: Exact, lots: Exact) -> Result<Exact> {
+    Ok(match b {
+        StepBase::Fixed(x) => Exact::from_dec(x),
+        StepBase::Percent(p) => amount.mul(Exact::percent(p))?,
+        StepBase::PerLot(x) => lots.mul(Exact::from_dec(x))?,
+    })
+}
+
+fn volume_of(metric: Metric, amount: Exact, lots: Exact) -> Exact {
+    match metric {
+        Metric::Count => Exact::ONE,
+        Metric::Amount => amount,
+        Metric::Lots => lots,
+    }
+}
+
+/// The step in force at a volume: the last whose `from` is strictly below it.
+pub fn step_at(steps: &[crate::config::Step], v: Exact) -> Option<usize> {
+    let i = steps
+        .iter()
+        .rposition(|s| Exact::from_dec(s.from).cmp_to(&v) == std::cmp::Ordering::Less);
+    i
+}
+
+/// Marginal ladder: each slice of the event's volume at the step it falls in.
+pub fn marginal_amount(
+    steps: &[crate::config::Step],
+    before: Exact,
+    v: Exact,
+    amount: Exact,
+    lots: Exact,
+) -> Result<Exact> {
+    if v.signum() <= 0 {
+        let i = step_at(steps, before).unwrap_or(0);
+        return base_amount(steps[i].base, amount, lots);
+    }
+    let after = before.add(v)?;
+    let mut total = Exact::ZERO;
+    for (i, s) in steps.iter().enumerate() {
+        let lo = Exact::from_dec(s.from).max(before);
+        let hi = match steps.get(i + 1) {
+            Some(n) => Exact::from_dec(n.from).min(after),
+            None => after,
+        };
+        let overlap = hi.sub(lo)?;
+        if overlap.signum() > 0 {
+            let full = base_amount(s.base, amount, lots)?;
+            total = total.add(full.mul(overlap)?.div(v)?)?;
+        }
+    }
+    Ok(total)
+}
+
+struct Cust {
+    lock: u32,
+    first_ts: i64,
+    seen: u64,
+}
+
+fn add_stat(to: &mut Stat, s: &Stat) {
+    to.conversions += s.conversions;
+    to.attributed += s.attributed;
+    to.unattributed += s.unattributed;
+    to.rejected += s.rejected;
+    to.reversals += s.reversals;
+    to.unknown_program += s.unknown_program;
+}
+
+struct Retro {
+    conv: u32,
+    partner: u32,
+    rule: u32,
+    period: Period,
+    amount: Exact,
+    lots: Exact,
+}
+
+/// Computes every program, each on its own (attribution, rules, ladders,
+/// caps and minimums never cross programs), on as many threads as the
+/// machine has; the outputs are joined in program order, so the result does
+/// not depend on the threads.
+pub fn compute(eng: &Engine, opts: &Options) -> Result<Output> {
+    let f = eng.facts;
+    let n = eng.cfg.programs.len();
+    let mut out = Output {
+        attribution: vec![(NONE, Method::None); f.convs.len()],
+        ..Output::default()
+    };
+    let mut buckets: Vec<Vec<u32>> = vec![Vec::new(); n];
+    for (i, c) in f.convs.iter().enumerate() {
+        if c.ts >= opts.until_ms || i64::from(c.arrival) > opts.max_arrival {
+            continue;
+        }
+        match eng.program_of(c.program) {
+            Some(pi) => buckets[usize::from(pi)].push(i as u32),
+            None => {
+                out.stats
+                    .entry((Period::of_ms(c.ts), c.program))
+                    .or_default()
+                    .unknown_program += 1;
+                out.attribution[i] = (NONE, Method::UnknownProgram);
+            }
+        }
+    }
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |t| t.get())
+        .min(n.max(1));
+    let parts: Vec<std::sync::Mutex<Option<Result<Part>>>> =
+        (0..n).map(|_| std::sync::Mutex::new(None)).collect();
+    // biggest programs first, so the threads finish together
+    let mut queue: Vec<usize> = (0..n).collect();
+    queue.sort_by_key(|&i| std::cmp::Reverse(buckets[i].len()));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|sc| {
+        for _ in 0..threads {
+            sc.spawn(|| loop {
+                let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(&i) = queue.get(k) else { break };
+                let r = compute_part(eng, opts, i as u16, &buckets[i]);
+                *parts[i].lock().expect("part lock") = Some(r);
+            });
+        }
+    });
+    drop(buckets);
+    for slot in parts {
+        let part = slot
+            .into_inner()
+            .expect("part lock")
+            .expect("every program computed")?;
+        out.entries.extend(part.out.entries);
+        out.invoices.extend(part.out.invoices);
+        for (k, s) in part.out.stats {
+            add_stat(out.stats.entry(k).or_default(), &s);
+        }
+        for (ci, partner, method) in part.attr {
+            out.attribution[ci as usize] = (partner, method);
+        }
+    }
+    Ok(out)
+}
+
+/// One program's share of the output.
+struct Part {
+    out: Output,
+    /// `(conversion, partner, method)`
+    attr: Vec<(u32, u32, Method)>,
+}
+
+fn compute_part(eng: &Engine, opts: &Options, pi: u16, convs: &[u32]) -> Result<Part> {
+    let f = eng.facts;
+    let cfg = eng.cfg;
+    let prog_sym = f
+        .syms
+        .get(&cfg.programs[usize::from(pi)].id)
+        .unwrap_or(NONE);
+    let mut out = Output::default();
+    let mut attr: Vec<(u32, u32, Method)> = Vec::new();
+    let visible = |ts: i64, arrival: i64| ts < opts.until_ms && arrival <= opts.max_arrival;
+
+    // conversions in (ts, id) order
+    let mut order: Vec<u32> = convs.to_vec();
+    order.sort_by(|&a, &b| {
+        let (ca, cb) = (&f.convs[a as usize], &f.convs[b as usize]);
+        ca.ts.cmp(&cb.ts).then_with(|| f.id(ca).cmp(f.id(cb)))
+    });
+
+    // approved deals per (program, customer), earliest registration first
+    let mut deals: FxHashMap<(u32, u32), Vec<u32>> = FxHashMap::default();
+    for (i, d) in f.deals.iter().enumerate() {
+        if d.approved && d.program == prog_sym && visible(d.ts, d.arrival) {
+            deals
+                .entry((d.program, d.customer))
+                .or_default()
+                .push(i as u32);
+        }
+    }
+    for v in deals.values_mut() {
+        v.sort_by(|&a, &b| {
+            let (da, db) = (&f.deals[a as usize], &f.deals[b as usize]);
+            da.ts
+                .cmp(&db.ts)
+                .then_with(|| f.ids.get(da.id).cmp(f.ids.get(db.id)))
+        });
+    }
+
+    // sales that a refund or chargeback names: (program, txn) -> first conversion
+    let mut wanted: FxHashSet<(u32, &str)> = FxHashSet::default();
+    for &i in &order {
+        let c = &f.convs[i as usize];
+        if eng.is_reversal(c) && f.ex(c).orig_txn != NONE {
+            wanted.insert((c.program, f.syms.str(f.ex(c).orig_txn)));
+        }
+    }
+    let mut originals: FxHashMap<(u32, &str), u32> = FxHashMap::default();
+    if !wanted.is_empty() {
+        for &i in &order {
+            let c = &f.convs[i as usize];
+            if !eng.is_reversal(c) {
+                let t = f.txns.get(c.idx);
+                if wanted.contains(&(c.program, t)) {
+                    originals.entry((c.program, t)).or_insert(i);
+                }
+            }
+        }
+    }
+    let track: FxHashSet<u32> = originals.values().copied().collect();
+    // entries and invoice lines of tracked originals
+    let mut of_conv: FxHashMap<u32, Vec<u32>> = FxHashMap::default();
+    let mut inv_of_conv: FxHashMap<u32, u32> = FxHashMap::default();
+
+    // per (program, customer): lifetime lock, first accepted attribution,
+    // event names seen (a bit each; names past 64 go to `first_event`)
+    let mut custs: FxHashMap<(u32, u32), Cust> = FxHashMap::default();
+    let mut event_bits: FxHashMap<u32, u32> = FxHashMap::default();
+    let mut first_event: FxHashSet<(u32, u32, u32)> = FxHashSet::default();
+    let mut stat_key = (Period { year: 0, month: 0 }, NONE);
+    let (mut cur_day, mut cur_period) = (i64::MIN, Period { year: 0, month: 0 });
+    out.entries.reserve(order.len() + order.len() / 4);
+    let mut stat = Stat::default();
+    let mut counts: FxHashMap<(u32, u32, i64), u64> = FxHashMap::default();
+    let mut volumes: FxHashMap<(u32, u32, i64), Exact> = FxHashMap::default();
+    let mut retro: Vec<Retro> = Vec::new();
+    let mut active: FxHashSet<(u16, u32, Period)> = FxHashSet::default();
+    let mut reversals: Vec<u32> = Vec::new();
+
+    for &ci in &order {
+        let c = &f.convs[ci as usize];
+        let day = c.ts.div_euclid(DAY_MS);
+        if day != cur_day {
+            cur_day = day;
+            cur_period = Period::of_day(day);
+        }
+        let period = cur_period;
+        let Some(pi) = eng.program_of(c.program) else {
+            out.stats
+                .entry((period, c.program))
+                .or_default()
+                .unknown_program += 1;
+            attr.push((ci, NONE, Method::UnknownProgram));
+            continue;
+        };
+        let p = &cfg.programs[usize::from(pi)];
+        if stat_key != (period, c.program) {
+            if stat_key.1 != NONE {
+                add_stat(out.stats.entry(stat_key).or_default(), &stat);
+            }
+            stat_key = (period, c.program);
+            stat = Stat::default();
+        }
+        if eng.is_reversal(c) {
+            stat.reversals += 1;
+            attr.push((ci, NONE, Method::Reversal));
+            reversals.push(ci);
+            continue;
+        }
+        stat.conversions += 1;
+        let mut cust = if c.customer == NONE {
+            None
+        } else {
+            Some(custs.entry((c.program, c.customer)).or_insert(Cust {
+                lock: NONE,
+                first_ts: NO_TS,
+                seen: 0,
+            }))
+        };
+        let is_first = match cust.as_deref_mut() {
+            None => true,
+            Some(cu) => {
+                let n = event_bits.len() as u32;
+                let bit = *event_bits.entry(c.event).or_insert(n);
+                if bit < 64 {
+                    let first = cu.seen & (1u64 << bit) == 0;
+                    cu.seen |= 1u64 << bit;
+                    first
+                } else {
+                    first_event.insert((c.program, c.customer, c.event))
+                }
+            }
+        };
+
+        // ---- attribution, first that applies (SPEC section 5)
+        let same_program = |partner: u32| {
+            f.partners
+                .get(&partner)
+                .is_none_or(|info| info.program == c.program)
+        };
+        let mut partner = NONE;
+        let mut method = Method::None;
+        if p.lifetime && c.customer != NONE {
+            if let Some(cu) = cust.as_deref() {
+                if cu.lock != NONE {
+                    partner = cu.lock;
+                    method = Method::Lifetime;
+                }
+            }
+        }
+        let mut bot_only = NONE;
+        if partner == NONE && c.has_click && c.partner != NONE {
+            let age = c.ts - c.click_ts;
+            if age >= 0 && age <= p.window_days * DAY_MS && same_program(c.partner) {
+                if c.click_bot {
+                    bot_only = c.partner;
+                } else {
+                    partner = c.partner;
+                    method = Method::Click;
+                }
+            }
+        }
+        let ex = f.ex(c);
+        if partner == NONE && ex.coupon != NONE {
+            if let Some(&cp) = f.coupons.get(&(c.program, ex.coupon)) {
+                if same_program(cp) {
+                    partner = cp;
+                    method = Method::Coupon;
+                }
+            }
+        }
+        if partner == NONE && c.customer != NONE {
+            if let Some(list) = deals.get(&(c.program, c.customer)) {
+                for &di in list {
+                    let d = &f.deals[di as usize];
+                    if d.ts > c.ts {
+                        break;
+                    }
+                    if c.ts - d.ts <= p.deal_days * DAY_MS
+                        && d.expires_at >= c.ts
+                        && same_program(d.partner)
+                    {
+                        partner = d.partner;
+                        method = Method::Deal(di);
+                        break;
+                    }
+                }
+            }
+        }
+        let mut rejection = None;
+        if partner == NONE && bot_only != NONE {
+            partner = bot_only;
+            method = Method::Click;
+            rejection = Some(Rejection::BotClick);
+        }
+        if partner == NONE {
+            stat.unattributed += 1;
+            continue;
+        }
+        attr.push((ci, partner, method));
+        let info = f.partners.get(&partner);
+        let self_ref = c.customer == partner
+            || (ex.email_hash != NONE && info.is_some_and(|i| i.email_hash == ex.email_hash));
+        if self_ref {
+            rejection = Some(Rejection::SelfReferral);
+        } else if info.is_none() {
+            rejection = Some(Rejection::UnknownPartner);
+        } else if info.map_or(NONE, |i| status_of(i, c.ts)) != eng.approved {
+            rejection = Some(Rejection::PartnerNotApproved);
+        }
+        if rejection.is_none() {
+            stat.attributed += 1;
+            active.insert((pi, partner, period));
+            if let Some(cu) = cust.as_deref_mut() {
+                if p.lifetime && cu.lock == NONE {
+                    cu.lock = partner;
+                }
+                if cu.first_ts == NO_TS {
+                    cu.first_ts = c.ts;
+                }
+            }
+        } else {
+            stat.rejected += 1;
+        }
+
+        // ---- the most specific matching rule
+        let tier = info.map_or(NONE, |i| i.tier);
+        let mut amount: Option<Exact> = None;
+        let mut best: Option<(u32, u32)> = None;
+        for &g in &eng.prog_rules[usize::from(pi)] {
+            let rr = &eng.rules[g as usize];
+            if rr.event != c.event {
+                continue;
+            }
+            let rule = &p.rules[rr.rule];
+            if (rr.tier != NONE && rr.tier != tier)
+                || (rr.country != NONE && rr.country != ex.country)
+                || (rr.instrument != NONE && rr.instrument != ex.instrument)
+                || (rr.coupon != NONE && rr.coupon != ex.coupon)
+                || (rule.first_only && !is_first)
+            {
+                continue;
+            }
+            if let Some(m) = rule.months {
+                if let Some(cu) = cust.as_deref() {
+                    // no accepted attribution yet (NO_TS): this is the first
+                    if cu.first_ts != NO_TS && c.ts >= add_months_ms(cu.first_ts, m) {
+                        continue;
+                    }
+                }
+            }
+            if let Some(min) = rule.min_amount {
+                let a = match amount {
+                    Some(a) => a,
+                    None => *amount.insert(eng.conv_amount(c, p)?),
+                };
+                if a.cmp_to(&Exact::from_dec(min)) == std::cmp::Ordering::Less {
+                    continue;
+                }
+            }
+            if best.is_none_or(|(_, s)| rule.specificity > s) {
+                best = Some((g, rule.specificity));
+            }
+        }
+
+        let ev_id = f.id(c).as_bytes();
+        let partner_b = f.syms.str(partner).as_bytes();
+        if let Some(why) = rejection {
+            let rule_id = best.map_or("-", |(g, _)| eng.rule(g).1.id.as_str());
+            out.entries.push(REntry {
+                id: hash_parts(&[b"rejected", rule_id.as_bytes(), partner_b, ev_id]),
+                period,
+                partner,
+                prog: pi,
+                kind: EntryKind::Rejected,
+                amount: Decimal::ZERO,
+                rule: best.map_or(NONE, |b| b.0),
+                src: c.idx,
+                src2: NONE,
+                conv: ci,
+                event_day: day,
+                calc: Calc::Rejected(why),
+                parent: None,
+            });
+            continue;
+        }
+        let Some((g, _)) = best else { continue };
+        let rule = eng.rule(g).1;
+        let amount = match amount {
+            Some(a) => a,
+            None => eng.conv_amount(c, p)?,
+        };
+        let lots = Exact::from_dec(ex.lots.unwrap_or_default());
+        let key = (g, partner, period.index());
+
+        if let Some(cap) = rule.cap {
+            let n = counts.entry(key).or_insert(0);
+            if *n >= cap {
+                out.entries.push(REntry {
+                    id: hash_parts(&[b"capped", rule.id.as_bytes(), partner_b, ev_id]),
+                    period,
+                    partner,
+                    prog: pi,
+                    kind: EntryKind::Capped,
+                    amount: Decimal::ZERO,
+                    rule: g,
+                    src: c.idx,
+                    src2: NONE,
+                    conv: ci,
+                    event_day: day,
+                    calc: Calc::Capped { cap },
+                    parent: None,
+                });
+                continue;
+            }
+            *n += 1;
+        }
+        match &rule.base {
+            Base::Discount(d) => {
+                let cur = p.currency;
+                let list = Money::round(amount, cur)?.amount;
+                let due = Money::round(amount.mul(Exact::percent(Decimal::ONE_HUNDRED - d))?, cur)?
+                    .amount;
+                if track.contains(&ci) {
+                    inv_of_conv.insert(ci, out.invoices.len() as u32);
+                }
+                out.invoices.push(RInvoice {
+                    id: hash_parts(&[b"invoice", rule.id.as_bytes(), partner_b, ev_id]),
+                    period,
+                    partner,
+                    prog: pi,
+                    conv: ci,
+                    list_amount: list,
+                    discount: *d,
+                    amount_due: due,
+                    share: Decimal::ONE,
+                });
+            }
+            Base::Simple(b) => {
+                let x = base_amount(*b, amount, lots)?;
+                book(
+                    eng,
+                    &mut out,
+                    &track,
+                    &mut of_conv,
+                    ci,
+                    partner,
+                    pi,
+                    g,
+                    x,
+                    Calc::Base,
+                )?;
+            }
+            Base::Ladder(l) => {
+                let v = volume_of(l.metric, amount, lots);
+                match l.mode {
+                    Mode::Marginal => {
+                        let before = *volumes.get(&key).unwrap_or(&Exact::ZERO);
+                        let x = marginal_amount(&l.steps, before, v, amount, lots)?;
+                        volumes.insert(key, before.add(v)?);
+                        let calc = Calc::LadderMarginal(Box::new((before.approx(), v.approx())));
+                        book(
+                            eng,
+                            &mut out,
+                            &track,
+                            &mut of_conv,
+                            ci,
+                            partner,
+                            pi,
+                            g,
+                            x,
+                            calc,
+                        )?;
+                    }
+                    Mode::Retroactive => {
+                        let t = volumes.entry(key).or_insert(Exact::ZERO);
+                        *t = t.add(v)?;
+                        retro.push(Retro {
+                            conv: ci,
+                            partner,
+                            rule: g,
+                            period,
+                            amount,
+                            lots,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    if stat_key.1 != NONE {
+        add_stat(out.stats.entry(stat_key).or_default(), &stat);
+    }
+
+    // ---- retroactive ladders: the step of the period's total, for every event
+    for r in &retro {
+        let (_, rule) = eng.rule(r.rule);
+        let Base::Ladder(l) = &rule.base else {
+            unreachable!("retro items are ladders")
+        };
+        let total = volumes[&(r.rule, r.partner, r.period.index())];
+        let i = step_at(&l.steps, total);
+        let x = match i {
+            Some(i) => base_amount(l.steps[i].base, r.amount, r.lots)?,
+            None => Exact::ZERO,
+        };
+        let pi = eng.rules[r.rule as usize].prog;
+        let calc =
+            Calc::LadderRetroactive(Box::new((total.approx(), i.map_or(u16::MAX, |i| i as u16))));
+        book(
+            eng,
+            &mut out,
+            &track,
+            &mut of_conv,
+            r.conv,
+            r.partner,
+            pi,
+            r.rule,
+            x,
+            calc,
+        )?;
+    }
+
+    // ---- refunds and chargebacks: proportional clawbacks, in arrival-time order
+    let mut used: FxHashMap<u32, Exact> = FxHashMap::default();
+    for &ri in &reversals {
+        let r = &f.convs[ri as usize];
+        if f.ex(r).orig_txn == NONE {
+            continue;
+        }
+        let Some(&oi) = originals.get(&(r.program, f.syms.str(f.ex(r).orig_txn))) else {
+            continue;
+        };
+        let o = &f.convs[oi as usize];
+        let pi = eng
+            .program_of(r.program)
+            .expect("reversal of a known program");
+        let p = &cfg.programs[usize::from(pi)];
+        let share = match (r.amount, o.amount) {
+            (Some(ra), Some(oa)) if !oa.is_zero() => {
+                let (ra, oa) = if r.currency == o.currency {
+                    (Exact::from_dec(ra), Exact::from_dec(oa))
+                } else {
+                    (eng.conv_amount(r, p)?, eng.conv_amount(o, p)?)
+                };
+                ra.div(oa)?.max(Exact::ZERO).min(Exact::ONE)
+            }
+            _ => Exact::ONE,
+        };
+        let before = *used.get(&oi).unwrap_or(&Exact::ZERO);
+        let after = before.add(share)?.min(Exact::ONE);
+        if after.cmp_to(&before) != std::cmp::Ordering::Greater {
+            continue;
+        }
+        used.insert(oi, after);
+        let period = Period::of_ms(r.ts);
+        let day = r.ts.div_euclid(DAY_MS);
+        let rid = f.id(r).as_bytes();
+        for &ei in of_conv.get(&oi).map(Vec::as_slice).unwrap_or(&[]) {
+            let e = out.entries[ei as usize].clone();
+            let cur = p.currency;
+            // cumulative rounding: all clawbacks together never exceed the entry
+            let total_after = Money::round(Exact::from_dec(e.amount).mul(after)?, cur)?.amount;
+            let total_before = Money::round(Exact::from_dec(e.amount).mul(before)?, cur)?.amount;
+            let amount = crate::money::norm(-(total_after - total_before));
+            out.entries.push(REntry {
+                id: hash_parts(&[b"clawback", rid, &e.id]),
+                period,
+                partner: e.partner,
+                prog: e.prog,
+                kind: EntryKind::Clawback,
+                amount,
+                rule: e.rule,
+                src: r.idx,
+                src2: o.idx,
+                conv: ri,
+                event_day: day,
+                calc: Calc::Clawback(Box::new((after.sub(before)?.approx(), e.amount))),
+                parent: Some(e.id),
+            });
+        }
+        if let Some(&li) = inv_of_conv.get(&oi) {
+            let l = out.invoices[li as usize].clone();
+            let cur = p.currency;
+            let part = |x: Decimal| -> Result<Decimal> {
+                let a = Money::round(Exact::from_dec(x).mul(after)?, cur)?.amount;
+                let b = Money::round(Exact::from_dec(x).mul(before)?, cur)?.amount;
+                Ok(crate::money::norm(-(a - b)))
+            };
+            out.invoices.push(RInvoice {
+                id: hash_parts(&[b"credit", rid, &l.id]),
+                period,
+                partner: l.partner,
+                prog: l.prog,
+                conv: ri,
+                list_amount: part(l.list_amount)?,
+                discount: l.discount,
+                amount_due: part(l.amount_due)?,
+                share: after.sub(before)?.approx(),
+            });
+        }
+    }
+
+    // ---- MDF claims
+    let mut mdfs: Vec<&crate::facts::Mdf> = f
+        .mdfs
+        .iter()
+        .filter(|m| m.program == prog_sym && visible(m.ts, m.arrival))
+        .collect();
+    mdfs.sort_by(|a, b| {
+        a.ts.cmp(&b.ts)
+            .then_with(|| f.ids.get(a.id).cmp(f.ids.get(b.id)))
+    });
+    for m in mdfs {
+        let Some(pi) = eng.program_of(m.program) else {
+            continue;
+        };
+        let p = &cfg.programs[usize::from(pi)];
+        let x = eng.convert(
+            m.amount,
+            Some(m.currency),
+            p.currency,
+            m.ts,
+            f.ids.get(m.id),
+        )?;
+        out.entries.push(REntry {
+            id: hash_parts(&[b"mdf", f.ids.get(m.id).as_bytes()]),
+            period: Period::of_ms(m.ts),
+            partner: m.partner,
+            prog: pi,
+            kind: EntryKind::Mdf,
+            amount: Money::round(x, p.currency)?.amount,
+            rule: NONE,
+            src: m.id,
+            src2: NONE,
+            conv: NONE,
+            event_day: m.ts.div_euclid(DAY_MS),
+            calc: Calc::Mdf,
+            parent: None,
+        });
+    }
+
+    // ---- technology minimums: top up partners with an attributed conversion
+    if cfg.programs.iter().any(|p| p.minimum_per_period.is_some()) {
+        let mut earned: FxHashMap<(u16, u32, Period), Decimal> = FxHashMap::default();
+        for e in &out.entries {
+            if matches!(e.kind, EntryKind::Commission | EntryKind::Override)
+                && cfg.programs[usize::from(e.prog)]
+                    .minimum_per_period
+                    .is_some()
+            {
+                let s = earned.entry((e.prog, e.partner, e.period)).or_default();
+                *s = s.checked_add(e.amount).ok_or(crate::money::Overflow)?;
+            }
+        }
+        let mut act: Vec<&(u16, u32, Period)> = active.iter().collect();
+        act.sort_by(|a, b| (a.0, a.2, f.syms.str(a.1)).cmp(&(b.0, b.2, f.syms.str(b.1))));
+        for &&(pi, partner, period) in &act {
+            let p = &cfg.programs[usize::from(pi)];
+            let Some(min) = p.minimum_per_period else {
+                continue;
+            };
+            let got = earned
+                .get(&(pi, partner, period))
+                .copied()
+                .unwrap_or_default();
+            if got < min {
+                let period_s = period.to_string();
+                out.entries.push(REntry {
+                    id: hash_parts(&[
+                        b"minimum_topup",
+                        p.id.as_bytes(),
+                        f.syms.str(partner).as_bytes(),
+                        period_s.as_bytes(),
+                    ]),
+                    period,
+                    partner,
+                    prog: pi,
+                    kind: EntryKind::MinimumTopup,
+                    amount: Money::round(Exact::from_dec(min - got), p.currency)?.amount,
+                    rule: NONE,
+                    src: NONE,
+                    src2: NONE,
+                    conv: NONE,
+                    event_day: period.last_day(),
+                    calc: Calc::Topup(Box::new((min, got))),
+                    parent: None,
+                });
+            }
+        }
+    }
+    Ok(Part { out, attr })
+}
+
+/// Books a commission (rounded once) and the overrides of its ancestors.
+#[allow(clippy::too_many_arguments)]
+fn book(
+    eng: &Engine,
+    out: &mut Output,
+    track: &FxHashSet<u32>,
+    of_conv: &mut FxHashMap<u32, Vec<u32>>,
+    ci: u32,
+    partner: u32,
+    pi: u16,
+    g: u32,
+    x: Exact,
+    calc: Calc,
+) -> Result<()> {
+    let f = eng.facts;
+    let c = &f.convs[ci as usize];
+    let (p, rule) = eng.rule(g);
+    let cur = p.currency;
+    let amount = Money::round(x, cur)?.amount;
+    let period = Period::of_ms(c.ts);
+    let day = c.ts.div_euclid(DAY_MS);
+    let id = hash_parts(&[
+        b"commission",
+        rule.id.as_bytes(),
+        f.syms.str(partner).as_bytes(),
+        f.id(c).as_bytes(),
+    ]);
+    let tracked = track.contains(&ci);
+    if tracked {
+        of_conv
+            .entry(ci)
+            .or_default()
+            .push(out.entries.len() as u32);
+    }
+    out.entries.push(REntry {
+        id,
+        period,
+        partner,
+        prog: pi,
+        kind: EntryKind::Commission,
+        amount,
+        rule: g,
+        src: c.idx,
+        src2: NONE,
+        conv: ci,
+        event_day: day,
+        calc,
+        parent: None,
+    });
+    if amount.is_zero() || p.overrides.is_empty() {
+        return Ok(());
+    }
+    let mut child = partner;
+    for (level, pct) in p.overrides.iter().enumerate() {
+        let Some(info) = f.partners.get(&child) else {
+            break;
+        };
+        let anc = info.parent;
+        if anc == NONE || anc == partner {
+            break;
+        }
+        match f.partners.get(&anc) {
+            Some(a) if a.program == c.program => {}
+            _ => break,
+        }
+        let lvl = [level as u8 + 1];
+        let oid = hash_parts(&[b"override", &lvl, &id, f.syms.str(anc).as_bytes()]);
+        let (kind, amt, calc) = if eng.status_at(anc, c.ts) == eng.approved {
+            let o = Exact::from_dec(amount).mul(Exact::percent(*pct))?;
+            (
+                EntryKind::Override,
+                Money::round(o, cur)?.amount,
+                Calc::Override(Box::new((level as u8 + 1, amount))),
+            )
+        } else {
+            (
+                EntryKind::Rejected,
+                Decimal::ZERO,
+                Calc::Rejected(Rejection::PartnerNotApproved),
+            )
+        };
+        if tracked && kind == EntryKind::Override {
+            of_conv
+                .entry(ci)
+                .or_default()
+                .push(out.entries.len() as u32);
+        }
+        out.entries.push(REntry {
+            id: oid,
+            period,
+            partner: anc,
+            prog: pi,
+            kind,
+            amount: amt,
+            rule: g,
+            src: c.idx,
+            src2: NONE,
+            conv: ci,
+            event_day: day,
+            calc,
+            parent: Some(id),
+        });
+        child = anc;
+    }
+    Ok(())
+}

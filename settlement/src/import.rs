@@ -1,0 +1,329 @@
+//! `settlement import FILE...`: NDJSON of records (SPEC section 4) plus the
+//! registry's partner and coupon lines. Each file is one transaction: a bad
+//! line (exit 2, with its line number) imports nothing from that file,
+//! unless `--skip-invalid` sets bad lines aside in a rejects file.
+
+use crate::config::valid_id;
+use crate::error::{Error, Result};
+use crate::store::{ImportCounts, Inserter, Store};
+use edge::record::{Kind, Record};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+/// Checks what the engine relies on; `Err` says what is wrong.
+pub fn validate(r: &Record) -> std::result::Result<(), String> {
+    let need = |ok: bool, field: &str| {
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("missing `{field}`"))
+        }
+    };
+    let id_ok = |v: &Option<String>, field: &str| match v {
+        Some(s) if !valid_id(s) => Err(format!("`{field}` {s:?} is not [A-Za-z0-9_-]{{1,64}}")),
+        _ => Ok(()),
+    };
+    match r.kind {
+        Kind::Click => {
+            need(r.id.is_some(), "id")?;
+            need(r.ts.is_some(), "ts")?;
+        }
+        Kind::Conversion => {
+            need(r.id.is_some(), "id")?;
+            need(r.ts.is_some(), "ts")?;
+            need(r.program.is_some(), "program")?;
+            need(r.event.as_deref().is_some_and(|e| !e.is_empty()), "event")?;
+            if r.amount.is_some() {
+                need(r.currency.is_some(), "currency")?;
+            }
+            if r.click_id.is_some() && r.partner.is_some() {
+                need(r.click_ts.is_some(), "click_ts")?;
+            }
+            if matches!(r.event.as_deref(), Some("refund" | "chargeback")) {
+                need(r.original_txn_id.is_some(), "original_txn_id")?;
+                if r.amount
+                    .is_some_and(|a| a.is_sign_negative() && !a.is_zero())
+                {
+                    return Err("a refund amount is positive (the amount reversed)".into());
+                }
+            }
+            if r.lots.is_some_and(|l| l.is_sign_negative() && !l.is_zero()) {
+                return Err("`lots` must not be negative".into());
+            }
+        }
+        Kind::Deal => {
+            need(r.id.is_some(), "id")?;
+            need(r.ts.is_some(), "ts")?;
+            need(r.program.is_some(), "program")?;
+            need(r.partner.is_some(), "partner")?;
+            need(r.customer.is_some(), "customer")?;
+            match r.status.as_deref() {
+                Some("approved" | "pending" | "rejected") => {}
+                Some(s) => {
+                    return Err(format!(
+                        "deal `status` {s:?} is not approved, pending or rejected"
+                    ))
+                }
+                None => return Err("missing `status`".into()),
+            }
+        }
+        Kind::Mdf => {
+            need(r.id.is_some(), "id")?;
+            need(r.ts.is_some(), "ts")?;
+            need(r.partner.is_some(), "partner")?;
+            need(r.amount.is_some(), "amount")?;
+            need(r.currency.is_some(), "currency")?;
+        }
+        Kind::Partner => {
+            need(r.id.is_some(), "id")?;
+            need(r.program.is_some(), "program")?;
+            id_ok(&r.id, "id")?;
+        }
+        Kind::Coupon => {
+            need(r.code.is_some(), "code")?;
+            need(r.partner.is_some(), "partner")?;
+            need(r.program.is_some(), "program")?;
+        }
+    }
+    id_ok(&r.program, "program")?;
+    id_ok(&r.partner, "partner")?;
+    Ok(())
+}
+
+/// Parses and validates one line.
+pub fn parse_line(line: &str) -> std::result::Result<Record, String> {
+    let r: Record = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    validate(&r)?;
+    Ok(r)
+}
+
+enum Item {
+    Ok(Box<Record>),
+    Bad {
+        line: usize,
+        raw: String,
+        error: String,
+    },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FileReport {
+    pub path: PathBuf,
+    pub counts: ImportCounts,
+    pub rejected: u64,
+    pub rejects_path: Option<PathBuf>,
+}
+
+pub struct ImportOptions {
+    pub skip_invalid: bool,
+    /// One rejects file for all inputs; default `FILE.rejects.ndjson`.
+    pub rejects: Option<PathBuf>,
+    pub progress: bool,
+}
+
+const CHUNK: usize = 4096;
+
+/// Imports one file in one transaction.
+pub fn import_file(store: &mut Store, path: &Path, opts: &ImportOptions) -> Result<FileReport> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| Error::Usage(format!("{}: cannot open: {e}", path.display())))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let bar = progress_bar(opts.progress, size, &path.display().to_string());
+
+    // a reader thread parses while this one inserts
+    let (tx_items, rx_items) = mpsc::sync_channel::<(Vec<Item>, u64)>(4);
+    // chunks come back to the reader to be freed where they were allocated
+    // (a cross-thread free is slow in glibc's malloc)
+    let (tx_back, rx_back) = mpsc::channel::<Vec<Item>>();
+    let reader = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut rd = BufReader::with_capacity(1 << 20, file);
+        let mut buf = String::new();
+        let mut line_no = 0usize;
+        let mut chunk = Vec::with_capacity(CHUNK);
+        let mut bytes = 0u64;
+        loop {
+            buf.clear();
+            let n = rd.read_line(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            line_no += 1;
+            bytes += n as u64;
+            let line = buf.trim_end_matches(['\n', '\r']);
+            if line.trim().is_empty() {
+                continue;
+            }
+            chunk.push(match parse_line(line) {
+                Ok(r) => Item::Ok(Box::new(r)),
+                Err(error) => Item::Bad {
+                    line: line_no,
+                    raw: line.to_string(),
+                    error,
+                },
+            });
+            if chunk.len() == CHUNK {
+                while let Ok(done) = rx_back.try_recv() {
+                    drop(done);
+                }
+                if tx_items.send((std::mem::take(&mut chunk), bytes)).is_err() {
+                    return Ok(());
+                }
+                bytes = 0;
+            }
+        }
+        let _ = tx_items.send((chunk, bytes));
+        drop(tx_items);
+        // free what the inserter hands back until it is done
+        for done in rx_back.iter() {
+            drop(done);
+        }
+        Ok(())
+    });
+
+    let mut report = FileReport {
+        path: path.to_path_buf(),
+        ..FileReport::default()
+    };
+    let mut rejects: Vec<String> = Vec::new();
+    let mut failure: Option<Error> = None;
+    let tx = store.conn.transaction()?;
+    let _ph = crate::run::Phase::start("import insert loop");
+    let mut busy = std::time::Duration::ZERO;
+    {
+        let mut ins = Inserter::new(&tx)?;
+        'outer: for (items, bytes) in rx_items.iter() {
+            for it in &items {
+                match it {
+                    Item::Ok(r) => {
+                        let t = std::time::Instant::now();
+                        ins.insert(r, &mut report.counts)?;
+                        busy += t.elapsed();
+                    }
+                    Item::Bad { line, raw, error } => {
+                        if opts.skip_invalid {
+                            eprintln!("{}:{line}: skipped: {error}", path.display());
+                            rejects.push(raw.clone());
+                            report.rejected += 1;
+                        } else {
+                            failure = Some(Error::data(format!(
+                                "{}:{line}: {error}; nothing imported from this file (use --skip-invalid to set bad lines aside)",
+                                path.display()
+                            )));
+                            break 'outer;
+                        }
+                    }
+                }
+            }
+            if let Some(b) = &bar {
+                b.inc(bytes);
+            }
+            let _ = tx_back.send(items);
+        }
+        if failure.is_none() {
+            ins.finish()?;
+        }
+    }
+    drop(tx_back);
+    drop(rx_items);
+    let _w = crate::run::Phase::start("import reader join");
+    if std::env::var_os("SETTLEMENT_TIMING").is_some() {
+        eprintln!("timing: inserting: {:.3} s", busy.as_secs_f64());
+    }
+    let read = reader.join().expect("reader thread");
+    if let Some(e) = failure {
+        drop(tx); // rolls back
+        return Err(e);
+    }
+    read.map_err(|e| Error::io(path, e))?;
+    if !rejects.is_empty() {
+        let rp = opts.rejects.clone().unwrap_or_else(|| {
+            let mut s = path.as_os_str().to_owned();
+            s.push(".rejects.ndjson");
+            PathBuf::from(s)
+        });
+        append_rejects(&rp, &rejects)?;
+        report.rejects_path = Some(rp);
+    }
+    let _c = crate::run::Phase::start("import commit");
+    tx.commit()?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    Ok(report)
+}
+
+fn append_rejects(path: &Path, lines: &[String]) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    let mut s = String::new();
+    for l in lines {
+        s.push_str(l);
+        s.push('\n');
+    }
+    f.write_all(s.as_bytes()).map_err(|e| Error::io(path, e))?;
+    f.sync_all().map_err(|e| Error::io(path, e))
+}
+
+pub fn progress_bar(enabled: bool, len: u64, msg: &str) -> Option<indicatif::ProgressBar> {
+    if !enabled {
+        return None;
+    }
+    let b = indicatif::ProgressBar::with_draw_target(
+        Some(len),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    b.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("template")
+        .progress_chars("=> "),
+    );
+    b.set_message(msg.to_string());
+    Some(b)
+}
+
+/// Imports records from any reader (used by `pull` and tests) into an open
+/// transaction; a bad line is an error naming `what` and the line. Returns
+/// the lines read and the highest `seq` among them.
+pub fn insert_ndjson<R: Read>(
+    ins: &mut Inserter,
+    rd: R,
+    what: &str,
+    counts: &mut ImportCounts,
+) -> Result<(u64, u64)> {
+    let mut n = 0;
+    let mut max_seq = 0;
+    for (i, line) in BufReader::new(rd).lines().enumerate() {
+        let line = line.map_err(|e| Error::Upstream(format!("{what}: {e}")))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let r =
+            parse_line(&line).map_err(|e| Error::data(format!("{what}: line {}: {e}", i + 1)))?;
+        max_seq = max_seq.max(r.seq.unwrap_or(0));
+        ins.insert(&r, counts)?;
+        n += 1;
+    }
+    Ok((n, max_seq))
+}
+
+/// Imports records already in memory, in one transaction (tests, tools).
+pub fn import_records(store: &mut Store, records: &[Record]) -> Result<ImportCounts> {
+    let mut counts = ImportCounts::default();
+    let tx = store.conn.transaction()?;
+    {
+        let mut ins = Inserter::new(&tx)?;
+        for (i, r) in records.iter().enumerate() {
+            validate(r).map_err(|e| Error::data(format!("record {}: {e}", i + 1)))?;
+            ins.insert(r, &mut counts)?;
+        }
+        ins.finish()?;
+    }
+    tx.commit()?;
+    Ok(counts)
+}

@@ -1,0 +1,73 @@
+//! `settlement nightly`: pull, run the open periods, close the periods past
+//! their grace days, report. The clock is read here only, to know which
+//! periods are past; `--now` fixes it.
+
+use crate::config;
+use crate::error::{Error, Result};
+use crate::period::Period;
+use crate::pull::{pull, PullOptions};
+use crate::run::{close, run, RunOutcome};
+use crate::store::Store;
+use std::path::Path;
+
+#[derive(Debug, Default)]
+pub struct NightlyReport {
+    pub ran: Vec<(Period, bool)>,
+    pub closed: Vec<Period>,
+    pub pulled: u64,
+}
+
+/// `today`: day number (days since the epoch).
+pub fn nightly(
+    store: &mut Store,
+    path: &Path,
+    today: i64,
+    progress: bool,
+) -> Result<NightlyReport> {
+    let n = config::load_nightly(path)?;
+    let cfg = config::load(&n.programs)?;
+    let mut rep = NightlyReport::default();
+    if let Some(edge) = &n.edge {
+        let mut o = PullOptions::new(edge, n.token.as_deref().unwrap_or(""));
+        o.progress = progress;
+        let r = pull(store, &o)?;
+        rep.pulled = r.counts.new;
+    }
+    let current = Period::of_day(today);
+    let start = match store.last_closed()? {
+        Some(h) => h.next(),
+        None => match store.event_periods()?.0 {
+            Some(ms) => Period::of_ms(ms).min(current),
+            None => current,
+        },
+    };
+    let mut p = start;
+    while p <= current {
+        let outcome = run(store, &cfg, p)?;
+        rep.ran
+            .push((p, matches!(outcome, RunOutcome::Replaced { .. })));
+        if p.last_day() + n.grace_days < today {
+            close(store, p)?;
+            rep.closed.push(p);
+        }
+        crate::report::report(store, p, &n.out.join(p.to_string()))?;
+        p = p.next();
+    }
+    Ok(rep)
+}
+
+/// Today from `--now YYYY-MM-DD`, or the system clock.
+pub fn today(now: Option<&str>) -> Result<i64> {
+    match now {
+        Some(s) => edge::time::Timestamp::parse_date(s)
+            .map(|t| t.day())
+            .map_err(|_| Error::Usage(format!("--now {s:?} is not a YYYY-MM-DD date"))),
+        None => {
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            Ok(secs.div_euclid(86_400))
+        }
+    }
+}

@@ -1,0 +1,1164 @@
+//! `settlement run` and `settlement close`: recompute a period's draft from
+//! all facts and replace it atomically; freeze it.
+
+use crate::config::{describe_step_base, Base, Config, Metric, Mode, StepBase};
+use crate::engine::{
+    self, hash_parts, hex_id, Calc, Engine, Method, Options, Output, REntry, RInvoice,
+};
+use crate::error::{Error, Result};
+use crate::facts::{Facts, NONE};
+use crate::ledger::{Entry, EntryKind, InvoiceLine, Rejection};
+use crate::money::{fmt_decimal, plain, Exact};
+use crate::period::{date_of_day, Period, DAY_MS};
+use crate::statement::{self, Statement};
+use crate::store::{pos_base, Store};
+use rusqlite::params;
+use rust_decimal::Decimal;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+
+/// What a run produced.
+#[derive(Debug, Default)]
+pub struct Draft {
+    pub period: Option<Period>,
+    pub entries: Vec<Entry>,
+    pub statements: Vec<Statement>,
+    pub invoices: Vec<InvoiceLine>,
+    /// `(program, name, value)`
+    pub stats: Vec<(String, String, i64)>,
+    pub rules: Vec<(String, String, String, String)>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// The draft was written.
+    Replaced { entries: usize, statements: usize },
+    /// The recomputed draft is identical to the stored one.
+    Unchanged { entries: usize, statements: usize },
+}
+
+/// Turns engine entries into ledger entries with words.
+pub struct Words<'a> {
+    pub eng: &'a Engine<'a>,
+    pub out: &'a Output,
+}
+
+impl Words<'_> {
+    fn facts(&self) -> &Facts {
+        self.eng.facts
+    }
+
+    pub fn entry(&self, e: &REntry) -> Entry {
+        let f = self.facts();
+        let p = &self.eng.cfg.programs[usize::from(e.prog)];
+        let cur = p.currency;
+        let mut sources = Vec::new();
+        for s in [e.src, e.src2] {
+            if s != NONE {
+                sources.push(f.ids.get(s).to_string());
+            }
+        }
+        let rule = if e.rule == NONE {
+            "-".to_string()
+        } else {
+            self.eng.rule(e.rule).1.id.clone()
+        };
+        let conv = (e.conv != NONE).then_some(e.conv as usize);
+        let reason = match &e.calc {
+            Calc::Rejected(r) => self.reason(*r, e.partner, conv),
+            Calc::Capped { .. } => "cap".to_string(),
+            _ => String::new(),
+        };
+        let calc = self
+            .calc(e, conv, &reason)
+            .unwrap_or_else(|_| "(not computable)".into());
+        Entry {
+            id: hex_id("le_", &e.id),
+            period: e.period,
+            partner: f.syms.str(e.partner).to_string(),
+            program: p.id.clone(),
+            kind: e.kind,
+            amount: e.amount,
+            currency: cur,
+            rule,
+            sources,
+            event_day: e.event_day,
+            reason,
+            calc,
+            adjusts: e.parent.map(|h| hex_id("le_", &h)).unwrap_or_default(),
+        }
+    }
+
+    fn reason(&self, r: Rejection, partner: u32, conv: Option<usize>) -> String {
+        match r {
+            Rejection::SelfReferral => "self_referral".into(),
+            Rejection::UnknownPartner => "unknown_partner".into(),
+            Rejection::BotClick => "bot_click".into(),
+            Rejection::PartnerNotApproved => {
+                let ts = conv.map_or(0, |i| self.facts().convs[i].ts);
+                let s = self.eng.status_at(partner, ts);
+                if s == NONE {
+                    "partner_no_status".into()
+                } else {
+                    format!("partner_{}", self.facts().syms.str(s))
+                }
+            }
+        }
+    }
+
+    fn method(&self, conv: Option<usize>) -> String {
+        let Some(i) = conv else { return String::new() };
+        let f = self.facts();
+        match self.out.attribution[i].1 {
+            Method::Lifetime => "; attributed by the customer's lifetime lock".into(),
+            Method::Click => "; attributed by click".into(),
+            Method::Coupon => format!(
+                "; attributed by coupon {}",
+                f.syms.str(f.ex(&f.convs[i]).coupon)
+            ),
+            Method::Deal(d) => format!(
+                "; attributed by deal registration {}",
+                f.ids.get(f.deals[d as usize].id)
+            ),
+            _ => String::new(),
+        }
+    }
+
+    /// The event's amount in words, with its conversion when there was one.
+    fn amount_words(&self, i: usize, to: edge::currency::Currency) -> Result<(Exact, String)> {
+        let c = &self.facts().convs[i];
+        let Some(a) = c.amount else {
+            return Ok((Exact::ZERO, "no amount (0)".into()));
+        };
+        let from = c.currency.unwrap_or(to);
+        let x = self
+            .eng
+            .convert(a, Some(from), to, c.ts, self.facts().id(c))?;
+        if from == to {
+            Ok((x, format!("{} {to}", fmt_decimal(a, to))))
+        } else {
+            Ok((
+                x,
+                format!(
+                    "{a} {from} = {} {to} at the fx rate of {}",
+                    plain(x.approx()),
+                    date_of_day(c.ts.div_euclid(DAY_MS))
+                ),
+            ))
+        }
+    }
+
+    fn base_words(&self, b: &StepBase, i: usize, cur: edge::currency::Currency) -> Result<String> {
+        let c = &self.facts().convs[i];
+        Ok(match b {
+            StepBase::Fixed(x) => format!("fixed {} {cur}", fmt_decimal(*x, cur)),
+            StepBase::Percent(p) => format!("{}% of {}", plain(*p), self.amount_words(i, cur)?.1),
+            StepBase::PerLot(x) => format!(
+                "{} lots x {} {cur}",
+                plain(self.facts().ex(c).lots.unwrap_or_default()),
+                plain(*x)
+            ),
+        })
+    }
+
+    fn calc(&self, e: &REntry, conv: Option<usize>, reason: &str) -> Result<String> {
+        let cur = self.eng.cfg.programs[usize::from(e.prog)].currency;
+        let amt = format!("{} {cur}", fmt_decimal(e.amount, cur));
+        let half_even = if e.amount.is_zero() {
+            ""
+        } else {
+            ", rounded half-even once"
+        };
+        Ok(match &e.calc {
+            Calc::Base => {
+                let (_, rule) = self.eng.rule(e.rule);
+                let i = conv.expect("commission has a conversion");
+                let w = match &rule.base {
+                    Base::Simple(b) => self.base_words(b, i, cur)?,
+                    _ => String::new(),
+                };
+                format!("{w} = {amt}{half_even}{}", self.method(conv))
+            }
+            Calc::LadderMarginal(b) => {
+                let (before, volume) = **b;
+                let (_, rule) = self.eng.rule(e.rule);
+                let Base::Ladder(l) = &rule.base else { unreachable!() };
+                let i = conv.expect("ladder entry has a conversion");
+                let after = before + volume;
+                let mut parts = Vec::new();
+                for (k, s) in l.steps.iter().enumerate() {
+                    let lo = s.from.max(before);
+                    let hi = l.steps.get(k + 1).map_or(after, |n| n.from.min(after));
+                    if hi > lo {
+                        parts.push(format!(
+                            "{} of {} in the step from {} ({})",
+                            plain(hi - lo),
+                            plain(volume),
+                            plain(s.from),
+                            self.base_words(&s.base, i, cur)?
+                        ));
+                    }
+                }
+                if parts.is_empty() {
+                    let k = engine::step_at(&l.steps, Exact::from_dec(before)).unwrap_or(0);
+                    parts.push(format!("the step from {} ({})", plain(l.steps[k].from), self.base_words(&l.steps[k].base, i, cur)?));
+                }
+                format!(
+                    "marginal ladder on {}: the partner's period volume goes from {} to {}; {} = {amt}{half_even}{}",
+                    metric_name(l.metric),
+                    plain(before),
+                    plain(after),
+                    parts.join(" + "),
+                    self.method(conv)
+                )
+            }
+            Calc::LadderRetroactive(b) => {
+                let (total, step) = **b;
+                let (_, rule) = self.eng.rule(e.rule);
+                let Base::Ladder(l) = &rule.base else { unreachable!() };
+                let i = conv.expect("ladder entry has a conversion");
+                let _ = Mode::Retroactive;
+                match l.steps.get(usize::from(step)) {
+                    Some(s) => format!(
+                        "retroactive ladder on {}: the partner's period total {} is in the step from {} ({}), applied to every event of the period: {} = {amt}{half_even}{}",
+                        metric_name(l.metric),
+                        plain(total),
+                        plain(s.from),
+                        describe_step_base(&s.base),
+                        self.base_words(&s.base, i, cur)?,
+                        self.method(conv)
+                    ),
+                    None => format!(
+                        "retroactive ladder on {}: the partner's period total {} is below the first step = {amt}",
+                        metric_name(l.metric),
+                        plain(total)
+                    ),
+                }
+            }
+            Calc::Capped { cap } => format!(
+                "the rule's cap of {cap} paid events per partner per period was reached: recorded as capped, {amt}"
+            ),
+            Calc::Override(b) => {
+                let (level, child) = **b;
+                let p = &self.eng.cfg.programs[usize::from(e.prog)];
+                let pct = p.overrides[usize::from(level) - 1];
+                format!(
+                    "level {level} override: {}% of the commission {} {cur} of {} = {amt}{half_even}",
+                    plain(pct),
+                    fmt_decimal(child, cur),
+                    self.descendant(e, level)
+                )
+            }
+            Calc::Clawback(b) => {
+                let (share, original) = **b;
+                format!(
+                "{} of the original entry's {} {cur} reversed (refund amount / original amount) = {amt}{half_even}",
+                if share == Decimal::ONE { "all".to_string() } else { format!("{}%", plain(share * Decimal::ONE_HUNDRED)) },
+                fmt_decimal(original, cur)
+            )
+            }
+            Calc::Topup(b) => {
+                let (minimum, earned) = **b;
+                format!(
+                "minimum_per_period {} {cur} - earned {} {cur} (commissions and overrides of the period) = {amt}",
+                fmt_decimal(minimum, cur),
+                fmt_decimal(earned, cur)
+            )
+            }
+            Calc::Mdf => {
+                let mdfs = &self.facts().mdfs;
+                let m = mdfs.binary_search_by_key(&e.src, |m| m.id).ok().map(|i| &mdfs[i]);
+                match m {
+                    Some(m) if m.currency != cur => format!(
+                        "approved MDF claim of {} {} converted at the fx rate of {} = {amt}{half_even}",
+                        m.amount,
+                        m.currency,
+                        date_of_day(m.ts.div_euclid(DAY_MS))
+                    ),
+                    _ => format!("approved MDF claim = {amt}"),
+                }
+            }
+            Calc::Rejected(r) => {
+                let why = match r {
+                    Rejection::SelfReferral => "the customer is the partner (self-referral)".to_string(),
+                    Rejection::UnknownPartner => "the partner is not in the registry".to_string(),
+                    Rejection::BotClick => "the only evidence is a bot click".to_string(),
+                    Rejection::PartnerNotApproved => format!("the partner's status at event time was not approved ({reason})"),
+                };
+                format!("rejected: {why}; never payable, {amt}{}", self.method(conv))
+            }
+        })
+    }
+
+    fn descendant(&self, e: &REntry, level: u8) -> String {
+        // the partner `level` steps below, found from the entry's conversion
+        let _ = level;
+        let f = self.facts();
+        match (e.conv != NONE).then_some(e.conv as usize) {
+            Some(i) => format!(
+                "{} on {}",
+                f.syms.str(self.out.attribution[i].0),
+                f.ids.get(e.src)
+            ),
+            None => String::new(),
+        }
+    }
+
+    pub fn invoice(&self, l: &RInvoice) -> InvoiceLine {
+        let f = self.facts();
+        let p = &self.eng.cfg.programs[usize::from(l.prog)];
+        let c = &f.convs[l.conv as usize];
+        let cur = p.currency;
+        let calc = if c.event == self.eng.facts.syms.get("refund").unwrap_or(NONE - 1)
+            || c.event == self.eng.facts.syms.get("chargeback").unwrap_or(NONE - 1)
+        {
+            format!(
+                "credit note: {}% of the original line reversed",
+                plain(l.share * Decimal::ONE_HUNDRED)
+            )
+        } else {
+            format!(
+                "list {} {cur} x (100 - {}%) = {} {cur} due, rounded half-even",
+                fmt_decimal(l.list_amount, cur),
+                plain(l.discount),
+                fmt_decimal(l.amount_due, cur)
+            )
+        };
+        InvoiceLine {
+            id: hex_id("inv_", &l.id),
+            period: l.period,
+            partner: f.syms.str(l.partner).to_string(),
+            program: p.id.clone(),
+            txn_id: f.txns.get(c.idx).to_string(),
+            list_amount: l.list_amount,
+            discount_percent: l.discount,
+            amount_due: l.amount_due,
+            currency: cur,
+            source: f.id(c).to_string(),
+            calc,
+        }
+    }
+}
+
+fn metric_name(m: Metric) -> &'static str {
+    match m {
+        Metric::Count => "count",
+        Metric::Amount => "amount",
+        Metric::Lots => "lots",
+    }
+}
+
+fn kind_rank(k: EntryKind) -> usize {
+    EntryKind::ALL.iter().position(|x| *x == k).unwrap_or(0)
+}
+
+/// Prints how long a phase took when `SETTLEMENT_TIMING` is set.
+pub struct Phase(Option<(std::time::Instant, &'static str)>);
+
+impl Phase {
+    pub fn start(name: &'static str) -> Phase {
+        Phase(std::env::var_os("SETTLEMENT_TIMING").map(|_| (std::time::Instant::now(), name)))
+    }
+}
+
+impl Drop for Phase {
+    fn drop(&mut self) {
+        if let Some((t, n)) = self.0 {
+            let rss = std::fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find(|l| l.starts_with("VmRSS:"))
+                        .map(|l| l[6..].trim().to_string())
+                })
+                .unwrap_or_default();
+            eprintln!(
+                "timing: {n}: {:.3} s (rss {rss})",
+                t.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
+
+/// An entry of a draft, as 4 bytes: an index into the engine's output, or
+/// (high bit set) into the entries built here (adjustments, write-offs,
+/// payouts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Item(u32);
+
+const OWN: u32 = 1 << 31;
+
+impl Item {
+    fn eng(i: usize) -> Item {
+        Item(i as u32)
+    }
+    fn own(i: usize) -> Item {
+        Item(i as u32 | OWN)
+    }
+    fn is_own(self) -> bool {
+        self.0 & OWN != 0
+    }
+    fn index(self) -> usize {
+        (self.0 & !OWN) as usize
+    }
+}
+
+/// A period's draft before it is written: entries stay in the engine's
+/// compact form and become rows one at a time.
+pub struct Plan<'a> {
+    pub period: Period,
+    pub words: Words<'a>,
+    /// Ledger order.
+    pub items: Vec<Item>,
+    pub own: Vec<Entry>,
+    pub statements: Vec<Statement>,
+    /// Invoice lines, in order: the engine's (by index) or built here.
+    pub invoices: Vec<Inv>,
+    /// `(program, name, value)`
+    pub stats: Vec<(String, String, i64)>,
+    /// `(rule, program, model, description)`
+    pub rules: Vec<(String, String, String, String)>,
+    pub watermark: i64,
+}
+
+/// An invoice line of a draft: an index into the engine's output, or a
+/// line built here (late lines of closed periods).
+pub enum Inv {
+    Eng(u32),
+    Own(Box<InvoiceLine>),
+}
+
+fn id_bytes(id: &str) -> [u8; 10] {
+    let mut b = [0u8; 10];
+    let _ = hex::decode_to_slice(id.get(3..23).unwrap_or(""), &mut b);
+    b
+}
+
+impl Plan<'_> {
+    fn view(&self, it: Item) -> statement::View<'_> {
+        if it.is_own() {
+            let e = &self.own[it.index()];
+            return statement::View {
+                partner: &e.partner,
+                program: &e.program,
+                kind: e.kind,
+                amount: e.amount,
+                event_day: e.event_day,
+            };
+        }
+        let e = &self.words.out.entries[it.index()];
+        statement::View {
+            partner: self.words.eng.facts.syms.str(e.partner),
+            program: &self.words.eng.cfg.programs[usize::from(e.prog)].id,
+            kind: e.kind,
+            amount: e.amount,
+            event_day: e.event_day,
+        }
+    }
+
+    fn sort_key(&self, it: Item) -> (&str, i64, usize, [u8; 10]) {
+        let v = self.view(it);
+        let id = if it.is_own() {
+            id_bytes(&self.own[it.index()].id)
+        } else {
+            self.words.out.entries[it.index()].id
+        };
+        (v.partner, v.event_day, kind_rank(v.kind), id)
+    }
+
+    /// One entry with its words.
+    pub fn entry(&self, it: Item) -> Entry {
+        if it.is_own() {
+            self.own[it.index()].clone()
+        } else {
+            self.words.entry(&self.words.out.entries[it.index()])
+        }
+    }
+
+    /// One invoice line with its words.
+    pub fn invoice(&self, i: &Inv) -> InvoiceLine {
+        match i {
+            Inv::Eng(k) => self.words.invoice(&self.words.out.invoices[*k as usize]),
+            Inv::Own(l) => (**l).clone(),
+        }
+    }
+
+    fn invoice_key<'s>(&'s self, i: &'s Inv) -> (&'s str, &'s str, [u8; 10]) {
+        match i {
+            Inv::Eng(k) => {
+                let l = &self.words.out.invoices[*k as usize];
+                let f = self.words.eng.facts;
+                let c = &f.convs[l.conv as usize];
+                (f.syms.str(l.partner), f.txns.get(c.idx), l.id)
+            }
+            Inv::Own(l) => {
+                let mut b = [0u8; 10];
+                let _ = hex::decode_to_slice(l.id.get(4..24).unwrap_or(""), &mut b);
+                (&l.partner, &l.txn_id, b)
+            }
+        }
+    }
+
+    /// Every entry, in ledger order (tests and small periods).
+    pub fn materialize(&self) -> Draft {
+        Draft {
+            period: Some(self.period),
+            entries: self.items.iter().map(|it| self.entry(*it)).collect(),
+            statements: self.statements.clone(),
+            invoices: self.invoices.iter().map(|i| self.invoice(i)).collect(),
+            stats: self.stats.clone(),
+            rules: self.rules.clone(),
+        }
+    }
+}
+
+/// Ledger order: by date; within a date, the engine's entries in the order
+/// it made them (conversions in `(ts, id)` order, so deterministic), then
+/// the entries built here (adjustments, write-offs, payouts) by partner,
+/// kind and id. Following the engine's order keeps the writer's memory
+/// accesses sequential.
+fn sort_items(plan: &Plan, mut items: Vec<Item>) -> Vec<Item> {
+    // the engine's entries come first, in the order it made them; the
+    // entries built here follow, by partner, kind and id
+    let split = items
+        .iter()
+        .position(|it| it.is_own())
+        .unwrap_or(items.len());
+    debug_assert!(items[split..].iter().all(|it| it.is_own()));
+    items[split..].sort_by(|a, b| plan.sort_key(*a).cmp(&plan.sort_key(*b)));
+    // then a stable sort by date keeps that order within a date
+    items.sort_by_key(|it| plan.view(*it).event_day);
+    items
+}
+
+/// Programs whose invoices name transaction ids.
+pub fn txn_programs(cfg: &Config) -> Vec<&str> {
+    cfg.programs
+        .iter()
+        .filter(|p| p.rules.iter().any(|r| matches!(r.base, Base::Discount(_))))
+        .map(|p| p.id.as_str())
+        .collect()
+}
+
+/// Computes a period's draft from the store without writing it.
+pub fn compute_draft(store: &Store, cfg: &Config, p: Period) -> Result<(Draft, i64)> {
+    with_plan(store, cfg, p, |plan| {
+        Ok((plan.materialize(), plan.watermark))
+    })
+}
+
+/// Computes a period's draft and hands it to `f`.
+pub fn with_plan<R>(
+    store: &Store,
+    cfg: &Config,
+    p: Period,
+    f: impl FnOnce(&Plan) -> Result<R>,
+) -> Result<R> {
+    let watermark = store.max_arrival()?;
+    let ph = Phase::start("load facts");
+    let facts = store.load_facts(p.end_ms(), &txn_programs(cfg))?;
+    drop(ph);
+    let ph = Phase::start("engine");
+    let eng = Engine::new(cfg, &facts);
+    let out = engine::compute(
+        &eng,
+        &Options {
+            until_ms: p.end_ms(),
+            max_arrival: i64::MAX,
+        },
+    )?;
+    drop(ph);
+    let ph = Phase::start("plan");
+    let words = Words {
+        eng: &eng,
+        out: &out,
+    };
+    let mut items: Vec<Item> = Vec::with_capacity(out.entries.len() + 1024);
+    items.extend(
+        out.entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.period == p)
+            .map(|(i, _)| Item::eng(i)),
+    );
+    let mut own: Vec<Entry> = Vec::new();
+    let mut invoices: Vec<Inv> = out
+        .invoices
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.period == p)
+        .map(|(k, _)| Inv::Eng(k as u32))
+        .collect();
+
+    // late facts for closed periods become adjustments in the next open one
+    if let Some(h) = store.last_closed()? {
+        if h.next() == p {
+            let w_h = store.period_state(h)?.map_or(0, |s| s.1);
+            if store.late_facts(w_h, h.end_ms())? {
+                let old = engine::compute(
+                    &eng,
+                    &Options {
+                        until_ms: h.end_ms(),
+                        max_arrival: w_h,
+                    },
+                )?;
+                let mut late = Vec::new();
+                adjustments(&words, &out, &old, p, h, &mut own, &mut late)?;
+                invoices.extend(late.into_iter().map(|l| Inv::Own(Box::new(l))));
+                items.extend((0..own.len()).map(Item::own));
+            }
+        }
+    }
+
+    // statements
+    let prev: Option<i64> = store.conn.query_row(
+        "SELECT MAX(period) FROM periods WHERE period < ?1",
+        [p.key()],
+        |r| r.get(0),
+    )?;
+    let mut carried_in = BTreeMap::new();
+    if let Some(q) = prev {
+        let mut st = store
+            .conn
+            .prepare("SELECT partner, program, carried_out FROM statements WHERE period = ?1")?;
+        let mut rows = st.query([q])?;
+        while let Some(r) = rows.next()? {
+            let v: String = r.get(2)?;
+            carried_in.insert((r.get(0)?, r.get(1)?), dec(&v)?);
+        }
+    }
+    let mut earlier_pending: BTreeMap<(String, String), Decimal> = BTreeMap::new();
+    if cfg.hold_days > 0 {
+        let threshold = p.last_day() - cfg.hold_days; // held when event_day > threshold
+        let lo = Period::of_day(threshold + 1);
+        let mut st = store.conn.prepare(
+            "SELECT partner, program, amount FROM ledger
+             WHERE pos >= ?1 AND pos < ?2 AND event_day > ?3
+               AND kind IN ('commission', 'override', 'mdf', 'adjustment')",
+        )?;
+        let mut rows = st.query(params![pos_base(lo), pos_base(p), threshold])?;
+        while let Some(r) = rows.next()? {
+            let v: String = r.get(2)?;
+            let s = earlier_pending.entry((r.get(0)?, r.get(1)?)).or_default();
+            *s = s.checked_add(dec(&v)?).ok_or(crate::money::Overflow)?;
+        }
+    }
+    let mut plan = Plan {
+        period: p,
+        words,
+        items: Vec::new(),
+        own,
+        statements: Vec::new(),
+        invoices,
+        stats: Vec::new(),
+        rules: Vec::new(),
+        watermark,
+    };
+    let (statements, extra) = {
+        let views = items.iter().map(|it| plan.view(*it));
+        statement::compute(p, cfg, views, &carried_in, &earlier_pending)?
+    };
+    for e in extra {
+        items.push(Item::own(plan.own.len()));
+        plan.own.push(e);
+    }
+    plan.items = sort_items(&plan, items);
+    plan.statements = statements;
+    let mut invs = std::mem::take(&mut plan.invoices);
+    invs.sort_by(|a, b| plan.invoice_key(a).cmp(&plan.invoice_key(b)));
+    plan.invoices = invs;
+
+    let mut keys: Vec<_> = out.stats.iter().filter(|((per, _), _)| *per == p).collect();
+    keys.sort_by(|a, b| facts.syms.str(a.0 .1).cmp(facts.syms.str(b.0 .1)));
+    for ((_, prog), s) in keys {
+        let name = facts.syms.str(*prog).to_string();
+        for (k, v) in [
+            ("conversions", s.conversions),
+            ("attributed", s.attributed),
+            ("unattributed", s.unattributed),
+            ("rejected", s.rejected),
+            ("reversals", s.reversals),
+            ("unknown_program", s.unknown_program),
+        ] {
+            plan.stats.push((name.clone(), k.to_string(), v as i64));
+        }
+    }
+    for prog in &cfg.programs {
+        for r in &prog.rules {
+            plan.rules.push((
+                r.id.clone(),
+                prog.id.clone(),
+                prog.model.as_str().to_string(),
+                r.description.clone(),
+            ));
+        }
+    }
+    plan.rules.sort();
+    drop(ph);
+    f(&plan)
+}
+
+fn dec(s: &str) -> Result<Decimal> {
+    crate::money::parse_decimal(s)
+        .ok_or_else(|| Error::data(format!("bad amount {s:?} in the store")))
+}
+
+/// Restated closed-period entries minus what was known at close.
+fn adjustments(
+    words: &Words,
+    new: &Output,
+    old: &Output,
+    p: Period,
+    h: Period,
+    entries: &mut Vec<Entry>,
+    invoices: &mut Vec<InvoiceLine>,
+) -> Result<()> {
+    let ps = p.to_string();
+    let mut before: HashMap<[u8; 10], &REntry> = HashMap::new();
+    for e in old.entries.iter().filter(|e| e.period <= h) {
+        before.insert(e.id, e);
+    }
+    let mut after: HashMap<[u8; 10], &REntry> = HashMap::new();
+    for e in new.entries.iter().filter(|e| e.period <= h) {
+        after.insert(e.id, e);
+    }
+    let mut ids: Vec<&[u8; 10]> = before.keys().chain(after.keys()).collect();
+    ids.sort();
+    ids.dedup();
+    for id in ids {
+        let (a, b) = (after.get(id), before.get(id));
+        let na = a.map_or(Decimal::ZERO, |e| e.amount);
+        let nb = b.map_or(Decimal::ZERO, |e| e.amount);
+        let diff = crate::money::norm(na - nb);
+        if diff.is_zero() {
+            continue;
+        }
+        let src = a.or(b).expect("one side exists");
+        let mut e = words.entry(src);
+        let orig_id = e.id.clone();
+        let cur = e.currency;
+        e.id = hex_id("le_", &hash_parts(&[b"adjustment", ps.as_bytes(), id]));
+        e.calc = format!(
+            "late facts for the closed period {}: {} {} ({}) restated as {} {cur}, booked {} {cur}: adjusted by {} {cur}",
+            src.period,
+            src.kind,
+            orig_id,
+            e.reason_or_rule(),
+            fmt_decimal(na, cur),
+            fmt_decimal(nb, cur),
+            fmt_decimal(diff, cur)
+        );
+        e.kind = EntryKind::Adjustment;
+        e.period = p;
+        e.amount = diff;
+        e.reason = format!("late_facts_{}", src.period);
+        e.adjusts = orig_id;
+        entries.push(e);
+    }
+    // reseller invoice lines
+    let key = |l: &RInvoice| l.id;
+    let before: HashMap<[u8; 10], &RInvoice> = old
+        .invoices
+        .iter()
+        .filter(|l| l.period <= h)
+        .map(|l| (key(l), l))
+        .collect();
+    let mut late: Vec<&RInvoice> = new
+        .invoices
+        .iter()
+        .filter(|l| l.period <= h && before.get(&l.id).is_none_or(|b| *b != *l))
+        .collect();
+    late.sort_by_key(|l| l.id);
+    for l in late {
+        let mut line = words.invoice(l);
+        if let Some(b) = before.get(&l.id) {
+            line.list_amount -= b.list_amount;
+            line.amount_due -= b.amount_due;
+        }
+        line.calc = format!(
+            "late line for the closed period {}: {}",
+            l.period, line.calc
+        );
+        line.id = hex_id("inv_", &hash_parts(&[b"late", ps.as_bytes(), &l.id]));
+        line.period = p;
+        invoices.push(line);
+    }
+    Ok(())
+}
+
+impl Entry {
+    fn reason_or_rule(&self) -> String {
+        format!("rule {}", self.rule)
+    }
+}
+
+fn put(h: &mut Sha256, s: &str) {
+    h.update(s.as_bytes());
+    h.update([0]);
+}
+
+fn hash_entry(h: &mut Sha256, e: &Entry) {
+    put(h, &e.id);
+    put(h, &e.partner);
+    put(h, &e.program);
+    put(h, e.kind.as_str());
+    let x = crate::money::norm(e.amount);
+    h.update(x.mantissa().to_le_bytes());
+    h.update(x.scale().to_le_bytes());
+    put(h, e.currency.code());
+    put(h, &e.rule);
+    for s in &e.sources {
+        put(h, s);
+    }
+    h.update(e.event_day.to_le_bytes());
+    put(h, &e.reason);
+    put(h, &e.adjusts);
+    put(h, &e.calc);
+    h.update([1]);
+}
+
+fn hash_statements(h: &mut Sha256, statements: &[Statement]) {
+    h.update([2]);
+    for s in statements {
+        for c in s.csv_row() {
+            put(h, &c);
+        }
+        put(h, &s.model);
+        h.update([1]);
+    }
+    h.update([2]);
+}
+
+fn hash_invoice(h: &mut Sha256, l: &InvoiceLine) {
+    for c in invoice_row(l) {
+        put(h, &c);
+    }
+    put(h, &l.id);
+    put(h, &l.program);
+    put(h, &l.source);
+    put(h, &l.calc);
+    h.update([1]);
+}
+
+fn hash_tail(
+    h: &mut Sha256,
+    stats: &[(String, String, i64)],
+    rules: &[(String, String, String, String)],
+) {
+    h.update([2]);
+    for (a, b, c) in stats {
+        put(h, a);
+        put(h, b);
+        h.update(c.to_le_bytes());
+    }
+    for (a, b, c, e) in rules {
+        put(h, a);
+        put(h, b);
+        put(h, c);
+        put(h, e);
+    }
+}
+
+pub const LEDGER_COLUMNS: [&str; 13] = [
+    "id",
+    "period",
+    "partner",
+    "program",
+    "kind",
+    "amount",
+    "currency",
+    "rule",
+    "sources",
+    "event_date",
+    "reason",
+    "adjusts",
+    "calc",
+];
+
+pub fn ledger_row(e: &Entry) -> Vec<String> {
+    vec![
+        e.id.clone(),
+        e.period.to_string(),
+        e.partner.clone(),
+        e.program.clone(),
+        e.kind.to_string(),
+        fmt_decimal(e.amount, e.currency),
+        e.currency.to_string(),
+        e.rule.clone(),
+        e.sources.join(" "),
+        date_of_day(e.event_day),
+        e.reason.clone(),
+        e.adjusts.clone(),
+        e.calc.clone(),
+    ]
+}
+
+pub const INVOICE_COLUMNS: [&str; 7] = [
+    "period",
+    "partner",
+    "txn_id",
+    "list_amount",
+    "discount_percent",
+    "amount_due",
+    "currency",
+];
+
+pub fn invoice_row(l: &InvoiceLine) -> Vec<String> {
+    vec![
+        l.period.to_string(),
+        l.partner.clone(),
+        l.txn_id.clone(),
+        fmt_decimal(l.list_amount, l.currency),
+        plain(l.discount_percent),
+        fmt_decimal(l.amount_due, l.currency),
+        l.currency.to_string(),
+    ]
+}
+
+/// `settlement run`: refuses closed periods; a rerun changes nothing.
+pub fn run(store: &mut Store, cfg: &Config, p: Period) -> Result<RunOutcome> {
+    check_open(store, p)?;
+    let prev = store.period_state(p)?;
+    let store: &Store = store;
+    with_plan(store, cfg, p, |plan| write_plan(store, plan, prev))
+}
+
+fn check_open(store: &Store, p: Period) -> Result<()> {
+    if let Some((state, _, _)) = store.period_state(p)? {
+        if state == "closed" {
+            return Err(Error::Closed(p.to_string()));
+        }
+    }
+    if let Some(h) = store.last_closed()? {
+        if p < h {
+            return Err(Error::Usage(format!(
+                "period {p} precedes the closed period {h}: it is frozen; late facts for it are booked as adjustments in {}",
+                h.next()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Replaces the period's draft in one transaction, fingerprinting it on
+/// the way; when the fingerprint is the stored one, rolls back instead.
+fn write_plan(
+    store: &Store,
+    plan: &Plan,
+    prev: Option<(String, i64, String)>,
+) -> Result<RunOutcome> {
+    let _ph = Phase::start("write draft");
+    let p = plan.period;
+    let tx = store.conn.unchecked_transaction()?;
+    let base = pos_base(p);
+    tx.execute(
+        "DELETE FROM ledger WHERE pos >= ?1 AND pos < ?2",
+        params![base, pos_base(p.next())],
+    )?;
+    tx.execute(
+        "DELETE FROM invoices WHERE pos >= ?1 AND pos < ?2",
+        params![base, pos_base(p.next())],
+    )?;
+    for t in ["statements", "rules", "stats"] {
+        tx.execute(&format!("DELETE FROM {t} WHERE period = ?1"), [p.key()])?;
+    }
+    // one thread puts entries into words and fingerprints them while this one
+    // inserts; chunks go back to be freed where they were allocated
+    let mut h = std::thread::scope(|sc| -> Result<Sha256> {
+        let (tx_rows, rx_rows) = std::sync::mpsc::sync_channel::<Vec<Entry>>(4);
+        let (tx_back, rx_back) = std::sync::mpsc::channel::<Vec<Entry>>();
+        let producer = sc.spawn(move || {
+            let _p = Phase::start("entry words (producer)");
+            let mut h = Sha256::new();
+            for chunk in plan.items.chunks(2048) {
+                while let Ok(done) = rx_back.try_recv() {
+                    drop(done);
+                }
+                let v: Vec<Entry> = chunk.iter().map(|it| plan.entry(*it)).collect();
+                for e in &v {
+                    hash_entry(&mut h, e);
+                }
+                if tx_rows.send(v).is_err() {
+                    break;
+                }
+            }
+            drop(tx_rows);
+            for done in rx_back.iter() {
+                drop(done);
+            }
+            h
+        });
+        let mut st = tx.prepare_cached(
+            "INSERT INTO ledger (pos, id, period, partner, program, kind, amount, currency, rule, sources,
+               event_day, reason, calc, adjusts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        )?;
+        let mut i = 0i64;
+        let mut failed = None;
+        let mut busy = std::time::Duration::ZERO;
+        for v in rx_rows.iter() {
+            let t = std::time::Instant::now();
+            for e in &v {
+                let r = st.execute(params![
+                    base + i,
+                    e.id,
+                    p.key(),
+                    e.partner,
+                    e.program,
+                    e.kind.as_str(),
+                    fmt_decimal(e.amount, e.currency),
+                    e.currency.code(),
+                    e.rule,
+                    e.sources.join(" "),
+                    e.event_day,
+                    e.reason,
+                    e.calc,
+                    e.adjusts
+                ]);
+                if let Err(e) = r {
+                    failed = Some(e);
+                    break;
+                }
+                i += 1;
+            }
+            busy += t.elapsed();
+            let _ = tx_back.send(v);
+            if failed.is_some() {
+                break;
+            }
+        }
+        if std::env::var_os("SETTLEMENT_TIMING").is_some() {
+            eprintln!("timing: ledger inserts: {:.3} s", busy.as_secs_f64());
+        }
+        drop(rx_rows);
+        drop(tx_back);
+        let h = producer.join().expect("entry producer");
+        match failed {
+            Some(e) => Err(e.into()),
+            None => Ok(h),
+        }
+    })?;
+    {
+        let mut st = tx.prepare_cached(
+            "INSERT INTO statements (period, partner, program, currency, earned, reversed, adjusted, carried_in,
+               pending, payable, carried_out, model) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?;
+        for s in &plan.statements {
+            let r = s.csv_row();
+            st.execute(params![
+                p.key(),
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                r[5],
+                r[6],
+                r[7],
+                r[8],
+                r[9],
+                r[10],
+                s.model
+            ])?;
+        }
+        let mut st = tx.prepare_cached(
+            "INSERT INTO invoices (pos, id, period, partner, program, txn_id, list_amount, discount_percent,
+               amount_due, currency, source, calc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?;
+        hash_statements(&mut h, &plan.statements);
+        for (i, inv) in plan.invoices.iter().enumerate() {
+            let l = &plan.invoice(inv);
+            hash_invoice(&mut h, l);
+            let r = invoice_row(l);
+            st.execute(params![
+                base + i as i64,
+                l.id,
+                p.key(),
+                l.partner,
+                l.program,
+                l.txn_id,
+                r[3],
+                r[4],
+                r[5],
+                r[6],
+                l.source,
+                l.calc
+            ])?;
+        }
+        let mut st = tx.prepare_cached(
+            "INSERT INTO stats (period, program, name, value) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for (prog, name, v) in &plan.stats {
+            st.execute(params![p.key(), prog, name, v])?;
+        }
+        let mut st = tx.prepare_cached(
+            "INSERT INTO rules (period, rule, program, model, description) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for (r, prog, model, desc) in &plan.rules {
+            st.execute(params![p.key(), r, prog, model, desc])?;
+        }
+    }
+    hash_tail(&mut h, &plan.stats, &plan.rules);
+    let hash = hex::encode(h.finalize());
+    let (ne, ns) = (plan.items.len(), plan.statements.len());
+    if let Some((state, w, old)) = prev {
+        if state == "draft" && old == hash {
+            drop(tx); // rolls back: the stored draft is this one
+            if w != plan.watermark {
+                store.conn.execute(
+                    "UPDATE periods SET watermark = ?2 WHERE period = ?1 AND state = 'draft'",
+                    params![p.key(), plan.watermark],
+                )?;
+            }
+            return Ok(RunOutcome::Unchanged {
+                entries: ne,
+                statements: ns,
+            });
+        }
+    }
+    tx.execute(
+        "INSERT INTO periods (period, state, watermark, draft_hash) VALUES (?1, 'draft', ?2, ?3)
+         ON CONFLICT (period) DO UPDATE SET state = 'draft', watermark = excluded.watermark, draft_hash = excluded.draft_hash",
+        params![p.key(), plan.watermark, hash],
+    )?;
+    let _c = Phase::start("commit");
+    tx.commit()?;
+    Ok(RunOutcome::Replaced {
+        entries: ne,
+        statements: ns,
+    })
+}
+
+/// `settlement close`: freezes the period's draft.
+pub fn close(store: &mut Store, p: Period) -> Result<()> {
+    match store.period_state(p)? {
+        None => {
+            return Err(Error::Usage(format!(
+                "period {p} has no draft: run `settlement run --period {p}` first"
+            )))
+        }
+        Some((s, _, _)) if s == "closed" => return Err(Error::Closed(p.to_string())),
+        Some(_) => {}
+    }
+    if let Some(h) = store.last_closed()? {
+        if p < h {
+            return Err(Error::Closed(p.to_string()));
+        }
+    }
+    let open_before: Option<i64> = store.conn.query_row(
+        "SELECT MIN(period) FROM periods WHERE state = 'draft' AND period < ?1",
+        [p.key()],
+        |r| r.get(0),
+    )?;
+    if let Some(q) = open_before {
+        return Err(Error::Usage(format!(
+            "period {} is still open: close it before {p}",
+            Period::from_key(q)
+        )));
+    }
+    let tx = store.conn.transaction()?;
+    tx.execute(
+        "UPDATE periods SET state = 'closed' WHERE period = ?1",
+        [p.key()],
+    )?;
+    tx.commit()?;
+    Ok(())
+}

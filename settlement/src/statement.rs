@@ -1,0 +1,357 @@
+//! Period-end statements (SPEC section 5, "Ledger and outputs"): balances,
+//! holds, the payout minimum, write-offs and payouts.
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::ledger::{entry_id, Entry, EntryKind};
+use crate::money::{fmt_decimal, norm, Overflow};
+use crate::period::Period;
+use edge::currency::Currency;
+use rust_decimal::Decimal;
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Statement {
+    pub period: Period,
+    pub partner: String,
+    pub program: String,
+    pub currency: Currency,
+    pub earned: Decimal,
+    pub reversed: Decimal,
+    pub adjusted: Decimal,
+    pub carried_in: Decimal,
+    pub pending: Decimal,
+    pub payable: Decimal,
+    pub carried_out: Decimal,
+    pub model: String,
+}
+
+impl Statement {
+    pub fn figures(&self) -> [Decimal; 7] {
+        [
+            self.earned,
+            self.reversed,
+            self.adjusted,
+            self.carried_in,
+            self.pending,
+            self.payable,
+            self.carried_out,
+        ]
+    }
+
+    pub fn csv_row(&self) -> Vec<String> {
+        let f = |d: Decimal| fmt_decimal(d, self.currency);
+        vec![
+            self.period.to_string(),
+            self.partner.clone(),
+            self.program.clone(),
+            self.currency.to_string(),
+            f(self.earned),
+            f(self.reversed),
+            f(self.adjusted),
+            f(self.carried_in),
+            f(self.pending),
+            f(self.payable),
+            f(self.carried_out),
+        ]
+    }
+}
+
+pub const STATEMENT_COLUMNS: [&str; 11] = [
+    "period",
+    "partner",
+    "program",
+    "currency",
+    "earned",
+    "reversed",
+    "adjusted",
+    "carried_in",
+    "pending",
+    "payable",
+    "carried_out",
+];
+
+fn add(a: &mut Decimal, b: Decimal) -> Result<(), Overflow> {
+    *a = a.checked_add(b).ok_or(Overflow)?;
+    Ok(())
+}
+
+/// Balances of the partners of one period.
+///
+/// `entries`: the period's entries from facts and adjustments (no payouts
+/// or write-offs yet). `carried_in`: last statement's carried_out per
+/// `(partner, program)`. `earlier_pending`: entries of earlier periods that
+/// are still held on this period's last day, summed per `(partner, program)`.
+/// Returns the statements and the write-off and payout entries to add.
+/// What a statement needs of an entry.
+#[derive(Clone, Copy, Debug)]
+pub struct View<'a> {
+    pub partner: &'a str,
+    pub program: &'a str,
+    pub kind: EntryKind,
+    pub amount: Decimal,
+    pub event_day: i64,
+}
+
+impl<'a> From<&'a Entry> for View<'a> {
+    fn from(e: &'a Entry) -> View<'a> {
+        View {
+            partner: &e.partner,
+            program: &e.program,
+            kind: e.kind,
+            amount: e.amount,
+            event_day: e.event_day,
+        }
+    }
+}
+
+pub fn compute<'a>(
+    period: Period,
+    cfg: &Config,
+    entries: impl Iterator<Item = View<'a>>,
+    carried_in: &'a BTreeMap<(String, String), Decimal>,
+    earlier_pending: &'a BTreeMap<(String, String), Decimal>,
+) -> Result<(Vec<Statement>, Vec<Entry>)> {
+    #[derive(Default)]
+    struct Acc {
+        earned: Decimal,
+        reversed: Decimal,
+        adjusted: Decimal,
+        pending: Decimal,
+        carried_in: Decimal,
+    }
+    let last = period.last_day();
+    let mut acc: std::collections::HashMap<(&'a str, &'a str), Acc> =
+        std::collections::HashMap::new();
+    for e in entries {
+        let a = acc.entry((e.partner, e.program)).or_default();
+        match e.kind {
+            EntryKind::Commission
+            | EntryKind::Override
+            | EntryKind::MinimumTopup
+            | EntryKind::Mdf => add(&mut a.earned, e.amount)?,
+            EntryKind::Clawback => add(&mut a.reversed, e.amount)?,
+            EntryKind::Adjustment | EntryKind::Writeoff => add(&mut a.adjusted, e.amount)?,
+            EntryKind::Capped | EntryKind::Rejected | EntryKind::Payout => {}
+        }
+        if e.kind.holdable() && e.event_day + cfg.hold_days > last {
+            add(&mut a.pending, e.amount)?;
+        }
+    }
+    for ((p, g), v) in carried_in {
+        add(
+            &mut acc.entry((p.as_str(), g.as_str())).or_default().carried_in,
+            *v,
+        )?;
+    }
+    for ((p, g), v) in earlier_pending {
+        add(
+            &mut acc.entry((p.as_str(), g.as_str())).or_default().pending,
+            *v,
+        )?;
+    }
+    let mut acc: Vec<((&'a str, &'a str), Acc)> = acc.into_iter().collect();
+    acc.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut rows = Vec::new();
+    let mut extra = Vec::new();
+    let ps = period.to_string();
+    for ((partner, program), mut a) in acc {
+        let (partner, program) = (partner.to_string(), program.to_string());
+        let prog = cfg.program(&program);
+        let currency = prog.map_or(cfg.currency, |p| p.currency);
+        let negative_carryover = prog.is_some_and(|p| p.negative_carryover);
+        let mut balance = a.carried_in;
+        for x in [a.earned, a.reversed, a.adjusted] {
+            add(&mut balance, x)?;
+        }
+        let mut matured = balance.checked_sub(a.pending).ok_or(Overflow)?;
+        if matured.is_sign_negative() && !matured.is_zero() && !negative_carryover {
+            let w = -matured;
+            add(&mut a.adjusted, w)?;
+            add(&mut balance, w)?;
+            matured = Decimal::ZERO;
+            extra.push(Entry {
+                id: entry_id(&["writeoff", &ps, &partner, &program]),
+                period,
+                partner: partner.clone(),
+                program: program.clone(),
+                kind: EntryKind::Writeoff,
+                amount: w,
+                currency,
+                rule: "-".into(),
+                sources: vec![],
+                event_day: last,
+                reason: "negative_balance".into(),
+                calc: format!(
+                    "the matured balance {} {currency} is negative and the program has no negative_carryover: written off by {} {currency}",
+                    fmt_decimal(-w, currency),
+                    fmt_decimal(w, currency)
+                ),
+                adjusts: String::new(),
+            });
+        }
+        let payable = if matured > Decimal::ZERO && matured >= cfg.minimum {
+            matured
+        } else {
+            Decimal::ZERO
+        };
+        let carried_out = balance.checked_sub(payable).ok_or(Overflow)?;
+        if payable > Decimal::ZERO {
+            extra.push(Entry {
+                id: entry_id(&["payout", &ps, &partner, &program]),
+                period,
+                partner: partner.clone(),
+                program: program.clone(),
+                kind: EntryKind::Payout,
+                amount: -payable,
+                currency,
+                rule: "-".into(),
+                sources: vec![],
+                event_day: last,
+                reason: payout_reference(period, &partner),
+                calc: format!(
+                    "balance {} - pending {} = matured {}, at least the minimum {}: paid out",
+                    fmt_decimal(balance, currency),
+                    fmt_decimal(a.pending, currency),
+                    fmt_decimal(payable, currency),
+                    fmt_decimal(cfg.minimum, currency)
+                ),
+                adjusts: String::new(),
+            });
+        }
+        let st = Statement {
+            period,
+            partner,
+            program,
+            currency,
+            earned: norm(a.earned),
+            reversed: norm(a.reversed),
+            adjusted: norm(a.adjusted),
+            carried_in: norm(a.carried_in),
+            pending: norm(a.pending),
+            payable: norm(payable),
+            carried_out: norm(carried_out),
+            model: prog.map_or("", |p| p.model.as_str()).to_string(),
+        };
+        if st.figures().iter().any(|d| !d.is_zero()) {
+            rows.push(st);
+        }
+    }
+    Ok((rows, extra))
+}
+
+pub fn payout_reference(period: Period, partner: &str) -> String {
+    format!("PO-{period}-{partner}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::money::parse_decimal;
+    use std::path::Path;
+
+    fn cfg(extra: &str) -> Config {
+        let text = format!(
+            "currency = \"USD\"\n[payout]\nhold_days = 30\nminimum = \"50.00\"\n[[programs]]\nid = \"p\"\nmodel = \"affiliate\"\n{extra}"
+        );
+        crate::config::parse(Path::new("t.toml"), &text).unwrap()
+    }
+
+    fn e(kind: EntryKind, amount: &str, day: &str) -> Entry {
+        Entry {
+            id: format!("{kind}-{amount}-{day}"),
+            period: Period::parse("2026-11").unwrap(),
+            partner: "a".into(),
+            program: "p".into(),
+            kind,
+            amount: parse_decimal(amount).unwrap(),
+            currency: Currency::parse("USD").unwrap(),
+            rule: "-".into(),
+            sources: vec![],
+            event_day: edge::time::Timestamp::parse_date(day).unwrap().day(),
+            reason: String::new(),
+            calc: String::new(),
+            adjusts: String::new(),
+        }
+    }
+
+    fn d(s: &str) -> Decimal {
+        parse_decimal(s).unwrap()
+    }
+
+    #[test]
+    fn hold_minimum_and_payout() {
+        let c = cfg("");
+        let p = Period::parse("2026-11").unwrap();
+        // 60 earned on Oct 20 (matured by Nov 30 with 30 days hold), 40 on Nov 15 (held)
+        let mut es = [
+            e(EntryKind::Commission, "60.00", "2026-10-20"),
+            e(EntryKind::Commission, "40.00", "2026-11-15"),
+        ];
+        es[0].period = p;
+        let (rows, extra) = compute(
+            p,
+            &c,
+            es.iter().map(View::from),
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+        )
+        .unwrap();
+        let r = &rows[0];
+        assert_eq!(
+            (r.earned, r.pending, r.payable, r.carried_out),
+            (d("100.00"), d("40.00"), d("60.00"), d("40.00"))
+        );
+        assert_eq!(extra.len(), 1);
+        assert_eq!(extra[0].amount, d("-60.00"));
+    }
+
+    #[test]
+    fn below_minimum_carries_forward() {
+        let c = cfg("");
+        let p = Period::parse("2026-11").unwrap();
+        let es = [e(EntryKind::Commission, "30.00", "2026-10-01")];
+        let mut cin = BTreeMap::new();
+        cin.insert(("a".to_string(), "p".to_string()), d("10.00"));
+        let (rows, extra) =
+            compute(p, &c, es.iter().map(View::from), &cin, &BTreeMap::new()).unwrap();
+        assert_eq!((rows[0].payable, rows[0].carried_out), (d("0"), d("40.00")));
+        assert!(extra.is_empty());
+    }
+
+    #[test]
+    fn negative_balance_written_off_unless_carryover() {
+        let p = Period::parse("2026-11").unwrap();
+        let es = [
+            e(EntryKind::Commission, "-80.00", "2026-10-01"),
+            e(EntryKind::Commission, "25.00", "2026-11-20"),
+        ];
+        let (rows, extra) = compute(
+            p,
+            &cfg(""),
+            es.iter().map(View::from),
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+        )
+        .unwrap();
+        let r = &rows[0];
+        assert_eq!(
+            (r.earned, r.adjusted, r.pending, r.payable, r.carried_out),
+            (d("-55.00"), d("80.00"), d("25.00"), d("0"), d("25.00"))
+        );
+        assert_eq!(extra[0].kind, EntryKind::Writeoff);
+        let (rows, extra) = compute(
+            p,
+            &cfg("negative_carryover = true\n"),
+            es.iter().map(View::from),
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+        )
+        .unwrap();
+        assert_eq!(
+            (rows[0].adjusted, rows[0].carried_out),
+            (d("0"), d("-55.00"))
+        );
+        assert!(extra.is_empty());
+    }
+}

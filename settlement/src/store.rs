@@ -1,0 +1,557 @@
+//! The settlement store: one SQLite file (WAL), versioned migrations, and
+//! every write in a transaction, so a process killed at any instant leaves
+//! either the old state or the new one.
+
+use crate::error::{Error, Result};
+use crate::facts::{ConvIn, Facts};
+use crate::money::parse_decimal;
+use crate::period::Period;
+use edge::currency::Currency;
+use edge::record::{Kind, Record};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use std::path::Path;
+
+/// Versioned migrations, applied in order, each in its own transaction.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "initial",
+    r#"
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- arrival: import order, the watermark that tells late facts from known ones
+-- (the next one is meta.next_arrival)
+CREATE TABLE events (
+  arrival INTEGER PRIMARY KEY,
+  id TEXT NOT NULL UNIQUE,
+  kind INTEGER NOT NULL,
+  seq INTEGER, ts INTEGER NOT NULL,
+  program TEXT, partner TEXT, link TEXT, click_id TEXT, click_ts INTEGER,
+  event TEXT, txn_id TEXT, amount TEXT, currency TEXT, customer TEXT, coupon TEXT,
+  original_txn_id TEXT, lots TEXT, instrument TEXT, bot INTEGER, country TEXT,
+  email_hash TEXT, status TEXT, approved_at INTEGER, expires_at INTEGER, source TEXT
+);
+CREATE TABLE partners (
+  id TEXT PRIMARY KEY, program TEXT NOT NULL, parent TEXT, tier TEXT, status TEXT,
+  history TEXT, currency TEXT, email_hash TEXT, created_at INTEGER, updated_at INTEGER,
+  raw TEXT NOT NULL
+);
+CREATE TABLE coupons (
+  program TEXT NOT NULL, code TEXT NOT NULL, partner TEXT NOT NULL, created_at INTEGER,
+  raw TEXT NOT NULL, PRIMARY KEY (program, code)
+);
+-- state: 'draft' or 'closed'; watermark: the last arrival the draft saw
+CREATE TABLE periods (
+  period INTEGER PRIMARY KEY, state TEXT NOT NULL, watermark INTEGER NOT NULL,
+  draft_hash TEXT NOT NULL
+);
+-- rowid = period * 10^10 + position, so a period's draft is one rowid range
+CREATE TABLE ledger (
+  pos INTEGER PRIMARY KEY, id TEXT NOT NULL, period INTEGER NOT NULL,
+  partner TEXT NOT NULL, program TEXT NOT NULL, kind TEXT NOT NULL, amount TEXT NOT NULL,
+  currency TEXT NOT NULL, rule TEXT NOT NULL, sources TEXT NOT NULL, event_day INTEGER NOT NULL,
+  reason TEXT NOT NULL, calc TEXT NOT NULL, adjusts TEXT NOT NULL
+);
+CREATE TABLE statements (
+  period INTEGER NOT NULL, partner TEXT NOT NULL, program TEXT NOT NULL, currency TEXT NOT NULL,
+  earned TEXT NOT NULL, reversed TEXT NOT NULL, adjusted TEXT NOT NULL, carried_in TEXT NOT NULL,
+  pending TEXT NOT NULL, payable TEXT NOT NULL, carried_out TEXT NOT NULL,
+  model TEXT NOT NULL, PRIMARY KEY (period, partner, program)
+) WITHOUT ROWID;
+CREATE TABLE invoices (
+  pos INTEGER PRIMARY KEY, id TEXT NOT NULL, period INTEGER NOT NULL, partner TEXT NOT NULL,
+  program TEXT NOT NULL, txn_id TEXT NOT NULL, list_amount TEXT NOT NULL,
+  discount_percent TEXT NOT NULL, amount_due TEXT NOT NULL, currency TEXT NOT NULL,
+  source TEXT NOT NULL, calc TEXT NOT NULL
+);
+CREATE TABLE rules (
+  period INTEGER NOT NULL, rule TEXT NOT NULL, program TEXT NOT NULL, model TEXT NOT NULL,
+  description TEXT NOT NULL, PRIMARY KEY (period, rule)
+) WITHOUT ROWID;
+CREATE TABLE stats (
+  period INTEGER NOT NULL, program TEXT NOT NULL, name TEXT NOT NULL, value INTEGER NOT NULL,
+  PRIMARY KEY (period, program, name)
+) WITHOUT ROWID;
+"#,
+)];
+
+pub const KIND_CLICK: i64 = 0;
+pub const KIND_CONVERSION: i64 = 1;
+pub const KIND_DEAL: i64 = 2;
+pub const KIND_MDF: i64 = 3;
+
+pub fn kind_code(k: Kind) -> Option<i64> {
+    match k {
+        Kind::Click => Some(KIND_CLICK),
+        Kind::Conversion => Some(KIND_CONVERSION),
+        Kind::Deal => Some(KIND_DEAL),
+        Kind::Mdf => Some(KIND_MDF),
+        Kind::Partner | Kind::Coupon => None,
+    }
+}
+
+pub fn kind_name(k: i64) -> &'static str {
+    match k {
+        KIND_CLICK => "click",
+        KIND_CONVERSION => "conversion",
+        KIND_DEAL => "deal",
+        _ => "mdf",
+    }
+}
+
+pub struct Store {
+    pub conn: Connection,
+}
+
+/// ledger/invoice rowid range of a period
+pub fn pos_base(p: Period) -> i64 {
+    p.key() * 10_000_000_000
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store> {
+        let conn = Connection::open(path)?;
+        // only takes effect for a new file: larger pages suit bulk appends
+        conn.pragma_update(None, "page_size", 16_384i64)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "OFF")?;
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        conn.pragma_update(None, "cache_size", -32_768i64)?; // 32 MiB
+        let mut s = Store { conn };
+        s.migrate()?;
+        Ok(s)
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        self.conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL);",
+        )?;
+        let current: i64 = self.conn.query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )?;
+        let newest = MIGRATIONS.last().map_or(0, |m| m.0);
+        if current > newest {
+            return Err(Error::Usage(format!(
+                "the settlement store has schema version {current}, newer than this binary's {newest}"
+            )));
+        }
+        for (v, name, sql) in MIGRATIONS {
+            if *v <= current {
+                continue;
+            }
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (?1, ?2)",
+                params![v, name],
+            )?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// The highest closed period.
+    pub fn last_closed(&self) -> Result<Option<Period>> {
+        let k: Option<i64> = self.conn.query_row(
+            "SELECT MAX(period) FROM periods WHERE state = 'closed'",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(k.map(Period::from_key))
+    }
+
+    pub fn period_state(&self, p: Period) -> Result<Option<(String, i64, String)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT state, watermark, draft_hash FROM periods WHERE period = ?1",
+                [p.key()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?)
+    }
+
+    pub fn max_arrival(&self) -> Result<i64> {
+        Ok(next_arrival(&self.conn)? - 1)
+    }
+
+    /// Whether any event with `ts < until_ms` arrived after `watermark`.
+    pub fn late_facts(&self, watermark: i64, until_ms: i64) -> Result<bool> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM events WHERE arrival > ?1 AND ts < ?2 AND kind != 0)",
+            params![watermark, until_ms],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Periods that have events, ascending.
+    pub fn event_periods(&self) -> Result<(Option<i64>, Option<i64>)> {
+        Ok(self.conn.query_row(
+            "SELECT MIN(ts), MAX(ts) FROM events WHERE kind != 0",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?)
+    }
+
+    /// Loads every fact the engine needs, for events before `until_ms`.
+    /// Transaction ids are kept for the programs in `txn_programs` (their
+    /// invoices name them) and for sales a refund names.
+    pub fn load_facts(&self, until_ms: i64, txn_programs: &[&str]) -> Result<Facts> {
+        let mut f = Facts::default();
+        // reserve for every event ever imported: untouched capacity costs no
+        // memory, and the vectors never copy themselves while growing
+        let upper = usize::try_from(self.max_arrival()?).unwrap_or(0);
+        f.convs.reserve(upper);
+        f.ids.reserve(upper);
+        f.txns.reserve(upper);
+        let mut wanted: rustc_hash::FxHashMap<String, rustc_hash::FxHashSet<String>> =
+            Default::default();
+        {
+            let mut st = self.conn.prepare(
+                "SELECT DISTINCT program, original_txn_id FROM events
+                 WHERE kind = 1 AND original_txn_id IS NOT NULL AND ts < ?1",
+            )?;
+            let mut rows = st.query([until_ms])?;
+            while let Some(r) = rows.next()? {
+                if let (Some(p), Some(t)) = (
+                    r.get_ref(0)?.as_str_or_null()?,
+                    r.get_ref(1)?.as_str_or_null()?,
+                ) {
+                    wanted
+                        .entry(p.to_string())
+                        .or_default()
+                        .insert(t.to_string());
+                }
+            }
+        }
+        {
+            let mut st = self
+                .conn
+                .prepare("SELECT id, program, parent, tier, status, history, email_hash FROM partners ORDER BY id")?;
+            let mut rows = st.query([])?;
+            while let Some(r) = rows.next()? {
+                let hist: Vec<(i64, String)> = match r.get_ref(5)?.as_str_or_null()? {
+                    None => Vec::new(),
+                    Some(h) => serde_json::from_str(h)
+                        .map_err(|e| Error::data(format!("partner history: {e}")))?,
+                };
+                f.add_partner(
+                    r.get_ref(0)?.as_str()?,
+                    r.get_ref(1)?.as_str()?,
+                    r.get_ref(2)?.as_str_or_null()?,
+                    r.get_ref(3)?.as_str_or_null()?,
+                    r.get_ref(4)?.as_str_or_null()?,
+                    &hist,
+                    r.get_ref(6)?.as_str_or_null()?,
+                );
+            }
+        }
+        {
+            let mut st = self
+                .conn
+                .prepare("SELECT program, code, partner FROM coupons ORDER BY program, code")?;
+            let mut rows = st.query([])?;
+            while let Some(r) = rows.next()? {
+                f.add_coupon(
+                    r.get_ref(0)?.as_str()?,
+                    r.get_ref(1)?.as_str()?,
+                    r.get_ref(2)?.as_str()?,
+                );
+            }
+        }
+        {
+            let mut st = self.conn.prepare(
+                "SELECT COALESCE(click_id, id) FROM events WHERE kind = 0 AND bot = 1 AND ts < ?1",
+            )?;
+            let mut rows = st.query([until_ms])?;
+            while let Some(r) = rows.next()? {
+                f.add_bot_click(r.get_ref(0)?.as_str()?);
+            }
+        }
+        let dec =
+            |s: Option<&str>, id: &str, field: &str| -> Result<Option<rust_decimal::Decimal>> {
+                match s {
+                    None => Ok(None),
+                    Some(s) => parse_decimal(s).map(Some).ok_or_else(|| {
+                        Error::data(format!("event {id}: bad {field} {s:?} in the store"))
+                    }),
+                }
+            };
+        let cur = |s: Option<&str>| s.and_then(Currency::parse);
+        let mut st = self.conn.prepare(
+            "SELECT arrival, id, kind, ts, program, partner, click_id, click_ts, event, txn_id, amount, currency,
+                    customer, coupon, original_txn_id, lots, instrument, bot, country, email_hash, status, expires_at
+             FROM events WHERE kind != 0 AND ts < ?1",
+        )?;
+        let mut rows = st.query([until_ms])?;
+        while let Some(r) = rows.next()? {
+            let arrival: i64 = r.get(0)?;
+            let id = r.get_ref(1)?.as_str()?;
+            let kind: i64 = r.get(2)?;
+            let ts: i64 = r.get(3)?;
+            let s = |i: usize| -> rusqlite::Result<Option<&str>> {
+                Ok(r.get_ref(i)?.as_str_or_null()?)
+            };
+            match kind {
+                KIND_CONVERSION => {
+                    let program = s(4)?.unwrap_or("");
+                    let txn = s(9)?;
+                    let keep = txn.is_some_and(|t| {
+                        txn_programs.contains(&program)
+                            || wanted.get(program).is_some_and(|w| w.contains(t))
+                    });
+                    f.add_conv(ConvIn {
+                        id,
+                        ts,
+                        arrival,
+                        program,
+                        partner: s(5)?,
+                        click_id: s(6)?,
+                        click_ts: r.get(7)?,
+                        event: s(8)?.unwrap_or(""),
+                        txn_id: if keep { txn } else { None },
+                        amount: dec(s(10)?, id, "amount")?,
+                        currency: cur(s(11)?),
+                        customer: s(12)?,
+                        coupon: s(13)?,
+                        original_txn_id: s(14)?,
+                        lots: dec(s(15)?, id, "lots")?,
+                        instrument: s(16)?,
+                        bot: r.get::<_, Option<i64>>(17)? == Some(1),
+                        country: s(18)?,
+                        email_hash: s(19)?,
+                    });
+                }
+                KIND_DEAL => f.add_deal(
+                    id,
+                    ts,
+                    arrival,
+                    s(4)?.unwrap_or(""),
+                    s(5)?.unwrap_or(""),
+                    s(12)?.unwrap_or(""),
+                    s(20)?.unwrap_or(""),
+                    r.get(21)?,
+                ),
+                KIND_MDF => {
+                    if let (Some(a), Some(c)) = (dec(s(10)?, id, "amount")?, cur(s(11)?)) {
+                        f.add_mdf(id, ts, arrival, s(4)?, s(5)?.unwrap_or(""), a, c);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(f)
+    }
+}
+
+fn source_name(s: edge::record::Source) -> &'static str {
+    use edge::record::Source;
+    match s {
+        Source::Postback => "postback",
+        Source::Pixel => "pixel",
+        Source::Stripe => "stripe",
+        Source::Shopify => "shopify",
+        Source::Import => "import",
+    }
+}
+
+fn next_arrival(c: &Connection) -> Result<i64> {
+    let v: Option<String> = c
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'next_arrival'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(v.and_then(|v| v.parse().ok()).unwrap_or(1))
+}
+
+/// Inserts records inside one transaction with prepared statements; call
+/// [`Inserter::finish`] before committing.
+pub struct Inserter<'t> {
+    tx: &'t Transaction<'t>,
+    next: i64,
+    ev: rusqlite::CachedStatement<'t>,
+    click: rusqlite::CachedStatement<'t>,
+    partner: rusqlite::CachedStatement<'t>,
+    coupon: rusqlite::CachedStatement<'t>,
+}
+
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportCounts {
+    pub new: u64,
+    pub duplicate: u64,
+    pub registry: u64,
+}
+
+impl<'t> Inserter<'t> {
+    pub fn new(tx: &'t Transaction<'t>) -> Result<Inserter<'t>> {
+        Ok(Inserter {
+            tx,
+            next: next_arrival(tx)?,
+            click: tx.prepare_cached(
+                "INSERT OR IGNORE INTO events (id, kind, seq, ts, program, partner, link, click_id, bot, source,
+                   country, arrival) VALUES (?1, 0, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?,
+            ev: tx.prepare_cached(
+                "INSERT OR IGNORE INTO events (id, kind, seq, ts, program, partner, link, click_id, click_ts, event,
+                   txn_id, amount, currency, customer, coupon, original_txn_id, lots, instrument, bot, country,
+                   email_hash, status, approved_at, expires_at, source, arrival)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
+                   ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
+            )?,
+            partner: tx.prepare_cached(
+                "INSERT INTO partners (id, program, parent, tier, status, history, currency, email_hash,
+                   created_at, updated_at, raw)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 ON CONFLICT (id) DO UPDATE SET program = excluded.program, parent = excluded.parent,
+                   tier = excluded.tier, status = excluded.status, history = excluded.history,
+                   currency = excluded.currency, email_hash = excluded.email_hash,
+                   created_at = excluded.created_at, updated_at = excluded.updated_at, raw = excluded.raw
+                 WHERE (COALESCE(excluded.updated_at, -1), excluded.raw) > (COALESCE(partners.updated_at, -1), partners.raw)",
+            )?,
+            coupon: tx.prepare_cached(
+                "INSERT INTO coupons (program, code, partner, created_at, raw) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (program, code) DO UPDATE SET partner = excluded.partner,
+                   created_at = excluded.created_at, raw = excluded.raw
+                 WHERE (COALESCE(excluded.created_at, -1), excluded.raw) > (COALESCE(coupons.created_at, -1), coupons.raw)",
+            )?,
+        })
+    }
+
+    /// Records where the next import's arrival numbers start.
+    pub fn finish(self) -> Result<()> {
+        self.tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('next_arrival', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [self.next.to_string()],
+        )?;
+        Ok(())
+    }
+
+    /// Inserts one validated record. Events are immutable: a second line
+    /// with a known id is a duplicate and changes nothing. A registry line
+    /// replaces the stored one when it is newer (`updated_at`), so import
+    /// order does not matter.
+    pub fn insert(&mut self, r: &Record, counts: &mut ImportCounts) -> Result<()> {
+        let ms = |t: Option<edge::time::Timestamp>| t.map(|t| t.ms());
+        match kind_code(r.kind) {
+            // clicks carry few fields: a narrower statement binds less
+            Some(KIND_CLICK)
+                if r.event.is_none()
+                    && r.click_ts.is_none()
+                    && r.txn_id.is_none()
+                    && r.amount.is_none()
+                    && r.currency.is_none()
+                    && r.customer.is_none()
+                    && r.coupon.is_none()
+                    && r.original_txn_id.is_none()
+                    && r.lots.is_none()
+                    && r.instrument.is_none()
+                    && r.email_hash.is_none()
+                    && r.status.is_none()
+                    && r.approved_at.is_none()
+                    && r.expires_at.is_none() =>
+            {
+                let n = self.click.execute(params![
+                    r.id,
+                    r.seq.map(|s| s as i64),
+                    ms(r.ts),
+                    r.program,
+                    r.partner,
+                    r.link,
+                    r.click_id,
+                    r.bot.map(i64::from),
+                    r.source.map(source_name),
+                    r.country,
+                    self.next,
+                ])?;
+                if n == 1 {
+                    self.next += 1;
+                    counts.new += 1;
+                } else {
+                    counts.duplicate += 1;
+                }
+            }
+            Some(k) => {
+                let n = self.ev.execute(params![
+                    r.id,
+                    k,
+                    r.seq.map(|s| s as i64),
+                    ms(r.ts),
+                    r.program,
+                    r.partner,
+                    r.link,
+                    r.click_id,
+                    ms(r.click_ts),
+                    r.event,
+                    r.txn_id,
+                    r.amount.map(|a| a.to_string()),
+                    r.currency.map(|c| c.code()),
+                    r.customer,
+                    r.coupon,
+                    r.original_txn_id,
+                    r.lots.map(|a| a.to_string()),
+                    r.instrument,
+                    r.bot.map(i64::from),
+                    r.country,
+                    r.email_hash,
+                    r.status,
+                    ms(r.approved_at),
+                    ms(r.expires_at),
+                    r.source.map(source_name),
+                    self.next,
+                ])?;
+                if n == 1 {
+                    self.next += 1;
+                    counts.new += 1;
+                } else {
+                    counts.duplicate += 1;
+                }
+            }
+            None if r.kind == Kind::Partner => {
+                let hist: Option<String> = r.history.as_ref().map(|h| {
+                    let v: Vec<(i64, &str)> =
+                        h.iter().map(|c| (c.at.ms(), c.status.as_str())).collect();
+                    serde_json::to_string(&v).expect("history serializes")
+                });
+                let raw = serde_json::to_string(r).expect("record serializes");
+                self.partner.execute(params![
+                    r.id,
+                    r.program,
+                    r.parent,
+                    r.tier,
+                    r.status,
+                    hist,
+                    r.currency.map(|c| c.code()),
+                    r.email_hash,
+                    ms(r.created_at),
+                    ms(r.updated_at),
+                    raw
+                ])?;
+                counts.registry += 1;
+            }
+            None => {
+                let raw = serde_json::to_string(r).expect("record serializes");
+                self.coupon.execute(params![
+                    r.program,
+                    r.code,
+                    r.partner,
+                    ms(r.created_at),
+                    raw
+                ])?;
+                counts.registry += 1;
+            }
+        }
+        Ok(())
+    }
+}

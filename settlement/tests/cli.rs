@@ -1,0 +1,318 @@
+//! The CLI contract: exit codes, error messages with file and line,
+//! idempotent imports, closed periods.
+
+mod common;
+use common::*;
+
+fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+const PROGRAMS: &str = "currency = \"USD\"\n[[programs]]\nid = \"p\"\nmodel = \"affiliate\"\n[[programs.rules]]\nevent = \"sale\"\npercent = \"10\"\n";
+const PARTNER: &str = r#"{"type":"partner","id":"a","program":"p","status":"approved"}"#;
+
+fn sale(id: &str, day: u32, amount: &str) -> String {
+    format!(
+        r#"{{"id":"{id}","type":"conversion","ts":"2026-11-{day:02}T10:00:00.000Z","program":"p","partner":"a","click_id":"c","click_ts":"2026-11-{day:02}T09:00:00.000Z","event":"sale","txn_id":"{id}","amount":"{amount}","currency":"USD","customer":"cust_{id}"}}"#
+    )
+}
+
+#[test]
+fn bad_line_imports_nothing_from_the_file_and_exits_2() {
+    let t = tempfile::tempdir().unwrap();
+    let db = t.path().join("s.db");
+    let f = write(
+        t.path(),
+        "e.ndjson",
+        &format!(
+            "{PARTNER}\n{}\n{{\"type\":\"conversion\",\"id\":\"x\"}}\n{}\n",
+            sale("e1", 1, "10"),
+            sale("e2", 2, "10")
+        ),
+    );
+    let (c, err) = code(&db, &["import", &f]);
+    assert_eq!(c, 2, "{err}");
+    assert!(err.contains("e.ndjson:3:"), "{err}");
+    assert!(err.contains("missing `ts`"), "{err}");
+    let cfg = write(t.path(), "p.toml", PROGRAMS);
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
+    ok(
+        &db,
+        &[
+            "report",
+            "--period",
+            "2026-11",
+            "--out",
+            t.path().join("o").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        read(&t.path().join("o/statements.csv")).lines().count(),
+        1,
+        "nothing was imported"
+    );
+
+    // --skip-invalid sets the line aside and imports the rest
+    let (c, err) = code(&db, &["import", "--skip-invalid", &f]);
+    assert_eq!(c, 0, "{err}");
+    assert_eq!(
+        read(&t.path().join("e.ndjson.rejects.ndjson")),
+        "{\"type\":\"conversion\",\"id\":\"x\"}\n"
+    );
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
+    ok(
+        &db,
+        &[
+            "report",
+            "--period",
+            "2026-11",
+            "--out",
+            t.path().join("o").to_str().unwrap(),
+        ],
+    );
+    assert!(read(&t.path().join("o/statements.csv")).contains("2026-11,a,p,USD,2.00,"));
+}
+
+#[test]
+fn import_is_idempotent_and_rerun_changes_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let db = t.path().join("s.db");
+    let f = write(
+        t.path(),
+        "e.ndjson",
+        &format!(
+            "{PARTNER}\n{}\n{}\n",
+            sale("e1", 1, "10"),
+            sale("e2", 2, "33.35")
+        ),
+    );
+    let cfg = write(t.path(), "p.toml", PROGRAMS);
+    ok(&db, &["import", &f]);
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
+    let out = t.path().join("o");
+    ok(
+        &db,
+        &[
+            "report",
+            "--period",
+            "2026-11",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    let first: Vec<String> = ["statements.csv", "ledger.csv", "report.html"]
+        .iter()
+        .map(|f| read(&out.join(f)))
+        .collect();
+    let (_, err) = code(&db, &["import", &f]);
+    assert!(err.contains("0 new events, 2 already known"), "{err}");
+    let (_, err) = code(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
+    assert!(err.contains("unchanged"), "{err}");
+    ok(
+        &db,
+        &[
+            "report",
+            "--period",
+            "2026-11",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    let again: Vec<String> = ["statements.csv", "ledger.csv", "report.html"]
+        .iter()
+        .map(|f| read(&out.join(f)))
+        .collect();
+    assert_eq!(first, again);
+    // 10% of 33.35 = 3.335 -> 3.34 (half-even: 3.335 has an odd 3 before the 5)
+    assert!(first[1].contains(",commission,3.34,USD,"), "{}", first[1]);
+    assert!(
+        first[0].contains("2026-11,a,p,USD,4.34,0.00,0.00,0.00,0.00,4.34,0.00"),
+        "{}",
+        first[0]
+    );
+}
+
+#[test]
+fn closed_period_refuses_run_with_exit_1_and_late_facts_adjust() {
+    let t = tempfile::tempdir().unwrap();
+    let db = t.path().join("s.db");
+    let cfg = write(t.path(), "p.toml", PROGRAMS);
+    ok(
+        &db,
+        &[
+            "import",
+            &write(
+                t.path(),
+                "a.ndjson",
+                &format!("{PARTNER}\n{}\n", sale("e1", 1, "100")),
+            ),
+        ],
+    );
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
+    ok(&db, &["close", "--period", "2026-11"]);
+    let (c, err) = code(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
+    assert_eq!(c, 1, "{err}");
+    assert!(err.contains("closed"), "{err}");
+    let (c, _) = code(&db, &["run", "--config", &cfg, "--period", "2026-10"]);
+    assert_eq!(c, 1);
+    let (c, _) = code(&db, &["close", "--period", "2026-11"]);
+    assert_eq!(c, 1);
+    // a November sale arrives late
+    ok(
+        &db,
+        &[
+            "import",
+            &write(t.path(), "b.ndjson", &format!("{}\n", sale("e2", 20, "50"))),
+        ],
+    );
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-12"]);
+    let out = t.path().join("dec");
+    ok(
+        &db,
+        &[
+            "report",
+            "--period",
+            "2026-12",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    let st = read(&out.join("statements.csv"));
+    assert!(
+        st.contains("2026-12,a,p,USD,0.00,0.00,5.00,0.00,0.00,5.00,0.00"),
+        "{st}"
+    );
+    let ledger = read(&out.join("ledger.csv"));
+    let adj = ledger
+        .lines()
+        .find(|l| l.contains(",adjustment,"))
+        .expect("an adjustment");
+    let id = adj.split(',').next().unwrap();
+    let words = ok(&db, &["explain", id]);
+    assert!(
+        words.contains("late facts for the closed period 2026-11"),
+        "{words}"
+    );
+    // November's report is unchanged
+    let nov = t.path().join("nov");
+    ok(
+        &db,
+        &[
+            "report",
+            "--period",
+            "2026-11",
+            "--out",
+            nov.to_str().unwrap(),
+        ],
+    );
+    assert!(read(&nov.join("statements.csv")).contains("2026-11,a,p,USD,10.00,"));
+}
+
+#[test]
+fn config_errors_name_file_line_and_key() {
+    let t = tempfile::tempdir().unwrap();
+    let db = t.path().join("s.db");
+    let cases = [
+        ("currency = \"USD\"\nbogus = 1\n", ":2: key `bogus`"),
+        (
+            "currency = \"USD\"\n[[programs]]\nid = \"p\"\nmodel = \"affiliate\"\n[[programs.rules]]\nevent = \"sale\"\nfixed = \"1\"\npercent = \"2\"\n",
+            ":8: key `percent`",
+        ),
+        (
+            "currency = \"USD\"\n[[programs]]\nid = \"p\"\nmodel = \"affiliate\"\n[[programs.rules]]\nevent = \"sale\"\npercent = \"120\"\n",
+            ":7: key `percent`",
+        ),
+        (
+            "currency = \"USD\"\n[[programs]]\nid = \"p\"\nmodel = \"affiliate\"\ncurrency = \"ABC\"\n",
+            ":5: key `currency`",
+        ),
+        (
+            "currency = \"USD\"\nfx = \"missing.csv\"\n[[programs]]\nid = \"p\"\nmodel = \"affiliate\"\n",
+            ":2: key `fx`",
+        ),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let cfg = write(t.path(), &format!("c{i}.toml"), text);
+        let (c, err) = code(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
+        assert_eq!(c, 1, "{err}");
+        assert!(err.contains(&format!("c{i}.toml{want}")), "case {i}: {err}");
+    }
+    let (c, _) = code(
+        &db,
+        &["run", "--config", "nope.toml", "--period", "2026-11"],
+    );
+    assert_eq!(c, 1);
+    let (c, _) = code(&db, &["frobnicate"]);
+    assert_eq!(c, 1);
+}
+
+#[test]
+fn missing_fx_rate_for_an_event_is_a_data_error() {
+    let t = tempfile::tempdir().unwrap();
+    let db = t.path().join("s.db");
+    write(
+        t.path(),
+        "fx.csv",
+        "date,currency,rate\n2026-11-10,EUR,1.1\n",
+    );
+    let cfg = write(t.path(), "p.toml", &format!("fx = \"fx.csv\"\n{PROGRAMS}"));
+    let ev = sale("e1", 3, "10").replace("\"USD\"", "\"EUR\"");
+    ok(
+        &db,
+        &[
+            "import",
+            &write(t.path(), "a.ndjson", &format!("{PARTNER}\n{ev}\n")),
+        ],
+    );
+    let (c, err) = code(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
+    assert_eq!(c, 2, "{err}");
+    assert!(
+        err.contains("fx.csv: no EUR rate on or before 2026-11-03 (event e1)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn report_html_is_self_contained() {
+    let t = tempfile::tempdir().unwrap();
+    let db = t.path().join("s.db");
+    let cfg = write(t.path(), "p.toml", PROGRAMS);
+    ok(
+        &db,
+        &[
+            "import",
+            &write(
+                t.path(),
+                "a.ndjson",
+                &format!("{PARTNER}\n{}\n", sale("e1", 1, "600")),
+            ),
+        ],
+    );
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
+    let out = t.path().join("o");
+    ok(
+        &db,
+        &[
+            "report",
+            "--period",
+            "2026-11",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    let html = read(&out.join("report.html"));
+    assert!(html.contains("<svg"));
+    assert!(
+        !html.contains("http://")
+            || html
+                .matches("http://")
+                .all(|_| html.contains("xmlns=\"http://www.w3.org/2000/svg\""))
+    );
+    assert!(!html.contains("<script") && !html.contains("https://"));
+    assert_eq!(
+        read(&out.join("payouts.csv")),
+        "period,partner,currency,amount,reference\n2026-11,a,USD,60.00,PO-2026-11-a\n"
+    );
+}

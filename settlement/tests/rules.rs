@@ -1,0 +1,682 @@
+//! One test per rule and attribution step, with figures computed by hand
+//! in the comments. Runs the library over a real (temporary) store.
+
+use edge::record::Record;
+use settlement::config;
+use settlement::import::import_records;
+use settlement::ledger::{Entry, EntryKind};
+use settlement::period::Period;
+use settlement::run::{close, compute_draft, run};
+use settlement::statement::Statement;
+use settlement::store::Store;
+
+struct World {
+    _dir: tempfile::TempDir,
+    store: Store,
+    cfg: config::Config,
+}
+
+fn world(programs: &str, lines: &[String]) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+    let recs: Vec<Record> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    import_records(&mut store, &recs).unwrap();
+    std::fs::write(dir.path().join("fx.csv"), FX).unwrap();
+    let cfg = config::parse(&dir.path().join("programs.toml"), programs).unwrap();
+    World {
+        _dir: dir,
+        store,
+        cfg,
+    }
+}
+
+const FX: &str =
+    "date,currency,rate\n2026-10-01,EUR,1.10\n2026-11-01,EUR,1.20\n2026-11-01,JPY,0.0067\n";
+
+impl World {
+    fn draft(&self, p: &str) -> (Vec<Entry>, Vec<Statement>) {
+        let (d, _) = compute_draft(&self.store, &self.cfg, Period::parse(p).unwrap()).unwrap();
+        (d.entries, d.statements)
+    }
+    fn run_close(&mut self, p: &str) {
+        let p = Period::parse(p).unwrap();
+        run(&mut self.store, &self.cfg, p).unwrap();
+        close(&mut self.store, p).unwrap();
+    }
+    fn add(&mut self, lines: &[String]) {
+        let recs: Vec<Record> = lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        import_records(&mut self.store, &recs).unwrap();
+    }
+}
+
+/// `(partner, amount)` of the entries of a kind, sorted.
+fn amounts(es: &[Entry], kind: EntryKind) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = es
+        .iter()
+        .filter(|e| e.kind == kind)
+        .map(|e| {
+            (
+                e.partner.clone(),
+                settlement::money::fmt_decimal(e.amount, e.currency),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn partner(id: &str, extra: &str) -> String {
+    format!(r#"{{"type":"partner","id":"{id}","program":"p","status":"approved"{extra}}}"#)
+}
+
+/// A conversion; `ev` holds extra JSON fields.
+fn conv(id: &str, ts: &str, event: &str, ev: &str) -> String {
+    format!(
+        r#"{{"type":"conversion","id":"{id}","ts":"{ts}T12:00:00.000Z","program":"p","event":"{event}","txn_id":"{id}"{ev}}}"#
+    )
+}
+
+fn click(partner: &str, ts: &str) -> String {
+    format!(r#","partner":"{partner}","click_id":"k","click_ts":"{ts}T11:00:00.000Z""#)
+}
+
+fn usd(a: &str) -> String {
+    format!(r#","amount":"{a}","currency":"USD""#)
+}
+
+const HEAD: &str = "currency = \"USD\"\n[[programs]]\nid = \"p\"\nmodel = \"affiliate\"\n";
+
+fn rules(extra_program: &str, rules: &str) -> String {
+    format!("{HEAD}{extra_program}\n{rules}")
+}
+
+fn s(v: &[(&str, &str)]) -> Vec<(String, String)> {
+    v.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+#[test]
+fn percent_rounds_half_even_once() {
+    // 20% of 0.125 = 0.025 -> 0.02 (2 is even); 20% of 0.175 = 0.035 -> 0.04
+    let w = world(
+        &rules(
+            "",
+            "[[programs.rules]]\nevent = \"sale\"\npercent = \"20\"\n",
+        ),
+        &[
+            partner("a", ""),
+            conv(
+                "e1",
+                "2026-11-02",
+                "sale",
+                &format!("{}{}", click("a", "2026-11-02"), usd("0.125")),
+            ),
+            conv(
+                "e2",
+                "2026-11-03",
+                "sale",
+                &format!("{}{}", click("a", "2026-11-03"), usd("0.175")),
+            ),
+        ],
+    );
+    let (es, _) = w.draft("2026-11");
+    assert_eq!(
+        amounts(&es, EntryKind::Commission),
+        s(&[("a", "0.02"), ("a", "0.04")])
+    );
+}
+
+#[test]
+fn per_lot_and_minor_units_of_jpy_and_kwd() {
+    // 2.5 lots x 8.00 = 20.00 USD
+    let w = world(
+        &rules(
+            "",
+            "[[programs.rules]]\nevent = \"trade\"\nper_lot = \"8.00\"\n",
+        ),
+        &[
+            partner("a", ""),
+            conv(
+                "e1",
+                "2026-11-02",
+                "trade",
+                &format!("{},\"lots\":\"2.5\"", click("a", "2026-11-02")),
+            ),
+        ],
+    );
+    assert_eq!(
+        amounts(&w.draft("2026-11").0, EntryKind::Commission),
+        s(&[("a", "20.00")])
+    );
+    // JPY has no minor unit: 10% of 1234 = 123.4 -> 123; 10% of 1235 = 123.5 -> 124 (half-even)
+    let jp = "currency = \"JPY\"\n[[programs]]\nid = \"p\"\nmodel = \"affiliate\"\n[[programs.rules]]\nevent = \"sale\"\npercent = \"10\"\n";
+    let yen = |a: &str| format!(r#","amount":"{a}","currency":"JPY""#);
+    let w = world(
+        jp,
+        &[
+            partner("a", ""),
+            conv(
+                "e1",
+                "2026-11-02",
+                "sale",
+                &format!("{}{}", click("a", "2026-11-02"), yen("1234")),
+            ),
+            conv(
+                "e2",
+                "2026-11-03",
+                "sale",
+                &format!("{}{}", click("a", "2026-11-03"), yen("1235")),
+            ),
+        ],
+    );
+    assert_eq!(
+        amounts(&w.draft("2026-11").0, EntryKind::Commission),
+        s(&[("a", "123"), ("a", "124")])
+    );
+    // KWD has three: 10% of 12.345 = 1.2345 -> 1.234 (half-even)
+    let kw = jp.replace("JPY", "KWD");
+    let w = world(
+        &kw,
+        &[
+            partner("a", ""),
+            conv(
+                "e1",
+                "2026-11-02",
+                "sale",
+                &format!(
+                    "{},\"amount\":\"12.345\",\"currency\":\"KWD\"",
+                    click("a", "2026-11-02")
+                ),
+            ),
+        ],
+    );
+    assert_eq!(
+        amounts(&w.draft("2026-11").0, EntryKind::Commission),
+        s(&[("a", "1.234")])
+    );
+}
+
+#[test]
+fn fx_converts_at_full_precision_then_rounds() {
+    // 33.33 EUR at 1.20 = 39.996 USD; 10% = 3.9996 -> 4.00. Before Nov 1 the
+    // Oct 1 rate applies: 10.05 EUR x 1.10 = 11.055; 10% = 1.1055 -> 1.11
+    let w = world(
+        &format!(
+            "fx = \"fx.csv\"\n{}",
+            rules(
+                "",
+                "[[programs.rules]]\nevent = \"sale\"\npercent = \"10\"\n"
+            )
+        ),
+        &[
+            partner("a", ""),
+            conv(
+                "e1",
+                "2026-11-05",
+                "sale",
+                &format!(
+                    "{},\"amount\":\"33.33\",\"currency\":\"EUR\"",
+                    click("a", "2026-11-05")
+                ),
+            ),
+            conv(
+                "e2",
+                "2026-10-31",
+                "sale",
+                &format!(
+                    "{},\"amount\":\"10.05\",\"currency\":\"EUR\"",
+                    click("a", "2026-10-31")
+                ),
+            ),
+        ],
+    );
+    assert_eq!(
+        amounts(&w.draft("2026-11").0, EntryKind::Commission),
+        s(&[("a", "4.00")])
+    );
+    assert_eq!(
+        amounts(&w.draft("2026-10").0, EntryKind::Commission),
+        s(&[("a", "1.11")])
+    );
+}
+
+#[test]
+fn most_specific_rule_wins_first_listed_on_ties() {
+    // gold + DE: the rule with two keys (40%) beats one key (30%) and none (20%);
+    // a silver partner in FR: two one-key rules tie? no: country FR (25%) vs none.
+    let r = "[[programs.rules]]\nevent = \"sale\"\npercent = \"20\"\n\
+             [[programs.rules]]\nevent = \"sale\"\ntier = \"gold\"\npercent = \"30\"\n\
+             [[programs.rules]]\nevent = \"sale\"\ntier = \"gold\"\ncountry = \"DE\"\npercent = \"40\"\n\
+             [[programs.rules]]\nevent = \"sale\"\ncountry = \"FR\"\npercent = \"25\"\n\
+             [[programs.rules]]\nevent = \"sale\"\ncountry = \"FR\"\npercent = \"99\"\n";
+    let w = world(
+        &rules("", r),
+        &[
+            partner("g", r#","tier":"gold""#),
+            partner("s", r#","tier":"silver""#),
+            conv(
+                "e1",
+                "2026-11-02",
+                "sale",
+                &format!(
+                    "{}{},\"country\":\"DE\"",
+                    click("g", "2026-11-02"),
+                    usd("100")
+                ),
+            ),
+            conv(
+                "e2",
+                "2026-11-03",
+                "sale",
+                &format!(
+                    "{}{},\"country\":\"US\"",
+                    click("g", "2026-11-03"),
+                    usd("100")
+                ),
+            ),
+            conv(
+                "e3",
+                "2026-11-04",
+                "sale",
+                &format!(
+                    "{}{},\"country\":\"FR\"",
+                    click("s", "2026-11-04"),
+                    usd("100")
+                ),
+            ),
+            conv(
+                "e4",
+                "2026-11-05",
+                "sale",
+                &format!("{}{}", click("s", "2026-11-05"), usd("100")),
+            ),
+        ],
+    );
+    assert_eq!(
+        amounts(&w.draft("2026-11").0, EntryKind::Commission),
+        s(&[
+            ("g", "30.00"),
+            ("g", "40.00"),
+            ("s", "20.00"),
+            ("s", "25.00")
+        ])
+    );
+}
+
+#[test]
+fn cap_months_first_only_min_amount() {
+    let r = "[[programs.rules]]\nevent = \"signup\"\nfixed = \"5\"\ncap = 2\n\
+             [[programs.rules]]\nevent = \"sale\"\npercent = \"10\"\nmonths = 2\n\
+             [[programs.rules]]\nevent = \"ftd\"\nfixed = \"50\"\nfirst_only = true\nmin_amount = \"20\"\n";
+    let mut lines = vec![partner("a", "")];
+    for (i, d) in ["2026-11-01", "2026-11-02", "2026-11-03"]
+        .iter()
+        .enumerate()
+    {
+        lines.push(conv(
+            &format!("su{i}"),
+            d,
+            "signup",
+            &format!("{},\"customer\":\"c{i}\"", click("a", d)),
+        ));
+    }
+    // c0's first attributed conversion is its signup on Nov 1: a sale on Jan 1 is within
+    // 2 months (before Jan 1 12:00 + ... = Jan 1, 2027 12:00 is exactly 2 months: not before)
+    lines.push(conv(
+        "s1",
+        "2026-12-31",
+        "sale",
+        &format!(
+            ",\"customer\":\"c0\"{}{}",
+            click("a", "2026-12-31"),
+            usd("100")
+        ),
+    ));
+    lines.push(conv(
+        "s2",
+        "2027-01-01",
+        "sale",
+        &format!(
+            ",\"customer\":\"c0\"{}{}",
+            click("a", "2027-01-01"),
+            usd("100")
+        ),
+    ));
+    // ftd: 10 is below min_amount; the second ftd of c1 is not its first
+    lines.push(conv(
+        "f1",
+        "2026-11-10",
+        "ftd",
+        &format!(
+            ",\"customer\":\"c1\"{}{}",
+            click("a", "2026-11-10"),
+            usd("10")
+        ),
+    ));
+    lines.push(conv(
+        "f2",
+        "2026-11-11",
+        "ftd",
+        &format!(
+            ",\"customer\":\"c1\"{}{}",
+            click("a", "2026-11-11"),
+            usd("100")
+        ),
+    ));
+    lines.push(conv(
+        "f3",
+        "2026-11-12",
+        "ftd",
+        &format!(
+            ",\"customer\":\"c2\"{}{}",
+            click("a", "2026-11-12"),
+            usd("20")
+        ),
+    ));
+    let w = world(&rules("", r), &lines);
+    let (nov, _) = w.draft("2026-11");
+    assert_eq!(
+        amounts(&nov, EntryKind::Commission),
+        s(&[("a", "5.00"), ("a", "5.00"), ("a", "50.00")])
+    );
+    assert_eq!(amounts(&nov, EntryKind::Capped), s(&[("a", "0.00")]));
+    assert_eq!(
+        amounts(&w.draft("2026-12").0, EntryKind::Commission),
+        s(&[("a", "10.00")])
+    );
+    assert!(amounts(&w.draft("2027-01").0, EntryKind::Commission).is_empty());
+}
+
+#[test]
+fn ladders_marginal_and_retroactive() {
+    // lots, marginal, steps 0 and 500 (SPEC): 499 lots at 8 = 3992; then 3 lots:
+    // 1 at 8 + 2 at 10 = 28
+    let r = "[[programs.rules]]\nevent = \"trade\"\nladder = { metric = \"lots\", mode = \"marginal\", steps = [{ from = \"0\", per_lot = \"8.00\" }, { from = \"500\", per_lot = \"10.00\" }] }\n";
+    let lots = |l: &str| format!(",\"customer\":\"c\",\"lots\":\"{l}\"");
+    let w = world(
+        &rules("lifetime = true", r),
+        &[
+            partner("a", ""),
+            conv(
+                "t1",
+                "2026-11-02",
+                "trade",
+                &format!("{}{}", click("a", "2026-11-02"), lots("499")),
+            ),
+            conv("t2", "2026-11-03", "trade", &lots("3")),
+        ],
+    );
+    assert_eq!(
+        amounts(&w.draft("2026-11").0, EntryKind::Commission),
+        s(&[("a", "28.00"), ("a", "3992.00")])
+    );
+
+    // amount, marginal, 5% to 1000 then 10%: 800 -> 40; 400 -> 200 x 5% + 200 x 10% = 30
+    let r = "[[programs.rules]]\nevent = \"sale\"\nladder = { metric = \"amount\", mode = \"marginal\", steps = [{ from = \"0\", percent = \"5\" }, { from = \"1000\", percent = \"10\" }] }\n";
+    let w = world(
+        &rules("", r),
+        &[
+            partner("a", ""),
+            conv(
+                "s1",
+                "2026-11-02",
+                "sale",
+                &format!("{}{}", click("a", "2026-11-02"), usd("800")),
+            ),
+            conv(
+                "s2",
+                "2026-11-03",
+                "sale",
+                &format!("{}{}", click("a", "2026-11-03"), usd("400")),
+            ),
+        ],
+    );
+    assert_eq!(
+        amounts(&w.draft("2026-11").0, EntryKind::Commission),
+        s(&[("a", "30.00"), ("a", "40.00")])
+    );
+
+    // count, retroactive: 10 per signup, 20 from the 4th; 3 signups -> 10 each,
+    // 4 signups -> 20 each
+    let r = "[[programs.rules]]\nevent = \"signup\"\nladder = { metric = \"count\", mode = \"retroactive\", steps = [{ from = \"0\", fixed = \"10\" }, { from = \"3\", fixed = \"20\" }] }\n";
+    let mut lines = vec![partner("a", ""), partner("b", "")];
+    for i in 0..3 {
+        lines.push(conv(
+            &format!("a{i}"),
+            "2026-11-02",
+            "signup",
+            &click("a", "2026-11-02"),
+        ));
+    }
+    for i in 0..4 {
+        lines.push(conv(
+            &format!("b{i}"),
+            "2026-11-02",
+            "signup",
+            &click("b", "2026-11-02"),
+        ));
+    }
+    let w = world(&rules("", r), &lines);
+    let (_, st) = w.draft("2026-11");
+    let earned: Vec<(String, String)> = st
+        .iter()
+        .map(|s| (s.partner.clone(), s.earned.to_string()))
+        .collect();
+    assert_eq!(earned, s(&[("a", "30.00"), ("b", "80.00")]));
+}
+
+#[test]
+fn overrides_two_levels_and_a_suspended_parent() {
+    // c earns 100; parent b 10% = 10.00; grandparent a 5% = 5.00. When b is
+    // suspended, b's override is rejected and a still earns its 5%.
+    let r = "[[programs.rules]]\nevent = \"sale\"\nfixed = \"100\"\n";
+    let w = world(
+        &rules("overrides = [\"10\", \"5\"]", r),
+        &[
+            partner("a", ""),
+            partner("b", r#","parent":"a""#),
+            partner("c", r#","parent":"b""#),
+            conv(
+                "e1",
+                "2026-11-02",
+                "sale",
+                &format!("{}{}", click("c", "2026-11-02"), usd("1")),
+            ),
+        ],
+    );
+    let (es, _) = w.draft("2026-11");
+    assert_eq!(
+        amounts(&es, EntryKind::Override),
+        s(&[("a", "5.00"), ("b", "10.00")])
+    );
+    let w = world(
+        &rules("overrides = [\"10\", \"5\"]", r),
+        &[
+            partner("a", ""),
+            partner("b", r#","parent":"a","status":"suspended""#)
+                .replace(r#""status":"approved","#, ""),
+            partner("c", r#","parent":"b""#),
+            conv(
+                "e1",
+                "2026-11-02",
+                "sale",
+                &format!("{}{}", click("c", "2026-11-02"), usd("1")),
+            ),
+        ],
+    );
+    let (es, _) = w.draft("2026-11");
+    assert_eq!(amounts(&es, EntryKind::Override), s(&[("a", "5.00")]));
+    assert_eq!(amounts(&es, EntryKind::Rejected), s(&[("b", "0.00")]));
+}
+
+#[test]
+fn partial_refunds_never_claw_back_more_than_earned() {
+    // commission 0.03; two refunds of half each: round(0.015) = 0.02 then
+    // round(0.03) - 0.02 = 0.01; a third refund finds nothing left
+    let r = "[[programs.rules]]\nevent = \"sale\"\nfixed = \"0.03\"\n";
+    let refund = |id: &str, d: &str| {
+        conv(
+            id,
+            d,
+            "refund",
+            &format!(",\"original_txn_id\":\"e1\"{}", usd("5")),
+        )
+    };
+    let w = world(
+        &rules("", r),
+        &[
+            partner("a", ""),
+            conv(
+                "e1",
+                "2026-11-02",
+                "sale",
+                &format!("{}{}", click("a", "2026-11-02"), usd("10")),
+            ),
+            refund("r1", "2026-11-03"),
+            refund("r2", "2026-11-04"),
+            refund("r3", "2026-11-05"),
+        ],
+    );
+    let (es, st) = w.draft("2026-11");
+    assert_eq!(
+        amounts(&es, EntryKind::Clawback),
+        s(&[("a", "-0.01"), ("a", "-0.02")])
+    );
+    assert_eq!(
+        (st[0].earned.to_string(), st[0].reversed.to_string()),
+        ("0.03".into(), "-0.03".into())
+    );
+}
+
+#[test]
+fn clawback_after_payout_and_close_lands_in_the_refund_period() {
+    // Nov: 20% of 300 = 60 paid. Dec: a refund of 150 claws back 30 (and the
+    // parent's 10% override 6 -> -3); the negative matured balance is written off.
+    let r = "[[programs.rules]]\nevent = \"sale\"\npercent = \"20\"\n";
+    let mut w = world(
+        &rules("overrides = [\"10\"]", r),
+        &[
+            partner("a", ""),
+            partner("c", r#","parent":"a""#),
+            conv(
+                "e1",
+                "2026-11-02",
+                "sale",
+                &format!("{}{}", click("c", "2026-11-02"), usd("300")),
+            ),
+        ],
+    );
+    w.run_close("2026-11");
+    w.add(&[conv(
+        "r1",
+        "2026-12-01",
+        "refund",
+        &format!(",\"original_txn_id\":\"e1\"{}", usd("150")),
+    )]);
+    let (es, st) = w.draft("2026-12");
+    assert_eq!(
+        amounts(&es, EntryKind::Clawback),
+        s(&[("a", "-3.00"), ("c", "-30.00")])
+    );
+    let c = st.iter().find(|s| s.partner == "c").unwrap();
+    let row = c.csv_row();
+    assert_eq!(
+        (&row[5][..], &row[6][..], &row[10][..]),
+        ("-30.00", "30.00", "0.00")
+    );
+}
+
+#[test]
+fn attribution_precedence() {
+    let r = "[[programs.rules]]\nevent = \"sale\"\nfixed = \"1\"\n";
+    let prog = "lifetime = true\nwindow_days = 10\ndeal_days = 30";
+    let lines = vec![
+        partner("a", ""),
+        partner("b", ""),
+        partner("d", ""),
+        partner("late", r#","history":[{"status":"applied","at":"2026-01-01T00:00:00.000Z"},{"status":"approved","at":"2026-11-15T00:00:00.000Z"}]"#),
+        r#"{"type":"coupon","code":"BEE","partner":"b","program":"p"}"#.to_string(),
+        r#"{"type":"click","id":"bk","ts":"2026-11-01T11:00:00.000Z","click_id":"botclick","bot":true}"#.to_string(),
+        r#"{"type":"deal","id":"d2","ts":"2026-10-20T00:00:00.000Z","program":"p","partner":"b","customer":"dc","status":"approved"}"#.to_string(),
+        r#"{"type":"deal","id":"d1","ts":"2026-10-15T00:00:00.000Z","program":"p","partner":"d","customer":"dc","status":"approved"}"#.to_string(),
+        r#"{"type":"deal","id":"d0","ts":"2026-10-10T00:00:00.000Z","program":"p","partner":"a","customer":"dc","status":"pending"}"#.to_string(),
+        // click by a locks c1 to a; a later click by b does not move it
+        conv("e1", "2026-11-01", "sale", &format!(",\"customer\":\"c1\"{}", click("a", "2026-11-01"))),
+        conv("e2", "2026-11-02", "sale", &format!(",\"customer\":\"c1\"{}", click("b", "2026-11-02"))),
+        // a click older than window_days is no evidence; the coupon is
+        conv("e3", "2026-11-20", "sale", &format!(",\"customer\":\"c3\",\"coupon\":\"BEE\"{}", click("a", "2026-11-05"))),
+        // earliest approved deal wins (d1, registered Oct 15, 19 days before)
+        conv("e4", "2026-11-03", "sale", ",\"customer\":\"dc\""),
+        // a bot click with a coupon: the coupon wins; alone: rejected
+        conv("e5", "2026-11-04", "sale", ",\"customer\":\"c5\",\"coupon\":\"BEE\",\"partner\":\"a\",\"click_id\":\"botclick\",\"click_ts\":\"2026-11-04T11:00:00.000Z\""),
+        conv("e6", "2026-11-04", "sale", ",\"customer\":\"c6\",\"partner\":\"a\",\"click_id\":\"botclick\",\"click_ts\":\"2026-11-04T11:00:00.000Z\""),
+        // status at event time: applied on Nov 10, approved from Nov 15
+        conv("e7", "2026-11-10", "sale", &format!(",\"customer\":\"c7\"{}", click("late", "2026-11-10"))),
+        conv("e8", "2026-11-16", "sale", &format!(",\"customer\":\"c8\"{}", click("late", "2026-11-16"))),
+        // self-referral: the customer is the partner
+        conv("e9", "2026-11-17", "sale", &format!(",\"customer\":\"b\"{}", click("b", "2026-11-17"))),
+        // nothing: unattributed, no entry
+        conv("e10", "2026-11-18", "sale", ",\"customer\":\"c10\""),
+    ];
+    let w = world(&rules(prog, r), &lines);
+    let (es, _) = w.draft("2026-11");
+    let by: Vec<(String, String, String)> = es
+        .iter()
+        .filter(|e| matches!(e.kind, EntryKind::Commission | EntryKind::Rejected))
+        .map(|e| {
+            (
+                e.sources[0].clone(),
+                e.partner.clone(),
+                if e.kind == EntryKind::Rejected {
+                    e.reason.clone()
+                } else {
+                    "paid".into()
+                },
+            )
+        })
+        .collect();
+    let mut by = by;
+    by.sort();
+    let want: Vec<(String, String, String)> = [
+        ("e1", "a", "paid"),
+        ("e2", "a", "paid"),
+        ("e3", "b", "paid"),
+        ("e4", "d", "paid"),
+        ("e5", "b", "paid"),
+        ("e6", "a", "bot_click"),
+        ("e7", "late", "partner_applied"),
+        ("e8", "late", "paid"),
+        ("e9", "b", "self_referral"),
+    ]
+    .iter()
+    .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+    .collect();
+    assert_eq!(by, want);
+}
+
+#[test]
+fn deal_registration_expires_after_deal_days() {
+    let r = "[[programs.rules]]\nevent = \"deal_won\"\nfixed = \"1\"\n";
+    let w = world(
+        &rules("deal_days = 30", r),
+        &[
+            partner("a", ""),
+            r#"{"type":"deal","id":"d1","ts":"2026-10-01T12:00:00.000Z","program":"p","partner":"a","customer":"x","status":"approved"}"#.to_string(),
+            // exactly 30 x 24 h after the registration: still attributed; a day later: expired
+            conv("e1", "2026-10-31", "deal_won", ",\"customer\":\"x\""),
+            conv("e2", "2026-11-01", "deal_won", ",\"customer\":\"x\""),
+        ],
+    );
+    assert_eq!(
+        amounts(&w.draft("2026-10").0, EntryKind::Commission),
+        s(&[("a", "1.00")])
+    );
+    assert!(amounts(&w.draft("2026-11").0, EntryKind::Commission).is_empty());
+}
