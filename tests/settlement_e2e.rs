@@ -311,6 +311,120 @@ window_days = 30
     );
     let html = std::fs::read_to_string(out_dir.join("report.html")).unwrap();
     assert!(html.contains("ann") && html.contains("25.00"));
+    check_report_in_chromium(
+        &out_dir.join("report.html"),
+        &out_dir.join("statements.csv"),
+        "settlement-e2e",
+    );
+}
+
+/// Loads report.html in real headless Chromium (Debian's, installed by
+/// edge/setup-browser.sh), reads the rendered DOM back, checks every
+/// statement figure against statements.csv and the KPI cards against their
+/// sums, and saves a screenshot under target/screenshots/.
+fn check_report_in_chromium(report: &Path, statements: &Path, name: &str) {
+    let profile = tempfile_dir(name);
+    let shots = root().join("target/screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let common = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--hide-scrollbars",
+    ];
+    let url = format!("file://{}", report.display());
+    let dom = Command::new("chromium")
+        .args(common)
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--dump-dom")
+        .arg(&url)
+        .output()
+        .expect("run chromium (edge/setup-browser.sh installs it)");
+    assert!(
+        dom.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
+    let dom = String::from_utf8_lossy(&dom.stdout).into_owned();
+    assert!(
+        dom.contains("<h1>Settlement"),
+        "rendered page: {}",
+        &dom[..dom.len().min(500)]
+    );
+
+    let rows = csv_rows(statements);
+    assert!(!rows.is_empty());
+    let cols = [
+        "earned",
+        "reversed",
+        "adjusted",
+        "carried_in",
+        "pending",
+        "payable",
+        "carried_out",
+    ];
+    let mut payable = std::collections::BTreeMap::<String, rust_decimal::Decimal>::new();
+    for r in &rows {
+        let start = dom
+            .find(&format!(
+                "<tr data-partner=\"{}\" data-program=\"{}\">",
+                r[1], r[2]
+            ))
+            .unwrap_or_else(|| panic!("no row for {} in the rendered report", r[1]));
+        let end = start + dom[start..].find("</tr>").unwrap();
+        let tr = &dom[start..end];
+        for (i, col) in cols.iter().enumerate() {
+            let cell = format!("data-col=\"{col}\">{}</td>", r[4 + i]);
+            assert!(
+                tr.contains(&cell),
+                "{} {col}: page row {tr} lacks {}",
+                r[1],
+                r[4 + i]
+            );
+        }
+        *payable.entry(r[3].clone()).or_default() += r[9].parse::<rust_decimal::Decimal>().unwrap();
+    }
+    for (cur, sum) in payable {
+        let card = format!("data-kpi=\"payable-{cur}\">{sum}</div>");
+        assert!(dom.contains(&card), "the payable card shows {sum} {cur}");
+    }
+    assert!(dom.contains("Clicks and conversions per day"));
+    assert!(dom.contains("settlement explain "));
+
+    let shot = shots.join(format!("report-{name}.png"));
+    let _ = std::fs::remove_file(&shot);
+    let out = Command::new("chromium")
+        .args(common)
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg("--window-size=1280,2400")
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::fs::metadata(&shot)
+            .map(|m| m.len() > 10_000)
+            .unwrap_or(false),
+        "screenshot written"
+    );
+}
+
+fn tempfile_dir(name: &str) -> PathBuf {
+    let d = root()
+        .join("target/e2e-state")
+        .join(format!("chromium-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
 }
 
 #[test]

@@ -69,6 +69,11 @@ pub struct PeriodData {
     /// `kind: reason` of rejected and capped entries, counted.
     pub reasons: Vec<(String, i64)>,
     pub stats: Vec<(String, String, i64)>,
+    /// Per day of the period: (date, human clicks, bot clicks, conversions).
+    pub daily: Vec<(String, i64, i64, i64)>,
+    /// The largest entries, with the ids `settlement explain` takes:
+    /// (id, partner, program, kind, amount, currency, rule).
+    pub top_entries: Vec<Vec<String>>,
 }
 
 pub fn load(store: &Store, p: Period) -> Result<PeriodData> {
@@ -144,6 +149,49 @@ pub fn load(store: &Store, p: Period) -> Result<PeriodData> {
     while let Some(r) = rows.next()? {
         stats.push((r.get(0)?, r.get(1)?, r.get(2)?));
     }
+    // Traffic per day: one pass over the period's events.
+    let mut per_day: BTreeMap<i64, (i64, i64, i64)> = BTreeMap::new();
+    let mut st = c.prepare(
+        "SELECT ts / 86400000, kind, COALESCE(bot, 0), COUNT(*) FROM events
+         WHERE ts >= ?1 AND ts < ?2 AND kind IN (?3, ?4) GROUP BY 1, 2, 3",
+    )?;
+    let mut rows = st.query(rusqlite::params![
+        p.start_ms(),
+        p.end_ms(),
+        crate::store::KIND_CLICK,
+        crate::store::KIND_CONVERSION
+    ])?;
+    while let Some(r) = rows.next()? {
+        let (day, kind, bot, n): (i64, i64, i64, i64) =
+            (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+        let e = per_day.entry(day).or_default();
+        match (kind, bot) {
+            (crate::store::KIND_CLICK, 0) => e.0 += n,
+            (crate::store::KIND_CLICK, _) => e.1 += n,
+            _ => e.2 += n,
+        }
+    }
+    let daily = (p.first_day()..=p.last_day())
+        .map(|d| {
+            let (h, b, c) = per_day.get(&d).copied().unwrap_or_default();
+            (crate::period::date_of_day(d), h, b, c)
+        })
+        .collect();
+    // The largest money entries: where to start an audit.
+    let mut top_entries = Vec::new();
+    let mut st = c.prepare(
+        "SELECT id, partner, program, kind, amount, currency, rule FROM ledger
+         WHERE pos >= ?1 AND pos < ?2 AND kind NOT IN ('payout', 'rejected', 'capped')
+         ORDER BY ABS(CAST(amount AS REAL)) DESC, id LIMIT 12",
+    )?;
+    let mut rows = st.query([pos_base(p), pos_base(p.next())])?;
+    while let Some(r) = rows.next()? {
+        top_entries.push(
+            (0..7)
+                .map(|i| r.get::<_, String>(i))
+                .collect::<rusqlite::Result<Vec<_>>>()?,
+        );
+    }
     Ok(PeriodData {
         state,
         statements,
@@ -153,6 +201,8 @@ pub fn load(store: &Store, p: Period) -> Result<PeriodData> {
         ledger_count: ledger_count as usize,
         reasons,
         stats,
+        daily,
+        top_entries,
     })
 }
 
@@ -257,6 +307,43 @@ fn table(out: &mut String, head: &[&str], rows: &[Vec<String>], numeric_from: us
     out.push_str("</tbody></table>\n");
 }
 
+/// The statements, each figure tagged `data-partner`/`data-col` so that a
+/// browser test can check the page against statements.csv.
+fn statements_table(out: &mut String, rows: &[Vec<String>]) {
+    out.push_str("<table class=\"statements\"><thead><tr>");
+    for h in STATEMENT_COLUMNS {
+        let _ = write!(out, "<th>{}</th>", esc(h));
+    }
+    out.push_str("</tr></thead><tbody>\n");
+    for r in rows {
+        let _ = write!(
+            out,
+            "<tr data-partner=\"{}\" data-program=\"{}\">",
+            esc(&r[1]),
+            esc(&r[2])
+        );
+        for (i, c) in r.iter().enumerate() {
+            let col = STATEMENT_COLUMNS.get(i).copied().unwrap_or("");
+            let class = if i >= 4 { " class=\"n\"" } else { "" };
+            let _ = write!(out, "<td{class} data-col=\"{}\">{}</td>", esc(col), esc(c));
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</tbody></table>\n");
+}
+
+const CSS: &str = "body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:0;color:#1f2933;background:#f7f9fb}\
+header{background:#1f3a5f;color:#fff;padding:1.2rem 2rem}header h1{margin:0 0 .3rem}header p{margin:0;opacity:.85}\
+h2{margin:2rem 2rem .5rem;font-size:1.15rem}table,figure,.note{margin:.5rem 2rem}\
+table{border-collapse:collapse;background:#fff;box-shadow:0 1px 2px #0001}\
+th,td{border-bottom:1px solid #e4e7eb;padding:.3rem .6rem;font-size:.9rem}th{background:#eef2f6;text-align:left}\
+td.n{text-align:right;font-variant-numeric:tabular-nums}tbody tr:hover{background:#f0f6ff}\
+figure{background:#fff;padding:.8rem;box-shadow:0 1px 2px #0001;display:inline-block}figcaption{font-weight:600;margin-bottom:.4rem}\
+.cards{display:flex;flex-wrap:wrap;gap:.8rem;margin:1.2rem 2rem}.card{background:#fff;padding:.8rem 1.1rem;min-width:9rem;box-shadow:0 1px 2px #0001;border-top:3px solid #2e86c1}\
+.card .v{font-size:1.4rem;font-weight:650;font-variant-numeric:tabular-nums}.card .l{color:#52606d;font-size:.8rem}\
+.legend{font-size:.8rem;color:#52606d}.sw{display:inline-block;width:.8rem;height:.8rem;vertical-align:middle;margin-left:.6rem}\
+.sw.people{background:#5dade2}.sw.bots{background:#d5d8dc}.sw.conv{background:#e67e22}code{font-size:.85rem}";
+
 /// A horizontal bar chart as inline SVG (no scripts, no network).
 fn bars(out: &mut String, title: &str, items: &[(String, Decimal, String)]) {
     let max = items.iter().map(|i| i.1.abs()).max().unwrap_or_default();
@@ -292,16 +379,127 @@ fn bars(out: &mut String, title: &str, items: &[(String, Decimal, String)]) {
     out.push_str("</svg></figure>\n");
 }
 
+/// Clicks (people and bots, stacked) and conversions per day, as inline SVG.
+fn daily_chart(out: &mut String, daily: &[(String, i64, i64, i64)]) {
+    let max_clicks = daily.iter().map(|d| d.1 + d.2).max().unwrap_or(0).max(1);
+    let max_conv = daily.iter().map(|d| d.3).max().unwrap_or(0).max(1);
+    let (w, h, left, bottom) = (760i64, 220i64, 40i64, 190i64);
+    let step = (w - left - 10) / (daily.len() as i64).max(1);
+    let _ = writeln!(
+        out,
+        "<figure><figcaption>Clicks and conversions per day</figcaption><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"Clicks and conversions per day\">"
+    );
+    let _ = writeln!(
+        out,
+        "<line x1=\"{left}\" y1=\"{bottom}\" x2=\"{}\" y2=\"{bottom}\" stroke=\"#999\"/>",
+        w - 10
+    );
+    let _ = writeln!(
+        out,
+        "<text x=\"0\" y=\"16\" font-size=\"11\" fill=\"#555\">{max_clicks} clicks</text>"
+    );
+    let mut line = String::new();
+    for (i, (date, people, bots, conv)) in daily.iter().enumerate() {
+        let x = left + step * i as i64;
+        let hp = (people * 160) / max_clicks;
+        let hb = (bots * 160) / max_clicks;
+        let _ = writeln!(
+            out,
+            "<rect x=\"{x}\" y=\"{}\" width=\"{}\" height=\"{hp}\" fill=\"#5dade2\"><title>{} clicks by people on {}</title></rect><rect x=\"{x}\" y=\"{}\" width=\"{}\" height=\"{hb}\" fill=\"#d5d8dc\"><title>{} bot clicks</title></rect>",
+            bottom - hp,
+            (step - 2).max(1),
+            people,
+            esc(date),
+            bottom - hp - hb,
+            (step - 2).max(1),
+            bots
+        );
+        let y = bottom - (conv * 160) / max_conv;
+        let _ = write!(line, "{},{} ", x + step / 2, y);
+        if i % 5 == 0 {
+            let _ = writeln!(
+                out,
+                "<text x=\"{x}\" y=\"{}\" font-size=\"10\" fill=\"#555\">{}</text>",
+                bottom + 14,
+                esc(&date[5..])
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "<polyline points=\"{}\" fill=\"none\" stroke=\"#e67e22\" stroke-width=\"2\"/>",
+        line.trim_end()
+    );
+    let _ = writeln!(
+        out,
+        "<text x=\"{}\" y=\"16\" font-size=\"11\" fill=\"#e67e22\" text-anchor=\"end\">conversions (max {max_conv}/day)</text>",
+        w - 10
+    );
+    out.push_str("</svg><p class=\"legend\"><span class=\"sw people\"></span> clicks by people <span class=\"sw bots\"></span> bots, previews and prefetches <span class=\"sw conv\"></span> conversions</p></figure>\n");
+}
+
 pub fn html(p: Period, d: &PeriodData) -> String {
     let mut o = String::new();
     let _ = write!(
         o,
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Settlement {p}</title>\n<style>\nbody{{font-family:system-ui,sans-serif;margin:2rem;color:#222}}table{{border-collapse:collapse;margin:1rem 0}}th,td{{border:1px solid #ccc;padding:.25rem .5rem}}th{{background:#f3f3f3}}td.n{{text-align:right;font-variant-numeric:tabular-nums}}figure{{margin:1rem 0}}figcaption{{font-weight:600}}\n</style></head><body>\n<h1>Settlement {p}</h1>\n<p>Period state: <b>{}</b>. Partners with a statement: {}. Payouts: {}. Ledger entries: {}.</p>\n",
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>Settlement {p}</title>\n<style>\n{CSS}\n</style></head><body>\n<header><h1>Settlement {p}</h1><p>Period <b>{}</b> &middot; {} statements &middot; {} payouts &middot; {} ledger entries</p></header>\n",
         esc(&d.state),
         d.statements.len(),
         d.payouts.len(),
         d.ledger_count
     );
+    let clicks: i64 = d.daily.iter().map(|x| x.1).sum();
+    let bots: i64 = d.daily.iter().map(|x| x.2).sum();
+    let conversions: i64 = d.daily.iter().map(|x| x.3).sum();
+    let mut cards = vec![
+        (
+            "clicks by people".to_string(),
+            clicks.to_string(),
+            "clicks".to_string(),
+        ),
+        (
+            "bot clicks".to_string(),
+            bots.to_string(),
+            "bots".to_string(),
+        ),
+        (
+            "conversions".to_string(),
+            conversions.to_string(),
+            "conversions".to_string(),
+        ),
+    ];
+    let mut by_cur: BTreeMap<&str, (Decimal, Decimal)> = BTreeMap::new();
+    for r in &d.statements {
+        let e = by_cur.entry(r[3].as_str()).or_default();
+        e.0 += dec(&r[4]);
+        e.1 += dec(&r[9]);
+    }
+    for (cur, (earned, payable)) in &by_cur {
+        cards.push((
+            format!("earned ({cur})"),
+            earned.to_string(),
+            format!("earned-{cur}"),
+        ));
+        cards.push((
+            format!("payable ({cur})"),
+            payable.to_string(),
+            format!("payable-{cur}"),
+        ));
+    }
+    o.push_str("<section class=\"cards\">");
+    for (label, value, key) in &cards {
+        let _ = write!(
+            o,
+            "<div class=\"card\"><div class=\"v\" data-kpi=\"{}\">{}</div><div class=\"l\">{}</div></div>",
+            esc(key),
+            esc(value),
+            esc(label)
+        );
+    }
+    o.push_str("</section>\n");
+    if !d.daily.is_empty() {
+        daily_chart(&mut o, &d.daily);
+    }
 
     // totals per currency
     let mut totals: BTreeMap<String, [Decimal; 7]> = BTreeMap::new();
@@ -427,7 +625,27 @@ pub fn html(p: Period, d: &PeriodData) -> String {
     }
 
     o.push_str("<h2>Statements</h2>\n");
-    table(&mut o, &STATEMENT_COLUMNS, &d.statements, 4);
+    statements_table(&mut o, &d.statements);
+    if !d.top_entries.is_empty() {
+        o.push_str("<h2>Largest entries</h2>\n<p class=\"note\">Every figure above is a sum of ledger entries; <code>settlement explain ENTRY_ID</code> shows the rule, the inputs and the arithmetic of one. The largest of this period:</p>\n");
+        let rows: Vec<Vec<String>> = d
+            .top_entries
+            .iter()
+            .map(|e| {
+                let mut r = vec![format!("settlement explain {}", e[0])];
+                r.extend(e[1..].iter().cloned());
+                r
+            })
+            .collect();
+        table(
+            &mut o,
+            &[
+                "entry", "partner", "program", "kind", "amount", "currency", "rule",
+            ],
+            &rows,
+            9,
+        );
+    }
     if !d.payouts.is_empty() {
         o.push_str("<h2>Payouts</h2>\n");
         table(

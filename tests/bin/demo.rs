@@ -572,7 +572,11 @@ fn main() {
         assert_eq!(s, 201, "deal registration: {deal}");
         // Another partner trying to register the same customer is refused, naming nobody.
         if d % 5 == 0 {
-            let other = if partner == "ref-north" { "ref-south" } else { "ref-north" };
+            let other = if partner == "ref-north" {
+                "ref-south"
+            } else {
+                "ref-north"
+            };
             let (s, b) = demo.call("POST", "/partner/v1/deals", &keys[other],
                 Some(json!({"program": "referral", "customer": customer, "company": "Same customer"})), day + 3_600_000);
             assert_eq!((s, b["status"].as_str()), (409, Some("conflict")));
@@ -581,16 +585,27 @@ fn main() {
         let approve = !rng.chance(20);
         let decision = if approve { "approve" } else { "reject" };
         let id = deal["id"].as_str().unwrap();
-        let (s, b) = demo.call("POST", &format!("/api/deals/{id}/decision"), ADMIN_TOKEN,
-            Some(json!({"decision": decision, "reason": "checked against the CRM"})), day + 7_200_000);
+        let (s, b) = demo.call(
+            "POST",
+            &format!("/api/deals/{id}/decision"),
+            ADMIN_TOKEN,
+            Some(json!({"decision": decision, "reason": "checked against the CRM"})),
+            day + 7_200_000,
+        );
         assert!(s < 300, "deal decision: {b}");
         if approve {
             deals_approved += 1;
             if rng.chance(75) {
                 let won = (day + (2 + rng.below(5) as i64) * DAY).min(MONTH_START + 31 * DAY - 1);
-                pb(json!({"program": "referral", "event": "deal_won", "txn_id": txn("DW"), "customer": customer}), won);
-                pb(json!({"program": "referral", "event": "sale", "txn_id": txn("CT"), "customer": customer,
-                          "amount": rng.money(3000, 12000), "currency": "USD"}), won + 3_600_000);
+                pb(
+                    json!({"program": "referral", "event": "deal_won", "txn_id": txn("DW"), "customer": customer}),
+                    won,
+                );
+                pb(
+                    json!({"program": "referral", "event": "sale", "txn_id": txn("CT"), "customer": customer,
+                          "amount": rng.money(3000, 12000), "currency": "USD"}),
+                    won + 3_600_000,
+                );
                 conversions += 2;
             }
         }
@@ -603,12 +618,24 @@ fn main() {
         Some(json!({"program": "tech", "activity": "Integration webinar series", "amount": "1200.00", "currency": "USD"})), day);
     assert_eq!(s, 201, "MDF request: {req}");
     let mdf = req["id"].as_str().unwrap().to_string();
-    let (s, b) = demo.call("POST", &format!("/api/mdf/{mdf}/decision"), ADMIN_TOKEN, Some(json!({"decision": "approve", "reason": "fits the Q4 plan"})), day + DAY);
+    let (s, b) = demo.call(
+        "POST",
+        &format!("/api/mdf/{mdf}/decision"),
+        ADMIN_TOKEN,
+        Some(json!({"decision": "approve", "reason": "fits the Q4 plan"})),
+        day + DAY,
+    );
     assert!(s < 300, "MDF decision: {b}");
     let (s, b) = demo.call("POST", &format!("/partner/v1/mdf/{mdf}/claim"), &keys["tech-zap"],
         Some(json!({"amount": "950.00", "proof_url": "https://zapflow.example/invoices/webinar-oct.pdf"})), day + 12 * DAY);
     assert!(s < 300, "MDF claim: {b}");
-    let (s, b) = demo.call("POST", &format!("/api/mdf/{mdf}/claim-decision"), ADMIN_TOKEN, Some(json!({"decision": "approve", "reason": "invoice checked"})), day + 13 * DAY);
+    let (s, b) = demo.call(
+        "POST",
+        &format!("/api/mdf/{mdf}/claim-decision"),
+        ADMIN_TOKEN,
+        Some(json!({"decision": "approve", "reason": "invoice checked"})),
+        day + 13 * DAY,
+    );
     assert!(s < 300, "MDF claim decision: {b}");
     println!("      MDF: 1200.00 approved for tech-zap, claim of 950.00 paid through settlement");
 
