@@ -11,8 +11,12 @@ WRANGLER := node_modules/.bin/wrangler
 setup:
 	@edge/setup.sh
 
-build-edge: setup
+# The worker's wasm, rebuilt only when its sources change.
+EDGE_SOURCES := $(shell find edge/src edge/data -type f) edge/Cargo.toml edge/build.rs edge/build.sh Cargo.lock
+edge/build/index_bg.wasm: $(EDGE_SOURCES)
 	@sh edge/build.sh
+
+build-edge: setup edge/build/index_bg.wasm
 
 migrate: setup
 	@$(WRANGLER) d1 migrations apply DB --local --persist-to $(STATE)

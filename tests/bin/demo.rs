@@ -364,7 +364,7 @@ fn main() {
     .collect();
     for day in 0..31 {
         for p in PARTNERS {
-            let n = weights[p.id] / 2 + rng.below(weights[p.id]);
+            let n = weights[p.id] / 3 + rng.below(weights[p.id] * 2 / 3);
             for _ in 0..n {
                 let t = MONTH_START + day * DAY + rng.below(DAY as u64) as i64;
                 let ua = if rng.chance(8) {
@@ -389,7 +389,7 @@ fn main() {
     let clicks = Arc::new(clicks);
     let slugs = Arc::new(slugs);
     let base = demo.w.base.clone();
-    let handles: Vec<_> = (0..8)
+    let handles: Vec<_> = (0..12)
         .map(|_| {
             let (results, next, clicks, slugs, base) = (
                 results.clone(),
