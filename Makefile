@@ -53,9 +53,11 @@ bench: build-edge
 	cargo run --release -p e2e --bin bench-edge
 	cargo run --release -p settlement --bin settlement-bench -- --events $${BENCH_EVENTS:-10000000}
 
+# One cargo invocation builds both (the same feature set every run, so a
+# second `make demo` compiles nothing), then the demo binary runs.
 demo: build-edge
 	cargo build --release -p settlement -p e2e
-	cargo run --release -p e2e --bin demo
+	target/release/demo
 
 clean:
 	rm -rf target edge/build .wrangler
