@@ -32,6 +32,14 @@ pub struct Program {
     pub cookie_days: u32,
     pub postback_tokens: Vec<String>,
     pub hmac_secrets: Vec<String>,
+    /// Stripe webhook endpoint signing secrets (`whsec_...`); several
+    /// during a rotation.
+    #[serde(default)]
+    pub stripe_secrets: Vec<String>,
+    /// Shopify app client secrets that sign its webhooks; several during a
+    /// rotation.
+    #[serde(default)]
+    pub shopify_secrets: Vec<String>,
     pub allowed_hosts: Vec<String>,
     pub pixel: bool,
     pub regulated: bool,
@@ -48,6 +56,8 @@ const PROGRAM_KEYS: &[&str] = &[
     "cookie_days",
     "postback_tokens",
     "hmac_secrets",
+    "stripe_secrets",
+    "shopify_secrets",
     "allowed_hosts",
     "pixel",
     "regulated",
@@ -58,7 +68,7 @@ const PROGRAM_KEYS: &[&str] = &[
     "name",
 ];
 
-fn valid_secret(s: &str) -> bool {
+pub fn valid_secret(s: &str) -> bool {
     (16..=256).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic())
 }
 
@@ -121,13 +131,19 @@ impl Program {
                 "each token: 16 to 256 visible ASCII characters",
             ));
         }
-        let hmac_secrets = o.str_list("hmac_secrets", 8)?;
-        if hmac_secrets.iter().any(|t| !valid_secret(t)) {
-            return Err(FieldError::new(
-                "hmac_secrets",
-                "each secret: 16 to 256 visible ASCII characters",
-            ));
-        }
+        let secrets = |k: &str| -> Result<Vec<String>, FieldError> {
+            let list = o.str_list(k, 8)?;
+            if list.iter().any(|t| !valid_secret(t)) {
+                return Err(FieldError::new(
+                    k,
+                    "each secret: 16 to 256 visible ASCII characters",
+                ));
+            }
+            Ok(list)
+        };
+        let hmac_secrets = secrets("hmac_secrets")?;
+        let stripe_secrets = secrets("stripe_secrets")?;
+        let shopify_secrets = secrets("shopify_secrets")?;
         let allowed_hosts: Vec<String> = o.str_list("allowed_hosts", 100)?;
         if let Some(h) = allowed_hosts.iter().find(|h| !valid_host(h)) {
             return Err(FieldError::new(
@@ -161,6 +177,8 @@ impl Program {
             cookie_days: o.u32_in("cookie_days", 1, 3650)?.unwrap_or(30),
             postback_tokens,
             hmac_secrets,
+            stripe_secrets,
+            shopify_secrets,
             allowed_hosts,
             pixel: o.bool("pixel")?.unwrap_or(false),
             regulated: o.bool("regulated")?.unwrap_or(false),
@@ -401,6 +419,26 @@ mod tests {
         assert!(p.pixel && !p.regulated);
         assert_eq!(p.deal_days, 90);
         assert!(p.knows_event("sale") && !p.knows_event("bogus"));
+        assert!(p.stripe_secrets.is_empty() && p.shopify_secrets.is_empty());
+    }
+
+    #[test]
+    fn integration_secrets_rotate() {
+        let p = Program::parse(
+            "saas",
+            br#"{"stripe_secrets":["whsec_new_0123456789abcdef","whsec_old_0123456789abcdef"],
+                "shopify_secrets":["shpss_0123456789abcdef0123"]}"#,
+        )
+        .unwrap();
+        assert_eq!(p.stripe_secrets.len(), 2);
+        assert_eq!(p.shopify_secrets, vec!["shpss_0123456789abcdef0123"]);
+        // Settings stored before the integrations existed still load.
+        let mut stored = serde_json::to_value(&p).unwrap();
+        let obj = stored.as_object_mut().unwrap();
+        obj.remove("stripe_secrets");
+        obj.remove("shopify_secrets");
+        let old: Program = serde_json::from_value(stored).unwrap();
+        assert!(old.stripe_secrets.is_empty());
     }
 
     #[test]
@@ -409,6 +447,15 @@ mod tests {
             (br#"{"cookie_days":0}"#, "cookie_days"),
             (br#"{"cookie_days":"60"}"#, "cookie_days"),
             (br#"{"postback_tokens":["short"]}"#, "postback_tokens"),
+            (br#"{"stripe_secrets":["whsec_short"]}"#, "stripe_secrets"),
+            (
+                br#"{"shopify_secrets":"not-a-list-0123456789"}"#,
+                "shopify_secrets",
+            ),
+            (
+                br#"{"hmac_secrets":["has space 0123456789"]}"#,
+                "hmac_secrets",
+            ),
             (
                 br#"{"allowed_hosts":["https://shop.example"]}"#,
                 "allowed_hosts",

@@ -1,6 +1,7 @@
 //! ISO 4217 currencies and their minor units (the exponent that money is
 //! rounded to: JPY 0, USD 2, KWD 3).
 
+use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
@@ -191,6 +192,33 @@ impl Currency {
     pub fn minor_units(&self) -> u32 {
         TABLE[usize::from(self.index)].1
     }
+
+    /// A code in either case (Stripe writes `usd`).
+    pub fn parse_any_case(code: &str) -> Option<Currency> {
+        if code.len() != 3 {
+            return None;
+        }
+        Currency::parse(&code.to_ascii_uppercase())
+    }
+
+    /// An integer amount in minor units with `exponent` decimals (normally
+    /// [`Currency::minor_units`]; a payment provider may count some
+    /// currencies differently), as an exact decimal written at the
+    /// currency's own scale: 1050 JPY is `1050`, 1050 USD `10.50`, 1050 KWD
+    /// `1.050`. Digits the currency's scale cannot hold are kept.
+    pub fn from_minor(self, minor: i64, exponent: u32) -> Decimal {
+        let mut d = Decimal::new(minor, exponent.min(28));
+        let target = self.minor_units();
+        if d.scale() > target {
+            let n = d.normalize();
+            if n.scale() > target {
+                return d;
+            }
+            d = n;
+        }
+        d.rescale(target);
+        d
+    }
 }
 
 impl fmt::Display for Currency {
@@ -237,6 +265,29 @@ mod tests {
         assert_eq!(Currency::parse("USD").unwrap().minor_units(), 2);
         assert_eq!(Currency::parse("KWD").unwrap().minor_units(), 3);
         assert_eq!(Currency::parse("EUR").unwrap().code(), "EUR");
+    }
+
+    #[test]
+    fn amounts_from_minor_units() {
+        let c = |code: &str| Currency::parse(code).unwrap();
+        assert_eq!(c("JPY").from_minor(1050, 0).to_string(), "1050");
+        assert_eq!(c("USD").from_minor(1050, 2).to_string(), "10.50");
+        assert_eq!(c("USD").from_minor(5, 2).to_string(), "0.05");
+        assert_eq!(c("KWD").from_minor(1050, 3).to_string(), "1.050");
+        assert_eq!(c("USD").from_minor(0, 2).to_string(), "0.00");
+        assert_eq!(c("USD").from_minor(-250, 2).to_string(), "-2.50");
+        // A provider counting a zero-decimal currency in hundredths.
+        assert_eq!(c("ISK").from_minor(150000, 2).to_string(), "1500");
+        assert_eq!(c("ISK").from_minor(150050, 2).to_string(), "1500.50");
+        assert_eq!(
+            c("JPY").from_minor(i64::MAX, 0).to_string(),
+            i64::MAX.to_string()
+        );
+        assert_eq!(Currency::parse_any_case("usd"), Currency::parse("USD"));
+        assert_eq!(Currency::parse_any_case("Kwd"), Currency::parse("KWD"));
+        assert!(Currency::parse_any_case("usdd").is_none());
+        assert!(Currency::parse_any_case("xx").is_none());
+        assert!(Currency::parse_any_case("ü").is_none());
     }
 
     #[test]

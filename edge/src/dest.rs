@@ -35,7 +35,10 @@ pub enum DestError {
 impl DestError {
     pub fn reason(&self) -> String {
         match self {
-            DestError::NotHttp => "must be an absolute http or https URL".into(),
+            DestError::NotHttp => {
+                "must be an absolute http or https URL (an international domain name in its xn-- form)"
+                    .into()
+            }
             DestError::HostNotAllowed(h) => {
                 format!("host {h} is not in the program's allowed_hosts")
             }
@@ -264,6 +267,24 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn international_domains_in_their_ascii_form() {
+        // The worker links url's ASCII-only IDNA back end (edge/Cargo.toml).
+        assert_eq!(
+            validate_template("https://bücher.example/?r={click_id}"),
+            Err(DestError::NotHttp)
+        );
+        assert!(DestError::NotHttp.reason().contains("xn--"));
+        assert_eq!(
+            template_host("https://xn--bcher-kva.example/?r={click_id}").unwrap(),
+            "xn--bcher-kva.example"
+        );
+        assert!(host_allowed(
+            "xn--bcher-kva.example",
+            &["xn--bcher-kva.example".to_string()]
+        ));
     }
 
     #[test]

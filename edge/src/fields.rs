@@ -117,7 +117,7 @@ impl Obj {
         Ok(Obj(map))
     }
 
-    fn value(&self, k: &str) -> Option<&Value> {
+    pub fn value(&self, k: &str) -> Option<&Value> {
         self.0.get(k).filter(|v| !v.is_null())
     }
 

@@ -14,12 +14,16 @@ pub mod dest;
 pub mod fields;
 pub mod hash;
 pub mod ids;
+pub mod integration;
 pub mod partner;
 pub mod postback;
 pub mod record;
 pub mod routes;
+pub mod shopify;
 pub mod statement;
+pub mod stripe;
 pub mod time;
+pub mod webhook;
 
 #[cfg(target_arch = "wasm32")]
 mod worker_glue;

@@ -50,6 +50,14 @@ pub enum Route<'a> {
     Portal,
     Console,
     Ui(&'a str),
+    // Integrations: provider webhooks in (public, signed), our webhooks out
+    // (the admin token).
+    Stripe(&'a str),
+    Shopify(&'a str),
+    Webhook(&'a str),
+    WebhookDeliveries(&'a str),
+    WebhookReplay(&'a str),
+    WebhookEmit,
 }
 
 impl Route<'_> {
@@ -89,6 +97,17 @@ impl Route<'_> {
                 | Route::Assets
                 | Route::Asset(_)
                 | Route::Statements
+        )
+    }
+
+    /// Outgoing-webhook routes (the admin token).
+    pub fn is_webhooks(&self) -> bool {
+        matches!(
+            self,
+            Route::Webhook(_)
+                | Route::WebhookDeliveries(_)
+                | Route::WebhookReplay(_)
+                | Route::WebhookEmit
         )
     }
 }
@@ -149,6 +168,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/portal"),
     ("GET", "/admin"),
     ("GET", "/ui/{file}"),
+    ("POST", "/integrations/stripe/{program}"),
+    ("POST", "/integrations/shopify/{program}"),
+    ("POST", "/api/webhooks/emit"),
+    ("GET", "/api/webhooks/{id}"),
+    ("PUT", "/api/webhooks/{id}"),
+    ("GET", "/api/webhooks/{id}/deliveries"),
+    ("POST", "/api/webhooks/deliveries/{id}/replay"),
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -224,6 +250,12 @@ fn build<'a>(template: &str, param: Option<&'a str>) -> Option<Route<'a>> {
         "/portal" => Route::Portal,
         "/admin" => Route::Console,
         "/ui/{file}" => Route::Ui(p),
+        "/integrations/stripe/{program}" => Route::Stripe(p),
+        "/integrations/shopify/{program}" => Route::Shopify(p),
+        "/api/webhooks/emit" => Route::WebhookEmit,
+        "/api/webhooks/{id}" => Route::Webhook(p),
+        "/api/webhooks/{id}/deliveries" => Route::WebhookDeliveries(p),
+        "/api/webhooks/deliveries/{id}/replay" => Route::WebhookReplay(p),
         _ => return None,
     })
 }
@@ -265,7 +297,8 @@ mod tests {
                 .replace("{slug}", "x")
                 .replace("{id}", "x")
                 .replace("{code}", "x")
-                .replace("{file}", "x");
+                .replace("{file}", "x")
+                .replace("{program}", "x");
             assert!(matches!(route(m, &path), Match::Found(_)), "{m} {t}");
         }
     }
@@ -307,6 +340,27 @@ mod tests {
         );
         assert!(Route::Me.is_partner() && !Route::Me.is_operator());
         assert!(Route::Statements.is_operator() && !Route::Apply.is_partner());
+        assert_eq!(
+            route("POST", "/integrations/stripe/saas"),
+            Match::Found(Route::Stripe("saas"))
+        );
+        assert_eq!(
+            route("POST", "/api/webhooks/emit"),
+            Match::Found(Route::WebhookEmit)
+        );
+        assert_eq!(
+            route("PUT", "/api/webhooks/crm"),
+            Match::Found(Route::Webhook("crm"))
+        );
+        assert_eq!(
+            route("POST", "/api/webhooks/deliveries/wd_1/replay"),
+            Match::Found(Route::WebhookReplay("wd_1"))
+        );
+        assert_eq!(
+            route("GET", "/api/webhooks/crm/deliveries"),
+            Match::Found(Route::WebhookDeliveries("crm"))
+        );
+        assert!(Route::WebhookEmit.is_webhooks() && !Route::Stripe("x").is_webhooks());
     }
 }
 

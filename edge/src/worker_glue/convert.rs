@@ -1,8 +1,12 @@
 //! Conversions: `POST|GET /postback` (server to server, authenticated) and
-//! `GET /pixel` (browser, cookie). Each is recorded exactly once: a unique
-//! key on `program|event|txn_id` in D1 decides, even under concurrency.
+//! `GET /pixel` (browser, cookie); the Stripe and Shopify webhooks
+//! (`integrations.rs`) end here too. Every source goes through one path:
+//! a parsed [`Postback`], its [`evidence`], then [`record`], exactly once:
+//! a unique key on `program|event|txn_id` in D1 decides, even under
+//! concurrency. A recorded conversion writes its `conversion.recorded`
+//! webhook deliveries in the same transaction (an outbox), then queues them.
 
-use super::store::{self, n, s};
+use super::store::{self, n, s, Row};
 use super::{body_limited, error, field_error, header, json, now_ms, random, respond, Config};
 use crate::admin::Program;
 use crate::auth;
@@ -12,7 +16,6 @@ use crate::hash;
 use crate::postback::{Postback, MAX_BODY};
 use crate::record::{Kind, Record, Source};
 use crate::time::Timestamp;
-use serde::Deserialize;
 use serde_json::json as j;
 use worker::*;
 
@@ -29,8 +32,24 @@ pub enum Outcome {
     Conflict(String),
 }
 
+impl Outcome {
+    /// `{"status": ..., "id": ...}`, and whether it is a conflict.
+    pub fn answer(&self) -> (serde_json::Value, bool) {
+        let (status, id) = match self {
+            Outcome::Recorded(id) => ("recorded", id),
+            Outcome::Duplicate(id) => ("duplicate", id),
+            Outcome::Conflict(id) => ("conflict", id),
+        };
+        (
+            j!({"status": status, "id": id}),
+            matches!(self, Outcome::Conflict(_)),
+        )
+    }
+}
+
 /// Evidence resolved from a verified click id or a registered coupon.
-struct Evidence {
+#[derive(Default)]
+pub struct Evidence {
     partner: Option<String>,
     link: Option<String>,
     click_ts: Option<Timestamp>,
@@ -43,11 +62,7 @@ async fn evidence(
     program: &Program,
     pb: &Postback,
 ) -> Result<std::result::Result<Evidence, FieldError>> {
-    let mut ev = Evidence {
-        partner: None,
-        link: None,
-        click_ts: None,
-    };
+    let mut ev = Evidence::default();
     if let Some(cid) = &pb.click_id {
         let claims = match clickid::verify(&cfg.click_secrets(), cid) {
             Ok(c) => c,
@@ -77,14 +92,46 @@ async fn evidence(
     Ok(Ok(ev))
 }
 
-#[derive(Deserialize)]
-struct Existing {
-    id: String,
-    payload_hash: Option<String>,
+/// Evidence for a conversion whose sender cannot be told "fix it" (a
+/// browser's cookie, a provider's webhook): a click id that does not verify
+/// is logged as a rejection and dropped, and the conversion is kept
+/// unattributed.
+pub async fn evidence_or_none(
+    env: &Env,
+    cfg: &Config,
+    program: &Program,
+    pb: &mut Postback,
+    route: &str,
+    raw: &str,
+) -> Result<Evidence> {
+    match evidence(env, cfg, program, pb).await? {
+        Ok(ev) => Ok(ev),
+        Err(e) => {
+            store::log_rejection(env, route, Some(&program.id), &e.field, &e.reason, raw).await?;
+            pb.click_id = None;
+            // A coupon may still name the partner.
+            Ok(evidence(env, cfg, program, pb).await?.unwrap_or_default())
+        }
+    }
 }
 
-/// Stores a conversion once per `program|event|txn_id`.
-async fn record(
+/// The deliveries of a newly stored event to every active endpoint that
+/// subscribed to `conversion.recorded`: inserted only when the event with
+/// this id exists, i.e. in the same batch right after its insert.
+const OUTBOX: &str =
+    "INSERT INTO webhook_deliveries (id, webhook, event, event_id, body, created_at, updated_at)
+  SELECT 'wd_' || lower(hex(randomblob(10))), w.id, 'conversion.recorded', e.id,
+    json_object('id', e.id, 'type', 'conversion.recorded', 'created', ?2,
+                'data', json_set(e.record, '$.seq', e.seq)),
+    ?2, ?2
+  FROM events e, webhooks w
+  WHERE e.id = ?1 AND w.active = 1
+    AND EXISTS (SELECT 1 FROM json_each(w.events) WHERE value = 'conversion.recorded')
+  RETURNING id";
+
+/// Stores a conversion once per `program|event|txn_id`: the one recording
+/// path of postbacks, the pixel and the provider webhooks.
+pub async fn record(
     env: &Env,
     cfg: &Config,
     req: &Request,
@@ -113,43 +160,59 @@ async fn record(
     rec.lots = pb.lots;
     rec.instrument = pb.instrument.clone();
     rec.source = Some(source);
-    rec.country = pb
-        .country
-        .clone()
-        .or_else(|| req.cf().and_then(|cf| cf.country()));
+    // A provider's webhook comes from its servers: their country is not
+    // the customer's.
+    let from_browser_or_sender = matches!(source, Source::Postback | Source::Pixel);
+    rec.country = pb.country.clone().or_else(|| {
+        from_browser_or_sender
+            .then(|| req.cf().and_then(|cf| cf.country()))
+            .flatten()
+    });
     rec.email_hash = pb.email.as_deref().map(|e| hash::email(&cfg.email_salt, e));
     let key = pb.dedupe_key();
     let payload = hash::payload(&pb.canonical());
     let db = store::db(env)?;
-    let inserted: Option<f64> = db
-        .prepare(
-            "INSERT INTO events (id, type, program, ts_ms, dedupe_key, payload_hash, record)
-             VALUES (?1, 'conversion', ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT(dedupe_key) DO NOTHING RETURNING seq",
-        )
-        .bind(&[
-            s(&id),
-            s(&pb.program),
-            n(ts.ms()),
-            s(&key),
-            s(&payload),
-            s(&serde_json::to_string(&rec)?),
-        ])?
-        .first::<f64>(Some("seq"))
+    let results = db
+        .batch(vec![
+            db.prepare(
+                "INSERT INTO events (id, type, program, ts_ms, dedupe_key, payload_hash, record)
+                 VALUES (?1, 'conversion', ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(dedupe_key) DO NOTHING",
+            )
+            .bind(&[
+                s(&id),
+                s(&pb.program),
+                n(ts.ms()),
+                s(&key),
+                s(&payload),
+                s(&serde_json::to_string(&rec)?),
+            ])?,
+            db.prepare(OUTBOX)
+                .bind(&[s(&id), s(&Timestamp(now_ms()).to_string())])?,
+        ])
         .await?;
-    if inserted.is_some() {
+    if results
+        .first()
+        .is_some_and(|r| store::result_changes(r) > 0)
+    {
+        let deliveries: Vec<Row> = match results.get(1) {
+            Some(r) => r.results()?,
+            None => Vec::new(),
+        };
+        let ids: Vec<&str> = deliveries.iter().map(|d| store::txt(d, "id")).collect();
+        super::webhooks::enqueue(env, &ids).await;
         return Ok(Outcome::Recorded(id));
     }
-    let existing: Option<Existing> = store::first(
+    let existing = store::row(
         db.prepare("SELECT id, payload_hash FROM events WHERE dedupe_key = ?1")
             .bind(&[s(&key)])?,
     )
     .await?;
     match existing {
-        Some(e) if e.payload_hash.as_deref() == Some(payload.as_str()) => {
-            Ok(Outcome::Duplicate(e.id))
+        Some(e) if store::otxt(&e, "payload_hash") == Some(payload.as_str()) => {
+            Ok(Outcome::Duplicate(store::txt(&e, "id").to_string()))
         }
-        Some(e) => Ok(Outcome::Conflict(e.id)),
+        Some(e) => Ok(Outcome::Conflict(store::txt(&e, "id").to_string())),
         None => Err(Error::RustError(
             "conversion neither inserted nor found".into(),
         )),
@@ -157,11 +220,8 @@ async fn record(
 }
 
 fn outcome_response(o: Outcome) -> Result<Response> {
-    match o {
-        Outcome::Recorded(id) => json(200, &j!({"status": "recorded", "id": id})),
-        Outcome::Duplicate(id) => json(200, &j!({"status": "duplicate", "id": id})),
-        Outcome::Conflict(id) => json(409, &j!({"status": "conflict", "id": id})),
-    }
+    let (answer, conflict) = o.answer();
+    json(if conflict { 409 } else { 200 }, &answer)
 }
 
 fn is_json(req: &Request, body: &[u8]) -> bool {
@@ -311,20 +371,8 @@ pub async fn pixel(req: Request, env: &Env, cfg: &Config) -> Result<Response> {
             return field_error(422, &e);
         }
     };
-    let ev = match evidence(env, cfg, &program, &pb).await? {
-        Ok(ev) => ev,
-        Err(e) => {
-            // A forged or foreign cookie: keep the conversion, unattributed.
-            store::log_rejection(env, "pixel", Some(&program.id), &e.field, &e.reason, &query)
-                .await?;
-            pb.click_id = None;
-            Evidence {
-                partner: None,
-                link: None,
-                click_ts: None,
-            }
-        }
-    };
+    // A forged or foreign cookie: keep the conversion, unattributed.
+    let ev = evidence_or_none(env, cfg, &program, &mut pb, "pixel", &query).await?;
     match record(env, cfg, &req, &pb, ev, Source::Pixel).await? {
         Outcome::Conflict(id) => json(409, &j!({"status": "conflict", "id": id})),
         _ => respond(200, "image/gif", GIF.to_vec()),

@@ -8,10 +8,12 @@ mod admin;
 mod click;
 mod convert;
 mod export;
+mod integrations;
 mod operator;
 mod pages;
 mod partner;
 mod store;
+mod webhooks;
 
 use crate::auth;
 use crate::fields::FieldError;
@@ -27,6 +29,9 @@ pub struct Config {
     pub visitor_salt: String,
     pub email_salt: String,
     pub flush_ms: u64,
+    /// Seconds before the first retry of a failed webhook delivery (then
+    /// doubling, at most an hour): `WEBHOOK_RETRY_SECONDS`, default 30.
+    pub webhook_retry_s: u32,
     /// Dev-only (`--var ALLOW_TEST_CLOCK:1`, never in wrangler.toml): lets the
     /// demo and tests stamp clicks and conversions with `X-Ptrack-Clock: <ms>`
     /// to replay a month of traffic.
@@ -72,6 +77,10 @@ impl Config {
                 .parse()
                 .unwrap_or(25)
                 .min(1000),
+            webhook_retry_s: env_string(env, "WEBHOOK_RETRY_SECONDS")
+                .parse()
+                .unwrap_or(30)
+                .clamp(1, 3600),
         }
     }
 
@@ -176,6 +185,8 @@ async fn handle(route: Route<'_>, req: Request, env: &Env, ctx: &Context) -> Res
         Route::Click(slug) => click::click(req, env, ctx, &cfg, slug).await,
         Route::Pixel => convert::pixel(req, env, &cfg).await,
         Route::Postback => convert::postback(req, env, &cfg).await,
+        Route::Stripe(program) => integrations::stripe(req, env, &cfg, program).await,
+        Route::Shopify(program) => integrations::shopify(req, env, &cfg, program).await,
         Route::ExportEvents | Route::ExportPartners | Route::ExportCoupons => {
             if !bearer_ok(&req, &cfg.export_token) {
                 return error(401, "export token required");
@@ -191,11 +202,19 @@ async fn handle(route: Route<'_>, req: Request, env: &Env, ctx: &Context) -> Res
             }
             if route.is_operator() {
                 operator::handle(route, req, env).await
+            } else if route.is_webhooks() {
+                webhooks::handle(route, req, env).await
             } else {
                 admin::handle(route, req, env).await
             }
         }
     }
+}
+
+/// The `WEBHOOKS` queue: outgoing webhook deliveries.
+#[event(queue)]
+async fn queue(batch: MessageBatch<String>, env: Env, _ctx: Context) -> Result<()> {
+    webhooks::consume(batch, &env).await
 }
 
 #[event(fetch)]

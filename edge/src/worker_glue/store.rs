@@ -112,8 +112,11 @@ where
 }
 
 pub async fn kv_put(env: &Env, key: &str, value: &str) -> Result<()> {
+    // As bytes: `put` of a `&str` goes through the crate's generic
+    // serializer (serde-wasm-bindgen, float formatting: ~15 KB of wasm) to
+    // arrive at the same stored text.
     kv(env)?
-        .put(key, value)
+        .put_bytes(key, value.as_bytes())
         .map_err(|e| Error::RustError(e.to_string()))?
         .execute()
         .await

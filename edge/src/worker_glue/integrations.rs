@@ -1,0 +1,256 @@
+//! `POST /integrations/stripe/{program}` and `POST /integrations/shopify/{program}`:
+//! verify the provider's signature over the raw body, answer a redelivered
+//! event with its first answer, map the event (`stripe.rs`, `shopify.rs`)
+//! and record it through the conversions' one path (`convert::record`).
+//!
+//! Answers: 400 for a bad signature (nothing stored), 200 for everything a
+//! provider should not retry: `recorded`, `duplicate`, `conflict` (the same
+//! sale reported differently, e.g. by a checkout and by its invoice; the
+//! first report stands), `ignored` and `rejected` (a used event we cannot
+//! record; kept in the rejections log).
+
+use super::convert::{self, Outcome};
+use super::store::{self, Row, S};
+use super::{body_limited, error, header, json, now_ms, respond, Config};
+use crate::admin::Program;
+use crate::auth::SignatureError;
+use crate::fields::FieldError;
+use crate::hash;
+use crate::integration::{text, Conversion, Mapped, MAX_BODY};
+use crate::record::Source;
+use crate::time::Timestamp;
+use crate::{shopify, stripe};
+use serde_json::{json as j, Value};
+use std::rc::Rc;
+use worker::*;
+
+fn source_name(source: Source) -> &'static str {
+    match source {
+        Source::Shopify => "shopify",
+        _ => "stripe",
+    }
+}
+
+fn bad_signature(e: SignatureError) -> Result<Response> {
+    error(
+        400,
+        match e {
+            SignatureError::Malformed => "missing or malformed signature",
+            SignatureError::Expired => "signature timestamp outside the 300 s tolerance",
+            SignatureError::Mismatch => "signature does not verify",
+        },
+    )
+}
+
+/// The program and the raw body, or the answer that ends the request.
+async fn open(
+    req: &mut Request,
+    env: &Env,
+    program: &str,
+) -> Result<std::result::Result<(Rc<Program>, Vec<u8>), Response>> {
+    let program = match crate::ids::is_valid_id(program) {
+        true => store::program(env, program).await?,
+        false => None,
+    };
+    let Some(program) = program else {
+        return Ok(Err(error(404, "no such program")?));
+    };
+    match body_limited(req, MAX_BODY).await? {
+        Some(body) => Ok(Ok((program, body))),
+        None => Ok(Err(error(413, "body over 256 KiB")?)),
+    }
+}
+
+pub async fn stripe(mut req: Request, env: &Env, cfg: &Config, program: &str) -> Result<Response> {
+    let (program, body) = ok_or_return!(open(&mut req, env, program).await);
+    if program.stripe_secrets.is_empty() {
+        return error(400, "no stripe_secrets configured for this program");
+    }
+    let sig = header(&req, stripe::SIGNATURE_HEADER).unwrap_or_default();
+    if let Err(e) = stripe::verify(&sig, &body, &program.stripe_secrets, now_ms() / 1000) {
+        return bad_signature(e);
+    }
+    let event: Value = match serde_json::from_slice(&body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => return error(400, "not a JSON event"),
+    };
+    let Some(event_id) = text(&event, &["id"]) else {
+        return error(400, "event without an id");
+    };
+    let kind = text(&event, &["type"]).unwrap_or_default();
+    let mapped = stripe::map(&event);
+    handle(
+        env,
+        cfg,
+        &req,
+        &program,
+        Source::Stripe,
+        Some(&event_id),
+        &kind,
+        &body,
+        mapped,
+    )
+    .await
+}
+
+pub async fn shopify(mut req: Request, env: &Env, cfg: &Config, program: &str) -> Result<Response> {
+    let (program, body) = ok_or_return!(open(&mut req, env, program).await);
+    if program.shopify_secrets.is_empty() {
+        return error(400, "no shopify_secrets configured for this program");
+    }
+    let sig = header(&req, shopify::SIGNATURE_HEADER).unwrap_or_default();
+    if let Err(e) = shopify::verify(&sig, &body, &program.shopify_secrets) {
+        return bad_signature(e);
+    }
+    let order: Value = match serde_json::from_slice(&body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => return error(400, "not a JSON object"),
+    };
+    let topic = header(&req, shopify::TOPIC_HEADER).unwrap_or_default();
+    let webhook_id = header(&req, shopify::WEBHOOK_ID_HEADER).filter(|w| !w.is_empty());
+    let mapped = shopify::map(&topic, &order);
+    handle(
+        env,
+        cfg,
+        &req,
+        &program,
+        Source::Shopify,
+        webhook_id.as_deref(),
+        &topic,
+        &body,
+        mapped,
+    )
+    .await
+}
+
+/// The answer stored for a provider event, if it was handled before.
+async fn stored(env: &Env, source: &str, program: &str, event_id: &str) -> Result<Option<String>> {
+    let r = store::row(store::q(
+        env,
+        "SELECT answer FROM integration_events WHERE source = ?1 AND program = ?2 AND event_id = ?3",
+        &[S(source), S(program), S(event_id)],
+    )?)
+    .await?;
+    Ok(r.map(|r| store::txt(&r, "answer").to_string()))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn handle(
+    env: &Env,
+    cfg: &Config,
+    req: &Request,
+    program: &Program,
+    source: Source,
+    event_id: Option<&str>,
+    kind: &str,
+    body: &[u8],
+    mapped: std::result::Result<Mapped, FieldError>,
+) -> Result<Response> {
+    let src = source_name(source);
+    if let Some(id) = event_id {
+        if let Some(answer) = stored(env, src, &program.id, id).await? {
+            return respond(200, "application/json", answer.into_bytes());
+        }
+    }
+    let raw = String::from_utf8_lossy(body);
+    let answer = match mapped {
+        Ok(Mapped::Ignored(why)) => j!({"status": "ignored", "reason": why}),
+        Ok(Mapped::Conversion(c)) => convert_one(env, cfg, req, program, source, &c, &raw).await?,
+        Err(e) => rejected(env, src, program, &e, &raw).await?,
+    };
+    let text = answer.to_string();
+    if let Some(id) = event_id {
+        let inserted = store::changes(store::q(
+            env,
+            "INSERT INTO integration_events (source, program, event_id, type, answer, at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+            &[
+                S(src),
+                S(&program.id),
+                S(id),
+                S(kind),
+                S(&text),
+                S(&Timestamp(now_ms()).to_string()),
+            ],
+        )?)
+        .await?;
+        // A concurrent delivery of the same event answered first: its answer.
+        if inserted == 0 {
+            if let Some(first) = stored(env, src, &program.id, id).await? {
+                return respond(200, "application/json", first.into_bytes());
+            }
+        }
+    }
+    json(200, &answer)
+}
+
+async fn rejected(
+    env: &Env,
+    src: &str,
+    program: &Program,
+    e: &FieldError,
+    raw: &str,
+) -> Result<Value> {
+    store::log_rejection(env, src, Some(&program.id), &e.field, &e.reason, raw).await?;
+    Ok(j!({"status": "rejected", "error": e}))
+}
+
+async fn convert_one(
+    env: &Env,
+    cfg: &Config,
+    req: &Request,
+    program: &Program,
+    source: Source,
+    c: &Conversion,
+    raw: &str,
+) -> Result<Value> {
+    let src = source_name(source);
+    // A refund or dispute may name the payment intent or charge of a sale
+    // recorded under its invoice id.
+    let mut original = None;
+    if !c.originals.is_empty() {
+        let rows: Vec<Row> = store::rows(store::q(
+            env,
+            "SELECT ref, txn_id FROM integration_refs
+             WHERE program = ?1 AND ref IN (SELECT value FROM json_each(?2))",
+            &[S(&program.id), S(&serde_json::to_string(&c.originals)?)],
+        )?)
+        .await?;
+        original = c.originals.iter().find_map(|o| {
+            rows.iter()
+                .find(|r| store::txt(r, "ref") == o)
+                .map(|r| store::txt(r, "txn_id").to_string())
+        });
+    }
+    let salt = &cfg.email_salt;
+    let now = super::event_now(req, cfg);
+    let mut pb = match c.postback(program, original, |e| hash::email(salt, e), now) {
+        Ok(pb) => pb,
+        Err(e) => return rejected(env, src, program, &e, raw).await,
+    };
+    let ev = convert::evidence_or_none(env, cfg, program, &mut pb, src, raw).await?;
+    let outcome = convert::record(env, cfg, req, &pb, ev, source).await?;
+    if !c.aliases.is_empty() {
+        let stmts = c
+            .aliases
+            .iter()
+            .map(|a| {
+                store::q(
+                    env,
+                    "INSERT INTO integration_refs (program, ref, txn_id) VALUES (?1, ?2, ?3)
+                     ON CONFLICT DO NOTHING",
+                    &[S(&program.id), S(a), S(&pb.txn_id)],
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        store::db(env)?.batch(stmts).await?;
+    }
+    if let Outcome::Conflict(_) = outcome {
+        console_warn!(
+            "{src} event for {} conflicts with the recorded {}",
+            program.id,
+            pb.dedupe_key()
+        );
+    }
+    Ok(outcome.answer().0)
+}
