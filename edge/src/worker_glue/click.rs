@@ -208,7 +208,7 @@ pub async fn click(
         .or_else(|| header(&req, "CF-IPCountry"))
         .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()));
     let referrer_host = header(&req, "Referer")
-        .and_then(|r| url::Url::parse(&r).ok())
+        .and_then(|r| crate::dest::parse_http_url(&r).ok())
         .and_then(|u| u.host_str().map(str::to_string));
 
     let mut rec = Record::new(Kind::Click);
