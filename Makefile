@@ -49,9 +49,11 @@ fuzz:
 
 # Edge: click route vs a static redirect, mint+verify, bot rules, wasm size.
 # Settlement: 10M mixed-model events imported, run and reported, against DuckDB.
+# Fraud: precision, recall and clean false positives of every rule (target/bench/fraud.json).
 bench: build-edge
 	cargo run --release -p e2e --bin bench-edge
 	cargo run --release -p settlement --bin settlement-bench -- --events $${BENCH_EVENTS:-10000000}
+	cargo run --release -p settlement --bin fraud-bench
 
 # One cargo invocation builds both (the same feature set every run, so a
 # second `make demo` compiles nothing), then the demo binary runs.

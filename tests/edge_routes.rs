@@ -180,6 +180,49 @@ fn click_redirects_with_cookie_and_is_recorded() {
 }
 
 #[test]
+fn clicks_carry_the_fraud_signals() {
+    let (_, _, slug) = setup("signals");
+    let w = worker();
+    let (s, _, head) = send(
+        agent()
+            .get(&w.url(&format!("/c/{slug}")))
+            .set("User-Agent", BROWSER)
+            .set("Referer", "https://blog.example/posts/1?utm=x")
+            .set("CF-IPCountry", "DE"),
+        None,
+    );
+    assert_eq!(s, 302);
+    let with = click_id_of(&head);
+    let (_, head) = click(&slug, "", BROWSER);
+    let without = click_id_of(&head);
+    let all = export_until("both clicks", |all| {
+        [&with, &without]
+            .iter()
+            .all(|c| all.iter().any(|e| e["click_id"] == c.as_str()))
+    });
+    let find = |c: &str| all.iter().find(|e| e["click_id"] == c).unwrap().clone();
+    let a = find(&with);
+    assert_eq!(a["has_referrer"], true, "{a}");
+    assert_eq!(a["referrer_host"], "blog.example", "{a}");
+    let b = find(&without);
+    assert_eq!(b["has_referrer"], false, "{b}");
+    assert!(b.get("referrer_host").is_none(), "{b}");
+    for e in [&a, &b] {
+        // The visitor hash is salted: the same client gives the same hash,
+        // and no raw address is stored.
+        assert_eq!(e["visitor"], a["visitor"]);
+        assert!(e["visitor"].as_str().unwrap().len() >= 16, "{e}");
+        // request.cf.asn is there in workerd; the hosting flag follows it.
+        if let Some(asn) = e.get("asn").and_then(Value::as_u64) {
+            assert!(e["datacenter"].is_boolean(), "{e}");
+            assert!(asn > 0);
+        } else {
+            assert!(e.get("datacenter").is_none(), "{e}");
+        }
+    }
+}
+
+#[test]
 fn destination_without_macro_gets_click_id_appended_and_deep_links_are_checked() {
     let (program, partner, _) = setup("deep");
     let (s, b) = admin(

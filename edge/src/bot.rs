@@ -155,6 +155,76 @@ pub fn classify(s: &Signals<'_>) -> Option<BotReason> {
     classify_agent(s.user_agent.unwrap_or(""))
 }
 
+// ---------------------------------------------------------------- hosting networks
+
+const HOSTING_DATA: &[u8] = include_bytes!("../data/hosting-asns.txt");
+
+/// The hosting and cloud ASNs of `data/hosting-asns.txt`, ascending: parsed
+/// and checked (strictly ascending) at compile time, so the worker carries
+/// a plain sorted array and no parser.
+pub static HOSTING_ASNS: [u32; hosting::count(HOSTING_DATA)] = hosting::parse(HOSTING_DATA);
+
+/// Whether an autonomous system is a hosting or cloud network (a click from
+/// it comes from a server, not a person's connection).
+pub fn is_hosting_asn(asn: u32) -> bool {
+    HOSTING_ASNS.binary_search(&asn).is_ok()
+}
+
+mod hosting {
+    /// `(start of the next line, the line's ASN if it has one)`.
+    const fn line(d: &[u8], mut i: usize) -> (usize, Option<u32>) {
+        while i < d.len() && (d[i] == b' ' || d[i] == b'\t') {
+            i += 1;
+        }
+        let mut asn: Option<u32> = None;
+        if i < d.len() && d[i] != b'#' && d[i] != b'\n' && d[i] != b'\r' {
+            let mut v: u32 = 0;
+            let mut digits = 0;
+            while i < d.len() && d[i].is_ascii_digit() {
+                v = v * 10 + (d[i] - b'0') as u32;
+                digits += 1;
+                i += 1;
+            }
+            assert!(digits > 0, "hosting-asns.txt: a line starts with its ASN");
+            asn = Some(v);
+        }
+        while i < d.len() && d[i] != b'\n' {
+            i += 1;
+        }
+        (i + 1, asn)
+    }
+
+    pub const fn count(d: &[u8]) -> usize {
+        let (mut i, mut n) = (0, 0);
+        while i < d.len() {
+            let (next, asn) = line(d, i);
+            if asn.is_some() {
+                n += 1;
+            }
+            i = next;
+        }
+        n
+    }
+
+    pub const fn parse<const N: usize>(d: &[u8]) -> [u32; N] {
+        let mut out = [0u32; N];
+        let (mut i, mut n) = (0, 0);
+        while i < d.len() {
+            let (next, asn) = line(d, i);
+            if let Some(a) = asn {
+                assert!(
+                    n == 0 || a > out[n - 1],
+                    "hosting-asns.txt: ASNs must be strictly ascending"
+                );
+                out[n] = a;
+                n += 1;
+            }
+            i = next;
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +309,26 @@ mod tests {
             purpose: None,
         };
         assert_eq!(classify(&curl), Some(BotReason::Crawler));
+    }
+
+    #[test]
+    fn hosting_networks() {
+        assert!(HOSTING_ASNS.len() >= 50);
+        assert!(HOSTING_ASNS.windows(2).all(|w| w[0] < w[1]));
+        for asn in [
+            16509, 14618, 15169, 396982, 8075, 14061, 16276, 24940, 63949, 20473,
+        ] {
+            assert!(is_hosting_asn(asn), "{asn}");
+        }
+        // consumer networks: Comcast, Deutsche Telekom, Verizon Wireless, Cloudflare WARP
+        for asn in [7922, 3320, 22394, 13335, 0] {
+            assert!(!is_hosting_asn(asn), "{asn}");
+        }
+        let listed = include_str!("../data/hosting-asns.txt")
+            .lines()
+            .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+            .count();
+        assert_eq!(listed, HOSTING_ASNS.len());
     }
 }
 

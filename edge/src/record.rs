@@ -108,6 +108,15 @@ pub struct Record {
     pub bot_reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub referrer_host: Option<String>,
+    /// Autonomous system of the click's connection (`request.cf.asn`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asn: Option<u32>,
+    /// The ASN is a hosting or cloud network (`edge/data/hosting-asns.txt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datacenter: Option<bool>,
+    /// The click came with a `Referer` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub has_referrer: Option<bool>,
 
     // deal / partner lines
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -170,6 +179,9 @@ impl Record {
             visitor: None,
             bot_reason: None,
             referrer_host: None,
+            asn: None,
+            datacenter: None,
+            has_referrer: None,
             status: None,
             approved_at: None,
             expires_at: None,

@@ -76,6 +76,7 @@ struct RawProgram {
     minimum_per_period: Option<Spanned<Dec>>,
     #[serde(default)]
     rules: Vec<Spanned<RawRule>>,
+    fraud: Option<crate::fraud::RawFraud>,
 }
 
 #[derive(Deserialize)]
@@ -209,6 +210,8 @@ pub struct Program {
     pub overrides: Vec<Decimal>,
     pub minimum_per_period: Option<Decimal>,
     pub rules: Vec<Rule>,
+    /// `[programs.fraud]`: the fraud rules, when the table is present.
+    pub fraud: Option<crate::fraud::FraudConfig>,
 }
 
 #[derive(Clone, Debug)]
@@ -233,7 +236,7 @@ pub const DEFAULT_DEAL_DAYS: i64 = 90;
 // ---------------------------------------------------------------- errors
 
 /// Maps byte offsets to lines, and finds the key written on a line.
-struct Src<'a> {
+pub(crate) struct Src<'a> {
     file: String,
     text: &'a str,
 }
@@ -248,7 +251,7 @@ impl Src<'_> {
             + 1
     }
 
-    fn err(&self, span: Range<usize>, key: &str, message: impl Into<String>) -> Error {
+    pub(crate) fn err(&self, span: Range<usize>, key: &str, message: impl Into<String>) -> Error {
         Error::Config(ConfigError {
             file: self.file.clone(),
             line: self.line(span.start),
@@ -413,7 +416,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
                 return Err(src.err(span, "id", format!("rule id {:?} is used twice", r.id)));
             }
         }
+        let fraud = match &rp.fraud {
+            Some(raw) => Some(crate::fraud::check(&src, raw, window_days)?),
+            None => None,
+        };
         programs.push(Program {
+            fraud,
             id,
             model,
             currency: pcur,

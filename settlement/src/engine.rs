@@ -8,6 +8,7 @@
 use crate::config::{Base, Config, Metric, Mode, Program, StepBase};
 use crate::error::{Error, Result};
 use crate::facts::{Conv, Facts, NONE, NO_TS};
+use crate::fraud::{self, Action, Pre, Review, Verdict};
 use crate::ledger::{EntryKind, Rejection};
 use crate::money::{Exact, Money};
 use crate::period::{add_months_ms, date_of_day, Period, DAY_MS};
@@ -84,6 +85,54 @@ pub struct REntry {
     pub calc: Calc,
     /// The entry this one derives from (override, clawback).
     pub parent: Option<Hash10>,
+    /// Held for review: 1 + the fraud rule (index into `fraud::RULES`) it
+    /// is held under; 0 when not held.
+    pub fraud: u8,
+}
+
+/// What became of a conversion the fraud rules flagged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// No partner: nothing to pay.
+    Unattributed,
+    /// Booked as usual; the flag is for the report.
+    Flagged,
+    /// Booked, not payable until an operator decides.
+    Held,
+    /// Held (or rejected by a rule) and released by an operator.
+    Released,
+    /// Rejected by the rules (`fraud:<rule>`).
+    Rejected,
+    /// Held and rejected by an operator.
+    ReviewRejected,
+    /// Rejected for another reason first (self-referral, partner status).
+    OtherRejection,
+}
+
+impl Outcome {
+    /// The `decision` column of fraud.csv.
+    pub fn decision(self) -> &'static str {
+        match self {
+            Outcome::Held => "pending",
+            Outcome::Released => "released",
+            Outcome::ReviewRejected => "rejected",
+            _ => "",
+        }
+    }
+}
+
+/// A conversion the fraud rules flagged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FraudRow {
+    pub conv: u32,
+    /// The attributed partner, else the edge's evidence (or `NONE`).
+    pub partner: u32,
+    pub prog: u16,
+    pub mask: u16,
+    pub verdict: Verdict,
+    pub outcome: Outcome,
+    /// The conversion's entry (commission, rejected or capped), if any.
+    pub entry: Option<Hash10>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -119,6 +168,18 @@ pub struct Output {
     pub attribution: Vec<(u32, Method)>,
     /// Keyed by `(period, program symbol)`.
     pub stats: FxHashMap<(Period, u32), Stat>,
+    /// Flagged conversions, by conversion index.
+    pub fraud: Vec<FraudRow>,
+}
+
+impl Output {
+    /// The fraud row of a conversion.
+    pub fn fraud_row(&self, conv: u32) -> Option<&FraudRow> {
+        self.fraud
+            .binary_search_by_key(&conv, |r| r.conv)
+            .ok()
+            .map(|i| &self.fraud[i])
+    }
 }
 
 /// Hashes id parts: SHA-256 over parts separated by NUL, first 10 bytes.
@@ -164,6 +225,8 @@ pub struct Engine<'a> {
     approved: u32,
     refund: u32,
     chargeback: u32,
+    /// Operators' decisions, by conversion index.
+    pub reviews: FxHashMap<u32, Review>,
 }
 
 /// A symbol that matches nothing (the config names a value no fact has).
@@ -204,7 +267,21 @@ impl<'a> Engine<'a> {
             approved: sym("approved"),
             refund: sym("refund"),
             chargeback: sym("chargeback"),
+            reviews: FxHashMap::default(),
         }
+    }
+
+    /// With the operators' decisions, keyed by conversion event id.
+    pub fn with_reviews(mut self, by_event: &FxHashMap<String, Review>) -> Self {
+        if by_event.is_empty() {
+            return self;
+        }
+        for (i, c) in self.facts.convs.iter().enumerate() {
+            if let Some(r) = by_event.get(self.facts.id(c)) {
+                self.reviews.insert(i as u32, r.clone());
+            }
+        }
+        self
     }
 
     pub fn program_of(&self, sym: u32) -> Option<u16> {
@@ -361,6 +438,7 @@ struct Retro {
     period: Period,
     amount: Exact,
     lots: Exact,
+    held: u8,
 }
 
 /// Computes every program, each on its own (attribution, rules, ladders,
@@ -368,6 +446,13 @@ struct Retro {
 /// machine has; the outputs are joined in program order, so the result does
 /// not depend on the threads.
 pub fn compute(eng: &Engine, opts: &Options) -> Result<Output> {
+    let pre = fraud::prepare(eng.cfg, eng.facts, opts);
+    compute_with(eng, opts, &pre)
+}
+
+/// [`compute`] with the fraud rules' verdicts before attribution already
+/// computed (for the same `opts`).
+pub fn compute_with(eng: &Engine, opts: &Options, pre: &Pre) -> Result<Output> {
     let f = eng.facts;
     let n = eng.cfg.programs.len();
     let mut out = Output {
@@ -404,7 +489,7 @@ pub fn compute(eng: &Engine, opts: &Options) -> Result<Output> {
             sc.spawn(|| loop {
                 let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(&i) = queue.get(k) else { break };
-                let r = compute_part(eng, opts, i as u16, &buckets[i]);
+                let r = compute_part(eng, opts, pre, i as u16, &buckets[i]);
                 *parts[i].lock().expect("part lock") = Some(r);
             });
         }
@@ -423,7 +508,9 @@ pub fn compute(eng: &Engine, opts: &Options) -> Result<Output> {
         for (ci, partner, method) in part.attr {
             out.attribution[ci as usize] = (partner, method);
         }
+        out.fraud.extend(part.out.fraud);
     }
+    out.fraud.sort_unstable_by_key(|r| r.conv);
     Ok(out)
 }
 
@@ -434,7 +521,7 @@ struct Part {
     attr: Vec<(u32, u32, Method)>,
 }
 
-fn compute_part(eng: &Engine, opts: &Options, pi: u16, convs: &[u32]) -> Result<Part> {
+fn compute_part(eng: &Engine, opts: &Options, pre: &Pre, pi: u16, convs: &[u32]) -> Result<Part> {
     let f = eng.facts;
     let cfg = eng.cfg;
     let prog_sym = f
@@ -445,12 +532,18 @@ fn compute_part(eng: &Engine, opts: &Options, pi: u16, convs: &[u32]) -> Result<
     let mut attr: Vec<(u32, u32, Method)> = Vec::new();
     let visible = |ts: i64, arrival: i64| ts < opts.until_ms && arrival <= opts.max_arrival;
 
-    // conversions in (ts, id) order
-    let mut order: Vec<u32> = convs.to_vec();
-    order.sort_by(|&a, &b| {
-        let (ca, cb) = (&f.convs[a as usize], &f.convs[b as usize]);
-        ca.ts.cmp(&cb.ts).then_with(|| f.id(ca).cmp(f.id(cb)))
-    });
+    // conversions in (ts, id) order (the fraud rules may have sorted them)
+    let order: Vec<u32> = match pre.orders.get(usize::from(pi)) {
+        Some(o) if o.len() == convs.len() => o.clone(),
+        _ => {
+            let mut order = convs.to_vec();
+            order.sort_by(|&a, &b| {
+                let (ca, cb) = (&f.convs[a as usize], &f.convs[b as usize]);
+                ca.ts.cmp(&cb.ts).then_with(|| f.id(ca).cmp(f.id(cb)))
+            });
+            order
+        }
+    };
 
     // approved deals per (program, customer), earliest registration first
     let mut deals: FxHashMap<(u32, u32), Vec<u32>> = FxHashMap::default();
@@ -627,8 +720,23 @@ fn compute_part(eng: &Engine, opts: &Options, pi: u16, convs: &[u32]) -> Result<
             method = Method::Click;
             rejection = Some(Rejection::BotClick);
         }
+        let fc = p.fraud.as_ref();
         if partner == NONE {
             stat.unattributed += 1;
+            if let Some(fc) = fc {
+                let mask = fc.active(pre.mask(ci) & !fraud::COUPON_LEAKAGE);
+                if mask != 0 {
+                    out.fraud.push(FraudRow {
+                        conv: ci,
+                        partner: c.partner,
+                        prog: pi,
+                        mask,
+                        verdict: fc.decide(mask),
+                        outcome: Outcome::Unattributed,
+                        entry: None,
+                    });
+                }
+            }
             continue;
         }
         attr.push((ci, partner, method));
@@ -641,6 +749,53 @@ fn compute_part(eng: &Engine, opts: &Options, pi: u16, convs: &[u32]) -> Result<
             rejection = Some(Rejection::UnknownPartner);
         } else if info.map_or(NONE, |i| status_of(i, c.ts)) != eng.approved {
             rejection = Some(Rejection::PartnerNotApproved);
+        }
+        // ---- fraud rules: score, action, operators' decisions
+        let mut held = 0u8;
+        let mut row: Option<usize> = None;
+        if let Some(fc) = fc {
+            let mut mask = pre.mask(ci);
+            if method != Method::Coupon {
+                mask &= !fraud::COUPON_LEAKAGE;
+            }
+            if self_ref {
+                mask |= fraud::SELF_REFERRAL;
+            }
+            let mask = fc.active(mask);
+            if mask != 0 {
+                let v = fc.decide(mask);
+                let review = eng.reviews.get(&ci);
+                let outcome = if rejection.is_some() {
+                    Outcome::OtherRejection
+                } else {
+                    match (v.action, review) {
+                        (Action::Reject | Action::Hold, Some(r)) if r.release => Outcome::Released,
+                        (Action::Reject, _) => {
+                            rejection = Some(Rejection::Fraud(v.rule));
+                            Outcome::Rejected
+                        }
+                        (Action::Hold, None) => {
+                            held = v.rule + 1;
+                            Outcome::Held
+                        }
+                        (Action::Hold, Some(_)) => {
+                            rejection = Some(Rejection::Fraud(v.rule));
+                            Outcome::ReviewRejected
+                        }
+                        _ => Outcome::Flagged,
+                    }
+                };
+                row = Some(out.fraud.len());
+                out.fraud.push(FraudRow {
+                    conv: ci,
+                    partner,
+                    prog: pi,
+                    mask,
+                    verdict: v,
+                    outcome,
+                    entry: None,
+                });
+            }
         }
         if rejection.is_none() {
             stat.attributed += 1;
@@ -701,8 +856,12 @@ fn compute_part(eng: &Engine, opts: &Options, pi: u16, convs: &[u32]) -> Result<
         let partner_b = f.syms.str(partner).as_bytes();
         if let Some(why) = rejection {
             let rule_id = best.map_or("-", |(g, _)| eng.rule(g).1.id.as_str());
+            let id = hash_parts(&[b"rejected", rule_id.as_bytes(), partner_b, ev_id]);
+            if let Some(r) = row {
+                out.fraud[r].entry = Some(id);
+            }
             out.entries.push(REntry {
-                id: hash_parts(&[b"rejected", rule_id.as_bytes(), partner_b, ev_id]),
+                id,
                 period,
                 partner,
                 prog: pi,
@@ -715,11 +874,22 @@ fn compute_part(eng: &Engine, opts: &Options, pi: u16, convs: &[u32]) -> Result<
                 event_day: day,
                 calc: Calc::Rejected(why),
                 parent: None,
+                fraud: 0,
             });
             continue;
         }
         let Some((g, _)) = best else { continue };
         let rule = eng.rule(g).1;
+        if let Some(r) = row {
+            if !matches!(rule.base, Base::Discount(_)) {
+                out.fraud[r].entry = Some(hash_parts(&[
+                    b"commission",
+                    rule.id.as_bytes(),
+                    partner_b,
+                    ev_id,
+                ]));
+            }
+        }
         let amount = match amount {
             Some(a) => a,
             None => eng.conv_amount(c, p)?,
@@ -730,8 +900,12 @@ fn compute_part(eng: &Engine, opts: &Options, pi: u16, convs: &[u32]) -> Result<
         if let Some(cap) = rule.cap {
             let n = counts.entry(key).or_insert(0);
             if *n >= cap {
+                let id = hash_parts(&[b"capped", rule.id.as_bytes(), partner_b, ev_id]);
+                if let Some(r) = row {
+                    out.fraud[r].entry = Some(id);
+                }
                 out.entries.push(REntry {
-                    id: hash_parts(&[b"capped", rule.id.as_bytes(), partner_b, ev_id]),
+                    id,
                     period,
                     partner,
                     prog: pi,
@@ -744,6 +918,7 @@ fn compute_part(eng: &Engine, opts: &Options, pi: u16, convs: &[u32]) -> Result<
                     event_day: day,
                     calc: Calc::Capped { cap },
                     parent: None,
+                    fraud: 0,
                 });
                 continue;
             }
@@ -783,6 +958,7 @@ fn compute_part(eng: &Engine, opts: &Options, pi: u16, convs: &[u32]) -> Result<
                     g,
                     x,
                     Calc::Base,
+                    held,
                 )?;
             }
             Base::Ladder(l) => {
@@ -804,6 +980,7 @@ fn compute_part(eng: &Engine, opts: &Options, pi: u16, convs: &[u32]) -> Result<
                             g,
                             x,
                             calc,
+                            held,
                         )?;
                     }
                     Mode::Retroactive => {
@@ -816,6 +993,7 @@ fn compute_part(eng: &Engine, opts: &Options, pi: u16, convs: &[u32]) -> Result<
                             period,
                             amount,
                             lots,
+                            held,
                         });
                     }
                 }
@@ -853,6 +1031,7 @@ fn compute_part(eng: &Engine, opts: &Options, pi: u16, convs: &[u32]) -> Result<
             r.rule,
             x,
             calc,
+            r.held,
         )?;
     }
 
@@ -912,6 +1091,8 @@ fn compute_part(eng: &Engine, opts: &Options, pi: u16, convs: &[u32]) -> Result<
                 event_day: day,
                 calc: Calc::Clawback(Box::new((after.sub(before)?.approx(), e.amount))),
                 parent: Some(e.id),
+                // a clawback of a held entry waits with it
+                fraud: e.fraud,
             });
         }
         if let Some(&li) = inv_of_conv.get(&oi) {
@@ -972,6 +1153,7 @@ fn compute_part(eng: &Engine, opts: &Options, pi: u16, convs: &[u32]) -> Result<
             event_day: m.ts.div_euclid(DAY_MS),
             calc: Calc::Mdf,
             parent: None,
+            fraud: 0,
         });
     }
 
@@ -1020,6 +1202,7 @@ fn compute_part(eng: &Engine, opts: &Options, pi: u16, convs: &[u32]) -> Result<
                     event_day: period.last_day(),
                     calc: Calc::Topup(Box::new((min, got))),
                     parent: None,
+                    fraud: 0,
                 });
             }
         }
@@ -1040,6 +1223,7 @@ fn book(
     g: u32,
     x: Exact,
     calc: Calc,
+    held: u8,
 ) -> Result<()> {
     let f = eng.facts;
     let c = &f.convs[ci as usize];
@@ -1075,6 +1259,7 @@ fn book(
         event_day: day,
         calc,
         parent: None,
+        fraud: held,
     });
     if amount.is_zero() || p.overrides.is_empty() {
         return Ok(());
@@ -1128,6 +1313,7 @@ fn book(
             event_day: day,
             calc,
             parent: Some(id),
+            fraud: if kind == EntryKind::Override { held } else { 0 },
         });
         child = anc;
     }

@@ -77,6 +77,39 @@ pub fn explain(store: &Store, id: &str) -> Result<String> {
         if !adjusts.is_empty() {
             let _ = writeln!(o, "  derives from entry {adjusts}");
         }
+        let fraud: Option<(i64, String, String, String, String, String)> = c
+            .query_row(
+                "SELECT score, reasons, action, decision, decided_by, why FROM fraud
+                 WHERE period = ?1 AND entry = ?2 LIMIT 1",
+                rusqlite::params![period, id],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                },
+            )
+            .optional()?;
+        if let Some((score, reasons, action, decision, by, why)) = fraud {
+            let _ = write!(o, "  fraud    score {score} ({reasons}), action {action}");
+            match decision.as_str() {
+                "" => {}
+                "pending" => {
+                    let _ = write!(
+                        o,
+                        ", awaiting review (settlement review release|reject {id})"
+                    );
+                }
+                d => {
+                    let _ = write!(o, ", {d} by {by}: {why}");
+                }
+            }
+            let _ = writeln!(o);
+        }
         (period, sources, rule, calc)
     } else {
         type Inv = (

@@ -173,6 +173,110 @@ pub struct PartnerInfo {
     pub email_hash: u32,
 }
 
+/// A person's click as the fraud rules read it (bot clicks are left out:
+/// they never pay).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FClick {
+    pub ts: i64,
+    /// [`visitor_key`] of the salted visitor hash, 0 when absent.
+    pub visitor: u64,
+    pub program: u32,
+    pub partner: u32,
+    pub arrival: u32,
+    /// [`country_code`], 0 when absent.
+    pub country: u16,
+    /// [`FClick::DATACENTER`], [`FClick::REFERRER`].
+    pub flags: u8,
+}
+
+impl FClick {
+    pub const DATACENTER: u8 = 1;
+    pub const REFERRER: u8 = 2;
+}
+
+/// 64-bit FNV-1a: stable across runs and machines.
+pub fn hash64(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// A visitor hash as 64 bits: its first 16 hex digits (the edge's hashes
+/// are hex), else [`hash64`]; never 0.
+pub fn visitor_key(s: &str) -> u64 {
+    let v = s
+        .get(..16)
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .unwrap_or_else(|| hash64(s));
+    v.max(1)
+}
+
+/// A two-letter country code as 16 bits, 0 for anything else.
+pub fn country_code(s: Option<&str>) -> u16 {
+    match s.map(str::as_bytes) {
+        Some([a, b]) => u16::from(a.to_ascii_uppercase()) << 8 | u16::from(b.to_ascii_uppercase()),
+        _ => 0,
+    }
+}
+
+fn fclick(k: &ClickIn, program: u32, partner: u32) -> FClick {
+    let mut flags = 0;
+    if k.datacenter == Some(true) || k.asn.is_some_and(edge::bot::is_hosting_asn) {
+        flags |= FClick::DATACENTER;
+    }
+    if k.has_referrer == Some(true) {
+        flags |= FClick::REFERRER;
+    }
+    FClick {
+        ts: k.ts,
+        visitor: k.visitor.filter(|v| !v.is_empty()).map_or(0, visitor_key),
+        program,
+        partner,
+        arrival: u32::try_from(k.arrival).unwrap_or(u32::MAX),
+        country: country_code(k.country),
+        flags,
+    }
+}
+
+/// What the fraud rules need beyond the conversions: people's clicks and
+/// which click each conversion cites. Loaded only for programs with a
+/// `[programs.fraud]` table.
+#[derive(Default, Debug, Clone)]
+pub struct ClickFacts {
+    pub clicks: Vec<FClick>,
+    /// Per conversion (index in `Facts::convs`): the index of the click it
+    /// cites in `clicks`, or `NONE`; built by [`Facts::link_clicks`].
+    pub conv_click: Vec<u32>,
+    /// `(conversion, visitor key)` of conversions that carry their own
+    /// visitor hash, sorted.
+    pub conv_visitor: Vec<(u32, u64)>,
+    /// `(click key, click index)` while loading.
+    keys: Vec<(u64, u32)>,
+    /// `(click key, conversion index)` while loading.
+    conv_keys: Vec<(u64, u32)>,
+    /// Program and partner names of clicks -> symbols: a small table that
+    /// stays in cache, in front of the interner.
+    names: FxHashMap<Box<str>, u32>,
+    /// The programs whose clicks and click ids are kept; `None`: all.
+    programs: Option<FxHashSet<u32>>,
+}
+
+impl ClickFacts {
+    /// The visitor of a conversion: its own, else its click's (0: none).
+    pub fn visitor_of(&self, conv: u32) -> u64 {
+        if let Ok(i) = self.conv_visitor.binary_search_by_key(&conv, |x| x.0) {
+            return self.conv_visitor[i].1;
+        }
+        match self.conv_click.get(conv as usize) {
+            Some(&k) if k != NONE => self.clicks[k as usize].visitor,
+            _ => 0,
+        }
+    }
+}
+
 #[derive(Default, Debug, Clone)]
 pub struct Facts {
     pub syms: Interner,
@@ -186,6 +290,8 @@ pub struct Facts {
     /// `(program, code)` -> partner.
     pub coupons: FxHashMap<(u32, u32), u32>,
     pub bot_clicks: FxHashSet<Box<str>>,
+    /// For the fraud rules; empty unless a program has them.
+    pub fraud: ClickFacts,
 }
 
 /// The fields of a conversion as the store or a record gives them.
@@ -210,6 +316,24 @@ pub struct ConvIn<'a> {
     pub currency: Option<Currency>,
     pub lots: Option<Decimal>,
     pub bot: bool,
+    /// The conversion's own visitor hash (pixel conversions may carry one).
+    pub visitor: Option<&'a str>,
+}
+
+/// The fields of a click as the store or a record gives them.
+#[derive(Default, Clone, Copy)]
+pub struct ClickIn<'a> {
+    /// The click id (or the event id when the click has none).
+    pub key: &'a str,
+    pub ts: i64,
+    pub arrival: i64,
+    pub program: &'a str,
+    pub partner: &'a str,
+    pub visitor: Option<&'a str>,
+    pub country: Option<&'a str>,
+    pub asn: Option<u32>,
+    pub datacenter: Option<bool>,
+    pub has_referrer: Option<bool>,
 }
 
 impl Facts {
@@ -230,8 +354,101 @@ impl Facts {
         self.bot_clicks.insert(click_id.into());
     }
 
+    /// Keep clicks and click ids for these programs only (the ones with
+    /// fraud rules); by default, for every program.
+    pub fn fraud_programs(&mut self, programs: &[&str]) {
+        let set = programs.iter().map(|p| self.syms.intern(p)).collect();
+        self.fraud.programs = Some(set);
+    }
+
+    fn click_sym(&mut self, s: &str) -> u32 {
+        match self.fraud.names.get(s) {
+            Some(&x) => x,
+            None => {
+                let x = self.syms.intern(s);
+                self.fraud.names.insert(s.into(), x);
+                x
+            }
+        }
+    }
+
+    /// The symbol of a program whose clicks are kept (see
+    /// [`Facts::fraud_programs`]), or `None`.
+    pub fn click_program(&mut self, program: &str) -> Option<u32> {
+        if self.fraud.programs.as_ref().is_some_and(|s| s.is_empty()) {
+            return None;
+        }
+        let p = self.click_sym(program);
+        match &self.fraud.programs {
+            Some(set) if !set.contains(&p) => None,
+            _ => Some(p),
+        }
+    }
+
+    /// A person's click, for the fraud rules (of a program that wants them).
+    pub fn add_click(&mut self, k: ClickIn) {
+        if let Some(p) = self.click_program(k.program) {
+            self.add_click_of(k, p);
+        }
+    }
+
+    /// [`Facts::add_click`] with the program's symbol from [`Facts::click_program`].
+    pub fn add_click_of(&mut self, k: ClickIn, program: u32) {
+        let i = self.fraud.clicks.len() as u32;
+        let partner = self.click_sym(k.partner);
+        self.fraud.clicks.push(fclick(&k, program, partner));
+        self.fraud.keys.push((hash64(k.key), i));
+    }
+
+    /// Room for `n` more clicks (capacity never touched costs no memory).
+    pub fn reserve_clicks(&mut self, n: usize) {
+        self.fraud.clicks.reserve(n);
+        self.fraud.keys.reserve(n);
+    }
+
+    /// Joins the conversions to the clicks they cite (by a 64-bit hash of
+    /// the click id; a collision among a few million ids is about one in a
+    /// million, and deterministic). Call once everything is added.
+    pub fn link_clicks(&mut self) {
+        let fr = &mut self.fraud;
+        fr.names = FxHashMap::default();
+        let mut keys = std::mem::take(&mut fr.keys);
+        let mut conv_keys = std::mem::take(&mut fr.conv_keys);
+        fr.conv_visitor.sort_unstable();
+        if keys.is_empty() || conv_keys.is_empty() {
+            return;
+        }
+        keys.sort_unstable();
+        conv_keys.sort_unstable();
+        fr.conv_click = vec![NONE; self.convs.len()];
+        let mut j = 0;
+        for (key, conv) in conv_keys {
+            while j < keys.len() && keys[j].0 < key {
+                j += 1;
+            }
+            if j < keys.len() && keys[j].0 == key {
+                // the first click imported with that id
+                fr.conv_click[conv as usize] = keys[j].1;
+            }
+        }
+    }
+
     /// Bot clicks must be added before the conversions that cite them.
     pub fn add_conv(&mut self, c: ConvIn) {
+        let program = self.syms.intern(c.program);
+        let keep = match &self.fraud.programs {
+            None => true,
+            Some(set) => !set.is_empty() && set.contains(&program),
+        };
+        if keep {
+            let ci = self.convs.len() as u32;
+            if let Some(k) = c.click_id {
+                self.fraud.conv_keys.push((hash64(k), ci));
+            }
+            if let Some(v) = c.visitor.filter(|v| !v.is_empty()) {
+                self.fraud.conv_visitor.push((ci, visitor_key(v)));
+            }
+        }
         let idx = self.ids.push(c.id);
         self.txns.push(c.txn_id.unwrap_or(""));
         let click_bot = c.bot || c.click_id.is_some_and(|k| self.bot_clicks.contains(k));
@@ -259,7 +476,7 @@ impl Facts {
             ts: c.ts,
             arrival: u32::try_from(c.arrival).unwrap_or(u32::MAX),
             idx,
-            program: self.syms.intern(c.program),
+            program,
             partner: self.syms.opt(c.partner),
             click_ts: c.click_ts.unwrap_or(NO_TS),
             has_click: c.click_id.is_some() && c.click_ts.is_some(),
@@ -424,6 +641,19 @@ impl Facts {
                     currency: r.currency,
                     lots: r.lots,
                     bot: r.bot == Some(true),
+                    visitor: r.visitor.as_deref(),
+                }),
+                Kind::Click if r.bot != Some(true) => f.add_click(ClickIn {
+                    key: r.click_id.as_deref().unwrap_or(id),
+                    ts,
+                    arrival,
+                    program: r.program.as_deref().unwrap_or(""),
+                    partner: r.partner.as_deref().unwrap_or(""),
+                    visitor: r.visitor.as_deref(),
+                    country: r.country.as_deref(),
+                    asn: r.asn,
+                    datacenter: r.datacenter,
+                    has_referrer: r.has_referrer,
                 }),
                 Kind::Deal => f.add_deal(
                     id,
@@ -451,6 +681,7 @@ impl Facts {
                 _ => {}
             }
         }
+        f.link_clicks();
         f
     }
 }

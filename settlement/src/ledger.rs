@@ -85,6 +85,8 @@ pub enum Rejection {
     PartnerNotApproved,
     UnknownPartner,
     BotClick,
+    /// A fraud rule (index into `fraud::RULES`), by its action or on review.
+    Fraud(u8),
 }
 
 /// One ledger entry. `amount` is rounded to the currency's minor unit.

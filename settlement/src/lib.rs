@@ -10,6 +10,8 @@ pub mod engine;
 pub mod error;
 pub mod explain;
 pub mod facts;
+pub mod fraud;
+pub mod fraud_sim;
 pub mod import;
 pub mod ledger;
 pub mod money;

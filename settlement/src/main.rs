@@ -65,6 +65,11 @@ enum Cmd {
     },
     /// The rule, the inputs and the arithmetic of one entry.
     Explain { entry_id: String },
+    /// Operators' decisions on commissions the fraud rules hold.
+    Review {
+        #[command(subcommand)]
+        cmd: ReviewCmd,
+    },
     /// Pull, run the open periods, close periods past their grace days, report.
     Nightly {
         #[arg(long)]
@@ -72,6 +77,37 @@ enum Cmd {
         /// Today's date (YYYY-MM-DD) instead of the clock.
         #[arg(long)]
         now: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReviewCmd {
+    /// Held entries awaiting a decision.
+    List {
+        /// Every held or fraud-rejected entry, with its decision.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Release a held entry (or one a fraud rule rejected): payable from the next run.
+    Release {
+        entry_id: String,
+        /// Who decides.
+        #[arg(long)]
+        by: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Reject a held entry: `rejected` (fraud:<rule>) at the next run, or
+    /// reversed in the first open period when its period is closed.
+    Reject {
+        entry_id: String,
+        /// Who decides.
+        #[arg(long)]
+        by: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -182,6 +218,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Explain { entry_id } => {
             print!("{}", settlement::explain::explain(&store, &entry_id)?);
         }
+        Cmd::Review { cmd } => match cmd {
+            ReviewCmd::List { all } => print!("{}", settlement::fraud::list(&store, all)?),
+            ReviewCmd::Release {
+                entry_id,
+                by,
+                reason,
+            } => eprintln!(
+                "{}",
+                settlement::fraud::decide_entry(&mut store, &entry_id, true, &by, &reason)?
+            ),
+            ReviewCmd::Reject {
+                entry_id,
+                by,
+                reason,
+            } => eprintln!(
+                "{}",
+                settlement::fraud::decide_entry(&mut store, &entry_id, false, &by, &reason)?
+            ),
+        },
         Cmd::Nightly { config, now } => {
             let today = settlement::nightly::today(now.as_deref())?;
             let r = settlement::nightly::nightly(&mut store, &config, today, progress)?;

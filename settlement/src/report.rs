@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-pub const FILES: [&str; 5] = [
+pub const FILES: [&str; 6] = [
+    "fraud.csv",
     "statements.csv",
     "payouts.csv",
     "invoices.csv",
@@ -74,6 +75,7 @@ pub struct PeriodData {
     /// The largest entries, with the ids `settlement explain` takes:
     /// (id, partner, program, kind, amount, currency, rule).
     pub top_entries: Vec<Vec<String>>,
+    pub fraud: crate::fraud::Summary,
 }
 
 pub fn load(store: &Store, p: Period) -> Result<PeriodData> {
@@ -203,10 +205,11 @@ pub fn load(store: &Store, p: Period) -> Result<PeriodData> {
         stats,
         daily,
         top_entries,
+        fraud: crate::fraud::load(store, p)?,
     })
 }
 
-/// Writes the five files into `out` (created if missing).
+/// Writes the six files into `out` (created if missing).
 pub fn report(store: &Store, p: Period, out: &Path) -> Result<PeriodData> {
     let d = load(store, p)?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
@@ -226,6 +229,7 @@ pub fn report(store: &Store, p: Period, out: &Path) -> Result<PeriodData> {
         &csv_bytes(&INVOICE_COLUMNS, &d.invoices),
     )?;
     write_atomic_with(&out.join("ledger.csv"), |w| write_ledger(store, p, w))?;
+    crate::fraud::write_csv(&out.join("fraud.csv"), &d.fraud)?;
     write_atomic(&out.join("report.html"), html(p, &d).as_bytes())?;
     Ok(d)
 }
@@ -624,6 +628,7 @@ pub fn html(p: Period, d: &PeriodData) -> String {
         table(&mut o, &["kind: reason", "entries"], &rows, 1);
     }
 
+    crate::fraud::html_section(&mut o, &d.fraud);
     o.push_str("<h2>Statements</h2>\n");
     statements_table(&mut o, &d.statements);
     if !d.top_entries.is_empty() {

@@ -27,6 +27,8 @@ pub struct Draft {
     /// `(program, name, value)`
     pub stats: Vec<(String, String, i64)>,
     pub rules: Vec<(String, String, String, String)>,
+    /// Flagged conversions of the period, as fraud.csv rows.
+    pub fraud: Vec<Vec<String>>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -67,11 +69,18 @@ impl Words<'_> {
         let reason = match &e.calc {
             Calc::Rejected(r) => self.reason(*r, e.partner, conv),
             Calc::Capped { .. } => "cap".to_string(),
+            _ if e.fraud != 0 => {
+                format!(
+                    "held:fraud:{}",
+                    crate::fraud::RULES[usize::from(e.fraud - 1)]
+                )
+            }
             _ => String::new(),
         };
-        let calc = self
+        let mut calc = self
             .calc(e, conv, &reason)
             .unwrap_or_else(|_| "(not computable)".into());
+        self.fraud_words(e, &mut calc);
         Entry {
             id: hex_id("le_", &e.id),
             period: e.period,
@@ -89,8 +98,44 @@ impl Words<'_> {
         }
     }
 
+    /// The fraud verdict of an entry's conversion, in words.
+    fn verdict_words(&self, conv: u32) -> Option<String> {
+        let row = self.out.fraud_row(conv)?;
+        Some(format!(
+            "fraud score {} ({})",
+            row.verdict.score,
+            crate::fraud::reasons(row.mask)
+        ))
+    }
+
+    /// Adds to an entry's arithmetic what the fraud rules and the operators
+    /// decided about it.
+    fn fraud_words(&self, e: &REntry, calc: &mut String) {
+        if e.conv == NONE || self.out.fraud.is_empty() || matches!(e.calc, Calc::Rejected(_)) {
+            return;
+        }
+        if e.fraud != 0 {
+            let rule = crate::fraud::RULES[usize::from(e.fraud - 1)];
+            match self.verdict_words(e.conv) {
+                Some(v) => calc.push_str(&format!(
+                    "; held for review under {rule}: {v}; not payable until an operator decides"
+                )),
+                None => calc.push_str(&format!(
+                    "; held for review with the sale it reverses ({rule}); not payable until an operator decides"
+                )),
+            }
+            return;
+        }
+        if let Some(r) = self.eng.reviews.get(&e.conv).filter(|r| r.release) {
+            if let Some(v) = self.verdict_words(e.conv) {
+                calc.push_str(&format!("; {v}; released on review by {}: {}", r.by, r.why));
+            }
+        }
+    }
+
     fn reason(&self, r: Rejection, partner: u32, conv: Option<usize>) -> String {
         match r {
+            Rejection::Fraud(rule) => format!("fraud:{}", crate::fraud::RULES[usize::from(rule)]),
             Rejection::SelfReferral => "self_referral".into(),
             Rejection::UnknownPartner => "unknown_partner".into(),
             Rejection::BotClick => "bot_click".into(),
@@ -284,6 +329,19 @@ impl Words<'_> {
                     Rejection::UnknownPartner => "the partner is not in the registry".to_string(),
                     Rejection::BotClick => "the only evidence is a bot click".to_string(),
                     Rejection::PartnerNotApproved => format!("the partner's status at event time was not approved ({reason})"),
+                    Rejection::Fraud(rule) => {
+                        let name = crate::fraud::RULES[usize::from(*rule)];
+                        let v = conv
+                            .and_then(|i| self.verdict_words(i as u32))
+                            .unwrap_or_default();
+                        match conv.and_then(|i| self.eng.reviews.get(&(i as u32))) {
+                            Some(r) if !r.release => format!(
+                                "held under the fraud rule {name} ({v}) and rejected on review by {}: {}",
+                                r.by, r.why
+                            ),
+                            _ => format!("the fraud rule {name} rejects it ({v})"),
+                        }
+                    }
                 };
                 format!("rejected: {why}; never payable, {amt}{}", self.method(conv))
             }
@@ -418,6 +476,8 @@ pub struct Plan<'a> {
     pub stats: Vec<(String, String, i64)>,
     /// `(rule, program, model, description)`
     pub rules: Vec<(String, String, String, String)>,
+    /// fraud.csv rows of the period.
+    pub fraud: Vec<Vec<String>>,
     pub watermark: i64,
 }
 
@@ -444,6 +504,7 @@ impl Plan<'_> {
                 kind: e.kind,
                 amount: e.amount,
                 event_day: e.event_day,
+                held: e.reason.starts_with("held:"),
             };
         }
         let e = &self.words.out.entries[it.index()];
@@ -453,6 +514,7 @@ impl Plan<'_> {
             kind: e.kind,
             amount: e.amount,
             event_day: e.event_day,
+            held: e.fraud != 0 && e.kind != EntryKind::Rejected,
         }
     }
 
@@ -508,6 +570,7 @@ impl Plan<'_> {
             invoices: self.invoices.iter().map(|i| self.invoice(i)).collect(),
             stats: self.stats.clone(),
             rules: self.rules.clone(),
+            fraud: self.fraud.clone(),
         }
     }
 }
@@ -556,17 +619,42 @@ pub fn with_plan<R>(
 ) -> Result<R> {
     let watermark = store.max_arrival()?;
     let ph = Phase::start("load facts");
-    let facts = store.load_facts(p.end_ms(), &txn_programs(cfg))?;
+    let fraud_programs: Vec<&str> = cfg
+        .programs
+        .iter()
+        .filter(|p| p.fraud.is_some())
+        .map(|p| p.id.as_str())
+        .collect();
+    let mut facts = store.load_facts_with(p.end_ms(), &txn_programs(cfg), &fraud_programs)?;
+    let reviews = crate::fraud::load_reviews(store)?;
+    drop(ph);
+    // the closed period whose late facts become adjustments in this one
+    let late = match store.last_closed()? {
+        Some(h) if h.next() == p => {
+            let w_h = store.period_state(h)?.map_or(0, |s| s.1);
+            store.late_facts(w_h, h.end_ms())?.then_some((h, w_h))
+        }
+        _ => None,
+    };
+    let opts = Options {
+        until_ms: p.end_ms(),
+        max_arrival: i64::MAX,
+    };
+    let old_opts = late.map(|(h, w_h)| Options {
+        until_ms: h.end_ms(),
+        max_arrival: w_h,
+    });
+    // the fraud rules read the clicks, which the engine does not need: run
+    // them first and let the clicks go
+    let ph = Phase::start("fraud rules");
+    let pre = crate::fraud::prepare(cfg, &facts, &opts);
+    let old_pre = old_opts.map(|o| crate::fraud::prepare(cfg, &facts, &o));
+    facts.fraud = Default::default();
     drop(ph);
     let ph = Phase::start("engine");
-    let eng = Engine::new(cfg, &facts);
-    let out = engine::compute(
-        &eng,
-        &Options {
-            until_ms: p.end_ms(),
-            max_arrival: i64::MAX,
-        },
-    )?;
+    let eng = Engine::new(cfg, &facts).with_reviews(&reviews);
+    let out = engine::compute_with(&eng, &opts, &pre)?;
+    drop(pre);
     drop(ph);
     let ph = Phase::start("plan");
     let words = Words {
@@ -591,24 +679,19 @@ pub fn with_plan<R>(
         .collect();
 
     // late facts for closed periods become adjustments in the next open one
+    if let (Some((h, _)), Some(o), Some(old_pre)) = (late, old_opts, old_pre) {
+        let old = engine::compute_with(&eng, &o, &old_pre)?;
+        let mut late = Vec::new();
+        adjustments(&words, &out, &old, p, h, &mut own, &mut late)?;
+        invoices.extend(late.into_iter().map(|l| Inv::Own(Box::new(l))));
+    }
+    // held entries of closed periods rejected on review are reversed here
     if let Some(h) = store.last_closed()? {
         if h.next() == p {
-            let w_h = store.period_state(h)?.map_or(0, |s| s.1);
-            if store.late_facts(w_h, h.end_ms())? {
-                let old = engine::compute(
-                    &eng,
-                    &Options {
-                        until_ms: h.end_ms(),
-                        max_arrival: w_h,
-                    },
-                )?;
-                let mut late = Vec::new();
-                adjustments(&words, &out, &old, p, h, &mut own, &mut late)?;
-                invoices.extend(late.into_iter().map(|l| Inv::Own(Box::new(l))));
-                items.extend((0..own.len()).map(Item::own));
-            }
+            review_reversals(store, &reviews, p, h, &mut own)?;
         }
     }
+    items.extend((0..own.len()).map(Item::own));
 
     // statements
     let prev: Option<i64> = store.conn.query_row(
@@ -643,6 +726,7 @@ pub fn with_plan<R>(
             *s = s.checked_add(dec(&v)?).ok_or(crate::money::Overflow)?;
         }
     }
+    held_pending(store, cfg, &reviews, p, &mut earlier_pending)?;
     let mut plan = Plan {
         period: p,
         words,
@@ -652,6 +736,7 @@ pub fn with_plan<R>(
         invoices,
         stats: Vec::new(),
         rules: Vec::new(),
+        fraud: Vec::new(),
         watermark,
     };
     let (statements, extra) = {
@@ -694,8 +779,162 @@ pub fn with_plan<R>(
         }
     }
     plan.rules.sort();
+    plan.fraud = fraud_rows(&plan.words, p);
     drop(ph);
     f(&plan)
+}
+
+/// The period's flagged conversions as fraud.csv rows, in `(ts, event id)`
+/// order.
+fn fraud_rows(words: &Words, p: Period) -> Vec<Vec<String>> {
+    let f = words.eng.facts;
+    let mut rows: Vec<&engine::FraudRow> = words
+        .out
+        .fraud
+        .iter()
+        .filter(|r| Period::of_ms(f.convs[r.conv as usize].ts) == p)
+        .collect();
+    rows.sort_by(|a, b| {
+        let (ca, cb) = (&f.convs[a.conv as usize], &f.convs[b.conv as usize]);
+        ca.ts.cmp(&cb.ts).then_with(|| f.id(ca).cmp(f.id(cb)))
+    });
+    rows.iter()
+        .map(|r| {
+            let review = matches!(
+                r.outcome,
+                engine::Outcome::Released | engine::Outcome::ReviewRejected
+            )
+            .then(|| words.eng.reviews.get(&r.conv))
+            .flatten();
+            vec![
+                r.entry.map(|h| hex_id("le_", &h)).unwrap_or_default(),
+                f.syms.str(r.partner).to_string(),
+                words.eng.cfg.programs[usize::from(r.prog)].id.clone(),
+                f.id(&f.convs[r.conv as usize]).to_string(),
+                r.verdict.score.to_string(),
+                crate::fraud::reasons(r.mask),
+                r.verdict.action.as_str().to_string(),
+                r.outcome.decision().to_string(),
+                review.map(|v| v.by.clone()).unwrap_or_default(),
+                review.map(|v| v.why.clone()).unwrap_or_default(),
+            ]
+        })
+        .collect()
+}
+
+/// Held entries of earlier periods stay pending until an operator decides
+/// (a rejected one stays pending until its period's run has turned it into
+/// a rejection, or, closed, until the reversal in the next open period).
+/// Entries the hold_days query already counts are not counted twice.
+fn held_pending(
+    store: &Store,
+    cfg: &Config,
+    reviews: &rustc_hash::FxHashMap<String, crate::fraud::Review>,
+    p: Period,
+    pending: &mut BTreeMap<(String, String), Decimal>,
+) -> Result<()> {
+    let closed_until = store.last_closed()?.map_or(0, |h| pos_base(h.next()));
+    let threshold = p.last_day() - cfg.hold_days;
+    let lo = pos_base(Period::of_day(threshold + 1));
+    let mut st = store.conn.prepare(
+        "SELECT pos, partner, program, amount, kind, sources, event_day FROM ledger
+         WHERE pos < ?1 AND reason LIKE 'held:fraud:%'",
+    )?;
+    let mut rows = st.query([pos_base(p)])?;
+    while let Some(r) = rows.next()? {
+        let pos: i64 = r.get(0)?;
+        let kind: String = r.get(4)?;
+        let sources: String = r.get(5)?;
+        let day: i64 = r.get(6)?;
+        let event = crate::fraud::review_event(&kind, &sources);
+        let still_held = match reviews.get(&event) {
+            None => true,
+            Some(rv) => !rv.release && pos >= closed_until,
+        };
+        let counted = cfg.hold_days > 0
+            && pos >= lo
+            && day > threshold
+            && matches!(
+                kind.as_str(),
+                "commission" | "override" | "mdf" | "adjustment"
+            );
+        if still_held && !counted {
+            let v: String = r.get(3)?;
+            let s = pending.entry((r.get(1)?, r.get(2)?)).or_default();
+            *s = s.checked_add(dec(&v)?).ok_or(crate::money::Overflow)?;
+        }
+    }
+    Ok(())
+}
+
+/// Held entries of closed periods that an operator rejected: reversed by an
+/// adjustment in the first open period (once: a reversal already in a
+/// closed period is not booked again). It carries the held entry's date,
+/// so the two wait for `hold_days` together.
+fn review_reversals(
+    store: &Store,
+    reviews: &rustc_hash::FxHashMap<String, crate::fraud::Review>,
+    p: Period,
+    h: Period,
+    own: &mut Vec<Entry>,
+) -> Result<()> {
+    if !reviews.values().any(|r| !r.release) {
+        return Ok(());
+    }
+    let end = pos_base(h.next());
+    let mut done: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut st = store.conn.prepare(
+        "SELECT adjusts FROM ledger WHERE pos < ?1 AND kind = 'adjustment' AND reason LIKE 'fraud:%'",
+    )?;
+    let mut rows = st.query([end])?;
+    while let Some(r) = rows.next()? {
+        done.insert(r.get(0)?);
+    }
+    let mut st = store.conn.prepare(
+        "SELECT id, period, partner, program, kind, amount, currency, rule, sources, event_day, reason
+         FROM ledger WHERE pos < ?1 AND reason LIKE 'held:fraud:%' ORDER BY pos",
+    )?;
+    let mut rows = st.query([end])?;
+    let ps = p.to_string();
+    while let Some(r) = rows.next()? {
+        let id: String = r.get(0)?;
+        let kind: String = r.get(4)?;
+        let sources: String = r.get(8)?;
+        let event = crate::fraud::review_event(&kind, &sources);
+        let Some(rv) = reviews.get(&event).filter(|rv| !rv.release) else {
+            continue;
+        };
+        if done.contains(&id) {
+            continue;
+        }
+        let amount = dec(&r.get::<_, String>(5)?)?;
+        let currency = edge::currency::Currency::parse(&r.get::<_, String>(6)?)
+            .ok_or_else(|| Error::data(format!("entry {id}: bad currency in the store")))?;
+        let reason: String = r.get(10)?;
+        let period = Period::from_key(r.get(1)?);
+        own.push(Entry {
+            id: hex_id("le_", &hash_parts(&[b"review_reversal", ps.as_bytes(), id.as_bytes()])),
+            period: p,
+            partner: r.get(2)?,
+            program: r.get(3)?,
+            kind: EntryKind::Adjustment,
+            amount: crate::money::norm(-amount),
+            currency,
+            rule: r.get(7)?,
+            sources: sources.split_whitespace().map(str::to_string).collect(),
+            event_day: r.get(9)?,
+            reason: reason.trim_start_matches("held:").to_string(),
+            calc: format!(
+                "the {kind} {id} of {} {currency}, held for review in the closed period {period}, was rejected on review by {}: {}: reversed = {} {currency}",
+                fmt_decimal(amount, currency),
+                rv.by,
+                rv.why,
+                fmt_decimal(-amount, currency)
+            ),
+            adjusts: id,
+        });
+    }
+    Ok(())
 }
 
 fn dec(s: &str) -> Result<Decimal> {
@@ -751,7 +990,15 @@ fn adjustments(
         e.kind = EntryKind::Adjustment;
         e.period = p;
         e.amount = diff;
-        e.reason = format!("late_facts_{}", src.period);
+        e.reason = if src.fraud != 0 && src.kind != EntryKind::Rejected {
+            // a late fact the fraud rules hold waits for review like the rest
+            format!(
+                "held:fraud:{}",
+                crate::fraud::RULES[usize::from(src.fraud - 1)]
+            )
+        } else {
+            format!("late_facts_{}", src.period)
+        };
         e.adjusts = orig_id;
         entries.push(e);
     }
@@ -959,7 +1206,7 @@ fn write_plan(
         "DELETE FROM invoices WHERE pos >= ?1 AND pos < ?2",
         params![base, pos_base(p.next())],
     )?;
-    for t in ["statements", "rules", "stats"] {
+    for t in ["statements", "rules", "stats", "fraud"] {
         tx.execute(&format!("DELETE FROM {t} WHERE period = ?1"), [p.key()])?;
     }
     // one thread puts entries into words and fingerprints them while this one
@@ -1095,8 +1342,37 @@ fn write_plan(
         for (r, prog, model, desc) in &plan.rules {
             st.execute(params![p.key(), r, prog, model, desc])?;
         }
+        let mut st = tx.prepare_cached(
+            "INSERT INTO fraud (period, pos, entry, partner, program, event, score, reasons, action,
+               decision, decided_by, why) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?;
+        for (i, r) in plan.fraud.iter().enumerate() {
+            let score: i64 = r[4].parse().unwrap_or(0);
+            st.execute(params![
+                p.key(),
+                i as i64,
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                score,
+                r[5],
+                r[6],
+                r[7],
+                r[8],
+                r[9]
+            ])?;
+        }
     }
     hash_tail(&mut h, &plan.stats, &plan.rules);
+    if !plan.fraud.is_empty() {
+        h.update([3]);
+        for r in &plan.fraud {
+            for c in r {
+                put(&mut h, c);
+            }
+        }
+    }
     let hash = hex::encode(h.finalize());
     let (ne, ns) = (plan.items.len(), plan.statements.len());
     if let Some((state, w, old)) = prev {

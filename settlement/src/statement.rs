@@ -91,6 +91,8 @@ pub struct View<'a> {
     pub kind: EntryKind,
     pub amount: Decimal,
     pub event_day: i64,
+    /// Held for review by the fraud rules: pending until decided.
+    pub held: bool,
 }
 
 impl<'a> From<&'a Entry> for View<'a> {
@@ -101,6 +103,7 @@ impl<'a> From<&'a Entry> for View<'a> {
             kind: e.kind,
             amount: e.amount,
             event_day: e.event_day,
+            held: e.reason.starts_with("held:"),
         }
     }
 }
@@ -134,7 +137,7 @@ pub fn compute<'a>(
             EntryKind::Adjustment | EntryKind::Writeoff => add(&mut a.adjusted, e.amount)?,
             EntryKind::Capped | EntryKind::Rejected | EntryKind::Payout => {}
         }
-        if e.kind.holdable() && e.event_day + cfg.hold_days > last {
+        if e.held || (e.kind.holdable() && e.event_day + cfg.hold_days > last) {
             add(&mut a.pending, e.amount)?;
         }
     }

@@ -3,7 +3,7 @@
 //! either the old state or the new one.
 
 use crate::error::{Error, Result};
-use crate::facts::{ConvIn, Facts};
+use crate::facts::{ClickIn, ConvIn, Facts};
 use crate::money::parse_decimal;
 use crate::period::Period;
 use edge::currency::Currency;
@@ -12,10 +12,11 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use std::path::Path;
 
 /// Versioned migrations, applied in order, each in its own transaction.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    r#"
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 -- arrival: import order, the watermark that tells late facts from known ones
 -- (the next one is meta.next_arrival)
@@ -71,7 +72,36 @@ CREATE TABLE stats (
   PRIMARY KEY (period, program, name)
 ) WITHOUT ROWID;
 "#,
-)];
+    ),
+    (
+        2,
+        "fraud",
+        r#"
+-- the edge's fraud signals of clicks (and a conversion's own visitor)
+ALTER TABLE events ADD COLUMN visitor TEXT;
+ALTER TABLE events ADD COLUMN asn INTEGER;
+ALTER TABLE events ADD COLUMN datacenter INTEGER;
+ALTER TABLE events ADD COLUMN has_referrer INTEGER;
+-- flagged conversions of a period's draft, replaced with it
+CREATE TABLE fraud (
+  period INTEGER NOT NULL, pos INTEGER NOT NULL, event TEXT NOT NULL, entry TEXT NOT NULL,
+  partner TEXT NOT NULL, program TEXT NOT NULL, score INTEGER NOT NULL, reasons TEXT NOT NULL,
+  action TEXT NOT NULL, decision TEXT NOT NULL, decided_by TEXT NOT NULL, why TEXT NOT NULL,
+  PRIMARY KEY (period, pos)
+) WITHOUT ROWID;
+CREATE INDEX fraud_entry ON fraud(entry);
+-- the few entries held for review or rejected by the fraud rules, without a
+-- scan of the whole ledger (the queries repeat these exact terms)
+CREATE INDEX ledger_held ON ledger(pos) WHERE reason LIKE 'held:fraud:%';
+CREATE INDEX ledger_fraud ON ledger(pos) WHERE reason LIKE 'fraud:%';
+-- operators' decisions on held commissions, one per conversion, final
+CREATE TABLE reviews (
+  event TEXT PRIMARY KEY, entry TEXT NOT NULL, decision TEXT NOT NULL,
+  decided_by TEXT NOT NULL, reason TEXT NOT NULL, decided_at TEXT NOT NULL, seq INTEGER NOT NULL
+);
+"#,
+    ),
+];
 
 pub const KIND_CLICK: i64 = 0;
 pub const KIND_CONVERSION: i64 = 1;
@@ -206,13 +236,28 @@ impl Store {
     /// Transaction ids are kept for the programs in `txn_programs` (their
     /// invoices name them) and for sales a refund names.
     pub fn load_facts(&self, until_ms: i64, txn_programs: &[&str]) -> Result<Facts> {
+        self.load_facts_with(until_ms, txn_programs, &[])
+    }
+
+    /// [`Store::load_facts`], plus what the fraud rules of `fraud_programs`
+    /// read: their people's clicks and the click each conversion cites.
+    pub fn load_facts_with(
+        &self,
+        until_ms: i64,
+        txn_programs: &[&str],
+        fraud_programs: &[&str],
+    ) -> Result<Facts> {
         let mut f = Facts::default();
+        f.fraud_programs(fraud_programs);
         // reserve for every event ever imported: untouched capacity costs no
         // memory, and the vectors never copy themselves while growing
         let upper = usize::try_from(self.max_arrival()?).unwrap_or(0);
         f.convs.reserve(upper);
         f.ids.reserve(upper);
         f.txns.reserve(upper);
+        if !fraud_programs.is_empty() {
+            f.reserve_clicks(upper);
+        }
         let mut wanted: rustc_hash::FxHashMap<String, rustc_hash::FxHashSet<String>> =
             Default::default();
         {
@@ -277,6 +322,21 @@ impl Store {
                 f.add_bot_click(r.get_ref(0)?.as_str()?);
             }
         }
+        self.read_events(&mut f, until_ms, txn_programs, fraud_programs, &wanted)?;
+        f.link_clicks();
+        Ok(f)
+    }
+
+    /// One scan of the events: conversions, deals and MDF claims, and (for
+    /// the fraud rules of `fraud_programs`) people's clicks.
+    fn read_events(
+        &self,
+        f: &mut Facts,
+        until_ms: i64,
+        txn_programs: &[&str],
+        fraud_programs: &[&str],
+        wanted: &rustc_hash::FxHashMap<String, rustc_hash::FxHashSet<String>>,
+    ) -> Result<()> {
         let dec =
             |s: Option<&str>, id: &str, field: &str| -> Result<Option<rust_decimal::Decimal>> {
                 match s {
@@ -289,10 +349,11 @@ impl Store {
         let cur = |s: Option<&str>| s.and_then(Currency::parse);
         let mut st = self.conn.prepare(
             "SELECT arrival, id, kind, ts, program, partner, click_id, click_ts, event, txn_id, amount, currency,
-                    customer, coupon, original_txn_id, lots, instrument, bot, country, email_hash, status, expires_at
-             FROM events WHERE kind != 0 AND ts < ?1",
+                    customer, coupon, original_txn_id, lots, instrument, bot, country, email_hash, status, expires_at,
+                    visitor, asn, datacenter, has_referrer
+             FROM events WHERE ts < ?1 AND (kind != 0 OR (?2 AND bot IS NOT 1))",
         )?;
-        let mut rows = st.query([until_ms])?;
+        let mut rows = st.query(params![until_ms, !fraud_programs.is_empty()])?;
         while let Some(r) = rows.next()? {
             let arrival: i64 = r.get(0)?;
             let id = r.get_ref(1)?.as_str()?;
@@ -302,6 +363,32 @@ impl Store {
                 Ok(r.get_ref(i)?.as_str_or_null()?)
             };
             match kind {
+                KIND_CLICK => {
+                    let program = s(4)?.unwrap_or("");
+                    let Some(psym) = f.click_program(program) else {
+                        continue;
+                    };
+                    let flag = |i: usize| -> rusqlite::Result<Option<bool>> {
+                        Ok(r.get::<_, Option<i64>>(i)?.map(|v| v != 0))
+                    };
+                    f.add_click_of(
+                        ClickIn {
+                            key: s(6)?.unwrap_or(id),
+                            ts,
+                            arrival,
+                            program,
+                            partner: s(5)?.unwrap_or(""),
+                            visitor: s(22)?,
+                            country: s(18)?,
+                            asn: r
+                                .get::<_, Option<i64>>(23)?
+                                .and_then(|a| u32::try_from(a).ok()),
+                            datacenter: flag(24)?,
+                            has_referrer: flag(25)?,
+                        },
+                        psym,
+                    );
+                }
                 KIND_CONVERSION => {
                     let program = s(4)?.unwrap_or("");
                     let txn = s(9)?;
@@ -329,6 +416,7 @@ impl Store {
                         bot: r.get::<_, Option<i64>>(17)? == Some(1),
                         country: s(18)?,
                         email_hash: s(19)?,
+                        visitor: s(22)?,
                     });
                 }
                 KIND_DEAL => f.add_deal(
@@ -349,7 +437,7 @@ impl Store {
                 _ => {}
             }
         }
-        Ok(f)
+        Ok(())
     }
 }
 
@@ -400,14 +488,16 @@ impl<'t> Inserter<'t> {
             next: next_arrival(tx)?,
             click: tx.prepare_cached(
                 "INSERT OR IGNORE INTO events (id, kind, seq, ts, program, partner, link, click_id, bot, source,
-                   country, arrival) VALUES (?1, 0, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                   country, arrival, visitor, asn, datacenter, has_referrer)
+                 VALUES (?1, 0, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             )?,
             ev: tx.prepare_cached(
                 "INSERT OR IGNORE INTO events (id, kind, seq, ts, program, partner, link, click_id, click_ts, event,
                    txn_id, amount, currency, customer, coupon, original_txn_id, lots, instrument, bot, country,
-                   email_hash, status, approved_at, expires_at, source, arrival)
+                   email_hash, status, approved_at, expires_at, source, arrival, visitor, asn, datacenter,
+                   has_referrer)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
-                   ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
+                   ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)",
             )?,
             partner: tx.prepare_cached(
                 "INSERT INTO partners (id, program, parent, tier, status, history, currency, email_hash,
@@ -474,6 +564,10 @@ impl<'t> Inserter<'t> {
                     r.source.map(source_name),
                     r.country,
                     self.next,
+                    r.visitor,
+                    r.asn,
+                    r.datacenter.map(i64::from),
+                    r.has_referrer.map(i64::from),
                 ])?;
                 if n == 1 {
                     self.next += 1;
@@ -510,6 +604,10 @@ impl<'t> Inserter<'t> {
                     ms(r.expires_at),
                     r.source.map(source_name),
                     self.next,
+                    r.visitor,
+                    r.asn,
+                    r.datacenter.map(i64::from),
+                    r.has_referrer.map(i64::from),
                 ])?;
                 if n == 1 {
                     self.next += 1;

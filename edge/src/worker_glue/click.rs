@@ -207,9 +207,12 @@ pub async fn click(
         .and_then(|cf| cf.country())
         .or_else(|| header(&req, "CF-IPCountry"))
         .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()));
-    let referrer_host = header(&req, "Referer")
+    let referrer = header(&req, "Referer").filter(|r| !r.is_empty());
+    let has_referrer = referrer.is_some();
+    let referrer_host = referrer
         .and_then(|r| crate::dest::parse_http_url(&r).ok())
         .and_then(|u| u.host_str().map(str::to_string));
+    let asn = req.cf().and_then(|cf| cf.asn());
 
     let mut rec = Record::new(Kind::Click);
     let id = format!("ev_{click_id}");
@@ -225,6 +228,9 @@ pub async fn click(
     rec.sub = Some(sub.to_vec());
     rec.visitor = Some(visitor.clone());
     rec.referrer_host = referrer_host;
+    rec.asn = asn;
+    rec.datacenter = asn.map(bot::is_hosting_asn);
+    rec.has_referrer = Some(has_referrer);
     enqueue(
         env,
         ctx,

@@ -25,6 +25,8 @@ struct Args {
     customers: u64,
     dir: PathBuf,
     duckdb: bool,
+    /// `[programs.fraud]` (defaults) on every program.
+    fraud: bool,
 }
 
 fn args() -> Args {
@@ -34,6 +36,7 @@ fn args() -> Args {
         customers: 1_000_000,
         dir: PathBuf::from("target/bench"),
         duckdb: true,
+        fraud: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -47,8 +50,9 @@ fn args() -> Args {
             "--customers" => a.customers = v().parse().unwrap_or_else(|_| die("--customers N")),
             "--dir" => a.dir = PathBuf::from(v()),
             "--no-duckdb" => a.duckdb = false,
+            "--no-fraud" => a.fraud = false,
             "-h" | "--help" => {
-                println!("settlement-bench [--events N] [--partners N] [--customers N] [--dir DIR] [--no-duckdb]");
+                println!("settlement-bench [--events N] [--partners N] [--customers N] [--dir DIR] [--no-duckdb] [--no-fraud]");
                 std::process::exit(0);
             }
             other => die(&format!("unknown argument {other}")),
@@ -97,7 +101,12 @@ fn main() {
         std::fs::rename(&tmp, &data).unwrap_or_else(|e| die(&e.to_string()));
     }
     let programs = a.dir.join("programs.toml");
-    std::fs::write(&programs, PROGRAMS).unwrap_or_else(|e| die(&e.to_string()));
+    let text = if a.fraud {
+        settlement::fraud_sim::programs_toml()
+    } else {
+        PROGRAMS.to_string()
+    };
+    std::fs::write(&programs, text).unwrap_or_else(|e| die(&e.to_string()));
     let cfg = config::load(&programs).unwrap_or_else(|e| die(&e.to_string()));
     let db = a.dir.join("bench.db");
     for ext in ["", "-wal", "-shm"] {
@@ -126,8 +135,18 @@ fn main() {
     let rss = peak_rss_mb();
 
     // ---- the engine alone, over facts already in memory
+    let fraud_programs: Vec<&str> = cfg
+        .programs
+        .iter()
+        .filter(|p| p.fraud.is_some())
+        .map(|p| p.id.as_str())
+        .collect();
     let facts = store
-        .load_facts(period.end_ms(), &settlement::run::txn_programs(&cfg))
+        .load_facts_with(
+            period.end_ms(),
+            &settlement::run::txn_programs(&cfg),
+            &fraud_programs,
+        )
         .unwrap_or_else(|e| die(&e.to_string()));
     let eng = Engine::new(&cfg, &facts);
     let te = Instant::now();
@@ -171,8 +190,9 @@ fn main() {
     };
     let ratio = duck.map(|d| seconds / d);
     let json = format!(
-        "{{\n  \"events\": {},\n  \"seconds\": {:.3},\n  \"import_seconds\": {:.3},\n  \"run_seconds\": {:.3},\n  \"report_seconds\": {:.3},\n  \"peak_rss_mb\": {:.1},\n  \"engine_events_per_s\": {:.0},\n  \"duckdb_seconds\": {},\n  \"ratio_vs_duckdb\": {}\n}}\n",
+        "{{\n  \"events\": {},\n  \"fraud_rules\": {},\n  \"seconds\": {:.3},\n  \"import_seconds\": {:.3},\n  \"run_seconds\": {:.3},\n  \"report_seconds\": {:.3},\n  \"peak_rss_mb\": {:.1},\n  \"engine_events_per_s\": {:.0},\n  \"duckdb_seconds\": {},\n  \"ratio_vs_duckdb\": {}\n}}\n",
         a.events,
+        a.fraud,
         seconds,
         t_import,
         t_run,
@@ -192,7 +212,11 @@ fn main() {
         std::fs::write(a.dir.join("settlement.json"), &json)
             .unwrap_or_else(|e| die(&e.to_string()));
     }
-    println!("settlement bench: {} events", a.events);
+    println!(
+        "settlement bench: {} events, fraud rules {}",
+        a.events,
+        if a.fraud { "on" } else { "off" }
+    );
     println!("  import {t_import:.2} s, run {t_run:.2} s, report {t_report:.2} s: end to end {seconds:.2} s");
     println!("  peak RSS {rss:.0} MB");
     println!(

@@ -1,0 +1,1131 @@
+//! The fraud rules (docs/fraud.md): a hand-built case per rule, actions and
+//! scores, configuration errors, the operators' review end to end through
+//! the CLI, and the seeded evaluation against its targets.
+
+mod common;
+use common::*;
+use edge::record::Record;
+use settlement::config;
+use settlement::import::import_records;
+use settlement::period::Period;
+use settlement::run::{compute_draft, run, Draft, RunOutcome};
+use settlement::store::Store;
+
+const BASE: &str = r#"currency = "USD"
+[[programs]]
+id = "p"
+model = "affiliate"
+window_days = 30
+  [[programs.rules]]
+  event = "sale"
+  percent = "10"
+  [[programs.rules]]
+  event = "signup"
+  fixed = "2.00"
+  [[programs.rules]]
+  event = "trade"
+  per_lot = "1.00"
+  [programs.fraud]
+"#;
+
+fn at(s: &str) -> String {
+    format!("2026-11-{s}.000Z")
+}
+
+fn partner(id: &str) -> String {
+    format!(
+        r#"{{"type":"partner","id":"{id}","program":"p","status":"approved","email_hash":"eh-{id}"}}"#
+    )
+}
+
+fn coupon(code: &str, partner: &str) -> String {
+    format!(r#"{{"type":"coupon","code":"{code}","partner":"{partner}","program":"p"}}"#)
+}
+
+/// A person's click from the US; `extra` is more JSON fields
+/// (`,"asn":16509`, or another `,"country":"VN"`).
+fn click(k: &str, when: &str, partner: &str, visitor: &str, extra: &str) -> String {
+    let country = if extra.contains("\"country\"") {
+        ""
+    } else {
+        r#","country":"US""#
+    };
+    format!(
+        r#"{{"type":"click","id":"ev-{k}","click_id":"{k}","ts":"{}","program":"p","partner":"{partner}","visitor":"{visitor}","bot":false{country}{extra}}}"#,
+        at(when)
+    )
+}
+
+/// The fields of a conversion that came through a click.
+fn via(k: &str, when: &str, partner: &str) -> String {
+    format!(
+        r#","partner":"{partner}","click_id":"{k}","click_ts":"{}""#,
+        at(when)
+    )
+}
+
+fn sale(id: &str, when: &str, customer: &str, extra: &str) -> String {
+    format!(
+        r#"{{"type":"conversion","id":"{id}","ts":"{}","program":"p","event":"sale","txn_id":"t-{id}","amount":"100.00","currency":"USD","customer":"{customer}","country":"US"{extra}}}"#,
+        at(when)
+    )
+}
+
+fn trade(
+    id: &str,
+    when: &str,
+    customer: &str,
+    instrument: &str,
+    lots: &str,
+    extra: &str,
+) -> String {
+    format!(
+        r#"{{"type":"conversion","id":"{id}","ts":"{}","program":"p","event":"trade","txn_id":"t-{id}","lots":"{lots}","instrument":"{instrument}","customer":"{customer}"{extra}}}"#,
+        at(when)
+    )
+}
+
+fn refund(id: &str, when: &str, of: &str) -> String {
+    format!(
+        r#"{{"type":"conversion","id":"{id}","ts":"{}","program":"p","event":"refund","original_txn_id":"t-{of}"}}"#,
+        at(when)
+    )
+}
+
+/// A click and a sale through it, `wait` later (`"10:00:00"` -> `"10:00:30"`).
+fn clicked_sale(
+    n: &str,
+    click_at: &str,
+    sale_at: &str,
+    partner: &str,
+    visitor: &str,
+    click_extra: &str,
+    sale_extra: &str,
+) -> Vec<String> {
+    vec![
+        click(&format!("k{n}"), click_at, partner, visitor, click_extra),
+        sale(
+            &format!("s{n}"),
+            sale_at,
+            &format!("cu{n}"),
+            &format!("{}{sale_extra}", via(&format!("k{n}"), click_at, partner)),
+        ),
+    ]
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    store: Store,
+    cfg: config::Config,
+}
+
+fn world(fraud: &str, lines: &[String]) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+    let mut all: Vec<String> = ["a", "b", "c"].iter().map(|p| partner(p)).collect();
+    all.push(coupon("CA", "a"));
+    all.extend_from_slice(lines);
+    let recs: Vec<Record> = all
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    import_records(&mut store, &recs).unwrap();
+    let cfg = config::parse(&dir.path().join("programs.toml"), &format!("{BASE}{fraud}")).unwrap();
+    World {
+        _dir: dir,
+        store,
+        cfg,
+    }
+}
+
+impl World {
+    fn draft(&self) -> Draft {
+        compute_draft(&self.store, &self.cfg, Period::parse("2026-11").unwrap())
+            .unwrap()
+            .0
+    }
+}
+
+fn flagged(d: &Draft, rule: &str) -> Vec<String> {
+    let mut v: Vec<String> = d
+        .fraud
+        .iter()
+        .filter(|r| r[5].split(' ').any(|x| x == rule))
+        .map(|r| r[3].clone())
+        .collect();
+    v.sort();
+    v
+}
+
+// ---------------------------------------------------------------- one case per rule
+
+#[test]
+fn click_too_fast() {
+    let mut l = clicked_sale("1", "03T10:00:00", "03T10:00:05", "a", "v1", "", "");
+    l.extend(clicked_sale(
+        "2",
+        "03T10:00:00",
+        "03T10:00:30",
+        "a",
+        "v2",
+        "",
+        "",
+    ));
+    let w = world("", &l);
+    let d = w.draft();
+    assert_eq!(flagged(&d, "click_too_fast"), ["s1"]);
+    let row = d.fraud.iter().find(|r| r[3] == "s1").unwrap();
+    assert_eq!(
+        (&row[4][..], &row[6][..], &row[7][..]),
+        ("60", "hold", "pending")
+    );
+    // held: earned and pending, not payable
+    let e = d.entries.iter().find(|e| e.id == row[0]).unwrap();
+    assert_eq!(e.reason, "held:fraud:click_too_fast");
+    assert!(e.calc.contains("held for review"), "{}", e.calc);
+    let st = &d.statements[0];
+    assert_eq!(
+        (
+            st.earned.to_string(),
+            st.pending.to_string(),
+            st.payable.to_string()
+        ),
+        ("20.00".into(), "10.00".into(), "10.00".into())
+    );
+}
+
+#[test]
+fn click_too_slow_needs_a_pattern_at_the_partner() {
+    let mut l = Vec::new();
+    // partner a: three conversions 28 days after their clicks (of three)
+    for i in 0..3 {
+        l.extend(clicked_sale(
+            &format!("a{i}"),
+            "01T08:00:00",
+            "29T09:00:00",
+            "a",
+            &format!("va{i}"),
+            "",
+            "",
+        ));
+    }
+    // partner b: one of ten
+    l.extend(clicked_sale(
+        "b0",
+        "01T08:00:00",
+        "29T09:00:00",
+        "b",
+        "vb0",
+        "",
+        "",
+    ));
+    for i in 1..10 {
+        l.extend(clicked_sale(
+            &format!("b{i}"),
+            "20T08:00:00",
+            "20T12:00:00",
+            "b",
+            &format!("vb{i}"),
+            "",
+            "",
+        ));
+    }
+    let d = world("", &l).draft();
+    assert_eq!(flagged(&d, "click_too_slow"), ["sa0", "sa1", "sa2"]);
+    // a flag only: booked as usual
+    let row = d.fraud.iter().find(|r| r[3] == "sa0").unwrap();
+    assert_eq!((&row[6][..], &row[7][..]), ("flag", ""));
+}
+
+#[test]
+fn conversion_before_click() {
+    let mut l = clicked_sale("1", "03T12:00:00", "03T10:00:00", "a", "v1", "", "");
+    // two minutes early: within the 300 s clock tolerance
+    l.extend(clicked_sale(
+        "2",
+        "03T12:00:00",
+        "03T11:58:00",
+        "a",
+        "v2",
+        "",
+        "",
+    ));
+    let d = world("", &l).draft();
+    assert_eq!(flagged(&d, "conversion_before_click"), ["s1"]);
+}
+
+#[test]
+fn visitor_flood() {
+    let mut l = Vec::new();
+    for i in 0..10 {
+        l.push(click(
+            &format!("f{i}"),
+            &format!("05T10:{:02}:00", i),
+            "a",
+            "flooder",
+            "",
+        ));
+    }
+    for i in 0..9 {
+        l.push(click(
+            &format!("g{i}"),
+            &format!("05T10:{:02}:00", i),
+            "a",
+            "busy",
+            "",
+        ));
+    }
+    l.push(sale(
+        "s1",
+        "05T12:00:00",
+        "cu1",
+        &via("f4", "05T10:04:00", "a"),
+    ));
+    l.push(sale(
+        "s2",
+        "05T12:00:00",
+        "cu2",
+        &via("g4", "05T10:04:00", "a"),
+    ));
+    let d = world("", &l).draft();
+    assert_eq!(flagged(&d, "visitor_flood"), ["s1"]);
+}
+
+#[test]
+fn partner_flood() {
+    let mut l = Vec::new();
+    // partner a: one click an hour for 20 hours, then 60 in one hour
+    for h in 0..20 {
+        l.push(click(
+            &format!("n{h}"),
+            &format!("{:02}T{:02}:10:00", 2 + h / 24, h % 24),
+            "a",
+            &format!("vn{h}"),
+            "",
+        ));
+    }
+    for i in 0..60 {
+        l.push(click(
+            &format!("x{i}"),
+            &format!("06T15:{:02}:00", i),
+            "a",
+            &format!("vx{i}"),
+            "",
+        ));
+    }
+    l.push(sale(
+        "s1",
+        "06T20:00:00",
+        "cu1",
+        &via("x30", "06T15:30:00", "a"),
+    ));
+    l.push(sale(
+        "s2",
+        "02T20:00:00",
+        "cu2",
+        &via("n5", "02T05:10:00", "a"),
+    ));
+    let d = world("", &l).draft();
+    assert_eq!(flagged(&d, "partner_flood"), ["s1"]);
+}
+
+#[test]
+fn conversion_rate_outlier() {
+    let mut l = Vec::new();
+    // a: 200 clicks, 5 conversions; b: 20 clicks, 20 conversions
+    for i in 0..200 {
+        l.push(click(
+            &format!("a{i}"),
+            &format!("{:02}T10:00:{:02}", 2 + i / 60, i % 60),
+            "a",
+            &format!("va{i}"),
+            "",
+        ));
+    }
+    for i in 0..5 {
+        l.push(sale(
+            &format!("sa{i}"),
+            "25T10:00:00",
+            &format!("ca{i}"),
+            &via(&format!("a{i}"), "02T10:00:00", "a"),
+        ));
+    }
+    for i in 0..20 {
+        l.push(click(
+            &format!("b{i}"),
+            &format!("03T11:00:{i:02}"),
+            "b",
+            &format!("vb{i}"),
+            "",
+        ));
+        l.push(sale(
+            &format!("sb{i:02}"),
+            "04T10:00:00",
+            &format!("cb{i}"),
+            &via(&format!("b{i}"), &format!("03T11:00:{i:02}"), "b"),
+        ));
+    }
+    let d = world("", &l).draft();
+    let hits = flagged(&d, "conversion_rate");
+    assert_eq!(hits.len(), 20, "{hits:?}");
+    assert!(hits.iter().all(|h| h.starts_with("sb")), "{hits:?}");
+}
+
+#[test]
+fn refund_rate_outlier() {
+    let mut l = Vec::new();
+    // a: 10 sales, 8 refunded; b: 40 sales, 2 refunded (program: 10 of 50)
+    for i in 0..10 {
+        l.extend(clicked_sale(
+            &format!("a{i}"),
+            "02T10:00:00",
+            "02T12:00:00",
+            "a",
+            &format!("va{i}"),
+            "",
+            "",
+        ));
+        if i < 8 {
+            l.push(refund(&format!("ra{i}"), "10T10:00:00", &format!("sa{i}")));
+        }
+    }
+    for i in 0..40 {
+        l.extend(clicked_sale(
+            &format!("b{i:02}"),
+            "02T10:00:00",
+            "02T12:00:00",
+            "b",
+            &format!("vb{i}"),
+            "",
+            "",
+        ));
+        if i < 2 {
+            l.push(refund(
+                &format!("rb{i}"),
+                "10T10:00:00",
+                &format!("sb{i:02}"),
+            ));
+        }
+    }
+    let d = world("", &l).draft();
+    let hits = flagged(&d, "refund_rate");
+    assert_eq!(hits.len(), 10, "{hits:?}");
+    assert!(hits.iter().all(|h| h.starts_with("sa")), "{hits:?}");
+}
+
+#[test]
+fn shared_visitor() {
+    let mut l = Vec::new();
+    for i in 0..3 {
+        l.extend(clicked_sale(
+            &format!("v{i}"),
+            &format!("0{}T10:00:00", 3 + i),
+            &format!("0{}T11:00:00", 3 + i),
+            "a",
+            "one-device",
+            "",
+            "",
+        ));
+    }
+    for i in 0..2 {
+        l.extend(clicked_sale(
+            &format!("h{i}"),
+            &format!("0{}T10:00:00", 3 + i),
+            &format!("0{}T11:00:00", 3 + i),
+            "a",
+            "household",
+            "",
+            "",
+        ));
+    }
+    // the same device 20 days later: outside the 7 days
+    l.extend(clicked_sale(
+        "late",
+        "28T10:00:00",
+        "28T11:00:00",
+        "a",
+        "one-device",
+        "",
+        "",
+    ));
+    let d = world("", &l).draft();
+    assert_eq!(flagged(&d, "shared_visitor"), ["sv0", "sv1", "sv2"]);
+}
+
+#[test]
+fn country_mismatch_needs_a_pattern_at_the_partner() {
+    let mut l = Vec::new();
+    for i in 0..5 {
+        let c = if i < 3 { r#","country":"VN""# } else { "" };
+        l.extend(clicked_sale(
+            &format!("a{i}"),
+            "04T10:00:00",
+            "04T12:00:00",
+            "a",
+            &format!("va{i}"),
+            c,
+            "",
+        ));
+    }
+    for i in 0..10 {
+        let c = if i == 0 { r#","country":"VN""# } else { "" };
+        l.extend(clicked_sale(
+            &format!("b{i}"),
+            "04T10:00:00",
+            "04T12:00:00",
+            "b",
+            &format!("vb{i}"),
+            c,
+            "",
+        ));
+    }
+    let d = world("", &l).draft();
+    assert_eq!(flagged(&d, "country_mismatch"), ["sa0", "sa1", "sa2"]);
+}
+
+#[test]
+fn datacenter_clicks() {
+    let mut l = Vec::new();
+    // AWS by ASN (the list is the edge's), one by the edge's flag
+    l.extend(clicked_sale(
+        "a0",
+        "04T10:00:00",
+        "04T12:00:00",
+        "a",
+        "va0",
+        r#","asn":16509"#,
+        "",
+    ));
+    l.extend(clicked_sale(
+        "a1",
+        "04T10:00:00",
+        "04T12:00:00",
+        "a",
+        "va1",
+        r#","asn":14061"#,
+        "",
+    ));
+    l.extend(clicked_sale(
+        "a2",
+        "04T10:00:00",
+        "04T12:00:00",
+        "a",
+        "va2",
+        r#","datacenter":true"#,
+        "",
+    ));
+    l.extend(clicked_sale(
+        "a3",
+        "04T10:00:00",
+        "04T12:00:00",
+        "a",
+        "va3",
+        r#","asn":7922,"datacenter":false"#,
+        "",
+    ));
+    l.extend(clicked_sale(
+        "b0",
+        "04T10:00:00",
+        "04T12:00:00",
+        "b",
+        "vb0",
+        r#","asn":16509"#,
+        "",
+    ));
+    for i in 1..10 {
+        l.extend(clicked_sale(
+            &format!("b{i}"),
+            "04T10:00:00",
+            "04T12:00:00",
+            "b",
+            &format!("vb{i}"),
+            "",
+            "",
+        ));
+    }
+    let d = world("", &l).draft();
+    assert_eq!(flagged(&d, "datacenter"), ["sa0", "sa1", "sa2"]);
+}
+
+#[test]
+fn self_referral_is_a_reason_and_a_rejection() {
+    let l = clicked_sale(
+        "1",
+        "04T10:00:00",
+        "04T12:00:00",
+        "a",
+        "v1",
+        "",
+        r#","email_hash":"eh-a""#,
+    );
+    let d = world("", &l).draft();
+    let row = d.fraud.iter().find(|r| r[3] == "s1").unwrap();
+    assert_eq!((&row[5][..], &row[6][..]), ("self_referral", "reject"));
+    let e = d.entries.iter().find(|e| e.id == row[0]).unwrap();
+    assert_eq!(
+        (e.kind.as_str(), &e.reason[..]),
+        ("rejected", "self_referral")
+    );
+}
+
+#[test]
+fn coupon_leakage() {
+    let l = vec![
+        // cu1 came through b's link (a sign-up), then paid with a's coupon
+        click("kb", "02T10:00:00", "b", "dev1", ""),
+        format!(
+            r#"{{"type":"conversion","id":"up1","ts":"{}","program":"p","event":"signup","customer":"cu1"{}}}"#,
+            at("02T10:30:00"),
+            via("kb", "02T10:00:00", "b")
+        ),
+        sale("s1", "05T10:00:00", "cu1", r#","coupon":"CA""#),
+        // cu2 never clicked anything
+        sale("s2", "05T10:00:00", "cu2", r#","coupon":"CA""#),
+        // cu3's checkout pixel carries the device that clicked c's link
+        click("kc", "04T10:00:00", "c", "dev3", ""),
+        sale(
+            "s3",
+            "06T10:00:00",
+            "cu3",
+            r#","coupon":"CA","visitor":"dev3""#,
+        ),
+        // cu4 clicked a's own link: no leak
+        click("ka", "04T10:00:00", "a", "dev4", ""),
+        sale(
+            "s4",
+            "06T10:00:00",
+            "cu4",
+            r#","coupon":"CA","visitor":"dev4""#,
+        ),
+    ];
+    let d = world("", &l).draft();
+    assert_eq!(flagged(&d, "coupon_leakage"), ["s1", "s3"]);
+}
+
+#[test]
+fn round_trips() {
+    let l = vec![
+        click("k1", "02T10:00:00", "a", "v1", ""),
+        trade(
+            "t1",
+            "03T10:00:00",
+            "cu1",
+            "EURUSD",
+            "2.0",
+            &via("k1", "02T10:00:00", "a"),
+        ),
+        trade(
+            "t2",
+            "03T10:00:30",
+            "cu1",
+            "EURUSD",
+            "2.00",
+            &via("k1", "02T10:00:00", "a"),
+        ),
+        // other lots, or minutes later: ordinary trading
+        trade(
+            "t3",
+            "03T10:00:40",
+            "cu1",
+            "EURUSD",
+            "1.5",
+            &via("k1", "02T10:00:00", "a"),
+        ),
+        trade(
+            "t4",
+            "03T10:10:00",
+            "cu1",
+            "EURUSD",
+            "2.0",
+            &via("k1", "02T10:00:00", "a"),
+        ),
+    ];
+    let d = world("", &l).draft();
+    assert_eq!(flagged(&d, "round_trip"), ["t1", "t2"]);
+}
+
+// ---------------------------------------------------------------- actions and scores
+
+#[test]
+fn reject_action_makes_a_rejected_entry() {
+    let l = clicked_sale("1", "03T10:00:00", "03T10:00:05", "a", "v1", "", "");
+    let d = world("click_too_fast = { action = \"reject\" }\n", &l).draft();
+    let row = d.fraud.iter().find(|r| r[3] == "s1").unwrap();
+    assert_eq!(&row[6], "reject");
+    let e = d.entries.iter().find(|e| e.id == row[0]).unwrap();
+    assert_eq!(
+        (e.kind.as_str(), &e.reason[..]),
+        ("rejected", "fraud:click_too_fast")
+    );
+    assert!(
+        e.calc.contains("the fraud rule click_too_fast rejects it"),
+        "{}",
+        e.calc
+    );
+    assert!(d.statements.is_empty() || d.statements[0].earned.is_zero());
+}
+
+#[test]
+fn off_and_flag_and_the_score_threshold() {
+    let l = clicked_sale("1", "03T10:00:00", "03T10:00:05", "a", "v1", "", "");
+    let d = world("click_too_fast = { action = \"off\" }\n", &l).draft();
+    assert!(d.fraud.is_empty());
+    let d = world("click_too_fast = { action = \"flag\" }\n", &l).draft();
+    assert_eq!(d.fraud[0][6], "flag");
+    assert_eq!(d.statements[0].payable.to_string(), "10.00");
+    // weights add up: a flag of weight 100 reaches hold_score
+    let d = world(
+        "hold_score = 90\nclick_too_fast = { action = \"flag\", weight = 90 }\n",
+        &l,
+    )
+    .draft();
+    assert_eq!((&d.fraud[0][4][..], &d.fraud[0][6][..]), ("90", "hold"));
+    let d = world("reject_score = 50\n", &l).draft();
+    assert_eq!(d.fraud[0][6], "reject");
+}
+
+#[test]
+fn config_errors_name_file_line_and_key() {
+    let cases = [
+        ("colour = 1\n", 16, "colour"),
+        ("click_too_fast = { days = 3 }\n", 16, "days"),
+        ("click_too_fast = { action = \"ban\" }\n", 16, "action"),
+        ("[programs.fraud.visitor_flood]\nclicks = 1\n", 17, "clicks"),
+        ("round_trip = { weight = 101 }\n", 16, "weight"),
+        ("refund_rate = { min_rate = \"1.5\" }\n", 16, "min_rate"),
+        ("conversion_rate = { factor = 2.5 }\n", 16, "factor"),
+    ];
+    for (text, line, key) in cases {
+        let e = config::parse(
+            std::path::Path::new("programs.toml"),
+            &format!("{BASE}{text}"),
+        )
+        .err()
+        .unwrap_or_else(|| panic!("accepted: {text}"));
+        let s = e.to_string();
+        assert!(
+            s.starts_with(&format!("programs.toml:{line}: key `{key}`")),
+            "{text:?} -> {s}"
+        );
+    }
+    // defaults: the table alone turns every rule on
+    let c = config::parse(std::path::Path::new("p.toml"), BASE).unwrap();
+    let f = c.programs[0].fraud.as_ref().unwrap();
+    assert_eq!(f.slow_ms, 27 * 86_400_000);
+    assert_eq!(f.rules[0].weight, 60);
+}
+
+#[test]
+fn rerun_changes_nothing_and_reverdicts_are_stable() {
+    let mut l = clicked_sale("1", "03T10:00:00", "03T10:00:05", "a", "v1", "", "");
+    for i in 0..10 {
+        l.push(click(
+            &format!("f{i}"),
+            &format!("05T10:{:02}:00", i),
+            "a",
+            "flooder",
+            "",
+        ));
+    }
+    l.push(sale(
+        "s2",
+        "05T12:00:00",
+        "cu2",
+        &via("f4", "05T10:04:00", "a"),
+    ));
+    let mut w = world("", &l);
+    let p = Period::parse("2026-11").unwrap();
+    assert!(matches!(
+        run(&mut w.store, &w.cfg, p).unwrap(),
+        RunOutcome::Replaced { .. }
+    ));
+    assert!(matches!(
+        run(&mut w.store, &w.cfg, p).unwrap(),
+        RunOutcome::Unchanged { .. }
+    ));
+    // a later month's facts do not change November's verdicts
+    let a = w.draft().fraud;
+    let dec = compute_draft(&w.store, &w.cfg, Period::parse("2026-12").unwrap())
+        .unwrap()
+        .0;
+    assert!(dec.fraud.is_empty());
+    assert_eq!(a, w.draft().fraud);
+}
+
+#[test]
+fn a_late_fact_the_rules_hold_is_a_held_adjustment() {
+    let l = clicked_sale("1", "03T10:00:00", "03T12:00:00", "a", "v1", "", "");
+    let mut w = world("", &l);
+    let nov = Period::parse("2026-11").unwrap();
+    run(&mut w.store, &w.cfg, nov).unwrap();
+    settlement::run::close(&mut w.store, nov).unwrap();
+    // a November sale 5 s after its click arrives in December
+    let late: Vec<Record> = clicked_sale("2", "20T10:00:00", "20T10:00:05", "a", "v2", "", "")
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    import_records(&mut w.store, &late).unwrap();
+    let (d, _) = compute_draft(&w.store, &w.cfg, Period::parse("2026-12").unwrap()).unwrap();
+    let adj = d
+        .entries
+        .iter()
+        .find(|e| e.kind.as_str() == "adjustment")
+        .expect("an adjustment");
+    assert_eq!(
+        (adj.amount.to_string(), &adj.reason[..]),
+        ("10.00".to_string(), "held:fraud:click_too_fast")
+    );
+    // November's own sale was paid in November; the late one waits
+    assert_eq!(d.statements[0].pending.to_string(), "10.00");
+    assert!(d.statements[0].payable.is_zero());
+}
+
+// ---------------------------------------------------------------- review, end to end
+
+fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+fn events_file(dir: &std::path::Path, lines: &[String]) -> String {
+    let mut all: Vec<String> = ["a", "b"].iter().map(|p| partner(p)).collect();
+    all.extend_from_slice(lines);
+    write(dir, "e.ndjson", &(all.join("\n") + "\n"))
+}
+
+fn statement_row(out: &std::path::Path, partner: &str) -> String {
+    read(&out.join("statements.csv"))
+        .lines()
+        .find(|l| l.split(',').nth(1) == Some(partner))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn hold_then_release_is_payable_at_the_next_run() {
+    let t = tempfile::tempdir().unwrap();
+    let db = t.path().join("s.db");
+    let cfg = write(t.path(), "p.toml", BASE);
+    let mut l = clicked_sale("1", "03T10:00:00", "03T10:00:05", "a", "v1", "", "");
+    l.extend(clicked_sale(
+        "2",
+        "03T10:00:00",
+        "03T12:00:00",
+        "a",
+        "v2",
+        "",
+        "",
+    ));
+    ok(&db, &["import", &events_file(t.path(), &l)]);
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
+    let out = t.path().join("o");
+    let o = out.to_str().unwrap();
+    ok(&db, &["report", "--period", "2026-11", "--out", o]);
+    // earned 20.00, of which 10.00 held: payable 10.00
+    assert_eq!(
+        statement_row(&out, "a"),
+        "2026-11,a,p,USD,20.00,0.00,0.00,0.00,10.00,10.00,10.00"
+    );
+    let fraud_csv = read(&out.join("fraud.csv"));
+    assert!(
+        fraud_csv.starts_with("entry,partner,program,event,score,reasons,action,decision,by,why\n")
+    );
+    let row: Vec<&str> = fraud_csv.lines().nth(1).unwrap().split(',').collect();
+    assert_eq!(
+        &row[1..8],
+        ["a", "p", "s1", "60", "click_too_fast", "hold", "pending"]
+    );
+    let entry = row[0].to_string();
+    assert!(read(&out.join("report.html")).contains("<h2>Fraud</h2>"));
+    let explain = ok(&db, &["explain", &entry]);
+    assert!(
+        explain.contains("fraud    score 60 (click_too_fast), action hold, awaiting review"),
+        "{explain}"
+    );
+
+    let list = ok(&db, &["review", "list"]);
+    assert!(list.contains(&entry) && list.contains("\theld\n"), "{list}");
+
+    // decisions need who and why
+    let (c, err) = code(
+        &db,
+        &["review", "release", &entry, "--by", "", "--reason", "x"],
+    );
+    assert_eq!(c, 1, "{err}");
+    // an entry that is not held
+    let other = read(&out.join("ledger.csv"))
+        .lines()
+        .find(|l| l.contains(",s2,"))
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string();
+    let (c, err) = code(
+        &db,
+        &["review", "release", &other, "--by", "ops", "--reason", "x"],
+    );
+    assert_eq!(c, 1, "{err}");
+    assert!(err.contains("not held"), "{err}");
+
+    let (c, err) = code(
+        &db,
+        &[
+            "review",
+            "release",
+            &entry,
+            "--by",
+            "alice",
+            "--reason",
+            "merchant confirmed the order",
+        ],
+    );
+    assert_eq!(c, 0, "{err}");
+    assert!(err.contains("released by alice"), "{err}");
+    // rerun-safe: the same decision again changes nothing; another is refused
+    let (c, err) = code(
+        &db,
+        &[
+            "review", "release", &entry, "--by", "alice", "--reason", "again",
+        ],
+    );
+    assert_eq!(c, 0, "{err}");
+    assert!(err.contains("already released"), "{err}");
+    let (c, err) = code(
+        &db,
+        &["review", "reject", &entry, "--by", "bob", "--reason", "no"],
+    );
+    assert_eq!(c, 1, "{err}");
+    assert!(err.contains("final"), "{err}");
+    assert!(ok(&db, &["review", "list"]).contains("nothing awaits"));
+    assert!(ok(&db, &["review", "list", "--all"])
+        .contains("released by alice: merchant confirmed the order"));
+
+    // the next run pays it; a rerun changes nothing
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
+    ok(&db, &["report", "--period", "2026-11", "--out", o]);
+    assert_eq!(
+        statement_row(&out, "a"),
+        "2026-11,a,p,USD,20.00,0.00,0.00,0.00,0.00,20.00,0.00"
+    );
+    let ledger = read(&out.join("ledger.csv"));
+    let line = ledger.lines().find(|l| l.starts_with(&entry)).unwrap();
+    assert!(
+        line.contains("released on review by alice: merchant confirmed the order"),
+        "{line}"
+    );
+    let fraud_csv = read(&out.join("fraud.csv"));
+    assert!(
+        fraud_csv.contains(",hold,released,alice,merchant confirmed the order"),
+        "{fraud_csv}"
+    );
+    let before: Vec<String> = ["ledger.csv", "statements.csv", "fraud.csv", "report.html"]
+        .iter()
+        .map(|f| read(&out.join(f)))
+        .collect();
+    let (_, err) = code(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
+    assert!(err.contains("unchanged"), "{err}");
+    ok(&db, &["report", "--period", "2026-11", "--out", o]);
+    for (f, b) in ["ledger.csv", "statements.csv", "fraud.csv", "report.html"]
+        .iter()
+        .zip(&before)
+    {
+        assert_eq!(&read(&out.join(f)), b, "{f} changed on rerun");
+    }
+}
+
+#[test]
+fn held_in_a_closed_period_released_or_rejected_later() {
+    let t = tempfile::tempdir().unwrap();
+    let db = t.path().join("s.db");
+    let cfg = write(t.path(), "p.toml", BASE);
+    let mut l = clicked_sale("1", "03T10:00:00", "03T10:00:05", "a", "v1", "", "");
+    l.extend(clicked_sale(
+        "2",
+        "03T10:00:00",
+        "03T10:00:03",
+        "b",
+        "v2",
+        "",
+        "",
+    ));
+    ok(&db, &["import", &events_file(t.path(), &l)]);
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
+    let nov = t.path().join("nov");
+    ok(
+        &db,
+        &[
+            "report",
+            "--period",
+            "2026-11",
+            "--out",
+            nov.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        statement_row(&nov, "a"),
+        "2026-11,a,p,USD,10.00,0.00,0.00,0.00,10.00,0.00,10.00"
+    );
+    ok(&db, &["close", "--period", "2026-11"]);
+    let held: Vec<(String, String)> = read(&nov.join("fraud.csv"))
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let c: Vec<&str> = l.split(',').collect();
+            (c[1].to_string(), c[0].to_string())
+        })
+        .collect();
+    let entry_of = |p: &str| held.iter().find(|h| h.0 == p).unwrap().1.clone();
+
+    // December before any decision: both still pending
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-12"]);
+    let dec = t.path().join("dec");
+    let d = dec.to_str().unwrap();
+    ok(&db, &["report", "--period", "2026-12", "--out", d]);
+    assert_eq!(
+        statement_row(&dec, "a"),
+        "2026-12,a,p,USD,0.00,0.00,0.00,10.00,10.00,0.00,10.00"
+    );
+
+    // a released, b rejected
+    ok(
+        &db,
+        &[
+            "review",
+            "release",
+            &entry_of("a"),
+            "--by",
+            "alice",
+            "--reason",
+            "ok",
+        ],
+    );
+    let (c, err) = code(
+        &db,
+        &[
+            "review",
+            "reject",
+            &entry_of("b"),
+            "--by",
+            "bob",
+            "--reason",
+            "injected click",
+        ],
+    );
+    assert_eq!(c, 0, "{err}");
+    assert!(err.contains("reversed by an adjustment"), "{err}");
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-12"]);
+    ok(&db, &["report", "--period", "2026-12", "--out", d]);
+    assert_eq!(
+        statement_row(&dec, "a"),
+        "2026-12,a,p,USD,0.00,0.00,0.00,10.00,0.00,10.00,0.00"
+    );
+    assert_eq!(
+        statement_row(&dec, "b"),
+        "2026-12,b,p,USD,0.00,0.00,-10.00,10.00,0.00,0.00,0.00"
+    );
+    let ledger = read(&dec.join("ledger.csv"));
+    let rev = ledger.lines().find(|l| l.contains(",adjustment,")).unwrap();
+    assert!(
+        rev.contains(",-10.00,USD,") && rev.contains("fraud:click_too_fast"),
+        "{rev}"
+    );
+    assert!(
+        rev.contains(&entry_of("b")) && rev.contains("rejected on review by bob: injected click"),
+        "{rev}"
+    );
+    // closed November never changed
+    let (c, _) = code(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
+    assert_eq!(c, 1);
+
+    // January: the reversal is in closed December, not booked again
+    ok(&db, &["close", "--period", "2026-12"]);
+    ok(&db, &["run", "--config", &cfg, "--period", "2027-01"]);
+    let jan = t.path().join("jan");
+    ok(
+        &db,
+        &[
+            "report",
+            "--period",
+            "2027-01",
+            "--out",
+            jan.to_str().unwrap(),
+        ],
+    );
+    assert!(!read(&jan.join("ledger.csv")).contains(",adjustment,"));
+    assert_eq!(read(&jan.join("statements.csv")).lines().count(), 1);
+}
+
+// ---------------------------------------------------------------- evaluation
+
+#[test]
+fn evaluation_meets_the_targets() {
+    use settlement::fraud_sim::{evaluate, generate, programs_toml, FraudGen};
+    let g = FraudGen {
+        seed: 11,
+        sessions: 60_000,
+        ..FraudGen::default()
+    };
+    let gen = generate(&g);
+    let cfg = config::parse(std::path::Path::new("p.toml"), &programs_toml()).unwrap();
+    let e = evaluate(&gen, &cfg, g.period).unwrap();
+    assert!(e.injected > 600 && e.clean > 8_000, "{e:?}");
+    assert!(e.precision >= 0.95, "{e:?}");
+    assert!(e.recall >= 0.95, "{e:?}");
+    assert!(e.clean_false_positive_rate <= 0.005, "{e:?}");
+    for (name, s) in &e.patterns {
+        assert!(s.injected > 0 && s.recall >= 0.95, "{name}: {s:?}");
+    }
+    // the same seed, the same records
+    assert_eq!(generate(&g).records, gen.records);
+}
+
+#[test]
+fn store_and_records_agree() {
+    use settlement::fraud_sim::{generate, programs_toml, FraudGen};
+    let g = FraudGen {
+        seed: 3,
+        sessions: 15_000,
+        partners: 10,
+        customers: 5_000,
+        ..FraudGen::default()
+    };
+    let gen = generate(&g);
+    let cfg = config::parse(std::path::Path::new("p.toml"), &programs_toml()).unwrap();
+    // through the engine over records
+    let facts = settlement::facts::Facts::from_records(&gen.records);
+    let eng = settlement::engine::Engine::new(&cfg, &facts);
+    let out = settlement::engine::compute(
+        &eng,
+        &settlement::engine::Options {
+            until_ms: g.period.end_ms(),
+            max_arrival: i64::MAX,
+        },
+    )
+    .unwrap();
+    let mut want: Vec<(String, String)> = out
+        .fraud
+        .iter()
+        .map(|r| {
+            (
+                facts.id(&facts.convs[r.conv as usize]).to_string(),
+                settlement::fraud::reasons(r.mask),
+            )
+        })
+        .collect();
+    want.sort();
+    assert!(want.len() > 300, "{}", want.len());
+    // through the store, as `settlement run` does
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+    import_records(&mut store, &gen.records).unwrap();
+    let (d, _) = compute_draft(&store, &cfg, g.period).unwrap();
+    let mut got: Vec<(String, String)> = d
+        .fraud
+        .iter()
+        .map(|r| (r[3].clone(), r[5].clone()))
+        .collect();
+    got.sort();
+    assert_eq!(got, want);
+}
