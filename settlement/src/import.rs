@@ -21,7 +21,10 @@ pub fn validate(r: &Record) -> std::result::Result<(), String> {
         }
     };
     let id_ok = |v: &Option<String>, field: &str| match v {
-        Some(s) if !valid_id(s) => Err(format!("`{field}` {s:?} is not [A-Za-z0-9_-]{{1,64}}")),
+        Some(s) if !valid_id(s) => Err(format!(
+            "`{field}` {} is not [A-Za-z0-9_-]{{1,64}}",
+            shown(s)
+        )),
         _ => Ok(()),
     };
     match r.kind {
@@ -62,7 +65,8 @@ pub fn validate(r: &Record) -> std::result::Result<(), String> {
                 Some("approved" | "pending" | "rejected") => {}
                 Some(s) => {
                     return Err(format!(
-                        "deal `status` {s:?} is not approved, pending or rejected"
+                        "deal `status` {} is not approved, pending or rejected",
+                        shown(s)
                     ))
                 }
                 None => return Err("missing `status`".into()),
@@ -89,6 +93,15 @@ pub fn validate(r: &Record) -> std::result::Result<(), String> {
     id_ok(&r.program, "program")?;
     id_ok(&r.partner, "partner")?;
     Ok(())
+}
+
+/// A value quoted in an error message, cut to 64 characters (a line may be
+/// megabytes long).
+fn shown(s: &str) -> String {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => format!("{:?}... ({} bytes)", &s[..i], s.len()),
+        None => format!("{s:?}"),
+    }
 }
 
 /// Parses and validates one line.
@@ -138,30 +151,43 @@ pub fn import_file(store: &mut Store, path: &Path, opts: &ImportOptions) -> Resu
     let (tx_back, rx_back) = mpsc::channel::<Vec<Item>>();
     let reader = std::thread::spawn(move || -> std::io::Result<()> {
         let mut rd = BufReader::with_capacity(1 << 20, file);
-        let mut buf = String::new();
+        let mut buf = Vec::new();
         let mut line_no = 0usize;
         let mut chunk = Vec::with_capacity(CHUNK);
         let mut bytes = 0u64;
         loop {
             buf.clear();
-            let n = rd.read_line(&mut buf)?;
+            let n = rd.read_until(b'\n', &mut buf)?;
             if n == 0 {
                 break;
             }
             line_no += 1;
             bytes += n as u64;
-            let line = buf.trim_end_matches(['\n', '\r']);
-            if line.trim().is_empty() {
-                continue;
-            }
-            chunk.push(match parse_line(line) {
-                Ok(r) => Item::Ok(Box::new(r)),
-                Err(error) => Item::Bad {
+            // invalid UTF-8 is a bad line with its number, like any other
+            let item = match std::str::from_utf8(&buf) {
+                Ok(text) => {
+                    let line = text.trim_end_matches(['\n', '\r']);
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    match parse_line(line) {
+                        Ok(r) => Item::Ok(Box::new(r)),
+                        Err(error) => Item::Bad {
+                            line: line_no,
+                            raw: line.to_string(),
+                            error,
+                        },
+                    }
+                }
+                Err(e) => Item::Bad {
                     line: line_no,
-                    raw: line.to_string(),
-                    error,
+                    raw: String::from_utf8_lossy(&buf)
+                        .trim_end_matches(['\n', '\r'])
+                        .to_string(),
+                    error: format!("invalid UTF-8 at byte {} of the line", e.valid_up_to() + 1),
                 },
-            });
+            };
+            chunk.push(item);
             if chunk.len() == CHUNK {
                 while let Ok(done) = rx_back.try_recv() {
                     drop(done);

@@ -129,6 +129,19 @@ pub fn pull(store: &mut Store, o: &PullOptions) -> Result<PullReport> {
             ins.finish()?;
         }
         let next = page.next.unwrap_or(last_seq);
+        // a cursor that goes backwards, or a page of records that does not
+        // move it, is a misbehaving export API: the page is rolled back
+        // (dropping `tx`) and the stored cursor stays where it was
+        if next < cursor {
+            return Err(Error::Upstream(format!(
+                "{url}: X-Next-Cursor {next} goes backwards from {cursor}; nothing of this page was imported"
+            )));
+        }
+        if n > 0 && next == cursor {
+            return Err(Error::Upstream(format!(
+                "{url}: {n} records but X-Next-Cursor stays at {cursor}; nothing of this page was imported"
+            )));
+        }
         tx.execute(
             "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             rusqlite::params![CURSOR_KEY, next.to_string()],
@@ -143,8 +156,8 @@ pub fn pull(store: &mut Store, o: &PullOptions) -> Result<PullReport> {
             ));
             b.tick();
         }
-        if n == 0 || next <= cursor {
-            cursor = next.max(cursor);
+        if n == 0 {
+            cursor = next;
             break;
         }
         cursor = next;

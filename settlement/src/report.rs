@@ -213,6 +213,7 @@ pub fn load(store: &Store, p: Period) -> Result<PeriodData> {
 pub fn report(store: &Store, p: Period, out: &Path) -> Result<PeriodData> {
     let d = load(store, p)?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    remove_stale_temps(out)?;
     write_atomic(
         &out.join("statements.csv"),
         &csv_bytes(&STATEMENT_COLUMNS, &d.statements),
@@ -232,6 +233,29 @@ pub fn report(store: &Store, p: Period, out: &Path) -> Result<PeriodData> {
     crate::fraud::write_csv(&out.join("fraud.csv"), &d.fraud)?;
     write_atomic(&out.join("report.html"), html(p, &d).as_bytes())?;
     Ok(d)
+}
+
+/// Removes the temporary files a killed report left in `out` (`.NAME.tmp.PID`
+/// of the six files): the outputs themselves are always whole, since each is
+/// renamed into place only once written and synced. One report at a time
+/// per directory.
+fn remove_stale_temps(out: &Path) -> Result<()> {
+    let entries = std::fs::read_dir(out).map_err(|e| Error::io(out, e))?;
+    for e in entries {
+        let e = e.map_err(|e| Error::io(out, e))?;
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let stale = FILES.iter().any(|f| {
+            name.strip_prefix('.')
+                .and_then(|n| n.strip_prefix(f))
+                .and_then(|n| n.strip_prefix(".tmp."))
+                .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+        });
+        if stale {
+            std::fs::remove_file(e.path()).map_err(|err| Error::io(&e.path(), err))?;
+        }
+    }
+    Ok(())
 }
 
 /// Streams the period's ledger as CSV, in ledger order.
