@@ -127,11 +127,20 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    let db = cli.db.clone();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            match e.downcast_ref::<Error>() {
+                // the store's errors name the store (a corrupt or truncated
+                // file); our errors already include their cause, once
+                Some(err @ Error::Store(_)) => {
+                    eprintln!("settlement: error: {}: {err}", db.display())
+                }
+                Some(err) => eprintln!("settlement: error: {err}"),
+                None => eprintln!("settlement: error: {e:#}"),
+            }
             let code = e.downcast_ref::<Error>().map_or(2, Error::exit_code);
-            eprintln!("settlement: error: {e:#}");
             ExitCode::from(code as u8)
         }
     }

@@ -672,7 +672,11 @@ fn a_corrupt_store_is_a_clear_error_and_is_left_as_it_was() {
                 let _ = std::fs::remove_file(format!("{}{suffix}", bad.display()));
             }
             std::fs::write(&bad, &corrupt).unwrap();
-            fails(&bad, cmd, 2, &["settlement store"]);
+            let err = fails(&bad, cmd, 2, &["bad.db: settlement store: "]);
+            assert!(
+                err.contains("malformed") || err.contains("not a database"),
+                "{what}: {err}"
+            );
             assert!(
                 std::fs::read(&bad).unwrap() == corrupt,
                 "{what}: {cmd:?} wrote to a corrupt store"
