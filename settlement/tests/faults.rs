@@ -244,11 +244,17 @@ fn timed(db: &Path, args: &[&str]) -> Duration {
 }
 
 /// Starts the command and SIGKILLs it after a seeded random delay within
-/// its undisturbed duration; true when it was still running (a real kill).
+/// its undisturbed duration (every other time within its second half,
+/// where the writes are); true when it was still running (a real kill).
 fn kill_at_random(db: &Path, args: &[&str], full: Duration, rng: &mut Rng) -> bool {
     let mut child = spawn(db, args);
-    let wait = (full.as_micros() as u64).max(1);
-    std::thread::sleep(Duration::from_micros(rng.below(wait)));
+    let wait = (full.as_micros() as u64).max(2);
+    let delay = if rng.chance(50) {
+        rng.below(wait)
+    } else {
+        wait / 2 + rng.below(wait / 2)
+    };
+    std::thread::sleep(Duration::from_micros(delay));
     let killed = if child.try_wait().unwrap().is_none() {
         child.kill().unwrap(); // SIGKILL
         true
@@ -798,7 +804,7 @@ fn handle(mut conn: TcpStream, fault: &Mutex<(Fault, usize)>, d: &Data) {
             None,
         );
     }
-    let stall = || std::thread::sleep(Duration::from_millis(1500));
+    let stall = || std::thread::sleep(Duration::from_secs(3));
     match f {
         Fault::Fail500(n) if nth <= n => {
             return reply(&mut conn, "500 Internal Server Error", "oops", None)
@@ -877,7 +883,7 @@ fn handle(mut conn: TcpStream, fault: &Mutex<(Fault, usize)>, d: &Data) {
 fn opts(url: &str) -> PullOptions {
     let mut o = PullOptions::new(url, TOKEN);
     o.backoff = Duration::from_millis(5);
-    o.timeout = Duration::from_millis(300);
+    o.timeout = Duration::from_secs(1);
     o.tries = 3;
     o.progress = false;
     o
