@@ -34,6 +34,16 @@ pub fn nightly(
         rep.pulled = r.counts.new;
     }
     let current = Period::of_day(today);
+    // a nightly killed between a close and that period's report left it
+    // unreported (or with the draft's report): the loop below starts after
+    // it, so report it here; `REPORTED_KEY` marks the last closed period
+    // whose report was written
+    if let Some(h) = store.last_closed()? {
+        if store.meta(REPORTED_KEY)?.as_deref() != Some(h.to_string().as_str()) {
+            crate::report::report(store, h, &n.out.join(h.to_string()))?;
+            set_reported(store, h)?;
+        }
+    }
     let start = match store.last_closed()? {
         Some(h) => h.next(),
         None => match store.event_periods()?.0 {
@@ -46,14 +56,29 @@ pub fn nightly(
         let outcome = run(store, &cfg, p)?;
         rep.ran
             .push((p, matches!(outcome, RunOutcome::Replaced { .. })));
-        if p.last_day() + n.grace_days < today {
+        let closing = p.last_day() + n.grace_days < today;
+        if closing {
             close(store, p)?;
             rep.closed.push(p);
         }
         crate::report::report(store, p, &n.out.join(p.to_string()))?;
+        if closing {
+            set_reported(store, p)?;
+        }
         p = p.next();
     }
     Ok(rep)
+}
+
+/// The meta key naming the last closed period `nightly` has reported.
+pub const REPORTED_KEY: &str = "nightly_reported";
+
+fn set_reported(store: &Store, p: Period) -> Result<()> {
+    store.conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        rusqlite::params![REPORTED_KEY, p.to_string()],
+    )?;
+    Ok(())
 }
 
 /// Today from `--now YYYY-MM-DD`, or the system clock.

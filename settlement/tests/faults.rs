@@ -1,6 +1,6 @@
 //! Settlement under faults (issue 8): the real binary SIGKILLed at seeded
-//! random instants of `pull`, `import`, `run`, `close` and `report` (56 kills
-//! in all), corrupt and truncated inputs, a corrupt store, and an export API
+//! random instants of `pull`, `import`, `run`, `close` and `report` (56 kills)
+//! and `nightly` (8), corrupt and truncated inputs, a corrupt store, and an export API
 //! that stalls, fails, repeats itself or moves its cursor backwards. Every
 //! case ends either in exactly the state and files of an undisturbed run or
 //! in a clear error (exit code per SPEC) with nothing half-written.
@@ -1002,4 +1002,122 @@ fn a_misbehaving_export_api_never_imports_twice_or_skips() {
     assert_same(&want, &dump(&db), "store after the CLI faults");
     cases += 1;
     tally(0, cases);
+}
+
+// ------------------------------------------------------------ nightly
+
+/// Every file under `dir`, with its path relative to it.
+fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v = Vec::new();
+    if !dir.exists() {
+        return v;
+    }
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.file_type().unwrap().is_dir() {
+            for (n, b) in tree(&e.path()) {
+                v.push((format!("{name}/{n}"), b));
+            }
+        } else {
+            v.push((name, std::fs::read(e.path()).unwrap()));
+        }
+    }
+    v.sort();
+    v
+}
+
+fn names(t: &[(String, Vec<u8>)]) -> Vec<&str> {
+    t.iter().map(|f| f.0.as_str()).collect()
+}
+
+#[test]
+fn a_killed_nightly_reruns_to_the_same_store_and_reports() {
+    let fx = fixture(2_000);
+    let imported = fx.path("imported.db");
+    ok(&imported, &["import", s(&fx.part1), s(&fx.part2)]);
+    let nightly_cfg = fx.path("settlement.toml");
+    std::fs::write(
+        &nightly_cfg,
+        "programs = \"programs.toml\"\nout = \"reports\"\ngrace_days = 3\n",
+    )
+    .unwrap();
+    let reports = fx.path("reports");
+    let nightly = [
+        "nightly",
+        "--config",
+        s(&nightly_cfg),
+        "--now",
+        "2026-12-10",
+    ];
+
+    // undisturbed: November run, closed and reported, December run and reported
+    let refdb = fx.path("ref.db");
+    copy_db(&imported, &refdb);
+    let full = timed(&refdb, &nightly);
+    let want_store = dump(&refdb);
+    let want = tree(&reports);
+    assert_eq!(want.len(), 12, "{:?}", names(&want));
+    assert!(read(&reports.join("2026-11/report.html")).contains("<b>closed</b>"));
+    std::fs::remove_dir_all(&reports).unwrap();
+
+    // the state a nightly killed between November's close and its report
+    // leaves, over the draft report of the night before
+    let db = fx.path("between.db");
+    copy_db(&imported, &db);
+    ok(
+        &db,
+        &[
+            "nightly",
+            "--config",
+            s(&nightly_cfg),
+            "--now",
+            "2026-12-02",
+        ],
+    );
+    assert!(read(&reports.join("2026-11/report.html")).contains("<b>draft</b>"));
+    ok(&db, &["run", "--config", s(&fx.cfg), "--period", PERIOD]);
+    ok(&db, &["close", "--period", PERIOD]);
+    ok(&db, &nightly);
+    assert!(
+        tree(&reports) == want,
+        "after a close without its report: {:?}",
+        names(&tree(&reports))
+    );
+    assert_same(
+        &want_store,
+        &dump(&db),
+        "store after a close without its report",
+    );
+    std::fs::remove_dir_all(&reports).unwrap();
+
+    let mut rng = Rng::new(12);
+    let mut seen = std::collections::BTreeMap::new();
+    let kills = kill_loop("nightly", 8, &mut rng, |rng, i| {
+        let db = fx.path(&format!("k-nightly-{i}.db"));
+        copy_db(&imported, &db);
+        let k = kill_at_random(&db, &nightly, full, rng);
+        if k {
+            let closed = scalar(&db, "SELECT COUNT(*) FROM periods WHERE state = 'closed'");
+            let files = tree(&reports)
+                .iter()
+                .filter(|f| !f.0.contains("/."))
+                .count();
+            note(
+                &mut seen,
+                format!("nightly left {closed} closed, {files} files"),
+            );
+        }
+        ok(&db, &nightly);
+        let got = tree(&reports);
+        assert!(got == want, "after a killed nightly: {:?}", names(&got));
+        assert_same(&want_store, &dump(&db), "store after a killed nightly");
+        std::fs::remove_dir_all(&reports).unwrap();
+        std::fs::remove_file(&db).unwrap();
+        k
+    });
+    for (what, n) in &seen {
+        eprintln!("{n:3} x {what}");
+    }
+    tally(kills, 2);
 }
