@@ -583,6 +583,15 @@ fn corrupt_and_truncated_inputs_are_clear_errors_with_nothing_imported() {
     assert_same(&before, &dump(&db), "store after a huge line");
     cases += 1;
 
+    // bytes that are not text at all
+    let f = fx.path("garbage.ndjson");
+    let mut rng = Rng::new(5);
+    let junk: Vec<u8> = (0..4096).map(|_| rng.below(256) as u8).collect();
+    std::fs::write(&f, &junk).unwrap();
+    fails(&db, &["import", s(&f)], 2, &["garbage.ndjson:1:"]);
+    assert_same(&before, &dump(&db), "store after a binary file");
+    cases += 1;
+
     // none of it left a trace: the good file imports as if first
     ok(&db, &["import", s(&fx.part2)]);
     let reference = fx.path("ref.db");
@@ -723,6 +732,9 @@ enum Fault {
     CutLineAt(u64),
     /// The partner registry answers 500.
     PartnersDown,
+    /// X-Next-Cursor is not a number (or absent): the client goes by the
+    /// page's last seq.
+    GarbageCursor,
 }
 
 const PAGE: u64 = 100;
@@ -789,8 +801,10 @@ fn handle(mut conn: TcpStream, fault: &Mutex<(Fault, usize)>, d: &Data) {
             "HTTP/1.1 {status}\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\nConnection: close\r\n",
             body.len()
         );
-        if let Some(c) = cursor {
-            r.push_str(&format!("X-Next-Cursor: {c}\r\n"));
+        match cursor {
+            Some(_) if f == Fault::GarbageCursor => r.push_str("X-Next-Cursor: next\r\n"),
+            Some(c) => r.push_str(&format!("X-Next-Cursor: {c}\r\n")),
+            None => {}
         }
         r.push_str("\r\n");
         r.push_str(body);
@@ -923,6 +937,7 @@ fn a_misbehaving_export_api_never_imports_twice_or_skips() {
         Fault::Stall(1),
         Fault::ShortBody(2),
         Fault::Duplicates,
+        Fault::GarbageCursor,
     ] {
         srv.set(f);
         let db = fx.path(&format!("{f:?}.db"));
