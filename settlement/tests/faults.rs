@@ -335,6 +335,16 @@ fn sigkills_of_every_command_end_as_an_undisturbed_run() {
     let t_report = t0.elapsed();
     let ref_files = listing(&out_ref);
     assert_eq!(ref_files.len(), 6, "{:?}", ref_files.iter().map(|f| &f.0));
+    // the files of a store, for the comparisons after a rerun
+    let files_of = |db: &Path, out: &Path| {
+        let args = report(out);
+        ok(db, &args.iter().map(String::as_str).collect::<Vec<_>>());
+        let l = listing(out);
+        std::fs::remove_dir_all(out).unwrap();
+        l
+    };
+    let draft_files = files_of(&fx.path("ran.db"), &fx.path("out-draft"));
+    assert!(draft_files != ref_files, "the draft's report says draft");
 
     let mut rng = Rng::new(2026);
     let mut kills = 0;
@@ -378,6 +388,10 @@ fn sigkills_of_every_command_end_as_an_undisturbed_run() {
         }
         ok(&db, &run);
         assert_same(&d_run, &dump(&db), "store after a killed run");
+        assert!(
+            files_of(&db, &fx.path("k-run-out")) == draft_files,
+            "the report after a killed run differs"
+        );
         std::fs::remove_file(&db).unwrap();
         k
     });
@@ -402,6 +416,10 @@ fn sigkills_of_every_command_end_as_an_undisturbed_run() {
             assert!(err.contains("is closed"), "{err}");
         }
         assert_same(&d_close, &dump(&db), "store after a killed close");
+        assert!(
+            files_of(&db, &fx.path("k-close-out")) == ref_files,
+            "the report after a killed close differs"
+        );
         std::fs::remove_file(&db).unwrap();
         k
     });
