@@ -528,7 +528,8 @@ fn sigkills_of_every_command_end_as_an_undisturbed_run() {
 
 // ------------------------------------------------------------ inputs
 
-/// The failing command's exit code and message, and that it named `needle`.
+/// Runs a command that must fail with `want`, a short message naming each of
+/// `needles`, and no panic; returns the message.
 fn fails(db: &Path, args: &[&str], want: i32, needles: &[&str]) -> String {
     let (c, err) = code(db, args);
     assert_eq!(c, want, "{args:?}: {err}");
