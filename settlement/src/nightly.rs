@@ -50,7 +50,9 @@ pub fn nightly(
             close(store, p)?;
             rep.closed.push(p);
         }
-        crate::report::report(store, p, &n.out.join(p.to_string()))?;
+        let out = n.out.join(p.to_string());
+        let d = crate::report::report(store, p, &out)?;
+        crate::payout_files::write(&out, p, &d.payouts, &cfg.payout_details)?;
         p = p.next();
     }
     Ok(rep)

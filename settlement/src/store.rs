@@ -101,6 +101,20 @@ CREATE TABLE reviews (
 );
 "#,
     ),
+    (
+        3,
+        "opening_balances",
+        r#"
+-- balances carried over from another platform (settlement import --map),
+-- booked by `run` as adjustments of `period`, fixed at import
+CREATE TABLE opening_balances (
+  id TEXT PRIMARY KEY, partner TEXT NOT NULL, program TEXT NOT NULL, amount TEXT NOT NULL,
+  currency TEXT NOT NULL, as_of INTEGER NOT NULL, source TEXT NOT NULL, line INTEGER NOT NULL,
+  period INTEGER NOT NULL
+);
+CREATE INDEX opening_balances_period ON opening_balances(period);
+"#,
+    ),
 ];
 
 pub const KIND_CLICK: i64 = 0;
