@@ -666,7 +666,9 @@ pub fn import_csv(
     // booked in the first open period (after the last closed one) that
     // starts after the balance's as-of date
     for b in &balances {
-        let id = prefixed_id("ob_", &[&name, &b.program, &b.partner]);
+        // one opening balance per partner and platform: a re-downloaded or
+        // renamed export adds nothing
+        let id = prefixed_id("ob_", &[&mapping.source, &b.program, &b.partner]);
         let p = {
             let after = Period::of_day(b.as_of_day + 1);
             let closed: Option<i64> = tx.query_row(
