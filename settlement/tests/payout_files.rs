@@ -277,3 +277,41 @@ fn bad_payout_details_are_config_errors_with_file_line_and_key() {
         assert!(err.contains(what), "want {what:?} in {err}");
     }
 }
+
+#[test]
+fn nightly_writes_the_payout_files_with_its_programs() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let ex = repo().join("examples/payouts");
+    ok(&db, &["import", ex.join("events.ndjson").to_str().unwrap()]);
+    let toml = dir.path().join("settlement.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "programs = {:?}\nout = \"reports\"\ngrace_days = 3\n",
+            ex.join("programs.toml").display().to_string()
+        ),
+    )
+    .unwrap();
+    ok(
+        &db,
+        &[
+            "nightly",
+            "--config",
+            toml.to_str().unwrap(),
+            "--now",
+            "2026-12-10",
+        ],
+    );
+    let nov = dir.path().join("reports/2026-11");
+    let xml = read(&nov.join("payouts.sepa.xml"));
+    assert_eq!(all(&xml, "CtrlSum"), vec!["515.45", "515.45"]);
+    assert!(nov.join("payouts.paypal.USD.csv").is_file());
+    // December has no payouts: no SEPA file, a manual file with its header only
+    let dec = dir.path().join("reports/2026-12");
+    assert!(!dec.join("payouts.sepa.xml").exists());
+    assert_eq!(
+        read(&dec.join("payouts.manual.csv")),
+        "period,partner,currency,amount,reference,reason\n"
+    );
+}
