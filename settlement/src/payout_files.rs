@@ -395,8 +395,8 @@ pub struct Summary {
     pub sepa: Option<(usize, Decimal)>,
     /// Per currency: the file name, payouts and their sum.
     pub paypal: Vec<(String, usize, String)>,
-    /// Payouts in no file: `(partner, currency, amount, reason)`.
-    pub manual: Vec<(String, String, String, String)>,
+    /// Payouts in no file: `(partner, currency, amount, reference, reason)`.
+    pub manual: Vec<[String; 5]>,
 }
 
 impl Summary {
@@ -409,7 +409,7 @@ impl Summary {
         for (f, n, sum) in &self.paypal {
             v.push(format!("{f}: {n} PayPal payouts, {sum}"));
         }
-        for (partner, cur, amount, reason) in &self.manual {
+        for [partner, cur, amount, _, reason] in &self.manual {
             v.push(format!(
                 "not in a payout file (payouts.manual.csv): {partner} {amount} {cur}: {reason}"
             ));
@@ -484,12 +484,13 @@ pub fn write(
                 None => "no paypal_email".to_string(),
             },
         };
-        summary.manual.push((
+        summary.manual.push([
             r.partner.to_string(),
             r.currency.to_string(),
             r.amount_text.to_string(),
+            r.reference.to_string(),
             reason,
-        ));
+        ]);
     }
 
     // payouts.sepa.xml
@@ -548,19 +549,8 @@ pub fn write(
     let csv_err = |e: csv::Error| Error::data(format!("payouts.manual.csv: {e}"));
     w.write_record(MANUAL_COLUMNS).map_err(csv_err)?;
     let ps = p.to_string();
-    for (i, (partner, cur, amount, reason)) in summary.manual.iter().enumerate() {
-        let reference = rows
-            .iter()
-            .filter(|r| r.partner == partner && r.currency == cur)
-            .map(|r| r.reference)
-            .nth(
-                summary.manual[..i]
-                    .iter()
-                    .filter(|m| m.0 == *partner && m.1 == *cur)
-                    .count(),
-            )
-            .unwrap_or("");
-        w.write_record([ps.as_str(), partner, cur, amount, reference, reason])
+    for m in &summary.manual {
+        w.write_record([ps.as_str(), &m[0], &m[1], &m[2], &m[3], &m[4]])
             .map_err(csv_err)?;
     }
     let bytes = w
