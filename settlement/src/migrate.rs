@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::ledger::{prefixed_id, Entry, EntryKind};
 use crate::money::{fmt_decimal, parse_decimal};
 use crate::period::{date_of_day, Period};
-use crate::store::{ImportCounts, Inserter, Store};
+use crate::store::{pos_base, ImportCounts, Inserter, Store};
 use edge::currency::Currency;
 use edge::record::Record;
 use rusqlite::params;
@@ -734,11 +734,33 @@ pub fn import_csv(
 // ---------------------------------------------------------------- run
 
 /// The opening balances booked in period `p`, as `adjustment` entries
-/// (reason `opening_balance:<file>`), for `run`.
+/// (reason `opening_balance:<file>`), for `run`: those whose period (the
+/// first open one after their as-of date, fixed at import) is `p` or
+/// earlier, unless another period's ledger already has them. So a balance
+/// whose own period is never run is booked by the next period that is,
+/// and never twice.
 pub fn opening_entries(store: &Store, cfg: &Config, p: Period) -> Result<Vec<Entry>> {
+    let due: i64 = store.conn.query_row(
+        "SELECT COUNT(*) FROM opening_balances WHERE period <= ?1",
+        [p.key()],
+        |r| r.get(0),
+    )?;
+    if due == 0 {
+        return Ok(Vec::new());
+    }
+    let mut booked = std::collections::HashSet::new();
+    {
+        let mut st = store.conn.prepare(
+            "SELECT id FROM ledger WHERE reason LIKE 'opening_balance:%' AND (pos < ?1 OR pos >= ?2)",
+        )?;
+        let mut rows = st.query([pos_base(p), pos_base(p.next())])?;
+        while let Some(r) = rows.next()? {
+            booked.insert(r.get::<_, String>(0)?);
+        }
+    }
     let mut st = store.conn.prepare(
         "SELECT id, partner, program, amount, currency, as_of, source, line FROM opening_balances
-         WHERE period = ?1 ORDER BY partner, program, id",
+         WHERE period <= ?1 ORDER BY partner, program, id",
     )?;
     let mut rows = st.query([p.key()])?;
     let mut v = Vec::new();
@@ -751,6 +773,10 @@ pub fn opening_entries(store: &Store, cfg: &Config, p: Period) -> Result<Vec<Ent
         let as_of: i64 = r.get(5)?;
         let source: String = r.get(6)?;
         let line: i64 = r.get(7)?;
+        let entry_id = prefixed_id("le_", &["opening_balance", &id]);
+        if booked.contains(&entry_id) {
+            continue;
+        }
         let file = source.split(" (").next().unwrap_or(&source).to_string();
         let prog = cfg.program(&program).ok_or_else(|| {
             Error::data(format!(
@@ -771,7 +797,7 @@ pub fn opening_entries(store: &Store, cfg: &Config, p: Period) -> Result<Vec<Ent
             rust_decimal::RoundingStrategy::MidpointNearestEven,
         ));
         v.push(Entry {
-            id: prefixed_id("le_", &["opening_balance", &id]),
+            id: entry_id,
             period: p,
             partner: partner.clone(),
             program,

@@ -259,3 +259,30 @@ fn mapping_errors_are_config_errors_and_missing_columns_data_errors() {
     assert!(err.contains("no column \"Partner ID\""), "{err}");
     assert!(snapshot(&db).is_empty());
 }
+
+#[test]
+fn a_balance_whose_period_is_never_run_is_booked_by_the_next_run_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    import(&db, "everflow"); // as of 2026-10-31: due in 2026-11
+    let run = |p: &str| ok(&db, &["run", "--config", &programs(), "--period", p]);
+    run("2026-12");
+    let booked = |period: &str| {
+        db_rows(
+            &db,
+            &format!(
+                "SELECT partner || ' ' || amount FROM ledger WHERE reason LIKE 'opening_balance:%' AND period = {} ORDER BY partner",
+                period.replace('-', "")
+            ),
+        )
+    };
+    assert_eq!(
+        booked("2026-12"),
+        vec!["1042 1204.50", "1043 310.00", "1080 75.25"]
+    );
+    // November run afterwards: already in December's ledger, not again
+    run("2026-11");
+    assert!(booked("2026-11").is_empty());
+    run("2026-12");
+    assert_eq!(booked("2026-12").len(), 3);
+}
