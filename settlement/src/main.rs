@@ -47,6 +47,10 @@ enum Cmd {
         /// and opening balances through this column mapping.
         #[arg(long, value_name = "MAPPING.toml")]
         map: Option<PathBuf>,
+        /// With --map: write the mapping's [payout] details here, as
+        /// [[payout.partners]] tables for programs.toml.
+        #[arg(long, value_name = "OUT.toml", requires = "map")]
+        payout_details: Option<PathBuf>,
     },
     /// Recompute a period's draft (a rerun changes nothing).
     Run {
@@ -163,11 +167,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             skip_invalid,
             rejects,
             map: Some(map),
+            payout_details,
         } => {
             let m = settlement::migrate::load(&map)?;
             let o = settlement::migrate::CsvOptions {
                 skip_invalid,
                 rejects,
+                payout_details,
             };
             for f in &files {
                 let r = settlement::migrate::import_csv(&mut store, &m, f, &o)?;
@@ -184,6 +190,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         None => String::new(),
                     }
                 );
+                match &r.payout_details {
+                    Some((n, Some(p))) => eprintln!(
+                        "{}: payout details of {n} partners written to {} (append to programs.toml)",
+                        f.display(),
+                        p.display()
+                    ),
+                    Some((n, None)) => eprintln!(
+                        "{}: payout details of {n} partners checked (--payout-details OUT.toml writes them)",
+                        f.display()
+                    ),
+                    None => {}
+                }
             }
         }
         Cmd::Import {
@@ -191,6 +209,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             skip_invalid,
             rejects,
             map: None,
+            ..
         } => {
             let o = settlement::import::ImportOptions {
                 skip_invalid,

@@ -77,6 +77,19 @@ struct RawMapping {
     partner: Option<RawPartner>,
     coupon: Option<RawCoupon>,
     balance: Option<RawBalance>,
+    payout: Option<RawPayout>,
+}
+
+/// Partners' payout details, written as `[[payout.partners]]` tables for
+/// programs.toml.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPayout {
+    id: Spanned<RawField>,
+    legal_name: Option<Spanned<RawField>>,
+    iban: Option<Spanned<RawField>>,
+    bic: Option<Spanned<RawField>>,
+    paypal_email: Option<Spanned<RawField>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,6 +136,14 @@ struct CouponMap {
     program: Field,
 }
 
+struct PayoutMap {
+    id: Field,
+    legal_name: Option<Field>,
+    iban: Option<Field>,
+    bic: Option<Field>,
+    paypal_email: Option<Field>,
+}
+
 struct BalanceMap {
     partner: Field,
     program: Field,
@@ -138,6 +159,7 @@ pub struct Mapping {
     partner: Option<PartnerMap>,
     coupon: Option<CouponMap>,
     balance: Option<BalanceMap>,
+    payout: Option<PayoutMap>,
 }
 
 /// A field as written, before the CSV header is known.
@@ -239,11 +261,15 @@ impl Loaded {
     fn raw(&self) -> Result<RawMapping> {
         let src = Src::new(self.path.display().to_string(), &self.text);
         let raw: RawMapping = toml::from_str(&self.text).map_err(|e| src.toml_err(e))?;
-        if raw.partner.is_none() && raw.coupon.is_none() && raw.balance.is_none() {
+        if raw.partner.is_none()
+            && raw.coupon.is_none()
+            && raw.balance.is_none()
+            && raw.payout.is_none()
+        {
             return Err(src.err(
                 0..0,
                 "partner",
-                "the mapping needs a [partner], [coupon] or [balance] table",
+                "the mapping needs a [partner], [coupon], [balance] or [payout] table",
             ));
         }
         if let Some(d) = &raw.delimiter {
@@ -287,6 +313,19 @@ impl Loaded {
                 (&b.currency, "currency"),
                 (&b.as_of, "as_of"),
             ]);
+        }
+        if let Some(p) = &raw.payout {
+            v.push((&p.id, "id"));
+            for (f, n) in [
+                (&p.legal_name, "legal_name"),
+                (&p.iban, "iban"),
+                (&p.bic, "bic"),
+                (&p.paypal_email, "paypal_email"),
+            ] {
+                if let Some(f) = f {
+                    v.push((f, n));
+                }
+            }
         }
         v
     }
@@ -335,7 +374,18 @@ impl Loaded {
                 as_of: b(&x.as_of, "balance.as_of")?,
             }),
         };
+        let payout = match &raw.payout {
+            None => None,
+            Some(x) => Some(PayoutMap {
+                id: b(&x.id, "payout.id")?,
+                legal_name: ob(&x.legal_name, "payout.legal_name")?,
+                iban: ob(&x.iban, "payout.iban")?,
+                bic: ob(&x.bic, "payout.bic")?,
+                paypal_email: ob(&x.paypal_email, "payout.paypal_email")?,
+            }),
+        };
         Ok(Mapping {
+            payout,
             source: raw.source.unwrap_or_else(|| "CSV".to_string()),
             delimiter: raw.delimiter.map_or(b',', |d| d.get_ref().as_bytes()[0]),
             partner,
@@ -474,6 +524,7 @@ pub struct Balance {
 struct RowOut {
     records: Vec<Record>,
     balance: Option<Balance>,
+    payee: Option<(String, crate::payout_files::Payee)>,
 }
 
 fn record(v: serde_json::Value) -> std::result::Result<Record, String> {
@@ -568,6 +619,56 @@ impl Mapping {
                 }
             }
         }
+        if let Some(m) = &self.payout {
+            let opt = |f: &Option<Field>| -> std::result::Result<Option<String>, String> {
+                match f {
+                    Some(f) => f.get(row),
+                    None => Ok(None),
+                }
+            };
+            let check = |v: Option<String>,
+                         name: &str,
+                         f: fn(&str) -> std::result::Result<String, String>|
+             -> std::result::Result<Option<String>, String> {
+                v.map(|v| f(&v).map_err(|e| format!("`payout.{name}` {e}")))
+                    .transpose()
+            };
+            let iban = check(opt(&m.iban)?, "iban", crate::payout_files::iban)?;
+            let paypal_email = check(
+                opt(&m.paypal_email)?,
+                "paypal_email",
+                crate::payout_files::email,
+            )?;
+            // a row without a way to pay gives no payout details
+            if iban.is_some() || paypal_email.is_some() {
+                let id = m.id.id(row)?;
+                let bic = check(opt(&m.bic)?, "bic", crate::payout_files::bic)?;
+                let legal_name = check(
+                    opt(&m.legal_name)?,
+                    "legal_name",
+                    crate::payout_files::legal_name,
+                )?;
+                let (iban, bic) = match (iban, bic) {
+                    (Some(i), Some(b)) if legal_name.is_some() => (Some(i), Some(b)),
+                    (Some(_), _) if paypal_email.is_none() => {
+                        return Err(
+                            "`payout.iban` needs `payout.bic` and `payout.legal_name`".into()
+                        )
+                    }
+                    // bank details incomplete: PayPal only
+                    _ => (None, None),
+                };
+                out.payee = Some((
+                    id,
+                    crate::payout_files::Payee {
+                        legal_name,
+                        iban,
+                        bic,
+                        paypal_email,
+                    },
+                ));
+            }
+        }
         Ok(out)
     }
 }
@@ -582,11 +683,16 @@ pub struct CsvReport {
     pub balances_known: u64,
     pub rejected: u64,
     pub rejects_path: Option<PathBuf>,
+    /// Partners with payout details, and where they were written.
+    pub payout_details: Option<(usize, Option<PathBuf>)>,
 }
 
 pub struct CsvOptions {
     pub skip_invalid: bool,
     pub rejects: Option<PathBuf>,
+    /// Where the mapping's `[payout]` details go, as `[[payout.partners]]`
+    /// tables for programs.toml; without it they are only checked.
+    pub payout_details: Option<PathBuf>,
 }
 
 /// Imports one CSV file through the mapping, in one transaction.
@@ -617,6 +723,7 @@ pub fn import_csv(
     let mut report = CsvReport::default();
     let mut rejects: Vec<csv::StringRecord> = Vec::new();
     let mut balances: Vec<Balance> = Vec::new();
+    let mut payees: BTreeMap<String, crate::payout_files::Payee> = BTreeMap::new();
     let tx = store.conn.transaction()?;
     {
         let mut ins = Inserter::new(&tx)?;
@@ -648,6 +755,9 @@ pub fn import_csv(
                         ins.insert(r, &mut report.counts)?;
                     }
                     balances.extend(out.balance);
+                    if let Some((id, p)) = out.payee {
+                        payees.insert(id, p);
+                    }
                 }
                 Err(e) if opts.skip_invalid => {
                     eprintln!("{file}:{line}: skipped: {e}");
@@ -727,8 +837,43 @@ pub fn import_csv(
         w.flush().map_err(|e| Error::io(&rp, e))?;
         report.rejects_path = Some(rp);
     }
+    if mapping.payout.is_some() {
+        if let Some(pp) = &opts.payout_details {
+            let text = payout_toml(&name, &mapping.source, &payees);
+            crate::report::write_atomic(pp, text.as_bytes())?;
+        }
+        report.payout_details = Some((payees.len(), opts.payout_details.clone()));
+    }
     tx.commit()?;
     Ok(report)
+}
+
+/// `[[payout.partners]]` tables for programs.toml, sorted by partner id.
+fn payout_toml(
+    file: &str,
+    source: &str,
+    payees: &BTreeMap<String, crate::payout_files::Payee>,
+) -> String {
+    // TOML basic strings: the JSON escapes are valid TOML escapes
+    let q = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let mut t = format!(
+        "# Partners' payout details from {file} ({source}): append to programs.toml\n\
+         # (docs/settlement.md, Payout details).\n"
+    );
+    for (id, p) in payees {
+        t.push_str(&format!("\n[[payout.partners]]\nid = {}\n", q(id)));
+        for (k, v) in [
+            ("legal_name", &p.legal_name),
+            ("iban", &p.iban),
+            ("bic", &p.bic),
+            ("paypal_email", &p.paypal_email),
+        ] {
+            if let Some(v) = v {
+                t.push_str(&format!("{k} = {}\n", q(v)));
+            }
+        }
+    }
+    t
 }
 
 // ---------------------------------------------------------------- run

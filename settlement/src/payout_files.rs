@@ -70,22 +70,25 @@ pub struct PayoutDetails {
 /// SEPA names are at most 70 characters (EPC rulebook; the schema allows 140).
 const MAX_NAME: usize = 70;
 
-fn check_name(src: &Src, s: &Spanned<String>, key: &str) -> Result<String> {
-    let n = s.get_ref().trim();
+/// Checks an account holder's name: not empty, at most 70 characters.
+pub fn legal_name(s: &str) -> std::result::Result<String, String> {
+    let n = s.trim();
     if n.is_empty() {
-        return Err(src.err(s.span(), key, "must not be empty"));
+        return Err("must not be empty".into());
     }
     if n.chars().count() > MAX_NAME {
-        return Err(src.err(
-            s.span(),
-            key,
-            format!("is longer than {MAX_NAME} characters (the SEPA limit)"),
+        return Err(format!(
+            "is longer than {MAX_NAME} characters (the SEPA limit)"
         ));
     }
     if n.chars().any(char::is_control) {
-        return Err(src.err(s.span(), key, "contains a control character"));
+        return Err("contains a control character".into());
     }
     Ok(n.to_string())
+}
+
+fn check_name(src: &Src, s: &Spanned<String>, key: &str) -> Result<String> {
+    legal_name(s.get_ref()).map_err(|m| src.err(s.span(), key, m))
 }
 
 fn check_iban(src: &Src, s: &Spanned<String>, key: &str) -> Result<String> {
@@ -342,7 +345,8 @@ pub fn bic(s: &str) -> std::result::Result<String, String> {
     Ok(n)
 }
 
-fn email(s: &str) -> std::result::Result<String, String> {
+/// Checks an email address (the PayPal account).
+pub fn email(s: &str) -> std::result::Result<String, String> {
     let t = s.trim();
     let bad = || format!("{s:?} is not an email address");
     let (local, domain) = t.split_once('@').ok_or_else(bad)?;

@@ -286,3 +286,58 @@ fn a_balance_whose_period_is_never_run_is_booked_by_the_next_run_once() {
     run("2026-12");
     assert_eq!(booked("2026-12").len(), 3);
 }
+
+#[test]
+fn payout_details_from_the_export_feed_the_payout_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let (m, f) = ex("rewardful");
+    let details = dir.path().join("payout.toml");
+    ok(
+        &db,
+        &[
+            "import",
+            "--map",
+            &m,
+            &f,
+            "--payout-details",
+            details.to_str().unwrap(),
+        ],
+    );
+    let text = read(&details);
+    assert!(text.contains("[[payout.partners]]\nid = \"7b0c6a64-3c1e-4c55-9f0a-2d1f3e6b8a01\"\npaypal_email = \"mia.pay@laurent.example\"\n"), "{text}");
+    // noah has no PayPal email: no details
+    assert!(!text.contains("c2f9e1d0"), "{text}");
+    // appended to the programs, the payouts go to PayPal or the manual list
+    let programs = dir.path().join("programs.toml");
+    std::fs::write(&programs, read(Path::new(&self::programs())) + "\n" + &text).unwrap();
+    let p = programs.to_str().unwrap();
+    ok(&db, &["run", "--config", p, "--period", "2026-11"]);
+    let out = dir.path().join("out");
+    ok(
+        &db,
+        &[
+            "report",
+            "--period",
+            "2026-11",
+            "--out",
+            out.to_str().unwrap(),
+            "--config",
+            p,
+        ],
+    );
+    assert_eq!(
+        read(&out.join("payouts.paypal.USD.csv")),
+        "mia.pay@laurent.example,129.90,USD,,Partner payout 2026-11 (PO-2026-11-7b0c6a64-3c1e-4c55-9f0a-2d1f3e6b8a01),PAYPAL\n"
+    );
+    assert!(read(&out.join("payouts.manual.csv"))
+        .contains("2026-11,c2f9e1d0-5a7b-4e3c-8d2f-6b1a0c9e7f12,USD,50.00,"));
+
+    // a mistyped IBAN in the export is a bad row
+    let m2 = dir.path().join("mapping.toml");
+    std::fs::write(&m2, "[payout]\nid = { column = \"id\" }\nlegal_name = { column = \"first_name\" }\niban = { value = \"DE89370400440532013001\" }\nbic = { value = \"COBADEFFXXX\" }\n").unwrap();
+    let (c, err) = code(&db, &["import", "--map", m2.to_str().unwrap(), &f]);
+    assert_eq!(c, 2, "{err}");
+    assert!(err.contains("export.csv:2: `payout.iban`"), "{err}");
+    assert!(err.contains("check digits"), "{err}");
+}
