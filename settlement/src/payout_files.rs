@@ -108,9 +108,20 @@ pub(crate) fn check(
         None => None,
         Some(s) => {
             let s = s.get_ref();
+            let iban = check_iban(src, &s.iban, "iban")?;
+            if !in_sepa(&iban) {
+                return Err(src.err(
+                    s.iban.span(),
+                    "iban",
+                    format!(
+                        "{} is outside the SEPA scheme: SEPA transfers are paid from a SEPA account",
+                        &iban[..2]
+                    ),
+                ));
+            }
             Some(Debtor {
                 name: check_name(src, &s.name, "name")?,
-                iban: check_iban(src, &s.iban, "iban")?,
+                iban,
                 bic: check_bic(src, &s.bic, "bic")?,
             })
         }
@@ -277,6 +288,22 @@ const IBAN_LENGTHS: &[(&str, usize)] = &[
     ("XK", 20),
     ("YE", 30),
 ];
+
+/// Countries of the SEPA credit transfer scheme (EU, EEA, and the
+/// countries the EPC admitted: Andorra, Gibraltar, Monaco, San Marino,
+/// Switzerland, the United Kingdom, the Vatican, Albania, Moldova,
+/// Montenegro, North Macedonia). French overseas departments and the
+/// crown dependencies use FR and GB IBANs.
+const SEPA_COUNTRIES: &[&str] = &[
+    "AD", "AL", "AT", "BE", "BG", "CH", "CY", "CZ", "DE", "DK", "EE", "ES", "FI", "FR", "GB", "GI",
+    "GR", "HR", "HU", "IE", "IS", "IT", "LI", "LT", "LU", "LV", "MC", "MD", "ME", "MK", "MT", "NL",
+    "NO", "PL", "PT", "RO", "SE", "SI", "SK", "SM", "VA",
+];
+
+/// Whether a (checked) IBAN's country is in the SEPA scheme.
+pub fn in_sepa(iban: &str) -> bool {
+    iban.get(..2).is_some_and(|c| SEPA_COUNTRIES.contains(&c))
+}
 
 /// Checks an IBAN (spaces allowed, any case) and returns it normalized:
 /// known country, that country's length, alphanumeric, mod-97 check digits.
@@ -462,7 +489,11 @@ pub fn write(
         let payee = details.payees.get(r.partner);
         let reason = match payee {
             None => "no payout details in [[payout.partners]]".to_string(),
-            Some(pe) if r.currency == "EUR" && pe.iban.is_some() && details.debtor.is_some() => {
+            Some(pe)
+                if r.currency == "EUR"
+                    && pe.iban.as_deref().is_some_and(in_sepa)
+                    && details.debtor.is_some() =>
+            {
                 sepa.push((r, pe));
                 continue;
             }
@@ -481,6 +512,10 @@ pub fn write(
                 None if pe.iban.is_some() && r.currency != "EUR" => format!(
                     "SEPA transfers are in EUR, the payout is in {} and there is no paypal_email",
                     r.currency
+                ),
+                None if pe.iban.as_deref().is_some_and(|i| !in_sepa(i)) => format!(
+                    "the IBAN's country {} is outside the SEPA scheme",
+                    pe.iban.as_deref().map_or("", |i| &i[..2])
                 ),
                 None if pe.iban.is_some() => {
                     "no [payout.sepa] debtor account configured".to_string()
@@ -731,6 +766,14 @@ mod tests {
             let e = iban(s).expect_err(s);
             assert!(e.contains(why), "{s}: {e}");
         }
+    }
+
+    #[test]
+    fn sepa_scheme() {
+        assert!(in_sepa("DE89370400440532013000"));
+        assert!(in_sepa("CH9300762011623852957"));
+        assert!(!in_sepa("BR1800360305000010009795493C1"));
+        assert!(!in_sepa("TR330006100519786457841326"));
     }
 
     #[test]

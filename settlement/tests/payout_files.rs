@@ -139,7 +139,7 @@ fn sepa_xml_is_valid_pain_001_001_09_and_matches_payouts_csv() {
         .map(|r| Decimal::from_str(&r[3]).unwrap())
         .sum();
     assert_eq!(eur_total, sum + eur_elsewhere);
-    assert_eq!(eur_elsewhere.to_string(), "125.00"); // dora 45.00 + gus 80.00
+    assert_eq!(eur_elsewhere.to_string(), "185.00"); // dora 45.00 + gus 80.00 + emre 60.00
 
     // names and accounts from programs.toml, escaped
     assert!(xml.contains("<Nm>Bram &amp; Zonen B.V.</Nm>"), "{xml}");
@@ -162,6 +162,7 @@ fn sepa_xml_is_valid_pain_001_001_09_and_matches_payouts_csv() {
     assert_eq!(
         manual,
         "period,partner,currency,amount,reference,reason\n\
+         2026-11,aff_emre,EUR,60.00,PO-2026-11-aff_emre,the IBAN's country TR is outside the SEPA scheme\n\
          2026-11,aff_gus,EUR,80.00,PO-2026-11-aff_gus,no payout details in [[payout.partners]]\n\
          2026-11,us_fay,USD,150.00,PO-2026-11-us_fay,\"SEPA transfers are in EUR, the payout is in USD and there is no paypal_email\"\n"
     );
@@ -174,7 +175,7 @@ fn sepa_xml_is_valid_pain_001_001_09_and_matches_payouts_csv() {
         "{summary}"
     );
     // every payout is in exactly one file
-    assert_eq!(rows.len(), 3 + 2 + 2);
+    assert_eq!(rows.len(), 3 + 2 + 3);
 
     // deterministic: a second store and report give the same bytes
     let dir2 = tempfile::tempdir().unwrap();
@@ -251,6 +252,12 @@ fn bad_payout_details_are_config_errors_with_file_line_and_key() {
             6,
             "iban",
             "check digits",
+        ),
+        (
+            "[payout.sepa]\nname = \"Op\"\niban = \"TR330006100519786457841326\"\nbic = \"ISBKTRIS\"\n",
+            6,
+            "iban",
+            "outside the SEPA scheme",
         ),
         (
             "[[payout.partners]]\nid = \"a\"\npaypal_email = \"nobody\"\n",
