@@ -177,30 +177,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             for f in &files {
                 let r = settlement::migrate::import_csv(&mut store, &m, f, &o)?;
-                eprintln!(
-                    "{}: {} rows: {} partner and coupon lines, {} new opening balances, {} already known{}",
-                    f.display(),
-                    r.rows,
-                    r.counts.registry,
-                    r.balances_new,
-                    r.balances_known,
-                    match &r.rejects_path {
-                        Some(p) =>
-                            format!(", {} bad rows set aside in {}", r.rejected, p.display()),
-                        None => String::new(),
-                    }
-                );
-                match &r.payout_details {
-                    Some((n, Some(p))) => eprintln!(
-                        "{}: payout details of {n} partners written to {} (append to programs.toml)",
-                        f.display(),
-                        p.display()
-                    ),
-                    Some((n, None)) => eprintln!(
-                        "{}: payout details of {n} partners checked (--payout-details OUT.toml writes them)",
-                        f.display()
-                    ),
-                    None => {}
+                for l in r.lines(f) {
+                    eprintln!("{l}");
                 }
             }
         }

@@ -225,7 +225,12 @@ impl Unbound<'_> {
                 }
             },
             (None, Some(v)) => Source::Value(v.clone()),
-            (None, None) => unreachable!("checked when the mapping was loaded"),
+            (None, None) => {
+                return Err(Error::Usage(format!(
+                    "the mapping's `{}` needs `column` or `value`",
+                    self.name
+                )))
+            }
         };
         Ok(Field {
             name: self.name,
@@ -685,6 +690,35 @@ pub struct CsvReport {
     pub rejects_path: Option<PathBuf>,
     /// Partners with payout details, and where they were written.
     pub payout_details: Option<(usize, Option<PathBuf>)>,
+}
+
+impl CsvReport {
+    /// The command's summary of importing `file`.
+    pub fn lines(&self, file: &Path) -> Vec<String> {
+        let f = file.display();
+        let mut v = vec![format!(
+            "{f}: {} rows: {} partner and coupon lines, {} new opening balances, {} already known{}",
+            self.rows,
+            self.counts.registry,
+            self.balances_new,
+            self.balances_known,
+            match &self.rejects_path {
+                Some(p) => format!(", {} bad rows set aside in {}", self.rejected, p.display()),
+                None => String::new(),
+            }
+        )];
+        match &self.payout_details {
+            Some((n, Some(p))) => v.push(format!(
+                "{f}: payout details of {n} partners written to {} (append to programs.toml)",
+                p.display()
+            )),
+            Some((n, None)) => v.push(format!(
+                "{f}: payout details of {n} partners checked (--payout-details OUT.toml writes them)"
+            )),
+            None => {}
+        }
+        v
+    }
 }
 
 pub struct CsvOptions {
