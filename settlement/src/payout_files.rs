@@ -623,12 +623,87 @@ fn esc(s: &str) -> String {
 }
 
 /// Max35Text: the reference when it fits, else the period and a digest.
-fn end_to_end_id(p: Period, reference: &str, partner: &str) -> String {
-    if reference.len() <= 35 && !reference.is_empty() {
-        reference.to_string()
-    } else {
-        format!("PO-{p}-{}", hex16(&[partner]))
+/// Text in the SEPA character set (EPC: `a-z A-Z 0-9 / - ? : ( ) . , ' +`
+/// and space), which every bank accepts: common accented letters lose
+/// their accents, `&` becomes `+`, `_` becomes `-`, anything else `.`.
+pub fn sepa_text(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            'a'..='z'
+            | 'A'..='Z'
+            | '0'..='9'
+            | '/'
+            | '-'
+            | '?'
+            | ':'
+            | '('
+            | ')'
+            | '.'
+            | ','
+            | '\''
+            | '+'
+            | ' ' => o.push(c),
+            '&' => o.push('+'),
+            '_' => o.push('-'),
+            'ä' | 'æ' => o.push_str("ae"),
+            'ö' | 'œ' => o.push_str("oe"),
+            'ü' => o.push_str("ue"),
+            'Ä' | 'Æ' => o.push_str("Ae"),
+            'Ö' | 'Œ' => o.push_str("Oe"),
+            'Ü' => o.push_str("Ue"),
+            'ß' => o.push_str("ss"),
+            'à' | 'á' | 'â' | 'ã' | 'å' | 'ą' => o.push('a'),
+            'À' | 'Á' | 'Â' | 'Ã' | 'Å' | 'Ą' => o.push('A'),
+            'ç' | 'ć' | 'č' => o.push('c'),
+            'Ç' | 'Ć' | 'Č' => o.push('C'),
+            'è' | 'é' | 'ê' | 'ë' | 'ę' | 'ě' => o.push('e'),
+            'È' | 'É' | 'Ê' | 'Ë' | 'Ę' | 'Ě' => o.push('E'),
+            'ì' | 'í' | 'î' | 'ï' | 'ı' => o.push('i'),
+            'Ì' | 'Í' | 'Î' | 'Ï' | 'İ' => o.push('I'),
+            'ñ' | 'ń' | 'ň' => o.push('n'),
+            'Ñ' | 'Ń' | 'Ň' => o.push('N'),
+            'ò' | 'ó' | 'ô' | 'õ' | 'ø' => o.push('o'),
+            'Ò' | 'Ó' | 'Ô' | 'Õ' | 'Ø' => o.push('O'),
+            'ù' | 'ú' | 'û' | 'ů' => o.push('u'),
+            'Ù' | 'Ú' | 'Û' | 'Ů' => o.push('U'),
+            'ý' | 'ÿ' => o.push('y'),
+            'Ý' => o.push('Y'),
+            'ś' | 'š' | 'ş' => o.push('s'),
+            'Ś' | 'Š' | 'Ş' => o.push('S'),
+            'ź' | 'ż' | 'ž' => o.push('z'),
+            'Ź' | 'Ż' | 'Ž' => o.push('Z'),
+            'ł' => o.push('l'),
+            'Ł' => o.push('L'),
+            'ğ' => o.push('g'),
+            'Ğ' => o.push('G'),
+            'ř' => o.push('r'),
+            'Ř' => o.push('R'),
+            'ť' => o.push('t'),
+            'Ť' => o.push('T'),
+            'ď' => o.push('d'),
+            'Ď' => o.push('D'),
+            _ => o.push('.'),
+        }
     }
+    o
+}
+
+/// The transfers' `EndToEndId`s (Max35Text, SEPA characters): the payout
+/// reference with `_` as `-`; the period and a digest of the partner when
+/// that is too long or not unique in the file.
+fn end_to_end_ids(p: Period, items: &[(&Payout, &Payee)]) -> Vec<String> {
+    let mut ids: Vec<String> = items.iter().map(|(r, _)| sepa_text(r.reference)).collect();
+    let mut seen = std::collections::HashMap::new();
+    for id in &ids {
+        *seen.entry(id.clone()).or_insert(0) += 1;
+    }
+    for (id, (r, _)) in ids.iter_mut().zip(items) {
+        if id.is_empty() || id.len() > 35 || seen[id.as_str()] > 1 {
+            *id = format!("PO-{p}-{}", hex16(&[r.partner]));
+        }
+    }
+    ids
 }
 
 /// The pain.001.001.09 document and its control sum. Deterministic: the
@@ -648,6 +723,7 @@ fn sepa_xml(p: Period, debtor: &Debtor, items: &[(&Payout, &Payee)]) -> (String,
     let created = format!("{}T23:59:59", date_of_day(p.last_day()));
     let exec = date_of_day(p.last_day() + 1);
     let n = items.len();
+    let debtor_name = esc(&sepa_text(&debtor.name));
     let mut x = String::with_capacity(1024 + 700 * n);
     x.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     x.push_str("<Document xmlns=\"urn:iso:std:iso:20022:tech:xsd:pain.001.001.09\" xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\">\n");
@@ -658,7 +734,7 @@ fn sepa_xml(p: Period, debtor: &Debtor, items: &[(&Payout, &Payee)]) -> (String,
     x.push_str(&format!("      <CtrlSum>{sum_text}</CtrlSum>\n"));
     x.push_str(&format!(
         "      <InitgPty>\n        <Nm>{}</Nm>\n      </InitgPty>\n",
-        esc(&debtor.name)
+        debtor_name
     ));
     x.push_str("    </GrpHdr>\n    <PmtInf>\n");
     x.push_str(&format!("      <PmtInfId>{msg_id}-1</PmtInfId>\n"));
@@ -671,7 +747,7 @@ fn sepa_xml(p: Period, debtor: &Debtor, items: &[(&Payout, &Payee)]) -> (String,
     ));
     x.push_str(&format!(
         "      <Dbtr>\n        <Nm>{}</Nm>\n      </Dbtr>\n",
-        esc(&debtor.name)
+        debtor_name
     ));
     x.push_str(&format!(
         "      <DbtrAcct>\n        <Id>\n          <IBAN>{}</IBAN>\n        </Id>\n      </DbtrAcct>\n",
@@ -682,11 +758,11 @@ fn sepa_xml(p: Period, debtor: &Debtor, items: &[(&Payout, &Payee)]) -> (String,
         debtor.bic
     ));
     x.push_str("      <ChrgBr>SLEV</ChrgBr>\n");
-    for (r, pe) in items {
+    for ((r, pe), e2e) in items.iter().zip(end_to_end_ids(p, items)) {
         x.push_str("      <CdtTrfTxInf>\n        <PmtId>\n");
         x.push_str(&format!(
             "          <EndToEndId>{}</EndToEndId>\n        </PmtId>\n",
-            esc(&end_to_end_id(p, r.reference, r.partner))
+            esc(&e2e)
         ));
         x.push_str(&format!(
             "        <Amt>\n          <InstdAmt Ccy=\"EUR\">{}</InstdAmt>\n        </Amt>\n",
@@ -698,7 +774,7 @@ fn sepa_xml(p: Period, debtor: &Debtor, items: &[(&Payout, &Payee)]) -> (String,
         ));
         x.push_str(&format!(
             "        <Cdtr>\n          <Nm>{}</Nm>\n        </Cdtr>\n",
-            esc(pe.legal_name.as_deref().unwrap_or(r.partner))
+            esc(&sepa_text(pe.legal_name.as_deref().unwrap_or(r.partner)))
         ));
         x.push_str(&format!(
             "        <CdtrAcct>\n          <Id>\n            <IBAN>{}</IBAN>\n          </Id>\n        </CdtrAcct>\n",
@@ -706,7 +782,7 @@ fn sepa_xml(p: Period, debtor: &Debtor, items: &[(&Payout, &Payee)]) -> (String,
         ));
         x.push_str(&format!(
             "        <RmtInf>\n          <Ustrd>{}</Ustrd>\n        </RmtInf>\n",
-            esc(&format!("Partner payout {p} {}", r.reference))
+            esc(&sepa_text(&format!("Partner payout {p} {}", r.reference)))
         ));
         x.push_str("      </CdtTrfTxInf>\n");
     }
@@ -766,6 +842,13 @@ mod tests {
             let e = iban(s).expect_err(s);
             assert!(e.contains(why), "{s}: {e}");
         }
+    }
+
+    #[test]
+    fn sepa_characters() {
+        assert_eq!(sepa_text("Chloé Müller & Søn_1"), "Chloe Mueller + Son-1");
+        assert_eq!(sepa_text("Łódź Straße 5"), "Lodz Strasse 5");
+        assert_eq!(sepa_text("a<b>\"c\"€"), "a.b..c..");
     }
 
     #[test]

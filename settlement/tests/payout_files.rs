@@ -113,10 +113,15 @@ fn sepa_xml_is_valid_pain_001_001_09_and_matches_payouts_csv() {
         .map(|r| (r[4].clone(), r[3].clone()))
         .collect();
     assert_eq!(want.len(), 3, "{rows:?}");
+    // EndToEndId: the reference in SEPA characters (`_` as `-`)
     let ids = all(&xml, "EndToEndId");
     let amounts = all(&xml, "InstdAmt");
     let got: BTreeMap<String, String> = ids.into_iter().zip(amounts).collect();
-    assert_eq!(got, want);
+    let want_e2e: BTreeMap<String, String> = want
+        .iter()
+        .map(|(k, v)| (k.replace('_', "-"), v.clone()))
+        .collect();
+    assert_eq!(got, want_e2e);
     // hand-computed: anna 123.45 + 30.00 (30.005 half-even), bram 100.00
     // (99.999), chloe 250.00 + 12.00
     assert_eq!(want["PO-2026-11-aff_anna"], "153.45");
@@ -142,7 +147,13 @@ fn sepa_xml_is_valid_pain_001_001_09_and_matches_payouts_csv() {
     assert_eq!(eur_elsewhere.to_string(), "185.00"); // dora 45.00 + gus 80.00 + emre 60.00
 
     // names and accounts from programs.toml, escaped
-    assert!(xml.contains("<Nm>Bram &amp; Zonen B.V.</Nm>"), "{xml}");
+    // names in the SEPA character set
+    assert!(xml.contains("<Nm>Bram + Zonen B.V.</Nm>"), "{xml}");
+    assert!(xml.contains("<Nm>Chloe Martin</Nm>"), "{xml}");
+    assert!(
+        xml.contains("<Ustrd>Partner payout 2026-11 PO-2026-11-aff-anna</Ustrd>"),
+        "{xml}"
+    );
     assert!(xml.contains("<IBAN>NL91ABNA0417164300</IBAN>"));
     assert!(xml.contains("<IBAN>DE89370400440532013000</IBAN>")); // debtor
     assert!(xml.contains("<CreDtTm>2026-11-30T23:59:59</CreDtTm>"));
