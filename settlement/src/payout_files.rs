@@ -723,7 +723,9 @@ fn sepa_xml(p: Period, debtor: &Debtor, items: &[(&Payout, &Payee)]) -> (String,
     let created = format!("{}T23:59:59", date_of_day(p.last_day()));
     let exec = date_of_day(p.last_day() + 1);
     let n = items.len();
-    let debtor_name = esc(&sepa_text(&debtor.name));
+    // at most 70 characters also after transliteration (`ü` -> `ue`)
+    let name = |s: &str| esc(&sepa_text(s).chars().take(MAX_NAME).collect::<String>());
+    let debtor_name = name(&debtor.name);
     let mut x = String::with_capacity(1024 + 700 * n);
     x.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     x.push_str("<Document xmlns=\"urn:iso:std:iso:20022:tech:xsd:pain.001.001.09\" xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\">\n");
@@ -774,7 +776,7 @@ fn sepa_xml(p: Period, debtor: &Debtor, items: &[(&Payout, &Payee)]) -> (String,
         ));
         x.push_str(&format!(
             "        <Cdtr>\n          <Nm>{}</Nm>\n        </Cdtr>\n",
-            esc(&sepa_text(pe.legal_name.as_deref().unwrap_or(r.partner)))
+            name(pe.legal_name.as_deref().unwrap_or(r.partner))
         ));
         x.push_str(&format!(
             "        <CdtrAcct>\n          <Id>\n            <IBAN>{}</IBAN>\n          </Id>\n        </CdtrAcct>\n",
