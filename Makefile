@@ -6,7 +6,7 @@ export WRANGLER_SEND_METRICS := false
 export CLOUDFLARE_CF_FETCH_ENABLED := false
 WRANGLER := node_modules/.bin/wrangler
 
-.PHONY: setup build-edge edge migrate test test-native test-e2e test-fuzz lint bench fuzz demo clean
+.PHONY: setup setup-sepa build-edge edge migrate test test-native test-e2e test-fuzz lint bench fuzz demo clean
 
 setup:
 	@edge/setup.sh
@@ -30,7 +30,11 @@ lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p edge --target wasm32-unknown-unknown -- -D warnings
 
-test-native:
+# xmllint and the official pain.001.001.09 XSD for the SEPA payout test.
+setup-sepa:
+	@settlement/tests/setup-sepa.sh
+
+test-native: setup-sepa
 	cargo test --workspace --exclude e2e
 
 test-e2e: build-edge

@@ -60,6 +60,11 @@ struct RawConfig {
 struct RawPayout {
     hold_days: Option<Spanned<i64>>,
     minimum: Option<Spanned<Dec>>,
+    /// The operator's account for SEPA transfers (payouts.sepa.xml).
+    sepa: Option<Spanned<crate::payout_files::RawSepa>>,
+    /// Partners' payout details (IBAN, BIC, PayPal email, legal name).
+    #[serde(default)]
+    partners: Vec<Spanned<crate::payout_files::RawPayee>>,
 }
 
 #[derive(Deserialize)]
@@ -222,6 +227,8 @@ pub struct Config {
     pub hold_days: i64,
     pub minimum: Decimal,
     pub programs: Vec<Program>,
+    /// `[payout.sepa]` and `[[payout.partners]]`: for the payout files.
+    pub payout_details: crate::payout_files::PayoutDetails,
 }
 
 impl Config {
@@ -241,7 +248,11 @@ pub(crate) struct Src<'a> {
     text: &'a str,
 }
 
-impl Src<'_> {
+impl<'a> Src<'a> {
+    pub(crate) fn new(file: String, text: &'a str) -> Src<'a> {
+        Src { file, text }
+    }
+
     fn line(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
         self.text.as_bytes()[..end]
@@ -277,7 +288,7 @@ impl Src<'_> {
         seg.trim().trim_matches('"').to_string()
     }
 
-    fn toml_err(&self, e: toml::de::Error) -> Error {
+    pub(crate) fn toml_err(&self, e: toml::de::Error) -> Error {
         let span = e.span().unwrap_or(0..0);
         let msg = e.message().trim().to_string();
         let key = if let Some(rest) = msg.strip_prefix("unknown field `") {
@@ -328,7 +339,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
         }
     }
     let (mut hold_days, mut minimum) = (0, Decimal::ZERO);
+    let mut payout_details = crate::payout_files::PayoutDetails::default();
     if let Some(p) = &raw.payout {
+        payout_details = crate::payout_files::check(&src, p.sepa.as_ref(), &p.partners)?;
         if let Some(h) = &p.hold_days {
             if *h.get_ref() < 0 || *h.get_ref() > 3660 {
                 return Err(src.err(h.span(), "hold_days", "must be between 0 and 3660 days"));
@@ -458,6 +471,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
         hold_days,
         minimum,
         programs,
+        payout_details,
     })
 }
 

@@ -43,6 +43,14 @@ enum Cmd {
         /// Where rejected lines go (default FILE.rejects.ndjson).
         #[arg(long)]
         rejects: Option<PathBuf>,
+        /// The FILEs are CSV exports of another platform: partners, coupons
+        /// and opening balances through this column mapping.
+        #[arg(long, value_name = "MAPPING.toml")]
+        map: Option<PathBuf>,
+        /// With --map: write the mapping's [payout] details here, as
+        /// [[payout.partners]] tables for programs.toml.
+        #[arg(long, value_name = "OUT.toml", requires = "map")]
+        payout_details: Option<PathBuf>,
     },
     /// Recompute a period's draft (a rerun changes nothing).
     Run {
@@ -62,6 +70,10 @@ enum Cmd {
         period: String,
         #[arg(long)]
         out: PathBuf,
+        /// programs.toml: its payout details add payouts.sepa.xml,
+        /// payouts.paypal.<CUR>.csv and payouts.manual.csv.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// The rule, the inputs and the arithmetic of one entry.
     Explain { entry_id: String },
@@ -163,6 +175,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             files,
             skip_invalid,
             rejects,
+            map: Some(map),
+            payout_details,
+        } => {
+            let m = settlement::migrate::load(&map)?;
+            let o = settlement::migrate::CsvOptions {
+                skip_invalid,
+                rejects,
+                payout_details,
+            };
+            for f in &files {
+                let r = settlement::migrate::import_csv(&mut store, &m, f, &o)?;
+                for l in r.lines(f) {
+                    eprintln!("{l}");
+                }
+            }
+        }
+        Cmd::Import {
+            files,
+            skip_invalid,
+            rejects,
+            map: None,
+            ..
         } => {
             let o = settlement::import::ImportOptions {
                 skip_invalid,
@@ -212,8 +246,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             settlement::run::close(&mut store, p)?;
             eprintln!("{p}: closed");
         }
-        Cmd::Report { period: p, out } => {
+        Cmd::Report {
+            period: p,
+            out,
+            config,
+        } => {
             let p = period(&p)?;
+            let cfg = config.map(|c| settlement::config::load(&c)).transpose()?;
             let d = settlement::report::report(&store, p, &out)?;
             eprintln!(
                 "{p}: {} statements, {} payouts, {} invoice lines, {} ledger entries written to {}",
@@ -223,6 +262,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 d.ledger_count,
                 out.display()
             );
+            if let Some(cfg) = cfg {
+                let s = settlement::payout_files::write(&out, p, &d.payouts, &cfg.payout_details)?;
+                for l in s.lines() {
+                    eprintln!("{p}: {l}");
+                }
+            }
         }
         Cmd::Explain { entry_id } => {
             print!("{}", settlement::explain::explain(&store, &entry_id)?);

@@ -40,7 +40,9 @@ pub fn nightly(
     // whose report was written
     if let Some(h) = store.last_closed()? {
         if store.meta(REPORTED_KEY)?.as_deref() != Some(h.to_string().as_str()) {
-            crate::report::report(store, h, &n.out.join(h.to_string()))?;
+            let out = n.out.join(h.to_string());
+            let d = crate::report::report(store, h, &out)?;
+            crate::payout_files::write(&out, h, &d.payouts, &cfg.payout_details)?;
             set_reported(store, h)?;
         }
     }
@@ -61,7 +63,9 @@ pub fn nightly(
             close(store, p)?;
             rep.closed.push(p);
         }
-        crate::report::report(store, p, &n.out.join(p.to_string()))?;
+        let out = n.out.join(p.to_string());
+        let d = crate::report::report(store, p, &out)?;
+        crate::payout_files::write(&out, p, &d.payouts, &cfg.payout_details)?;
         if closing {
             set_reported(store, p)?;
         }

@@ -691,6 +691,8 @@ pub fn with_plan<R>(
             review_reversals(store, &reviews, p, h, &mut own)?;
         }
     }
+    // balances carried over from another platform (settlement import --map)
+    own.extend(crate::migrate::opening_entries(store, cfg, p)?);
     items.extend((0..own.len()).map(Item::own));
 
     // statements

@@ -101,6 +101,22 @@ CREATE TABLE reviews (
 );
 "#,
     ),
+    (
+        3,
+        "opening_balances",
+        r#"
+-- balances carried over from another platform (settlement import --map),
+-- booked by the first run of `period` (fixed at import) or a later one
+CREATE TABLE opening_balances (
+  id TEXT PRIMARY KEY, partner TEXT NOT NULL, program TEXT NOT NULL, amount TEXT NOT NULL,
+  currency TEXT NOT NULL, as_of INTEGER NOT NULL, source TEXT NOT NULL, line INTEGER NOT NULL,
+  period INTEGER NOT NULL
+);
+CREATE INDEX opening_balances_period ON opening_balances(period);
+-- the ledger's opening balances, without a scan (the query repeats this term)
+CREATE INDEX ledger_opening ON ledger(pos) WHERE reason LIKE 'opening_balance:%';
+"#,
+    ),
 ];
 
 pub const KIND_CLICK: i64 = 0;

@@ -1,0 +1,343 @@
+//! `settlement import --map MAPPING.toml FILE.csv` on the shipped examples
+//! (examples/migrate/*): what lands in the store, idempotence, a bad row
+//! (exit 2, line number, nothing imported), --skip-invalid, and the opening
+//! balances in the next statements.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+
+fn ex(name: &str) -> (String, String) {
+    let d = repo().join("examples/migrate").join(name);
+    (
+        d.join("mapping.toml").display().to_string(),
+        d.join("export.csv").display().to_string(),
+    )
+}
+
+fn programs() -> String {
+    repo()
+        .join("examples/migrate/programs.toml")
+        .display()
+        .to_string()
+}
+
+fn db_rows(db: &Path, sql: &str) -> Vec<String> {
+    let c = rusqlite::Connection::open(db).unwrap();
+    let mut st = c.prepare(sql).unwrap();
+    let n = st.column_count();
+    let rows = st
+        .query_map([], |r| {
+            (0..n)
+                .map(|i| {
+                    r.get::<_, Option<String>>(i)
+                        .map(|v| v.unwrap_or_else(|| "-".into()))
+                })
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map(|v| v.join(" "))
+        })
+        .unwrap()
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .unwrap();
+    rows
+}
+
+fn snapshot(db: &Path) -> Vec<String> {
+    let mut v = db_rows(
+        db,
+        "SELECT 'partner', id, program, COALESCE(status,'-'), COALESCE(tier,'-'), COALESCE(parent,'-') FROM partners ORDER BY id",
+    );
+    v.extend(db_rows(
+        db,
+        "SELECT 'coupon', program, code, partner FROM coupons ORDER BY program, code",
+    ));
+    v.extend(db_rows(
+        db,
+        "SELECT 'balance', partner, program, amount, currency, CAST(period AS TEXT) FROM opening_balances ORDER BY partner",
+    ));
+    v
+}
+
+fn import(db: &Path, name: &str) -> String {
+    let (m, f) = ex(name);
+    let o = settlement(db, &["import", "--map", &m, &f]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn statements(db: &Path, out: &Path) -> Vec<String> {
+    ok(db, &["run", "--config", &programs(), "--period", "2026-11"]);
+    ok(
+        db,
+        &[
+            "report",
+            "--period",
+            "2026-11",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    read(&out.join("statements.csv"))
+        .lines()
+        .skip(1)
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn partnerstack_imports_partners_coupons_and_balances_idempotently() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let msg = import(&db, "partnerstack");
+    assert!(
+        msg.contains("4 rows: 7 partner and coupon lines, 3 new opening balances"),
+        "{msg}"
+    );
+    let want = vec![
+        "partner part_2Wq8vN saas applied gold -",
+        "partner part_5Tz1bY saas suspended - -",
+        "partner part_7Hk2mQ saas approved gold -",
+        "partner part_9xLp3R saas approved - -",
+        "coupon saas ANNA20 part_7Hk2mQ",
+        "coupon saas CARLA15 part_2Wq8vN",
+        "coupon saas DEV10 part_5Tz1bY",
+        "balance part_5Tz1bY saas 12.50 USD 202611",
+        "balance part_7Hk2mQ saas 452.10 USD 202611",
+        "balance part_9xLp3R saas 88.00 USD 202611",
+    ];
+    assert_eq!(snapshot(&db), want);
+    // twice: nothing added
+    let msg = import(&db, "partnerstack");
+    assert!(
+        msg.contains("0 new opening balances, 3 already known"),
+        "{msg}"
+    );
+    assert_eq!(snapshot(&db), want);
+
+    // a sale with a migrated coupon is attributed to the migrated partner,
+    // and the balances are in the next statements (minimum 50.00)
+    let ev = dir.path().join("events.ndjson");
+    std::fs::write(
+        &ev,
+        r#"{"id":"ev_1","type":"conversion","ts":"2026-11-05T10:00:00.000Z","program":"saas","event":"sale","txn_id":"T1","amount":"100.00","currency":"USD","customer":"c1","coupon":"ANNA20","source":"postback"}
+"#,
+    )
+    .unwrap();
+    ok(&db, &["import", ev.to_str().unwrap()]);
+    let out = dir.path().join("out");
+    assert_eq!(
+        statements(&db, &out),
+        vec![
+            "2026-11,part_5Tz1bY,saas,USD,0.00,0.00,12.50,0.00,0.00,0.00,12.50",
+            "2026-11,part_7Hk2mQ,saas,USD,20.00,0.00,452.10,0.00,0.00,472.10,0.00",
+            "2026-11,part_9xLp3R,saas,USD,0.00,0.00,88.00,0.00,0.00,88.00,0.00",
+        ]
+    );
+    let ledger = read(&out.join("ledger.csv"));
+    assert_eq!(
+        ledger
+            .lines()
+            .filter(|l| l.contains(",adjustment,") && l.contains("opening_balance:export.csv"))
+            .count(),
+        3,
+        "{ledger}"
+    );
+    // a rerun books nothing twice
+    ok(
+        &db,
+        &["run", "--config", &programs(), "--period", "2026-11"],
+    );
+    let again = statements(&db, &dir.path().join("out2"));
+    assert_eq!(again.len(), 3);
+    assert!(again[1].ends_with(",472.10,0.00"), "{again:?}");
+}
+
+#[test]
+fn rewardful_and_everflow_import_and_balances_appear_in_statements() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    import(&db, "rewardful");
+    import(&db, "everflow");
+    let snap = snapshot(&db);
+    for row in [
+        "partner 7b0c6a64-3c1e-4c55-9f0a-2d1f3e6b8a01 saas approved - -",
+        "partner e8a4b7c2-1d6f-4a9e-b3c5-0f2e8d7a6b34 saas suspended - -",
+        "partner 1042 offers approved premium -",
+        "partner 1043 offers approved standard 1042",
+        "partner 1077 offers applied standard -",
+        "partner 1080 offers suspended standard -",
+        "coupon saas MIA25 7b0c6a64-3c1e-4c55-9f0a-2d1f3e6b8a01",
+        "coupon saas OLGA10 e8a4b7c2-1d6f-4a9e-b3c5-0f2e8d7a6b34",
+        "balance 1042 offers 1204.50 USD 202611",
+        "balance 1043 offers 310.00 USD 202611",
+        "balance 1080 offers 75.25 USD 202611",
+        "balance 7b0c6a64-3c1e-4c55-9f0a-2d1f3e6b8a01 saas 129.90 USD 202611",
+        "balance c2f9e1d0-5a7b-4e3c-8d2f-6b1a0c9e7f12 saas 50.00 USD 202611",
+    ] {
+        assert!(snap.contains(&row.to_string()), "{row} not in {snap:#?}");
+    }
+    assert_eq!(snap.len(), 7 + 2 + 5, "{snap:#?}");
+    import(&db, "rewardful");
+    import(&db, "everflow");
+    assert_eq!(snapshot(&db), snap);
+    let st = statements(&db, &dir.path().join("out"));
+    assert!(
+        st.contains(
+            &"2026-11,1042,offers,USD,0.00,0.00,1204.50,0.00,0.00,1204.50,0.00".to_string()
+        ),
+        "{st:#?}"
+    );
+    assert!(st.contains(&"2026-11,c2f9e1d0-5a7b-4e3c-8d2f-6b1a0c9e7f12,saas,USD,0.00,0.00,50.00,0.00,0.00,50.00,0.00".to_string()), "{st:#?}");
+    assert_eq!(st.len(), 5, "{st:#?}");
+}
+
+fn with_bad_row(dir: &Path) -> PathBuf {
+    let (_, f) = ex("partnerstack");
+    let text = read(Path::new(&f));
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    // line 3 (the second partner): a balance that is not cents
+    lines[2] = lines[2].replace(",8800,", ",88.00,");
+    let p = dir.join("export.csv");
+    std::fs::write(&p, lines.join("\n") + "\n").unwrap();
+    p
+}
+
+#[test]
+fn a_bad_row_exits_2_with_its_line_and_imports_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let bad = with_bad_row(dir.path());
+    let (m, _) = ex("partnerstack");
+    let (c, err) = code(&db, &["import", "--map", &m, bad.to_str().unwrap()]);
+    assert_eq!(c, 2, "{err}");
+    assert!(err.contains("export.csv:3:"), "{err}");
+    assert!(err.contains("Balance (cents)"), "{err}");
+    assert!(err.contains("nothing imported"), "{err}");
+    assert!(snapshot(&db).is_empty(), "{:?}", snapshot(&db));
+
+    // --skip-invalid: the rest is imported, the bad row set aside
+    let o = settlement(
+        &db,
+        &[
+            "import",
+            "--map",
+            &m,
+            bad.to_str().unwrap(),
+            "--skip-invalid",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let snap = snapshot(&db);
+    assert!(!snap.iter().any(|r| r.contains("part_9xLp3R")), "{snap:?}");
+    assert_eq!(snap.iter().filter(|r| r.starts_with("partner ")).count(), 3);
+    let rejects = read(&dir.path().join("export.csv.rejects.csv"));
+    assert_eq!(rejects.lines().count(), 2, "{rejects}");
+    assert!(rejects.lines().nth(1).unwrap().starts_with("part_9xLp3R,"));
+}
+
+#[test]
+fn mapping_errors_are_config_errors_and_missing_columns_data_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let (_, f) = ex("partnerstack");
+    let m = dir.path().join("mapping.toml");
+    std::fs::write(&m, "[partner]\nid = { column = \"Partner Key\" }\nprogram = { value = \"saas\" }\ncolour = { value = \"red\" }\n").unwrap();
+    let (c, err) = code(&db, &["import", "--map", m.to_str().unwrap(), &f]);
+    assert_eq!(c, 1, "{err}");
+    assert!(err.contains("mapping.toml:4: key `colour`"), "{err}");
+    std::fs::write(&m, "[partner]\nid = { column = \"Partner Key\", transform = \"rot13\" }\nprogram = { value = \"saas\" }\n").unwrap();
+    let (c, err) = code(&db, &["import", "--map", m.to_str().unwrap(), &f]);
+    assert_eq!(c, 1, "{err}");
+    assert!(err.contains("mapping.toml:2: key `transform`"), "{err}");
+    std::fs::write(
+        &m,
+        "[partner]\nid = { column = \"Partner ID\" }\nprogram = { value = \"saas\" }\n",
+    )
+    .unwrap();
+    let (c, err) = code(&db, &["import", "--map", m.to_str().unwrap(), &f]);
+    assert_eq!(c, 2, "{err}");
+    assert!(err.contains("no column \"Partner ID\""), "{err}");
+    assert!(snapshot(&db).is_empty());
+}
+
+#[test]
+fn a_balance_whose_period_is_never_run_is_booked_by_the_next_run_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    import(&db, "everflow"); // as of 2026-10-31: due in 2026-11
+    let run = |p: &str| ok(&db, &["run", "--config", &programs(), "--period", p]);
+    run("2026-12");
+    let booked = |period: &str| {
+        db_rows(
+            &db,
+            &format!(
+                "SELECT partner || ' ' || amount FROM ledger WHERE reason LIKE 'opening_balance:%' AND period = {} ORDER BY partner",
+                period.replace('-', "")
+            ),
+        )
+    };
+    assert_eq!(
+        booked("2026-12"),
+        vec!["1042 1204.50", "1043 310.00", "1080 75.25"]
+    );
+    // November run afterwards: already in December's ledger, not again
+    run("2026-11");
+    assert!(booked("2026-11").is_empty());
+    run("2026-12");
+    assert_eq!(booked("2026-12").len(), 3);
+}
+
+#[test]
+fn payout_details_from_the_export_feed_the_payout_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let (m, f) = ex("rewardful");
+    let details = dir.path().join("payout.toml");
+    ok(
+        &db,
+        &[
+            "import",
+            "--map",
+            &m,
+            &f,
+            "--payout-details",
+            details.to_str().unwrap(),
+        ],
+    );
+    let text = read(&details);
+    assert!(text.contains("[[payout.partners]]\nid = \"7b0c6a64-3c1e-4c55-9f0a-2d1f3e6b8a01\"\npaypal_email = \"mia.pay@laurent.example\"\n"), "{text}");
+    // noah has no PayPal email: no details
+    assert!(!text.contains("c2f9e1d0"), "{text}");
+    // appended to the programs, the payouts go to PayPal or the manual list
+    let programs = dir.path().join("programs.toml");
+    std::fs::write(&programs, read(Path::new(&self::programs())) + "\n" + &text).unwrap();
+    let p = programs.to_str().unwrap();
+    ok(&db, &["run", "--config", p, "--period", "2026-11"]);
+    let out = dir.path().join("out");
+    ok(
+        &db,
+        &[
+            "report",
+            "--period",
+            "2026-11",
+            "--out",
+            out.to_str().unwrap(),
+            "--config",
+            p,
+        ],
+    );
+    assert_eq!(
+        read(&out.join("payouts.paypal.USD.csv")),
+        "mia.pay@laurent.example,129.90,USD,,Partner payout 2026-11 (PO-2026-11-7b0c6a64-3c1e-4c55-9f0a-2d1f3e6b8a01),PAYPAL\n"
+    );
+    assert!(read(&out.join("payouts.manual.csv"))
+        .contains("2026-11,c2f9e1d0-5a7b-4e3c-8d2f-6b1a0c9e7f12,USD,50.00,"));
+
+    // a mistyped IBAN in the export is a bad row
+    let m2 = dir.path().join("mapping.toml");
+    std::fs::write(&m2, "[payout]\nid = { column = \"id\" }\nlegal_name = { column = \"first_name\" }\niban = { value = \"DE89370400440532013001\" }\nbic = { value = \"COBADEFFXXX\" }\n").unwrap();
+    let (c, err) = code(&db, &["import", "--map", m2.to_str().unwrap(), &f]);
+    assert_eq!(c, 2, "{err}");
+    assert!(err.contains("export.csv:2: `payout.iban`"), "{err}");
+    assert!(err.contains("check digits"), "{err}");
+}
