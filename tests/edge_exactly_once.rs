@@ -2,7 +2,7 @@
 //! duplicate postbacks, clicks from many clients, a barrage of malformed
 //! requests, and the KV-miss fallback to D1.
 
-use e2e::harness::{agent, send, Options, Worker, ADMIN_TOKEN, EXPORT_TOKEN};
+use e2e::harness::{agent, send, Options, Worker, EXPORT_TOKEN};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -13,21 +13,11 @@ use std::time::{Duration, Instant};
 const TOKEN: &str = "postback-token-0123456789";
 const UA: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
 
-fn admin(w: &Worker, method: &str, path: &str, body: Value) -> (u16, Value) {
-    let req = agent()
-        .request(method, &w.url(path))
-        .set("Authorization", &format!("Bearer {ADMIN_TOKEN}"))
-        .set("Content-Type", "application/json");
-    let (s, t, _) = send(req, Some(&body.to_string()));
-    (s, serde_json::from_str(&t).unwrap_or(Value::String(t)))
-}
-
 fn setup(w: &Worker, prefix: &str) -> (String, String) {
     let program = format!("{prefix}-prog");
     let partner = format!("{prefix}-aff");
     assert_eq!(
-        admin(
-            w,
+        w.admin(
             "PUT",
             &format!("/api/programs/{program}"),
             json!({"postback_tokens": [TOKEN], "allowed_hosts": ["shop.example"]})
@@ -36,45 +26,19 @@ fn setup(w: &Worker, prefix: &str) -> (String, String) {
         200
     );
     assert!(
-        admin(
-            w,
+        w.admin(
             "PUT",
             &format!("/api/partners/{partner}"),
             json!({"program": program, "status": "approved"})
         )
         .0 < 300
     );
-    let (s, b) = admin(
-        w,
-        "POST",
+    let (s, b) = w.admin("POST",
         "/api/links",
         json!({"partner": partner, "program": program, "destination": "https://shop.example/?r={click_id}"}),
     );
     assert_eq!(s, 201, "{b}");
     (program, b["slug"].as_str().unwrap().to_string())
-}
-
-fn export_all(w: &Worker) -> Vec<Value> {
-    let mut after = 0u64;
-    let mut out = Vec::new();
-    loop {
-        let (s, body, head) = send(
-            agent()
-                .get(&w.url(&format!("/export/v1/events?after={after}&limit=5000")))
-                .set("Authorization", &format!("Bearer {EXPORT_TOKEN}")),
-            None,
-        );
-        assert_eq!(s, 200);
-        let next: u64 = head.header("X-Next-Cursor").unwrap().parse().unwrap();
-        if next == after {
-            return out;
-        }
-        out.extend(
-            body.lines()
-                .map(|l| serde_json::from_str::<Value>(l).unwrap()),
-        );
-        after = next;
-    }
 }
 
 #[test]
@@ -153,7 +117,7 @@ fn concurrency_and_abuse() {
     assert_eq!(acked.len(), 1000);
     let start = Instant::now();
     let clicks = loop {
-        let all = export_all(&w);
+        let all = w.export_all();
         let clicks: Vec<Value> = all
             .into_iter()
             .filter(|e| e["type"] == "click" && e["link"] == slug.as_str())

@@ -6,6 +6,14 @@ use serde_json::{json, Value};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+fn admin(method: &str, path: &str, body: Value) -> (u16, Value) {
+    worker().admin(method, path, body)
+}
+
+fn export_all() -> Vec<Value> {
+    worker().export_all()
+}
+
 fn worker() -> &'static Worker {
     static W: OnceLock<Worker> = OnceLock::new();
     W.get_or_init(Worker::start)
@@ -13,19 +21,6 @@ fn worker() -> &'static Worker {
 
 const TOKEN: &str = "postback-token-0123456789";
 const HMAC: &str = "hmac-secret-0123456789abcdef";
-
-fn admin(method: &str, path: &str, body: Value) -> (u16, Value) {
-    let w = worker();
-    let req = agent()
-        .request(method, &w.url(path))
-        .set("Authorization", &format!("Bearer {ADMIN_TOKEN}"))
-        .set("Content-Type", "application/json");
-    let (status, text, _) = send(req, Some(&body.to_string()));
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
 
 /// A program with one approved partner and one link; ids are prefixed so
 /// that tests sharing the worker never collide.
@@ -90,34 +85,6 @@ fn postback_json(body: &Value) -> (u16, Value) {
         s,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
-}
-
-/// All exported events, following the cursor.
-fn export_all() -> Vec<Value> {
-    let w = worker();
-    let mut after = 0u64;
-    let mut out = Vec::new();
-    loop {
-        let (s, body, head) = send(
-            agent()
-                .get(&w.url(&format!("/export/v1/events?after={after}&limit=5000")))
-                .set("Authorization", &format!("Bearer {EXPORT_TOKEN}")),
-            None,
-        );
-        assert_eq!(s, 200, "{body}");
-        let next: u64 = head.header("X-Next-Cursor").unwrap().parse().unwrap();
-        let lines: Vec<Value> = body
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        if lines.is_empty() {
-            assert_eq!(next, after);
-            return out;
-        }
-        assert_eq!(lines.last().unwrap()["seq"].as_u64().unwrap(), next);
-        out.extend(lines);
-        after = next;
-    }
 }
 
 /// Waits until `pred` holds over the export (clicks are written in batches).

@@ -220,6 +220,58 @@ impl Worker {
         format!("{}{}", self.base, path)
     }
 
+    /// An operator API call (`Authorization: Bearer ADMIN_TOKEN`, a JSON
+    /// body): the status and the JSON answer (a string when not JSON).
+    pub fn admin(
+        &self,
+        method: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let req = agent()
+            .request(method, &self.url(path))
+            .set("Authorization", &format!("Bearer {ADMIN_TOKEN}"))
+            .set("Content-Type", "application/json");
+        let (status, text, _) = send(req, Some(&body.to_string()));
+        let v = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        (status, v)
+    }
+
+    /// Every exported event, following the export cursor to its end; checks
+    /// that each page's cursor is its last record's `seq`.
+    pub fn export_all(&self) -> Vec<serde_json::Value> {
+        let mut after = 0u64;
+        let mut out = Vec::new();
+        loop {
+            let (s, body, head) = send(
+                agent()
+                    .get(&self.url(&format!("/export/v1/events?after={after}&limit=5000")))
+                    .set("Authorization", &format!("Bearer {EXPORT_TOKEN}")),
+                None,
+            );
+            assert_eq!(s, 200, "export: {body}");
+            let next: u64 = head
+                .header("X-Next-Cursor")
+                .and_then(|c| c.parse().ok())
+                .expect("X-Next-Cursor");
+            let lines: Vec<serde_json::Value> = body
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("an export line is JSON"))
+                .collect();
+            let Some(last) = lines.last() else {
+                assert_eq!(next, after, "an empty page keeps the cursor");
+                return out;
+            };
+            assert_eq!(
+                last["seq"].as_u64(),
+                Some(next),
+                "the cursor is the last seq"
+            );
+            out.extend(lines);
+            after = next;
+        }
+    }
+
     /// Stops the worker (SIGTERM to the watchdog, which stops wrangler and workerd).
     pub fn stop(&mut self) {
         if let Ok(None) = self.child.try_wait() {

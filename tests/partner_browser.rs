@@ -241,15 +241,6 @@ impl Drop for Browser {
     }
 }
 
-fn admin(w: &Worker, method: &str, path: &str, body: Value) -> (u16, Value) {
-    let req = agent()
-        .request(method, &w.url(path))
-        .set("Authorization", &format!("Bearer {ADMIN_TOKEN}"))
-        .set("Content-Type", "application/json");
-    let (s, t, _) = send(req, Some(&body.to_string()));
-    (s, serde_json::from_str(&t).unwrap_or(Value::String(t)))
-}
-
 fn ok(r: (u16, Value)) -> Value {
     assert!((200..300).contains(&r.0), "{}", r.1);
     r.1
@@ -260,29 +251,25 @@ fn partner_registers_a_deal_and_requests_mdf_operator_approves_in_the_console() 
     let w = Worker::start();
     // A program with tiers, a gold partner with a key, a budget, an asset,
     // a link with traffic, and a statement.
-    ok(admin(
-        &w,
+    ok(w.admin(
         "PUT",
         "/api/programs/acme",
         json!({"name": "Acme Cloud partners",
         "allowed_hosts": ["shop.example"], "tiers": ["silver", "gold", "platinum"], "deal_days": 90,
         "currency": "USD"}),
     ));
-    ok(admin(
-        &w,
-        "PUT",
+    ok(w.admin("PUT",
         "/api/partners/northwind",
         json!({"program": "acme", "name": "Northwind Digital",
         "email": "team@northwind.example", "tier": "gold", "status": "approved", "currency": "USD"}),
     ));
-    ok(admin(
-        &w,
+    ok(w.admin(
         "PUT",
         "/api/partners/northwind/crm",
         json!({"manager": "Mia Chen", "tags": ["emea"],
         "company": "Northwind Digital GmbH"}),
     ));
-    let key = ok(admin(&w, "POST", "/api/partners/northwind/keys", json!({})))["key"]
+    let key = ok(w.admin("POST", "/api/partners/northwind/keys", json!({})))["key"]
         .as_str()
         .unwrap()
         .to_string();
@@ -292,29 +279,25 @@ fn partner_registers_a_deal_and_requests_mdf_operator_approves_in_the_console() 
             .unwrap()
             .as_millis() as i64,
     ));
-    ok(admin(
-        &w,
+    ok(w.admin(
         "PUT",
         "/api/mdf/budgets/acme-gold",
         json!({"program": "acme", "tier": "gold",
         "quarter": quarter, "amount": "5000.00", "currency": "USD"}),
     ));
-    ok(admin(
-        &w,
+    ok(w.admin(
         "PUT",
         "/api/assets/launch-banner",
         json!({"program": "acme", "title": "Launch banner 728x90",
         "kind": "banner", "url": "https://shop.example/launch", "min_tier": "silver"}),
     ));
-    ok(admin(
-        &w,
+    ok(w.admin(
         "PUT",
         "/api/assets/gold-deck",
         json!({"program": "acme", "title": "Gold partner pitch deck",
         "kind": "pdf", "url": "https://files.example/gold-deck.pdf", "min_tier": "gold"}),
     ));
-    let link = ok(admin(
-        &w,
+    let link = ok(w.admin(
         "POST",
         "/api/links",
         json!({"partner": "northwind", "program": "acme",
@@ -330,9 +313,7 @@ fn partner_registers_a_deal_and_requests_mdf_operator_approves_in_the_console() 
             None,
         );
     }
-    ok(admin(
-        &w,
-        "POST",
+    ok(w.admin("POST",
         "/api/statements",
         json!([{"period": "2026-10", "partner": "northwind",
         "program": "acme", "currency": "USD", "earned": "1250.00", "reversed": "-50.00", "adjusted": "0.00",

@@ -246,7 +246,11 @@ fn timed(db: &Path, args: &[&str]) -> Duration {
 /// Starts the command and SIGKILLs it after a seeded random delay within
 /// its undisturbed duration (every other time within its second half,
 /// where the writes are); true when it was still running (a real kill).
-fn kill_at_random(db: &Path, args: &[&str], full: Duration, rng: &mut Rng) -> bool {
+/// When the command had already finished, `full` shrinks to what this run
+/// took at most (a busy machine can make the first measurement slow), so the
+/// next delays land inside the command again.
+fn kill_at_random(db: &Path, args: &[&str], full: &mut Duration, rng: &mut Rng) -> bool {
+    let t0 = Instant::now();
     let mut child = spawn(db, args);
     let wait = (full.as_micros() as u64).max(2);
     let delay = if rng.chance(50) {
@@ -259,6 +263,7 @@ fn kill_at_random(db: &Path, args: &[&str], full: Duration, rng: &mut Rng) -> bo
         child.kill().unwrap(); // SIGKILL
         true
     } else {
+        *full = (*full).min(t0.elapsed()) * 3 / 4;
         false
     };
     child.wait().unwrap();
@@ -303,15 +308,15 @@ fn sigkills_of_every_command_end_as_an_undisturbed_run() {
 
     // the undisturbed run, one step at a time
     let refdb = fx.path("ref.db");
-    let t_import = timed(&refdb, &import);
+    let mut t_import = timed(&refdb, &import);
     let d_import = dump(&refdb);
     copy_db(&refdb, &fx.path("imported.db"));
-    let t_run = timed(&refdb, &run);
+    let mut t_run = timed(&refdb, &run);
     let d_run = dump(&refdb);
     let rows = scalar(&refdb, "SELECT COUNT(*) FROM ledger");
     assert!(rows > 500, "{rows}");
     copy_db(&refdb, &fx.path("ran.db"));
-    let t_close = timed(&refdb, &close);
+    let mut t_close = timed(&refdb, &close);
     let d_close = dump(&refdb);
     copy_db(&refdb, &fx.path("closed.db"));
     let out_ref = fx.path("out-ref");
@@ -332,7 +337,7 @@ fn sigkills_of_every_command_end_as_an_undisturbed_run() {
             .map(String::as_str)
             .collect::<Vec<_>>(),
     );
-    let t_report = t0.elapsed();
+    let mut t_report = t0.elapsed();
     let ref_files = listing(&out_ref);
     assert_eq!(ref_files.len(), 6, "{:?}", ref_files.iter().map(|f| &f.0));
     // the files of a store, for the comparisons after a rerun
@@ -354,7 +359,7 @@ fn sigkills_of_every_command_end_as_an_undisturbed_run() {
     // import: each file is one transaction
     kills += kill_loop("import", 12, &mut rng, |rng, i| {
         let db = fx.path(&format!("k-import-{i}.db"));
-        let k = kill_at_random(&db, &import, t_import, rng);
+        let k = kill_at_random(&db, &import, &mut t_import, rng);
         if db.exists() {
             let n = scalar(&db, "SELECT COUNT(*) FROM events");
             let total = fx.events.len() as i64;
@@ -377,7 +382,7 @@ fn sigkills_of_every_command_end_as_an_undisturbed_run() {
     kills += kill_loop("run", 12, &mut rng, |rng, i| {
         let db = fx.path(&format!("k-run-{i}.db"));
         copy_db(&fx.path("imported.db"), &db);
-        let k = kill_at_random(&db, &run, t_run, rng);
+        let k = kill_at_random(&db, &run, &mut t_run, rng);
         let n = scalar(&db, "SELECT COUNT(*) FROM ledger");
         assert!(
             n == 0 || n == rows,
@@ -400,7 +405,7 @@ fn sigkills_of_every_command_end_as_an_undisturbed_run() {
     kills += kill_loop("close", 8, &mut rng, |rng, i| {
         let db = fx.path(&format!("k-close-{i}.db"));
         copy_db(&fx.path("ran.db"), &db);
-        let k = kill_at_random(&db, &close, t_close, rng);
+        let k = kill_at_random(&db, &close, &mut t_close, rng);
         let d = dump(&db);
         let closed = scalar(&db, "SELECT COUNT(*) FROM periods WHERE state = 'closed'");
         if k {
@@ -431,7 +436,7 @@ fn sigkills_of_every_command_end_as_an_undisturbed_run() {
         let out = fx.path(&format!("k-out-{i}"));
         let args = report(&out);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let k = kill_at_random(&db, &args, t_report, rng);
+        let k = kill_at_random(&db, &args, &mut t_report, rng);
         if k {
             let files = if out.exists() {
                 listing(&out)
@@ -471,7 +476,7 @@ fn sigkills_of_every_command_end_as_an_undisturbed_run() {
     let srv = serve(&fx, Fault::None);
     let pull_args = ["pull", "--edge", &srv.url, "--token", TOKEN];
     let pdb = fx.path("pull-ref.db");
-    let t_pull = timed(&pdb, &pull_args);
+    let mut t_pull = timed(&pdb, &pull_args);
     let d_pull = dump(&pdb);
     assert_eq!(
         scalar(&pdb, "SELECT COUNT(*) FROM events"),
@@ -479,7 +484,7 @@ fn sigkills_of_every_command_end_as_an_undisturbed_run() {
     );
     kills += kill_loop("pull", 12, &mut rng, |rng, i| {
         let db = fx.path(&format!("k-pull-{i}.db"));
-        let k = kill_at_random(&db, &pull_args, t_pull, rng);
+        let k = kill_at_random(&db, &pull_args, &mut t_pull, rng);
         if db.exists() {
             let st = Store::open(&db).unwrap();
             let cursor: i64 = st
@@ -1088,10 +1093,10 @@ fn a_killed_nightly_reruns_to_the_same_store_and_reports() {
     // undisturbed: November run, closed and reported, December run and reported
     let refdb = fx.path("ref.db");
     copy_db(&imported, &refdb);
-    let full = timed(&refdb, &nightly);
+    let mut full = timed(&refdb, &nightly);
     let want_store = dump(&refdb);
     let want = tree(&reports);
-    assert_eq!(want.len(), 12, "{:?}", names(&want));
+    assert_eq!(want.len(), 14, "{:?}", names(&want));
     assert!(read(&reports.join("2026-11/report.html")).contains("<b>closed</b>"));
     std::fs::remove_dir_all(&reports).unwrap();
 
@@ -1130,7 +1135,7 @@ fn a_killed_nightly_reruns_to_the_same_store_and_reports() {
     let kills = kill_loop("nightly", 8, &mut rng, |rng, i| {
         let db = fx.path(&format!("k-nightly-{i}.db"));
         copy_db(&imported, &db);
-        let k = kill_at_random(&db, &nightly, full, rng);
+        let k = kill_at_random(&db, &nightly, &mut full, rng);
         if k {
             let closed = scalar(&db, "SELECT COUNT(*) FROM periods WHERE state = 'closed'");
             let files = tree(&reports)
