@@ -62,6 +62,12 @@ enum Cmd {
         period: String,
         #[arg(long)]
         out: PathBuf,
+        /// Emit statement.ready and payout.created of a closed period through this edge.
+        #[arg(long)]
+        edge: Option<String>,
+        /// The edge's ADMIN_TOKEN (needed with --edge).
+        #[arg(long, env = "SETTLEMENT_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
     },
     /// The rule, the inputs and the arithmetic of one entry.
     Explain { entry_id: String },
@@ -203,8 +209,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             settlement::run::close(&mut store, p)?;
             eprintln!("{p}: closed");
         }
-        Cmd::Report { period: p, out } => {
+        Cmd::Report {
+            period: p,
+            out,
+            edge,
+            admin_token,
+        } => {
             let p = period(&p)?;
+            let emit =
+                settlement::emit::EmitOptions::from_flags(edge.as_deref(), admin_token.as_deref())?;
             let d = settlement::report::report(&store, p, &out)?;
             eprintln!(
                 "{p}: {} statements, {} payouts, {} invoice lines, {} ledger entries written to {}",
@@ -214,6 +227,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 d.ledger_count,
                 out.display()
             );
+            if let Some(o) = emit {
+                eprintln!("{}", settlement::emit::emit(&store, p, &d, &o)?.describe(p));
+            }
         }
         Cmd::Explain { entry_id } => {
             print!("{}", settlement::explain::explain(&store, &entry_id)?);
@@ -250,6 +266,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     },
                     if r.closed.contains(p) { ", closed" } else { "" }
                 );
+            }
+            for line in &r.emitted {
+                eprintln!("{line}");
             }
         }
     }

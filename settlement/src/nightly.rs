@@ -3,6 +3,7 @@
 //! periods are past; `--now` fixes it.
 
 use crate::config;
+use crate::emit::EmitOptions;
 use crate::error::{Error, Result};
 use crate::period::Period;
 use crate::pull::{pull, PullOptions};
@@ -15,6 +16,8 @@ pub struct NightlyReport {
     pub ran: Vec<(Period, bool)>,
     pub closed: Vec<Period>,
     pub pulled: u64,
+    /// What emission said, per period emitted.
+    pub emitted: Vec<String>,
 }
 
 /// `today`: day number (days since the epoch).
@@ -53,7 +56,39 @@ pub fn nightly(
         crate::report::report(store, p, &n.out.join(p.to_string()))?;
         p = p.next();
     }
+    if let (Some(edge), Some(token)) = (&n.edge, &n.admin_token) {
+        rep.emitted = emit_closed(store, &n.out, &rep.closed, &EmitOptions::new(edge, token))?;
+    }
     Ok(rep)
+}
+
+/// Emits the periods closed tonight and any closed period whose emission
+/// an earlier night left unfinished (the edge was down): after every
+/// report is written, so a failure (exit 3) leaves the outputs whole.
+fn emit_closed(
+    store: &Store,
+    out: &Path,
+    closed: &[Period],
+    o: &EmitOptions,
+) -> Result<Vec<String>> {
+    let mut periods = crate::emit::pending_periods(store)?;
+    periods.extend_from_slice(closed);
+    periods.sort();
+    periods.dedup();
+    let mut said = Vec::new();
+    for p in periods {
+        let d = crate::report::load(store, p)?;
+        match crate::emit::emit(store, p, &d, o) {
+            Ok(s) => said.push(s.describe(p)),
+            Err(e) => {
+                return Err(Error::Upstream(format!(
+                    "{e} (reports in {})",
+                    out.display()
+                )))
+            }
+        }
+    }
+    Ok(said)
 }
 
 /// Today from `--now YYYY-MM-DD`, or the system clock.
