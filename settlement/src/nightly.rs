@@ -80,12 +80,13 @@ fn emit_closed(
         let d = crate::report::load(store, p)?;
         match crate::emit::emit(store, p, &d, o) {
             Ok(s) => said.push(s.describe(p)),
-            Err(e) => {
+            Err(Error::Upstream(m)) => {
                 return Err(Error::Upstream(format!(
-                    "{e} (reports in {})",
+                    "{m} (reports in {})",
                     out.display()
                 )))
             }
+            Err(e) => return Err(e),
         }
     }
     Ok(said)
