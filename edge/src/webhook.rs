@@ -84,8 +84,20 @@ impl WebhookInput {
 /// An event settlement hands over for delivery.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Emit {
+    /// The sender's event id (`[A-Za-z0-9_.:-]{1,128}`): the envelope id,
+    /// and the idempotency key (an event with a known id is not delivered
+    /// again). Without one the edge names the event itself.
+    pub id: Option<String>,
     pub event: String,
     pub data: Value,
+}
+
+/// True for an emitted event's id: 1 to 128 of `[A-Za-z0-9_.:-]`.
+pub fn is_valid_event_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
 }
 
 impl Emit {
@@ -93,7 +105,13 @@ impl Emit {
         if body.len() > MAX_EMIT_BODY {
             return Err(FieldError::new("body", "over 64 KiB"));
         }
-        let o = Obj::parse(body, &["event", "data"])?;
+        let o = Obj::parse(body, &["id", "event", "data"])?;
+        let id = o.str("id")?;
+        if let Some(id) = id {
+            if !is_valid_event_id(id) {
+                return Err(FieldError::new("id", "1 to 128 of [A-Za-z0-9_.:-]"));
+            }
+        }
         let event = o.req_str("event")?;
         if !EMITTED.contains(&event) {
             return Err(FieldError::new(
@@ -106,9 +124,16 @@ impl Emit {
             .filter(|d| d.is_object())
             .ok_or_else(|| FieldError::new("data", "required, a JSON object"))?;
         Ok(Emit {
+            id: id.map(str::to_string),
             event: event.to_string(),
             data: data.clone(),
         })
+    }
+
+    /// Fingerprint of what is emitted (the same id with other content is a
+    /// conflict).
+    pub fn fingerprint(&self) -> String {
+        crate::hash::payload(&format!("{}\n{}", self.event, self.data))
     }
 }
 
@@ -168,6 +193,18 @@ mod tests {
     fn emitted_events() {
         let e = Emit::parse(br#"{"event":"statement.ready","data":{"period":"2026-11"}}"#).unwrap();
         assert_eq!(e.data["period"], "2026-11");
+        assert_eq!(e.id, None);
+        let a = Emit::parse(
+            br#"{"id":"stmt_2026-11_ib_7","event":"statement.ready","data":{"period":"2026-11"}}"#,
+        )
+        .unwrap();
+        assert_eq!(a.id.as_deref(), Some("stmt_2026-11_ib_7"));
+        assert_eq!(a.fingerprint(), e.fingerprint());
+        let b = Emit::parse(
+            br#"{"id":"stmt_2026-11_ib_7","event":"statement.ready","data":{"period":"2026-12"}}"#,
+        )
+        .unwrap();
+        assert_ne!(a.fingerprint(), b.fingerprint());
         for (body, field) in [
             (
                 &br#"{"event":"conversion.recorded","data":{}}"#[..],
@@ -176,6 +213,9 @@ mod tests {
             (br#"{"event":"payout.created","data":[1]}"#, "data"),
             (br#"{"event":"payout.created"}"#, "data"),
             (b"nope", "body"),
+            (br#"{"id":"","event":"payout.created","data":{}}"#, "id"),
+            (br#"{"id":"a b","event":"payout.created","data":{}}"#, "id"),
+            (br#"{"id":7,"event":"payout.created","data":{}}"#, "id"),
         ] {
             assert_eq!(Emit::parse(body).unwrap_err().field, field);
         }

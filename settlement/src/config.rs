@@ -878,6 +878,8 @@ struct RawNightly {
     edge: Option<String>,
     token: Option<String>,
     token_env: Option<Spanned<String>>,
+    admin_token: Option<String>,
+    admin_token_env: Option<Spanned<String>>,
     programs: Spanned<String>,
     out: String,
     grace_days: Option<Spanned<i64>>,
@@ -888,6 +890,9 @@ struct RawNightly {
 pub struct Nightly {
     pub edge: Option<String>,
     pub token: Option<String>,
+    /// The edge's admin token: with `edge`, closed periods' statements and
+    /// payouts are emitted as webhooks (`emit.rs`).
+    pub admin_token: Option<String>,
     pub programs: PathBuf,
     pub out: PathBuf,
     pub grace_days: i64,
@@ -913,6 +918,20 @@ pub fn load_nightly(path: &Path) -> Result<Nightly> {
         })?),
         (None, None) => None,
     };
+    let admin_token = match (&raw.admin_token, &raw.admin_token_env) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(env)) => Some(std::env::var(env.get_ref()).map_err(|_| {
+            src.err(
+                env.span(),
+                "admin_token_env",
+                format!("environment variable {} is not set", env.get_ref()),
+            )
+        })?),
+        (None, None) => None,
+    };
+    if raw.edge.is_none() && admin_token.is_some() {
+        return Err(src.err(0..0, "admin_token", "`admin_token` needs `edge`"));
+    }
     if raw.edge.is_some() && token.is_none() {
         return Err(src.err(0..0, "token", "`edge` needs `token` or `token_env`"));
     }
@@ -926,6 +945,7 @@ pub fn load_nightly(path: &Path) -> Result<Nightly> {
     Ok(Nightly {
         edge: raw.edge,
         token,
+        admin_token,
         programs: dir.join(raw.programs.get_ref()),
         out: dir.join(&raw.out),
         grace_days,

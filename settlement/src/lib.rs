@@ -6,6 +6,7 @@
 //! store, the export client and the CLI move bytes in and out.
 
 pub mod config;
+pub mod emit;
 pub mod engine;
 pub mod error;
 pub mod explain;

@@ -74,6 +74,12 @@ enum Cmd {
         /// payouts.paypal.<CUR>.csv and payouts.manual.csv.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Emit statement.ready and payout.created of a closed period through this edge.
+        #[arg(long)]
+        edge: Option<String>,
+        /// The edge's ADMIN_TOKEN (needed with --edge).
+        #[arg(long, env = "SETTLEMENT_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
     },
     /// The rule, the inputs and the arithmetic of one entry.
     Explain { entry_id: String },
@@ -250,9 +256,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             period: p,
             out,
             config,
+            edge,
+            admin_token,
         } => {
             let p = period(&p)?;
             let cfg = config.map(|c| settlement::config::load(&c)).transpose()?;
+            let emit =
+                settlement::emit::EmitOptions::from_flags(edge.as_deref(), admin_token.as_deref())?;
             let d = settlement::report::report(&store, p, &out)?;
             eprintln!(
                 "{p}: {} statements, {} payouts, {} invoice lines, {} ledger entries written to {}",
@@ -267,6 +277,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 for l in s.lines() {
                     eprintln!("{p}: {l}");
                 }
+            }
+            if let Some(o) = emit {
+                eprintln!("{}", settlement::emit::emit(&store, p, &d, &o)?.describe(p));
             }
         }
         Cmd::Explain { entry_id } => {
@@ -304,6 +317,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     },
                     if r.closed.contains(p) { ", closed" } else { "" }
                 );
+            }
+            for line in &r.emitted {
+                eprintln!("{line}");
             }
         }
     }

@@ -3,6 +3,7 @@
 //! periods are past; `--now` fixes it.
 
 use crate::config;
+use crate::emit::EmitOptions;
 use crate::error::{Error, Result};
 use crate::period::Period;
 use crate::pull::{pull, PullOptions};
@@ -15,6 +16,8 @@ pub struct NightlyReport {
     pub ran: Vec<(Period, bool)>,
     pub closed: Vec<Period>,
     pub pulled: u64,
+    /// What emission said, per period emitted.
+    pub emitted: Vec<String>,
 }
 
 /// `today`: day number (days since the epoch).
@@ -71,6 +74,9 @@ pub fn nightly(
         }
         p = p.next();
     }
+    if let (Some(edge), Some(token)) = (&n.edge, &n.admin_token) {
+        rep.emitted = emit_closed(store, &n.out, &rep.closed, &EmitOptions::new(edge, token))?;
+    }
     Ok(rep)
 }
 
@@ -83,6 +89,36 @@ fn set_reported(store: &Store, p: Period) -> Result<()> {
         rusqlite::params![REPORTED_KEY, p.to_string()],
     )?;
     Ok(())
+}
+
+/// Emits the periods closed tonight and any closed period whose emission
+/// an earlier night left unfinished (the edge was down): after every
+/// report is written, so a failure (exit 3) leaves the outputs whole.
+fn emit_closed(
+    store: &Store,
+    out: &Path,
+    closed: &[Period],
+    o: &EmitOptions,
+) -> Result<Vec<String>> {
+    let mut periods = crate::emit::pending_periods(store)?;
+    periods.extend_from_slice(closed);
+    periods.sort();
+    periods.dedup();
+    let mut said = Vec::new();
+    for p in periods {
+        let d = crate::report::load(store, p)?;
+        match crate::emit::emit(store, p, &d, o) {
+            Ok(s) => said.push(s.describe(p)),
+            Err(Error::Upstream(m)) => {
+                return Err(Error::Upstream(format!(
+                    "{m} (reports in {})",
+                    out.display()
+                )))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(said)
 }
 
 /// Today from `--now YYYY-MM-DD`, or the system clock.

@@ -18,6 +18,10 @@ const PERIOD: &str = "2026-10";
 const MONTH_START: i64 = 1_790_812_800_000;
 const DAY: i64 = 86_400_000;
 const TOKEN: &str = "demo-postback-token-0001";
+/// The SaaS program's Stripe endpoint signing secret (`stripe_secrets`).
+const STRIPE_SECRET: &str = "whsec_demo_0123456789abcdefABCDEF";
+/// The shop's Shopify webhook signing key (`shopify_secrets`).
+const SHOPIFY_SECRET: &str = "shpss_demo_0123456789abcdef0123";
 
 const BROWSERS: &[&str] = &[
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
@@ -198,6 +202,15 @@ fn host_of(program: &str) -> &'static str {
     }
 }
 
+/// What arrived through the providers' webhooks (each answered `recorded`).
+#[derive(Default)]
+struct Via {
+    stripe_sales: usize,
+    stripe_refunds: usize,
+    shopify_sales: usize,
+    shopify_refunds: usize,
+}
+
 struct Demo {
     w: Worker,
     clock: i64,
@@ -220,6 +233,59 @@ impl Demo {
         let body = body.map(|b| b.to_string());
         let (s, t, _) = send(req, body.as_deref());
         (s, serde_json::from_str(&t).unwrap_or(Value::String(t)))
+    }
+
+    /// A Stripe event as Stripe sends it: `Stripe-Signature: t=,v1=` over
+    /// `t.body` with the endpoint secret (signed now: Stripe's tolerance is
+    /// against the real clock; the event's own time is its `created`).
+    fn stripe(&self, id: &str, kind: &str, created_ms: i64, object: Value) -> Value {
+        let body = json!({"id": id, "object": "event", "api_version": "2024-06-20",
+            "created": created_ms / 1000, "data": {"object": object}, "livemode": false,
+            "pending_webhooks": 1, "type": kind})
+        .to_string();
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let sig = format!(
+            "t={t},v1={}",
+            edge::auth::sign(STRIPE_SECRET, t, body.as_bytes())
+        );
+        let req = agent()
+            .post(&self.w.url("/integrations/stripe/saas-aff"))
+            .set("Content-Type", "application/json; charset=utf-8")
+            .set("Stripe-Signature", &sig);
+        let (s, t, _) = send(req, Some(&body));
+        let b: Value = serde_json::from_str(&t).unwrap_or(Value::String(t));
+        assert!(
+            s == 200 && b["status"] == "recorded",
+            "stripe {kind}: {s} {b}"
+        );
+        b
+    }
+
+    /// A Shopify webhook: `X-Shopify-Hmac-Sha256` = base64 HMAC-SHA256 of
+    /// the body with the shop's key.
+    fn shopify(&self, topic: &str, webhook_id: &str, body: Value) -> Value {
+        let body = body.to_string();
+        let req = agent()
+            .post(&self.w.url("/integrations/shopify/reseller"))
+            .set("Content-Type", "application/json")
+            .set("X-Shopify-Topic", topic)
+            .set(
+                "X-Shopify-Hmac-Sha256",
+                &edge::shopify::sign(SHOPIFY_SECRET, body.as_bytes()),
+            )
+            .set("X-Shopify-Shop-Domain", "demo-shop.myshopify.com")
+            .set("X-Shopify-Webhook-Id", webhook_id)
+            .set("X-Shopify-API-Version", "2025-01");
+        let (s, t, _) = send(req, Some(&body));
+        let b: Value = serde_json::from_str(&t).unwrap_or(Value::String(t));
+        assert!(
+            s == 200 && b["status"] == "recorded",
+            "shopify {topic}: {s} {b}"
+        );
+        b
     }
 
     fn admin(&self, method: &str, path: &str, body: Value) -> Value {
@@ -297,6 +363,12 @@ fn main() {
             settings["tiers"] = json!(["silver", "gold"]);
             settings["pixel"] = json!(true);
             settings["cookie_days"] = json!(60);
+            // Sales arrive as Stripe webhooks.
+            settings["stripe_secrets"] = json!([STRIPE_SECRET]);
+        }
+        if *program == "reseller" {
+            // The shop's orders and refunds arrive as Shopify webhooks.
+            settings["shopify_secrets"] = json!([SHOPIFY_SECRET]);
         }
         demo.admin("PUT", &format!("/api/programs/{program}"), settings);
     }
@@ -318,11 +390,17 @@ fn main() {
         );
         slugs.insert(p.id, link["slug"].as_str().unwrap().to_string());
     }
-    for (code, partner) in [("KOL15", "prop-kol"), ("FUNDED15", "prop-yt")] {
+    for (code, partner, program) in [
+        ("KOL15", "prop-kol", "prop"),
+        ("FUNDED15", "prop-yt", "prop"),
+        // Shopify discount codes of the resellers.
+        ("ACME10", "res-acme", "reseller"),
+        ("BYTE10", "res-byte", "reseller"),
+    ] {
         demo.admin(
             "PUT",
             &format!("/api/coupons/{code}"),
-            json!({"partner": partner, "program": "prop"}),
+            json!({"partner": partner, "program": program}),
         );
     }
 
@@ -338,7 +416,7 @@ fn main() {
         json!({"program": "tech", "partner": "tech-zap", "quarter": "2026-Q4", "amount": "2000.00", "currency": "USD"}),
     );
 
-    step(3, STEPS, &format!("replaying {PERIOD}: clicks (bots mixed in), pixels, postbacks, refunds, chargebacks, trades"));
+    step(3, STEPS, &format!("replaying {PERIOD}: clicks (bots mixed in), Stripe and Shopify webhooks, postbacks, refunds, chargebacks, trades"));
     let mut rng = Rng(0x005e_ed20_2610);
     // (partner, clock, user agent, sub1)
     let mut clicks: Vec<(&'static str, i64, String, String)> = Vec::new();
@@ -445,6 +523,8 @@ fn main() {
         (s, b)
     };
     let mut conversions = 0usize;
+    let mut via = Via::default();
+    let mut shop_rng = Rng(0x0005_4091_f7ee);
     let mut n_txn = 0u64;
     let mut txn = |prefix: &str| {
         n_txn += 1;
@@ -469,44 +549,112 @@ fn main() {
                 );
                 conversions += 1;
                 if rng.chance(45) {
-                    let amount = ["29.00", "79.00", "199.00"][rng.below(3) as usize];
+                    // $29.00, $79.00 or $199.00, in cents as Stripe counts.
+                    let cents = [2900, 7900, 19900][rng.below(3) as usize];
                     let sale_txn = txn("INV");
                     let ts2 = later(&mut rng, 48);
-                    if rng.chance(50) {
-                        // The checkout page fires the pixel; the cookie carries the click.
-                        let url = demo.w.url(&format!(
-                                "/pixel?program=saas-aff&event=sale&txn_id={sale_txn}&amount={amount}&currency=USD&customer={customer}"
-                            ));
-                        let (s, _, _) = send(
-                            agent()
-                                .get(&url)
-                                .set("Cookie", &format!("pt_click={cid}"))
-                                .set("X-Ptrack-Clock", &ts2.to_string()),
-                            None,
-                        );
-                        assert_eq!(s, 200);
-                    } else {
-                        pb(
-                            json!({"program": "saas-aff", "event": "sale", "txn_id": sale_txn, "click_id": cid, "customer": customer, "amount": amount, "currency": "USD"}),
+                    let pi = format!("pi_{sale_txn}");
+                    // Monthly plans are Stripe subscriptions (the click id in the
+                    // subscription's metadata reaches every invoice); annual
+                    // plans are one-time Checkout payments (the click id as
+                    // client_reference_id).
+                    let invoice = rng.chance(50).then(|| format!("in_{sale_txn}"));
+                    match &invoice {
+                        Some(inv) => demo.stripe(
+                            &format!("evt_{sale_txn}"),
+                            "invoice.paid",
                             ts2,
-                        );
-                    }
+                            json!({"id": inv, "object": "invoice", "amount_due": cents,
+                                   "amount_paid": cents, "billing_reason": "subscription_create",
+                                   "charge": format!("ch_{sale_txn}"), "currency": "usd",
+                                   "customer": customer, "paid": true, "payment_intent": pi,
+                                   "status": "paid", "subscription": format!("sub_{sale_txn}"),
+                                   "subscription_details": {"metadata": {"click_id": cid}}}),
+                        ),
+                        None => demo.stripe(
+                            &format!("evt_{sale_txn}"),
+                            "checkout.session.completed",
+                            ts2,
+                            json!({"id": format!("cs_{sale_txn}"), "object": "checkout.session",
+                                   "amount_subtotal": cents, "amount_total": cents,
+                                   "client_reference_id": cid, "currency": "usd",
+                                   "customer": customer, "invoice": null, "metadata": {},
+                                   "mode": "payment", "payment_intent": pi,
+                                   "payment_status": "paid", "status": "complete"}),
+                        ),
+                    };
                     conversions += 1;
+                    via.stripe_sales += 1;
                     if rng.chance(6) {
-                        pb(
-                            json!({"program": "saas-aff", "event": "refund", "txn_id": txn("RF"), "original_txn_id": sale_txn, "customer": customer, "amount": amount, "currency": "USD"}),
+                        // Refunded in the Dashboard: charge.refunded names the
+                        // payment (and the invoice of a subscription).
+                        demo.stripe(
+                            &format!("evt_{}", txn("RF")),
+                            "charge.refunded",
                             later(&mut rng, 200),
+                            json!({"id": format!("ch_{sale_txn}"), "object": "charge",
+                                   "amount": cents, "amount_captured": cents,
+                                   "amount_refunded": cents, "currency": "usd",
+                                   "customer": customer, "invoice": invoice,
+                                   "payment_intent": pi, "refunded": true}),
                         );
                         conversions += 1;
+                        via.stripe_refunds += 1;
                     }
                 }
             }
             "reseller" if rng.chance(25) => {
-                pb(
-                    json!({"program": "reseller", "event": "sale", "txn_id": txn("PO"), "click_id": cid, "customer": customer, "amount": rng.money(400, 2500), "currency": "USD"}),
-                    later(&mut rng, 24),
-                );
+                // The reseller's order in the Shopify store, paid: orders/paid.
+                // The theme kept the click id as the cart attribute pt_click;
+                // every fourth order instead carries the reseller's discount code.
+                let po = txn("PO");
+                let order_id =
+                    5_830_000_000_000u64 + po.trim_start_matches("PO-").parse::<u64>().unwrap_or(0);
+                let amount = rng.money(400, 2500);
+                let ts = later(&mut rng, 24);
+                let at = edge::time::Timestamp(ts).to_string();
+                let mut order = json!({"id": order_id,
+                    "admin_graphql_api_id": format!("gid://shopify/Order/{order_id}"),
+                    "name": format!("#{}", 1000 + via.shopify_sales), "currency": "USD",
+                    "financial_status": "paid", "total_price": amount, "subtotal_price": amount,
+                    "total_tax": "0.00", "created_at": at, "processed_at": at, "test": false,
+                    "customer": {"id": 7_210_000_000_000u64 + *i as u64},
+                    "landing_site": "/", "note_attributes": [], "discount_codes": []});
+                if via.shopify_sales % 4 == 3 {
+                    let code = if p.id == "res-acme" {
+                        "ACME10"
+                    } else {
+                        "BYTE10"
+                    };
+                    order["discount_codes"] =
+                        json!([{"code": code, "amount": "0.00", "type": "percentage"}]);
+                } else {
+                    order["note_attributes"] = json!([{"name": "pt_click", "value": cid}]);
+                }
+                demo.shopify("orders/paid", &format!("wh-order-{order_id}"), order);
                 conversions += 1;
+                via.shopify_sales += 1;
+                // Some orders are refunded in part (refunds/create); a
+                // separate generator, so the rest of the month is unchanged.
+                if shop_rng.chance(15) {
+                    let refund_id = 9_110_000_000u64 + order_id % 1_000_000;
+                    let part = shop_rng.money(50, 300);
+                    let rt =
+                        (ts + (1 + shop_rng.below(6) as i64) * DAY).min(MONTH_START + 31 * DAY - 1);
+                    let rat = edge::time::Timestamp(rt).to_string();
+                    demo.shopify(
+                        "refunds/create",
+                        &format!("wh-refund-{refund_id}"),
+                        json!({"id": refund_id, "order_id": order_id, "created_at": rat,
+                               "processed_at": rat, "note": "damaged in transit", "restock": false,
+                               "refund_line_items": [],
+                               "transactions": [{"id": refund_id + 1, "order_id": order_id,
+                                 "kind": "refund", "gateway": "shopify_payments",
+                                 "status": "success", "amount": part, "currency": "USD"}]}),
+                    );
+                    conversions += 1;
+                    via.shopify_refunds += 1;
+                }
             }
             "tech" if rng.chance(20) => {
                 pb(
@@ -735,7 +883,7 @@ fn main() {
     step(6, STEPS, "summary");
     let mut demo = demo;
     demo.w.stop();
-    summary(&report_dir, total, conversions, started);
+    summary(&report_dir, total, conversions, &via, started);
 }
 
 fn count_clicks(w: &Worker) -> usize {
@@ -778,7 +926,7 @@ fn read_csv(path: &Path) -> Vec<BTreeMap<String, String>> {
         .collect()
 }
 
-fn summary(report: &Path, clicks: usize, conversions: usize, started: Instant) {
+fn summary(report: &Path, clicks: usize, conversions: usize, via: &Via, started: Instant) {
     let statements = read_csv(&report.join("statements.csv"));
     let payouts = read_csv(&report.join("payouts.csv"));
     let dec = |s: &str| s.parse::<rust_decimal::Decimal>().unwrap_or_default();
@@ -789,6 +937,14 @@ fn summary(report: &Path, clicks: usize, conversions: usize, started: Instant) {
     println!();
     println!("  clicks sent        {clicks:>10}");
     println!("  conversions sent   {conversions:>10}");
+    println!(
+        "    sales via Stripe   {:>8}   (+{} charge.refunded)",
+        via.stripe_sales, via.stripe_refunds
+    );
+    println!(
+        "    sales via Shopify  {:>8}   (+{} refunds/create)",
+        via.shopify_sales, via.shopify_refunds
+    );
     println!("  statements         {:>10}", statements.len());
     println!();
     println!("  earned by model");

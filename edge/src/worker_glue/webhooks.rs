@@ -81,6 +81,9 @@ pub async fn handle(route: Route<'_>, mut req: Request, env: &Env) -> Result<Res
         }
         (Route::WebhookEmit, Method::Post) => {
             let e = field_or_422!(Emit::parse(&body));
+            if let Some(id) = e.id.as_deref() {
+                return emit_once(env, id, &e, &now).await;
+            }
             let event_id = crate::clickid::sortable_id("we_", now_ms(), &random::<10>()?);
             let envelope = webhook::envelope(&event_id, &e.event, &now, &e.data);
             let rows = store::rows(store::q(
@@ -97,6 +100,75 @@ pub async fn handle(route: Route<'_>, mut req: Request, env: &Env) -> Result<Res
             json(202, &j!({"id": event_id, "deliveries": ids}))
         }
         _ => error(405, "method not allowed"),
+    }
+}
+
+/// The deliveries of an emitted event to every active endpoint subscribed
+/// to it, written only by the request whose `nonce` stored the event (in
+/// the same batch, right after).
+const EMIT_OUTBOX: &str =
+    "INSERT INTO webhook_deliveries (id, webhook, event, event_id, body, created_at, updated_at)
+  SELECT 'wd_' || lower(hex(randomblob(10))), w.id, ?1, ?2, ?3, ?4, ?4 FROM webhooks w
+  WHERE w.active = 1 AND EXISTS (SELECT 1 FROM json_each(w.events) WHERE value = ?1)
+    AND EXISTS (SELECT 1 FROM webhook_events WHERE id = ?2 AND nonce = ?5)
+  RETURNING id";
+
+/// An emitted event with the sender's id, delivered at most once: the first
+/// request with the id stores it and writes its deliveries in one
+/// transaction (202); later ones answer 200 `duplicate` with the first
+/// deliveries, or 409 `conflict` when the event or its data differ.
+async fn emit_once(env: &Env, id: &str, e: &Emit, now: &str) -> Result<Response> {
+    let envelope = webhook::envelope(id, &e.event, now, &e.data);
+    let hash = e.fingerprint();
+    let nonce = hex::encode(random::<16>()?);
+    let db = store::db(env)?;
+    let results = db
+        .batch(vec![
+            store::q(
+                env,
+                "INSERT INTO webhook_events (id, event, hash, nonce, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(id) DO NOTHING",
+                &[S(id), S(&e.event), S(&hash), S(&nonce), S(now)],
+            )?,
+            store::q(
+                env,
+                EMIT_OUTBOX,
+                &[S(&e.event), S(id), S(&envelope), S(now), S(&nonce)],
+            )?,
+        ])
+        .await?;
+    if results
+        .first()
+        .is_some_and(|r| store::result_changes(r) > 0)
+    {
+        let rows: Vec<store::Row> = match results.get(1) {
+            Some(r) => r.results()?,
+            None => Vec::new(),
+        };
+        let ids: Vec<&str> = rows.iter().map(|r| txt(r, "id")).collect();
+        enqueue(env, &ids).await;
+        return json(202, &j!({"status": "queued", "id": id, "deliveries": ids}));
+    }
+    let first = store::row(store::q(
+        env,
+        "SELECT event, hash, (SELECT json_group_array(d.id) FROM webhook_deliveries d
+           WHERE d.event_id = ?1) AS deliveries FROM webhook_events WHERE id = ?1",
+        &[S(id)],
+    )?)
+    .await?;
+    match first {
+        Some(f) if txt(&f, "event") == e.event && txt(&f, "hash") == hash => {
+            let deliveries: serde_json::Value =
+                serde_json::from_str(txt(&f, "deliveries")).unwrap_or_else(|_| j!([]));
+            json(
+                200,
+                &j!({"status": "duplicate", "id": id, "deliveries": deliveries}),
+            )
+        }
+        Some(_) => json(409, &j!({"status": "conflict", "id": id})),
+        None => Err(Error::RustError(
+            "emitted event neither stored nor found".into(),
+        )),
     }
 }
 
