@@ -236,7 +236,7 @@ pub fn report(store: &Store, p: Period, out: &Path) -> Result<PeriodData> {
 }
 
 /// Removes the temporary files a killed report left in `out` (`.NAME.tmp.PID`
-/// of the six files): the outputs themselves are always whole, since each is
+/// of the six files and of the payout files): the outputs themselves are always whole, since each is
 /// renamed into place only once written and synced. One report at a time
 /// per directory.
 fn remove_stale_temps(out: &Path) -> Result<()> {
@@ -245,12 +245,16 @@ fn remove_stale_temps(out: &Path) -> Result<()> {
         let e = e.map_err(|e| Error::io(out, e))?;
         let name = e.file_name();
         let Some(name) = name.to_str() else { continue };
-        let stale = FILES.iter().any(|f| {
-            name.strip_prefix('.')
-                .and_then(|n| n.strip_prefix(f))
-                .and_then(|n| n.strip_prefix(".tmp."))
-                .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
-        });
+        // `.BASE.tmp.PID`, BASE one of the six files or a payout file
+        // (`payouts.sepa.xml`, `payouts.paypal.CUR.csv`, `payouts.manual.csv`)
+        let stale = name
+            .strip_prefix('.')
+            .and_then(|n| n.rsplit_once(".tmp."))
+            .is_some_and(|(base, pid)| {
+                (FILES.contains(&base) || base.starts_with("payouts."))
+                    && !pid.is_empty()
+                    && pid.bytes().all(|b| b.is_ascii_digit())
+            });
         if stale {
             std::fs::remove_file(e.path()).map_err(|err| Error::io(&e.path(), err))?;
         }
