@@ -535,14 +535,7 @@ fn compute_part(eng: &Engine, opts: &Options, pre: &Pre, pi: u16, convs: &[u32])
     // conversions in (ts, id) order (the fraud rules may have sorted them)
     let order: Vec<u32> = match pre.orders.get(usize::from(pi)) {
         Some(o) if o.len() == convs.len() => o.clone(),
-        _ => {
-            let mut order = convs.to_vec();
-            order.sort_by(|&a, &b| {
-                let (ca, cb) = (&f.convs[a as usize], &f.convs[b as usize]);
-                ca.ts.cmp(&cb.ts).then_with(|| f.id(ca).cmp(f.id(cb)))
-            });
-            order
-        }
+        _ => f.sorted_ts_id(convs),
     };
 
     // approved deals per (program, customer), earliest registration first

@@ -575,11 +575,7 @@ pub fn prepare(cfg: &crate::config::Config, f: &Facts, opts: &Options) -> Pre {
             sc.spawn(|| loop {
                 let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(&b) = queue.get(k) else { break };
-                let mut order = convs[b].clone();
-                order.sort_by(|&x, &y| {
-                    let (cx, cy) = (&f.convs[x as usize], &f.convs[y as usize]);
-                    cx.ts.cmp(&cy.ts).then_with(|| f.id(cx).cmp(f.id(cy)))
-                });
+                let order = f.sorted_ts_id(&convs[b]);
                 let mut m = FxHashMap::default();
                 score_program(f, progs[b], opts, &order, &clicks[b], &mut m);
                 *found[b].lock().expect("fraud lock") = (m.into_iter().collect(), order);
