@@ -374,6 +374,33 @@ impl Facts {
         keys.into_iter().map(|k| k.1).collect()
     }
 
+    /// Asks for the cache lines of the conversion `AHEAD` places further in
+    /// `order` than `k`: loops over a program's conversions in `(ts, id)`
+    /// order read them scattered among the other programs', and each would
+    /// otherwise wait for memory.
+    #[inline(always)]
+    pub fn prefetch_ahead(&self, order: &[u32], k: usize) {
+        const AHEAD: usize = 8;
+        #[cfg(target_arch = "x86_64")]
+        if let Some(c) = order
+            .get(k + AHEAD)
+            .and_then(|&i| self.convs.get(i as usize))
+        {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            let p = (c as *const Conv).cast::<i8>();
+            // SAFETY: a prefetch is only a hint: it never faults and reads
+            // nothing into the program, whatever the address (here inside a
+            // live `Conv`); SSE, the feature it needs, is part of every
+            // x86_64 target.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(p);
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(std::mem::size_of::<Conv>() - 1));
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (order, k);
+    }
+
     /// [`Interner::intern`], first trying the symbol this slot last gave.
     fn intern_recent(&mut self, slot: usize, s: &str) -> u32 {
         if let Some(i) = self.recent[slot] {

@@ -765,7 +765,8 @@ fn score_program(
     let mut last_click: FxHashMap<u32, (u32, i64)> = FxHashMap::default();
     let mut trades: FxHashMap<(u32, u32, Decimal), (i64, u32)> = FxHashMap::default();
     let mut shared: Vec<(u64, i64, u32, u32)> = Vec::new();
-    for &ci in order {
+    for (k, &ci) in order.iter().enumerate() {
+        f.prefetch_ahead(order, k);
         let c = &f.convs[ci as usize];
         let day = c.ts.div_euclid(DAY_MS);
         if day != cur_day {
@@ -1003,7 +1004,8 @@ fn score_program(
         }
     }
     if !cr.is_empty() || !rr.is_empty() {
-        for &ci in order {
+        for (k, &ci) in order.iter().enumerate() {
+            f.prefetch_ahead(order, k);
             let c = &f.convs[ci as usize];
             if is_reversal(c) {
                 continue;
