@@ -356,22 +356,14 @@ impl Store {
             sc.spawn(move || {
                 for b in rx_rows.iter() {
                     for row in &b.rows {
-                        row.add_to(f, &b.buf);
+                        row.add_to(f, &b.buf, txn_programs, wanted);
                     }
                     // back to be reused (and freed) where it was made
                     let _ = tx_back.send(b);
                 }
             });
             let mut b = RowBatch::default();
-            let result = scan_events(
-                &mut rows,
-                &mut b,
-                &tx_rows,
-                &rx_back,
-                txn_programs,
-                fraud_programs,
-                wanted,
-            );
+            let result = scan_events(&mut rows, &mut b, &tx_rows, &rx_back, fraud_programs);
             if !b.rows.is_empty() {
                 let _ = tx_rows.send(b);
             }
@@ -391,9 +383,7 @@ fn scan_events(
     b: &mut RowBatch,
     tx_rows: &std::sync::mpsc::SyncSender<RowBatch>,
     rx_back: &std::sync::mpsc::Receiver<RowBatch>,
-    txn_programs: &[&str],
     fraud_programs: &[&str],
-    wanted: &rustc_hash::FxHashMap<String, rustc_hash::FxHashSet<String>>,
 ) -> Result<()> {
     let dec = |s: Option<&str>, id: &str, field: &str| -> Result<Option<rust_decimal::Decimal>> {
         match s {
@@ -436,12 +426,8 @@ fn scan_events(
             KIND_CONVERSION => {
                 let program = s(4)?.unwrap_or("");
                 let txn = s(9)?;
-                let keep = txn.is_some_and(|t| {
-                    txn_programs.contains(&program)
-                        || wanted.get(program).is_some_and(|w| w.contains(t))
-                });
                 row.put(&mut b.buf, 4, Some(program));
-                row.put(&mut b.buf, 9, if keep { txn } else { None });
+                row.put(&mut b.buf, 9, txn);
                 row.put(&mut b.buf, 5, s(5)?);
                 row.put(&mut b.buf, 6, s(6)?);
                 row.click_ts = r.get(7)?;
@@ -550,7 +536,13 @@ impl RawRow {
     }
 
     /// What the one-thread scan did with the row, less the reading.
-    fn add_to(&self, f: &mut Facts, buf: &str) {
+    fn add_to(
+        &self,
+        f: &mut Facts,
+        buf: &str,
+        txn_programs: &[&str],
+        wanted: &rustc_hash::FxHashMap<String, rustc_hash::FxHashSet<String>>,
+    ) {
         let s = |i: usize| self.s(buf, i);
         let id = s(1).unwrap_or("");
         let (ts, arrival) = (self.ts, self.arrival);
@@ -577,28 +569,36 @@ impl RawRow {
                     psym,
                 );
             }
-            KIND_CONVERSION => f.add_conv(ConvIn {
-                id,
-                ts,
-                arrival,
-                program: s(4).unwrap_or(""),
-                partner: s(5),
-                click_id: s(6),
-                click_ts: self.click_ts,
-                event: s(8).unwrap_or(""),
-                txn_id: s(9),
-                amount: self.amount,
-                currency: self.currency,
-                customer: s(12),
-                coupon: s(13),
-                original_txn_id: s(14),
-                lots: self.lots,
-                instrument: s(16),
-                bot: self.bot == Some(1),
-                country: s(18),
-                email_hash: s(19),
-                visitor: s(22),
-            }),
+            KIND_CONVERSION => {
+                let program = s(4).unwrap_or("");
+                let txn = s(9);
+                let keep = txn.is_some_and(|t| {
+                    txn_programs.contains(&program)
+                        || wanted.get(program).is_some_and(|w| w.contains(t))
+                });
+                f.add_conv(ConvIn {
+                    id,
+                    ts,
+                    arrival,
+                    program,
+                    partner: s(5),
+                    click_id: s(6),
+                    click_ts: self.click_ts,
+                    event: s(8).unwrap_or(""),
+                    txn_id: if keep { txn } else { None },
+                    amount: self.amount,
+                    currency: self.currency,
+                    customer: s(12),
+                    coupon: s(13),
+                    original_txn_id: s(14),
+                    lots: self.lots,
+                    instrument: s(16),
+                    bot: self.bot == Some(1),
+                    country: s(18),
+                    email_hash: s(19),
+                    visitor: s(22),
+                });
+            }
             KIND_DEAL => f.add_deal(
                 id,
                 ts,
