@@ -329,12 +329,6 @@ impl Store {
 
     /// One scan of the events: conversions, deals and MDF claims, and (for
     /// the fraud rules of `fraud_programs`) people's clicks.
-    ///
-    /// This thread steps SQLite and reads every row's columns (in the order
-    /// and with the checks of a one-thread scan, so a bad row fails with the
-    /// same error), while a second one puts the rows into the facts in
-    /// order; that side cannot fail, so the facts and any error are the ones
-    /// a one-thread scan gives.
     fn read_events(
         &self,
         f: &mut Facts,
@@ -343,6 +337,16 @@ impl Store {
         fraud_programs: &[&str],
         wanted: &rustc_hash::FxHashMap<String, rustc_hash::FxHashSet<String>>,
     ) -> Result<()> {
+        let dec =
+            |s: Option<&str>, id: &str, field: &str| -> Result<Option<rust_decimal::Decimal>> {
+                match s {
+                    None => Ok(None),
+                    Some(s) => parse_decimal(s).map(Some).ok_or_else(|| {
+                        Error::data(format!("event {id}: bad {field} {s:?} in the store"))
+                    }),
+                }
+            };
+        let cur = |s: Option<&str>| s.and_then(Currency::parse);
         let mut st = self.conn.prepare(
             "SELECT arrival, id, kind, ts, program, partner, click_id, click_ts, event, txn_id, amount, currency,
                     customer, coupon, original_txn_id, lots, instrument, bot, country, email_hash, status, expires_at,
@@ -350,272 +354,90 @@ impl Store {
              FROM events WHERE ts < ?1 AND (kind != 0 OR (?2 AND bot IS NOT 1))",
         )?;
         let mut rows = st.query(params![until_ms, !fraud_programs.is_empty()])?;
-        let (tx_rows, rx_rows) = std::sync::mpsc::sync_channel::<RowBatch>(4);
-        let (tx_back, rx_back) = std::sync::mpsc::channel::<RowBatch>();
-        std::thread::scope(|sc| -> Result<()> {
-            sc.spawn(move || {
-                for b in rx_rows.iter() {
-                    for row in &b.rows {
-                        row.add_to(f, &b.buf, txn_programs, wanted);
-                    }
-                    // back to be reused (and freed) where it was made
-                    let _ = tx_back.send(b);
+        while let Some(r) = rows.next()? {
+            let arrival: i64 = r.get(0)?;
+            let id = r.get_ref(1)?.as_str()?;
+            let kind: i64 = r.get(2)?;
+            let ts: i64 = r.get(3)?;
+            let s = |i: usize| -> rusqlite::Result<Option<&str>> {
+                Ok(r.get_ref(i)?.as_str_or_null()?)
+            };
+            match kind {
+                KIND_CLICK => {
+                    let program = s(4)?.unwrap_or("");
+                    let Some(psym) = f.click_program(program) else {
+                        continue;
+                    };
+                    let flag = |i: usize| -> rusqlite::Result<Option<bool>> {
+                        Ok(r.get::<_, Option<i64>>(i)?.map(|v| v != 0))
+                    };
+                    f.add_click_of(
+                        ClickIn {
+                            key: s(6)?.unwrap_or(id),
+                            ts,
+                            arrival,
+                            program,
+                            partner: s(5)?.unwrap_or(""),
+                            visitor: s(22)?,
+                            country: s(18)?,
+                            asn: r
+                                .get::<_, Option<i64>>(23)?
+                                .and_then(|a| u32::try_from(a).ok()),
+                            datacenter: flag(24)?,
+                            has_referrer: flag(25)?,
+                        },
+                        psym,
+                    );
                 }
-            });
-            let mut b = RowBatch::default();
-            let result = scan_events(&mut rows, &mut b, &tx_rows, &rx_back, fraud_programs);
-            if !b.rows.is_empty() {
-                let _ = tx_rows.send(b);
-            }
-            drop(tx_rows);
-            // the rows before an error are in the facts, as with one thread
-            for done in rx_back.iter() {
-                drop(done);
-            }
-            result
-        })
-    }
-}
-
-/// Reads the rows of the events scan into batches for [`RawRow::add_to`].
-fn scan_events(
-    rows: &mut rusqlite::Rows<'_>,
-    b: &mut RowBatch,
-    tx_rows: &std::sync::mpsc::SyncSender<RowBatch>,
-    rx_back: &std::sync::mpsc::Receiver<RowBatch>,
-    fraud_programs: &[&str],
-) -> Result<()> {
-    let dec = |s: Option<&str>, id: &str, field: &str| -> Result<Option<rust_decimal::Decimal>> {
-        match s {
-            None => Ok(None),
-            Some(s) => parse_decimal(s)
-                .map(Some)
-                .ok_or_else(|| Error::data(format!("event {id}: bad {field} {s:?} in the store"))),
-        }
-    };
-    let cur = |s: Option<&str>| s.and_then(Currency::parse);
-    while let Some(r) = rows.next()? {
-        let arrival: i64 = r.get(0)?;
-        let id = r.get_ref(1)?.as_str()?;
-        let kind: i64 = r.get(2)?;
-        let ts: i64 = r.get(3)?;
-        let s =
-            |i: usize| -> rusqlite::Result<Option<&str>> { Ok(r.get_ref(i)?.as_str_or_null()?) };
-        let mut row = RawRow {
-            arrival,
-            kind,
-            ts,
-            ..RawRow::EMPTY
-        };
-        row.put(&mut b.buf, 1, Some(id));
-        match kind {
-            KIND_CLICK => {
-                let program = s(4)?.unwrap_or("");
-                row.put(&mut b.buf, 4, Some(program));
-                // the other columns of the clicks the facts keep
-                if fraud_programs.contains(&program) {
-                    row.put(&mut b.buf, 6, s(6)?);
-                    row.put(&mut b.buf, 5, s(5)?);
-                    row.put(&mut b.buf, 22, s(22)?);
-                    row.put(&mut b.buf, 18, s(18)?);
-                    row.asn = r.get(23)?;
-                    row.datacenter = r.get(24)?;
-                    row.has_referrer = r.get(25)?;
-                }
-            }
-            KIND_CONVERSION => {
-                let program = s(4)?.unwrap_or("");
-                let txn = s(9)?;
-                row.put(&mut b.buf, 4, Some(program));
-                row.put(&mut b.buf, 9, txn);
-                row.put(&mut b.buf, 5, s(5)?);
-                row.put(&mut b.buf, 6, s(6)?);
-                row.click_ts = r.get(7)?;
-                row.put(&mut b.buf, 8, s(8)?);
-                row.amount = dec(s(10)?, id, "amount")?;
-                row.currency = cur(s(11)?);
-                row.put(&mut b.buf, 12, s(12)?);
-                row.put(&mut b.buf, 13, s(13)?);
-                row.put(&mut b.buf, 14, s(14)?);
-                row.lots = dec(s(15)?, id, "lots")?;
-                row.put(&mut b.buf, 16, s(16)?);
-                row.bot = r.get(17)?;
-                row.put(&mut b.buf, 18, s(18)?);
-                row.put(&mut b.buf, 19, s(19)?);
-                row.put(&mut b.buf, 22, s(22)?);
-            }
-            KIND_DEAL => {
-                row.put(&mut b.buf, 4, s(4)?);
-                row.put(&mut b.buf, 5, s(5)?);
-                row.put(&mut b.buf, 12, s(12)?);
-                row.put(&mut b.buf, 20, s(20)?);
-                row.expires_at = r.get(21)?;
-            }
-            KIND_MDF => {
-                row.amount = dec(s(10)?, id, "amount")?;
-                row.currency = cur(s(11)?);
-                if row.amount.is_some() && row.currency.is_some() {
-                    row.put(&mut b.buf, 4, s(4)?);
-                    row.put(&mut b.buf, 5, s(5)?);
-                }
-            }
-            _ => continue,
-        }
-        b.rows.push(row);
-        if b.rows.len() == ROW_BATCH {
-            let mut next = rx_back.try_recv().unwrap_or_default();
-            next.rows.clear();
-            next.buf.clear();
-            if tx_rows.send(std::mem::replace(b, next)).is_err() {
-                break;
-            }
-        }
-    }
-    Ok(())
-}
-
-const ROW_BATCH: usize = 2048;
-
-/// Rows of the events scan on their way to the facts: their strings in one
-/// buffer.
-#[derive(Default)]
-struct RowBatch {
-    buf: String,
-    rows: Vec<RawRow>,
-}
-
-/// One row of the events scan, its strings as ranges of the batch buffer.
-#[derive(Clone, Copy)]
-struct RawRow {
-    arrival: i64,
-    kind: i64,
-    ts: i64,
-    /// By column: `(start, end)`, or `ABSENT`.
-    strs: [(u32, u32); 23],
-    click_ts: Option<i64>,
-    bot: Option<i64>,
-    expires_at: Option<i64>,
-    asn: Option<i64>,
-    datacenter: Option<i64>,
-    has_referrer: Option<i64>,
-    amount: Option<rust_decimal::Decimal>,
-    lots: Option<rust_decimal::Decimal>,
-    currency: Option<Currency>,
-}
-
-const ABSENT: (u32, u32) = (u32::MAX, 0);
-
-impl RawRow {
-    const EMPTY: RawRow = RawRow {
-        arrival: 0,
-        kind: 0,
-        ts: 0,
-        strs: [ABSENT; 23],
-        click_ts: None,
-        bot: None,
-        expires_at: None,
-        asn: None,
-        datacenter: None,
-        has_referrer: None,
-        amount: None,
-        lots: None,
-        currency: None,
-    };
-
-    fn put(&mut self, buf: &mut String, col: usize, s: Option<&str>) {
-        if let Some(s) = s {
-            let start = u32::try_from(buf.len()).expect("a batch of rows holds at most 4 GiB");
-            buf.push_str(s);
-            self.strs[col] = (start, buf.len() as u32);
-        }
-    }
-
-    fn s<'b>(&self, buf: &'b str, col: usize) -> Option<&'b str> {
-        let (a, z) = self.strs[col];
-        (a != u32::MAX).then(|| &buf[a as usize..z as usize])
-    }
-
-    /// What the one-thread scan did with the row, less the reading.
-    fn add_to(
-        &self,
-        f: &mut Facts,
-        buf: &str,
-        txn_programs: &[&str],
-        wanted: &rustc_hash::FxHashMap<String, rustc_hash::FxHashSet<String>>,
-    ) {
-        let s = |i: usize| self.s(buf, i);
-        let id = s(1).unwrap_or("");
-        let (ts, arrival) = (self.ts, self.arrival);
-        match self.kind {
-            KIND_CLICK => {
-                let program = s(4).unwrap_or("");
-                let Some(psym) = f.click_program(program) else {
-                    return;
-                };
-                let flag = |v: Option<i64>| v.map(|v| v != 0);
-                f.add_click_of(
-                    ClickIn {
-                        key: s(6).unwrap_or(id),
+                KIND_CONVERSION => {
+                    let program = s(4)?.unwrap_or("");
+                    let txn = s(9)?;
+                    let keep = txn.is_some_and(|t| {
+                        txn_programs.contains(&program)
+                            || wanted.get(program).is_some_and(|w| w.contains(t))
+                    });
+                    f.add_conv(ConvIn {
+                        id,
                         ts,
                         arrival,
                         program,
-                        partner: s(5).unwrap_or(""),
-                        visitor: s(22),
-                        country: s(18),
-                        asn: self.asn.and_then(|a| u32::try_from(a).ok()),
-                        datacenter: flag(self.datacenter),
-                        has_referrer: flag(self.has_referrer),
-                    },
-                    psym,
-                );
-            }
-            KIND_CONVERSION => {
-                let program = s(4).unwrap_or("");
-                let txn = s(9);
-                let keep = txn.is_some_and(|t| {
-                    txn_programs.contains(&program)
-                        || wanted.get(program).is_some_and(|w| w.contains(t))
-                });
-                f.add_conv(ConvIn {
+                        partner: s(5)?,
+                        click_id: s(6)?,
+                        click_ts: r.get(7)?,
+                        event: s(8)?.unwrap_or(""),
+                        txn_id: if keep { txn } else { None },
+                        amount: dec(s(10)?, id, "amount")?,
+                        currency: cur(s(11)?),
+                        customer: s(12)?,
+                        coupon: s(13)?,
+                        original_txn_id: s(14)?,
+                        lots: dec(s(15)?, id, "lots")?,
+                        instrument: s(16)?,
+                        bot: r.get::<_, Option<i64>>(17)? == Some(1),
+                        country: s(18)?,
+                        email_hash: s(19)?,
+                        visitor: s(22)?,
+                    });
+                }
+                KIND_DEAL => f.add_deal(
                     id,
                     ts,
                     arrival,
-                    program,
-                    partner: s(5),
-                    click_id: s(6),
-                    click_ts: self.click_ts,
-                    event: s(8).unwrap_or(""),
-                    txn_id: if keep { txn } else { None },
-                    amount: self.amount,
-                    currency: self.currency,
-                    customer: s(12),
-                    coupon: s(13),
-                    original_txn_id: s(14),
-                    lots: self.lots,
-                    instrument: s(16),
-                    bot: self.bot == Some(1),
-                    country: s(18),
-                    email_hash: s(19),
-                    visitor: s(22),
-                });
-            }
-            KIND_DEAL => f.add_deal(
-                id,
-                ts,
-                arrival,
-                s(4).unwrap_or(""),
-                s(5).unwrap_or(""),
-                s(12).unwrap_or(""),
-                s(20).unwrap_or(""),
-                self.expires_at,
-            ),
-            KIND_MDF => {
-                if let (Some(a), Some(c)) = (self.amount, self.currency) {
-                    f.add_mdf(id, ts, arrival, s(4), s(5).unwrap_or(""), a, c);
+                    s(4)?.unwrap_or(""),
+                    s(5)?.unwrap_or(""),
+                    s(12)?.unwrap_or(""),
+                    s(20)?.unwrap_or(""),
+                    r.get(21)?,
+                ),
+                KIND_MDF => {
+                    if let (Some(a), Some(c)) = (dec(s(10)?, id, "amount")?, cur(s(11)?)) {
+                        f.add_mdf(id, ts, arrival, s(4)?, s(5)?.unwrap_or(""), a, c);
+                    }
                 }
+                _ => {}
             }
-            _ => {}
         }
+        Ok(())
     }
 }
 
@@ -829,69 +651,5 @@ impl<'t> Inserter<'t> {
             }
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn conv(i: usize, amount: &str) -> String {
-        format!(
-            r#"{{"id":"ev{i:05}","type":"conversion","ts":"2026-11-01T00:00:{:02}.{:03}Z","program":"saas","partner":"pa1","event":"sale","txn_id":"t{i}","amount":"{amount}","currency":"USD","customer":"cu{}"}}"#,
-            (i / 1000) % 60,
-            i % 1000,
-            i % 97
-        )
-    }
-
-    /// The events scan reads on one thread and fills the facts on another:
-    /// the facts are those of the rows in arrival order, over many batches,
-    /// and a bad row fails with its own error.
-    #[test]
-    fn events_scan_keeps_arrival_order_and_the_first_bad_row() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("s.db")).unwrap();
-        let n = 3 * ROW_BATCH + 17;
-        let lines: Vec<String> = (0..n).map(|i| conv(i, "10.50")).collect();
-        let path = dir.path().join("e.ndjson");
-        std::fs::write(&path, lines.join("\n")).unwrap();
-        let opts = crate::import::ImportOptions {
-            skip_invalid: false,
-            rejects: None,
-            progress: false,
-        };
-        crate::import::import_file(&mut store, &path, &opts).unwrap();
-        let until = Period {
-            year: 2026,
-            month: 11,
-        }
-        .end_ms();
-        let f = store.load_facts_with(until, &[], &[]).unwrap();
-        assert_eq!(f.convs.len(), n);
-        for (i, c) in f.convs.iter().enumerate() {
-            assert_eq!(f.id(c), format!("ev{i:05}"));
-            assert_eq!(f.syms.str(c.customer), format!("cu{}", i % 97));
-            assert_eq!(c.amount, Some(rust_decimal::Decimal::new(1050, 2)));
-        }
-        // two bad rows in different batches: the first one is the error
-        for (i, a) in [(2 * ROW_BATCH + 5, "x1"), (3 * ROW_BATCH + 1, "x2")] {
-            store
-                .conn
-                .execute(
-                    "UPDATE events SET amount = ?1 WHERE id = ?2",
-                    params![a, format!("ev{i:05}")],
-                )
-                .unwrap();
-        }
-        let e = store.load_facts_with(until, &[], &[]).err().unwrap();
-        assert_eq!(
-            e.to_string(),
-            Error::data(format!(
-                "event ev{:05}: bad amount \"x1\" in the store",
-                2 * ROW_BATCH + 5
-            ))
-            .to_string()
-        );
     }
 }
