@@ -535,14 +535,7 @@ fn compute_part(eng: &Engine, opts: &Options, pre: &Pre, pi: u16, convs: &[u32])
     // conversions in (ts, id) order (the fraud rules may have sorted them)
     let order: Vec<u32> = match pre.orders.get(usize::from(pi)) {
         Some(o) if o.len() == convs.len() => o.clone(),
-        _ => {
-            let mut order = convs.to_vec();
-            order.sort_by(|&a, &b| {
-                let (ca, cb) = (&f.convs[a as usize], &f.convs[b as usize]);
-                ca.ts.cmp(&cb.ts).then_with(|| f.id(ca).cmp(f.id(cb)))
-            });
-            order
-        }
+        _ => f.sorted_ts_id(convs),
     };
 
     // approved deals per (program, customer), earliest registration first
@@ -566,7 +559,8 @@ fn compute_part(eng: &Engine, opts: &Options, pre: &Pre, pi: u16, convs: &[u32])
 
     // sales that a refund or chargeback names: (program, txn) -> first conversion
     let mut wanted: FxHashSet<(u32, &str)> = FxHashSet::default();
-    for &i in &order {
+    for (k, &i) in order.iter().enumerate() {
+        f.prefetch_ahead(&order, k);
         let c = &f.convs[i as usize];
         if eng.is_reversal(c) && f.ex(c).orig_txn != NONE {
             wanted.insert((c.program, f.syms.str(f.ex(c).orig_txn)));
@@ -574,7 +568,8 @@ fn compute_part(eng: &Engine, opts: &Options, pre: &Pre, pi: u16, convs: &[u32])
     }
     let mut originals: FxHashMap<(u32, &str), u32> = FxHashMap::default();
     if !wanted.is_empty() {
-        for &i in &order {
+        for (k, &i) in order.iter().enumerate() {
+            f.prefetch_ahead(&order, k);
             let c = &f.convs[i as usize];
             if !eng.is_reversal(c) {
                 let t = f.txns.get(c.idx);
@@ -604,7 +599,8 @@ fn compute_part(eng: &Engine, opts: &Options, pre: &Pre, pi: u16, convs: &[u32])
     let mut active: FxHashSet<(u16, u32, Period)> = FxHashSet::default();
     let mut reversals: Vec<u32> = Vec::new();
 
-    for &ci in &order {
+    for (k, &ci) in order.iter().enumerate() {
+        f.prefetch_ahead(&order, k);
         let c = &f.convs[ci as usize];
         let day = c.ts.div_euclid(DAY_MS);
         if day != cur_day {

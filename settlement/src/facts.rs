@@ -292,6 +292,10 @@ pub struct Facts {
     pub bot_clicks: FxHashSet<Box<str>>,
     /// For the fraud rules; empty unless a program has them.
     pub fraud: ClickFacts,
+    /// The last program and event name interned by [`Facts::add_conv`]:
+    /// consecutive conversions mostly repeat them, and a comparison with
+    /// the last one spares a hash and a probe of the (large) symbol table.
+    recent: [Option<u32>; 2],
 }
 
 /// The fields of a conversion as the store or a record gives them.
@@ -339,6 +343,74 @@ pub struct ClickIn<'a> {
 impl Facts {
     pub fn id(&self, c: &Conv) -> &str {
         self.ids.get(c.idx)
+    }
+
+    /// Conversion indices (ascending, as a stable sort would keep ties) in
+    /// `(ts, id)` order: sorted by `(ts, index)` as plain integers, then each
+    /// run of equal `ts` by `(id, index)`, the order a stable sort by
+    /// `(ts, id)` gives, without reading a conversion or an id per comparison.
+    pub fn sorted_ts_id(&self, idx: &[u32]) -> Vec<u32> {
+        let mut keys: Vec<(i64, u32)> = idx
+            .iter()
+            .map(|&i| (self.convs[i as usize].ts, i))
+            .collect();
+        keys.sort_unstable();
+        let mut s = 0;
+        while s < keys.len() {
+            let ts = keys[s].0;
+            let mut e = s + 1;
+            while e < keys.len() && keys[e].0 == ts {
+                e += 1;
+            }
+            if e - s > 1 {
+                keys[s..e].sort_unstable_by(|a, b| {
+                    let ia = self.id(&self.convs[a.1 as usize]);
+                    let ib = self.id(&self.convs[b.1 as usize]);
+                    ia.cmp(ib).then(a.1.cmp(&b.1))
+                });
+            }
+            s = e;
+        }
+        keys.into_iter().map(|k| k.1).collect()
+    }
+
+    /// Asks for the cache lines of the conversion `AHEAD` places further in
+    /// `order` than `k`: loops over a program's conversions in `(ts, id)`
+    /// order read them scattered among the other programs', and each would
+    /// otherwise wait for memory.
+    #[inline(always)]
+    pub fn prefetch_ahead(&self, order: &[u32], k: usize) {
+        const AHEAD: usize = 8;
+        #[cfg(target_arch = "x86_64")]
+        if let Some(c) = order
+            .get(k + AHEAD)
+            .and_then(|&i| self.convs.get(i as usize))
+        {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            let p = (c as *const Conv).cast::<i8>();
+            // SAFETY: a prefetch is only a hint: it never faults and reads
+            // nothing into the program, whatever the address (here inside a
+            // live `Conv`); SSE, the feature it needs, is part of every
+            // x86_64 target.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(p);
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(std::mem::size_of::<Conv>() - 1));
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (order, k);
+    }
+
+    /// [`Interner::intern`], first trying the symbol this slot last gave.
+    fn intern_recent(&mut self, slot: usize, s: &str) -> u32 {
+        if let Some(i) = self.recent[slot] {
+            if self.syms.str(i) == s {
+                return i;
+            }
+        }
+        let i = self.syms.intern(s);
+        self.recent[slot] = Some(i);
+        i
     }
 
     /// The rarely present fields of a conversion.
@@ -435,7 +507,7 @@ impl Facts {
 
     /// Bot clicks must be added before the conversions that cite them.
     pub fn add_conv(&mut self, c: ConvIn) {
-        let program = self.syms.intern(c.program);
+        let program = self.intern_recent(0, c.program);
         let keep = match &self.fraud.programs {
             None => true,
             Some(set) => !set.is_empty() && set.contains(&program),
@@ -481,7 +553,7 @@ impl Facts {
             click_ts: c.click_ts.unwrap_or(NO_TS),
             has_click: c.click_id.is_some() && c.click_ts.is_some(),
             click_bot,
-            event: self.syms.intern(c.event),
+            event: self.intern_recent(1, c.event),
             customer: self.syms.opt(c.customer),
             extra,
             amount: c.amount,
@@ -683,5 +755,42 @@ impl Facts {
         }
         f.link_clicks();
         f
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `sorted_ts_id` is the order of a stable sort by `(ts, id)`, ties on
+    /// `ts` (and repeated ids) included.
+    #[test]
+    fn sorted_ts_id_is_the_stable_sort_by_ts_and_id() {
+        let mut f = Facts::default();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..5000 {
+            let ts = (next() % 40) as i64;
+            let id = format!("e{}", next() % 300);
+            f.add_conv(ConvIn {
+                id: &id,
+                ts,
+                program: if next() % 2 == 0 { "a" } else { "b" },
+                event: "sale",
+                ..ConvIn::default()
+            });
+        }
+        let idx: Vec<u32> = (0..f.convs.len() as u32).filter(|i| i % 3 != 1).collect();
+        let mut want = idx.clone();
+        want.sort_by(|&a, &b| {
+            let (ca, cb) = (&f.convs[a as usize], &f.convs[b as usize]);
+            ca.ts.cmp(&cb.ts).then_with(|| f.id(ca).cmp(f.id(cb)))
+        });
+        assert_eq!(f.sorted_ts_id(&idx), want);
     }
 }

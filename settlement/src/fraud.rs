@@ -575,11 +575,7 @@ pub fn prepare(cfg: &crate::config::Config, f: &Facts, opts: &Options) -> Pre {
             sc.spawn(|| loop {
                 let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(&b) = queue.get(k) else { break };
-                let mut order = convs[b].clone();
-                order.sort_by(|&x, &y| {
-                    let (cx, cy) = (&f.convs[x as usize], &f.convs[y as usize]);
-                    cx.ts.cmp(&cy.ts).then_with(|| f.id(cx).cmp(f.id(cy)))
-                });
+                let order = f.sorted_ts_id(&convs[b]);
                 let mut m = FxHashMap::default();
                 score_program(f, progs[b], opts, &order, &clicks[b], &mut m);
                 *found[b].lock().expect("fraud lock") = (m.into_iter().collect(), order);
@@ -769,7 +765,8 @@ fn score_program(
     let mut last_click: FxHashMap<u32, (u32, i64)> = FxHashMap::default();
     let mut trades: FxHashMap<(u32, u32, Decimal), (i64, u32)> = FxHashMap::default();
     let mut shared: Vec<(u64, i64, u32, u32)> = Vec::new();
-    for &ci in order {
+    for (k, &ci) in order.iter().enumerate() {
+        f.prefetch_ahead(order, k);
         let c = &f.convs[ci as usize];
         let day = c.ts.div_euclid(DAY_MS);
         if day != cur_day {
@@ -1007,7 +1004,8 @@ fn score_program(
         }
     }
     if !cr.is_empty() || !rr.is_empty() {
-        for &ci in order {
+        for (k, &ci) in order.iter().enumerate() {
+            f.prefetch_ahead(order, k);
             let c = &f.convs[ci as usize];
             if is_reversal(c) {
                 continue;

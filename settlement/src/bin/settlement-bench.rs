@@ -74,6 +74,19 @@ fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// CPU seconds (user + system) of the whole process so far, every thread
+/// included: a figure the other processes on a shared machine disturb far
+/// less than the wall clock.
+fn cpu_seconds() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // the fields after the command name (which may hold spaces)
+    let rest = s.rsplit_once(')').map_or("", |x| x.1);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime (fields 14 and 15) in USER_HZ (100 on Linux)
+    (tick(11) + tick(12)) / 100.0
+}
+
 fn main() {
     let a = args();
     std::fs::create_dir_all(&a.dir).unwrap_or_else(|e| die(&format!("{}: {e}", a.dir.display())));
@@ -117,6 +130,7 @@ fn main() {
 
     // ---- end to end: import + run + report
     let t0 = Instant::now();
+    let c0 = cpu_seconds();
     let mut store = Store::open(&db).unwrap_or_else(|e| die(&e.to_string()));
     let opts = ImportOptions {
         skip_invalid: false,
@@ -125,12 +139,15 @@ fn main() {
     };
     import_file(&mut store, &data, &opts).unwrap_or_else(|e| die(&e.to_string()));
     let t_import = t0.elapsed().as_secs_f64();
+    let c1 = cpu_seconds();
     let t1 = Instant::now();
     run(&mut store, &cfg, period).unwrap_or_else(|e| die(&e.to_string()));
     let t_run = t1.elapsed().as_secs_f64();
+    let c2 = cpu_seconds();
     let t2 = Instant::now();
     settlement::report::report(&store, period, &out).unwrap_or_else(|e| die(&e.to_string()));
     let t_report = t2.elapsed().as_secs_f64();
+    let c3 = cpu_seconds();
     let seconds = t0.elapsed().as_secs_f64();
     let rss = peak_rss_mb();
 
@@ -150,6 +167,7 @@ fn main() {
         .unwrap_or_else(|e| die(&e.to_string()));
     let eng = Engine::new(&cfg, &facts);
     let te = Instant::now();
+    let ce = cpu_seconds();
     let o = engine::compute(
         &eng,
         &Options {
@@ -159,6 +177,7 @@ fn main() {
     )
     .unwrap_or_else(|e| die(&e.to_string()));
     let mut t_engine = te.elapsed().as_secs_f64();
+    let mut c_engine = cpu_seconds() - ce;
     // BENCH_ENGINE_REPEAT=n: best of n more runs (profiling)
     let repeat: usize = std::env::var("BENCH_ENGINE_REPEAT")
         .ok()
@@ -166,6 +185,7 @@ fn main() {
         .unwrap_or(0);
     for _ in 0..repeat {
         let te = Instant::now();
+        let ce = cpu_seconds();
         let o2 = engine::compute(
             &eng,
             &Options {
@@ -175,6 +195,7 @@ fn main() {
         )
         .unwrap_or_else(|e| die(&e.to_string()));
         t_engine = t_engine.min(te.elapsed().as_secs_f64());
+        c_engine = c_engine.min(cpu_seconds() - ce);
         drop(o2);
     }
     let engine_eps = a.events as f64 / t_engine;
@@ -218,6 +239,14 @@ fn main() {
         if a.fraud { "on" } else { "off" }
     );
     println!("  import {t_import:.2} s, run {t_run:.2} s, report {t_report:.2} s: end to end {seconds:.2} s");
+    println!(
+        "  CPU (user + sys, all threads): import {:.2} s, run {:.2} s, report {:.2} s: end to end {:.2} s; engine alone {:.2} s",
+        c1 - c0,
+        c2 - c1,
+        c3 - c2,
+        c3 - c0,
+        c_engine
+    );
     println!("  peak RSS {rss:.0} MB");
     println!(
         "  engine alone {:.2} s: {:.2} M events/s",
