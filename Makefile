@@ -59,7 +59,7 @@ bench: build-edge
 # duplicates and malformed requests, then the same with workerd SIGKILLed and
 # restarted twice; prints the counts, writes target/bench/reliability.json.
 soak: build-edge
-	cargo run --release -p e2e --bin soak
+	PTRACK_START_TIMEOUT=$${PTRACK_START_TIMEOUT:-600} cargo run --release -p e2e --bin soak
 
 # One cargo invocation builds both (the same feature set every run, so a
 # second `make demo` compiles nothing), then the demo binary runs.

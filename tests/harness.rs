@@ -187,7 +187,13 @@ impl Worker {
             child,
             log,
         };
-        worker.wait_ready(Duration::from_secs(180));
+        // wrangler builds the worker on every start; on a loaded machine that
+        // can take minutes (PTRACK_START_TIMEOUT seconds, default 180).
+        let timeout = std::env::var("PTRACK_START_TIMEOUT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(180);
+        worker.wait_ready(Duration::from_secs(timeout));
         worker
     }
 

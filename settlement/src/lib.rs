@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod erase;
 pub mod error;
 pub mod explain;
 pub mod facts;

@@ -101,6 +101,18 @@ CREATE TABLE reviews (
 );
 "#,
     ),
+    (
+        3,
+        "erasure",
+        r#"
+-- customers erased with `settlement erase`: who and when, the pseudonym that
+-- replaced the id (never the id itself), and how many records changed
+CREATE TABLE erasures (
+  id INTEGER PRIMARY KEY, pseudonym TEXT NOT NULL, at TEXT NOT NULL, actor TEXT NOT NULL,
+  events INTEGER NOT NULL, clicks INTEGER NOT NULL
+);
+"#,
+    ),
 ];
 
 pub const KIND_CLICK: i64 = 0;
