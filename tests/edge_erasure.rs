@@ -364,7 +364,7 @@ fn erasing_a_customer_keeps_the_money_and_loses_the_person() {
     assert_eq!(erased_sales.len(), 3);
     assert!(erased_sales
         .iter()
-        .all(|e| e.get("email_hash").map_or(true, Value::is_null)));
+        .all(|e| e.get("email_hash").is_none_or(Value::is_null)));
     let clicks: Vec<&Value> = after
         .iter()
         .filter(|e| {
@@ -374,7 +374,7 @@ fn erasing_a_customer_keeps_the_money_and_loses_the_person() {
     assert_eq!(clicks.len(), 2);
     for c in clicks {
         for k in ["visitor", "sub", "referrer_host", "country"] {
-            assert!(c.get(k).map_or(true, Value::is_null), "{k} left on {c}");
+            assert!(c.get(k).is_none_or(Value::is_null), "{k} left on {c}");
         }
     }
     let (s, rejections) = call(&w, "GET", "/api/rejections", Some(ADMIN_TOKEN), json!({}));

@@ -204,8 +204,10 @@ fn state_dir(name: &str) -> PathBuf {
 }
 
 fn options(state: &std::path::Path, plan: &Plan) -> Options {
-    let mut o = Options::default();
-    o.state = Some(state.to_path_buf());
+    let mut o = Options {
+        state: Some(state.to_path_buf()),
+        ..Options::default()
+    };
     o.vars.extend(plan.vars.iter().cloned());
     o
 }
@@ -485,7 +487,7 @@ fn client(
     while clicks + postbacks > 0 {
         op += 1;
         // Malformed and abusive requests, every 20th operation.
-        if op % 20 == 0 {
+        if op.is_multiple_of(20) {
             let (method, path, body, ok): (&str, String, Option<String>, &[u16]) =
                 match rng.below(8) {
                     0 => ("POST", "/postback".into(), Some(json!({"program": program, "event": "sale", "amount": "1.00", "currency": "USD"}).to_string()), &[422]),
