@@ -6,7 +6,7 @@ export WRANGLER_SEND_METRICS := false
 export CLOUDFLARE_CF_FETCH_ENABLED := false
 WRANGLER := node_modules/.bin/wrangler
 
-.PHONY: setup setup-sepa build-edge edge migrate test test-native test-e2e test-fuzz lint bench fuzz demo clean
+.PHONY: setup setup-sepa build-edge edge migrate test test-native test-e2e test-fuzz lint bench fuzz soak demo clean
 
 setup:
 	@edge/setup.sh
@@ -58,6 +58,12 @@ bench: build-edge
 	cargo run --release -p e2e --bin bench-edge
 	cargo run --release -p settlement --bin settlement-bench -- --events $${BENCH_EVENTS:-10000000}
 	cargo run --release -p settlement --bin fraud-bench
+
+# Reliability: 50,000 clicks and 10,000 postbacks from 64 clients with
+# duplicates and malformed requests, then the same with workerd SIGKILLed and
+# restarted twice; prints the counts, writes target/bench/reliability.json.
+soak: build-edge
+	PTRACK_START_TIMEOUT=$${PTRACK_START_TIMEOUT:-600} cargo run --release -p e2e --bin soak
 
 # One cargo invocation builds both (the same feature set every run, so a
 # second `make demo` compiles nothing), then the demo binary runs.

@@ -187,7 +187,13 @@ impl Worker {
             child,
             log,
         };
-        worker.wait_ready(Duration::from_secs(180));
+        // wrangler builds the worker on every start; on a loaded machine that
+        // can take minutes (PTRACK_START_TIMEOUT seconds, default 180).
+        let timeout = std::env::var("PTRACK_START_TIMEOUT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(180);
+        worker.wait_ready(Duration::from_secs(timeout));
         worker
     }
 
@@ -272,6 +278,36 @@ impl Worker {
         }
     }
 
+    /// Kills the worker's workerd the hard way, as a crash or an OOM kill
+    /// would: SIGKILL to workerd's process group (or to each workerd process
+    /// when it shares this test's group), no chance to flush anything. Then
+    /// stops what is left of wrangler. Returns how many workerd processes
+    /// were killed.
+    pub fn kill_workerd(&mut self) -> usize {
+        let own_pgid = proc_stat(std::process::id()).map(|s| s.1);
+        let mut killed = 0;
+        for pid in descendants(self.child.id()) {
+            let Some((comm, pgid)) = proc_stat(pid) else {
+                continue;
+            };
+            if comm != "workerd" {
+                continue;
+            }
+            let target = if Some(pgid) != own_pgid && pgid > 1 {
+                format!("-{pgid}")
+            } else {
+                pid.to_string()
+            };
+            let ok = Command::new("kill")
+                .args(["-KILL", "--", &target])
+                .status()
+                .is_ok_and(|s| s.success());
+            killed += usize::from(ok);
+        }
+        self.stop();
+        killed
+    }
+
     /// Stops the worker (SIGTERM to the watchdog, which stops wrangler and workerd).
     pub fn stop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
@@ -287,6 +323,43 @@ impl Drop for Worker {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// (comm, pgid) of a process, from /proc/<pid>/stat.
+fn proc_stat(pid: u32) -> Option<(String, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat.get(open + 1..close)?.to_string();
+    let rest: Vec<&str> = stat.get(close + 2..)?.split(' ').collect();
+    // state ppid pgrp ...
+    let pgid = rest.get(2)?.parse().ok()?;
+    Some((comm, pgid))
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let close = stat.rfind(')')?;
+    stat.get(close + 2..)?.split(' ').nth(1)?.parse().ok()
+}
+
+/// Every process below `root` (children, grandchildren, ...).
+fn descendants(root: u32) -> Vec<u32> {
+    let all: Vec<u32> = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        out.extend(all.iter().copied().filter(|c| parent_of(*c) == Some(p)));
+        i += 1;
+    }
+    out.remove(0);
+    out
 }
 
 /// An HTTP agent that does not follow redirects (tests look at the 302 itself).

@@ -11,6 +11,7 @@ pub mod cookie;
 pub mod currency;
 pub mod deal;
 pub mod dest;
+pub mod erase;
 pub mod fields;
 pub mod hash;
 pub mod ids;

@@ -58,6 +58,9 @@ pub enum Route<'a> {
     WebhookDeliveries(&'a str),
     WebhookReplay(&'a str),
     WebhookEmit,
+    // Erasure of a customer's personal data (the admin token).
+    Customer(&'a str),
+    Erasures,
 }
 
 impl Route<'_> {
@@ -98,6 +101,11 @@ impl Route<'_> {
                 | Route::Asset(_)
                 | Route::Statements
         )
+    }
+
+    /// Erasure routes (the admin token): `crate::erase`.
+    pub fn is_erasure(&self) -> bool {
+        matches!(self, Route::Customer(_) | Route::Erasures)
     }
 
     /// Outgoing-webhook routes (the admin token).
@@ -175,6 +183,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/api/webhooks/{id}"),
     ("GET", "/api/webhooks/{id}/deliveries"),
     ("POST", "/api/webhooks/deliveries/{id}/replay"),
+    ("DELETE", "/api/customers/{id}"),
+    ("GET", "/api/erasures"),
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -256,6 +266,8 @@ fn build<'a>(template: &str, param: Option<&'a str>) -> Option<Route<'a>> {
         "/api/webhooks/{id}" => Route::Webhook(p),
         "/api/webhooks/{id}/deliveries" => Route::WebhookDeliveries(p),
         "/api/webhooks/deliveries/{id}/replay" => Route::WebhookReplay(p),
+        "/api/customers/{id}" => Route::Customer(p),
+        "/api/erasures" => Route::Erasures,
         _ => return None,
     })
 }

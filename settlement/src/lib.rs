@@ -8,6 +8,7 @@
 pub mod config;
 pub mod emit;
 pub mod engine;
+pub mod erase;
 pub mod error;
 pub mod explain;
 pub mod facts;

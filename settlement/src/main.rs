@@ -88,6 +88,24 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ReviewCmd,
     },
+    /// Erase one customer's personal data in the store, as the edge's
+    /// DELETE /api/customers/{id} does: the same pseudonym, no amount changed.
+    Erase {
+        /// The customer id as the postbacks sent it.
+        #[arg(long)]
+        customer: String,
+        /// The pseudonym the edge answered (`erased:...`); without it, it is
+        /// computed from the secret in --secret-env.
+        #[arg(long)]
+        pseudonym: Option<String>,
+        /// The environment variable holding the edge's erasure secret
+        /// (its ERASURE_SECRET, else its CLICK_SECRET).
+        #[arg(long, default_value = "ERASURE_SECRET")]
+        secret_env: String,
+        /// Who asks for the erasure (kept in the store's audit).
+        #[arg(long, default_value = "operator")]
+        by: String,
+    },
     /// Pull, run the open periods, close periods past their grace days, report.
     Nightly {
         #[arg(long)]
@@ -304,6 +322,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 settlement::fraud::decide_entry(&mut store, &entry_id, false, &by, &reason)?
             ),
         },
+        Cmd::Erase {
+            customer,
+            pseudonym,
+            secret_env,
+            by,
+        } => {
+            let secret = std::env::var(&secret_env).ok();
+            let p =
+                settlement::erase::pseudonym(&customer, pseudonym.as_deref(), secret.as_deref())?;
+            let at = edge::time::Timestamp(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64),
+            )
+            .to_string();
+            let e = settlement::erase::erase(&mut store, &customer, &p, &by, &at)?;
+            if e.already {
+                eprintln!("{}: erased before; nothing left to change", e.pseudonym);
+            } else {
+                eprintln!(
+                    "erased: {} conversions and deals now carry {}, {} clicks scrubbed",
+                    e.events, e.pseudonym, e.clicks
+                );
+            }
+        }
         Cmd::Nightly { config, now } => {
             let today = settlement::nightly::today(now.as_deref())?;
             let r = settlement::nightly::nightly(&mut store, &config, today, progress)?;

@@ -117,6 +117,18 @@ CREATE INDEX opening_balances_period ON opening_balances(period);
 CREATE INDEX ledger_opening ON ledger(pos) WHERE reason LIKE 'opening_balance:%';
 "#,
     ),
+    (
+        4,
+        "erasure",
+        r#"
+-- customers erased with `settlement erase`: who and when, the pseudonym that
+-- replaced the id (never the id itself), and how many records changed
+CREATE TABLE erasures (
+  id INTEGER PRIMARY KEY, pseudonym TEXT NOT NULL, at TEXT NOT NULL, actor TEXT NOT NULL,
+  events INTEGER NOT NULL, clicks INTEGER NOT NULL
+);
+"#,
+    ),
 ];
 
 pub const KIND_CLICK: i64 = 0;

@@ -1,8 +1,21 @@
 //! `GET /c/{slug}`: mint a click id, answer the 302 with its cookie, and
-//! hand the click record to a batched writer. The redirect never waits on
-//! D1: clicks are queued in the isolate and written by a flush that runs in
-//! `ctx.wait_until` of the request that opened the batch, one D1 batch (one
-//! transaction) per flush.
+//! hand the click record to a batched writer.
+//!
+//! Durable by default (`CLICK_ACK` unset or `durable`): the 302 is answered
+//! once the click is in D1, so an acknowledged click survives the process
+//! being killed. Clicks are written by group commit: the concurrent clicks of
+//! the isolate share one D1 batch (one transaction). A click arriving while
+//! no write is running starts a writer in its own `ctx.wait_until` (all D1
+//! I/O stays in that request's context); it writes whatever is queued, marks
+//! those clicks written and loops while more arrived during the write, so
+//! under load each batch carries every click that came in during the previous
+//! one, and a click waits for about two D1 batch writes at most. Each waiting
+//! click polls its own slot on a short timer in its own request (workerd
+//! cancels a request waiting on another request's promise as hung).
+//!
+//! `CLICK_ACK=early` keeps the former trade-off: the redirect never waits on
+//! D1, clicks are flushed `CLICK_FLUSH_MS` later in `ctx.wait_until`, and a
+//! batch in flight when the process dies is lost (measured by `make soak`).
 
 use super::store::{self, n, opt, s};
 use super::{header, random, text, Config};
@@ -14,6 +27,7 @@ use crate::ids::is_valid_id;
 use crate::record::{Kind, Record};
 use crate::time::Timestamp;
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::time::Duration;
 use worker::*;
 
@@ -29,6 +43,120 @@ struct Pending {
 thread_local! {
     static QUEUE: RefCell<Vec<Pending>> = const { RefCell::new(Vec::new()) };
     static SCHEDULED: Cell<bool> = const { Cell::new(false) };
+    /// Durable mode: clicks waiting for the group commit, and the writer.
+    static WAITING: RefCell<Vec<(Pending, Rc<Slot>)>> = const { RefCell::new(Vec::new()) };
+    static WRITER: Cell<Option<(u64, i64)>> = const { Cell::new(None) };
+    static WRITER_GEN: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Where the writer leaves the outcome of one click's write.
+#[derive(Default)]
+struct Slot {
+    done: Cell<Option<bool>>,
+}
+
+impl Slot {
+    fn finish(&self, ok: bool) {
+        self.done.set(Some(ok));
+    }
+}
+
+/// How often a waiting click looks at its slot. The wait is a timer in the
+/// click's own request: workerd cancels a request that waits on nothing of
+/// its own as hung, and a wake-up from another request's context would run
+/// this request's code there. So no cross-request wakers, only polling.
+const POLL_MS: u64 = 2;
+
+/// Waits until the writer has finished this click: `true` when written.
+async fn committed(slot: Rc<Slot>) -> bool {
+    loop {
+        if let Some(ok) = slot.done.get() {
+            return ok;
+        }
+        Delay::from(Duration::from_millis(POLL_MS)).await;
+    }
+}
+
+/// A writer older than this hands over to the next click's request, so no
+/// single request's `wait_until` runs for ever under sustained load.
+const WRITER_MAX_MS: i64 = 5_000;
+
+/// Queues a click for the group commit and waits until it is in D1 (`true`)
+/// or its write failed after retries (`false`).
+fn commit(env: &Env, ctx: &Context, p: Pending) -> Result<Rc<Slot>> {
+    let now = super::now_ms();
+    let start = match WRITER.with(Cell::get) {
+        None => true,
+        Some((_, since)) => now - since > WRITER_MAX_MS,
+    };
+    // Open the binding before queuing: a failure must not leave a click
+    // queued with no writer to drain it.
+    let db = if start { Some(store::db(env)?) } else { None };
+    let slot = Rc::new(Slot::default());
+    WAITING.with(|w| w.borrow_mut().push((p, slot.clone())));
+    if let Some(db) = db {
+        let gen = WRITER_GEN.with(|g| {
+            let v = g.get().wrapping_add(1);
+            g.set(v);
+            v
+        });
+        WRITER.with(|w| w.set(Some((gen, now))));
+        ctx.wait_until(async move {
+            writer(db, gen).await;
+        });
+    }
+    Ok(slot)
+}
+
+/// Writes queued clicks until none are left (or a newer writer took over).
+async fn writer(db: D1Database, gen: u64) {
+    loop {
+        if WRITER.with(Cell::get).map(|(g, _)| g) != Some(gen) {
+            return;
+        }
+        let batch: Vec<(Pending, Rc<Slot>)> = WAITING.with(|w| {
+            let mut w = w.borrow_mut();
+            let n = w.len().min(BATCH);
+            w.drain(..n).collect()
+        });
+        if batch.is_empty() {
+            WRITER.with(|w| {
+                if w.get().map(|(g, _)| g) == Some(gen) {
+                    w.set(None);
+                }
+            });
+            return;
+        }
+        let pending: Vec<&Pending> = batch.iter().map(|(p, _)| p).collect();
+        let ok = write_retrying(&db, &pending).await;
+        for (_, slot) in &batch {
+            slot.finish(ok);
+        }
+    }
+}
+
+/// One D1 batch, retried with backoff; `false` when it never went through.
+async fn write_retrying(db: &D1Database, chunk: &[&Pending]) -> bool {
+    let mut attempt = 0u32;
+    loop {
+        match write(db, chunk).await {
+            Ok(()) => return true,
+            Err(e) if attempt < 6 => {
+                console_warn!(
+                    "click batch of {} failed (attempt {}): {e}",
+                    chunk.len(),
+                    attempt + 1
+                );
+                Delay::from(Duration::from_millis(50 << attempt)).await;
+                attempt += 1;
+            }
+            Err(e) => {
+                let ids: Vec<&str> = chunk.iter().map(|p| p.id.as_str()).collect();
+                console_error!("click batch lost after retries: {e}; ids={ids:?}");
+                return false;
+            }
+        }
+    }
 }
 
 /// Statements per D1 batch (each is one click; a batch is one transaction).
@@ -70,30 +198,12 @@ async fn flush(db: D1Database, delay_ms: u64) {
     let pending = QUEUE.with(|q| std::mem::take(&mut *q.borrow_mut()));
     SCHEDULED.with(|s| s.set(false));
     for chunk in pending.chunks(BATCH) {
-        let mut attempt = 0u32;
-        loop {
-            match write(&db, chunk).await {
-                Ok(()) => break,
-                Err(e) if attempt < 6 => {
-                    console_warn!(
-                        "click batch of {} failed (attempt {}): {e}",
-                        chunk.len(),
-                        attempt + 1
-                    );
-                    Delay::from(Duration::from_millis(50 << attempt)).await;
-                    attempt += 1;
-                }
-                Err(e) => {
-                    let ids: Vec<&str> = chunk.iter().map(|p| p.id.as_str()).collect();
-                    console_error!("click batch lost after retries: {e}; ids={ids:?}");
-                    break;
-                }
-            }
-        }
+        let refs: Vec<&Pending> = chunk.iter().collect();
+        write_retrying(&db, &refs).await;
     }
 }
 
-async fn write(db: &D1Database, chunk: &[Pending]) -> Result<()> {
+async fn write(db: &D1Database, chunk: &[&Pending]) -> Result<()> {
     let mut stmts = Vec::with_capacity(chunk.len());
     for p in chunk {
         stmts.push(db.prepare(INSERT_CLICK).bind(&[
@@ -231,20 +341,23 @@ pub async fn click(
     rec.asn = asn;
     rec.datacenter = asn.map(bot::is_hosting_asn);
     rec.has_referrer = Some(has_referrer);
-    enqueue(
-        env,
-        ctx,
-        cfg,
-        Pending {
-            id,
-            program: link.program.clone(),
-            ts_ms: now,
-            visitor_key: bot
-                .is_none()
-                .then(|| hash::visitor_link(&visitor, &link.slug)),
-            record: serde_json::to_string(&rec)?,
-        },
-    )?;
+    let pending = Pending {
+        id,
+        program: link.program.clone(),
+        ts_ms: now,
+        visitor_key: bot
+            .is_none()
+            .then(|| hash::visitor_link(&visitor, &link.slug)),
+        record: serde_json::to_string(&rec)?,
+    };
+    if cfg.click_ack_early {
+        enqueue(env, ctx, cfg, pending)?;
+    } else if !committed(commit(env, ctx, pending)?).await {
+        // D1 refused the click through every retry: the visitor is still
+        // redirected (a click id verifies without its click record), and
+        // the loss is logged with the id by the writer.
+        console_error!("click {click_id} acknowledged without its record");
+    }
 
     // Built by hand: `Response::redirect` has immutable headers.
     let headers = Headers::new();

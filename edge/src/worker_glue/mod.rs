@@ -7,6 +7,7 @@ mod layer;
 mod admin;
 mod click;
 mod convert;
+mod erase;
 mod export;
 mod integrations;
 mod operator;
@@ -29,6 +30,9 @@ pub struct Config {
     pub visitor_salt: String,
     pub email_salt: String,
     pub flush_ms: u64,
+    /// `CLICK_ACK=early`: answer a click before its D1 write (a batch in
+    /// flight is lost if the process dies); default: after it (group commit).
+    pub click_ack_early: bool,
     /// Seconds before the first retry of a failed webhook delivery (then
     /// doubling, at most an hour): `WEBHOOK_RETRY_SECONDS`, default 30.
     pub webhook_retry_s: u32,
@@ -73,6 +77,7 @@ impl Config {
             },
             visitor_salt,
             allow_test_clock: env_string(env, "ALLOW_TEST_CLOCK") == "1",
+            click_ack_early: env_string(env, "CLICK_ACK") == "early",
             flush_ms: env_string(env, "CLICK_FLUSH_MS")
                 .parse()
                 .unwrap_or(25)
@@ -200,7 +205,12 @@ async fn handle(route: Route<'_>, req: Request, env: &Env, ctx: &Context) -> Res
             if !bearer_ok(&req, &cfg.admin_token) {
                 return error(401, "admin token required");
             }
-            if route.is_operator() {
+            if route.is_erasure() {
+                match route {
+                    Route::Customer(id) => erase::handle(req, env, &cfg, id).await,
+                    _ => erase::list(env).await,
+                }
+            } else if route.is_operator() {
                 operator::handle(route, req, env).await
             } else if route.is_webhooks() {
                 webhooks::handle(route, req, env).await

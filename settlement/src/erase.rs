@@ -1,0 +1,209 @@
+//! `settlement erase --customer ID`: the edge's erasure rules
+//! (`edge::erase`, `DELETE /api/customers/{id}`) applied to the settlement
+//! store. The customer's conversions and deals get the same pseudonym the
+//! edge gives them and lose their email hash and visitor traces; the clicks
+//! they name lose visitor, ASN, datacenter, referrer and country. No amount,
+//! no ledger entry, no statement changes: attribution only compares customer
+//! ids with each other, and the pseudonym is one stable id for all of them.
+//! Self-referral by customer id or email hash can no longer be seen for an
+//! erased customer (closed periods keep their entries as they are).
+
+use crate::error::{Error, Result};
+use crate::store::{Store, KIND_CLICK, KIND_CONVERSION, KIND_DEAL};
+use rusqlite::params;
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Erased {
+    pub pseudonym: String,
+    /// Conversions and deals pseudonymised.
+    pub events: usize,
+    /// Their clicks scrubbed.
+    pub clicks: usize,
+    /// True when the customer had been erased before and nothing carried the id.
+    pub already: bool,
+}
+
+/// The pseudonym: given (as the edge answered it), or computed from the
+/// secret the edge uses (`ERASURE_SECRET`, else its `CLICK_SECRET`).
+pub fn pseudonym(customer: &str, given: Option<&str>, secret: Option<&str>) -> Result<String> {
+    match (given, secret) {
+        (Some(p), _) if edge::erase::is_pseudonym(p) => Ok(p.to_string()),
+        (Some(p), _) => Err(Error::Usage(format!(
+            "--pseudonym {p:?} is not one the edge gives (erased: and 32 hex digits)"
+        ))),
+        (None, Some(s)) if !s.is_empty() => Ok(edge::erase::pseudonym(s.as_bytes(), customer)),
+        _ => Err(Error::Usage(
+            "erase needs --pseudonym (as DELETE /api/customers/{id} answered it) or the edge's \
+             erasure secret in the environment variable named by --secret-env"
+                .into(),
+        )),
+    }
+}
+
+/// Applies the erasure in one transaction and records who and when.
+pub fn erase(
+    store: &mut Store,
+    customer: &str,
+    pseudonym: &str,
+    actor: &str,
+    at: &str,
+) -> Result<Erased> {
+    if customer.is_empty() || customer.len() > 128 || customer.chars().any(char::is_control) {
+        return Err(Error::Usage(format!(
+            "--customer {customer:?} is not a customer id"
+        )));
+    }
+    if edge::erase::is_pseudonym(customer) {
+        return Err(Error::Usage(format!("{customer} is already a pseudonym")));
+    }
+    let tx = store.conn.transaction()?;
+    let clicks = tx.execute(
+        "UPDATE events SET visitor = NULL, asn = NULL, datacenter = NULL, has_referrer = NULL,
+           country = NULL
+         WHERE kind = ?1 AND click_id IN (
+           SELECT click_id FROM events
+           WHERE kind IN (?2, ?3) AND customer = ?4 AND click_id IS NOT NULL)",
+        params![KIND_CLICK, KIND_CONVERSION, KIND_DEAL, customer],
+    )?;
+    let events = tx.execute(
+        "UPDATE events SET customer = ?1, email_hash = NULL, visitor = NULL, asn = NULL,
+           datacenter = NULL, has_referrer = NULL
+         WHERE kind IN (?2, ?3) AND customer = ?4",
+        params![pseudonym, KIND_CONVERSION, KIND_DEAL, customer],
+    )?;
+    if events == 0 {
+        let before: Option<String> = tx
+            .query_row(
+                "SELECT at FROM erasures WHERE pseudonym = ?1 ORDER BY id LIMIT 1",
+                params![pseudonym],
+                |r| r.get(0),
+            )
+            .map(Some)
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                e => Err(e),
+            })?;
+        tx.commit()?;
+        return match before {
+            Some(_) => Ok(Erased {
+                pseudonym: pseudonym.to_string(),
+                events: 0,
+                clicks,
+                already: true,
+            }),
+            None => Err(Error::Data(format!(
+                "no conversion or deal in the store names customer {customer:?}"
+            ))),
+        };
+    }
+    tx.execute(
+        "INSERT INTO erasures (pseudonym, at, actor, events, clicks) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![pseudonym, at, actor, events as i64, clicks as i64],
+    )?;
+    tx.commit()?;
+    Ok(Erased {
+        pseudonym: pseudonym.to_string(),
+        events,
+        clicks,
+        already: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::import::{import_file, ImportOptions};
+
+    fn store_with(lines: &str) -> (tempdir::Dir, Store) {
+        let dir = tempdir::Dir::new();
+        let mut s = Store::open(&dir.path.join("s.db")).unwrap();
+        let file = dir.path.join("t.ndjson");
+        std::fs::write(&file, lines).unwrap();
+        let o = ImportOptions {
+            skip_invalid: false,
+            rejects: None,
+            progress: false,
+        };
+        import_file(&mut s, &file, &o).unwrap();
+        (dir, s)
+    }
+
+    mod tempdir {
+        pub struct Dir {
+            pub path: std::path::PathBuf,
+        }
+        impl Dir {
+            pub fn new() -> Dir {
+                let path = std::env::temp_dir().join(format!(
+                    "settlement-erase-{}-{:?}",
+                    std::process::id(),
+                    std::thread::current().id()
+                ));
+                let _ = std::fs::remove_dir_all(&path);
+                std::fs::create_dir_all(&path).unwrap();
+                Dir { path }
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.path);
+            }
+        }
+    }
+
+    #[test]
+    fn erases_personal_fields_and_keeps_amounts() {
+        let (_d, mut s) = store_with(concat!(
+            r#"{"seq":1,"id":"ev_c1","type":"click","ts":"2026-11-01T00:00:00Z","program":"p","partner":"a","click_id":"c1","visitor":"v1","country":"DE"}"#,
+            "\n",
+            r#"{"seq":2,"id":"ev_2","type":"conversion","ts":"2026-11-02T00:00:00Z","program":"p","partner":"a","click_id":"c1","click_ts":"2026-11-01T00:00:00Z","event":"sale","txn_id":"T1","amount":"10.00","currency":"USD","customer":"cust-9","email_hash":"eh","country":"DE"}"#,
+            "\n",
+            r#"{"seq":3,"id":"ev_3","type":"conversion","ts":"2026-11-03T00:00:00Z","program":"p","event":"sale","txn_id":"T2","amount":"5.00","currency":"USD","customer":"other"}"#,
+            "\n",
+        ));
+        let p = pseudonym("cust-9", None, Some("k")).unwrap();
+        let e = erase(&mut s, "cust-9", &p, "ops", "2026-11-25T00:00:00Z").unwrap();
+        assert_eq!((e.events, e.clicks, e.already), (1, 1, false));
+        let row: (String, Option<String>, String, Option<String>) = s
+            .conn
+            .query_row(
+                "SELECT customer, email_hash, amount, country FROM events WHERE id = 'ev_2'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!(row, (p.clone(), None, "10.00".into(), Some("DE".into())));
+        let click: (Option<String>, Option<String>) = s
+            .conn
+            .query_row(
+                "SELECT visitor, country FROM events WHERE id = 'ev_c1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(click, (None, None));
+        let other: String = s
+            .conn
+            .query_row("SELECT customer FROM events WHERE id = 'ev_3'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(other, "other");
+        // Again: nothing left to change, answered as done.
+        let again = erase(&mut s, "cust-9", &p, "ops", "2026-11-26T00:00:00Z").unwrap();
+        assert!(again.already);
+        assert!(matches!(
+            erase(
+                &mut s,
+                "nobody",
+                &pseudonym("nobody", None, Some("k")).unwrap(),
+                "ops",
+                "x"
+            ),
+            Err(Error::Data(_))
+        ));
+        assert!(pseudonym("c", None, None).is_err());
+        assert!(pseudonym("c", Some("erased:zz"), None).is_err());
+        assert_eq!(pseudonym("c", Some(&p), None).unwrap(), p);
+    }
+}
