@@ -171,8 +171,14 @@ pub fn resolve(
         append_click_id(&base, m.click_id)
     };
     // Whatever was substituted, the result must still be one http(s) URL.
-    parse_http_url(&location)?;
-    Ok(location)
+    let url = parse_http_url(&location)?;
+    // A header value is visible ASCII: a template with spaces or non-ASCII
+    // text (U+2028, accents) goes out in its percent-encoded form.
+    if location.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(location)
+    } else {
+        Ok(url.to_string())
+    }
 }
 
 #[cfg(test)]
@@ -186,6 +192,25 @@ mod tests {
             partner: "p_1",
             sub: [sub1, None, None, None, None],
         }
+    }
+
+    #[test]
+    fn location_is_visible_ascii() {
+        for t in [
+            "https://shop.example/a\u{2028}b?r={click_id}",
+            "https://shop.example/a b?r={click_id}&s={sub1}#x y",
+            "https://shop.example/\u{e9}t\u{e9}?r={click_id}",
+        ] {
+            let l = resolve(t, None, &[], &m(Some("\u{2028}\r\n"))).unwrap();
+            assert!(l.bytes().all(|b| b.is_ascii_graphic()), "{l}");
+            assert!(l.contains("r=CID"), "{l}");
+        }
+        // An ASCII template is kept as written.
+        let t = "https://shop.example/?r={click_id}&q='|'";
+        assert_eq!(
+            resolve(t, None, &[], &m(None)).unwrap(),
+            "https://shop.example/?r=CID&q='|'"
+        );
     }
 
     #[test]

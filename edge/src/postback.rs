@@ -221,9 +221,61 @@ impl Postback {
     }
 }
 
+/// The raw request kept in the rejections log, without its credential: a
+/// `token` parameter (query string, form or JSON body) is replaced by
+/// `[redacted]`; everything else stays as sent.
+pub fn redact_token(raw: &str) -> String {
+    const REDACTED: &str = "[redacted]";
+    if raw.trim_start().starts_with('{') {
+        return match serde_json::from_str::<serde_json::Value>(raw) {
+            Ok(serde_json::Value::Object(mut m)) if m.contains_key("token") => {
+                m.insert("token".into(), REDACTED.into());
+                serde_json::Value::Object(m).to_string()
+            }
+            Ok(_) => raw.to_string(),
+            // Not JSON after all: no way to tell where a token would be.
+            Err(_) if raw.contains("token") => REDACTED.to_string(),
+            Err(_) => raw.to_string(),
+        };
+    }
+    raw.split('&')
+        .map(|pair| {
+            let is_token = form_urlencoded::parse(pair.as_bytes())
+                .next()
+                .is_some_and(|(k, _)| k == "token");
+            if is_token {
+                "token=[redacted]"
+            } else {
+                pair
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_token_is_redacted_from_raw_requests() {
+        assert_eq!(
+            redact_token("program=p&token=s%65cret&event=nope&%74oken=x&tokens=1"),
+            "program=p&token=[redacted]&event=nope&token=[redacted]&tokens=1"
+        );
+        let j = redact_token(r#"{"program":"p","token":"secret","txn_id":"T"}"#);
+        assert!(
+            !j.contains("secret") && j.contains("\"txn_id\":\"T\""),
+            "{j}"
+        );
+        assert_eq!(
+            redact_token(r#"{"token":1,"token":"secret"}"#),
+            r#"{"token":"[redacted]"}"#
+        );
+        assert_eq!(redact_token(r#"{"txn_id":"T"}"#), r#"{"txn_id":"T"}"#);
+        assert_eq!(redact_token(r#"{"token":"secret""#), "[redacted]");
+        assert_eq!(redact_token("event=x&amount=NaN"), "event=x&amount=NaN");
+    }
 
     fn program() -> Program {
         Program::parse("shop", br#"{"custom_events":["trial"]}"#).unwrap()

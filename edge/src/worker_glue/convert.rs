@@ -291,11 +291,12 @@ pub async fn postback(mut req: Request, env: &Env, cfg: &Config) -> Result<Respo
         return error(401, "bad or missing credentials");
     }
 
-    let raw = if is_post {
+    // Kept in the rejections log: never with the credential.
+    let raw = crate::postback::redact_token(&if is_post {
         String::from_utf8_lossy(&body).into_owned()
     } else {
         query.clone()
-    };
+    });
     let pb = match Postback::parse(&fields, &program, super::event_now(&req, cfg)) {
         Ok(pb) => pb,
         Err(e) => {
@@ -363,6 +364,7 @@ pub async fn pixel(req: Request, env: &Env, cfg: &Config) -> Result<Response> {
         Ok(f) => f,
         Err(e) => return field_error(422, &e),
     };
+    let query = crate::postback::redact_token(&query);
     let mut pb = match Postback::parse(&fields, &program, super::event_now(&req, cfg)) {
         Ok(pb) => pb,
         Err(e) => {

@@ -132,6 +132,10 @@ struct ProgramRow {
 }
 
 pub async fn program(env: &Env, id: &str) -> Result<Option<Rc<Program>>> {
+    // Not an id: nothing to find, and too long a KV key would be an error.
+    if !crate::ids::is_valid_id(id) {
+        return Ok(None);
+    }
     let key = format!("program:{id}");
     cached(env, &key, async {
         let row: Option<ProgramRow> = first(
@@ -203,6 +207,9 @@ impl From<LinkRow> for LinkConfig {
 }
 
 pub async fn link_by_slug(env: &Env, slug: &str) -> Result<Option<Rc<LinkConfig>>> {
+    if !crate::ids::is_valid_id(slug) {
+        return Ok(None);
+    }
     cached(env, &format!("link:{slug}"), async {
         let sql = format!("{LINK_SELECT} WHERE l.slug = ?1");
         let row: Option<LinkRow> = first(db(env)?.prepare(sql).bind(&[s(slug)])?).await?;
@@ -297,6 +304,9 @@ pub struct CouponRow {
 }
 
 pub async fn coupon(env: &Env, code: &str) -> Result<Option<Rc<CouponRow>>> {
+    if !crate::ids::is_valid_id(code) {
+        return Ok(None);
+    }
     cached(env, &format!("coupon:{code}"), async {
         first(
             db(env)?
