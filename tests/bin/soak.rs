@@ -2,7 +2,8 @@
 //! then the same with workerd killed (SIGKILL) mid-run and restarted on the
 //! same persisted state. Prints the counts and writes
 //! target/bench/reliability.json (merging fuzz_execs and fuzz_crashes from
-//! target/bench/fuzz.json when `fuzz/run.sh` wrote it). Exits 1 when an
+//! target/bench/fuzz.json when `fuzz/run.sh` wrote it, and adding the
+//! settlement fault tests' kills from target/bench/settlement-faults.json). Exits 1 when an
 //! acknowledged click or postback is missing or doubled, or anything
 //! answered 5xx.
 //!
@@ -85,6 +86,17 @@ fn main() {
                     out[k] = v.clone();
                 }
             }
+        }
+    }
+    // settlement/tests/faults.rs (run by `make test`) writes its SIGKILLs
+    // of pull/import/run/close/report/nightly: counted in kills_survived too
+    if let Ok(text) = std::fs::read_to_string(dir.join("settlement-faults.json")) {
+        if let Some(n) = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|f| f.get("kills_survived").and_then(Value::as_u64))
+        {
+            out["settlement_kills_survived"] = json!(n);
+            out["kills_survived"] = json!(killed.kills_survived as u64 + n);
         }
     }
     let path = dir.join("reliability.json");
