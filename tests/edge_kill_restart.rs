@@ -12,7 +12,8 @@ fn nothing_acknowledged_is_lost_across_a_sigkill() {
         postbacks: 1000,
         clients: 32,
         kills: 1,
-        vars: Vec::new(),
+        // the durable acknowledgement (the default answers before D1)
+        vars: vec![("CLICK_ACK".into(), "durable".into())],
         name: "killtest".into(),
     });
     eprintln!("{:#}", r.to_json());

@@ -1,7 +1,11 @@
 //! `GET /c/{slug}`: mint a click id, answer the 302 with its cookie, and
 //! hand the click record to a batched writer.
 //!
-//! Durable by default (`CLICK_ACK` unset or `durable`): the 302 is answered
+//! By default (SPEC section 3) the redirect never waits on D1: clicks are
+//! flushed `CLICK_FLUSH_MS` later in `ctx.wait_until`, and a batch in flight
+//! when the process dies is lost.
+//!
+//! `CLICK_ACK=durable`: the 302 is answered
 //! once the click is in D1, so an acknowledged click survives the process
 //! being killed. Clicks are written by group commit: the concurrent clicks of
 //! the isolate share one D1 batch (one transaction). A click arriving while
@@ -12,10 +16,7 @@
 //! one, and a click waits for about two D1 batch writes at most. Each waiting
 //! click polls its own slot on a short timer in its own request (workerd
 //! cancels a request waiting on another request's promise as hung).
-//!
-//! `CLICK_ACK=early` keeps the former trade-off: the redirect never waits on
-//! D1, clicks are flushed `CLICK_FLUSH_MS` later in `ctx.wait_until`, and a
-//! batch in flight when the process dies is lost (measured by `make soak`).
+//! `make soak` measures both modes' losses across SIGKILLs.
 
 use super::store::{self, n, opt, s};
 use super::{header, random, text, Config};

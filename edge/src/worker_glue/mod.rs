@@ -30,8 +30,9 @@ pub struct Config {
     pub visitor_salt: String,
     pub email_salt: String,
     pub flush_ms: u64,
-    /// `CLICK_ACK=early`: answer a click before its D1 write (a batch in
-    /// flight is lost if the process dies); default: after it (group commit).
+    /// Default (SPEC section 3): answer a click before its D1 write (a batch
+    /// in flight is lost if the process dies); `CLICK_ACK=durable`: after it
+    /// (group commit).
     pub click_ack_early: bool,
     /// Seconds before the first retry of a failed webhook delivery (then
     /// doubling, at most an hour): `WEBHOOK_RETRY_SECONDS`, default 30.
@@ -77,7 +78,7 @@ impl Config {
             },
             visitor_salt,
             allow_test_clock: env_string(env, "ALLOW_TEST_CLOCK") == "1",
-            click_ack_early: env_string(env, "CLICK_ACK") == "early",
+            click_ack_early: env_string(env, "CLICK_ACK") != "durable",
             flush_ms: env_string(env, "CLICK_FLUSH_MS")
                 .parse()
                 .unwrap_or(25)
