@@ -401,3 +401,35 @@ fn clone_head(r: &ureq::Response) -> ureq::Response {
     raw.push_str("\r\n");
     raw.parse().expect("rebuild response head")
 }
+
+/// Reads one HTTP/1.1 request from a test's local receiver: its headers
+/// (names lower-cased) and its body (by `Content-Length`); `None` when the
+/// connection closed before a request line.
+pub fn read_request(
+    stream: &std::net::TcpStream,
+) -> Option<(std::collections::HashMap<String, String>, String)> {
+    use std::io::Read;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut headers = std::collections::HashMap::new();
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return None;
+    }
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    let len: usize = headers
+        .get("content-length")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    let _ = reader.read_exact(&mut body);
+    Some((headers, String::from_utf8_lossy(&body).into_owned()))
+}

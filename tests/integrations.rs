@@ -4,11 +4,11 @@
 //! export; outgoing webhooks received by a local HTTP server, verified with
 //! `edge::auth`, retried after a failure, and read back in the delivery log.
 
-use e2e::harness::{agent, send, Options, Worker, ADMIN_TOKEN, EXPORT_TOKEN};
+use e2e::harness::{agent, read_request, send, Options, Worker, ADMIN_TOKEN, EXPORT_TOKEN};
 use edge::auth::{sign, verify_signature};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -608,28 +608,9 @@ fn receiver() -> (u16, Arc<Mutex<Vec<Received>>>) {
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut headers = HashMap::new();
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            let Some((headers, body)) = read_request(&stream) else {
                 continue;
-            }
-            loop {
-                line.clear();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some((k, v)) = line.split_once(':') {
-                    headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-                }
-            }
-            let len: usize = headers
-                .get("content-length")
-                .and_then(|l| l.parse().ok())
-                .unwrap_or(0);
-            let mut body = vec![0u8; len];
-            let _ = reader.read_exact(&mut body);
+            };
             let delivery = headers
                 .get("x-webhook-delivery")
                 .cloned()
@@ -641,7 +622,7 @@ fn receiver() -> (u16, Arc<Mutex<Vec<Received>>>) {
             let answered = if first { 500 } else { 200 };
             log.push(Received {
                 headers,
-                body: String::from_utf8_lossy(&body).into_owned(),
+                body,
                 answered,
             });
             drop(log);

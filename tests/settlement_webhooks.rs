@@ -6,12 +6,14 @@
 //! not deliver them again; a draft emits nothing; a wrong token or an
 //! unreachable edge exits 3 and leaves the report whole.
 
-use e2e::harness::{agent, free_port, root, send, Options, Worker, ADMIN_TOKEN, EXPORT_TOKEN};
+use e2e::harness::{
+    agent, free_port, read_request, root, send, Options, Worker, ADMIN_TOKEN, EXPORT_TOKEN,
+};
 use edge::auth::verify_signature;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -99,32 +101,10 @@ fn receiver() -> (u16, Arc<Mutex<Vec<Received>>>) {
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut headers = HashMap::new();
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            let Some((headers, body)) = read_request(&stream) else {
                 continue;
-            }
-            loop {
-                line.clear();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some((k, v)) = line.split_once(':') {
-                    headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-                }
-            }
-            let len: usize = headers
-                .get("content-length")
-                .and_then(|l| l.parse().ok())
-                .unwrap_or(0);
-            let mut body = vec![0u8; len];
-            let _ = reader.read_exact(&mut body);
-            seen.lock().unwrap().push(Received {
-                headers,
-                body: String::from_utf8_lossy(&body).into_owned(),
-            });
+            };
+            seen.lock().unwrap().push(Received { headers, body });
             let _ = write!(
                 stream,
                 "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
