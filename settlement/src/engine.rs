@@ -162,7 +162,7 @@ pub struct Stat {
 
 #[derive(Debug, Default)]
 pub struct Output {
-    pub entries: Vec<REntry>,
+    pub entries: Entries,
     pub invoices: Vec<RInvoice>,
     /// Per conversion (index in `Facts::convs`): partner and method.
     pub attribution: Vec<(u32, Method)>,
@@ -170,6 +170,82 @@ pub struct Output {
     pub stats: FxHashMap<(Period, u32), Stat>,
     /// Flagged conversions, by conversion index.
     pub fraud: Vec<FraudRow>,
+}
+
+/// The engine's entries: one vector per program, joined without a copy
+/// (moving millions of entries into one vector cost a tenth of the engine's
+/// time and held them twice). Indexed as if they were one.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Entries {
+    chunks: Vec<Vec<REntry>>,
+    /// The index of each chunk's first entry.
+    starts: Vec<usize>,
+}
+
+impl Entries {
+    pub fn len(&self) -> usize {
+        match (self.starts.last(), self.chunks.last()) {
+            (Some(s), Some(c)) => s + c.len(),
+            _ => 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn push(&mut self, e: REntry) {
+        if self.chunks.is_empty() {
+            self.append(Vec::new());
+        }
+        if let Some(c) = self.chunks.last_mut() {
+            c.push(e);
+        }
+    }
+
+    /// Room for `n` more in the last chunk.
+    pub fn reserve(&mut self, n: usize) {
+        if self.chunks.is_empty() {
+            self.append(Vec::new());
+        }
+        if let Some(c) = self.chunks.last_mut() {
+            c.reserve(n);
+        }
+    }
+
+    /// Adds `v` after the others, without copying them.
+    pub fn append(&mut self, v: Vec<REntry>) {
+        let at = self.len();
+        self.starts.push(at);
+        self.chunks.push(v);
+    }
+
+    pub fn get(&self, i: usize) -> Option<&REntry> {
+        let k = self.starts.partition_point(|&s| s <= i).checked_sub(1)?;
+        self.chunks[k].get(i - self.starts[k])
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &REntry> + '_ {
+        self.chunks.iter().flatten()
+    }
+}
+
+impl std::ops::Index<usize> for Entries {
+    type Output = REntry;
+    fn index(&self, i: usize) -> &REntry {
+        match self.get(i) {
+            Some(e) => e,
+            None => panic!("entry {i} of {}", self.len()),
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a Entries {
+    type Item = &'a REntry;
+    type IntoIter = std::iter::Flatten<std::slice::Iter<'a, Vec<REntry>>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.chunks.iter().flatten()
+    }
 }
 
 impl Output {
@@ -416,10 +492,44 @@ pub fn marginal_amount(
     Ok(total)
 }
 
+#[derive(Clone, Copy)]
 struct Cust {
     lock: u32,
     first_ts: i64,
     seen: u64,
+}
+
+/// A dense slot for each customer among `order`'s conversions: per position
+/// in `order` its customer's slot (`NONE` without a customer), and the slots,
+/// fresh. One sort of `(customer, position)` replaces a probe of a table of
+/// every customer per conversion, a cache miss each once there are millions.
+fn customer_slots(f: &Facts, order: &[u32]) -> (Vec<u32>, Vec<Cust>) {
+    let mut pairs: Vec<u64> = order
+        .iter()
+        .enumerate()
+        .filter_map(|(k, &ci)| {
+            let cu = f.convs[ci as usize].customer;
+            (cu != NONE).then_some(u64::from(cu) << 32 | k as u64)
+        })
+        .collect();
+    pairs.sort_unstable();
+    let mut slot_of = vec![NONE; order.len()];
+    let mut slots = 0u32;
+    let mut last = None;
+    for x in pairs {
+        let cu = (x >> 32) as u32;
+        if last != Some(cu) {
+            last = Some(cu);
+            slots += 1;
+        }
+        slot_of[(x & 0xffff_ffff) as usize] = slots - 1;
+    }
+    let fresh = Cust {
+        lock: NONE,
+        first_ts: NO_TS,
+        seen: 0,
+    };
+    (slot_of, vec![fresh; slots as usize])
 }
 
 fn add_stat(to: &mut Stat, s: &Stat) {
@@ -446,7 +556,9 @@ struct Retro {
 /// machine has; the outputs are joined in program order, so the result does
 /// not depend on the threads.
 pub fn compute(eng: &Engine, opts: &Options) -> Result<Output> {
+    let ph = crate::run::Phase::start("engine: fraud prepare");
     let pre = fraud::prepare(eng.cfg, eng.facts, opts);
+    drop(ph);
     compute_with(eng, opts, &pre)
 }
 
@@ -454,6 +566,7 @@ pub fn compute(eng: &Engine, opts: &Options) -> Result<Output> {
 /// computed (for the same `opts`).
 pub fn compute_with(eng: &Engine, opts: &Options, pre: &Pre) -> Result<Output> {
     let f = eng.facts;
+    let ph = crate::run::Phase::start("engine: buckets");
     let n = eng.cfg.programs.len();
     let mut out = Output {
         attribution: vec![(NONE, Method::None); f.convs.len()],
@@ -484,6 +597,8 @@ pub fn compute_with(eng: &Engine, opts: &Options, pre: &Pre) -> Result<Output> {
     let mut queue: Vec<usize> = (0..n).collect();
     queue.sort_by_key(|&i| std::cmp::Reverse(buckets[i].len()));
     let next = std::sync::atomic::AtomicUsize::new(0);
+    drop(ph);
+    let ph = crate::run::Phase::start("engine: parts");
     std::thread::scope(|sc| {
         for _ in 0..threads {
             sc.spawn(|| loop {
@@ -495,12 +610,26 @@ pub fn compute_with(eng: &Engine, opts: &Options, pre: &Pre) -> Result<Output> {
         }
     });
     drop(buckets);
+    drop(ph);
+    let _ph = crate::run::Phase::start("engine: merge");
+    let mut done = Vec::with_capacity(n);
     for slot in parts {
-        let part = slot
-            .into_inner()
-            .expect("part lock")
-            .expect("every program computed")?;
-        out.entries.extend(part.out.entries);
+        done.push(
+            slot.into_inner()
+                .expect("part lock")
+                .expect("every program computed")?,
+        );
+    }
+    // one allocation each: growing by doubling would copy them and hold two
+    // copies at once
+    out.invoices
+        .reserve_exact(done.iter().map(|p| p.out.invoices.len()).sum());
+    out.fraud
+        .reserve_exact(done.iter().map(|p| p.out.fraud.len()).sum());
+    for part in done {
+        for c in part.out.entries.chunks {
+            out.entries.append(c);
+        }
         out.invoices.extend(part.out.invoices);
         for (k, s) in part.out.stats {
             add_stat(out.stats.entry(k).or_default(), &s);
@@ -557,25 +686,41 @@ fn compute_part(eng: &Engine, opts: &Options, pre: &Pre, pi: u16, convs: &[u32])
         });
     }
 
-    // sales that a refund or chargeback names: (program, txn) -> first conversion
-    let mut wanted: FxHashSet<(u32, &str)> = FxHashSet::default();
-    for (k, &i) in order.iter().enumerate() {
-        f.prefetch_ahead(&order, k);
+    // sales that a refund or chargeback names: (program, txn) -> the first
+    // conversion in (ts, id) order; found through the facts' short lists of
+    // conversions with an original or a kept transaction id
+    let mine = |i: u32| {
         let c = &f.convs[i as usize];
-        if eng.is_reversal(c) && f.ex(c).orig_txn != NONE {
+        c.program == prog_sym && visible(c.ts, i64::from(c.arrival))
+    };
+    let mut wanted: FxHashSet<(u32, &str)> = FxHashSet::default();
+    for &i in &f.with_orig {
+        let c = &f.convs[i as usize];
+        if mine(i) && eng.is_reversal(c) && f.ex(c).orig_txn != NONE {
             wanted.insert((c.program, f.syms.str(f.ex(c).orig_txn)));
         }
     }
     let mut originals: FxHashMap<(u32, &str), u32> = FxHashMap::default();
     if !wanted.is_empty() {
-        for (k, &i) in order.iter().enumerate() {
-            f.prefetch_ahead(&order, k);
+        let before = |a: u32, b: u32| {
+            let (ca, cb) = (&f.convs[a as usize], &f.convs[b as usize]);
+            (ca.ts, f.id(ca), a) < (cb.ts, f.id(cb), b)
+        };
+        for &i in &f.with_txn {
             let c = &f.convs[i as usize];
-            if !eng.is_reversal(c) {
-                let t = f.txns.get(c.idx);
-                if wanted.contains(&(c.program, t)) {
-                    originals.entry((c.program, t)).or_insert(i);
-                }
+            if !mine(i) || eng.is_reversal(c) {
+                continue;
+            }
+            let t = f.txns.get(c.idx);
+            if wanted.contains(&(c.program, t)) {
+                originals
+                    .entry((c.program, t))
+                    .and_modify(|o| {
+                        if before(i, *o) {
+                            *o = i;
+                        }
+                    })
+                    .or_insert(i);
             }
         }
     }
@@ -584,9 +729,10 @@ fn compute_part(eng: &Engine, opts: &Options, pre: &Pre, pi: u16, convs: &[u32])
     let mut of_conv: FxHashMap<u32, Vec<u32>> = FxHashMap::default();
     let mut inv_of_conv: FxHashMap<u32, u32> = FxHashMap::default();
 
-    // per (program, customer): lifetime lock, first accepted attribution,
-    // event names seen (a bit each; names past 64 go to `first_event`)
-    let mut custs: FxHashMap<(u32, u32), Cust> = FxHashMap::default();
+    // per customer of the program: lifetime lock, first accepted
+    // attribution, event names seen (a bit each; names past 64 go to
+    // `first_event`); in a dense slot per customer, found by position
+    let (slot_of, mut custs) = customer_slots(f, &order);
     let mut event_bits: FxHashMap<u32, u32> = FxHashMap::default();
     let mut first_event: FxHashSet<(u32, u32, u32)> = FxHashSet::default();
     let mut stat_key = (Period { year: 0, month: 0 }, NONE);
@@ -634,11 +780,7 @@ fn compute_part(eng: &Engine, opts: &Options, pre: &Pre, pi: u16, convs: &[u32])
         let mut cust = if c.customer == NONE {
             None
         } else {
-            Some(custs.entry((c.program, c.customer)).or_insert(Cust {
-                lock: NONE,
-                first_ts: NO_TS,
-                seen: 0,
-            }))
+            Some(&mut custs[slot_of[k] as usize])
         };
         let is_first = match cust.as_deref_mut() {
             None => true,
@@ -1154,7 +1296,7 @@ fn compute_part(eng: &Engine, opts: &Options, pre: &Pre, pi: u16, convs: &[u32])
     }
 
     // ---- technology minimums: top up partners with an attributed conversion
-    if cfg.programs.iter().any(|p| p.minimum_per_period.is_some()) {
+    if cfg.programs[usize::from(pi)].minimum_per_period.is_some() {
         let mut earned: FxHashMap<(u16, u32, Period), Decimal> = FxHashMap::default();
         for e in &out.entries {
             if matches!(e.kind, EntryKind::Commission | EntryKind::Override)
@@ -1314,4 +1456,52 @@ fn book(
         child = anc;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(n: u8) -> REntry {
+        REntry {
+            id: [n; 10],
+            period: Period {
+                year: 2026,
+                month: 11,
+            },
+            partner: u32::from(n),
+            prog: 0,
+            kind: EntryKind::Commission,
+            amount: Decimal::from(n),
+            rule: NONE,
+            src: NONE,
+            src2: NONE,
+            conv: NONE,
+            event_day: 0,
+            calc: Calc::Base,
+            parent: None,
+            fraud: 0,
+        }
+    }
+
+    /// Entries joined from several vectors (empty ones too) index, count and
+    /// iterate as one vector would.
+    #[test]
+    fn entries_read_as_one_vector() {
+        let mut e = Entries::default();
+        assert!(e.is_empty());
+        assert!(e.get(0).is_none());
+        e.append((0..3).map(entry).collect());
+        e.append(Vec::new());
+        e.append((3..7).map(entry).collect());
+        e.push(entry(7));
+        assert_eq!(e.len(), 8);
+        for i in 0..8u8 {
+            assert_eq!(e[usize::from(i)].partner, u32::from(i));
+        }
+        assert!(e.get(8).is_none());
+        let all: Vec<u32> = e.iter().map(|x| x.partner).collect();
+        assert_eq!(all, (0..8).collect::<Vec<u32>>());
+        assert_eq!((&e).into_iter().count(), 8);
+    }
 }

@@ -290,6 +290,13 @@ pub struct Facts {
     /// `(program, code)` -> partner.
     pub coupons: FxHashMap<(u32, u32), u32>,
     pub bot_clicks: FxHashSet<Box<str>>,
+    /// Conversions that name an `original_txn_id` (refunds, chargebacks),
+    /// in load order: the engine finds what they reverse without a pass
+    /// over every conversion.
+    pub with_orig: Vec<u32>,
+    /// Conversions whose transaction id is kept (see `Facts::txns`), in
+    /// load order.
+    pub with_txn: Vec<u32>,
     /// For the fraud rules; empty unless a program has them.
     pub fraud: ClickFacts,
     /// The last program and event name interned by [`Facts::add_conv`]:
@@ -478,6 +485,123 @@ impl Facts {
         self.fraud.keys.reserve(n);
     }
 
+    /// Call once everything is added: puts the conversions in `(program,
+    /// ts, id)` order, so the engine, the fraud rules and the ledger's
+    /// writer, which walk one program at a time in that order, read memory
+    /// front to back instead of striding across every program's
+    /// conversions; then joins conversions to the clicks they cite.
+    pub fn finish(&mut self) {
+        self.reorder();
+        self.link_clicks();
+    }
+
+    fn reorder(&mut self) {
+        let _ph = crate::run::Phase::start("facts: reorder");
+        let n = self.convs.len();
+        if n == 0 {
+            return;
+        }
+        // new position -> old index: grouped by program (a counting sort,
+        // stable), then each program's run in (ts, id) order, which load
+        // order mostly is already
+        let mut progs: Vec<u32> = self.convs.iter().map(|c| c.program).collect();
+        progs.sort_unstable();
+        progs.dedup();
+        let slot = |p: u32| progs.binary_search(&p).unwrap_or(0);
+        let mut starts = vec![0usize; progs.len() + 1];
+        let mut last = (NONE, 0usize);
+        for c in &self.convs {
+            if c.program != last.0 {
+                last = (c.program, slot(c.program));
+            }
+            starts[last.1 + 1] += 1;
+        }
+        for i in 1..starts.len() {
+            starts[i] += starts[i - 1];
+        }
+        let mut perm = vec![0u32; n];
+        let mut next = starts.clone();
+        let mut last = (NONE, 0usize);
+        for (i, c) in self.convs.iter().enumerate() {
+            if c.program != last.0 {
+                last = (c.program, slot(c.program));
+            }
+            perm[next[last.1]] = i as u32;
+            next[last.1] += 1;
+        }
+        // (ts, id, index); the id is read only on a tie of ts
+        let cmp = |a: u32, b: u32| {
+            let (ca, cb) = (&self.convs[a as usize], &self.convs[b as usize]);
+            ca.ts.cmp(&cb.ts).then_with(|| {
+                self.ids
+                    .get(ca.idx)
+                    .cmp(self.ids.get(cb.idx))
+                    .then(a.cmp(&b))
+            })
+        };
+        for w in starts.windows(2) {
+            let run = &mut perm[w[0]..w[1]];
+            if !run.windows(2).all(|p| cmp(p[0], p[1]).is_lt()) {
+                run.sort_unstable_by(|&a, &b| cmp(a, b));
+            }
+        }
+        if perm.iter().enumerate().all(|(i, &o)| i as u32 == o) {
+            return;
+        }
+        // the id and transaction arenas in the new order: conversions, then
+        // deals and MDF claims
+        let mut ids = Arena::default();
+        let mut txns = Arena::default();
+        ids.reserve(self.ids.len());
+        txns.reserve(self.txns.len());
+        let mut new_idx = vec![0u32; n];
+        for (new, &old) in perm.iter().enumerate() {
+            let c = &self.convs[old as usize];
+            new_idx[new] = ids.push(self.ids.get(c.idx));
+            txns.push(self.txns.get(c.idx));
+        }
+        for d in &mut self.deals {
+            let i = ids.push(self.ids.get(d.id));
+            txns.push("");
+            d.id = i;
+        }
+        for m in &mut self.mdfs {
+            let i = ids.push(self.ids.get(m.id));
+            txns.push("");
+            m.id = i;
+        }
+        self.ids = ids;
+        self.txns = txns;
+        // old index -> new position, for what names conversions by index
+        let mut at = vec![0u32; n];
+        for (new, &old) in perm.iter().enumerate() {
+            at[old as usize] = new as u32;
+        }
+        // the conversions, gathered in the new order (front to back in each
+        // program's stream; the copy is gone before the engine's output
+        // exists, so it never raises the peak)
+        let mut convs = Vec::with_capacity(n);
+        convs.extend(perm.iter().map(|&old| self.convs[old as usize].clone()));
+        self.convs = convs;
+        for (c, &i) in self.convs.iter_mut().zip(&new_idx) {
+            c.idx = i;
+        }
+        let remap = |v: &mut Vec<u32>| {
+            for x in v.iter_mut() {
+                *x = at[*x as usize];
+            }
+            v.sort_unstable();
+        };
+        remap(&mut self.with_orig);
+        remap(&mut self.with_txn);
+        for k in &mut self.fraud.conv_keys {
+            k.1 = at[k.1 as usize];
+        }
+        for k in &mut self.fraud.conv_visitor {
+            k.0 = at[k.0 as usize];
+        }
+    }
+
     /// Joins the conversions to the clicks they cite (by a 64-bit hash of
     /// the click id; a collision among a few million ids is about one in a
     /// million, and deterministic). Call once everything is added.
@@ -522,7 +646,19 @@ impl Facts {
             }
         }
         let idx = self.ids.push(c.id);
-        self.txns.push(c.txn_id.unwrap_or(""));
+        let ci = self.convs.len() as u32;
+        match c.txn_id {
+            Some(t) if !t.is_empty() => {
+                self.txns.push(t);
+                self.with_txn.push(ci);
+            }
+            _ => {
+                self.txns.push("");
+            }
+        }
+        if c.original_txn_id.is_some_and(|t| !t.is_empty()) {
+            self.with_orig.push(ci);
+        }
         let click_bot = c.bot || c.click_id.is_some_and(|k| self.bot_clicks.contains(k));
         let ex = ConvExtra {
             orig_txn: self.syms.opt(c.original_txn_id),
@@ -753,7 +889,7 @@ impl Facts {
                 _ => {}
             }
         }
-        f.link_clicks();
+        f.finish();
         f
     }
 }
@@ -792,5 +928,78 @@ mod tests {
             ca.ts.cmp(&cb.ts).then_with(|| f.id(ca).cmp(f.id(cb)))
         });
         assert_eq!(f.sorted_ts_id(&idx), want);
+    }
+
+    /// `finish` puts conversions in `(program, ts, id)` order and keeps
+    /// every index that names one (ids, transaction ids, the lists of
+    /// refunds and kept transactions, deal and MDF ids) pointing at the
+    /// same record.
+    #[test]
+    fn finish_orders_conversions_and_keeps_what_names_them() {
+        let mut f = Facts::default();
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        // (id, program, ts, txn, original txn) as added
+        let mut added = Vec::new();
+        for i in 0..3000 {
+            let program = ["p1", "p0", "p2"][(next() % 3) as usize];
+            let ts = (next() % 50) as i64;
+            let id = format!("ev{}", next() % 100_000 * 10_000 + i);
+            let txn = (next() % 4 == 0).then(|| format!("t{i}"));
+            let orig = (next() % 9 == 0).then(|| format!("t{}", next() % 3000));
+            f.add_conv(ConvIn {
+                id: &id,
+                ts,
+                program,
+                event: if orig.is_some() { "refund" } else { "sale" },
+                txn_id: txn.as_deref(),
+                original_txn_id: orig.as_deref(),
+                click_id: Some(&id),
+                ..ConvIn::default()
+            });
+            if i % 500 == 0 {
+                f.add_deal(
+                    &format!("deal{i}"),
+                    ts,
+                    1,
+                    program,
+                    "pa",
+                    "cu",
+                    "approved",
+                    None,
+                );
+            }
+            added.push((id, program.to_string(), ts, txn, orig));
+        }
+        f.finish();
+        assert_eq!(f.convs.len(), added.len());
+        // grouped by program (in symbol order), each in (ts, id) order
+        let key = |c: &Conv| (c.program, c.ts, f.id(c).to_string());
+        for w in f.convs.windows(2) {
+            assert!(
+                key(&w[0]) < key(&w[1]),
+                "{:?} before {:?}",
+                key(&w[0]),
+                key(&w[1])
+            );
+        }
+        type Added = (String, String, i64, Option<String>, Option<String>);
+        let by_id: FxHashMap<&str, &Added> = added.iter().map(|a| (a.0.as_str(), a)).collect();
+        for (i, c) in f.convs.iter().enumerate() {
+            let a = by_id[f.id(c)];
+            assert_eq!((f.syms.str(c.program), c.ts), (a.1.as_str(), a.2));
+            assert_eq!(f.txns.get(c.idx), a.3.as_deref().unwrap_or(""));
+            let i = i as u32;
+            assert_eq!(f.with_txn.binary_search(&i).is_ok(), a.3.is_some());
+            assert_eq!(f.with_orig.binary_search(&i).is_ok(), a.4.is_some());
+        }
+        let deals: Vec<&str> = f.deals.iter().map(|d| f.ids.get(d.id)).collect();
+        let want: Vec<String> = (0..3000).step_by(500).map(|i| format!("deal{i}")).collect();
+        assert_eq!(deals, want);
     }
 }

@@ -351,12 +351,14 @@ impl Store {
             }
         }
         self.read_events(&mut f, until_ms, txn_programs, fraud_programs, &wanted)?;
-        f.link_clicks();
+        f.finish();
         Ok(f)
     }
 
     /// One scan of the events: conversions, deals and MDF claims, and (for
-    /// the fraud rules of `fraud_programs`) people's clicks.
+    /// the fraud rules of `fraud_programs`) people's clicks. This thread
+    /// steps SQLite and copies each row's fields into batches; a second one
+    /// turns them into facts, so the two halves of the work overlap.
     fn read_events(
         &self,
         f: &mut Facts,
@@ -365,108 +367,226 @@ impl Store {
         fraud_programs: &[&str],
         wanted: &rustc_hash::FxHashMap<String, rustc_hash::FxHashSet<String>>,
     ) -> Result<()> {
-        let dec =
-            |s: Option<&str>, id: &str, field: &str| -> Result<Option<rust_decimal::Decimal>> {
-                match s {
-                    None => Ok(None),
-                    Some(s) => parse_decimal(s).map(Some).ok_or_else(|| {
-                        Error::data(format!("event {id}: bad {field} {s:?} in the store"))
-                    }),
-                }
-            };
-        let cur = |s: Option<&str>| s.and_then(Currency::parse);
         let mut st = self.conn.prepare(
-            "SELECT arrival, id, kind, ts, program, partner, click_id, click_ts, event, txn_id, amount, currency,
-                    customer, coupon, original_txn_id, lots, instrument, bot, country, email_hash, status, expires_at,
-                    visitor, asn, datacenter, has_referrer
+            "SELECT arrival, kind, ts, click_ts, bot, asn, datacenter, has_referrer, expires_at,
+                    id, program, partner, click_id, event, txn_id, amount, currency, customer, coupon,
+                    original_txn_id, lots, instrument, country, email_hash, status, visitor
              FROM events WHERE ts < ?1 AND (kind != 0 OR (?2 AND bot IS NOT 1))",
         )?;
-        let mut rows = st.query(params![until_ms, !fraud_programs.is_empty()])?;
-        while let Some(r) = rows.next()? {
-            let arrival: i64 = r.get(0)?;
-            let id = r.get_ref(1)?.as_str()?;
-            let kind: i64 = r.get(2)?;
-            let ts: i64 = r.get(3)?;
-            let s = |i: usize| -> rusqlite::Result<Option<&str>> {
-                Ok(r.get_ref(i)?.as_str_or_null()?)
-            };
-            match kind {
-                KIND_CLICK => {
-                    let program = s(4)?.unwrap_or("");
-                    let Some(psym) = f.click_program(program) else {
-                        continue;
-                    };
-                    let flag = |i: usize| -> rusqlite::Result<Option<bool>> {
-                        Ok(r.get::<_, Option<i64>>(i)?.map(|v| v != 0))
-                    };
-                    f.add_click_of(
-                        ClickIn {
-                            key: s(6)?.unwrap_or(id),
-                            ts,
-                            arrival,
-                            program,
-                            partner: s(5)?.unwrap_or(""),
-                            visitor: s(22)?,
-                            country: s(18)?,
-                            asn: r
-                                .get::<_, Option<i64>>(23)?
-                                .and_then(|a| u32::try_from(a).ok()),
-                            datacenter: flag(24)?,
-                            has_referrer: flag(25)?,
-                        },
-                        psym,
-                    );
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Rows>(4);
+        let (back_tx, back_rx) = std::sync::mpsc::channel::<Rows>();
+        std::thread::scope(|sc| -> Result<()> {
+            let builder = sc.spawn(move || -> Result<()> {
+                for rows in rx {
+                    for r in 0..rows.len() {
+                        add_row(f, &rows, r, txn_programs, wanted)?;
+                    }
+                    // handed back to be filled again (and freed where it was
+                    // allocated)
+                    let _ = back_tx.send(rows);
                 }
-                KIND_CONVERSION => {
-                    let program = s(4)?.unwrap_or("");
-                    let txn = s(9)?;
-                    let keep = txn.is_some_and(|t| {
-                        txn_programs.contains(&program)
-                            || wanted.get(program).is_some_and(|w| w.contains(t))
-                    });
-                    f.add_conv(ConvIn {
-                        id,
-                        ts,
-                        arrival,
-                        program,
-                        partner: s(5)?,
-                        click_id: s(6)?,
-                        click_ts: r.get(7)?,
-                        event: s(8)?.unwrap_or(""),
-                        txn_id: if keep { txn } else { None },
-                        amount: dec(s(10)?, id, "amount")?,
-                        currency: cur(s(11)?),
-                        customer: s(12)?,
-                        coupon: s(13)?,
-                        original_txn_id: s(14)?,
-                        lots: dec(s(15)?, id, "lots")?,
-                        instrument: s(16)?,
-                        bot: r.get::<_, Option<i64>>(17)? == Some(1),
-                        country: s(18)?,
-                        email_hash: s(19)?,
-                        visitor: s(22)?,
-                    });
-                }
-                KIND_DEAL => f.add_deal(
-                    id,
-                    ts,
-                    arrival,
-                    s(4)?.unwrap_or(""),
-                    s(5)?.unwrap_or(""),
-                    s(12)?.unwrap_or(""),
-                    s(20)?.unwrap_or(""),
-                    r.get(21)?,
-                ),
-                KIND_MDF => {
-                    if let (Some(a), Some(c)) = (dec(s(10)?, id, "amount")?, cur(s(11)?)) {
-                        f.add_mdf(id, ts, arrival, s(4)?, s(5)?.unwrap_or(""), a, c);
+                Ok(())
+            });
+            let mut q = st.query(params![until_ms, !fraud_programs.is_empty()])?;
+            let mut rows = Rows::default();
+            let mut sent = Ok(());
+            while let Some(r) = q.next()? {
+                rows.push(r)?;
+                if rows.len() == ROWS_PER_BATCH {
+                    let fresh = back_rx.try_recv().map(Rows::cleared).unwrap_or_default();
+                    if tx.send(std::mem::replace(&mut rows, fresh)).is_err() {
+                        // the builder stopped on an error: its result says which
+                        sent = Err(());
+                        break;
                     }
                 }
-                _ => {}
+            }
+            if sent.is_ok() && rows.len() > 0 {
+                let _ = tx.send(rows);
+            }
+            drop(tx);
+            match builder.join() {
+                Ok(r) => r,
+                Err(p) => std::panic::resume_unwind(p),
+            }
+        })
+    }
+}
+
+const ROWS_PER_BATCH: usize = 4096;
+/// Integer columns of the facts query, first.
+const INTS: usize = 9;
+/// Text columns, after them.
+const TEXTS: usize = 17;
+/// An integer column's NULL in [`Rows`].
+const NULL_INT: i64 = i64::MIN;
+/// A text column's NULL in [`Rows`]: the top bit of its end offset.
+const NULL_TEXT: u32 = 1 << 31;
+
+/// Rows of the facts query copied out of SQLite: integers in one vector,
+/// texts in one buffer with their end offsets.
+#[derive(Default)]
+struct Rows {
+    ints: Vec<i64>,
+    text: String,
+    ends: Vec<u32>,
+}
+
+impl Rows {
+    fn cleared(mut self) -> Rows {
+        self.ints.clear();
+        self.text.clear();
+        self.ends.clear();
+        self
+    }
+
+    fn len(&self) -> usize {
+        self.ints.len() / INTS
+    }
+
+    fn push(&mut self, r: &rusqlite::Row) -> Result<()> {
+        for i in 0..INTS {
+            self.ints
+                .push(r.get::<_, Option<i64>>(i)?.unwrap_or(NULL_INT));
+        }
+        for i in INTS..INTS + TEXTS {
+            match r.get_ref(i)?.as_str_or_null()? {
+                Some(t) => {
+                    self.text.push_str(t);
+                    let end = u32::try_from(self.text.len())
+                        .ok()
+                        .filter(|&e| e < NULL_TEXT)
+                        .ok_or_else(|| Error::data("an event's fields are over 2 GiB"))?;
+                    self.ends.push(end);
+                }
+                None => {
+                    let end = self.ends.last().map_or(0, |e| e & !NULL_TEXT);
+                    self.ends.push(end | NULL_TEXT);
+                }
             }
         }
         Ok(())
     }
+
+    /// Integer column `c` (0-based among the integers) of row `r`.
+    fn int(&self, r: usize, c: usize) -> Option<i64> {
+        Some(self.ints[r * INTS + c]).filter(|&v| v != NULL_INT)
+    }
+
+    /// Text column `c` (0-based among the texts) of row `r`.
+    fn text(&self, r: usize, c: usize) -> Option<&str> {
+        let k = r * TEXTS + c;
+        let end = self.ends[k];
+        if end & NULL_TEXT != 0 {
+            return None;
+        }
+        let start = if k == 0 {
+            0
+        } else {
+            self.ends[k - 1] & !NULL_TEXT
+        };
+        self.text.get(start as usize..end as usize)
+    }
+}
+
+/// One row of the facts query into the facts.
+fn add_row(
+    f: &mut Facts,
+    rows: &Rows,
+    r: usize,
+    txn_programs: &[&str],
+    wanted: &rustc_hash::FxHashMap<String, rustc_hash::FxHashSet<String>>,
+) -> Result<()> {
+    // integers: arrival, kind, ts, click_ts, bot, asn, datacenter,
+    // has_referrer, expires_at; texts: id, program, partner, click_id, event,
+    // txn_id, amount, currency, customer, coupon, original_txn_id, lots,
+    // instrument, country, email_hash, status, visitor
+    let i = |c: usize| rows.int(r, c);
+    let s = |c: usize| rows.text(r, c);
+    let arrival = i(0).unwrap_or(0);
+    let kind = i(1).unwrap_or(-1);
+    let ts = i(2).unwrap_or(0);
+    let id = s(0).unwrap_or("");
+    let dec = |c: usize, field: &str| -> Result<Option<rust_decimal::Decimal>> {
+        match s(c) {
+            None => Ok(None),
+            Some(v) => parse_decimal(v)
+                .map(Some)
+                .ok_or_else(|| Error::data(format!("event {id}: bad {field} {v:?} in the store"))),
+        }
+    };
+    let cur = |c: usize| s(c).and_then(Currency::parse);
+    let flag = |c: usize| i(c).map(|v| v != 0);
+    match kind {
+        KIND_CLICK => {
+            let program = s(1).unwrap_or("");
+            let Some(psym) = f.click_program(program) else {
+                return Ok(());
+            };
+            f.add_click_of(
+                ClickIn {
+                    key: s(3).unwrap_or(id),
+                    ts,
+                    arrival,
+                    program,
+                    partner: s(2).unwrap_or(""),
+                    visitor: s(16),
+                    country: s(13),
+                    asn: i(5).and_then(|a| u32::try_from(a).ok()),
+                    datacenter: flag(6),
+                    has_referrer: flag(7),
+                },
+                psym,
+            );
+        }
+        KIND_CONVERSION => {
+            let program = s(1).unwrap_or("");
+            let txn = s(5);
+            let keep = txn.is_some_and(|t| {
+                txn_programs.contains(&program)
+                    || wanted.get(program).is_some_and(|w| w.contains(t))
+            });
+            f.add_conv(ConvIn {
+                id,
+                ts,
+                arrival,
+                program,
+                partner: s(2),
+                click_id: s(3),
+                click_ts: i(3),
+                event: s(4).unwrap_or(""),
+                txn_id: if keep { txn } else { None },
+                amount: dec(6, "amount")?,
+                currency: cur(7),
+                customer: s(8),
+                coupon: s(9),
+                original_txn_id: s(10),
+                lots: dec(11, "lots")?,
+                instrument: s(12),
+                bot: i(4) == Some(1),
+                country: s(13),
+                email_hash: s(14),
+                visitor: s(16),
+            });
+        }
+        KIND_DEAL => f.add_deal(
+            id,
+            ts,
+            arrival,
+            s(1).unwrap_or(""),
+            s(2).unwrap_or(""),
+            s(8).unwrap_or(""),
+            s(15).unwrap_or(""),
+            i(8),
+        ),
+        KIND_MDF => {
+            if let (Some(a), Some(c)) = (dec(6, "amount")?, cur(7)) {
+                f.add_mdf(id, ts, arrival, s(1), s(2).unwrap_or(""), a, c);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 fn source_name(s: edge::record::Source) -> &'static str {
