@@ -79,6 +79,118 @@ pub struct PeriodData {
 }
 
 pub fn load(store: &Store, p: Period) -> Result<PeriodData> {
+    load_with(store, p, scan_ledger(store, p, None)?)
+}
+
+fn add_day(per_day: &mut BTreeMap<i64, (i64, i64, i64)>, day: i64, n: (i64, i64, i64)) {
+    let e = per_day.entry(day).or_default();
+    e.0 += n.0;
+    e.1 += n.1;
+    e.2 += n.2;
+}
+
+/// What the report reads off the period's ledger, in the one pass that also
+/// writes ledger.csv.
+#[derive(Default)]
+struct LedgerSums {
+    count: usize,
+    payouts: Vec<Vec<String>>,
+    reasons: BTreeMap<String, i64>,
+    /// The largest money entries, largest first (ties by id).
+    top: Vec<(Decimal, Vec<String>)>,
+}
+
+const TOP_ENTRIES: usize = 12;
+
+/// One pass over the period's ledger in ledger order: counts, payouts,
+/// rejection reasons and the largest entries, and the ledger as CSV into
+/// `csv` when given.
+fn scan_ledger(
+    store: &Store,
+    p: Period,
+    csv: Option<&mut dyn std::io::Write>,
+) -> Result<LedgerSums> {
+    let err = |e: csv::Error| Error::data(format!("writing ledger.csv: {e}"));
+    let mut cw = match csv {
+        Some(w) => {
+            let mut cw = csv::WriterBuilder::new()
+                .terminator(csv::Terminator::Any(b'\n'))
+                .from_writer(w);
+            cw.write_record(LEDGER_COLUMNS).map_err(err)?;
+            Some(cw)
+        }
+        None => None,
+    };
+    let mut st = store.conn.prepare(
+        "SELECT id, partner, program, kind, amount, currency, rule, sources, event_day, reason, adjusts, calc
+         FROM ledger WHERE pos >= ?1 AND pos < ?2 ORDER BY pos",
+    )?;
+    let mut rows = st.query([pos_base(p), pos_base(p.next())])?;
+    let ps = p.to_string();
+    let mut sums = LedgerSums::default();
+    while let Some(r) = rows.next()? {
+        let t = |i: usize| -> Result<&[u8]> { Ok(r.get_ref(i)?.as_bytes()?) };
+        let s = |i: usize| -> Result<&str> { Ok(r.get_ref(i)?.as_str()?) };
+        sums.count += 1;
+        let kind = s(3)?;
+        match kind {
+            "payout" => sums.payouts.push(vec![
+                ps.clone(),
+                s(1)?.to_string(),
+                s(5)?.to_string(),
+                s(4)?.trim_start_matches('-').to_string(),
+                s(9)?.to_string(),
+            ]),
+            "rejected" | "capped" => {
+                let k = format!("{kind}: {}", s(9)?);
+                *sums.reasons.entry(k).or_default() += 1;
+            }
+            _ => {
+                let a = dec(s(4)?).abs();
+                let id = s(0)?;
+                let full = sums.top.len() == TOP_ENTRIES;
+                let beats =
+                    |(b, e): &(Decimal, Vec<String>)| a > *b || (a == *b && id < e[0].as_str());
+                if !full || sums.top.last().is_some_and(beats) {
+                    let row = [0, 1, 2, 3, 4, 5, 6]
+                        .iter()
+                        .map(|&i| s(i).map(str::to_string))
+                        .collect::<Result<Vec<String>>>()?;
+                    let at = sums.top.partition_point(|x| !beats(x));
+                    sums.top.insert(at, (a, row));
+                    sums.top.truncate(TOP_ENTRIES);
+                }
+            }
+        }
+        if let Some(cw) = cw.as_mut() {
+            let day = crate::period::date_of_day(r.get(8)?);
+            let fields: [&[u8]; 13] = [
+                t(0)?,
+                ps.as_bytes(),
+                t(1)?,
+                t(2)?,
+                t(3)?,
+                t(4)?,
+                t(5)?,
+                t(6)?,
+                t(7)?,
+                day.as_bytes(),
+                t(9)?,
+                t(10)?,
+                t(11)?,
+            ];
+            cw.write_record(fields).map_err(err)?;
+        }
+    }
+    if let Some(mut cw) = cw {
+        cw.flush()
+            .map_err(|e| Error::data(format!("writing ledger.csv: {e}")))?;
+    }
+    sums.payouts.sort();
+    Ok(sums)
+}
+
+fn load_with(store: &Store, p: Period, sums: LedgerSums) -> Result<PeriodData> {
     let Some((state, _, _)) = store.period_state(p)? else {
         return Err(Error::Usage(format!(
             "period {p} has not been run: `settlement run --config programs.toml --period {p}` first"
@@ -100,36 +212,6 @@ pub fn load(store: &Store, p: Period) -> Result<PeriodData> {
         models.push(r.get(10)?);
         statements.push(row);
     }
-    let mut payouts = Vec::new();
-    let mut st = c.prepare(
-        "SELECT partner, currency, amount, reason FROM ledger WHERE pos >= ?1 AND pos < ?2 AND kind = 'payout'",
-    )?;
-    let mut rows = st.query([pos_base(p), pos_base(p.next())])?;
-    while let Some(r) = rows.next()? {
-        let amount: String = r.get(2)?;
-        payouts.push(vec![
-            p.to_string(),
-            r.get(0)?,
-            r.get(1)?,
-            amount.trim_start_matches('-').to_string(),
-            r.get(3)?,
-        ]);
-    }
-    let ledger_count: i64 = c.query_row(
-        "SELECT COUNT(*) FROM ledger WHERE pos >= ?1 AND pos < ?2",
-        [pos_base(p), pos_base(p.next())],
-        |r| r.get(0),
-    )?;
-    let mut reasons = Vec::new();
-    let mut st = c.prepare(
-        "SELECT kind || ': ' || reason, COUNT(*) FROM ledger WHERE pos >= ?1 AND pos < ?2
-         AND kind IN ('rejected', 'capped') GROUP BY 1 ORDER BY 1",
-    )?;
-    let mut rows = st.query([pos_base(p), pos_base(p.next())])?;
-    while let Some(r) = rows.next()? {
-        reasons.push((r.get(0)?, r.get(1)?));
-    }
-    payouts.sort();
     let mut invoices = Vec::new();
     let mut st = c.prepare(
         "SELECT partner, txn_id, list_amount, discount_percent, amount_due, currency
@@ -151,11 +233,11 @@ pub fn load(store: &Store, p: Period) -> Result<PeriodData> {
     while let Some(r) = rows.next()? {
         stats.push((r.get(0)?, r.get(1)?, r.get(2)?));
     }
-    // Traffic per day: one pass over the period's events.
+    // Traffic per day: one pass over the period's events, counted here
+    // (a GROUP BY would sort millions of rows first).
     let mut per_day: BTreeMap<i64, (i64, i64, i64)> = BTreeMap::new();
     let mut st = c.prepare(
-        "SELECT ts / 86400000, kind, COALESCE(bot, 0), COUNT(*) FROM events
-         WHERE ts >= ?1 AND ts < ?2 AND kind IN (?3, ?4) GROUP BY 1, 2, 3",
+        "SELECT ts, kind, bot FROM events WHERE ts >= ?1 AND ts < ?2 AND kind IN (?3, ?4)",
     )?;
     let mut rows = st.query(rusqlite::params![
         p.start_ms(),
@@ -163,15 +245,28 @@ pub fn load(store: &Store, p: Period) -> Result<PeriodData> {
         crate::store::KIND_CLICK,
         crate::store::KIND_CONVERSION
     ])?;
+    let mut cur: Option<(i64, (i64, i64, i64))> = None;
     while let Some(r) = rows.next()? {
-        let (day, kind, bot, n): (i64, i64, i64, i64) =
-            (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
-        let e = per_day.entry(day).or_default();
-        match (kind, bot) {
-            (crate::store::KIND_CLICK, 0) => e.0 += n,
-            (crate::store::KIND_CLICK, _) => e.1 += n,
-            _ => e.2 += n,
+        let (ts, kind, bot): (i64, i64, Option<i64>) = (r.get(0)?, r.get(1)?, r.get(2)?);
+        let day = ts.div_euclid(crate::period::DAY_MS);
+        // events mostly arrive in time order: count a day's run, then file it
+        let e = match &mut cur {
+            Some((d, e)) if *d == day => e,
+            _ => {
+                if let Some((d, e)) = cur.take() {
+                    add_day(&mut per_day, d, e);
+                }
+                &mut cur.insert((day, (0, 0, 0))).1
+            }
+        };
+        match (kind, bot.unwrap_or(0)) {
+            (crate::store::KIND_CLICK, 0) => e.0 += 1,
+            (crate::store::KIND_CLICK, _) => e.1 += 1,
+            _ => e.2 += 1,
         }
+    }
+    if let Some((d, e)) = cur {
+        add_day(&mut per_day, d, e);
     }
     let daily = (p.first_day()..=p.last_day())
         .map(|d| {
@@ -179,41 +274,35 @@ pub fn load(store: &Store, p: Period) -> Result<PeriodData> {
             (crate::period::date_of_day(d), h, b, c)
         })
         .collect();
-    // The largest money entries: where to start an audit.
-    let mut top_entries = Vec::new();
-    let mut st = c.prepare(
-        "SELECT id, partner, program, kind, amount, currency, rule FROM ledger
-         WHERE pos >= ?1 AND pos < ?2 AND kind NOT IN ('payout', 'rejected', 'capped')
-         ORDER BY ABS(CAST(amount AS REAL)) DESC, id LIMIT 12",
-    )?;
-    let mut rows = st.query([pos_base(p), pos_base(p.next())])?;
-    while let Some(r) = rows.next()? {
-        top_entries.push(
-            (0..7)
-                .map(|i| r.get::<_, String>(i))
-                .collect::<rusqlite::Result<Vec<_>>>()?,
-        );
-    }
     Ok(PeriodData {
         state,
         statements,
         models,
-        payouts,
+        payouts: sums.payouts,
         invoices,
-        ledger_count: ledger_count as usize,
-        reasons,
+        ledger_count: sums.count,
+        reasons: sums.reasons.into_iter().collect(),
         stats,
         daily,
-        top_entries,
+        top_entries: sums.top.into_iter().map(|(_, row)| row).collect(),
         fraud: crate::fraud::load(store, p)?,
     })
 }
 
 /// Writes the six files into `out` (created if missing).
 pub fn report(store: &Store, p: Period, out: &Path) -> Result<PeriodData> {
-    let d = load(store, p)?;
+    if store.period_state(p)?.is_none() {
+        // load_with says so
+        load_with(store, p, LedgerSums::default())?;
+    }
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     remove_stale_temps(out)?;
+    let mut sums = None;
+    write_atomic_with(&out.join("ledger.csv"), |w| {
+        sums = Some(scan_ledger(store, p, Some(w))?);
+        Ok(())
+    })?;
+    let d = load_with(store, p, sums.unwrap_or_default())?;
     write_atomic(
         &out.join("statements.csv"),
         &csv_bytes(&STATEMENT_COLUMNS, &d.statements),
@@ -229,7 +318,6 @@ pub fn report(store: &Store, p: Period, out: &Path) -> Result<PeriodData> {
         &out.join("invoices.csv"),
         &csv_bytes(&INVOICE_COLUMNS, &d.invoices),
     )?;
-    write_atomic_with(&out.join("ledger.csv"), |w| write_ledger(store, p, w))?;
     crate::fraud::write_csv(&out.join("fraud.csv"), &d.fraud)?;
     write_atomic(&out.join("report.html"), html(p, &d).as_bytes())?;
     Ok(d)
@@ -259,44 +347,6 @@ fn remove_stale_temps(out: &Path) -> Result<()> {
             std::fs::remove_file(e.path()).map_err(|err| Error::io(&e.path(), err))?;
         }
     }
-    Ok(())
-}
-
-/// Streams the period's ledger as CSV, in ledger order.
-fn write_ledger<W: std::io::Write>(store: &Store, p: Period, w: W) -> Result<()> {
-    let mut cw = csv::WriterBuilder::new()
-        .terminator(csv::Terminator::Any(b'\n'))
-        .from_writer(w);
-    let err = |e: csv::Error| Error::data(format!("writing ledger.csv: {e}"));
-    cw.write_record(LEDGER_COLUMNS).map_err(err)?;
-    let mut st = store.conn.prepare(
-        "SELECT id, partner, program, kind, amount, currency, rule, sources, event_day, reason, adjusts, calc
-         FROM ledger WHERE pos >= ?1 AND pos < ?2 ORDER BY pos",
-    )?;
-    let mut rows = st.query([pos_base(p), pos_base(p.next())])?;
-    let ps = p.to_string();
-    while let Some(r) = rows.next()? {
-        let t = |i: usize| -> Result<&[u8]> { Ok(r.get_ref(i)?.as_bytes()?) };
-        let day = crate::period::date_of_day(r.get(8)?);
-        let fields: [&[u8]; 13] = [
-            t(0)?,
-            ps.as_bytes(),
-            t(1)?,
-            t(2)?,
-            t(3)?,
-            t(4)?,
-            t(5)?,
-            t(6)?,
-            t(7)?,
-            day.as_bytes(),
-            t(9)?,
-            t(10)?,
-            t(11)?,
-        ];
-        cw.write_record(fields).map_err(err)?;
-    }
-    cw.flush()
-        .map_err(|e| Error::data(format!("writing ledger.csv: {e}")))?;
     Ok(())
 }
 
@@ -689,8 +739,38 @@ pub fn html(p: Period, d: &PeriodData) -> String {
         );
     }
     if !d.invoices.is_empty() {
-        o.push_str("<h2>Invoices</h2>\n");
-        table(&mut o, &INVOICE_COLUMNS, &d.invoices, 3);
+        // per partner: a page with every line of a large reseller program
+        // would run to a hundred megabytes; the lines are in invoices.csv
+        let mut per: BTreeMap<(&str, &str), (u64, Decimal, Decimal)> = BTreeMap::new();
+        for l in &d.invoices {
+            let e = per.entry((&l[1], &l[6])).or_default();
+            e.0 += 1;
+            e.1 += dec(&l[3]);
+            e.2 += dec(&l[5]);
+        }
+        let _ = writeln!(
+            o,
+            "<h2>Invoices</h2>\n<p class=\"note\">{} invoice lines, summed per partner; each line is in <code>invoices.csv</code>.</p>",
+            d.invoices.len()
+        );
+        let rows: Vec<Vec<String>> = per
+            .into_iter()
+            .map(|((partner, cur), (n, list, due))| {
+                vec![
+                    partner.to_string(),
+                    cur.to_string(),
+                    n.to_string(),
+                    list.to_string(),
+                    due.to_string(),
+                ]
+            })
+            .collect();
+        table(
+            &mut o,
+            &["partner", "currency", "lines", "list amount", "amount due"],
+            &rows,
+            2,
+        );
     }
     o.push_str("</body></html>\n");
     o
