@@ -492,7 +492,44 @@ impl Facts {
     /// conversions; then joins conversions to the clicks they cite.
     pub fn finish(&mut self) {
         self.reorder();
+        self.group_clicks();
         self.link_clicks();
+    }
+
+    /// People's clicks grouped by program (stable, so in load order within
+    /// one): the fraud rules read one program's clicks at a time.
+    fn group_clicks(&mut self) {
+        let fr = &mut self.fraud;
+        let n = fr.clicks.len();
+        if n == 0 || fr.clicks.windows(2).all(|w| w[0].program <= w[1].program) {
+            return;
+        }
+        let mut progs: Vec<u32> = fr.clicks.iter().map(|c| c.program).collect();
+        progs.sort_unstable();
+        progs.dedup();
+        let slot = |p: u32| progs.binary_search(&p).unwrap_or(0);
+        let mut next = vec![0usize; progs.len() + 1];
+        for c in &fr.clicks {
+            next[slot(c.program) + 1] += 1;
+        }
+        for i in 1..next.len() {
+            next[i] += next[i - 1];
+        }
+        // old index -> new position
+        let mut at = vec![0u32; n];
+        for (i, c) in fr.clicks.iter().enumerate() {
+            let k = slot(c.program);
+            at[i] = next[k] as u32;
+            next[k] += 1;
+        }
+        let mut clicks = vec![fr.clicks[0]; n];
+        for (i, c) in fr.clicks.iter().enumerate() {
+            clicks[at[i] as usize] = *c;
+        }
+        fr.clicks = clicks;
+        for k in &mut fr.keys {
+            k.1 = at[k.1 as usize];
+        }
     }
 
     fn reorder(&mut self) {
@@ -1001,5 +1038,52 @@ mod tests {
         let deals: Vec<&str> = f.deals.iter().map(|d| f.ids.get(d.id)).collect();
         let want: Vec<String> = (0..3000).step_by(500).map(|i| format!("deal{i}")).collect();
         assert_eq!(deals, want);
+    }
+
+    /// `finish` groups people's clicks by program and every conversion
+    /// still finds the click it cites.
+    #[test]
+    fn finish_groups_clicks_and_keeps_their_links() {
+        let mut f = Facts::default();
+        let programs = ["b", "a", "c"];
+        for i in 0..900 {
+            f.add_click(ClickIn {
+                key: &format!("k{i}"),
+                ts: 1000 + i,
+                arrival: i,
+                program: programs[(i * 7 % 3) as usize],
+                partner: "pa",
+                ..ClickIn::default()
+            });
+        }
+        // conversion j cites click (j * 13) % 900, in that click's program
+        for j in 0..600i64 {
+            let k = (j * 13) % 900;
+            f.add_conv(ConvIn {
+                id: &format!("ev{j}"),
+                ts: 5000 + j,
+                arrival: 1000 + j,
+                program: programs[(k * 7 % 3) as usize],
+                click_id: Some(&format!("k{k}")),
+                event: "sale",
+                ..ConvIn::default()
+            });
+        }
+        f.finish();
+        let fr = &f.fraud;
+        assert_eq!(fr.clicks.len(), 900);
+        assert!(fr.clicks.windows(2).all(|w| w[0].program <= w[1].program));
+        // within a program, load order (here: time order) is kept
+        assert!(fr
+            .clicks
+            .windows(2)
+            .all(|w| w[0].program != w[1].program || w[0].ts < w[1].ts));
+        for (ci, c) in f.convs.iter().enumerate() {
+            let j: i64 = f.id(c)[2..].parse().unwrap();
+            let k = (j * 13) % 900;
+            let click = &fr.clicks[fr.conv_click[ci] as usize];
+            assert_eq!(click.ts, 1000 + k, "conversion ev{j}");
+            assert_eq!(click.program, c.program);
+        }
     }
 }
