@@ -271,8 +271,10 @@ pub fn import_file(store: &mut Store, path: &Path, opts: &ImportOptions) -> Resu
         append_rejects(&rp, &rejects)?;
         report.rejects_path = Some(rp);
     }
-    let _c = crate::run::Phase::start("import commit");
+    let c = crate::run::Phase::start("import commit");
     tx.commit()?;
+    drop(c);
+    store.checkpoint_behind();
     if let Some(b) = bar {
         b.finish_and_clear();
     }

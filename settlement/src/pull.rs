@@ -147,6 +147,7 @@ pub fn pull(store: &mut Store, o: &PullOptions) -> Result<PullReport> {
             rusqlite::params![CURSOR_KEY, next.to_string()],
         )?;
         tx.commit()?;
+        store.checkpoint_behind();
         rep.pages += 1;
         if let Some(b) = &bar {
             b.set_message(format!(

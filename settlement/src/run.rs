@@ -1397,8 +1397,10 @@ fn write_plan(
          ON CONFLICT (period) DO UPDATE SET state = 'draft', watermark = excluded.watermark, draft_hash = excluded.draft_hash",
         params![p.key(), plan.watermark, hash],
     )?;
-    let _c = Phase::start("commit");
+    let c = Phase::start("commit");
     tx.commit()?;
+    drop(c);
+    store.checkpoint_behind();
     Ok(RunOutcome::Replaced {
         entries: ne,
         statements: ns,

@@ -157,6 +157,9 @@ pub fn kind_name(k: i64) -> &'static str {
 
 pub struct Store {
     pub conn: Connection,
+    /// A checkpoint running beside the next steps (see
+    /// [`Store::checkpoint_behind`]).
+    checkpoint: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// ledger/invoice rowid range of a period
@@ -175,9 +178,59 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "OFF")?;
         conn.pragma_update(None, "temp_store", "MEMORY")?;
         conn.pragma_update(None, "cache_size", -32_768i64)?; // 32 MiB
-        let mut s = Store { conn };
+                                                             // No checkpoint inside a commit: copying a large transaction's pages
+                                                             // from the WAL into the database file took as long as a tenth of a
+                                                             // run. The store checkpoints beside the next steps (after import and
+                                                             // run), and when it closes.
+        conn.pragma_update(None, "wal_autocheckpoint", 0i64)?;
+        let mut s = Store {
+            conn,
+            checkpoint: std::sync::Mutex::new(None),
+        };
         s.migrate()?;
         Ok(s)
+    }
+
+    /// Starts copying what the WAL holds into the database file on a thread
+    /// with its own connection, after a large commit, and returns at once.
+    /// A process killed meanwhile loses nothing: the WAL holds every
+    /// committed page until a checkpoint has copied it. One at a time (while
+    /// one runs, the next is left to a later call or to the close), and not
+    /// for a WAL of a few pages.
+    pub fn checkpoint_behind(&self) {
+        const WORTH: u64 = 16 << 20;
+        let Some(path) = self.conn.path().filter(|p| !p.is_empty()) else {
+            return;
+        };
+        let wal = std::fs::metadata(format!("{path}-wal")).map_or(0, |m| m.len());
+        if wal < WORTH {
+            return;
+        }
+        let Ok(mut g) = self.checkpoint.lock() else {
+            return;
+        };
+        if g.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        if let Some(done) = g.take() {
+            let _ = done.join();
+        }
+        let path = path.to_string();
+        *g = Some(std::thread::spawn(move || {
+            // a failed checkpoint is redone by the next one (or at close)
+            if let Ok(c) = Connection::open(&path) {
+                let _ = c.busy_timeout(std::time::Duration::from_secs(30));
+                let _ = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            }
+        }));
+    }
+
+    /// Waits for the checkpoint [`Store::checkpoint_behind`] started, if any.
+    pub fn wait_checkpoint(&self) {
+        let h = self.checkpoint.lock().ok().and_then(|mut g| g.take());
+        if let Some(h) = h {
+            let _ = h.join();
+        }
     }
 
     fn migrate(&mut self) -> Result<()> {
@@ -587,6 +640,17 @@ fn add_row(
         _ => {}
     }
     Ok(())
+}
+
+impl Drop for Store {
+    /// Finishes the checkpoint in flight, then copies what later commits
+    /// left in the WAL, so the next command starts from a short WAL.
+    fn drop(&mut self) {
+        self.wait_checkpoint();
+        let _ = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+    }
 }
 
 fn source_name(s: edge::record::Source) -> &'static str {
