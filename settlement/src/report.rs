@@ -108,86 +108,144 @@ const TOP_ENTRIES: usize = 12;
 fn scan_ledger(
     store: &Store,
     p: Period,
-    csv: Option<&mut dyn std::io::Write>,
+    csv: Option<&mut (dyn std::io::Write + Send)>,
 ) -> Result<LedgerSums> {
-    let err = |e: csv::Error| Error::data(format!("writing ledger.csv: {e}"));
-    let mut cw = match csv {
-        Some(w) => {
-            let mut cw = csv::WriterBuilder::new()
-                .terminator(csv::Terminator::Any(b'\n'))
-                .from_writer(w);
-            cw.write_record(LEDGER_COLUMNS).map_err(err)?;
-            Some(cw)
-        }
-        None => None,
-    };
     let mut st = store.conn.prepare(
         "SELECT id, partner, program, kind, amount, currency, rule, sources, event_day, reason, adjusts, calc
          FROM ledger WHERE pos >= ?1 AND pos < ?2 ORDER BY pos",
     )?;
-    let mut rows = st.query([pos_base(p), pos_base(p.next())])?;
     let ps = p.to_string();
-    let mut sums = LedgerSums::default();
-    while let Some(r) = rows.next()? {
-        let t = |i: usize| -> Result<&[u8]> { Ok(r.get_ref(i)?.as_bytes()?) };
-        let s = |i: usize| -> Result<&str> { Ok(r.get_ref(i)?.as_str()?) };
-        sums.count += 1;
-        let kind = s(3)?;
-        match kind {
-            "payout" => sums.payouts.push(vec![
-                ps.clone(),
-                s(1)?.to_string(),
-                s(5)?.to_string(),
-                s(4)?.trim_start_matches('-').to_string(),
-                s(9)?.to_string(),
-            ]),
-            "rejected" | "capped" => {
-                let k = format!("{kind}: {}", s(9)?);
-                *sums.reasons.entry(k).or_default() += 1;
+    std::thread::scope(|sc| -> Result<LedgerSums> {
+        // this thread reads SQLite and sums; a second one writes the CSV
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Fields>(4);
+        let (back_tx, back_rx) = std::sync::mpsc::channel::<Fields>();
+        let writer = csv.map(|w| {
+            sc.spawn(move || -> Result<()> {
+                let err = |e: csv::Error| Error::data(format!("writing ledger.csv: {e}"));
+                let mut cw = csv::WriterBuilder::new()
+                    .terminator(csv::Terminator::Any(b'\n'))
+                    .from_writer(w);
+                cw.write_record(LEDGER_COLUMNS).map_err(err)?;
+                for batch in rx {
+                    for r in 0..batch.rows() {
+                        cw.write_record(batch.row(r)).map_err(err)?;
+                    }
+                    let _ = back_tx.send(batch);
+                }
+                cw.flush()
+                    .map_err(|e| Error::data(format!("writing ledger.csv: {e}")))
+            })
+        });
+        let mut rows = st.query([pos_base(p), pos_base(p.next())])?;
+        let mut sums = LedgerSums::default();
+        let mut batch = Fields::default();
+        let mut stopped = false;
+        while let Some(r) = rows.next()? {
+            let t = |i: usize| -> Result<&[u8]> { Ok(r.get_ref(i)?.as_bytes()?) };
+            let s = |i: usize| -> Result<&str> { Ok(r.get_ref(i)?.as_str()?) };
+            sums.count += 1;
+            let kind = s(3)?;
+            match kind {
+                "payout" => sums.payouts.push(vec![
+                    ps.clone(),
+                    s(1)?.to_string(),
+                    s(5)?.to_string(),
+                    s(4)?.trim_start_matches('-').to_string(),
+                    s(9)?.to_string(),
+                ]),
+                "rejected" | "capped" => {
+                    let k = format!("{kind}: {}", s(9)?);
+                    *sums.reasons.entry(k).or_default() += 1;
+                }
+                _ => {
+                    let a = dec(s(4)?).abs();
+                    let id = s(0)?;
+                    let full = sums.top.len() == TOP_ENTRIES;
+                    let beats =
+                        |(b, e): &(Decimal, Vec<String>)| a > *b || (a == *b && id < e[0].as_str());
+                    if !full || sums.top.last().is_some_and(beats) {
+                        let row = [0, 1, 2, 3, 4, 5, 6]
+                            .iter()
+                            .map(|&i| s(i).map(str::to_string))
+                            .collect::<Result<Vec<String>>>()?;
+                        let at = sums.top.partition_point(|x| !beats(x));
+                        sums.top.insert(at, (a, row));
+                        sums.top.truncate(TOP_ENTRIES);
+                    }
+                }
             }
-            _ => {
-                let a = dec(s(4)?).abs();
-                let id = s(0)?;
-                let full = sums.top.len() == TOP_ENTRIES;
-                let beats =
-                    |(b, e): &(Decimal, Vec<String>)| a > *b || (a == *b && id < e[0].as_str());
-                if !full || sums.top.last().is_some_and(beats) {
-                    let row = [0, 1, 2, 3, 4, 5, 6]
-                        .iter()
-                        .map(|&i| s(i).map(str::to_string))
-                        .collect::<Result<Vec<String>>>()?;
-                    let at = sums.top.partition_point(|x| !beats(x));
-                    sums.top.insert(at, (a, row));
-                    sums.top.truncate(TOP_ENTRIES);
+            if writer.is_some() && !stopped {
+                let day = crate::period::date_of_day(r.get(8)?);
+                for f in [
+                    t(0)?,
+                    ps.as_bytes(),
+                    t(1)?,
+                    t(2)?,
+                    t(3)?,
+                    t(4)?,
+                    t(5)?,
+                    t(6)?,
+                    t(7)?,
+                    day.as_bytes(),
+                    t(9)?,
+                    t(10)?,
+                    t(11)?,
+                ] {
+                    batch.push(f);
+                }
+                if batch.rows() == 2048 {
+                    let fresh = back_rx.try_recv().map(Fields::cleared).unwrap_or_default();
+                    // a writer that stopped says why when joined
+                    stopped = tx.send(std::mem::replace(&mut batch, fresh)).is_err();
                 }
             }
         }
-        if let Some(cw) = cw.as_mut() {
-            let day = crate::period::date_of_day(r.get(8)?);
-            let fields: [&[u8]; 13] = [
-                t(0)?,
-                ps.as_bytes(),
-                t(1)?,
-                t(2)?,
-                t(3)?,
-                t(4)?,
-                t(5)?,
-                t(6)?,
-                t(7)?,
-                day.as_bytes(),
-                t(9)?,
-                t(10)?,
-                t(11)?,
-            ];
-            cw.write_record(fields).map_err(err)?;
+        if batch.rows() > 0 && !stopped {
+            let _ = tx.send(batch);
         }
+        drop(tx);
+        if let Some(w) = writer {
+            match w.join() {
+                Ok(r) => r?,
+                Err(e) => std::panic::resume_unwind(e),
+            }
+        }
+        sums.payouts.sort();
+        Ok(sums)
+    })
+}
+
+/// Ledger rows as CSV fields, copied out of SQLite for the writer thread.
+#[derive(Default)]
+struct Fields {
+    buf: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+const LEDGER_FIELDS: usize = 13;
+
+impl Fields {
+    fn cleared(mut self) -> Fields {
+        self.buf.clear();
+        self.ends.clear();
+        self
     }
-    if let Some(mut cw) = cw {
-        cw.flush()
-            .map_err(|e| Error::data(format!("writing ledger.csv: {e}")))?;
+
+    fn push(&mut self, f: &[u8]) {
+        self.buf.extend_from_slice(f);
+        self.ends.push(self.buf.len());
     }
-    sums.payouts.sort();
-    Ok(sums)
+
+    fn rows(&self) -> usize {
+        self.ends.len() / LEDGER_FIELDS
+    }
+
+    fn row(&self, r: usize) -> impl Iterator<Item = &[u8]> + '_ {
+        (r * LEDGER_FIELDS..(r + 1) * LEDGER_FIELDS).map(move |k| {
+            let start = if k == 0 { 0 } else { self.ends[k - 1] };
+            &self.buf[start..self.ends[k]]
+        })
+    }
 }
 
 fn load_with(store: &Store, p: Period, sums: LedgerSums) -> Result<PeriodData> {

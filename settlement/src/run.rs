@@ -495,6 +495,14 @@ fn id_bytes(id: &str) -> [u8; 10] {
 }
 
 impl Plan<'_> {
+    fn event_day(&self, it: Item) -> i64 {
+        if it.is_own() {
+            self.own[it.index()].event_day
+        } else {
+            self.words.out.entries[it.index()].event_day
+        }
+    }
+
     fn view(&self, it: Item) -> statement::View<'_> {
         if it.is_own() {
             let e = &self.own[it.index()];
@@ -589,9 +597,15 @@ fn sort_items(plan: &Plan, mut items: Vec<Item>) -> Vec<Item> {
         .unwrap_or(items.len());
     debug_assert!(items[split..].iter().all(|it| it.is_own()));
     items[split..].sort_by(|a, b| plan.sort_key(*a).cmp(&plan.sort_key(*b)));
-    // then a stable sort by date keeps that order within a date
-    items.sort_by_key(|it| plan.view(*it).event_day);
-    items
+    // then by date, keeping that order within a date: sorted as (date,
+    // position) integers, without looking an entry up per comparison
+    let mut keyed: Vec<(i64, u32)> = items
+        .iter()
+        .enumerate()
+        .map(|(k, it)| (plan.event_day(*it), k as u32))
+        .collect();
+    keyed.sort_unstable();
+    keyed.into_iter().map(|(_, k)| items[k as usize]).collect()
 }
 
 /// Programs whose invoices name transaction ids.
