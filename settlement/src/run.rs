@@ -424,10 +424,14 @@ impl Drop for Phase {
         if let Some((t, n)) = self.0 {
             let rss = std::fs::read_to_string("/proc/self/status")
                 .ok()
-                .and_then(|s| {
-                    s.lines()
-                        .find(|l| l.starts_with("VmRSS:"))
-                        .map(|l| l[6..].trim().to_string())
+                .map(|s| {
+                    let v = |k: &str| {
+                        s.lines()
+                            .find(|l| l.starts_with(k))
+                            .map(|l| l[k.len()..].trim().to_string())
+                            .unwrap_or_default()
+                    };
+                    format!("{}, peak {}", v("VmRSS:"), v("VmHWM:"))
                 })
                 .unwrap_or_default();
             eprintln!(
@@ -599,13 +603,20 @@ fn sort_items(plan: &Plan, mut items: Vec<Item>) -> Vec<Item> {
     items[split..].sort_by(|a, b| plan.sort_key(*a).cmp(&plan.sort_key(*b)));
     // then by date, keeping that order within a date: sorted as (date,
     // position) integers, without looking an entry up per comparison
-    let mut keyed: Vec<(i64, u32)> = items
+    // (days since 1970 fit 32 bits for six million years either way)
+    let mut keyed: Vec<(i32, u32)> = items
         .iter()
         .enumerate()
-        .map(|(k, it)| (plan.event_day(*it), k as u32))
+        .map(|(k, it)| {
+            let d = plan.event_day(*it);
+            (
+                i32::try_from(d).unwrap_or(if d < 0 { i32::MIN } else { i32::MAX }),
+                k as u32,
+            )
+        })
         .collect();
     keyed.sort_unstable();
-    keyed.into_iter().map(|(_, k)| items[k as usize]).collect()
+    keyed.iter().map(|&(_, k)| items[k as usize]).collect()
 }
 
 /// Programs whose invoices name transaction ids.
