@@ -599,16 +599,43 @@ pub fn compute_with(eng: &Engine, opts: &Options, pre: &Pre) -> Result<Output> {
     let next = std::sync::atomic::AtomicUsize::new(0);
     drop(ph);
     let ph = crate::run::Phase::start("engine: parts");
-    std::thread::scope(|sc| {
-        for _ in 0..threads {
-            sc.spawn(|| loop {
-                let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(&i) = queue.get(k) else { break };
-                let r = compute_part(eng, opts, pre, i as u16, &buckets[i]);
-                *parts[i].lock().expect("part lock") = Some(r);
-            });
+    {
+        // finished facts hold each program's conversions in one run: its
+        // part writes their attribution in place, in its own slice
+        let mut ranges: Vec<(u32, u32, usize)> = buckets
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| Some((*b.first()?, *b.last()? + 1, i)))
+            .collect();
+        ranges.sort_unstable();
+        type Slot<'a> = std::sync::Mutex<Option<(&'a mut [(u32, Method)], u32)>>;
+        let mut slots: Vec<Slot> = (0..n).map(|_| std::sync::Mutex::new(None)).collect();
+        if ranges.windows(2).all(|w| w[0].1 <= w[1].0) {
+            let mut rest: &mut [(u32, Method)] = &mut out.attribution;
+            let mut at = 0u32;
+            for (lo, hi, i) in ranges {
+                let (_, tail) = std::mem::take(&mut rest).split_at_mut((lo - at) as usize);
+                let (mine, tail) = tail.split_at_mut((hi - lo) as usize);
+                rest = tail;
+                at = hi;
+                slots[i] = std::sync::Mutex::new(Some((mine, lo)));
+            }
         }
-    });
+        std::thread::scope(|sc| {
+            for _ in 0..threads {
+                sc.spawn(|| loop {
+                    let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(&i) = queue.get(k) else { break };
+                    let attr = Attr {
+                        slice: slots[i].lock().expect("slot lock").take(),
+                        list: Vec::new(),
+                    };
+                    let r = compute_part(eng, opts, pre, i as u16, &buckets[i], attr);
+                    *parts[i].lock().expect("part lock") = Some(r);
+                });
+            }
+        });
+    }
     drop(buckets);
     drop(ph);
     let _ph = crate::run::Phase::start("engine: merge");
@@ -646,11 +673,38 @@ pub fn compute_with(eng: &Engine, opts: &Options, pre: &Pre) -> Result<Output> {
 /// One program's share of the output.
 struct Part {
     out: Output,
-    /// `(conversion, partner, method)`
+    /// `(conversion, partner, method)` not written in place
     attr: Vec<(u32, u32, Method)>,
 }
 
-fn compute_part(eng: &Engine, opts: &Options, pre: &Pre, pi: u16, convs: &[u32]) -> Result<Part> {
+/// Where a part puts the attribution of its conversions: in place, in its
+/// slice of [`Output::attribution`] (from conversion `.1` on), else in a
+/// list joined afterwards.
+struct Attr<'a> {
+    slice: Option<(&'a mut [(u32, Method)], u32)>,
+    list: Vec<(u32, u32, Method)>,
+}
+
+impl Attr<'_> {
+    fn push(&mut self, (ci, partner, method): (u32, u32, Method)) {
+        if let Some((s, lo)) = &mut self.slice {
+            if let Some(x) = ci.checked_sub(*lo).and_then(|k| s.get_mut(k as usize)) {
+                *x = (partner, method);
+                return;
+            }
+        }
+        self.list.push((ci, partner, method));
+    }
+}
+
+fn compute_part(
+    eng: &Engine,
+    opts: &Options,
+    pre: &Pre,
+    pi: u16,
+    convs: &[u32],
+    mut attr: Attr,
+) -> Result<Part> {
     let f = eng.facts;
     let cfg = eng.cfg;
     let prog_sym = f
@@ -658,7 +712,6 @@ fn compute_part(eng: &Engine, opts: &Options, pre: &Pre, pi: u16, convs: &[u32])
         .get(&cfg.programs[usize::from(pi)].id)
         .unwrap_or(NONE);
     let mut out = Output::default();
-    let mut attr: Vec<(u32, u32, Method)> = Vec::new();
     let visible = |ts: i64, arrival: i64| ts < opts.until_ms && arrival <= opts.max_arrival;
 
     // conversions in (ts, id) order (the fraud rules may have sorted them)
@@ -1345,7 +1398,10 @@ fn compute_part(eng: &Engine, opts: &Options, pre: &Pre, pi: u16, convs: &[u32])
             }
         }
     }
-    Ok(Part { out, attr })
+    Ok(Part {
+        out,
+        attr: attr.list,
+    })
 }
 
 /// Books a commission (rounded once) and the overrides of its ancestors.
@@ -1503,5 +1559,34 @@ mod tests {
         let all: Vec<u32> = e.iter().map(|x| x.partner).collect();
         assert_eq!(all, (0..8).collect::<Vec<u32>>());
         assert_eq!((&e).into_iter().count(), 8);
+    }
+
+    /// A part writes attribution in place inside its slice and lists what
+    /// falls outside it (or everything, without a slice).
+    #[test]
+    fn attribution_in_place_or_listed() {
+        let mut all = vec![(NONE, Method::None); 10];
+        {
+            let (_, tail) = all.split_at_mut(4);
+            let (mine, _) = tail.split_at_mut(3);
+            let mut a = Attr {
+                slice: Some((mine, 4)),
+                list: Vec::new(),
+            };
+            a.push((4, 1, Method::Click));
+            a.push((6, 2, Method::Coupon));
+            a.push((7, 3, Method::Click));
+            a.push((3, 4, Method::Click));
+            assert_eq!(a.list, vec![(7, 3, Method::Click), (3, 4, Method::Click)]);
+        }
+        assert_eq!(all[4], (1, Method::Click));
+        assert_eq!(all[6], (2, Method::Coupon));
+        assert_eq!(all[5], (NONE, Method::None));
+        let mut b = Attr {
+            slice: None,
+            list: Vec::new(),
+        };
+        b.push((0, 9, Method::Lifetime));
+        assert_eq!(b.list, vec![(0, 9, Method::Lifetime)]);
     }
 }
