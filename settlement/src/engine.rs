@@ -1565,7 +1565,7 @@ mod tests {
     /// falls outside it (or everything, without a slice).
     #[test]
     fn attribution_in_place_or_listed() {
-        let mut all = vec![(NONE, Method::None); 10];
+        let mut all = [(NONE, Method::None); 10];
         {
             let (_, tail) = all.split_at_mut(4);
             let (mine, _) = tail.split_at_mut(3);
