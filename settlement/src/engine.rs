@@ -800,6 +800,10 @@ fn compute_part(
 
     for (k, &ci) in order.iter().enumerate() {
         f.prefetch_ahead(&order, k);
+        // a customer's state is a random access among millions: ask early
+        if let Some(cu) = slot_of.get(k + 8).and_then(|&s| custs.get(s as usize)) {
+            crate::facts::prefetch(cu);
+        }
         let c = &f.convs[ci as usize];
         let day = c.ts.div_euclid(DAY_MS);
         if day != cur_day {

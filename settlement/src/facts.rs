@@ -10,6 +10,22 @@ use rustc_hash::{FxHashMap, FxHashSet};
 /// No symbol.
 pub const NONE: u32 = u32::MAX;
 
+/// Asks for the cache line of `x` ahead of its use (a hint; nothing else
+/// happens).
+#[inline(always)]
+pub fn prefetch<T>(x: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: a prefetch is only a hint: it never faults and reads
+        // nothing into the program; the address is a live reference's; SSE,
+        // the feature it needs, is part of every x86_64 target.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>((x as *const T).cast::<i8>()) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = x;
+}
+
 /// Strings stored once, in an arena, found again through a table of their
 /// indices.
 #[derive(Default, Clone)]

@@ -181,6 +181,9 @@ fn main() {
     .unwrap_or_else(|e| die(&e.to_string()));
     let mut t_engine = te.elapsed().as_secs_f64();
     let mut c_engine = cpu_seconds() - ce;
+    let entries = o.entries.len();
+    // one output at a time
+    drop(o);
     // the best of three runs (one figure swings with whatever else the
     // machine does); BENCH_ENGINE_REPEAT=n: of n + 1
     let repeat: usize = std::env::var("BENCH_ENGINE_REPEAT")
@@ -203,8 +206,7 @@ fn main() {
         drop(o2);
     }
     let engine_eps = a.events as f64 / t_engine;
-    eprintln!("engine: {} entries", o.entries.len());
-    drop(o);
+    eprintln!("engine: {entries} entries");
     drop(eng);
     drop(facts);
 
