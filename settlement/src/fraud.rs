@@ -767,6 +767,14 @@ fn score_program(
     let mut shared: Vec<(u64, i64, u32, u32)> = Vec::new();
     for (k, &ci) in order.iter().enumerate() {
         f.prefetch_ahead(order, k);
+        // the click a conversion cites is read at random among millions
+        if let Some(kc) = order
+            .get(k + 8)
+            .and_then(|&cj| fr.conv_click.get(cj as usize))
+            .and_then(|&kx| fr.clicks.get(kx as usize))
+        {
+            crate::facts::prefetch(kc);
+        }
         let c = &f.convs[ci as usize];
         let day = c.ts.div_euclid(DAY_MS);
         if day != cur_day {
