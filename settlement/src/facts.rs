@@ -14,16 +14,39 @@ pub const NONE: u32 = u32::MAX;
 /// happens).
 #[inline(always)]
 pub fn prefetch<T>(x: &T) {
+    hint((x as *const T).cast::<i8>());
+}
+
+/// Asks for the cache line at `p`: the crate's one `unsafe`.
+#[inline(always)]
+fn hint(p: *const i8) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
         // SAFETY: a prefetch is only a hint: it never faults and reads
-        // nothing into the program; the address is a live reference's; SSE,
-        // the feature it needs, is part of every x86_64 target.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>((x as *const T).cast::<i8>()) }
+        // nothing into the program, whatever the address (the callers pass
+        // addresses in or at the end of live values); SSE, the feature it
+        // needs, is part of every x86_64 target.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p) }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = x;
+    let _ = p;
+}
+
+/// The distinct values of `it`, ascending, for the few there are (programs):
+/// a small set in place of sorting millions.
+fn distinct(it: impl Iterator<Item = u32>) -> Vec<u32> {
+    let mut seen: FxHashSet<u32> = FxHashSet::default();
+    let mut last = None;
+    for x in it {
+        if last != Some(x) {
+            last = Some(x);
+            seen.insert(x);
+        }
+    }
+    let mut v: Vec<u32> = seen.into_iter().collect();
+    v.sort_unstable();
+    v
 }
 
 /// Strings stored once, in an arena, found again through a table of their
@@ -404,24 +427,15 @@ impl Facts {
     #[inline(always)]
     pub fn prefetch_ahead(&self, order: &[u32], k: usize) {
         const AHEAD: usize = 8;
-        #[cfg(target_arch = "x86_64")]
         if let Some(c) = order
             .get(k + AHEAD)
             .and_then(|&i| self.convs.get(i as usize))
         {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            // both ends: a `Conv` may straddle two cache lines
             let p = (c as *const Conv).cast::<i8>();
-            // SAFETY: a prefetch is only a hint: it never faults and reads
-            // nothing into the program, whatever the address (here inside a
-            // live `Conv`); SSE, the feature it needs, is part of every
-            // x86_64 target.
-            unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(p);
-                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(std::mem::size_of::<Conv>() - 1));
-            }
+            hint(p);
+            hint(p.wrapping_add(std::mem::size_of::<Conv>() - 1));
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = (order, k);
     }
 
     /// [`Interner::intern`], first trying the symbol this slot last gave.
@@ -520,9 +534,7 @@ impl Facts {
         if n == 0 || fr.clicks.windows(2).all(|w| w[0].program <= w[1].program) {
             return;
         }
-        let mut progs: Vec<u32> = fr.clicks.iter().map(|c| c.program).collect();
-        progs.sort_unstable();
-        progs.dedup();
+        let progs = distinct(fr.clicks.iter().map(|c| c.program));
         let slot = |p: u32| progs.binary_search(&p).unwrap_or(0);
         let mut next = vec![0usize; progs.len() + 1];
         for c in &fr.clicks {
@@ -557,9 +569,7 @@ impl Facts {
         // new position -> old index: grouped by program (a counting sort,
         // stable), then each program's run in (ts, id) order, which load
         // order mostly is already
-        let mut progs: Vec<u32> = self.convs.iter().map(|c| c.program).collect();
-        progs.sort_unstable();
-        progs.dedup();
+        let progs = distinct(self.convs.iter().map(|c| c.program));
         let slot = |p: u32| progs.binary_search(&p).unwrap_or(0);
         let mut starts = vec![0usize; progs.len() + 1];
         let mut last = (NONE, 0usize);
