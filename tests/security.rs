@@ -1141,12 +1141,12 @@ fn signed_postback_replays() {
     assert_eq!(s, 200, "{later}");
     assert_eq!(later["status"], "duplicate");
     assert_eq!(later["id"], first["id"]);
-    // Outside the window, past and future, with a new txn: refused.
-    for (t, txn) in [
-        (now - 301, "RP-2"),
-        (now + 301, "RP-3"),
-        (now - 86_400, "RP-4"),
-    ] {
+    // Outside the window, past and future, with a new txn: refused. The
+    // clock is read again for each: seconds pass between requests on a busy
+    // machine, and the worker's clock only moves on (a future timestamp
+    // 301 s ahead of a clock read a second earlier is inside the window).
+    for (ahead, txn) in [(-301, "RP-2"), (330, "RP-3"), (-86_400, "RP-4")] {
+        let t = now_s() + ahead;
         let body = json!({"program": st.program, "event": "sale", "txn_id": txn,
                           "amount": "10.00", "currency": "USD"})
         .to_string();
