@@ -177,11 +177,12 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "OFF")?;
         conn.pragma_update(None, "temp_store", "MEMORY")?;
-        conn.pragma_update(None, "cache_size", -32_768i64)?; // 32 MiB
-                                                             // No checkpoint inside a commit: copying a large transaction's pages
-                                                             // from the WAL into the database file took as long as a tenth of a
-                                                             // run. The store checkpoints beside the next steps (after import and
-                                                             // run), and when it closes.
+        // 32 MiB
+        conn.pragma_update(None, "cache_size", -32_768i64)?;
+        // No checkpoint inside a commit: copying a large transaction's pages
+        // from the WAL into the database file took as long as a tenth of a
+        // run. The store checkpoints beside the next steps (after import and
+        // run), and when it closes.
         conn.pragma_update(None, "wal_autocheckpoint", 0i64)?;
         let mut s = Store {
             conn,
