@@ -3,13 +3,13 @@
 //! line (exit 2, with its line number) imports nothing from that file,
 //! unless `--skip-invalid` sets bad lines aside in a rejects file.
 
+use crate::batch::{self, Batch, Refill};
 use crate::config::valid_id;
 use crate::error::{Error, Result};
-use crate::store::{ImportCounts, Inserter, Store};
+use crate::store::{event_row, ImportCounts, Inserter, Store, EVENT_INTS, EVENT_TEXTS};
 use edge::record::{Kind, Record};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 
 /// Checks what the engine relies on; `Err` says what is wrong.
 pub fn validate(r: &Record) -> std::result::Result<(), String> {
@@ -111,13 +111,82 @@ pub fn parse_line(line: &str) -> std::result::Result<Record, String> {
     Ok(r)
 }
 
-enum Item {
-    Ok(Box<Record>),
+/// A line that is not an event row: a registry record, or a bad line.
+#[derive(Clone)]
+enum Other {
+    Registry(Box<Record>),
     Bad {
         line: usize,
         raw: String,
         error: String,
     },
+}
+
+/// Lines of a file as the parser thread hands them to the inserter: events
+/// as bound rows, the other lines beside them with the number of rows that
+/// came before each (the file's order).
+#[derive(Clone)]
+struct Chunk {
+    rows: Batch,
+    others: Vec<(usize, Other)>,
+    /// bytes of the file these lines took, for the progress bar
+    bytes: u64,
+}
+
+impl Refill for Chunk {
+    fn clear(&mut self) {
+        self.rows.clear();
+        self.others.clear();
+        self.bytes = 0;
+    }
+    fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.others.is_empty() && self.bytes == 0
+    }
+}
+
+impl Chunk {
+    fn lines(&self) -> usize {
+        self.rows.rows() + self.others.len()
+    }
+
+    /// Parses one line into the chunk.
+    fn add_line(&mut self, buf: &[u8], line_no: usize) {
+        let bad = |raw: String, error: String| Other::Bad {
+            line: line_no,
+            raw,
+            error,
+        };
+        // invalid UTF-8 is a bad line with its number, like any other
+        let text = match std::str::from_utf8(buf) {
+            Ok(t) => t,
+            Err(e) => {
+                let raw = String::from_utf8_lossy(buf)
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string();
+                let error = format!("invalid UTF-8 at byte {} of the line", e.valid_up_to() + 1);
+                self.others.push((self.rows.rows(), bad(raw, error)));
+                return;
+            }
+        };
+        let line = text.trim_end_matches(['\n', '\r']);
+        if line.trim().is_empty() {
+            return;
+        }
+        let at = self.rows.rows();
+        match parse_line(line) {
+            Ok(r) => match event_row(&r, &mut self.rows) {
+                Ok(true) => {}
+                Ok(false) => self.others.push((at, Other::Registry(Box::new(r)))),
+                Err(_) => {
+                    // drop the partial row; a line of over 2 GiB is refused
+                    self.rows.truncate(at);
+                    let error = "an event's fields are over 2 GiB".to_string();
+                    self.others.push((at, bad(String::new(), error)));
+                }
+            },
+            Err(error) => self.others.push((at, bad(line.to_string(), error))),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -135,7 +204,10 @@ pub struct ImportOptions {
     pub progress: bool,
 }
 
+/// Lines a chunk holds, and the text that makes one full sooner (lines may
+/// be long).
 const CHUNK: usize = 4096;
+const CHUNK_TEXT: usize = 64 << 20;
 
 /// Imports one file in one transaction.
 pub fn import_file(store: &mut Store, path: &Path, opts: &ImportOptions) -> Result<FileReport> {
@@ -144,17 +216,18 @@ pub fn import_file(store: &mut Store, path: &Path, opts: &ImportOptions) -> Resu
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let bar = progress_bar(opts.progress, size, &path.display().to_string());
 
-    // a reader thread parses while this one inserts
-    let (tx_items, rx_items) = mpsc::sync_channel::<(Vec<Item>, u64)>(4);
-    // chunks come back to the reader to be freed where they were allocated
-    // (a cross-thread free is slow in glibc's malloc)
-    let (tx_back, rx_back) = mpsc::channel::<Vec<Item>>();
+    // a reader thread parses lines into rows while this one inserts them
+    let empty = Chunk {
+        rows: Batch::new(EVENT_INTS, EVENT_TEXTS),
+        others: Vec::new(),
+        bytes: 0,
+    };
+    let (filler, chunks) = batch::channel(empty, 4);
     let reader = std::thread::spawn(move || -> std::io::Result<()> {
         let mut rd = BufReader::with_capacity(1 << 20, file);
         let mut buf = Vec::new();
         let mut line_no = 0usize;
-        let mut chunk = Vec::with_capacity(CHUNK);
-        let mut bytes = 0u64;
+        let mut chunk = filler.fresh();
         loop {
             buf.clear();
             let n = rd.read_until(b'\n', &mut buf)?;
@@ -162,48 +235,17 @@ pub fn import_file(store: &mut Store, path: &Path, opts: &ImportOptions) -> Resu
                 break;
             }
             line_no += 1;
-            bytes += n as u64;
-            // invalid UTF-8 is a bad line with its number, like any other
-            let item = match std::str::from_utf8(&buf) {
-                Ok(text) => {
-                    let line = text.trim_end_matches(['\n', '\r']);
-                    if line.trim().is_empty() {
-                        continue;
-                    }
-                    match parse_line(line) {
-                        Ok(r) => Item::Ok(Box::new(r)),
-                        Err(error) => Item::Bad {
-                            line: line_no,
-                            raw: line.to_string(),
-                            error,
-                        },
-                    }
+            chunk.bytes += n as u64;
+            chunk.add_line(&buf, line_no);
+            if chunk.lines() >= CHUNK || chunk.rows.text_len() >= CHUNK_TEXT {
+                match filler.send(chunk) {
+                    Some(next) => chunk = next,
+                    // the inserter stopped: its result says why
+                    None => return Ok(()),
                 }
-                Err(e) => Item::Bad {
-                    line: line_no,
-                    raw: String::from_utf8_lossy(&buf)
-                        .trim_end_matches(['\n', '\r'])
-                        .to_string(),
-                    error: format!("invalid UTF-8 at byte {} of the line", e.valid_up_to() + 1),
-                },
-            };
-            chunk.push(item);
-            if chunk.len() == CHUNK {
-                while let Ok(done) = rx_back.try_recv() {
-                    drop(done);
-                }
-                if tx_items.send((std::mem::take(&mut chunk), bytes)).is_err() {
-                    return Ok(());
-                }
-                bytes = 0;
             }
         }
-        let _ = tx_items.send((chunk, bytes));
-        drop(tx_items);
-        // free what the inserter hands back until it is done
-        for done in rx_back.iter() {
-            drop(done);
-        }
+        filler.finish(chunk);
         Ok(())
     });
 
@@ -218,40 +260,44 @@ pub fn import_file(store: &mut Store, path: &Path, opts: &ImportOptions) -> Resu
     let mut busy = std::time::Duration::ZERO;
     {
         let mut ins = Inserter::new(&tx)?;
-        'outer: for (items, bytes) in rx_items.iter() {
-            for it in &items {
-                match it {
-                    Item::Ok(r) => {
-                        let t = std::time::Instant::now();
-                        ins.insert(r, &mut report.counts)?;
-                        busy += t.elapsed();
-                    }
-                    Item::Bad { line, raw, error } => {
-                        if opts.skip_invalid {
-                            eprintln!("{}:{line}: skipped: {error}", path.display());
-                            rejects.push(raw.clone());
-                            report.rejected += 1;
-                        } else {
-                            failure = Some(Error::data(format!(
-                                "{}:{line}: {error}; nothing imported from this file (use --skip-invalid to set bad lines aside)",
-                                path.display()
-                            )));
-                            break 'outer;
+        'outer: while let Some(chunk) = chunks.next() {
+            let t = std::time::Instant::now();
+            let mut others = chunk.others.iter().peekable();
+            for r in 0..=chunk.rows.rows() {
+                while let Some((_, other)) = others.next_if(|(at, _)| *at == r) {
+                    match other {
+                        Other::Registry(rec) => ins.insert(rec, &mut report.counts)?,
+                        Other::Bad { line, raw, error } => {
+                            if opts.skip_invalid {
+                                eprintln!("{}:{line}: skipped: {error}", path.display());
+                                rejects.push(raw.clone());
+                                report.rejected += 1;
+                            } else {
+                                failure = Some(Error::data(format!(
+                                    "{}:{line}: {error}; nothing imported from this file (use --skip-invalid to set bad lines aside)",
+                                    path.display()
+                                )));
+                                break 'outer;
+                            }
                         }
                     }
                 }
+                if r < chunk.rows.rows() {
+                    ins.insert_row(&chunk.rows, r, &mut report.counts)?;
+                }
             }
+            busy += t.elapsed();
             if let Some(b) = &bar {
-                b.inc(bytes);
+                b.inc(chunk.bytes);
             }
-            let _ = tx_back.send(items);
+            chunks.give_back(chunk);
         }
         if failure.is_none() {
             ins.finish()?;
         }
     }
-    drop(tx_back);
-    drop(rx_items);
+    drop(chunks);
+
     let _w = crate::run::Phase::start("import reader join");
     if std::env::var_os("SETTLEMENT_TIMING").is_some() {
         eprintln!("timing: inserting: {:.3} s", busy.as_secs_f64());

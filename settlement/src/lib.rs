@@ -5,6 +5,7 @@
 //! The core ([`engine`], [`statement`], [`money`], [`config`]) is pure; the
 //! store, the export client and the CLI move bytes in and out.
 
+pub mod batch;
 pub mod config;
 pub mod emit;
 pub mod engine;

@@ -2,6 +2,7 @@
 //! ledger.csv and report.html for one period, each written to a temporary
 //! file and renamed into place.
 
+use crate::batch::{self, Batch};
 use crate::error::{Error, Result};
 use crate::period::Period;
 use crate::run::{INVOICE_COLUMNS, LEDGER_COLUMNS};
@@ -117,8 +118,7 @@ fn scan_ledger(
     let ps = p.to_string();
     std::thread::scope(|sc| -> Result<LedgerSums> {
         // this thread reads SQLite and sums; a second one writes the CSV
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Fields>(4);
-        let (back_tx, back_rx) = std::sync::mpsc::channel::<Fields>();
+        let (filler, reader) = batch::channel(Batch::new(0, LEDGER_FIELDS), 4);
         let writer = csv.map(|w| {
             sc.spawn(move || -> Result<()> {
                 let err = |e: csv::Error| Error::data(format!("writing ledger.csv: {e}"));
@@ -126,11 +126,11 @@ fn scan_ledger(
                     .terminator(csv::Terminator::Any(b'\n'))
                     .from_writer(w);
                 cw.write_record(LEDGER_COLUMNS).map_err(err)?;
-                for batch in rx {
+                while let Some(batch) = reader.next() {
                     for r in 0..batch.rows() {
-                        cw.write_record(batch.row(r)).map_err(err)?;
+                        cw.write_record(batch.texts(r)).map_err(err)?;
                     }
-                    let _ = back_tx.send(batch);
+                    reader.give_back(batch);
                 }
                 cw.flush()
                     .map_err(|e| Error::data(format!("writing ledger.csv: {e}")))
@@ -138,10 +138,8 @@ fn scan_ledger(
         });
         let mut rows = st.query([pos_base(p), pos_base(p.next())])?;
         let mut sums = LedgerSums::default();
-        let mut batch = Fields::default();
-        let mut stopped = false;
+        let mut batch = Some(filler.fresh());
         while let Some(r) = rows.next()? {
-            let t = |i: usize| -> Result<&[u8]> { Ok(r.get_ref(i)?.as_bytes()?) };
             let s = |i: usize| -> Result<&str> { Ok(r.get_ref(i)?.as_str()?) };
             sums.count += 1;
             let kind = s(3)?;
@@ -174,36 +172,37 @@ fn scan_ledger(
                     }
                 }
             }
-            if writer.is_some() && !stopped {
+            // a writer that stopped says why when joined
+            if let Some(b) = batch.as_mut().filter(|_| writer.is_some()) {
                 let day = crate::period::date_of_day(r.get(8)?);
                 for f in [
-                    t(0)?,
-                    ps.as_bytes(),
-                    t(1)?,
-                    t(2)?,
-                    t(3)?,
-                    t(4)?,
-                    t(5)?,
-                    t(6)?,
-                    t(7)?,
-                    day.as_bytes(),
-                    t(9)?,
-                    t(10)?,
-                    t(11)?,
+                    s(0)?,
+                    ps.as_str(),
+                    s(1)?,
+                    s(2)?,
+                    s(3)?,
+                    s(4)?,
+                    s(5)?,
+                    s(6)?,
+                    s(7)?,
+                    day.as_str(),
+                    s(9)?,
+                    s(10)?,
+                    s(11)?,
                 ] {
-                    batch.push(f);
+                    b.push_text(Some(f))
+                        .map_err(|e| Error::data(format!("writing ledger.csv: {e}")))?;
                 }
-                if batch.rows() == 2048 {
-                    let fresh = back_rx.try_recv().map(Fields::cleared).unwrap_or_default();
-                    // a writer that stopped says why when joined
-                    stopped = tx.send(std::mem::replace(&mut batch, fresh)).is_err();
+                if b.rows() == 2048 {
+                    batch = batch.take().and_then(|b| filler.send(b));
                 }
             }
         }
-        if batch.rows() > 0 && !stopped {
-            let _ = tx.send(batch);
+        match batch {
+            // without a writer nobody reads: nothing to wait for
+            Some(b) if writer.is_some() => filler.finish(b),
+            _ => drop(filler),
         }
-        drop(tx);
         if let Some(w) = writer {
             match w.join() {
                 Ok(r) => r?,
@@ -215,38 +214,7 @@ fn scan_ledger(
     })
 }
 
-/// Ledger rows as CSV fields, copied out of SQLite for the writer thread.
-#[derive(Default)]
-struct Fields {
-    buf: Vec<u8>,
-    ends: Vec<usize>,
-}
-
 const LEDGER_FIELDS: usize = 13;
-
-impl Fields {
-    fn cleared(mut self) -> Fields {
-        self.buf.clear();
-        self.ends.clear();
-        self
-    }
-
-    fn push(&mut self, f: &[u8]) {
-        self.buf.extend_from_slice(f);
-        self.ends.push(self.buf.len());
-    }
-
-    fn rows(&self) -> usize {
-        self.ends.len() / LEDGER_FIELDS
-    }
-
-    fn row(&self, r: usize) -> impl Iterator<Item = &[u8]> + '_ {
-        (r * LEDGER_FIELDS..(r + 1) * LEDGER_FIELDS).map(move |k| {
-            let start = if k == 0 { 0 } else { self.ends[k - 1] };
-            &self.buf[start..self.ends[k]]
-        })
-    }
-}
 
 fn load_with(store: &Store, p: Period, sums: LedgerSums) -> Result<PeriodData> {
     let Some((state, _, _)) = store.period_state(p)? else {

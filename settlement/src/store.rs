@@ -2,6 +2,7 @@
 //! every write in a transaction, so a process killed at any instant leaves
 //! either the old state or the new one.
 
+use crate::batch::{self, Batch};
 use crate::error::{Error, Result};
 use crate::facts::{ClickIn, ConvIn, Facts};
 use crate::money::parse_decimal;
@@ -343,15 +344,18 @@ impl Store {
         let mut wanted: rustc_hash::FxHashMap<String, rustc_hash::FxHashSet<String>> =
             Default::default();
         {
+            // one scan for the sales a refund names and the bot clicks
             let mut st = self.conn.prepare(
-                "SELECT DISTINCT program, original_txn_id FROM events
-                 WHERE kind = 1 AND original_txn_id IS NOT NULL AND ts < ?1",
+                "SELECT kind, program, original_txn_id, COALESCE(click_id, id) FROM events
+                 WHERE ts < ?1 AND ((kind = 1 AND original_txn_id IS NOT NULL) OR (kind = 0 AND bot = 1))",
             )?;
             let mut rows = st.query([until_ms])?;
             while let Some(r) = rows.next()? {
-                if let (Some(p), Some(t)) = (
-                    r.get_ref(0)?.as_str_or_null()?,
+                if r.get::<_, i64>(0)? == KIND_CLICK {
+                    f.add_bot_click(r.get_ref(3)?.as_str()?);
+                } else if let (Some(p), Some(t)) = (
                     r.get_ref(1)?.as_str_or_null()?,
+                    r.get_ref(2)?.as_str_or_null()?,
                 ) {
                     wanted
                         .entry(p.to_string())
@@ -395,15 +399,6 @@ impl Store {
                 );
             }
         }
-        {
-            let mut st = self.conn.prepare(
-                "SELECT COALESCE(click_id, id) FROM events WHERE kind = 0 AND bot = 1 AND ts < ?1",
-            )?;
-            let mut rows = st.query([until_ms])?;
-            while let Some(r) = rows.next()? {
-                f.add_bot_click(r.get_ref(0)?.as_str()?);
-            }
-        }
         self.read_events(&mut f, until_ms, txn_programs, fraud_programs, &wanted)?;
         f.finish();
         Ok(f)
@@ -427,38 +422,33 @@ impl Store {
                     original_txn_id, lots, instrument, country, email_hash, status, visitor
              FROM events WHERE ts < ?1 AND (kind != 0 OR (?2 AND bot IS NOT 1))",
         )?;
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Rows>(4);
-        let (back_tx, back_rx) = std::sync::mpsc::channel::<Rows>();
+        let (filler, reader) = batch::channel(Batch::new(INTS, TEXTS), 4);
         std::thread::scope(|sc| -> Result<()> {
             let builder = sc.spawn(move || -> Result<()> {
-                for rows in rx {
-                    for r in 0..rows.len() {
+                while let Some(rows) = reader.next() {
+                    for r in 0..rows.rows() {
                         add_row(f, &rows, r, txn_programs, wanted)?;
                     }
-                    // handed back to be filled again (and freed where it was
-                    // allocated)
-                    let _ = back_tx.send(rows);
+                    reader.give_back(rows);
                 }
                 Ok(())
             });
             let mut q = st.query(params![until_ms, !fraud_programs.is_empty()])?;
-            let mut rows = Rows::default();
-            let mut sent = Ok(());
-            while let Some(r) = q.next()? {
-                rows.push(r)?;
-                if rows.len() == ROWS_PER_BATCH {
-                    let fresh = back_rx.try_recv().map(Rows::cleared).unwrap_or_default();
-                    if tx.send(std::mem::replace(&mut rows, fresh)).is_err() {
+            let mut rows = filler.fresh();
+            loop {
+                let Some(r) = q.next()? else {
+                    filler.finish(rows);
+                    break;
+                };
+                push_row(&mut rows, r)?;
+                if rows.rows() == ROWS_PER_BATCH {
+                    match filler.send(rows) {
+                        Some(next) => rows = next,
                         // the builder stopped on an error: its result says which
-                        sent = Err(());
-                        break;
+                        None => break,
                     }
                 }
             }
-            if sent.is_ok() && rows.len() > 0 {
-                let _ = tx.send(rows);
-            }
-            drop(tx);
             match builder.join() {
                 Ok(r) => r,
                 Err(p) => std::panic::resume_unwind(p),
@@ -472,81 +462,23 @@ const ROWS_PER_BATCH: usize = 4096;
 const INTS: usize = 9;
 /// Text columns, after them.
 const TEXTS: usize = 17;
-/// An integer column's NULL in [`Rows`].
-const NULL_INT: i64 = i64::MIN;
-/// A text column's NULL in [`Rows`]: the top bit of its end offset.
-const NULL_TEXT: u32 = 1 << 31;
 
-/// Rows of the facts query copied out of SQLite: integers in one vector,
-/// texts in one buffer with their end offsets.
-#[derive(Default)]
-struct Rows {
-    ints: Vec<i64>,
-    text: String,
-    ends: Vec<u32>,
-}
-
-impl Rows {
-    fn cleared(mut self) -> Rows {
-        self.ints.clear();
-        self.text.clear();
-        self.ends.clear();
-        self
+/// Copies one row of the facts query out of SQLite.
+fn push_row(rows: &mut Batch, r: &rusqlite::Row) -> Result<()> {
+    for i in 0..INTS {
+        rows.push_int(r.get::<_, Option<i64>>(i)?);
     }
-
-    fn len(&self) -> usize {
-        self.ints.len() / INTS
+    for i in INTS..INTS + TEXTS {
+        rows.push_text(r.get_ref(i)?.as_str_or_null()?)
+            .map_err(|_| Error::data("an event's fields are over 2 GiB"))?;
     }
-
-    fn push(&mut self, r: &rusqlite::Row) -> Result<()> {
-        for i in 0..INTS {
-            self.ints
-                .push(r.get::<_, Option<i64>>(i)?.unwrap_or(NULL_INT));
-        }
-        for i in INTS..INTS + TEXTS {
-            match r.get_ref(i)?.as_str_or_null()? {
-                Some(t) => {
-                    self.text.push_str(t);
-                    let end = u32::try_from(self.text.len())
-                        .ok()
-                        .filter(|&e| e < NULL_TEXT)
-                        .ok_or_else(|| Error::data("an event's fields are over 2 GiB"))?;
-                    self.ends.push(end);
-                }
-                None => {
-                    let end = self.ends.last().map_or(0, |e| e & !NULL_TEXT);
-                    self.ends.push(end | NULL_TEXT);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Integer column `c` (0-based among the integers) of row `r`.
-    fn int(&self, r: usize, c: usize) -> Option<i64> {
-        Some(self.ints[r * INTS + c]).filter(|&v| v != NULL_INT)
-    }
-
-    /// Text column `c` (0-based among the texts) of row `r`.
-    fn text(&self, r: usize, c: usize) -> Option<&str> {
-        let k = r * TEXTS + c;
-        let end = self.ends[k];
-        if end & NULL_TEXT != 0 {
-            return None;
-        }
-        let start = if k == 0 {
-            0
-        } else {
-            self.ends[k - 1] & !NULL_TEXT
-        };
-        self.text.get(start as usize..end as usize)
-    }
+    Ok(())
 }
 
 /// One row of the facts query into the facts.
 fn add_row(
     f: &mut Facts,
-    rows: &Rows,
+    rows: &Batch,
     r: usize,
     txn_programs: &[&str],
     wanted: &rustc_hash::FxHashMap<String, rustc_hash::FxHashSet<String>>,
@@ -685,6 +617,212 @@ pub struct Inserter<'t> {
     click: rusqlite::CachedStatement<'t>,
     partner: rusqlite::CachedStatement<'t>,
     coupon: rusqlite::CachedStatement<'t>,
+    /// One event's row, for [`Inserter::insert`].
+    one: Batch,
+}
+
+/// An event as the row the inserter binds ([`event_row`]): integers first.
+pub const EVENT_INTS: usize = 11;
+pub const EVENT_TEXTS: usize = 19;
+// integer columns
+const E_KIND: usize = 0;
+/// 1 when the narrower click statement serves the event
+const E_NARROW: usize = 1;
+const E_SEQ: usize = 2;
+const E_TS: usize = 3;
+const E_CLICK_TS: usize = 4;
+const E_BOT: usize = 5;
+const E_APPROVED_AT: usize = 6;
+const E_EXPIRES_AT: usize = 7;
+const E_ASN: usize = 8;
+const E_DATACENTER: usize = 9;
+const E_HAS_REFERRER: usize = 10;
+// text columns
+const E_ID: usize = 0;
+const E_PROGRAM: usize = 1;
+const E_PARTNER: usize = 2;
+const E_LINK: usize = 3;
+const E_CLICK_ID: usize = 4;
+const E_EVENT: usize = 5;
+const E_TXN_ID: usize = 6;
+const E_AMOUNT: usize = 7;
+const E_CURRENCY: usize = 8;
+const E_CUSTOMER: usize = 9;
+const E_COUPON: usize = 10;
+const E_ORIGINAL_TXN_ID: usize = 11;
+const E_LOTS: usize = 12;
+const E_INSTRUMENT: usize = 13;
+const E_COUNTRY: usize = 14;
+const E_EMAIL_HASH: usize = 15;
+const E_STATUS: usize = 16;
+const E_SOURCE: usize = 17;
+const E_VISITOR: usize = 18;
+
+/// Which statement parameter each column binds: (column, parameter), for
+/// the events statement and the clicks one; the arrival is bound apart.
+const EV_INTS: [(usize, usize); 10] = [
+    (E_KIND, 2),
+    (E_SEQ, 3),
+    (E_TS, 4),
+    (E_CLICK_TS, 9),
+    (E_BOT, 19),
+    (E_APPROVED_AT, 23),
+    (E_EXPIRES_AT, 24),
+    (E_ASN, 28),
+    (E_DATACENTER, 29),
+    (E_HAS_REFERRER, 30),
+];
+const EV_TEXTS: [(usize, usize); 19] = [
+    (E_ID, 1),
+    (E_PROGRAM, 5),
+    (E_PARTNER, 6),
+    (E_LINK, 7),
+    (E_CLICK_ID, 8),
+    (E_EVENT, 10),
+    (E_TXN_ID, 11),
+    (E_AMOUNT, 12),
+    (E_CURRENCY, 13),
+    (E_CUSTOMER, 14),
+    (E_COUPON, 15),
+    (E_ORIGINAL_TXN_ID, 16),
+    (E_LOTS, 17),
+    (E_INSTRUMENT, 18),
+    (E_COUNTRY, 20),
+    (E_EMAIL_HASH, 21),
+    (E_STATUS, 22),
+    (E_SOURCE, 25),
+    (E_VISITOR, 27),
+];
+const EV_ARRIVAL: usize = 26;
+const EVENT_BINDING: Binding = Binding {
+    ints: &EV_INTS,
+    texts: &EV_TEXTS,
+    arrival: EV_ARRIVAL,
+};
+const CLICK_INTS: [(usize, usize); 6] = [
+    (E_SEQ, 2),
+    (E_TS, 3),
+    (E_BOT, 8),
+    (E_ASN, 13),
+    (E_DATACENTER, 14),
+    (E_HAS_REFERRER, 15),
+];
+const CLICK_TEXTS: [(usize, usize); 8] = [
+    (E_ID, 1),
+    (E_PROGRAM, 4),
+    (E_PARTNER, 5),
+    (E_LINK, 6),
+    (E_CLICK_ID, 7),
+    (E_SOURCE, 9),
+    (E_COUNTRY, 10),
+    (E_VISITOR, 12),
+];
+const CLICK_ARRIVAL: usize = 11;
+const CLICK_BINDING: Binding = Binding {
+    ints: &CLICK_INTS,
+    texts: &CLICK_TEXTS,
+    arrival: CLICK_ARRIVAL,
+};
+
+/// Which parameter of a statement each column of an event row binds:
+/// (column, parameter) pairs, and the arrival's parameter.
+struct Binding {
+    ints: &'static [(usize, usize)],
+    texts: &'static [(usize, usize)],
+    arrival: usize,
+}
+
+/// Appends an event record (a click, conversion, deal or MDF claim; not a
+/// registry line) to `b` as the row the inserter binds, its values in the
+/// form the store keeps them. Runs on the import's parser thread, so the
+/// inserter only binds. `false` for a registry record, which has no row.
+pub fn event_row(r: &Record, b: &mut Batch) -> std::result::Result<bool, batch::TooLarge> {
+    let Some(kind) = kind_code(r.kind) else {
+        return Ok(false);
+    };
+    let ms = |t: Option<edge::time::Timestamp>| t.map(|t| t.ms());
+    // clicks carry few fields: a narrower statement binds less
+    let narrow = kind == KIND_CLICK
+        && r.event.is_none()
+        && r.click_ts.is_none()
+        && r.txn_id.is_none()
+        && r.amount.is_none()
+        && r.currency.is_none()
+        && r.customer.is_none()
+        && r.coupon.is_none()
+        && r.original_txn_id.is_none()
+        && r.lots.is_none()
+        && r.instrument.is_none()
+        && r.email_hash.is_none()
+        && r.status.is_none()
+        && r.approved_at.is_none()
+        && r.expires_at.is_none();
+    for v in [
+        Some(kind),
+        Some(i64::from(narrow)),
+        r.seq.map(|s| s as i64),
+        ms(r.ts),
+        ms(r.click_ts),
+        r.bot.map(i64::from),
+        ms(r.approved_at),
+        ms(r.expires_at),
+        r.asn.map(i64::from),
+        r.datacenter.map(i64::from),
+        r.has_referrer.map(i64::from),
+    ] {
+        b.push_int(v);
+    }
+    let dec = |d: Option<rust_decimal::Decimal>| d.map(|d| d.to_string());
+    let (amount, lots) = (dec(r.amount), dec(r.lots));
+    for v in [
+        r.id.as_deref(),
+        r.program.as_deref(),
+        r.partner.as_deref(),
+        r.link.as_deref(),
+        r.click_id.as_deref(),
+        r.event.as_deref(),
+        r.txn_id.as_deref(),
+        amount.as_deref(),
+        r.currency.map(|c| c.code()),
+        r.customer.as_deref(),
+        r.coupon.as_deref(),
+        r.original_txn_id.as_deref(),
+        lots.as_deref(),
+        r.instrument.as_deref(),
+        r.country.as_deref(),
+        r.email_hash.as_deref(),
+        r.status.as_deref(),
+        r.source.map(source_name),
+        r.visitor.as_deref(),
+    ] {
+        b.push_text(v)?;
+    }
+    Ok(true)
+}
+
+/// Binds row `r` of `b` to `st` as `how` says (the parameters it does not
+/// name are NULL) with `arrival`, and runs it: 1 when inserted, 0 when the
+/// id was known.
+fn bind_and_run(
+    st: &mut rusqlite::CachedStatement,
+    how: &Binding,
+    b: &Batch,
+    r: usize,
+    arrival: i64,
+) -> rusqlite::Result<usize> {
+    st.clear_bindings();
+    for &(c, p) in how.ints {
+        if let Some(v) = b.int(r, c) {
+            st.raw_bind_parameter(p, v)?;
+        }
+    }
+    for &(c, p) in how.texts {
+        if let Some(v) = b.text(r, c) {
+            st.raw_bind_parameter(p, v)?;
+        }
+    }
+    st.raw_bind_parameter(how.arrival, arrival)?;
+    st.raw_execute()
 }
 
 #[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
@@ -728,6 +866,7 @@ impl<'t> Inserter<'t> {
                    created_at = excluded.created_at, raw = excluded.raw
                  WHERE (COALESCE(excluded.created_at, -1), excluded.raw) > (COALESCE(coupons.created_at, -1), coupons.raw)",
             )?,
+            one: Batch::new(EVENT_INTS, EVENT_TEXTS),
         })
     }
 
@@ -747,89 +886,20 @@ impl<'t> Inserter<'t> {
     /// order does not matter.
     pub fn insert(&mut self, r: &Record, counts: &mut ImportCounts) -> Result<()> {
         let ms = |t: Option<edge::time::Timestamp>| t.map(|t| t.ms());
-        match kind_code(r.kind) {
-            // clicks carry few fields: a narrower statement binds less
-            Some(KIND_CLICK)
-                if r.event.is_none()
-                    && r.click_ts.is_none()
-                    && r.txn_id.is_none()
-                    && r.amount.is_none()
-                    && r.currency.is_none()
-                    && r.customer.is_none()
-                    && r.coupon.is_none()
-                    && r.original_txn_id.is_none()
-                    && r.lots.is_none()
-                    && r.instrument.is_none()
-                    && r.email_hash.is_none()
-                    && r.status.is_none()
-                    && r.approved_at.is_none()
-                    && r.expires_at.is_none() =>
-            {
-                let n = self.click.execute(params![
-                    r.id,
-                    r.seq.map(|s| s as i64),
-                    ms(r.ts),
-                    r.program,
-                    r.partner,
-                    r.link,
-                    r.click_id,
-                    r.bot.map(i64::from),
-                    r.source.map(source_name),
-                    r.country,
-                    self.next,
-                    r.visitor,
-                    r.asn,
-                    r.datacenter.map(i64::from),
-                    r.has_referrer.map(i64::from),
-                ])?;
-                if n == 1 {
-                    self.next += 1;
-                    counts.new += 1;
-                } else {
-                    counts.duplicate += 1;
-                }
-            }
-            Some(k) => {
-                let n = self.ev.execute(params![
-                    r.id,
-                    k,
-                    r.seq.map(|s| s as i64),
-                    ms(r.ts),
-                    r.program,
-                    r.partner,
-                    r.link,
-                    r.click_id,
-                    ms(r.click_ts),
-                    r.event,
-                    r.txn_id,
-                    r.amount.map(|a| a.to_string()),
-                    r.currency.map(|c| c.code()),
-                    r.customer,
-                    r.coupon,
-                    r.original_txn_id,
-                    r.lots.map(|a| a.to_string()),
-                    r.instrument,
-                    r.bot.map(i64::from),
-                    r.country,
-                    r.email_hash,
-                    r.status,
-                    ms(r.approved_at),
-                    ms(r.expires_at),
-                    r.source.map(source_name),
-                    self.next,
-                    r.visitor,
-                    r.asn,
-                    r.datacenter.map(i64::from),
-                    r.has_referrer.map(i64::from),
-                ])?;
-                if n == 1 {
-                    self.next += 1;
-                    counts.new += 1;
-                } else {
-                    counts.duplicate += 1;
-                }
-            }
-            None if r.kind == Kind::Partner => {
+        let mut one = std::mem::replace(&mut self.one, Batch::new(0, 0));
+        one.clear();
+        let row =
+            event_row(r, &mut one).map_err(|_| Error::data("an event's fields are over 2 GiB"));
+        let done = match row {
+            Ok(true) => self.insert_row(&one, 0, counts),
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
+        };
+        self.one = one;
+        done?;
+        match r.kind {
+            Kind::Click | Kind::Conversion | Kind::Deal | Kind::Mdf => {}
+            Kind::Partner => {
                 let hist: Option<String> = r.history.as_ref().map(|h| {
                     let v: Vec<(i64, &str)> =
                         h.iter().map(|c| (c.at.ms(), c.status.as_str())).collect();
@@ -851,7 +921,7 @@ impl<'t> Inserter<'t> {
                 ])?;
                 counts.registry += 1;
             }
-            None => {
+            Kind::Coupon => {
                 let raw = serde_json::to_string(r).expect("record serializes");
                 self.coupon.execute(params![
                     r.program,
@@ -864,5 +934,215 @@ impl<'t> Inserter<'t> {
             }
         }
         Ok(())
+    }
+
+    /// Inserts row `r` of `b`, an event as [`event_row`] made it; a known
+    /// id is a duplicate and changes nothing.
+    pub fn insert_row(&mut self, b: &Batch, r: usize, counts: &mut ImportCounts) -> Result<()> {
+        let n = if b.int(r, E_NARROW) == Some(1) {
+            bind_and_run(&mut self.click, &CLICK_BINDING, b, r, self.next)?
+        } else {
+            bind_and_run(&mut self.ev, &EVENT_BINDING, b, r, self.next)?
+        };
+        if n == 1 {
+            self.next += 1;
+            counts.new += 1;
+        } else {
+            counts.duplicate += 1;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::import::parse_line;
+
+    type Row = Vec<rusqlite::types::Value>;
+
+    fn stored(store: &Store, id: &str) -> Row {
+        store
+            .conn
+            .query_row(
+                "SELECT id, kind, seq, ts, program, partner, link, click_id, click_ts, event, txn_id,
+                   amount, currency, customer, coupon, original_txn_id, lots, instrument, bot, country,
+                   email_hash, status, approved_at, expires_at, source, arrival, visitor, asn,
+                   datacenter, has_referrer
+                 FROM events WHERE id = ?1",
+                [id],
+                |r| (0..30).map(|i| r.get(i)).collect(),
+            )
+            .unwrap()
+    }
+
+    fn import(store: &mut Store, lines: &[&str]) -> ImportCounts {
+        let records: Vec<Record> = lines.iter().map(|l| parse_line(l).unwrap()).collect();
+        crate::import::import_records(store, &records).unwrap()
+    }
+
+    /// Every field of an event lands in its own column: a parameter bound to
+    /// the wrong place would swap two of them.
+    #[test]
+    fn every_field_lands_in_its_column() {
+        use rusqlite::types::Value::{Integer as I, Null, Text};
+        let t = |s: &str| Text(s.to_string());
+        let ms = |s: &str| I(edge::time::Timestamp::parse(s).unwrap().ms());
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+        let counts = import(
+            &mut store,
+            &[
+                r#"{"seq":5,"id":"c1","type":"click","ts":"2026-11-01T00:00:01.000Z","program":"p","partner":"pa","link":"l1","click_id":"k1","bot":true,"source":"pixel","country":"DE","visitor":"v1","asn":64500,"datacenter":false,"has_referrer":true}"#,
+                r#"{"seq":6,"id":"c2","type":"click","ts":"2026-11-01T00:00:02.000Z","program":"p","partner":"pa","click_id":"k2","click_ts":"2026-11-01T00:00:00.000Z"}"#,
+                r#"{"seq":7,"id":"e1","type":"conversion","ts":"2026-11-02T00:00:00.000Z","program":"p","partner":"pa","link":"l1","click_id":"k1","click_ts":"2026-11-01T00:00:01.000Z","event":"refund","txn_id":"t2","amount":"10.50","currency":"EUR","customer":"cu","coupon":"CP","original_txn_id":"t1","lots":"2.5","instrument":"EURUSD","bot":false,"country":"FR","email_hash":"eh","source":"stripe","visitor":"v2","asn":64501,"datacenter":true,"has_referrer":false}"#,
+                r#"{"id":"d1","type":"deal","ts":"2026-11-03T00:00:00.000Z","program":"p","partner":"pa","customer":"cu","status":"approved","approved_at":"2026-11-04T00:00:00.000Z","expires_at":"2026-12-04T00:00:00.000Z"}"#,
+                // a known id changes nothing
+                r#"{"seq":8,"id":"c1","type":"click","ts":"2026-11-05T00:00:00.000Z","program":"q"}"#,
+            ],
+        );
+        assert_eq!((counts.new, counts.duplicate), (4, 1));
+        assert_eq!(
+            stored(&store, "c1"),
+            vec![
+                t("c1"),
+                I(0),
+                I(5),
+                ms("2026-11-01T00:00:01.000Z"),
+                t("p"),
+                t("pa"),
+                t("l1"),
+                t("k1"),
+                Null,
+                Null,
+                Null,
+                Null,
+                Null,
+                Null,
+                Null,
+                Null,
+                Null,
+                Null,
+                I(1),
+                t("DE"),
+                Null,
+                Null,
+                Null,
+                Null,
+                t("pixel"),
+                I(1),
+                t("v1"),
+                I(64500),
+                I(0),
+                I(1),
+            ]
+        );
+        // a click with a click_ts takes the statement of every field
+        assert_eq!(
+            stored(&store, "c2"),
+            vec![
+                t("c2"),
+                I(0),
+                I(6),
+                ms("2026-11-01T00:00:02.000Z"),
+                t("p"),
+                t("pa"),
+                Null,
+                t("k2"),
+                ms("2026-11-01T00:00:00.000Z"),
+                Null,
+                Null,
+                Null,
+                Null,
+                Null,
+                Null,
+                Null,
+                Null,
+                Null,
+                Null,
+                Null,
+                Null,
+                Null,
+                Null,
+                Null,
+                Null,
+                I(2),
+                Null,
+                Null,
+                Null,
+                Null,
+            ]
+        );
+        assert_eq!(
+            stored(&store, "e1"),
+            vec![
+                t("e1"),
+                I(1),
+                I(7),
+                ms("2026-11-02T00:00:00.000Z"),
+                t("p"),
+                t("pa"),
+                t("l1"),
+                t("k1"),
+                ms("2026-11-01T00:00:01.000Z"),
+                t("refund"),
+                t("t2"),
+                t("10.50"),
+                t("EUR"),
+                t("cu"),
+                t("CP"),
+                t("t1"),
+                t("2.5"),
+                t("EURUSD"),
+                I(0),
+                t("FR"),
+                t("eh"),
+                Null,
+                Null,
+                Null,
+                t("stripe"),
+                I(3),
+                t("v2"),
+                I(64501),
+                I(1),
+                I(0),
+            ]
+        );
+        assert_eq!(
+            stored(&store, "d1"),
+            vec![
+                t("d1"),
+                I(2),
+                Null,
+                ms("2026-11-03T00:00:00.000Z"),
+                t("p"),
+                t("pa"),
+                Null,
+                Null,
+                Null,
+                Null,
+                Null,
+                Null,
+                Null,
+                t("cu"),
+                Null,
+                Null,
+                Null,
+                Null,
+                Null,
+                Null,
+                Null,
+                t("approved"),
+                ms("2026-11-04T00:00:00.000Z"),
+                ms("2026-12-04T00:00:00.000Z"),
+                Null,
+                I(4),
+                Null,
+                Null,
+                Null,
+                Null,
+            ]
+        );
+        assert_eq!(store.max_arrival().unwrap(), 4);
     }
 }
