@@ -1,6 +1,7 @@
 //! `settlement run` and `settlement close`: recompute a period's draft from
 //! all facts and replace it atomically; freeze it.
 
+use crate::batch::{self, Batch};
 use crate::config::{describe_step_base, Base, Config, Metric, Mode, StepBase};
 use crate::engine::{
     self, hash_parts, hex_id, Calc, Engine, Method, Options, Output, REntry, RInvoice,
@@ -1216,6 +1217,52 @@ fn check_open(store: &Store, p: Period) -> Result<()> {
 
 /// Replaces the period's draft in one transaction, fingerprinting it on
 /// the way; when the fingerprint is the stored one, rolls back instead.
+/// A ledger entry's columns as the draft's insert binds them: the event day,
+/// then the texts in [`LEDGER_TEXT_PARAMS`] order.
+const LEDGER_INTS: usize = 1;
+const LEDGER_TEXTS: usize = 11;
+/// The statement parameter of each text column.
+const LEDGER_TEXT_PARAMS: [usize; LEDGER_TEXTS] = [2, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14];
+
+fn ledger_columns(e: &Entry, rows: &mut Batch) -> std::result::Result<(), batch::TooLarge> {
+    rows.push_int(Some(e.event_day));
+    let amount = fmt_decimal(e.amount, e.currency);
+    let sources = e.sources.join(" ");
+    for v in [
+        e.id.as_str(),
+        &e.partner,
+        &e.program,
+        e.kind.as_str(),
+        &amount,
+        e.currency.code(),
+        &e.rule,
+        &sources,
+        &e.reason,
+        &e.calc,
+        &e.adjusts,
+    ] {
+        rows.push_text(Some(v))?;
+    }
+    Ok(())
+}
+
+/// Binds and inserts row `r` of `rows` at ledger position `pos`.
+fn insert_ledger_row(
+    st: &mut rusqlite::CachedStatement,
+    rows: &Batch,
+    r: usize,
+    pos: i64,
+    period: i64,
+) -> rusqlite::Result<usize> {
+    st.raw_bind_parameter(1, pos)?;
+    st.raw_bind_parameter(3, period)?;
+    st.raw_bind_parameter(11, rows.int(r, 0).unwrap_or(0))?;
+    for (c, &param) in LEDGER_TEXT_PARAMS.iter().enumerate() {
+        st.raw_bind_parameter(param, rows.text(r, c).unwrap_or(""))?;
+    }
+    st.raw_execute()
+}
+
 fn write_plan(
     store: &Store,
     plan: &Plan,
@@ -1236,66 +1283,47 @@ fn write_plan(
     for t in ["statements", "rules", "stats", "fraud"] {
         tx.execute(&format!("DELETE FROM {t} WHERE period = ?1"), [p.key()])?;
     }
-    // one thread puts entries into words and fingerprints them while this one
-    // inserts; chunks go back to be freed where they were allocated
+    // one thread puts entries into words, fingerprints them and formats
+    // their columns while this one binds and inserts them
     let mut h = std::thread::scope(|sc| -> Result<Sha256> {
-        let (tx_rows, rx_rows) = std::sync::mpsc::sync_channel::<Vec<Entry>>(4);
-        let (tx_back, rx_back) = std::sync::mpsc::channel::<Vec<Entry>>();
-        let producer = sc.spawn(move || {
+        let (filler, reader) = batch::channel(Batch::new(LEDGER_INTS, LEDGER_TEXTS), 4);
+        let producer = sc.spawn(move || -> std::result::Result<Sha256, batch::TooLarge> {
             let _p = Phase::start("entry words (producer)");
             let mut h = Sha256::new();
-            for chunk in plan.items.chunks(2048) {
-                while let Ok(done) = rx_back.try_recv() {
-                    drop(done);
-                }
-                let v: Vec<Entry> = chunk.iter().map(|it| plan.entry(*it)).collect();
-                for e in &v {
-                    hash_entry(&mut h, e);
-                }
-                if tx_rows.send(v).is_err() {
-                    break;
+            let mut rows = filler.fresh();
+            for it in &plan.items {
+                let e = plan.entry(*it);
+                hash_entry(&mut h, &e);
+                ledger_columns(&e, &mut rows)?;
+                if rows.rows() == 2048 {
+                    match filler.send(rows) {
+                        Some(next) => rows = next,
+                        // the inserter stopped: its result says why
+                        None => return Ok(h),
+                    }
                 }
             }
-            drop(tx_rows);
-            for done in rx_back.iter() {
-                drop(done);
-            }
-            h
+            filler.finish(rows);
+            Ok(h)
         });
         let mut st = tx.prepare_cached(
             "INSERT INTO ledger (pos, id, period, partner, program, kind, amount, currency, rule, sources,
                event_day, reason, calc, adjusts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         )?;
-        let mut i = 0i64;
+        let mut pos = base;
         let mut failed = None;
         let mut busy = std::time::Duration::ZERO;
-        for v in rx_rows.iter() {
+        while let Some(rows) = reader.next() {
             let t = std::time::Instant::now();
-            for e in &v {
-                let r = st.execute(params![
-                    base + i,
-                    e.id,
-                    p.key(),
-                    e.partner,
-                    e.program,
-                    e.kind.as_str(),
-                    fmt_decimal(e.amount, e.currency),
-                    e.currency.code(),
-                    e.rule,
-                    e.sources.join(" "),
-                    e.event_day,
-                    e.reason,
-                    e.calc,
-                    e.adjusts
-                ]);
-                if let Err(e) = r {
+            for r in 0..rows.rows() {
+                if let Err(e) = insert_ledger_row(&mut st, &rows, r, pos, p.key()) {
                     failed = Some(e);
                     break;
                 }
-                i += 1;
+                pos += 1;
             }
             busy += t.elapsed();
-            let _ = tx_back.send(v);
+            reader.give_back(rows);
             if failed.is_some() {
                 break;
             }
@@ -1303,12 +1331,15 @@ fn write_plan(
         if std::env::var_os("SETTLEMENT_TIMING").is_some() {
             eprintln!("timing: ledger inserts: {:.3} s", busy.as_secs_f64());
         }
-        drop(rx_rows);
-        drop(tx_back);
-        let h = producer.join().expect("entry producer");
-        match failed {
-            Some(e) => Err(e.into()),
-            None => Ok(h),
+        drop(reader);
+        let h = match producer.join() {
+            Ok(h) => h,
+            Err(e) => std::panic::resume_unwind(e),
+        };
+        match (failed, h) {
+            (Some(e), _) => Err(e.into()),
+            (None, Err(e)) => Err(Error::data(format!("writing the ledger: {e}"))),
+            (None, Ok(h)) => Ok(h),
         }
     })?;
     {
