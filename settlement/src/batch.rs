@@ -22,7 +22,9 @@ pub struct Batch {
     ints_per_row: usize,
     texts_per_row: usize,
     ints: Vec<i64>,
-    text: String,
+    /// Text fields as bytes: copied without a UTF-8 check, checked when read
+    /// as `&str` ([`Batch::text`]).
+    text: Vec<u8>,
     /// The end offset of each text field in `text`; NULL_TEXT marks a NULL.
     ends: Vec<u32>,
 }
@@ -44,7 +46,7 @@ impl Batch {
             ints_per_row,
             texts_per_row,
             ints: Vec::new(),
-            text: String::new(),
+            text: Vec::new(),
             ends: Vec::new(),
         }
     }
@@ -89,9 +91,15 @@ impl Batch {
 
     /// The next text of the row being filled, after its integers.
     pub fn push_text(&mut self, v: Option<&str>) -> Result<(), TooLarge> {
+        self.push_bytes(v.map(str::as_bytes))
+    }
+
+    /// [`Batch::push_text`] of bytes (SQLite's text, say, which is UTF-8
+    /// unless the file was written by something else).
+    pub fn push_bytes(&mut self, v: Option<&[u8]>) -> Result<(), TooLarge> {
         match v {
             Some(t) => {
-                self.text.push_str(t);
+                self.text.extend_from_slice(t);
                 let end = u32::try_from(self.text.len())
                     .ok()
                     .filter(|&e| e < NULL_TEXT)
@@ -114,8 +122,14 @@ impl Batch {
             .filter(|&v| v != NULL_INT)
     }
 
-    /// Text column `c` (0-based among the texts) of row `r`.
+    /// Text column `c` (0-based among the texts) of row `r`; `None` for a
+    /// NULL, and for bytes that are not UTF-8.
     pub fn text(&self, r: usize, c: usize) -> Option<&str> {
+        std::str::from_utf8(self.bytes(r, c)?).ok()
+    }
+
+    /// Text column `c` of row `r` as the bytes pushed.
+    pub fn bytes(&self, r: usize, c: usize) -> Option<&[u8]> {
         let k = r * self.texts_per_row + c;
         let end = *self.ends.get(k)?;
         if end & NULL_TEXT != 0 {
@@ -128,9 +142,9 @@ impl Batch {
         self.text.get(start as usize..end as usize)
     }
 
-    /// The texts of row `r`, a NULL as "".
-    pub fn texts(&self, r: usize) -> impl Iterator<Item = &str> + '_ {
-        (0..self.texts_per_row).map(move |c| self.text(r, c).unwrap_or(""))
+    /// The texts of row `r` as bytes, a NULL as empty.
+    pub fn row_bytes(&self, r: usize) -> impl Iterator<Item = &[u8]> + '_ {
+        (0..self.texts_per_row).map(move |c| self.bytes(r, c).unwrap_or_default())
     }
 }
 
@@ -243,9 +257,17 @@ mod tests {
         );
         assert_eq!(b.text(1, 1), None);
         assert_eq!(b.text(2, 2), Some("zé"));
-        assert_eq!(b.texts(1).collect::<Vec<_>>(), ["", "", "zé"]);
+        let row: Vec<&[u8]> = b.row_bytes(1).collect();
+        assert_eq!(row, [&b""[..], b"", "zé".as_bytes()]);
         // out of range is None, never a panic
         assert_eq!((b.int(3, 0), b.text(3, 0)), (None, None));
+        // bytes that are not UTF-8 are kept, and are no text
+        let mut raw = Batch::new(0, 1);
+        raw.push_bytes(Some(&[0xff, b'a'])).unwrap();
+        assert_eq!(
+            (raw.bytes(0, 0), raw.text(0, 0)),
+            (Some(&[0xff, b'a'][..]), None)
+        );
         // a row only partly pushed is dropped with the rows after `truncate`
         b.push_int(Some(9));
         b.push_int(Some(9));

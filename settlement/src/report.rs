@@ -128,7 +128,7 @@ fn scan_ledger(
                 cw.write_record(LEDGER_COLUMNS).map_err(err)?;
                 while let Some(batch) = reader.next() {
                     for r in 0..batch.rows() {
-                        cw.write_record(batch.texts(r)).map_err(err)?;
+                        cw.write_record(batch.row_bytes(r)).map_err(err)?;
                     }
                     reader.give_back(batch);
                 }
@@ -140,6 +140,7 @@ fn scan_ledger(
         let mut sums = LedgerSums::default();
         let mut batch = Some(filler.fresh());
         while let Some(r) = rows.next()? {
+            let t = |i: usize| -> Result<&[u8]> { Ok(r.get_ref(i)?.as_bytes()?) };
             let s = |i: usize| -> Result<&str> { Ok(r.get_ref(i)?.as_str()?) };
             sums.count += 1;
             let kind = s(3)?;
@@ -176,21 +177,21 @@ fn scan_ledger(
             if let Some(b) = batch.as_mut().filter(|_| writer.is_some()) {
                 let day = crate::period::date_of_day(r.get(8)?);
                 for f in [
-                    s(0)?,
-                    ps.as_str(),
-                    s(1)?,
-                    s(2)?,
-                    s(3)?,
-                    s(4)?,
-                    s(5)?,
-                    s(6)?,
-                    s(7)?,
-                    day.as_str(),
-                    s(9)?,
-                    s(10)?,
-                    s(11)?,
+                    t(0)?,
+                    ps.as_bytes(),
+                    t(1)?,
+                    t(2)?,
+                    t(3)?,
+                    t(4)?,
+                    t(5)?,
+                    t(6)?,
+                    t(7)?,
+                    day.as_bytes(),
+                    t(9)?,
+                    t(10)?,
+                    t(11)?,
                 ] {
-                    b.push_text(Some(f))
+                    b.push_bytes(Some(f))
                         .map_err(|e| Error::data(format!("writing ledger.csv: {e}")))?;
                 }
                 if b.rows() == 2048 {

@@ -1258,7 +1258,12 @@ fn insert_ledger_row(
     st.raw_bind_parameter(3, period)?;
     st.raw_bind_parameter(11, rows.int(r, 0).unwrap_or(0))?;
     for (c, &param) in LEDGER_TEXT_PARAMS.iter().enumerate() {
-        st.raw_bind_parameter(param, rows.text(r, c).unwrap_or(""))?;
+        // as TEXT: the producer pushed only strings
+        let v = rows.bytes(r, c).unwrap_or_default();
+        st.raw_bind_parameter(
+            param,
+            rusqlite::types::ToSqlOutput::Borrowed(rusqlite::types::ValueRef::Text(v)),
+        )?;
     }
     st.raw_execute()
 }

@@ -469,7 +469,7 @@ fn push_row(rows: &mut Batch, r: &rusqlite::Row) -> Result<()> {
         rows.push_int(r.get::<_, Option<i64>>(i)?);
     }
     for i in INTS..INTS + TEXTS {
-        rows.push_text(r.get_ref(i)?.as_str_or_null()?)
+        rows.push_bytes(r.get_ref(i)?.as_bytes_or_null()?)
             .map_err(|_| Error::data("an event's fields are over 2 GiB"))?;
     }
     Ok(())
@@ -488,7 +488,19 @@ fn add_row(
     // txn_id, amount, currency, customer, coupon, original_txn_id, lots,
     // instrument, country, email_hash, status, visitor
     let i = |c: usize| rows.int(r, c);
-    let s = |c: usize| rows.text(r, c);
+    // each text checked for UTF-8 once, here (the SQLite side copied bytes)
+    let mut texts: [Option<&str>; TEXTS] = [None; TEXTS];
+    for (c, t) in texts.iter_mut().enumerate() {
+        if let Some(b) = rows.bytes(r, c) {
+            *t = Some(std::str::from_utf8(b).map_err(|_| {
+                Error::data(format!(
+                    "event at arrival {}: a text field that is not UTF-8 in the store",
+                    i(0).unwrap_or(0)
+                ))
+            })?);
+        }
+    }
+    let s = |c: usize| texts[c];
     let arrival = i(0).unwrap_or(0);
     let kind = i(1).unwrap_or(-1);
     let ts = i(2).unwrap_or(0);
@@ -817,7 +829,9 @@ fn bind_and_run(
         }
     }
     for &(c, p) in how.texts {
-        if let Some(v) = b.text(r, c) {
+        if let Some(v) = b.bytes(r, c) {
+            // as TEXT: the parser pushed only strings
+            let v = rusqlite::types::ToSqlOutput::Borrowed(rusqlite::types::ValueRef::Text(v));
             st.raw_bind_parameter(p, v)?;
         }
     }
