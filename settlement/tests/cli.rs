@@ -38,16 +38,7 @@ fn bad_line_imports_nothing_from_the_file_and_exits_2() {
     assert!(err.contains("missing `ts`"), "{err}");
     let cfg = write(t.path(), "p.toml", PROGRAMS);
     ok(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
-    ok(
-        &db,
-        &[
-            "report",
-            "--period",
-            "2026-11",
-            "--out",
-            t.path().join("o").to_str().unwrap(),
-        ],
-    );
+    report(&db, "2026-11", &t.path().join("o"), &[]);
     assert_eq!(
         read(&t.path().join("o/statements.csv")).lines().count(),
         1,
@@ -62,16 +53,7 @@ fn bad_line_imports_nothing_from_the_file_and_exits_2() {
         "{\"type\":\"conversion\",\"id\":\"x\"}\n"
     );
     ok(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
-    ok(
-        &db,
-        &[
-            "report",
-            "--period",
-            "2026-11",
-            "--out",
-            t.path().join("o").to_str().unwrap(),
-        ],
-    );
+    report(&db, "2026-11", &t.path().join("o"), &[]);
     assert!(read(&t.path().join("o/statements.csv")).contains("2026-11,a,p,USD,2.00,"));
 }
 
@@ -92,16 +74,7 @@ fn import_is_idempotent_and_rerun_changes_nothing() {
     ok(&db, &["import", &f]);
     ok(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
     let out = t.path().join("o");
-    ok(
-        &db,
-        &[
-            "report",
-            "--period",
-            "2026-11",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
+    report(&db, "2026-11", &out, &[]);
     let first: Vec<String> = ["statements.csv", "ledger.csv", "report.html"]
         .iter()
         .map(|f| read(&out.join(f)))
@@ -110,16 +83,7 @@ fn import_is_idempotent_and_rerun_changes_nothing() {
     assert!(err.contains("0 new events, 2 already known"), "{err}");
     let (_, err) = code(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
     assert!(err.contains("unchanged"), "{err}");
-    ok(
-        &db,
-        &[
-            "report",
-            "--period",
-            "2026-11",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
+    report(&db, "2026-11", &out, &[]);
     let again: Vec<String> = ["statements.csv", "ledger.csv", "report.html"]
         .iter()
         .map(|f| read(&out.join(f)))
@@ -169,16 +133,7 @@ fn closed_period_refuses_run_with_exit_1_and_late_facts_adjust() {
     );
     ok(&db, &["run", "--config", &cfg, "--period", "2026-12"]);
     let out = t.path().join("dec");
-    ok(
-        &db,
-        &[
-            "report",
-            "--period",
-            "2026-12",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
+    report(&db, "2026-12", &out, &[]);
     let st = read(&out.join("statements.csv"));
     assert!(
         st.contains("2026-12,a,p,USD,0.00,0.00,5.00,0.00,0.00,5.00,0.00"),
@@ -197,16 +152,7 @@ fn closed_period_refuses_run_with_exit_1_and_late_facts_adjust() {
     );
     // November's report is unchanged
     let nov = t.path().join("nov");
-    ok(
-        &db,
-        &[
-            "report",
-            "--period",
-            "2026-11",
-            "--out",
-            nov.to_str().unwrap(),
-        ],
-    );
+    report(&db, "2026-11", &nov, &[]);
     assert!(read(&nov.join("statements.csv")).contains("2026-11,a,p,USD,10.00,"));
 }
 
@@ -292,16 +238,7 @@ fn report_html_is_self_contained() {
     );
     ok(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
     let out = t.path().join("o");
-    ok(
-        &db,
-        &[
-            "report",
-            "--period",
-            "2026-11",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
+    report(&db, "2026-11", &out, &[]);
     let html = read(&out.join("report.html"));
     assert!(html.contains("<svg"));
     assert!(

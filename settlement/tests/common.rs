@@ -48,3 +48,28 @@ pub fn repo() -> PathBuf {
 pub fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
+
+/// `settlement report --period PERIOD --out OUT [EXTRA...]`, asserted to
+/// succeed; returns stdout.
+pub fn report(db: &Path, period: &str, out: &Path, extra: &[&str]) -> String {
+    let out = out.to_str().expect("utf-8 path");
+    let mut args = vec!["report", "--period", period, "--out", out];
+    args.extend_from_slice(extra);
+    ok(db, &args)
+}
+
+/// `settlement nightly --config CONFIG --now NOW` with `env` set; the
+/// caller checks the outcome.
+pub fn nightly(db: &Path, config: &Path, now: &str, env: &[(&str, &str)]) -> Output {
+    Command::new(bin())
+        .arg("--db")
+        .arg(db)
+        .arg("--quiet")
+        .arg("nightly")
+        .arg("--config")
+        .arg(config)
+        .args(["--now", now])
+        .envs(env.iter().copied())
+        .output()
+        .expect("run settlement nightly")
+}

@@ -54,16 +54,7 @@ fn killed_runs_leave_nothing_half_done() {
     ok(&a, &["run", "--config", cfg, "--period", "2026-11"]);
     let full = t0.elapsed();
     let out_a = t.path().join("out-a");
-    ok(
-        &a,
-        &[
-            "report",
-            "--period",
-            "2026-11",
-            "--out",
-            out_a.to_str().unwrap(),
-        ],
-    );
+    report(&a, "2026-11", &out_a, &[]);
     let rows = ledger_rows(&a, g.period);
     assert!(rows > 1000, "{rows}");
 
@@ -112,16 +103,7 @@ fn killed_runs_leave_nothing_half_done() {
     );
     ok(&b, &["run", "--config", cfg, "--period", "2026-11"]);
     let out_b = t.path().join("out-b");
-    ok(
-        &b,
-        &[
-            "report",
-            "--period",
-            "2026-11",
-            "--out",
-            out_b.to_str().unwrap(),
-        ],
-    );
+    report(&b, "2026-11", &out_b, &[]);
     for f in OUTPUTS {
         assert!(
             read(&out_a.join(f)) == read(&out_b.join(f)),

@@ -128,21 +128,12 @@ fn nightly_emits_closed_periods_once_and_retries_after_the_edge_was_down() {
     )
     .unwrap();
     let run = |now: &str| {
-        std::process::Command::new(bin())
-            .args([
-                "--db",
-                db.to_str().unwrap(),
-                "--quiet",
-                "nightly",
-                "--config",
-                cfg.to_str().unwrap(),
-                "--now",
-                now,
-            ])
-            .env("EMIT_TEST_TOKEN", TOKEN)
-            .env("EMIT_TEST_ADMIN", ADMIN)
-            .output()
-            .unwrap()
+        nightly(
+            &db,
+            &cfg,
+            now,
+            &[("EMIT_TEST_TOKEN", TOKEN), ("EMIT_TEST_ADMIN", ADMIN)],
+        )
     };
     // Within the grace days: November is a draft, nothing is emitted.
     let o = run("2026-12-02");

@@ -953,16 +953,7 @@ fn held_in_a_closed_period_released_or_rejected_later() {
     ok(&db, &["import", &events_file(t.path(), &l)]);
     ok(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
     let nov = t.path().join("nov");
-    ok(
-        &db,
-        &[
-            "report",
-            "--period",
-            "2026-11",
-            "--out",
-            nov.to_str().unwrap(),
-        ],
-    );
+    report(&db, "2026-11", &nov, &[]);
     assert_eq!(
         statement_row(&nov, "a"),
         "2026-11,a,p,USD,10.00,0.00,0.00,0.00,10.00,0.00,10.00"
@@ -1043,16 +1034,7 @@ fn held_in_a_closed_period_released_or_rejected_later() {
     ok(&db, &["close", "--period", "2026-12"]);
     ok(&db, &["run", "--config", &cfg, "--period", "2027-01"]);
     let jan = t.path().join("jan");
-    ok(
-        &db,
-        &[
-            "report",
-            "--period",
-            "2027-01",
-            "--out",
-            jan.to_str().unwrap(),
-        ],
-    );
+    report(&db, "2027-01", &jan, &[]);
     assert!(!read(&jan.join("ledger.csv")).contains(",adjustment,"));
     assert_eq!(read(&jan.join("statements.csv")).lines().count(), 1);
 }

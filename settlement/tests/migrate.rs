@@ -314,18 +314,7 @@ fn payout_details_from_the_export_feed_the_payout_files() {
     let p = programs.to_str().unwrap();
     ok(&db, &["run", "--config", p, "--period", "2026-11"]);
     let out = dir.path().join("out");
-    ok(
-        &db,
-        &[
-            "report",
-            "--period",
-            "2026-11",
-            "--out",
-            out.to_str().unwrap(),
-            "--config",
-            p,
-        ],
-    );
+    report(&db, "2026-11", &out, &["--config", p]);
     assert_eq!(
         read(&out.join("payouts.paypal.USD.csv")),
         "mia.pay@laurent.example,129.90,USD,,Partner payout 2026-11 (PO-2026-11-7b0c6a64-3c1e-4c55-9f0a-2d1f3e6b8a01),PAYPAL\n"

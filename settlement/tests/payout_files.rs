@@ -218,16 +218,7 @@ fn report_without_config_writes_no_payout_files() {
         ],
     );
     let out = dir.path().join("out");
-    ok(
-        &db,
-        &[
-            "report",
-            "--period",
-            "2026-11",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
+    report(&db, "2026-11", &out, &[]);
     assert!(out.join("payouts.csv").is_file());
     assert!(!out.join("payouts.sepa.xml").exists());
     assert!(!out.join("payouts.manual.csv").exists());

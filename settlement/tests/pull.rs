@@ -213,22 +213,7 @@ fn nightly_pulls_runs_closes_and_reports() {
         format!("edge = \"{}\"\ntoken_env = \"NIGHTLY_TEST_TOKEN\"\nprograms = \"programs.toml\"\nout = \"reports\"\ngrace_days = 3\n", srv.url),
     )
     .unwrap();
-    let run = |now: &str| {
-        std::process::Command::new(bin())
-            .args([
-                "--db",
-                db.to_str().unwrap(),
-                "--quiet",
-                "nightly",
-                "--config",
-                cfg.to_str().unwrap(),
-                "--now",
-                now,
-            ])
-            .env("NIGHTLY_TEST_TOKEN", TOKEN)
-            .output()
-            .unwrap()
-    };
+    let run = |now: &str| nightly(&db, &cfg, now, &[("NIGHTLY_TEST_TOKEN", TOKEN)]);
     let o = run("2026-12-02");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // within the grace days: November is still open
@@ -255,20 +240,7 @@ fn nightly_pulls_runs_closes_and_reports() {
     // upstream down: exit 3 and no period touched
     let t2 = tempfile::tempdir().unwrap();
     let db2 = t2.path().join("s.db");
-    let o = std::process::Command::new(bin())
-        .args([
-            "--db",
-            db2.to_str().unwrap(),
-            "--quiet",
-            "nightly",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--now",
-            "2026-12-05",
-        ])
-        .env("NIGHTLY_TEST_TOKEN", "wrong")
-        .output()
-        .unwrap();
+    let o = nightly(&db2, &cfg, "2026-12-05", &[("NIGHTLY_TEST_TOKEN", "wrong")]);
     assert_eq!(
         o.status.code(),
         Some(3),
