@@ -73,3 +73,40 @@ pub fn nightly(db: &Path, config: &Path, now: &str, env: &[(&str, &str)]) -> Out
         .output()
         .expect("run settlement nightly")
 }
+
+/// A request as the tests' local HTTP servers read it.
+pub struct Request {
+    /// The request target: path and query.
+    pub path: String,
+    /// The Authorization header's value, or "".
+    pub auth: String,
+    /// `Content-Length` bytes of body.
+    pub body: Vec<u8>,
+}
+
+/// Reads one request from `conn`; `None` when not even its first line could
+/// be read.
+pub fn read_request(conn: &std::net::TcpStream) -> Option<Request> {
+    use std::io::{BufRead, Read};
+    let mut rd = std::io::BufReader::new(conn.try_clone().ok()?);
+    let mut line = String::new();
+    rd.read_line(&mut line).ok()?;
+    let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let (mut auth, mut len) = (String::new(), 0usize);
+    loop {
+        let mut h = String::new();
+        if rd.read_line(&mut h).is_err() || h.trim().is_empty() {
+            break;
+        }
+        let lower = h.to_ascii_lowercase();
+        if lower.starts_with("authorization:") {
+            auth = h["authorization:".len()..].trim().to_string();
+        }
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0u8; len];
+    let _ = rd.read_exact(&mut body);
+    Some(Request { path, auth, body })
+}

@@ -5,7 +5,7 @@
 
 mod common;
 use common::*;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
@@ -37,28 +37,9 @@ fn serve(edge: Arc<Mutex<Edge>>) -> String {
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
-            let mut rd = BufReader::new(conn.try_clone().unwrap());
-            let mut line = String::new();
-            if rd.read_line(&mut line).is_err() {
+            let Some(Request { path, auth, body }) = read_request(&conn) else {
                 continue;
-            }
-            let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-            let (mut auth, mut len) = (String::new(), 0usize);
-            loop {
-                let mut h = String::new();
-                if rd.read_line(&mut h).is_err() || h.trim().is_empty() {
-                    break;
-                }
-                let lower = h.to_ascii_lowercase();
-                if lower.starts_with("authorization:") {
-                    auth = h["authorization:".len()..].trim().to_string();
-                }
-                if let Some(v) = lower.strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0u8; len];
-            let _ = rd.read_exact(&mut body);
+            };
             let mut e = edge.lock().unwrap();
             let (status, text, cursor) = if path == "/api/webhooks/emit" {
                 e.emit_requests += 1;

@@ -13,7 +13,7 @@ use settlement::period::Period;
 use settlement::pull::{pull, PullOptions};
 use settlement::sim::{generate, GenConfig, Rng, PROGRAMS};
 use settlement::store::Store;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -793,22 +793,9 @@ fn serve(fx: &Fixture, fault: Fault) -> Server {
 type Data = (Vec<String>, Vec<String>, Vec<String>);
 
 fn handle(mut conn: TcpStream, fault: &Mutex<(Fault, usize)>, d: &Data) {
-    let mut rd = BufReader::new(conn.try_clone().unwrap());
-    let mut line = String::new();
-    if rd.read_line(&mut line).is_err() {
+    let Some(Request { path, auth, .. }) = read_request(&conn) else {
         return;
-    }
-    let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-    let mut auth = String::new();
-    loop {
-        let mut h = String::new();
-        if rd.read_line(&mut h).is_err() || h.trim().is_empty() {
-            break;
-        }
-        if h.to_ascii_lowercase().starts_with("authorization:") {
-            auth = h["authorization:".len()..].trim().to_string();
-        }
-    }
+    };
     let (f, nth) = {
         let mut g = fault.lock().unwrap();
         g.1 += 1;

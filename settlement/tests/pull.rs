@@ -4,7 +4,7 @@ mod common;
 use common::*;
 use settlement::pull::{pull, PullOptions};
 use settlement::store::Store;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,22 +37,9 @@ fn serve(state: State) -> Server {
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
-            let mut rd = BufReader::new(conn.try_clone().unwrap());
-            let mut line = String::new();
-            if rd.read_line(&mut line).is_err() {
+            let Some(Request { path, auth, .. }) = read_request(&conn) else {
                 continue;
-            }
-            let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-            let mut auth = String::new();
-            loop {
-                let mut h = String::new();
-                if rd.read_line(&mut h).is_err() || h.trim().is_empty() {
-                    break;
-                }
-                if h.to_ascii_lowercase().starts_with("authorization:") {
-                    auth = h["authorization:".len()..].trim().to_string();
-                }
-            }
+            };
             let (status, body, cursor) = answer(&st, &path, &auth);
             let mut resp = format!(
                 "HTTP/1.1 {status}\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\nConnection: close\r\n",
