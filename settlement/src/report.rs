@@ -80,10 +80,10 @@ pub struct PeriodData {
 }
 
 pub fn load(store: &Store, p: Period) -> Result<PeriodData> {
-    load_with(store, p, scan_ledger(store, p, None)?)
+    load_with(store, p, scan_ledger(store, p, None)?, None)
 }
 
-fn add_day(per_day: &mut BTreeMap<i64, (i64, i64, i64)>, day: i64, n: (i64, i64, i64)) {
+fn add_day(per_day: &mut Traffic, day: i64, n: (i64, i64, i64)) {
     let e = per_day.entry(day).or_default();
     e.0 += n.0;
     e.1 += n.1;
@@ -217,7 +217,70 @@ fn scan_ledger(
 
 const LEDGER_FIELDS: usize = 13;
 
-fn load_with(store: &Store, p: Period, sums: LedgerSums) -> Result<PeriodData> {
+/// Human clicks, bot clicks and conversions by day number.
+type Traffic = BTreeMap<i64, (i64, i64, i64)>;
+
+/// Human clicks, bot clicks and conversions per day of the period: one pass
+/// over its events, counted here (a GROUP BY would sort millions of rows
+/// first).
+fn traffic(c: &rusqlite::Connection, p: Period) -> Result<Traffic> {
+    let mut per_day = Traffic::new();
+    let mut st = c.prepare(
+        "SELECT ts, kind, bot FROM events WHERE ts >= ?1 AND ts < ?2 AND kind IN (?3, ?4)",
+    )?;
+    let mut rows = st.query(rusqlite::params![
+        p.start_ms(),
+        p.end_ms(),
+        crate::store::KIND_CLICK,
+        crate::store::KIND_CONVERSION
+    ])?;
+    let mut cur: Option<(i64, (i64, i64, i64))> = None;
+    while let Some(r) = rows.next()? {
+        let (ts, kind, bot): (i64, i64, Option<i64>) = (r.get(0)?, r.get(1)?, r.get(2)?);
+        let day = ts.div_euclid(crate::period::DAY_MS);
+        // events mostly arrive in time order: count a day's run, then file it
+        let e = match &mut cur {
+            Some((d, e)) if *d == day => e,
+            _ => {
+                if let Some((d, e)) = cur.take() {
+                    add_day(&mut per_day, d, e);
+                }
+                &mut cur.insert((day, (0, 0, 0))).1
+            }
+        };
+        match (kind, bot.unwrap_or(0)) {
+            (crate::store::KIND_CLICK, 0) => e.0 += 1,
+            (crate::store::KIND_CLICK, _) => e.1 += 1,
+            _ => e.2 += 1,
+        }
+    }
+    if let Some((d, e)) = cur {
+        add_day(&mut per_day, d, e);
+    }
+    Ok(per_day)
+}
+
+/// [`traffic`] on a second connection to the store's file, on a thread of
+/// its own, so the report's pass over the ledger goes on meanwhile; `None`
+/// for a store without a file (the caller counts on its own connection).
+fn traffic_beside(store: &Store, p: Period) -> Option<std::thread::JoinHandle<Result<Traffic>>> {
+    let path = store.conn.path().filter(|p| !p.is_empty())?.to_string();
+    Some(std::thread::spawn(move || {
+        let c = rusqlite::Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        c.busy_timeout(std::time::Duration::from_secs(30))?;
+        traffic(&c, p)
+    }))
+}
+
+fn load_with(
+    store: &Store,
+    p: Period,
+    sums: LedgerSums,
+    per_day: Option<Traffic>,
+) -> Result<PeriodData> {
     let Some((state, _, _)) = store.period_state(p)? else {
         return Err(Error::Usage(format!(
             "period {p} has not been run: `settlement run --config programs.toml --period {p}` first"
@@ -260,41 +323,10 @@ fn load_with(store: &Store, p: Period, sums: LedgerSums) -> Result<PeriodData> {
     while let Some(r) = rows.next()? {
         stats.push((r.get(0)?, r.get(1)?, r.get(2)?));
     }
-    // Traffic per day: one pass over the period's events, counted here
-    // (a GROUP BY would sort millions of rows first).
-    let mut per_day: BTreeMap<i64, (i64, i64, i64)> = BTreeMap::new();
-    let mut st = c.prepare(
-        "SELECT ts, kind, bot FROM events WHERE ts >= ?1 AND ts < ?2 AND kind IN (?3, ?4)",
-    )?;
-    let mut rows = st.query(rusqlite::params![
-        p.start_ms(),
-        p.end_ms(),
-        crate::store::KIND_CLICK,
-        crate::store::KIND_CONVERSION
-    ])?;
-    let mut cur: Option<(i64, (i64, i64, i64))> = None;
-    while let Some(r) = rows.next()? {
-        let (ts, kind, bot): (i64, i64, Option<i64>) = (r.get(0)?, r.get(1)?, r.get(2)?);
-        let day = ts.div_euclid(crate::period::DAY_MS);
-        // events mostly arrive in time order: count a day's run, then file it
-        let e = match &mut cur {
-            Some((d, e)) if *d == day => e,
-            _ => {
-                if let Some((d, e)) = cur.take() {
-                    add_day(&mut per_day, d, e);
-                }
-                &mut cur.insert((day, (0, 0, 0))).1
-            }
-        };
-        match (kind, bot.unwrap_or(0)) {
-            (crate::store::KIND_CLICK, 0) => e.0 += 1,
-            (crate::store::KIND_CLICK, _) => e.1 += 1,
-            _ => e.2 += 1,
-        }
-    }
-    if let Some((d, e)) = cur {
-        add_day(&mut per_day, d, e);
-    }
+    let per_day = match per_day {
+        Some(d) => d,
+        None => traffic(c, p)?,
+    };
     let daily = (p.first_day()..=p.last_day())
         .map(|d| {
             let (h, b, c) = per_day.get(&d).copied().unwrap_or_default();
@@ -320,16 +352,23 @@ fn load_with(store: &Store, p: Period, sums: LedgerSums) -> Result<PeriodData> {
 pub fn report(store: &Store, p: Period, out: &Path) -> Result<PeriodData> {
     if store.period_state(p)?.is_none() {
         // load_with says so
-        load_with(store, p, LedgerSums::default())?;
+        load_with(store, p, LedgerSums::default(), None)?;
     }
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     remove_stale_temps(out)?;
+    // the day-by-day traffic is counted beside the pass over the ledger
+    let counting = traffic_beside(store, p);
     let mut sums = None;
     write_atomic_with(&out.join("ledger.csv"), |w| {
         sums = Some(scan_ledger(store, p, Some(w))?);
         Ok(())
     })?;
-    let d = load_with(store, p, sums.unwrap_or_default())?;
+    let per_day = match counting.map(|h| h.join()) {
+        Some(Ok(r)) => Some(r?),
+        Some(Err(panic)) => std::panic::resume_unwind(panic),
+        None => None,
+    };
+    let d = load_with(store, p, sums.unwrap_or_default(), per_day)?;
     write_atomic(
         &out.join("statements.csv"),
         &csv_bytes(&STATEMENT_COLUMNS, &d.statements),
