@@ -49,6 +49,36 @@ fn distinct(it: impl Iterator<Item = u32>) -> Vec<u32> {
     v
 }
 
+/// A stable counting sort by program: `perm[new] = old`, and where each
+/// program's run starts (`starts[k]..starts[k + 1]`, programs ascending).
+fn group_by_program(programs: impl Iterator<Item = u32> + Clone) -> (Vec<usize>, Vec<u32>) {
+    let progs = distinct(programs.clone());
+    let slot = |p: u32| progs.binary_search(&p).unwrap_or(0);
+    let mut starts = vec![0usize; progs.len() + 1];
+    // a program's slot is looked up once per run of it, not per element
+    let mut last = (NONE, 0usize);
+    let mut slot_of = |p: u32| {
+        if p != last.0 {
+            last = (p, slot(p));
+        }
+        last.1
+    };
+    for p in programs.clone() {
+        starts[slot_of(p) + 1] += 1;
+    }
+    for i in 1..starts.len() {
+        starts[i] += starts[i - 1];
+    }
+    let mut perm = vec![0u32; starts[progs.len()]];
+    let mut next = starts.clone();
+    for (i, p) in programs.enumerate() {
+        let k = slot_of(p);
+        perm[next[k]] = i as u32;
+        next[k] += 1;
+    }
+    (starts, perm)
+}
+
 /// Strings stored once, in an arena, found again through a table of their
 /// indices.
 #[derive(Default, Clone)]
@@ -534,26 +564,13 @@ impl Facts {
         if n == 0 || fr.clicks.windows(2).all(|w| w[0].program <= w[1].program) {
             return;
         }
-        let progs = distinct(fr.clicks.iter().map(|c| c.program));
-        let slot = |p: u32| progs.binary_search(&p).unwrap_or(0);
-        let mut next = vec![0usize; progs.len() + 1];
-        for c in &fr.clicks {
-            next[slot(c.program) + 1] += 1;
-        }
-        for i in 1..next.len() {
-            next[i] += next[i - 1];
-        }
+        let (_, perm) = group_by_program(fr.clicks.iter().map(|c| c.program));
         // old index -> new position
         let mut at = vec![0u32; n];
-        for (i, c) in fr.clicks.iter().enumerate() {
-            let k = slot(c.program);
-            at[i] = next[k] as u32;
-            next[k] += 1;
+        for (new, &old) in perm.iter().enumerate() {
+            at[old as usize] = new as u32;
         }
-        let mut clicks = vec![fr.clicks[0]; n];
-        for (i, c) in fr.clicks.iter().enumerate() {
-            clicks[at[i] as usize] = *c;
-        }
+        let clicks = perm.iter().map(|&old| fr.clicks[old as usize]).collect();
         fr.clicks = clicks;
         for k in &mut fr.keys {
             k.1 = at[k.1 as usize];
@@ -569,29 +586,7 @@ impl Facts {
         // new position -> old index: grouped by program (a counting sort,
         // stable), then each program's run in (ts, id) order, which load
         // order mostly is already
-        let progs = distinct(self.convs.iter().map(|c| c.program));
-        let slot = |p: u32| progs.binary_search(&p).unwrap_or(0);
-        let mut starts = vec![0usize; progs.len() + 1];
-        let mut last = (NONE, 0usize);
-        for c in &self.convs {
-            if c.program != last.0 {
-                last = (c.program, slot(c.program));
-            }
-            starts[last.1 + 1] += 1;
-        }
-        for i in 1..starts.len() {
-            starts[i] += starts[i - 1];
-        }
-        let mut perm = vec![0u32; n];
-        let mut next = starts.clone();
-        let mut last = (NONE, 0usize);
-        for (i, c) in self.convs.iter().enumerate() {
-            if c.program != last.0 {
-                last = (c.program, slot(c.program));
-            }
-            perm[next[last.1]] = i as u32;
-            next[last.1] += 1;
-        }
+        let (starts, mut perm) = group_by_program(self.convs.iter().map(|c| c.program));
         // (ts, id, index); the id is read only on a tie of ts
         let cmp = |a: u32, b: u32| {
             let (ca, cb) = (&self.convs[a as usize], &self.convs[b as usize]);
