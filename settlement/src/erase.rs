@@ -9,6 +9,10 @@
 //! erased customer (closed periods keep their entries as they are).
 
 use crate::error::{Error, Result};
+use crate::events::{
+    self, Cols, Edit, E_ASN, E_CLICK_ID, E_COUNTRY, E_CUSTOMER, E_DATACENTER, E_EMAIL_HASH,
+    E_HAS_REFERRER, E_KIND, E_VISITOR,
+};
 use crate::store::{Store, KIND_CLICK, KIND_CONVERSION, KIND_DEAL};
 use rusqlite::params;
 
@@ -57,20 +61,7 @@ pub fn erase(
         return Err(Error::Usage(format!("{customer} is already a pseudonym")));
     }
     let tx = store.conn.transaction()?;
-    let clicks = tx.execute(
-        "UPDATE events SET visitor = NULL, asn = NULL, datacenter = NULL, has_referrer = NULL,
-           country = NULL
-         WHERE kind = ?1 AND click_id IN (
-           SELECT click_id FROM events
-           WHERE kind IN (?2, ?3) AND customer = ?4 AND click_id IS NOT NULL)",
-        params![KIND_CLICK, KIND_CONVERSION, KIND_DEAL, customer],
-    )?;
-    let events = tx.execute(
-        "UPDATE events SET customer = ?1, email_hash = NULL, visitor = NULL, asn = NULL,
-           datacenter = NULL, has_referrer = NULL
-         WHERE kind IN (?2, ?3) AND customer = ?4",
-        params![pseudonym, KIND_CONVERSION, KIND_DEAL, customer],
-    )?;
+    let (clicks, events) = scrub(&tx, customer, pseudonym)?;
     if events == 0 {
         let before: Option<String> = tx
             .query_row(
@@ -107,6 +98,54 @@ pub fn erase(
         clicks,
         already: false,
     })
+}
+
+/// Pseudonymises the customer's conversions and deals and scrubs the clicks
+/// they name, rewriting the blocks that hold them: (clicks, events) changed.
+fn scrub(c: &rusqlite::Connection, customer: &str, pseudonym: &str) -> Result<(usize, usize)> {
+    let fact = |k: Option<i64>| k == Some(KIND_CONVERSION) || k == Some(KIND_DEAL);
+    let mut named = std::collections::HashSet::<Vec<u8>>::new();
+    events::scan(
+        c,
+        Cols::of(&[E_KIND], &[E_CUSTOMER, E_CLICK_ID]),
+        "1",
+        [],
+        |b| {
+            for r in 0..b.rows() {
+                if fact(b.int(E_KIND, r)) && b.bytes(E_CUSTOMER, r) == Some(customer.as_bytes()) {
+                    if let Some(k) = b.bytes(E_CLICK_ID, r) {
+                        named.insert(k.to_vec());
+                    }
+                }
+            }
+            Ok(())
+        },
+    )?;
+    let traces = [E_ASN, E_DATACENTER, E_HAS_REFERRER].map(|c| (c, None));
+    let (mut clicks, mut facts) = (0, 0);
+    events::rewrite(c, Cols::of(&[E_KIND], &[E_CUSTOMER, E_CLICK_ID]), |b, r| {
+        let kind = b.int(E_KIND, r);
+        if kind == Some(KIND_CLICK) && b.bytes(E_CLICK_ID, r).is_some_and(|k| named.contains(k)) {
+            clicks += 1;
+            return Ok(Some(Edit {
+                ints: traces.to_vec(),
+                texts: vec![(E_VISITOR, None), (E_COUNTRY, None)],
+            }));
+        }
+        if fact(kind) && b.bytes(E_CUSTOMER, r) == Some(customer.as_bytes()) {
+            facts += 1;
+            return Ok(Some(Edit {
+                ints: traces.to_vec(),
+                texts: vec![
+                    (E_CUSTOMER, Some(pseudonym.as_bytes().to_vec())),
+                    (E_EMAIL_HASH, None),
+                    (E_VISITOR, None),
+                ],
+            }));
+        }
+        Ok(None)
+    })?;
+    Ok((clicks, facts))
 }
 
 #[cfg(test)]
@@ -164,31 +203,36 @@ mod tests {
         let p = pseudonym("cust-9", None, Some("k")).unwrap();
         let e = erase(&mut s, "cust-9", &p, "ops", "2026-11-25T00:00:00Z").unwrap();
         assert_eq!((e.events, e.clicks, e.already), (1, 1, false));
-        let row: (String, Option<String>, String, Option<String>) = s
-            .conn
-            .query_row(
-                "SELECT customer, email_hash, amount, country FROM events WHERE id = 'ev_2'",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        let text = |id: &str, c: usize| {
+            let (b, r) = events::find(&s.conn, id).unwrap().unwrap();
+            b.text(c, r).unwrap().map(str::to_string)
+        };
+        let int = |id: &str, c: usize| {
+            let (b, r) = events::find(&s.conn, id).unwrap().unwrap();
+            b.int(c, r)
+        };
+        use crate::events::{E_AMOUNT, E_CUSTOMER as CU};
+        assert_eq!(
+            (
+                text("ev_2", CU),
+                text("ev_2", E_EMAIL_HASH),
+                text("ev_2", E_AMOUNT),
+                text("ev_2", E_COUNTRY)
+            ),
+            (
+                Some(p.clone()),
+                None,
+                Some("10.00".into()),
+                Some("DE".into())
             )
-            .unwrap();
-        assert_eq!(row, (p.clone(), None, "10.00".into(), Some("DE".into())));
-        let click: (Option<String>, Option<String>) = s
-            .conn
-            .query_row(
-                "SELECT visitor, country FROM events WHERE id = 'ev_c1'",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .unwrap();
-        assert_eq!(click, (None, None));
-        let other: String = s
-            .conn
-            .query_row("SELECT customer FROM events WHERE id = 'ev_3'", [], |r| {
-                r.get(0)
-            })
-            .unwrap();
-        assert_eq!(other, "other");
+        );
+        assert_eq!(
+            (text("ev_c1", E_VISITOR), text("ev_c1", E_COUNTRY)),
+            (None, None)
+        );
+        assert_eq!(text("ev_c1", E_CLICK_ID).as_deref(), Some("c1"));
+        assert_eq!(int("ev_c1", events::E_TS), Some(1_793_491_200_000));
+        assert_eq!(text("ev_3", CU).as_deref(), Some("other"));
         // Again: nothing left to change, answered as done.
         let again = erase(&mut s, "cust-9", &p, "ops", "2026-11-26T00:00:00Z").unwrap();
         assert!(again.already);

@@ -177,37 +177,7 @@ pub fn explain(store: &Store, id: &str) -> Result<String> {
         let _ = writeln!(o, "inputs:");
     }
     for s in srcs {
-        let ev = c
-            .query_row(
-                "SELECT kind, ts, program, partner, event, txn_id, amount, currency, customer, coupon, click_id,
-                        click_ts, original_txn_id, lots, instrument, country, status
-                 FROM events WHERE id = ?1",
-                [s],
-                |r| {
-                    let mut parts = vec![kind_name(r.get(0)?).to_string()];
-                    let ts: i64 = r.get(1)?;
-                    parts.push(format!("at {}", edge::time::Timestamp(ts)));
-                    let names = [
-                        "program", "partner", "event", "txn_id", "amount", "currency", "customer", "coupon",
-                        "click_id",
-                    ];
-                    for (i, n) in names.iter().enumerate() {
-                        if let Some(v) = r.get::<_, Option<String>>(2 + i)? {
-                            parts.push(format!("{n} {v}"));
-                        }
-                    }
-                    if let Some(ct) = r.get::<_, Option<i64>>(11)? {
-                        parts.push(format!("click_ts {}", edge::time::Timestamp(ct)));
-                    }
-                    for (i, n) in ["original_txn_id", "lots", "instrument", "country", "status"].iter().enumerate() {
-                        if let Some(v) = r.get::<_, Option<String>>(12 + i)? {
-                            parts.push(format!("{n} {v}"));
-                        }
-                    }
-                    Ok(parts.join(", "))
-                },
-            )
-            .optional()?;
+        let ev = crate::events::find(c, s)?.map(|(b, r)| describe(&b, r));
         let _ = writeln!(
             o,
             "  {s}: {}",
@@ -216,4 +186,45 @@ pub fn explain(store: &Store, id: &str) -> Result<String> {
     }
     let _ = writeln!(o, "arithmetic: {calc}");
     Ok(o)
+}
+
+/// One stored event in words: its kind, time and the fields it has.
+fn describe(b: &crate::events::Block, r: usize) -> String {
+    use crate::events::*;
+    let mut parts = vec![kind_name(b.int(E_KIND, r).unwrap_or(-1)).to_string()];
+    parts.push(format!(
+        "at {}",
+        edge::time::Timestamp(b.int(E_TS, r).unwrap_or(0))
+    ));
+    let text = |parts: &mut Vec<String>, c: usize, n: &str| {
+        if let Some(v) = b.bytes(c, r) {
+            parts.push(format!("{n} {}", String::from_utf8_lossy(v)));
+        }
+    };
+    for (c, n) in [
+        (E_PROGRAM, "program"),
+        (E_PARTNER, "partner"),
+        (E_EVENT, "event"),
+        (E_TXN_ID, "txn_id"),
+        (E_AMOUNT, "amount"),
+        (E_CURRENCY, "currency"),
+        (E_CUSTOMER, "customer"),
+        (E_COUPON, "coupon"),
+        (E_CLICK_ID, "click_id"),
+    ] {
+        text(&mut parts, c, n);
+    }
+    if let Some(ct) = b.int(E_CLICK_TS, r) {
+        parts.push(format!("click_ts {}", edge::time::Timestamp(ct)));
+    }
+    for (c, n) in [
+        (E_ORIGINAL_TXN_ID, "original_txn_id"),
+        (E_LOTS, "lots"),
+        (E_INSTRUMENT, "instrument"),
+        (E_COUNTRY, "country"),
+        (E_STATUS, "status"),
+    ] {
+        text(&mut parts, c, n);
+    }
+    parts.join(", ")
 }

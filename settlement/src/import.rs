@@ -259,7 +259,7 @@ pub fn import_file(store: &mut Store, path: &Path, opts: &ImportOptions) -> Resu
     let _ph = crate::run::Phase::start("import insert loop");
     let mut busy = std::time::Duration::ZERO;
     {
-        let mut ins = Inserter::new(&tx)?;
+        let mut ins = Inserter::new(&tx, &store.ids)?;
         'outer: while let Some(chunk) = chunks.next() {
             let t = std::time::Instant::now();
             let mut others = chunk.others.iter().peekable();
@@ -391,7 +391,7 @@ pub fn import_records(store: &mut Store, records: &[Record]) -> Result<ImportCou
     let mut counts = ImportCounts::default();
     let tx = store.conn.transaction()?;
     {
-        let mut ins = Inserter::new(&tx)?;
+        let mut ins = Inserter::new(&tx, &store.ids)?;
         for (i, r) in records.iter().enumerate() {
             validate(r).map_err(|e| Error::data(format!("record {}: {e}", i + 1)))?;
             ins.insert(r, &mut counts)?;
@@ -411,6 +411,19 @@ mod tests {
         r#"{"id":"c1","type":"click","ts":"2026-11-01T00:00:00.000Z","program":"p","partner":"a"}"#;
     const PARTNER: &str = r#"{"type":"partner","id":"a","program":"p","status":"approved"}"#;
     const COUPON: &str = r#"{"type":"coupon","code":"C","partner":"a","program":"p"}"#;
+
+    /// The stored events' (arrival, id), in arrival order.
+    fn stored_ids(store: &Store) -> Vec<(i64, String)> {
+        use rusqlite::types::Value;
+        crate::events::all_rows(&store.conn)
+            .unwrap()
+            .into_iter()
+            .map(|row| match (&row[25], &row[0]) {
+                (Value::Integer(a), Value::Text(id)) => (*a, id.clone()),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
 
     fn file(dir: &Path, lines: &[&[u8]]) -> PathBuf {
         let p = dir.join("in.ndjson");
@@ -475,14 +488,7 @@ mod tests {
         ]
         .concat();
         assert_eq!(rejects, want);
-        let ids: Vec<(i64, String)> = store
-            .conn
-            .prepare("SELECT arrival, id FROM events ORDER BY arrival")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<std::result::Result<_, _>>()
-            .unwrap();
+        let ids = stored_ids(&store);
         assert_eq!(ids, [(1, "c1".to_string()), (2, "e1".to_string())]);
         let registry: i64 = store
             .conn
@@ -524,14 +530,10 @@ mod tests {
         assert!(err.contains("in.ndjson:5000:"), "{err}");
         let r = import_file(&mut store, &path, &opts(true)).unwrap();
         assert_eq!((r.counts.new, r.counts.registry, r.rejected), (9995, 3, 2));
-        let ids: Vec<String> = store
-            .conn
-            .prepare("SELECT id FROM events ORDER BY arrival")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<std::result::Result<_, _>>()
-            .unwrap();
+        let ids: Vec<String> = stored_ids(&store).into_iter().map(|(_, id)| id).collect();
         assert_eq!(ids, events);
+        // every event has the next arrival, over the blocks' edges too
+        let arrivals: Vec<i64> = stored_ids(&store).into_iter().map(|(a, _)| a).collect();
+        assert_eq!(arrivals, (1..=9995).collect::<Vec<i64>>());
     }
 }

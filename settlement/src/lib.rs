@@ -11,6 +11,7 @@ pub mod emit;
 pub mod engine;
 pub mod erase;
 pub mod error;
+pub mod events;
 pub mod explain;
 pub mod facts;
 pub mod fraud;

@@ -760,7 +760,7 @@ pub fn import_csv(
     let mut payees: BTreeMap<String, crate::payout_files::Payee> = BTreeMap::new();
     let tx = store.conn.transaction()?;
     {
-        let mut ins = Inserter::new(&tx)?;
+        let mut ins = Inserter::new(&tx, &store.ids)?;
         let mut row = csv::StringRecord::new();
         loop {
             let more = rd.read_record(&mut row).map_err(|e| {

@@ -120,7 +120,7 @@ pub fn pull(store: &mut Store, o: &PullOptions) -> Result<PullReport> {
         let n;
         let mut last_seq = cursor;
         {
-            let mut ins = Inserter::new(&tx)?;
+            let mut ins = Inserter::new(&tx, &store.ids)?;
             // the last seq of the page counts when the header is missing
             let (lines, max_seq) =
                 insert_ndjson(&mut ins, page.body.as_bytes(), &url, &mut rep.counts)?;
@@ -169,7 +169,7 @@ pub fn pull(store: &mut Store, o: &PullOptions) -> Result<PullReport> {
         let page = fetch(&agent, o, &url)?;
         let tx = store.conn.transaction()?;
         {
-            let mut ins = Inserter::new(&tx)?;
+            let mut ins = Inserter::new(&tx, &store.ids)?;
             insert_ndjson(&mut ins, page.body.as_bytes(), &url, &mut rep.counts)?;
             ins.finish()?;
         }

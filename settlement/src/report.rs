@@ -224,36 +224,44 @@ type Traffic = BTreeMap<i64, (i64, i64, i64)>;
 /// over its events, counted here (a GROUP BY would sort millions of rows
 /// first).
 fn traffic(c: &rusqlite::Connection, p: Period) -> Result<Traffic> {
+    use crate::events::{Cols, E_BOT, E_KIND, E_TS};
+    use crate::store::{KIND_CLICK, KIND_CONVERSION};
     let mut per_day = Traffic::new();
-    let mut st = c.prepare(
-        "SELECT ts, kind, bot FROM events WHERE ts >= ?1 AND ts < ?2 AND kind IN (?3, ?4)",
-    )?;
-    let mut rows = st.query(rusqlite::params![
-        p.start_ms(),
-        p.end_ms(),
-        crate::store::KIND_CLICK,
-        crate::store::KIND_CONVERSION
-    ])?;
+    let (start, end) = (p.start_ms(), p.end_ms());
     let mut cur: Option<(i64, (i64, i64, i64))> = None;
-    while let Some(r) = rows.next()? {
-        let (ts, kind, bot): (i64, i64, Option<i64>) = (r.get(0)?, r.get(1)?, r.get(2)?);
-        let day = ts.div_euclid(crate::period::DAY_MS);
-        // events mostly arrive in time order: count a day's run, then file it
-        let e = match &mut cur {
-            Some((d, e)) if *d == day => e,
-            _ => {
-                if let Some((d, e)) = cur.take() {
-                    add_day(&mut per_day, d, e);
+    crate::events::scan(
+        c,
+        Cols::of(&[E_TS, E_KIND, E_BOT], &[]),
+        "max_ts >= ?1 AND min_ts < ?2",
+        rusqlite::params![start, end],
+        |b| {
+            for r in 0..b.rows() {
+                let (Some(ts), Some(kind)) = (b.int(E_TS, r), b.int(E_KIND, r)) else {
+                    continue;
+                };
+                if ts < start || ts >= end || (kind != KIND_CLICK && kind != KIND_CONVERSION) {
+                    continue;
                 }
-                &mut cur.insert((day, (0, 0, 0))).1
+                let day = ts.div_euclid(crate::period::DAY_MS);
+                // events mostly arrive in time order: count a day's run, then file it
+                let e = match &mut cur {
+                    Some((d, e)) if *d == day => e,
+                    _ => {
+                        if let Some((d, e)) = cur.take() {
+                            add_day(&mut per_day, d, e);
+                        }
+                        &mut cur.insert((day, (0, 0, 0))).1
+                    }
+                };
+                match (kind, b.int(E_BOT, r).unwrap_or(0)) {
+                    (KIND_CLICK, 0) => e.0 += 1,
+                    (KIND_CLICK, _) => e.1 += 1,
+                    _ => e.2 += 1,
+                }
             }
-        };
-        match (kind, bot.unwrap_or(0)) {
-            (crate::store::KIND_CLICK, 0) => e.0 += 1,
-            (crate::store::KIND_CLICK, _) => e.1 += 1,
-            _ => e.2 += 1,
-        }
-    }
+            Ok(())
+        },
+    )?;
     if let Some((d, e)) = cur {
         add_day(&mut per_day, d, e);
     }

@@ -4,6 +4,13 @@
 
 use crate::batch::{self, Batch};
 use crate::error::{Error, Result};
+use crate::events::{
+    self, Block, Cols, IdIndex, E_AMOUNT, E_ASN, E_BOT, E_CLICK_ID, E_CLICK_TS, E_COUNTRY,
+    E_COUPON, E_CURRENCY, E_CUSTOMER, E_DATACENTER, E_EMAIL_HASH, E_EVENT, E_EXPIRES_AT,
+    E_HAS_REFERRER, E_ID, E_INSTRUMENT, E_KIND, E_LOTS, E_ORIGINAL_TXN_ID, E_PARTNER, E_PROGRAM,
+    E_STATUS, E_TS, E_TXN_ID, E_VISITOR,
+};
+pub use crate::events::{event_row, EVENT_INTS, EVENT_TEXTS};
 use crate::facts::{ClickIn, ConvIn, Facts};
 use crate::money::parse_decimal;
 use crate::period::Period;
@@ -130,22 +137,11 @@ CREATE TABLE erasures (
 );
 "#,
     ),
+    // the rows of `events` move into blocks (events::move_rows_into_blocks)
+    (5, "event_blocks", crate::events::SCHEMA),
 ];
 
-pub const KIND_CLICK: i64 = 0;
-pub const KIND_CONVERSION: i64 = 1;
-pub const KIND_DEAL: i64 = 2;
-pub const KIND_MDF: i64 = 3;
-
-pub fn kind_code(k: Kind) -> Option<i64> {
-    match k {
-        Kind::Click => Some(KIND_CLICK),
-        Kind::Conversion => Some(KIND_CONVERSION),
-        Kind::Deal => Some(KIND_DEAL),
-        Kind::Mdf => Some(KIND_MDF),
-        Kind::Partner | Kind::Coupon => None,
-    }
-}
+pub use crate::events::{kind_code, KIND_CLICK, KIND_CONVERSION, KIND_DEAL, KIND_MDF};
 
 pub fn kind_name(k: i64) -> &'static str {
     match k {
@@ -161,6 +157,9 @@ pub struct Store {
     /// A checkpoint running beside the next steps (see
     /// [`Store::checkpoint_behind`]).
     checkpoint: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The import's duplicate check, kept between this process's
+    /// transactions while it is current (see [`Inserter::new`]).
+    pub ids: std::cell::RefCell<Option<IdIndex>>,
 }
 
 /// ledger/invoice rowid range of a period
@@ -188,6 +187,7 @@ impl Store {
         let mut s = Store {
             conn,
             checkpoint: std::sync::Mutex::new(None),
+            ids: std::cell::RefCell::new(None),
         };
         s.migrate()?;
         Ok(s)
@@ -256,6 +256,9 @@ impl Store {
             }
             let tx = self.conn.transaction()?;
             tx.execute_batch(sql)?;
+            if *v == 5 {
+                crate::events::move_rows_into_blocks(&tx)?;
+            }
             tx.execute(
                 "INSERT INTO schema_migrations (version, name) VALUES (?1, ?2)",
                 params![v, name],
@@ -299,17 +302,29 @@ impl Store {
 
     /// Whether any event with `ts < until_ms` arrived after `watermark`.
     pub fn late_facts(&self, watermark: i64, until_ms: i64) -> Result<bool> {
-        Ok(self.conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM events WHERE arrival > ?1 AND ts < ?2 AND kind != 0)",
+        let mut late = false;
+        events::scan(
+            &self.conn,
+            Cols::of(&[E_KIND, E_TS], &[]),
+            "first + n - 1 > ?1 AND fact_min_ts < ?2",
             params![watermark, until_ms],
-            |r| r.get(0),
-        )?)
+            |b| {
+                late = late
+                    || (0..b.rows()).any(|r| {
+                        b.arrival(r) > watermark
+                            && b.int(E_KIND, r) != Some(KIND_CLICK)
+                            && b.int(E_TS, r).is_some_and(|t| t < until_ms)
+                    });
+                Ok(())
+            },
+        )?;
+        Ok(late)
     }
 
-    /// Periods that have events, ascending.
+    /// The first and last time of a conversion, deal or MDF claim.
     pub fn event_periods(&self) -> Result<(Option<i64>, Option<i64>)> {
         Ok(self.conn.query_row(
-            "SELECT MIN(ts), MAX(ts) FROM events WHERE kind != 0",
+            "SELECT MIN(fact_min_ts), MAX(fact_max_ts) FROM event_blocks",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?)
@@ -343,27 +358,44 @@ impl Store {
         }
         let mut wanted: rustc_hash::FxHashMap<String, rustc_hash::FxHashSet<String>> =
             Default::default();
-        {
-            // one scan for the sales a refund names and the bot clicks
-            let mut st = self.conn.prepare(
-                "SELECT kind, program, original_txn_id, COALESCE(click_id, id) FROM events
-                 WHERE ts < ?1 AND ((kind = 1 AND original_txn_id IS NOT NULL) OR (kind = 0 AND bot = 1))",
-            )?;
-            let mut rows = st.query([until_ms])?;
-            while let Some(r) = rows.next()? {
-                if r.get::<_, i64>(0)? == KIND_CLICK {
-                    f.add_bot_click(r.get_ref(3)?.as_str()?);
-                } else if let (Some(p), Some(t)) = (
-                    r.get_ref(1)?.as_str_or_null()?,
-                    r.get_ref(2)?.as_str_or_null()?,
-                ) {
-                    wanted
-                        .entry(p.to_string())
-                        .or_default()
-                        .insert(t.to_string());
+        // one scan for the sales a refund names and the bot clicks
+        events::scan(
+            &self.conn,
+            Cols::of(
+                &[E_KIND, E_TS, E_BOT],
+                &[E_ID, E_PROGRAM, E_CLICK_ID, E_ORIGINAL_TXN_ID],
+            ),
+            "min_ts < ?1",
+            [until_ms],
+            |b| {
+                for r in 0..b.rows() {
+                    if b.int(E_TS, r).is_none_or(|t| t >= until_ms) {
+                        continue;
+                    }
+                    match b.int(E_KIND, r) {
+                        Some(KIND_CLICK) if b.int(E_BOT, r) == Some(1) => {
+                            let key = match b.text(E_CLICK_ID, r)? {
+                                Some(k) => k,
+                                None => b.text(E_ID, r)?.unwrap_or(""),
+                            };
+                            f.add_bot_click(key);
+                        }
+                        Some(KIND_CONVERSION) => {
+                            if let (Some(p), Some(t)) =
+                                (b.text(E_PROGRAM, r)?, b.text(E_ORIGINAL_TXN_ID, r)?)
+                            {
+                                wanted
+                                    .entry(p.to_string())
+                                    .or_default()
+                                    .insert(t.to_string());
+                            }
+                        }
+                        _ => {}
+                    }
                 }
-            }
-        }
+                Ok(())
+            },
+        )?;
         {
             let mut st = self
                 .conn
@@ -406,8 +438,8 @@ impl Store {
 
     /// One scan of the events: conversions, deals and MDF claims, and (for
     /// the fraud rules of `fraud_programs`) people's clicks. This thread
-    /// steps SQLite and copies each row's fields into batches; a second one
-    /// turns them into facts, so the two halves of the work overlap.
+    /// reads and decodes the blocks; a second one turns them into facts, so
+    /// the two halves of the work overlap.
     fn read_events(
         &self,
         f: &mut Facts,
@@ -416,39 +448,44 @@ impl Store {
         fraud_programs: &[&str],
         wanted: &rustc_hash::FxHashMap<String, rustc_hash::FxHashSet<String>>,
     ) -> Result<()> {
-        let mut st = self.conn.prepare(
-            "SELECT arrival, kind, ts, click_ts, bot, asn, datacenter, has_referrer, expires_at,
-                    id, program, partner, click_id, event, txn_id, amount, currency, customer, coupon,
-                    original_txn_id, lots, instrument, country, email_hash, status, visitor
-             FROM events WHERE ts < ?1 AND (kind != 0 OR (?2 AND bot IS NOT 1))",
-        )?;
-        let (filler, reader) = batch::channel(Batch::new(INTS, TEXTS), 4);
+        let clicks = !fraud_programs.is_empty();
+        // without fraud rules, blocks of clicks alone are not read
+        let mut st = self.conn.prepare(if clicks {
+            "SELECT first, body FROM event_blocks WHERE min_ts < ?1 ORDER BY first"
+        } else {
+            "SELECT first, body FROM event_blocks WHERE fact_min_ts < ?1 ORDER BY first"
+        })?;
+        let (filler, reader) = batch::channel(Block::default(), 4);
         std::thread::scope(|sc| -> Result<()> {
             let builder = sc.spawn(move || -> Result<()> {
-                while let Some(rows) = reader.next() {
-                    for r in 0..rows.rows() {
-                        add_row(f, &rows, r, txn_programs, wanted)?;
+                while let Some(b) = reader.next() {
+                    for r in 0..b.rows() {
+                        let Some(ts) = b.int(E_TS, r).filter(|&t| t < until_ms) else {
+                            continue;
+                        };
+                        let kind = b.int(E_KIND, r).unwrap_or(-1);
+                        if kind == KIND_CLICK && (!clicks || b.int(E_BOT, r) == Some(1)) {
+                            continue;
+                        }
+                        add_row(f, &b, r, kind, ts, txn_programs, wanted)?;
                     }
-                    reader.give_back(rows);
+                    reader.give_back(b);
                 }
                 Ok(())
             });
-            let mut q = st.query(params![until_ms, !fraud_programs.is_empty()])?;
-            let mut rows = filler.fresh();
+            let mut q = st.query([until_ms])?;
             loop {
                 let Some(r) = q.next()? else {
-                    filler.finish(rows);
                     break;
                 };
-                push_row(&mut rows, r)?;
-                if rows.rows() == ROWS_PER_BATCH {
-                    match filler.send(rows) {
-                        Some(next) => rows = next,
-                        // the builder stopped on an error: its result says which
-                        None => break,
-                    }
+                let mut b = filler.fresh();
+                b.decode(r.get(0)?, r.get_ref(1)?.as_blob()?, FACT_COLS)?;
+                if filler.send(b).is_none() {
+                    // the builder stopped on an error: its result says which
+                    break;
                 }
             }
+            drop(filler);
             match builder.join() {
                 Ok(r) => r,
                 Err(p) => std::panic::resume_unwind(p),
@@ -457,89 +494,88 @@ impl Store {
     }
 }
 
-const ROWS_PER_BATCH: usize = 4096;
-/// Integer columns of the facts query, first.
-const INTS: usize = 9;
-/// Text columns, after them.
-const TEXTS: usize = 17;
+/// The columns the facts read.
+const FACT_COLS: Cols = Cols::of(
+    &[
+        E_KIND,
+        E_TS,
+        E_CLICK_TS,
+        E_BOT,
+        E_ASN,
+        E_DATACENTER,
+        E_HAS_REFERRER,
+        E_EXPIRES_AT,
+    ],
+    &[
+        E_ID,
+        E_PROGRAM,
+        E_PARTNER,
+        E_CLICK_ID,
+        E_EVENT,
+        E_TXN_ID,
+        E_AMOUNT,
+        E_CURRENCY,
+        E_CUSTOMER,
+        E_COUPON,
+        E_ORIGINAL_TXN_ID,
+        E_LOTS,
+        E_INSTRUMENT,
+        E_COUNTRY,
+        E_EMAIL_HASH,
+        E_STATUS,
+        E_VISITOR,
+    ],
+);
 
-/// Copies one row of the facts query out of SQLite.
-fn push_row(rows: &mut Batch, r: &rusqlite::Row) -> Result<()> {
-    for i in 0..INTS {
-        rows.push_int(r.get::<_, Option<i64>>(i)?);
-    }
-    for i in INTS..INTS + TEXTS {
-        rows.push_bytes(r.get_ref(i)?.as_bytes_or_null()?)
-            .map_err(|_| Error::data("an event's fields are over 2 GiB"))?;
-    }
-    Ok(())
-}
-
-/// One row of the facts query into the facts.
+/// Row `r` of a block into the facts.
 fn add_row(
     f: &mut Facts,
-    rows: &Batch,
+    b: &Block,
     r: usize,
+    kind: i64,
+    ts: i64,
     txn_programs: &[&str],
     wanted: &rustc_hash::FxHashMap<String, rustc_hash::FxHashSet<String>>,
 ) -> Result<()> {
-    // integers: arrival, kind, ts, click_ts, bot, asn, datacenter,
-    // has_referrer, expires_at; texts: id, program, partner, click_id, event,
-    // txn_id, amount, currency, customer, coupon, original_txn_id, lots,
-    // instrument, country, email_hash, status, visitor
-    let i = |c: usize| rows.int(r, c);
-    // each text checked for UTF-8 once, here (the SQLite side copied bytes)
-    let mut texts: [Option<&str>; TEXTS] = [None; TEXTS];
-    for (c, t) in texts.iter_mut().enumerate() {
-        if let Some(b) = rows.bytes(r, c) {
-            *t = Some(std::str::from_utf8(b).map_err(|_| {
-                Error::data(format!(
-                    "event at arrival {}: a text field that is not UTF-8 in the store",
-                    i(0).unwrap_or(0)
-                ))
-            })?);
-        }
-    }
-    let s = |c: usize| texts[c];
-    let arrival = i(0).unwrap_or(0);
-    let kind = i(1).unwrap_or(-1);
-    let ts = i(2).unwrap_or(0);
-    let id = s(0).unwrap_or("");
+    let i = |c: usize| b.int(c, r);
+    let arrival = b.arrival(r);
+    let id = b.text(E_ID, r)?.unwrap_or("");
+    let s = |c: usize| b.text(c, r);
     let dec = |c: usize, field: &str| -> Result<Option<rust_decimal::Decimal>> {
-        match s(c) {
+        match s(c)? {
             None => Ok(None),
             Some(v) => parse_decimal(v)
                 .map(Some)
                 .ok_or_else(|| Error::data(format!("event {id}: bad {field} {v:?} in the store"))),
         }
     };
-    let cur = |c: usize| s(c).and_then(Currency::parse);
+    let cur = |c: usize| -> Result<Option<Currency>> { Ok(s(c)?.and_then(Currency::parse)) };
     let flag = |c: usize| i(c).map(|v| v != 0);
     match kind {
         KIND_CLICK => {
-            let program = s(1).unwrap_or("");
+            let program = s(E_PROGRAM)?.unwrap_or("");
             let Some(psym) = f.click_program(program) else {
                 return Ok(());
             };
             f.add_click_of(
                 ClickIn {
-                    key: s(3).unwrap_or(id),
+                    key: s(E_CLICK_ID)?.unwrap_or(id),
                     ts,
                     arrival,
                     program,
-                    partner: s(2).unwrap_or(""),
-                    visitor: s(16),
-                    country: s(13),
-                    asn: i(5).and_then(|a| u32::try_from(a).ok()),
-                    datacenter: flag(6),
-                    has_referrer: flag(7),
+                    partner: s(E_PARTNER)?.unwrap_or(""),
+                    visitor: s(E_VISITOR)?,
+                    country: s(E_COUNTRY)?,
+                    asn: i(E_ASN).and_then(|a| u32::try_from(a).ok()),
+                    datacenter: flag(E_DATACENTER),
+                    has_referrer: flag(E_HAS_REFERRER),
                 },
                 psym,
             );
         }
         KIND_CONVERSION => {
-            let program = s(1).unwrap_or("");
-            let txn = s(5);
+            let program = s(E_PROGRAM)?.unwrap_or("");
+            let txn = s(E_TXN_ID)?;
             let keep = txn.is_some_and(|t| {
                 txn_programs.contains(&program)
                     || wanted.get(program).is_some_and(|w| w.contains(t))
@@ -549,37 +585,45 @@ fn add_row(
                 ts,
                 arrival,
                 program,
-                partner: s(2),
-                click_id: s(3),
-                click_ts: i(3),
-                event: s(4).unwrap_or(""),
+                partner: s(E_PARTNER)?,
+                click_id: s(E_CLICK_ID)?,
+                click_ts: i(E_CLICK_TS),
+                event: s(E_EVENT)?.unwrap_or(""),
                 txn_id: if keep { txn } else { None },
-                amount: dec(6, "amount")?,
-                currency: cur(7),
-                customer: s(8),
-                coupon: s(9),
-                original_txn_id: s(10),
-                lots: dec(11, "lots")?,
-                instrument: s(12),
-                bot: i(4) == Some(1),
-                country: s(13),
-                email_hash: s(14),
-                visitor: s(16),
+                amount: dec(E_AMOUNT, "amount")?,
+                currency: cur(E_CURRENCY)?,
+                customer: s(E_CUSTOMER)?,
+                coupon: s(E_COUPON)?,
+                original_txn_id: s(E_ORIGINAL_TXN_ID)?,
+                lots: dec(E_LOTS, "lots")?,
+                instrument: s(E_INSTRUMENT)?,
+                bot: i(E_BOT) == Some(1),
+                country: s(E_COUNTRY)?,
+                email_hash: s(E_EMAIL_HASH)?,
+                visitor: s(E_VISITOR)?,
             });
         }
         KIND_DEAL => f.add_deal(
             id,
             ts,
             arrival,
-            s(1).unwrap_or(""),
-            s(2).unwrap_or(""),
-            s(8).unwrap_or(""),
-            s(15).unwrap_or(""),
-            i(8),
+            s(E_PROGRAM)?.unwrap_or(""),
+            s(E_PARTNER)?.unwrap_or(""),
+            s(E_CUSTOMER)?.unwrap_or(""),
+            s(E_STATUS)?.unwrap_or(""),
+            i(E_EXPIRES_AT),
         ),
         KIND_MDF => {
-            if let (Some(a), Some(c)) = (dec(6, "amount")?, cur(7)) {
-                f.add_mdf(id, ts, arrival, s(1), s(2).unwrap_or(""), a, c);
+            if let (Some(a), Some(c)) = (dec(E_AMOUNT, "amount")?, cur(E_CURRENCY)?) {
+                f.add_mdf(
+                    id,
+                    ts,
+                    arrival,
+                    s(E_PROGRAM)?,
+                    s(E_PARTNER)?.unwrap_or(""),
+                    a,
+                    c,
+                );
             }
         }
         _ => {}
@@ -598,17 +642,6 @@ impl Drop for Store {
     }
 }
 
-fn source_name(s: edge::record::Source) -> &'static str {
-    use edge::record::Source;
-    match s {
-        Source::Postback => "postback",
-        Source::Pixel => "pixel",
-        Source::Stripe => "stripe",
-        Source::Shopify => "shopify",
-        Source::Import => "import",
-    }
-}
-
 fn next_arrival(c: &Connection) -> Result<i64> {
     let v: Option<String> = c
         .query_row(
@@ -621,222 +654,17 @@ fn next_arrival(c: &Connection) -> Result<i64> {
 }
 
 /// Inserts records inside one transaction with prepared statements; call
-/// [`Inserter::finish`] before committing.
+/// [`Inserter::finish`] before committing. Events go into blocks
+/// ([`events::Writer`]); partners and coupons into their tables.
 pub struct Inserter<'t> {
     tx: &'t Transaction<'t>,
-    next: i64,
-    ev: rusqlite::CachedStatement<'t>,
-    click: rusqlite::CachedStatement<'t>,
+    events: Option<events::Writer>,
+    /// Where the duplicate check goes back once the import is written.
+    ids: &'t std::cell::RefCell<Option<IdIndex>>,
     partner: rusqlite::CachedStatement<'t>,
     coupon: rusqlite::CachedStatement<'t>,
     /// One event's row, for [`Inserter::insert`].
     one: Batch,
-}
-
-/// An event as the row the inserter binds ([`event_row`]): integers first.
-pub const EVENT_INTS: usize = 11;
-pub const EVENT_TEXTS: usize = 19;
-// integer columns
-const E_KIND: usize = 0;
-/// 1 when the narrower click statement serves the event
-const E_NARROW: usize = 1;
-const E_SEQ: usize = 2;
-const E_TS: usize = 3;
-const E_CLICK_TS: usize = 4;
-const E_BOT: usize = 5;
-const E_APPROVED_AT: usize = 6;
-const E_EXPIRES_AT: usize = 7;
-const E_ASN: usize = 8;
-const E_DATACENTER: usize = 9;
-const E_HAS_REFERRER: usize = 10;
-// text columns
-const E_ID: usize = 0;
-const E_PROGRAM: usize = 1;
-const E_PARTNER: usize = 2;
-const E_LINK: usize = 3;
-const E_CLICK_ID: usize = 4;
-const E_EVENT: usize = 5;
-const E_TXN_ID: usize = 6;
-const E_AMOUNT: usize = 7;
-const E_CURRENCY: usize = 8;
-const E_CUSTOMER: usize = 9;
-const E_COUPON: usize = 10;
-const E_ORIGINAL_TXN_ID: usize = 11;
-const E_LOTS: usize = 12;
-const E_INSTRUMENT: usize = 13;
-const E_COUNTRY: usize = 14;
-const E_EMAIL_HASH: usize = 15;
-const E_STATUS: usize = 16;
-const E_SOURCE: usize = 17;
-const E_VISITOR: usize = 18;
-
-/// Which statement parameter each column binds: (column, parameter), for
-/// the events statement and the clicks one; the arrival is bound apart.
-const EV_INTS: [(usize, usize); 10] = [
-    (E_KIND, 2),
-    (E_SEQ, 3),
-    (E_TS, 4),
-    (E_CLICK_TS, 9),
-    (E_BOT, 19),
-    (E_APPROVED_AT, 23),
-    (E_EXPIRES_AT, 24),
-    (E_ASN, 28),
-    (E_DATACENTER, 29),
-    (E_HAS_REFERRER, 30),
-];
-const EV_TEXTS: [(usize, usize); 19] = [
-    (E_ID, 1),
-    (E_PROGRAM, 5),
-    (E_PARTNER, 6),
-    (E_LINK, 7),
-    (E_CLICK_ID, 8),
-    (E_EVENT, 10),
-    (E_TXN_ID, 11),
-    (E_AMOUNT, 12),
-    (E_CURRENCY, 13),
-    (E_CUSTOMER, 14),
-    (E_COUPON, 15),
-    (E_ORIGINAL_TXN_ID, 16),
-    (E_LOTS, 17),
-    (E_INSTRUMENT, 18),
-    (E_COUNTRY, 20),
-    (E_EMAIL_HASH, 21),
-    (E_STATUS, 22),
-    (E_SOURCE, 25),
-    (E_VISITOR, 27),
-];
-const EV_ARRIVAL: usize = 26;
-const EVENT_BINDING: Binding = Binding {
-    ints: &EV_INTS,
-    texts: &EV_TEXTS,
-    arrival: EV_ARRIVAL,
-};
-const CLICK_INTS: [(usize, usize); 6] = [
-    (E_SEQ, 2),
-    (E_TS, 3),
-    (E_BOT, 8),
-    (E_ASN, 13),
-    (E_DATACENTER, 14),
-    (E_HAS_REFERRER, 15),
-];
-const CLICK_TEXTS: [(usize, usize); 8] = [
-    (E_ID, 1),
-    (E_PROGRAM, 4),
-    (E_PARTNER, 5),
-    (E_LINK, 6),
-    (E_CLICK_ID, 7),
-    (E_SOURCE, 9),
-    (E_COUNTRY, 10),
-    (E_VISITOR, 12),
-];
-const CLICK_ARRIVAL: usize = 11;
-const CLICK_BINDING: Binding = Binding {
-    ints: &CLICK_INTS,
-    texts: &CLICK_TEXTS,
-    arrival: CLICK_ARRIVAL,
-};
-
-/// Which parameter of a statement each column of an event row binds:
-/// (column, parameter) pairs, and the arrival's parameter.
-struct Binding {
-    ints: &'static [(usize, usize)],
-    texts: &'static [(usize, usize)],
-    arrival: usize,
-}
-
-/// Appends an event record (a click, conversion, deal or MDF claim; not a
-/// registry line) to `b` as the row the inserter binds, its values in the
-/// form the store keeps them. Runs on the import's parser thread, so the
-/// inserter only binds. `false` for a registry record, which has no row.
-pub fn event_row(r: &Record, b: &mut Batch) -> std::result::Result<bool, batch::TooLarge> {
-    let Some(kind) = kind_code(r.kind) else {
-        return Ok(false);
-    };
-    let ms = |t: Option<edge::time::Timestamp>| t.map(|t| t.ms());
-    // clicks carry few fields: a narrower statement binds less
-    let narrow = kind == KIND_CLICK
-        && r.event.is_none()
-        && r.click_ts.is_none()
-        && r.txn_id.is_none()
-        && r.amount.is_none()
-        && r.currency.is_none()
-        && r.customer.is_none()
-        && r.coupon.is_none()
-        && r.original_txn_id.is_none()
-        && r.lots.is_none()
-        && r.instrument.is_none()
-        && r.email_hash.is_none()
-        && r.status.is_none()
-        && r.approved_at.is_none()
-        && r.expires_at.is_none();
-    for v in [
-        Some(kind),
-        Some(i64::from(narrow)),
-        r.seq.map(|s| s as i64),
-        ms(r.ts),
-        ms(r.click_ts),
-        r.bot.map(i64::from),
-        ms(r.approved_at),
-        ms(r.expires_at),
-        r.asn.map(i64::from),
-        r.datacenter.map(i64::from),
-        r.has_referrer.map(i64::from),
-    ] {
-        b.push_int(v);
-    }
-    let dec = |d: Option<rust_decimal::Decimal>| d.map(|d| d.to_string());
-    let (amount, lots) = (dec(r.amount), dec(r.lots));
-    for v in [
-        r.id.as_deref(),
-        r.program.as_deref(),
-        r.partner.as_deref(),
-        r.link.as_deref(),
-        r.click_id.as_deref(),
-        r.event.as_deref(),
-        r.txn_id.as_deref(),
-        amount.as_deref(),
-        r.currency.map(|c| c.code()),
-        r.customer.as_deref(),
-        r.coupon.as_deref(),
-        r.original_txn_id.as_deref(),
-        lots.as_deref(),
-        r.instrument.as_deref(),
-        r.country.as_deref(),
-        r.email_hash.as_deref(),
-        r.status.as_deref(),
-        r.source.map(source_name),
-        r.visitor.as_deref(),
-    ] {
-        b.push_text(v)?;
-    }
-    Ok(true)
-}
-
-/// Binds row `r` of `b` to `st` as `how` says (the parameters it does not
-/// name are NULL) with `arrival`, and runs it: 1 when inserted, 0 when the
-/// id was known.
-fn bind_and_run(
-    st: &mut rusqlite::CachedStatement,
-    how: &Binding,
-    b: &Batch,
-    r: usize,
-    arrival: i64,
-) -> rusqlite::Result<usize> {
-    st.clear_bindings();
-    for &(c, p) in how.ints {
-        if let Some(v) = b.int(r, c) {
-            st.raw_bind_parameter(p, v)?;
-        }
-    }
-    for &(c, p) in how.texts {
-        if let Some(v) = b.bytes(r, c) {
-            // as TEXT: the parser pushed only strings
-            let v = rusqlite::types::ToSqlOutput::Borrowed(rusqlite::types::ValueRef::Text(v));
-            st.raw_bind_parameter(p, v)?;
-        }
-    }
-    st.raw_bind_parameter(how.arrival, arrival)?;
-    st.raw_execute()
 }
 
 #[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
@@ -847,23 +675,22 @@ pub struct ImportCounts {
 }
 
 impl<'t> Inserter<'t> {
-    pub fn new(tx: &'t Transaction<'t>) -> Result<Inserter<'t>> {
+    /// `ids`: the store's [`Store::ids`]; the duplicate check it holds is
+    /// used when it is current (nothing was imported since), else read
+    /// again from the store.
+    pub fn new(
+        tx: &'t Transaction<'t>,
+        ids: &'t std::cell::RefCell<Option<IdIndex>>,
+    ) -> Result<Inserter<'t>> {
+        let next = next_arrival(tx)?;
+        let index = match ids.borrow_mut().take() {
+            Some(i) if i.next == next => i,
+            _ => IdIndex::load(tx, next)?,
+        };
         Ok(Inserter {
             tx,
-            next: next_arrival(tx)?,
-            click: tx.prepare_cached(
-                "INSERT OR IGNORE INTO events (id, kind, seq, ts, program, partner, link, click_id, bot, source,
-                   country, arrival, visitor, asn, datacenter, has_referrer)
-                 VALUES (?1, 0, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-            )?,
-            ev: tx.prepare_cached(
-                "INSERT OR IGNORE INTO events (id, kind, seq, ts, program, partner, link, click_id, click_ts, event,
-                   txn_id, amount, currency, customer, coupon, original_txn_id, lots, instrument, bot, country,
-                   email_hash, status, approved_at, expires_at, source, arrival, visitor, asn, datacenter,
-                   has_referrer)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
-                   ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)",
-            )?,
+            events: Some(events::Writer::new(index)),
+            ids,
             partner: tx.prepare_cached(
                 "INSERT INTO partners (id, program, parent, tier, status, history, currency, email_hash,
                    created_at, updated_at, raw)
@@ -884,13 +711,21 @@ impl<'t> Inserter<'t> {
         })
     }
 
-    /// Records where the next import's arrival numbers start.
-    pub fn finish(self) -> Result<()> {
+    /// Writes the last block and records where the next import's arrival
+    /// numbers start. The duplicate check goes back to the store, current
+    /// once this transaction commits (a rollback leaves the store's next
+    /// arrival behind it, so the next import reads it again).
+    pub fn finish(mut self) -> Result<()> {
+        let Some(w) = self.events.take() else {
+            return Ok(());
+        };
+        let index = w.finish(self.tx)?;
         self.tx.execute(
             "INSERT INTO meta (key, value) VALUES ('next_arrival', ?1)
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            [self.next.to_string()],
+            [index.next.to_string()],
         )?;
+        *self.ids.borrow_mut() = Some(index);
         Ok(())
     }
 
@@ -953,13 +788,11 @@ impl<'t> Inserter<'t> {
     /// Inserts row `r` of `b`, an event as [`event_row`] made it; a known
     /// id is a duplicate and changes nothing.
     pub fn insert_row(&mut self, b: &Batch, r: usize, counts: &mut ImportCounts) -> Result<()> {
-        let n = if b.int(r, E_NARROW) == Some(1) {
-            bind_and_run(&mut self.click, &CLICK_BINDING, b, r, self.next)?
-        } else {
-            bind_and_run(&mut self.ev, &EVENT_BINDING, b, r, self.next)?
-        };
-        if n == 1 {
-            self.next += 1;
+        let w = self
+            .events
+            .as_mut()
+            .ok_or_else(|| Error::data("an import written already"))?;
+        if w.add(self.tx, b, r)? {
             counts.new += 1;
         } else {
             counts.duplicate += 1;
@@ -976,18 +809,150 @@ mod tests {
     type Row = Vec<rusqlite::types::Value>;
 
     fn stored(store: &Store, id: &str) -> Row {
-        store
+        let (b, r) = events::find(&store.conn, id).unwrap().unwrap();
+        events::row_values(&b, r)
+    }
+
+    /// A store of schema 4 (events as rows) opens as schema 5 with the same
+    /// events in blocks, arrivals kept (a gap starts a new block); what was
+    /// imported before is still known as a duplicate.
+    #[test]
+    fn migration_moves_event_rows_into_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL);",
+            )
+            .unwrap();
+            for (v, name, sql) in &MIGRATIONS[..4] {
+                c.execute_batch(sql).unwrap();
+                c.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (?1, ?2)",
+                    params![v, name],
+                )
+                .unwrap();
+            }
+            let mut st = c
+                .prepare(
+                    "INSERT INTO events (arrival, id, kind, seq, ts, program, partner, amount, currency, bot, asn)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'p', ?6, ?7, ?8, ?9, ?10)",
+                )
+                .unwrap();
+            for a in (1..=5000i64).chain(6001..=6003) {
+                let conv = a % 3 == 0;
+                st.execute(params![
+                    a,
+                    format!("e{a}"),
+                    i64::from(conv),
+                    a + 10,
+                    1_793_491_200_000 + a * 1000,
+                    (a % 7 != 0).then(|| format!("pa{}", a % 5)),
+                    conv.then_some("12.50"),
+                    conv.then_some("USD"),
+                    (a % 11 == 0).then_some(1),
+                    (a % 2 == 0).then_some(64_500 + a),
+                ])
+                .unwrap();
+            }
+            c.execute(
+                "INSERT INTO meta (key, value) VALUES ('next_arrival', '6004')",
+                [],
+            )
+            .unwrap();
+        }
+        let mut store = Store::open(&path).unwrap();
+        let blocks: Vec<(i64, i64)> = store
+            .conn
+            .prepare("SELECT first, n FROM event_blocks ORDER BY first")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<std::result::Result<_, _>>()
+            .unwrap();
+        assert_eq!(blocks, [(1, 4096), (4097, 904), (6001, 3)]);
+        let gone: i64 = store
             .conn
             .query_row(
-                "SELECT id, kind, seq, ts, program, partner, link, click_id, click_ts, event, txn_id,
-                   amount, currency, customer, coupon, original_txn_id, lots, instrument, bot, country,
-                   email_hash, status, approved_at, expires_at, source, arrival, visitor, asn,
-                   datacenter, has_referrer
-                 FROM events WHERE id = ?1",
-                [id],
-                |r| (0..30).map(|i| r.get(i)).collect(),
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'events'",
+                [],
+                |r| r.get(0),
             )
+            .unwrap();
+        assert_eq!(gone, 0);
+        let rows = events::all_rows(&store.conn).unwrap();
+        assert_eq!(rows.len(), 5003);
+        use rusqlite::types::Value::{Integer as I, Null, Text};
+        let r = &rows[5001]; // arrival 6002
+        assert_eq!(
+            (&r[0], &r[1], &r[2], &r[3], &r[5], &r[11], &r[18], &r[25], &r[27]),
+            (
+                &Text("e6002".into()),
+                &I(0),
+                &I(6012),
+                &I(1_793_491_200_000 + 6_002_000),
+                &Text("pa2".into()),
+                &Null,
+                &Null,
+                &I(6002),
+                &I(64_500 + 6002)
+            )
+        );
+        assert_eq!((&rows[10][18], &rows[11][18]), (&I(1), &Null)); // arrival 11 is a bot
+        assert_eq!(rows[2][11], Text("12.50".into()));
+        assert_eq!(
+            store.event_periods().unwrap(),
+            (Some(1_793_491_203_000), Some(1_793_491_200_000 + 6_003_000))
+        );
+        // the old ids are known: importing them again adds nothing
+        let counts = import(
+            &mut store,
+            &[
+                r#"{"id":"e17","type":"click","ts":"2026-11-01T00:00:01.000Z","program":"p"}"#,
+                r#"{"id":"e6003","type":"click","ts":"2026-11-01T00:00:01.000Z","program":"p"}"#,
+                r#"{"id":"n1","type":"click","ts":"2026-11-01T00:00:01.000Z","program":"p"}"#,
+            ],
+        );
+        assert_eq!((counts.new, counts.duplicate), (1, 2));
+        assert_eq!(store.max_arrival().unwrap(), 6004);
+    }
+
+    /// The duplicate check the store keeps between imports: current after a
+    /// commit, read again after a rollback or by a new process.
+    #[test]
+    fn duplicates_are_known_across_imports_and_rollbacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let mut store = Store::open(&path).unwrap();
+        let click = |id: &str| {
+            format!(
+                r#"{{"id":"{id}","type":"click","ts":"2026-11-01T00:00:01.000Z","program":"p"}}"#
+            )
+        };
+        let (a, b, c) = (click("a"), click("b"), click("c"));
+        assert_eq!(import(&mut store, &[&a, &b]).new, 2);
+        // an import that fails after its events were added rolls back
+        let records: Vec<Record> = [&c, &a].iter().map(|l| parse_line(l).unwrap()).collect();
+        let mut bad = records.clone();
+        let mut x = records[0].clone();
+        x.id = Some("x".into());
+        x.kind = Kind::Conversion; // without a program: refused
+        bad.push(x);
+        assert!(crate::import::import_records(&mut store, &bad).is_err());
+        let counts = crate::import::import_records(&mut store, &records).unwrap();
+        assert_eq!((counts.new, counts.duplicate), (1, 1));
+        drop(store);
+        let mut store = Store::open(&path).unwrap();
+        let counts = import(&mut store, &[&c, &b, &a, &click("d")]);
+        assert_eq!((counts.new, counts.duplicate), (1, 3));
+        let ids: Vec<_> = events::all_rows(&store.conn)
             .unwrap()
+            .into_iter()
+            .map(|r| r[0].clone())
+            .collect();
+        let t = |s: &str| rusqlite::types::Value::Text(s.into());
+        assert_eq!(ids, [t("a"), t("b"), t("c"), t("d")]);
     }
 
     fn import(store: &mut Store, lines: &[&str]) -> ImportCounts {

@@ -138,7 +138,10 @@ fn pull_pages_resumes_and_is_incremental() {
     let mut store = Store::open(&t.path().join("s.db")).unwrap();
     let r = pull(&mut store, &opts(&srv.url)).unwrap();
     assert_eq!((r.counts.new, r.cursor), (12, 12));
-    assert_eq!(count(&store, "SELECT COUNT(*) FROM events"), 12);
+    assert_eq!(
+        count(&store, "SELECT COALESCE(SUM(n), 0) FROM event_blocks"),
+        12
+    );
     assert_eq!(count(&store, "SELECT COUNT(*) FROM partners"), 1);
     assert_eq!(count(&store, "SELECT COUNT(*) FROM coupons"), 1);
     // three more arrive; the next pull starts after the stored cursor
@@ -165,7 +168,10 @@ fn pull_retries_5xx_and_resumes_after_a_failure() {
     assert_eq!(e.exit_code(), 3, "{e}");
     assert!(e.to_string().contains("gave up after 5 tries"), "{e}");
     // the two pages before the failure are committed with their cursor
-    assert_eq!(count(&store, "SELECT COUNT(*) FROM events"), 10);
+    assert_eq!(
+        count(&store, "SELECT COALESCE(SUM(n), 0) FROM event_blocks"),
+        10
+    );
     assert_eq!(store.meta("pull_cursor").unwrap().as_deref(), Some("10"));
     srv.state.lock().unwrap().broken_after = None;
     let r = pull(&mut store, &opts(&srv.url)).unwrap();

@@ -1,0 +1,1060 @@
+//! The events in append-only blocks: each import appends its new events in
+//! blocks of up to [`BLOCK_ROWS`], one `event_blocks` row (a BLOB) each, in
+//! the same SQLite file and transaction as the rest of the import, so a
+//! killed import still leaves all of it or none.
+//!
+//! A block is stored column by column: an integer column as a NULL bitmap
+//! and the varint differences between successive values (timestamps in
+//! arrival order differ by little), a text column as its lengths then its
+//! bytes. A reader decodes only the columns it asks for ([`Cols`]). The
+//! `event_hashes` table holds the 64-bit hash of each event's id, so the
+//! import's duplicate check ([`IdIndex`]) loads a few bytes an event instead
+//! of decoding every block; a hash seen before is always confirmed against
+//! the id itself.
+//!
+//! Blocks are never appended to after their import; `settlement erase`
+//! rewrites the blocks holding the erased customer's events.
+
+use crate::batch::Batch;
+use crate::error::{Error, Result};
+use edge::record::Record;
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// Events a block holds at most.
+pub const BLOCK_ROWS: usize = 4096;
+
+pub const KIND_CLICK: i64 = 0;
+pub const KIND_CONVERSION: i64 = 1;
+pub const KIND_DEAL: i64 = 2;
+pub const KIND_MDF: i64 = 3;
+
+/// An event's integer columns, then its text columns (the arrival is the
+/// block's first arrival plus the row).
+pub const EVENT_INTS: usize = 10;
+pub const EVENT_TEXTS: usize = 19;
+// integer columns
+pub const E_KIND: usize = 0;
+pub const E_SEQ: usize = 1;
+pub const E_TS: usize = 2;
+pub const E_CLICK_TS: usize = 3;
+pub const E_BOT: usize = 4;
+pub const E_APPROVED_AT: usize = 5;
+pub const E_EXPIRES_AT: usize = 6;
+pub const E_ASN: usize = 7;
+pub const E_DATACENTER: usize = 8;
+pub const E_HAS_REFERRER: usize = 9;
+// text columns
+pub const E_ID: usize = 0;
+pub const E_PROGRAM: usize = 1;
+pub const E_PARTNER: usize = 2;
+pub const E_LINK: usize = 3;
+pub const E_CLICK_ID: usize = 4;
+pub const E_EVENT: usize = 5;
+pub const E_TXN_ID: usize = 6;
+pub const E_AMOUNT: usize = 7;
+pub const E_CURRENCY: usize = 8;
+pub const E_CUSTOMER: usize = 9;
+pub const E_COUPON: usize = 10;
+pub const E_ORIGINAL_TXN_ID: usize = 11;
+pub const E_LOTS: usize = 12;
+pub const E_INSTRUMENT: usize = 13;
+pub const E_COUNTRY: usize = 14;
+pub const E_EMAIL_HASH: usize = 15;
+pub const E_STATUS: usize = 16;
+pub const E_SOURCE: usize = 17;
+pub const E_VISITOR: usize = 18;
+
+/// The block tables, created by migration 5 (which moves the rows of the
+/// old `events` table into them: [`move_rows_into_blocks`]).
+pub const SCHEMA: &str = r#"
+-- events in append-only blocks of up to 4096, in arrival order: `first` is
+-- the arrival of the block's first event, the others follow without a gap;
+-- body: the events column by column (settlement/src/events.rs)
+CREATE TABLE event_blocks (
+  first INTEGER PRIMARY KEY, n INTEGER NOT NULL,
+  min_ts INTEGER NOT NULL, max_ts INTEGER NOT NULL,
+  -- over the block's conversions, deals and MDF claims; NULL without one
+  fact_min_ts INTEGER, fact_max_ts INTEGER,
+  body BLOB NOT NULL
+);
+CREATE INDEX event_blocks_facts ON event_blocks(fact_min_ts);
+-- the 64-bit hash (xxh3) of each event's id, in its block's order
+CREATE TABLE event_hashes (first INTEGER PRIMARY KEY, hashes BLOB NOT NULL);
+"#;
+
+/// An integer column's NULL in a decoded block (no column holds it).
+const NULL_INT: i64 = i64::MIN;
+/// A text column's NULL: the top bit of its end offset.
+const NULL_TEXT: u32 = 1 << 31;
+const VERSION: u8 = 1;
+
+/// Which columns a reader decodes: bit `c` of `ints` for integer column
+/// `c`, of `texts` for text column `c`. A column not decoded reads as NULL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cols {
+    pub ints: u32,
+    pub texts: u32,
+}
+
+impl Cols {
+    pub const ALL: Cols = Cols {
+        ints: (1 << EVENT_INTS) - 1,
+        texts: (1 << EVENT_TEXTS) - 1,
+    };
+    pub const fn of(ints: &[usize], texts: &[usize]) -> Cols {
+        let mut c = Cols { ints: 0, texts: 0 };
+        let mut i = 0;
+        while i < ints.len() {
+            c.ints |= 1 << ints[i];
+            i += 1;
+        }
+        let mut i = 0;
+        while i < texts.len() {
+            c.texts |= 1 << texts[i];
+            i += 1;
+        }
+        c
+    }
+}
+
+/// One text column: the bytes of its values one after the other and the end
+/// offset of each (NULL_TEXT marks a NULL).
+#[derive(Debug, Clone, Default)]
+struct TextCol {
+    bytes: Vec<u8>,
+    ends: Vec<u32>,
+}
+
+impl TextCol {
+    fn push(&mut self, v: Option<&[u8]>) -> Result<()> {
+        let end = self.ends.last().map_or(0, |e| e & !NULL_TEXT);
+        match v {
+            Some(t) => {
+                self.bytes.extend_from_slice(t);
+                let end = u32::try_from(self.bytes.len())
+                    .ok()
+                    .filter(|&e| e < NULL_TEXT)
+                    .ok_or_else(|| Error::data("a block of events over 2 GiB of text"))?;
+                self.ends.push(end);
+            }
+            None => self.ends.push(end | NULL_TEXT),
+        }
+        Ok(())
+    }
+
+    fn get(&self, r: usize) -> Option<&[u8]> {
+        let end = *self.ends.get(r)?;
+        if end & NULL_TEXT != 0 {
+            return None;
+        }
+        let start = match r {
+            0 => 0,
+            _ => self.ends[r - 1] & !NULL_TEXT,
+        };
+        self.bytes.get(start as usize..end as usize)
+    }
+}
+
+/// Events column by column: a block being written, or one decoded.
+#[derive(Debug, Clone)]
+pub struct Block {
+    /// The arrival of row 0.
+    pub first: i64,
+    n: usize,
+    ints: Vec<Vec<i64>>,
+    texts: Vec<TextCol>,
+}
+
+impl Default for Block {
+    fn default() -> Block {
+        Block::new(0)
+    }
+}
+
+impl Block {
+    pub fn new(first: i64) -> Block {
+        Block {
+            first,
+            n: 0,
+            ints: vec![Vec::new(); EVENT_INTS],
+            texts: vec![TextCol::default(); EVENT_TEXTS],
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.n
+    }
+
+    pub fn clear(&mut self) {
+        self.n = 0;
+        for c in &mut self.ints {
+            c.clear();
+        }
+        for c in &mut self.texts {
+            c.bytes.clear();
+            c.ends.clear();
+        }
+    }
+
+    /// Integer column `c` of row `r` (NULL when not decoded).
+    pub fn int(&self, c: usize, r: usize) -> Option<i64> {
+        self.ints.get(c)?.get(r).copied().filter(|&v| v != NULL_INT)
+    }
+
+    /// Text column `c` of row `r` as stored (NULL when not decoded).
+    pub fn bytes(&self, c: usize, r: usize) -> Option<&[u8]> {
+        self.texts.get(c)?.get(r)
+    }
+
+    /// Text column `c` of row `r`; bytes that are not UTF-8 are an error
+    /// naming the event (the import stores only strings).
+    pub fn text(&self, c: usize, r: usize) -> Result<Option<&str>> {
+        match self.bytes(c, r) {
+            None => Ok(None),
+            Some(b) => std::str::from_utf8(b).map(Some).map_err(|_| {
+                Error::data(format!(
+                    "event at arrival {}: a text field that is not UTF-8 in the store",
+                    self.first + r as i64
+                ))
+            }),
+        }
+    }
+
+    /// The arrival of row `r`.
+    pub fn arrival(&self, r: usize) -> i64 {
+        self.first + r as i64
+    }
+
+    /// Appends row `r` of `b`, an event as [`event_row`] made it.
+    pub fn push_row(&mut self, b: &Batch, r: usize) -> Result<()> {
+        for (c, col) in self.ints.iter_mut().enumerate() {
+            col.push(b.int(r, c).unwrap_or(NULL_INT));
+        }
+        for (c, col) in self.texts.iter_mut().enumerate() {
+            col.push(b.bytes(r, c))?;
+        }
+        self.n += 1;
+        Ok(())
+    }
+
+    /// Appends row `r` of `other` (every column decoded), the columns named
+    /// in `ints` and `texts` taking the values given there.
+    fn push_edited(
+        &mut self,
+        other: &Block,
+        r: usize,
+        ints: &[(usize, Option<i64>)],
+        texts: &[(usize, Option<&[u8]>)],
+    ) -> Result<()> {
+        for (c, col) in self.ints.iter_mut().enumerate() {
+            let v = match ints.iter().find(|(k, _)| *k == c) {
+                Some((_, v)) => *v,
+                None => other.int(c, r),
+            };
+            col.push(v.unwrap_or(NULL_INT));
+        }
+        for (c, col) in self.texts.iter_mut().enumerate() {
+            let v = match texts.iter().find(|(k, _)| *k == c) {
+                Some((_, v)) => *v,
+                None => other.bytes(c, r),
+            };
+            col.push(v)?;
+        }
+        self.n += 1;
+        Ok(())
+    }
+
+    /// The block as stored.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut cols: Vec<Vec<u8>> = Vec::with_capacity(EVENT_INTS + EVENT_TEXTS);
+        for col in &self.ints {
+            let mut out = vec![0u8; self.n.div_ceil(8)];
+            let mut prev = 0i64;
+            for (r, &v) in col.iter().enumerate() {
+                if v != NULL_INT {
+                    out[r / 8] |= 1 << (r % 8);
+                    put_varint(&mut out, zigzag(v.wrapping_sub(prev)));
+                    prev = v;
+                }
+            }
+            cols.push(out);
+        }
+        for col in &self.texts {
+            let mut out = Vec::with_capacity(col.ends.len() * 2 + col.bytes.len());
+            let mut start = 0u32;
+            for &e in &col.ends {
+                if e & NULL_TEXT != 0 {
+                    put_varint(&mut out, 0);
+                } else {
+                    put_varint(&mut out, u64::from(e - start) + 1);
+                    start = e;
+                }
+            }
+            out.extend_from_slice(&col.bytes);
+            cols.push(out);
+        }
+        let mut body = Vec::with_capacity(16 + cols.iter().map(|c| c.len() + 3).sum::<usize>());
+        body.push(VERSION);
+        put_varint(&mut body, self.n as u64);
+        put_varint(&mut body, EVENT_INTS as u64);
+        put_varint(&mut body, EVENT_TEXTS as u64);
+        for c in &cols {
+            put_varint(&mut body, c.len() as u64);
+        }
+        for c in &cols {
+            body.extend_from_slice(c);
+        }
+        body
+    }
+
+    /// Decodes the columns `cols` of a stored block into `self`, reusing its
+    /// buffers.
+    pub fn decode(&mut self, first: i64, body: &[u8], cols: Cols) -> Result<()> {
+        self.clear();
+        self.first = first;
+        let bad = |what: &str| Error::data(format!("event block at arrival {first}: {what}"));
+        let mut pos = 0usize;
+        if body.first() != Some(&VERSION) {
+            return Err(bad("an unknown format"));
+        }
+        pos += 1;
+        let n = varint_usize(body, &mut pos).ok_or_else(|| bad("cut short"))?;
+        let ni = varint_usize(body, &mut pos).ok_or_else(|| bad("cut short"))?;
+        let nt = varint_usize(body, &mut pos).ok_or_else(|| bad("cut short"))?;
+        if ni != EVENT_INTS || nt != EVENT_TEXTS || n > 1 << 24 {
+            return Err(bad("an unknown layout"));
+        }
+        let mut lens = [0usize; EVENT_INTS + EVENT_TEXTS];
+        for l in &mut lens {
+            *l = varint_usize(body, &mut pos).ok_or_else(|| bad("cut short"))?;
+        }
+        self.n = n;
+        for (c, &len) in lens.iter().enumerate() {
+            let end = pos
+                .checked_add(len)
+                .filter(|&e| e <= body.len())
+                .ok_or_else(|| bad("cut short"))?;
+            let payload = &body[pos..end];
+            pos = end;
+            if c < EVENT_INTS {
+                if cols.ints & (1 << c) != 0 {
+                    decode_ints(payload, n, &mut self.ints[c])
+                        .ok_or_else(|| bad("a bad integer column"))?;
+                }
+            } else if cols.texts & (1 << (c - EVENT_INTS)) != 0 {
+                decode_texts(payload, n, &mut self.texts[c - EVENT_INTS])
+                    .ok_or_else(|| bad("a bad text column"))?;
+            }
+        }
+        if pos != body.len() {
+            return Err(bad("bytes after its last column"));
+        }
+        Ok(())
+    }
+}
+
+impl crate::batch::Refill for Block {
+    fn clear(&mut self) {
+        Block::clear(self)
+    }
+    fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+}
+
+fn decode_ints(payload: &[u8], n: usize, out: &mut Vec<i64>) -> Option<()> {
+    let map = payload.get(..n.div_ceil(8))?;
+    let mut pos = map.len();
+    let mut prev = 0i64;
+    out.reserve(n);
+    for r in 0..n {
+        if map[r / 8] & (1 << (r % 8)) != 0 {
+            prev = prev.wrapping_add(unzigzag(get_varint(payload, &mut pos)?));
+            out.push(prev);
+        } else {
+            out.push(NULL_INT);
+        }
+    }
+    (pos == payload.len()).then_some(())
+}
+
+fn decode_texts(payload: &[u8], n: usize, out: &mut TextCol) -> Option<()> {
+    let mut pos = 0;
+    let mut end = 0u32;
+    out.ends.reserve(n);
+    for _ in 0..n {
+        match get_varint(payload, &mut pos)? {
+            0 => out.ends.push(end | NULL_TEXT),
+            l => {
+                end = end.checked_add(u32::try_from(l - 1).ok()?)?;
+                if end & NULL_TEXT != 0 {
+                    return None;
+                }
+                out.ends.push(end);
+            }
+        }
+    }
+    let bytes = payload.get(pos..)?;
+    if bytes.len() != end as usize {
+        return None;
+    }
+    out.bytes.extend_from_slice(bytes);
+    Some(())
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *buf.get(*pos)?;
+        *pos += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+fn varint_usize(buf: &[u8], pos: &mut usize) -> Option<usize> {
+    usize::try_from(get_varint(buf, pos)?).ok()
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(u: u64) -> i64 {
+    ((u >> 1) as i64) ^ -((u & 1) as i64)
+}
+
+/// The hash an id is known by in `event_hashes`.
+pub fn id_hash(id: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(id)
+}
+
+fn source_name(s: edge::record::Source) -> &'static str {
+    use edge::record::Source;
+    match s {
+        Source::Postback => "postback",
+        Source::Pixel => "pixel",
+        Source::Stripe => "stripe",
+        Source::Shopify => "shopify",
+        Source::Import => "import",
+    }
+}
+
+pub fn kind_code(k: edge::record::Kind) -> Option<i64> {
+    use edge::record::Kind;
+    match k {
+        Kind::Click => Some(KIND_CLICK),
+        Kind::Conversion => Some(KIND_CONVERSION),
+        Kind::Deal => Some(KIND_DEAL),
+        Kind::Mdf => Some(KIND_MDF),
+        Kind::Partner | Kind::Coupon => None,
+    }
+}
+
+/// Appends an event record (a click, conversion, deal or MDF claim; not a
+/// registry line) to `b` as a row of the event columns above, its values in
+/// the form the store keeps them. Runs on the import's parser thread.
+/// `false` for a registry record, which has no row.
+pub fn event_row(r: &Record, b: &mut Batch) -> std::result::Result<bool, crate::batch::TooLarge> {
+    let Some(kind) = kind_code(r.kind) else {
+        return Ok(false);
+    };
+    let ms = |t: Option<edge::time::Timestamp>| t.map(|t| t.ms());
+    for v in [
+        Some(kind),
+        r.seq.map(|s| s as i64),
+        ms(r.ts),
+        ms(r.click_ts),
+        r.bot.map(i64::from),
+        ms(r.approved_at),
+        ms(r.expires_at),
+        r.asn.map(i64::from),
+        r.datacenter.map(i64::from),
+        r.has_referrer.map(i64::from),
+    ] {
+        b.push_int(v);
+    }
+    let dec = |d: Option<rust_decimal::Decimal>| d.map(|d| d.to_string());
+    let (amount, lots) = (dec(r.amount), dec(r.lots));
+    for v in [
+        r.id.as_deref(),
+        r.program.as_deref(),
+        r.partner.as_deref(),
+        r.link.as_deref(),
+        r.click_id.as_deref(),
+        r.event.as_deref(),
+        r.txn_id.as_deref(),
+        amount.as_deref(),
+        r.currency.map(|c| c.code()),
+        r.customer.as_deref(),
+        r.coupon.as_deref(),
+        r.original_txn_id.as_deref(),
+        lots.as_deref(),
+        r.instrument.as_deref(),
+        r.country.as_deref(),
+        r.email_hash.as_deref(),
+        r.status.as_deref(),
+        r.source.map(source_name),
+        r.visitor.as_deref(),
+    ] {
+        b.push_text(v)?;
+    }
+    Ok(true)
+}
+
+/// Writes a finished block and its ids' hashes.
+fn store_block(c: &Connection, blk: &Block, hashes: &[u64]) -> Result<()> {
+    if blk.n == 0 {
+        return Ok(());
+    }
+    let mut min_ts = i64::MAX;
+    let mut max_ts = i64::MIN;
+    let mut facts: Option<(i64, i64)> = None;
+    for r in 0..blk.n {
+        let ts = blk
+            .int(E_TS, r)
+            .ok_or_else(|| Error::data(format!("event at arrival {}: no ts", blk.arrival(r))))?;
+        min_ts = min_ts.min(ts);
+        max_ts = max_ts.max(ts);
+        if blk.int(E_KIND, r) != Some(KIND_CLICK) {
+            facts = Some(facts.map_or((ts, ts), |(a, b)| (a.min(ts), b.max(ts))));
+        }
+    }
+    let mut hb = Vec::with_capacity(hashes.len() * 8);
+    for h in hashes {
+        hb.extend_from_slice(&h.to_le_bytes());
+    }
+    c.prepare_cached(
+        "INSERT INTO event_blocks (first, n, min_ts, max_ts, fact_min_ts, fact_max_ts, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        blk.first,
+        blk.n as i64,
+        min_ts,
+        max_ts,
+        facts.map(|f| f.0),
+        facts.map(|f| f.1),
+        blk.encode()
+    ])?;
+    c.prepare_cached("INSERT INTO event_hashes (first, hashes) VALUES (?1, ?2)")?
+        .execute(params![blk.first, hb])?;
+    Ok(())
+}
+
+/// Every known id's hash and the arrival of the first event with it: the
+/// import's duplicate check. Kept by the store between transactions while
+/// `next` (the next arrival) says it is current.
+#[derive(Debug, Default)]
+pub struct IdIndex {
+    map: rustc_hash::FxHashMap<u64, i64>,
+    pub next: i64,
+}
+
+impl IdIndex {
+    /// Reads every block's hashes.
+    pub fn load(c: &Connection, next: i64) -> Result<IdIndex> {
+        let n: i64 = c.query_row("SELECT COALESCE(SUM(n), 0) FROM event_blocks", [], |r| {
+            r.get(0)
+        })?;
+        let mut map = rustc_hash::FxHashMap::default();
+        map.reserve(usize::try_from(n).unwrap_or(0));
+        let mut st = c.prepare("SELECT first, hashes FROM event_hashes ORDER BY first")?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            let first: i64 = r.get(0)?;
+            let hb = r.get_ref(1)?.as_blob()?;
+            for (i, h) in hb.chunks_exact(8).enumerate() {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(h);
+                map.entry(u64::from_le_bytes(a)).or_insert(first + i as i64);
+            }
+        }
+        Ok(IdIndex { map, next })
+    }
+}
+
+/// Appends new events in blocks inside an import's transaction; an event
+/// whose id is known is a duplicate and changes nothing.
+pub struct Writer {
+    index: IdIndex,
+    pending: Block,
+    hashes: Vec<u64>,
+    /// The last stored block decoded to confirm a hash (its ids only).
+    seen: Option<Block>,
+}
+
+impl Writer {
+    pub fn new(index: IdIndex) -> Writer {
+        let next = index.next;
+        Writer {
+            index,
+            pending: Block::new(next),
+            hashes: Vec::new(),
+            seen: None,
+        }
+    }
+
+    /// The arrival the next new event gets.
+    pub fn next(&self) -> i64 {
+        self.pending.first + self.pending.n as i64
+    }
+
+    /// Adds row `r` of `b`: `true` when new, `false` for a known id.
+    pub fn add(&mut self, c: &Connection, b: &Batch, r: usize) -> Result<bool> {
+        let id = b
+            .bytes(r, E_ID)
+            .ok_or_else(|| Error::data("an event without an id"))?;
+        if b.int(r, E_TS).is_none() {
+            return Err(Error::data(format!(
+                "event {}: no ts",
+                String::from_utf8_lossy(id)
+            )));
+        }
+        let h = id_hash(id);
+        if let Some(&a) = self.index.map.get(&h) {
+            if self.id_at(c, a)? == id || self.known_by_scan(c, id)? {
+                return Ok(false);
+            }
+        }
+        let arrival = self.next();
+        self.index.map.entry(h).or_insert(arrival);
+        self.pending.push_row(b, r)?;
+        self.hashes.push(h);
+        if self.pending.n == BLOCK_ROWS {
+            self.flush(c)?;
+        }
+        Ok(true)
+    }
+
+    fn flush(&mut self, c: &Connection) -> Result<()> {
+        store_block(c, &self.pending, &self.hashes)?;
+        let next = self.next();
+        self.pending.clear();
+        self.pending.first = next;
+        self.hashes.clear();
+        Ok(())
+    }
+
+    /// Stores the last block; the index, current as of the new next
+    /// arrival, to keep for the next transaction once this one commits.
+    pub fn finish(mut self, c: &Connection) -> Result<IdIndex> {
+        self.flush(c)?;
+        self.index.next = self.next();
+        Ok(self.index)
+    }
+
+    /// The id of the event at arrival `a` (pending or stored).
+    fn id_at(&mut self, c: &Connection, a: i64) -> Result<&[u8]> {
+        if a >= self.pending.first {
+            let r = usize::try_from(a - self.pending.first).unwrap_or(usize::MAX);
+            return Ok(self.pending.bytes(E_ID, r).unwrap_or_default());
+        }
+        let cached = self
+            .seen
+            .as_ref()
+            .is_some_and(|b| a >= b.first && a < b.first + b.n as i64);
+        if !cached {
+            let row: Option<(i64, Vec<u8>)> = c
+                .query_row(
+                    "SELECT first, body FROM event_blocks WHERE first <= ?1 ORDER BY first DESC LIMIT 1",
+                    [a],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let mut blk = self.seen.take().unwrap_or_default();
+            match row {
+                Some((first, body)) => blk.decode(first, &body, Cols::of(&[], &[E_ID]))?,
+                None => blk.clear(),
+            }
+            self.seen = Some(blk);
+        }
+        Ok(match &self.seen {
+            Some(b) => usize::try_from(a - b.first)
+                .ok()
+                .and_then(|r| b.bytes(E_ID, r))
+                .unwrap_or_default(),
+            None => &[],
+        })
+    }
+
+    /// Whether an event with `id` is stored or pending, by reading every id:
+    /// only for an id whose hash another id has (about once in 10^9 imports
+    /// of ten million events).
+    fn known_by_scan(&self, c: &Connection, id: &[u8]) -> Result<bool> {
+        if (0..self.pending.n).any(|r| self.pending.bytes(E_ID, r) == Some(id)) {
+            return Ok(true);
+        }
+        let mut found = false;
+        scan(c, Cols::of(&[], &[E_ID]), "1", [], |b| {
+            found = found || (0..b.n).any(|r| b.bytes(E_ID, r) == Some(id));
+            Ok(())
+        })?;
+        Ok(found)
+    }
+}
+
+/// Calls `f` with each block whose row in `event_blocks` matches `filter`
+/// (an SQL condition on its columns, with `params`), in arrival order,
+/// decoding the columns `cols`.
+pub fn scan<P: rusqlite::Params>(
+    c: &Connection,
+    cols: Cols,
+    filter: &str,
+    params: P,
+    mut f: impl FnMut(&Block) -> Result<()>,
+) -> Result<()> {
+    let mut st = c.prepare(&format!(
+        "SELECT first, body FROM event_blocks WHERE {filter} ORDER BY first"
+    ))?;
+    let mut rows = st.query(params)?;
+    let mut blk = Block::default();
+    while let Some(r) = rows.next()? {
+        blk.decode(r.get(0)?, r.get_ref(1)?.as_blob()?, cols)?;
+        f(&blk)?;
+    }
+    Ok(())
+}
+
+/// The stored event with `id`: its block (every column) and row.
+pub fn find(c: &Connection, id: &str) -> Result<Option<(Block, usize)>> {
+    let h = id_hash(id.as_bytes());
+    let mut st = c.prepare("SELECT first, hashes FROM event_hashes ORDER BY first")?;
+    let mut rows = st.query([])?;
+    let mut blk = Block::default();
+    while let Some(r) = rows.next()? {
+        let first: i64 = r.get(0)?;
+        let hb = r.get_ref(1)?.as_blob()?;
+        if !hb.chunks_exact(8).any(|x| x == h.to_le_bytes()) {
+            continue;
+        }
+        let body: Vec<u8> = c.query_row(
+            "SELECT body FROM event_blocks WHERE first = ?1",
+            [first],
+            |r| r.get(0),
+        )?;
+        blk.decode(first, &body, Cols::ALL)?;
+        if let Some(i) = (0..blk.n).find(|&i| blk.bytes(E_ID, i) == Some(id.as_bytes())) {
+            return Ok(Some((blk, i)));
+        }
+    }
+    Ok(None)
+}
+
+/// Rewrites each block holding a row `edit` changes: `edit(block, row)`
+/// returns the new integer and text values of the columns it changes, or
+/// `None` to leave the row alone. Returns the rows changed. The ids, the
+/// arrivals and the timestamps stay (the blocks' ranges hold).
+pub fn rewrite(
+    c: &Connection,
+    cols: Cols,
+    mut edit: impl FnMut(&Block, usize) -> Result<Option<Edit>>,
+) -> Result<usize> {
+    let mut changed = 0;
+    let mut todo: Vec<(i64, Vec<(usize, Edit)>)> = Vec::new();
+    scan(c, cols, "1", [], |b| {
+        let mut edits = Vec::new();
+        for r in 0..b.n {
+            if let Some(e) = edit(b, r)? {
+                edits.push((r, e));
+            }
+        }
+        if !edits.is_empty() {
+            changed += edits.len();
+            todo.push((b.first, edits));
+        }
+        Ok(())
+    })?;
+    let mut old = Block::default();
+    for (first, edits) in todo {
+        let body: Vec<u8> = c.query_row(
+            "SELECT body FROM event_blocks WHERE first = ?1",
+            [first],
+            |r| r.get(0),
+        )?;
+        old.decode(first, &body, Cols::ALL)?;
+        let mut new = Block::new(first);
+        let mut edits = edits.iter().peekable();
+        for r in 0..old.n {
+            match edits.next_if(|(at, _)| *at == r) {
+                Some((_, e)) => {
+                    let texts: Vec<(usize, Option<&[u8]>)> =
+                        e.texts.iter().map(|(c, v)| (*c, v.as_deref())).collect();
+                    new.push_edited(&old, r, &e.ints, &texts)?
+                }
+                None => new.push_edited(&old, r, &[], &[])?,
+            }
+        }
+        c.execute(
+            "UPDATE event_blocks SET body = ?2 WHERE first = ?1",
+            params![first, new.encode()],
+        )?;
+    }
+    Ok(changed)
+}
+
+/// New values for some columns of one event ([`rewrite`]).
+#[derive(Debug, Default, Clone)]
+pub struct Edit {
+    pub ints: Vec<(usize, Option<i64>)>,
+    pub texts: Vec<(usize, Option<Vec<u8>>)>,
+}
+
+/// Migration 5: the rows of the old `events` table, in arrival order, into
+/// blocks (a gap in the arrivals starts a new block), then the table goes.
+pub fn move_rows_into_blocks(c: &Connection) -> Result<()> {
+    let mut st = c.prepare(
+        "SELECT arrival, kind, seq, ts, click_ts, bot, approved_at, expires_at, asn, datacenter,
+                has_referrer, id, program, partner, link, click_id, event, txn_id, amount, currency,
+                customer, coupon, original_txn_id, lots, instrument, country, email_hash, status,
+                source, visitor
+         FROM events ORDER BY arrival",
+    )?;
+    let mut rows = st.query([])?;
+    let mut blk = Block::new(1);
+    let mut hashes = Vec::new();
+    let mut row = Batch::new(EVENT_INTS, EVENT_TEXTS);
+    while let Some(r) = rows.next()? {
+        let arrival: i64 = r.get(0)?;
+        if blk.n == BLOCK_ROWS || (blk.n > 0 && arrival != blk.first + blk.n as i64) {
+            store_block(c, &blk, &hashes)?;
+            blk.clear();
+            hashes.clear();
+        }
+        if blk.n == 0 {
+            blk.first = arrival;
+        }
+        row.clear();
+        for i in 0..EVENT_INTS {
+            row.push_int(r.get::<_, Option<i64>>(1 + i)?);
+        }
+        for i in 0..EVENT_TEXTS {
+            row.push_bytes(r.get_ref(1 + EVENT_INTS + i)?.as_bytes_or_null()?)
+                .map_err(|_| Error::data("an event's fields are over 2 GiB"))?;
+        }
+        hashes.push(id_hash(row.bytes(0, E_ID).unwrap_or_default()));
+        blk.push_row(&row, 0)?;
+    }
+    store_block(c, &blk, &hashes)?;
+    drop(rows);
+    drop(st);
+    c.execute_batch("DROP TABLE events;")?;
+    Ok(())
+}
+
+/// Every stored event as the old `events` table's row (id, kind, seq, ts,
+/// program, partner, link, click_id, click_ts, event, txn_id, amount,
+/// currency, customer, coupon, original_txn_id, lots, instrument, bot,
+/// country, email_hash, status, approved_at, expires_at, source, arrival,
+/// visitor, asn, datacenter, has_referrer), in arrival order: for tests and
+/// tools over small stores.
+pub fn all_rows(c: &Connection) -> Result<Vec<Vec<rusqlite::types::Value>>> {
+    let mut out = Vec::new();
+    scan(c, Cols::ALL, "1", [], |b| {
+        for r in 0..b.n {
+            out.push(row_values(b, r));
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Row `r` of `b` as [`all_rows`] gives it.
+pub fn row_values(b: &Block, r: usize) -> Vec<rusqlite::types::Value> {
+    use rusqlite::types::Value;
+    let i = |c: usize| b.int(c, r).map_or(Value::Null, Value::Integer);
+    let t = |c: usize| {
+        b.bytes(c, r).map_or(Value::Null, |v| {
+            Value::Text(String::from_utf8_lossy(v).into_owned())
+        })
+    };
+    vec![
+        t(E_ID),
+        i(E_KIND),
+        i(E_SEQ),
+        i(E_TS),
+        t(E_PROGRAM),
+        t(E_PARTNER),
+        t(E_LINK),
+        t(E_CLICK_ID),
+        i(E_CLICK_TS),
+        t(E_EVENT),
+        t(E_TXN_ID),
+        t(E_AMOUNT),
+        t(E_CURRENCY),
+        t(E_CUSTOMER),
+        t(E_COUPON),
+        t(E_ORIGINAL_TXN_ID),
+        t(E_LOTS),
+        t(E_INSTRUMENT),
+        i(E_BOT),
+        t(E_COUNTRY),
+        t(E_EMAIL_HASH),
+        t(E_STATUS),
+        i(E_APPROVED_AT),
+        i(E_EXPIRES_AT),
+        t(E_SOURCE),
+        Value::Integer(b.arrival(r)),
+        t(E_VISITOR),
+        i(E_ASN),
+        i(E_DATACENTER),
+        i(E_HAS_REFERRER),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(b: &mut Batch, id: &str, ts: Option<i64>, texts: &[(usize, Option<&str>)]) {
+        for c in 0..EVENT_INTS {
+            b.push_int(match c {
+                E_TS => ts,
+                E_KIND => Some(1),
+                E_ASN => Some(-7),
+                _ => None,
+            });
+        }
+        for c in 0..EVENT_TEXTS {
+            let v = match c {
+                E_ID => Some(id),
+                _ => texts.iter().find(|(k, _)| *k == c).and_then(|(_, v)| *v),
+            };
+            b.push_text(v).unwrap();
+        }
+    }
+
+    /// A block comes back as it went in: NULLs, empty strings, negative and
+    /// extreme integers, and only the columns asked for.
+    #[test]
+    fn blocks_round_trip() {
+        let mut b = Batch::new(EVENT_INTS, EVENT_TEXTS);
+        row(
+            &mut b,
+            "a",
+            Some(1_700_000_000_000),
+            &[(E_AMOUNT, Some("1.50"))],
+        );
+        row(
+            &mut b,
+            "bb",
+            Some(5),
+            &[(E_AMOUNT, Some("")), (E_CUSTOMER, Some("é"))],
+        );
+        row(&mut b, "c", Some(i64::MAX), &[]);
+        row(&mut b, "d", Some(i64::MIN + 1), &[(E_VISITOR, Some("v"))]);
+        let mut blk = Block::new(41);
+        for r in 0..b.rows() {
+            blk.push_row(&b, r).unwrap();
+        }
+        let body = blk.encode();
+        let mut back = Block::default();
+        back.decode(41, &body, Cols::ALL).unwrap();
+        assert_eq!(back.rows(), 4);
+        for r in 0..4 {
+            assert_eq!(row_values(&back, r), row_values(&blk, r));
+        }
+        assert_eq!(back.int(E_TS, 2), Some(i64::MAX));
+        assert_eq!(back.int(E_TS, 3), Some(i64::MIN + 1));
+        assert_eq!(back.int(E_SEQ, 0), None);
+        assert_eq!(back.bytes(E_AMOUNT, 1), Some(&b""[..]));
+        assert_eq!(back.bytes(E_AMOUNT, 2), None);
+        assert_eq!(back.text(E_CUSTOMER, 1).unwrap(), Some("é"));
+        assert_eq!(back.arrival(3), 44);
+        back.decode(41, &body, Cols::of(&[E_TS], &[E_ID])).unwrap();
+        assert_eq!(back.bytes(E_ID, 1), Some(&b"bb"[..]));
+        assert_eq!(back.int(E_TS, 1), Some(5));
+        assert_eq!(back.int(E_ASN, 1), None);
+        assert_eq!(back.bytes(E_AMOUNT, 0), None);
+        // a cut or altered body is an error naming the block, never a panic
+        for cut in 0..body.len() {
+            assert!(
+                back.decode(41, &body[..cut], Cols::ALL).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let mut longer = body.clone();
+        longer.push(0);
+        let e = back.decode(41, &longer, Cols::ALL).unwrap_err().to_string();
+        assert!(e.contains("arrival 41"), "{e}");
+    }
+
+    fn batch_of(ids: &[&str]) -> Batch {
+        let mut b = Batch::new(EVENT_INTS, EVENT_TEXTS);
+        for (i, id) in ids.iter().enumerate() {
+            row(&mut b, id, Some(i as i64), &[]);
+        }
+        b
+    }
+
+    /// A hash that another id has is confirmed against the ids themselves:
+    /// an id sharing a known hash is still new, the known id a duplicate,
+    /// pending or stored.
+    #[test]
+    fn a_shared_hash_is_confirmed_by_the_id() {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(SCHEMA).unwrap();
+        let b = batch_of(&["a", "b", "c", "a", "b"]);
+        let mut w = Writer::new(IdIndex {
+            next: 1,
+            ..IdIndex::default()
+        });
+        assert!(w.add(&c, &b, 0).unwrap());
+        // "b" and "c" are made to look like "a" (arrival 1) to the index
+        w.index.map.insert(id_hash(b"b"), 1);
+        assert!(w.add(&c, &b, 1).unwrap(), "b is new");
+        w.index.map.insert(id_hash(b"c"), 1);
+        assert!(w.add(&c, &b, 2).unwrap(), "c is new");
+        assert!(!w.add(&c, &b, 3).unwrap(), "a is pending");
+        assert!(!w.add(&c, &b, 4).unwrap(), "b is pending, found by its id");
+        let index = w.finish(&c).unwrap();
+        assert_eq!(index.next, 4);
+        // stored now: the same answers from the blocks
+        let mut w = Writer::new(index);
+        w.index.map.insert(id_hash(b"c"), 2);
+        for r in 0..5 {
+            assert!(!w.add(&c, &b, r).unwrap(), "row {r} is stored");
+        }
+        assert!(w.add(&c, &batch_of(&["d"]), 0).unwrap());
+        let index = w.finish(&c).unwrap();
+        let ids: Vec<_> = all_rows(&c)
+            .unwrap()
+            .into_iter()
+            .map(|r| r[0].clone())
+            .collect();
+        let t = |s: &str| rusqlite::types::Value::Text(s.into());
+        assert_eq!(ids, [t("a"), t("b"), t("c"), t("d")]);
+        // loaded from the store, the index knows the same ids
+        let loaded = IdIndex::load(&c, index.next).unwrap();
+        assert_eq!(loaded.map.len(), 4);
+        for (id, a) in [("a", 1), ("b", 2), ("c", 3), ("d", 4)] {
+            assert_eq!(loaded.map.get(&id_hash(id.as_bytes())), Some(&a), "{id}");
+        }
+    }
+
+    #[test]
+    fn varints_and_zigzag() {
+        for v in [0i64, 1, -1, 63, -64, 64, i64::MAX, i64::MIN, 1 << 40] {
+            assert_eq!(unzigzag(zigzag(v)), v);
+            let mut out = Vec::new();
+            put_varint(&mut out, zigzag(v));
+            let mut pos = 0;
+            assert_eq!(get_varint(&out, &mut pos), Some(zigzag(v)));
+            assert_eq!(pos, out.len());
+        }
+        // eleven continuation bytes are not a varint
+        let mut pos = 0;
+        assert_eq!(get_varint(&[0xff; 11], &mut pos), None);
+    }
+}
