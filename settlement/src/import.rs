@@ -144,11 +144,27 @@ impl Refill for Chunk {
     }
 }
 
-impl Chunk {
-    fn lines(&self) -> usize {
-        self.rows.rows() + self.others.len()
-    }
+/// Lines of the file as read, for a parser thread: the text and the end of
+/// each line in it.
+#[derive(Clone, Default)]
+struct Raw {
+    text: Vec<u8>,
+    ends: Vec<usize>,
+    /// the number of the first line
+    first_line: usize,
+}
 
+impl Refill for Raw {
+    fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
+    }
+    fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+}
+
+impl Chunk {
     /// Parses one line into the chunk.
     fn add_line(&mut self, buf: &[u8], line_no: usize) {
         let bad = |raw: String, error: String| Other::Bad {
@@ -216,38 +232,74 @@ pub fn import_file(store: &mut Store, path: &Path, opts: &ImportOptions) -> Resu
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let bar = progress_bar(opts.progress, size, &path.display().to_string());
 
-    // a reader thread parses lines into rows while this one inserts them
-    let empty = Chunk {
-        rows: Batch::new(EVENT_INTS, EVENT_TEXTS),
-        others: Vec::new(),
-        bytes: 0,
-    };
-    let (filler, chunks) = batch::channel(empty, 4);
-    let reader = std::thread::spawn(move || -> std::io::Result<()> {
-        let mut rd = BufReader::with_capacity(1 << 20, file);
-        let mut buf = Vec::new();
-        let mut line_no = 0usize;
-        let mut chunk = filler.fresh();
-        loop {
-            buf.clear();
-            let n = rd.read_until(b'\n', &mut buf)?;
-            if n == 0 {
-                break;
-            }
-            line_no += 1;
-            chunk.bytes += n as u64;
-            chunk.add_line(&buf, line_no);
-            if chunk.lines() >= CHUNK || chunk.rows.text_len() >= CHUNK_TEXT {
-                match filler.send(chunk) {
-                    Some(next) => chunk = next,
+    // a reader thread cuts the file into chunks of lines, parser threads
+    // turn them into rows (chunk i to parser i % n), and this one takes the
+    // parsed chunks back in the file's order and inserts them
+    let parsers = std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4));
+    let mut raws = Vec::new();
+    let mut outs = Vec::new();
+    let mut workers = Vec::new();
+    for _ in 0..parsers {
+        let (raw_filler, raw_reader) = batch::channel(Raw::default(), 2);
+        let empty = Chunk {
+            rows: Batch::new(EVENT_INTS, EVENT_TEXTS),
+            others: Vec::new(),
+            bytes: 0,
+        };
+        let (filler, out) = batch::channel(empty, 2);
+        workers.push(std::thread::spawn(move || {
+            while let Some(raw) = raw_reader.next() {
+                let mut chunk = filler.fresh();
+                let mut start = 0;
+                for (i, &end) in raw.ends.iter().enumerate() {
+                    let line = &raw.text[start..end];
+                    chunk.bytes += line.len() as u64;
+                    chunk.add_line(line, raw.first_line + i);
+                    start = end;
+                }
+                raw_reader.give_back(raw);
+                if filler.send(chunk).is_none() {
                     // the inserter stopped: its result says why
-                    None => return Ok(()),
+                    return;
                 }
             }
+            drop(filler);
+        }));
+        raws.push(raw_filler);
+        outs.push(out);
+    }
+    let reader = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut rd = BufReader::with_capacity(1 << 20, file);
+        let mut line_no = 0usize;
+        for i in 0.. {
+            let to = &raws[i % raws.len()];
+            let mut raw = to.fresh();
+            raw.first_line = line_no + 1;
+            while raw.ends.len() < CHUNK && raw.text.len() < CHUNK_TEXT {
+                if rd.read_until(b'\n', &mut raw.text)? == 0 {
+                    break;
+                }
+                line_no += 1;
+                raw.ends.push(raw.text.len());
+            }
+            if raw.ends.is_empty() {
+                break;
+            }
+            if to.send(raw).is_none() {
+                // the inserter stopped: its result says why
+                break;
+            }
         }
-        filler.finish(chunk);
         Ok(())
     });
+    let mut turn = 0usize;
+    let mut next_chunk = || {
+        let c = outs[turn % outs.len()]
+            .next()
+            .map(|c| (c, turn % outs.len()));
+        turn += 1;
+        c
+    };
 
     let mut report = FileReport {
         path: path.to_path_buf(),
@@ -260,7 +312,7 @@ pub fn import_file(store: &mut Store, path: &Path, opts: &ImportOptions) -> Resu
     let mut busy = std::time::Duration::ZERO;
     {
         let mut ins = Inserter::new(&tx, &store.ids)?;
-        'outer: while let Some(chunk) = chunks.next() {
+        'outer: while let Some((chunk, from)) = next_chunk() {
             let t = std::time::Instant::now();
             let mut others = chunk.others.iter().peekable();
             for r in 0..=chunk.rows.rows() {
@@ -290,19 +342,22 @@ pub fn import_file(store: &mut Store, path: &Path, opts: &ImportOptions) -> Resu
             if let Some(b) = &bar {
                 b.inc(chunk.bytes);
             }
-            chunks.give_back(chunk);
+            outs[from].give_back(chunk);
         }
         if failure.is_none() {
             ins.finish()?;
         }
     }
-    drop(chunks);
+    drop(outs);
 
     let _w = crate::run::Phase::start("import reader join");
     if std::env::var_os("SETTLEMENT_TIMING").is_some() {
         eprintln!("timing: inserting: {:.3} s", busy.as_secs_f64());
     }
     let read = reader.join().expect("reader thread");
+    for w in workers {
+        w.join().expect("parser thread");
+    }
     if let Some(e) = failure {
         drop(tx); // rolls back
         return Err(e);
