@@ -345,6 +345,10 @@ impl Store {
         txn_programs: &[&str],
         fraud_programs: &[&str],
     ) -> Result<Facts> {
+        // the import's duplicate check (hundreds of MB at ten million
+        // events) is not kept beside the facts: an import after this run
+        // in the same process (nightly's next pull) reads it again
+        drop(self.ids.borrow_mut().take());
         let mut f = Facts::default();
         f.fraud_programs(fraud_programs);
         // reserve for every event ever imported: untouched capacity costs no
