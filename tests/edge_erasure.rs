@@ -6,11 +6,12 @@
 //! and the statements before and after the erasure are equal, for a store
 //! that had already pulled and for one that pulls afterwards.
 
-use e2e::harness::{agent, root, send, Options, Worker, ADMIN_TOKEN, EXPORT_TOKEN};
+use e2e::harness::{
+    agent, root, send, settlement, settlement_ok, Options, Worker, ADMIN_TOKEN, EXPORT_TOKEN,
+};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use std::path::Path;
-use std::process::{Command, Output};
 use std::str::FromStr;
 
 const TOKEN: &str = "postback-token-erasure-0123";
@@ -25,15 +26,7 @@ const KEPT: &str = "cust-keep-2";
 fn call(w: &Worker, method: &str, path: &str, auth: Option<&str>, body: Value) -> (u16, Value) {
     // The registry is set up the day before the traffic (a partner's
     // status at event time must be approved).
-    let mut req = agent()
-        .request(method, &w.url(path))
-        .set("Content-Type", "application/json")
-        .set("X-Ptrack-Clock", &(OCT - 24 * HOUR).to_string());
-    if let Some(a) = auth {
-        req = req.set("Authorization", &format!("Bearer {a}"));
-    }
-    let (s, t, _) = send(req, Some(&body.to_string()));
-    (s, serde_json::from_str(&t).unwrap_or(Value::String(t)))
+    w.call(method, path, auth, Some(&body), Some(OCT - 24 * HOUR))
 }
 
 fn click(w: &Worker, slug: &str, clock: i64, ip: &str, who: &str) -> String {
@@ -83,26 +76,8 @@ fn events(text: &str) -> Vec<Value> {
         .collect()
 }
 
-fn settlement(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let bin = root().join("target/release/settlement");
-    assert!(bin.exists(), "cargo build --release -p settlement first");
-    let mut c = Command::new(bin);
-    c.arg("--quiet").args(args).env_remove("ERASURE_SECRET");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().expect("run settlement")
-}
-
 fn ok(args: &[&str], env: &[(&str, &str)]) -> String {
-    let out = settlement(args, env);
-    assert!(
-        out.status.success(),
-        "settlement {args:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    settlement_ok(args, env).1
 }
 
 /// pull, run October, report; the statements.csv text.

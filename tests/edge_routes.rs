@@ -1,10 +1,9 @@
 //! SPEC section 3, row by row, against the real worker in workerd.
 
-use e2e::harness::{agent, send, Worker, ADMIN_TOKEN, EXPORT_TOKEN};
+use e2e::harness::{agent, now_s, send, wait_for, Worker, ADMIN_TOKEN, EXPORT_TOKEN};
 use edge::auth::sign;
 use serde_json::{json, Value};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 fn admin(method: &str, path: &str, body: Value) -> (u16, Value) {
     worker().admin(method, path, body)
@@ -89,18 +88,7 @@ fn postback_json(body: &Value) -> (u16, Value) {
 
 /// Waits until `pred` holds over the export (clicks are written in batches).
 fn export_until(what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let start = Instant::now();
-    loop {
-        let all = export_all();
-        if pred(&all) {
-            return all;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for(what, 30, || Some(export_all()).filter(|all| pred(all)))
 }
 
 #[test]
@@ -367,10 +355,7 @@ fn postback_get_form_and_hmac() {
     assert_eq!(s, 200, "{b}");
     // HMAC signature, several v1 during rotation.
     let body = json!({"program": program, "event": "lead", "txn_id": "H-1"}).to_string();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = now_s();
     let sig = format!(
         "t={now},v1={},v1={}",
         sign("some-retired-secret-000", now, body.as_bytes()),

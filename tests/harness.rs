@@ -243,6 +243,32 @@ impl Worker {
         (status, v)
     }
 
+    /// A request with an optional bearer token, an optional JSON body and
+    /// an optional test clock (`X-Ptrack-Clock`, ms): the status and the
+    /// JSON answer (a string when not JSON).
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<&serde_json::Value>,
+        clock: Option<i64>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = agent().request(method, &self.url(path));
+        if let Some(a) = auth {
+            req = req.set("Authorization", &format!("Bearer {a}"));
+        }
+        if let Some(c) = clock {
+            req = req.set("X-Ptrack-Clock", &c.to_string());
+        }
+        let text = body.map(serde_json::Value::to_string);
+        if text.is_some() {
+            req = req.set("Content-Type", "application/json");
+        }
+        let (s, t, _) = send(req, text.as_deref());
+        (s, json_or_text(&t))
+    }
+
     /// Every exported event, following the export cursor to its end; checks
     /// that each page's cursor is its last record's `seq`.
     pub fn export_all(&self) -> Vec<serde_json::Value> {
@@ -360,6 +386,74 @@ fn descendants(root: u32) -> Vec<u32> {
     }
     out.remove(0);
     out
+}
+
+/// A JSON answer, or the text itself as a JSON string when it is not JSON.
+pub fn json_or_text(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or(serde_json::Value::String(text.to_string()))
+}
+
+/// Seconds since the epoch, by the machine's clock.
+pub fn now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_secs() as i64
+}
+
+/// Polls `f` every 100 ms until it gives a value; fails the test naming
+/// `what` after `secs` seconds.
+pub fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The release `settlement` binary (`make test` builds it before these
+/// tests) with `--quiet`, `args` and `envs`; the erasure secret and admin
+/// token of the caller's environment are not passed on.
+pub fn settlement(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
+    let bin = root().join("target/release/settlement");
+    assert!(
+        bin.exists(),
+        "build it first: cargo build --release -p settlement"
+    );
+    let mut cmd = Command::new(bin);
+    cmd.arg("--quiet")
+        .args(args)
+        .env_remove("ERASURE_SECRET")
+        .env_remove("SETTLEMENT_ADMIN_TOKEN");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run settlement")
+}
+
+/// [`settlement`] that must succeed: its stdout and stderr.
+pub fn settlement_ok(args: &[&str], envs: &[(&str, &str)]) -> (String, String) {
+    let out = settlement(args, envs);
+    let (o, e) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "settlement {args:?}: {o}\n{e}");
+    (o, e)
+}
+
+/// The rows of a CSV file after its header.
+pub fn csv_rows(path: &Path) -> Vec<Vec<String>> {
+    let mut r = csv::Reader::from_path(path).expect("a CSV file");
+    r.records()
+        .map(|x| x.expect("a CSV row").iter().map(str::to_string).collect())
+        .collect()
 }
 
 /// An HTTP agent that does not follow redirects (tests look at the 302 itself).

@@ -31,20 +31,7 @@ fn call_at(
     body: Option<&Value>,
     clock: Option<i64>,
 ) -> (u16, Value) {
-    let w = worker();
-    let mut req = agent().request(method, &w.url(path));
-    if let Some(a) = auth {
-        req = req.set("Authorization", &format!("Bearer {a}"));
-    }
-    if let Some(c) = clock {
-        req = req.set("X-Ptrack-Clock", &c.to_string());
-    }
-    let text = body.map(|b| b.to_string());
-    if text.is_some() {
-        req = req.set("Content-Type", "application/json");
-    }
-    let (s, t, _) = send(req, text.as_deref());
-    (s, serde_json::from_str(&t).unwrap_or(Value::String(t)))
+    worker().call(method, path, auth, body, clock)
 }
 
 fn call(method: &str, path: &str, auth: Option<&str>, body: Option<&Value>) -> (u16, Value) {

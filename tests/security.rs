@@ -6,13 +6,13 @@
 //! the rejections log, and signed-postback replay. `docs/security.md` names
 //! these tests.
 
-use e2e::harness::{agent, send, Worker, ADMIN_TOKEN, EXPORT_TOKEN};
+use e2e::harness::{agent, json_or_text, now_s, send, wait_for, Worker, ADMIN_TOKEN, EXPORT_TOKEN};
 use edge::auth::sign;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 fn worker() -> &'static Worker {
     static W: OnceLock<Worker> = OnceLock::new();
@@ -54,22 +54,9 @@ fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-fn parse(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or(Value::String(text.to_string()))
-}
-
 /// A request with an optional bearer token and JSON body: status and body.
 fn call(method: &str, path: &str, auth: Option<&str>, body: Option<&Value>) -> (u16, Value) {
-    let mut req = agent().request(method, &worker().url(path));
-    if let Some(a) = auth {
-        req = req.set("Authorization", &format!("Bearer {a}"));
-    }
-    let text = body.map(Value::to_string);
-    if text.is_some() {
-        req = req.set("Content-Type", "application/json");
-    }
-    let (s, t, _) = send(req, text.as_deref());
-    (s, parse(&t))
+    worker().call(method, path, auth, body, None)
 }
 
 fn admin(method: &str, path: &str, body: Value) -> (u16, Value) {
@@ -150,25 +137,7 @@ fn exported_partners() -> Vec<Value> {
 
 /// Polls the export until `pred` holds (clicks are written in batches).
 fn events_until(what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let start = Instant::now();
-    loop {
-        let all = events();
-        if pred(&all) {
-            return all;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn now_s() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    wait_for(what, 30, || Some(events()).filter(|all| pred(all)))
 }
 
 fn quarter_now() -> String {
@@ -234,7 +203,7 @@ fn postback_json(body: &Value) -> (u16, Value) {
         .set("Authorization", &format!("Bearer {TOKEN}"))
         .set("Content-Type", "application/json");
     let (s, t, _) = send(req, Some(&body.to_string()));
-    (s, parse(&t))
+    (s, json_or_text(&t))
 }
 
 /// SQL and HTML payloads in every free-text field the API accepts: refused
@@ -736,7 +705,7 @@ fn script_urls_are_refused_where_a_url_is_expected() {
         .unwrap()
         .starts_with("application/json"));
     assert!(
-        holds(&parse(&body), "<img src=x onerror=alert(1)>"),
+        holds(&json_or_text(&body), "<img src=x onerror=alert(1)>"),
         "{body}"
     );
 }
@@ -1122,7 +1091,7 @@ fn signed_postback_replays() {
                 ),
             Some(body),
         );
-        (s, parse(&b))
+        (s, json_or_text(&b))
     };
     let now = now_s();
     let body = json!({"program": st.program, "event": "sale", "txn_id": "RP-1",

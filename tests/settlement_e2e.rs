@@ -2,7 +2,9 @@
 //! the statements match hand arithmetic, a second pull adds nothing, and a
 //! bad export token stops with exit 3.
 
-use e2e::harness::{agent, root, send, Options, Worker, ADMIN_TOKEN, EXPORT_TOKEN};
+use e2e::harness::{
+    self, agent, csv_rows, root, send, settlement_ok, Options, Worker, ADMIN_TOKEN, EXPORT_TOKEN,
+};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -15,37 +17,15 @@ const DAY: i64 = 24 * HOUR;
 const UA: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
 
 fn settlement(args: &[&str]) -> Output {
-    let bin = root().join("target/release/settlement");
-    assert!(
-        bin.exists(),
-        "build it first: cargo build --release -p settlement"
-    );
-    Command::new(bin)
-        .arg("--quiet")
-        .args(args)
-        .output()
-        .expect("run settlement")
+    harness::settlement(args, &[])
 }
 
 fn ok(args: &[&str]) -> String {
-    let out = settlement(args);
-    assert!(
-        out.status.success(),
-        "settlement {args:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    settlement_ok(args, &[]).0
 }
 
 fn call(w: &Worker, method: &str, path: &str, auth: &str, body: Value, clock: i64) -> (u16, Value) {
-    let req = agent()
-        .request(method, &w.url(path))
-        .set("Authorization", &format!("Bearer {auth}"))
-        .set("Content-Type", "application/json")
-        .set("X-Ptrack-Clock", &clock.to_string());
-    let (s, t, _) = send(req, Some(&body.to_string()));
-    (s, serde_json::from_str(&t).unwrap_or(Value::String(t)))
+    w.call(method, path, Some(auth), Some(&body), Some(clock))
 }
 
 fn click(w: &Worker, slug: &str, clock: i64, ua: &str) -> String {
@@ -59,13 +39,6 @@ fn click(w: &Worker, slug: &str, clock: i64, ua: &str) -> String {
     assert_eq!(s, 302);
     let loc = head.header("Location").unwrap().to_string();
     loc.rsplit_once("ref=").unwrap().1.to_string()
-}
-
-fn csv_rows(path: &Path) -> Vec<Vec<String>> {
-    let mut r = csv::Reader::from_path(path).unwrap();
-    r.records()
-        .map(|x| x.unwrap().iter().map(str::to_string).collect())
-        .collect()
 }
 
 #[test]

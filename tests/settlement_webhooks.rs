@@ -7,7 +7,8 @@
 //! unreachable edge exits 3 and leaves the report whole.
 
 use e2e::harness::{
-    agent, free_port, read_request, root, send, Options, Worker, ADMIN_TOKEN, EXPORT_TOKEN,
+    csv_rows, free_port, now_s, read_request, root, settlement, settlement_ok, wait_for, Options,
+    Worker, ADMIN_TOKEN, EXPORT_TOKEN,
 };
 use edge::auth::verify_signature;
 use rust_decimal::Decimal;
@@ -15,11 +16,11 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
+use std::process::Output;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 const TOKEN: &str = "postback-token-0123456789";
 const HOOK_SECRET: &str = "whk-books-0123456789abcdef";
@@ -27,58 +28,16 @@ const HOOK_SECRET: &str = "whk-books-0123456789abcdef";
 const OCT: i64 = 1_790_812_800_000;
 const DAY: i64 = 24 * 3_600_000;
 
-fn now_s() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-fn settlement(args: &[&str], envs: &[(&str, &str)]) -> Output {
-    let bin = root().join("target/release/settlement");
-    assert!(
-        bin.exists(),
-        "build it first: cargo build --release -p settlement"
-    );
-    let mut cmd = Command::new(bin);
-    cmd.arg("--quiet")
-        .args(args)
-        .env_remove("SETTLEMENT_ADMIN_TOKEN");
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run settlement")
-}
-
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 fn ok(args: &[&str]) -> String {
-    let out = settlement(args, &[]);
-    assert!(
-        out.status.success(),
-        "settlement {args:?}: {}",
-        stderr(&out)
-    );
-    stderr(&out)
+    settlement_ok(args, &[]).1
 }
 
 fn call(w: &Worker, method: &str, path: &str, auth: &str, body: Value, clock: i64) -> (u16, Value) {
-    let req = agent()
-        .request(method, &w.url(path))
-        .set("Authorization", &format!("Bearer {auth}"))
-        .set("Content-Type", "application/json")
-        .set("X-Ptrack-Clock", &clock.to_string());
-    let (s, t, _) = send(req, Some(&body.to_string()));
-    (s, serde_json::from_str(&t).unwrap_or(Value::String(t)))
-}
-
-fn csv_rows(path: &Path) -> Vec<Vec<String>> {
-    let mut r = csv::Reader::from_path(path).unwrap();
-    r.records()
-        .map(|x| x.unwrap().iter().map(str::to_string).collect())
-        .collect()
+    w.call(method, path, Some(auth), Some(&body), Some(clock))
 }
 
 fn dec(v: &Value) -> Decimal {
@@ -112,20 +71,6 @@ fn receiver() -> (u16, Arc<Mutex<Vec<Received>>>) {
         }
     });
     (port, log)
-}
-
-fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(secs),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 const PROGRAMS: &str = "currency = \"USD\"\n\n[payout]\nhold_days = 0\nminimum = \"10.00\"\n\n\

@@ -124,6 +124,10 @@ pub fn map(event: &Value) -> Result<Mapped, FieldError> {
         .filter(|o| o.is_object())
         .ok_or_else(|| FieldError::new("data.object", "required"))?;
     let object_id = || text(obj, &["id"]).ok_or_else(|| field("id", "required"));
+    // the time of the sale: an invoice's own payment time when it has one
+    // (invoice.paid and invoice.payment_succeeded of one payment then carry
+    // the same record), else the event's
+    let mut paid_at = None;
     let mut c = match kind {
         "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
             if text(obj, &["payment_status"]).as_deref() != Some("paid") {
@@ -161,6 +165,7 @@ pub fn map(event: &Value) -> Result<Mapped, FieldError> {
             let Some(mut c) = sale(obj, object_id()?, "amount_paid")? else {
                 return Ok(Mapped::Ignored("nothing paid"));
             };
+            paid_at = int(obj, &["status_transitions", "paid_at"]).filter(|&t| t > 0);
             let [m1, m2] = meta(obj, &["metadata"]);
             let [s1, s2] = meta(obj, &["subscription_details", "metadata"]);
             let [p1, p2] = meta(obj, &["parent", "subscription_details", "metadata"]);
@@ -228,7 +233,7 @@ pub fn map(event: &Value) -> Result<Mapped, FieldError> {
         }
         _ => return Ok(Mapped::Ignored("event type not used")),
     };
-    c.set("ts", i::unix_ts(int(event, &["created"])));
+    c.set("ts", i::unix_ts(paid_at.or(int(event, &["created"]))));
     Ok(Mapped::Conversion(c))
 }
 
@@ -463,6 +468,14 @@ mod tests {
                 c.aliases,
                 vec!["pi_3MtHbELkdIwHu7ix1VwmXUrl", "ch_3MtHbELkdIwHu7ix1ymMZvKb"]
             );
+        }
+        // the invoice's payment time, not the event's, when it has one
+        let paid = invoice(json!({"status_transitions": {"paid_at": 1_699_999_000}}));
+        for kind in ["invoice.paid", "invoice.payment_succeeded"] {
+            let c = conversion(&event(kind, paid.clone()));
+            assert_eq!(c.get("ts"), Some("2023-11-14T21:56:40.000Z"));
+            let c = conversion(&event(kind, invoice(json!({}))));
+            assert_eq!(c.get("ts"), Some("2023-11-14T22:13:20.000Z"), "the event's");
         }
         // API 2025-03-31 and later: metadata under parent, discounts expanded.
         let v = invoice(

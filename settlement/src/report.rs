@@ -367,10 +367,13 @@ pub fn report(store: &Store, p: Period, out: &Path) -> Result<PeriodData> {
     // the day-by-day traffic is counted beside the pass over the ledger
     let counting = traffic_beside(store, p);
     let mut sums = None;
+    let ph = crate::run::Phase::start("report: ledger.csv");
     write_atomic_with(&out.join("ledger.csv"), |w| {
         sums = Some(scan_ledger(store, p, Some(w))?);
         Ok(())
     })?;
+    drop(ph);
+    let _ph = crate::run::Phase::start("report: traffic, statements and the other files");
     let per_day = match counting.map(|h| h.join()) {
         Some(Ok(r)) => Some(r?),
         Some(Err(panic)) => std::panic::resume_unwind(panic),

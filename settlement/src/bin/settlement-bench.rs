@@ -148,7 +148,10 @@ fn main() {
     settlement::report::report(&store, period, &out).unwrap_or_else(|e| die(&e.to_string()));
     // the store copies large commits into the database file beside the next
     // steps: the clock stops once that copy is done too
-    store.wait_checkpoint();
+    {
+        let _w = settlement::run::Phase::start("report: the wait for the checkpoint");
+        store.wait_checkpoint();
+    }
     let t_report = t2.elapsed().as_secs_f64();
     let c3 = cpu_seconds();
     let seconds = t0.elapsed().as_secs_f64();
