@@ -429,3 +429,46 @@ fn engine_agrees_with_the_reference_model() {
         assert_eq!(inv, want_inv, "seed {seed}: invoices");
     }
 }
+
+/// The ledger `run` writes (entries put into words by several producer
+/// threads, a batch each in turn) holds the draft's entries in the draft's
+/// order, over many batches.
+#[test]
+fn the_written_ledger_keeps_the_drafts_order() {
+    let g = GenConfig {
+        seed: 11,
+        events: 40_000,
+        partners: 300,
+        customers: 3_000,
+        period: Period::parse("2026-11").unwrap(),
+    };
+    let mut buf = Vec::new();
+    generate(&g, &mut buf).unwrap();
+    let records: Vec<Record> = String::from_utf8(buf)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = settlement::store::Store::open(&dir.path().join("s.db")).unwrap();
+    import_records(&mut store, &records).unwrap();
+    let cfg = settlement::config::parse(&dir.path().join("p.toml"), SIMPLE).unwrap();
+    settlement::run::run(&mut store, &cfg, g.period).unwrap();
+    let (draft, _) = settlement::run::compute_draft(&store, &cfg, g.period).unwrap();
+    let want: Vec<(String, String)> = draft
+        .entries
+        .iter()
+        .map(|e| (e.id.clone(), e.calc.clone()))
+        .collect();
+    assert!(want.len() > 4 * 2048, "{} entries", want.len());
+    let got: Vec<(String, String)> = store
+        .conn
+        .prepare("SELECT id, calc FROM ledger ORDER BY pos")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "the ledger's order differs from the draft's");
+}
