@@ -1072,31 +1072,24 @@ fn put(h: &mut Sha256, s: &str) {
     h.update([0]);
 }
 
-/// [`put`] into bytes to be fingerprinted later.
-fn put_bytes(h: &mut Vec<u8>, s: &str) {
-    h.extend_from_slice(s.as_bytes());
-    h.push(0);
-}
-
-/// The bytes of an entry the draft's fingerprint takes (appended to `h`).
-fn hash_entry(h: &mut Vec<u8>, e: &Entry) {
-    put_bytes(h, &e.id);
-    put_bytes(h, &e.partner);
-    put_bytes(h, &e.program);
-    put_bytes(h, e.kind.as_str());
+fn hash_entry(h: &mut Sha256, e: &Entry) {
+    put(h, &e.id);
+    put(h, &e.partner);
+    put(h, &e.program);
+    put(h, e.kind.as_str());
     let x = crate::money::norm(e.amount);
-    h.extend_from_slice(&x.mantissa().to_le_bytes());
-    h.extend_from_slice(&x.scale().to_le_bytes());
-    put_bytes(h, e.currency.code());
-    put_bytes(h, &e.rule);
+    h.update(x.mantissa().to_le_bytes());
+    h.update(x.scale().to_le_bytes());
+    put(h, e.currency.code());
+    put(h, &e.rule);
     for s in &e.sources {
-        put_bytes(h, s);
+        put(h, s);
     }
-    h.extend_from_slice(&e.event_day.to_le_bytes());
-    put_bytes(h, &e.reason);
-    put_bytes(h, &e.adjusts);
-    put_bytes(h, &e.calc);
-    h.push(1);
+    h.update(e.event_day.to_le_bytes());
+    put(h, &e.reason);
+    put(h, &e.adjusts);
+    put(h, &e.calc);
+    h.update([1]);
 }
 
 fn hash_statements(h: &mut Sha256, statements: &[Statement]) {
@@ -1231,27 +1224,6 @@ const LEDGER_TEXTS: usize = 11;
 /// The statement parameter of each text column.
 const LEDGER_TEXT_PARAMS: [usize; LEDGER_TEXTS] = [2, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14];
 
-/// Entries a producer puts into words at a time.
-const LEDGER_BATCH: usize = 2048;
-
-/// A batch of ledger rows and the bytes of their entries the fingerprint
-/// takes, in order.
-#[derive(Clone)]
-struct LedgerRows {
-    rows: Batch,
-    hashed: Vec<u8>,
-}
-
-impl batch::Refill for LedgerRows {
-    fn clear(&mut self) {
-        self.rows.clear();
-        self.hashed.clear();
-    }
-    fn is_empty(&self) -> bool {
-        self.rows.is_empty() && self.hashed.is_empty()
-    }
-}
-
 fn ledger_columns(e: &Entry, rows: &mut Batch) -> std::result::Result<(), batch::TooLarge> {
     rows.push_int(Some(e.event_day));
     let amount = fmt_decimal(e.amount, e.currency);
@@ -1316,42 +1288,29 @@ fn write_plan(
     for t in ["statements", "rules", "stats", "fraud"] {
         tx.execute(&format!("DELETE FROM {t} WHERE period = ?1"), [p.key()])?;
     }
-    // producer threads put entries into words and format their columns
-    // (batch i on producer i % n) while this one fingerprints and inserts
-    // them, taking the batches back in the draft's order
+    // one thread puts entries into words, fingerprints them and formats
+    // their columns while this one binds and inserts them
     let mut h = std::thread::scope(|sc| -> Result<Sha256> {
-        let producers = std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4));
-        let empty = LedgerRows {
-            rows: Batch::new(LEDGER_INTS, LEDGER_TEXTS),
-            hashed: Vec::new(),
-        };
-        let mut readers = Vec::new();
-        let mut handles = Vec::new();
-        for k in 0..producers {
-            let (filler, reader) = batch::channel(empty.clone(), 2);
-            readers.push(reader);
-            let items = &plan.items;
-            let plan = &plan;
-            handles.push(
-                sc.spawn(move || -> std::result::Result<(), batch::TooLarge> {
-                    let _p = Phase::start("entry words (producer)");
-                    for chunk in items.chunks(LEDGER_BATCH).skip(k).step_by(producers) {
-                        let mut b = filler.fresh();
-                        for it in chunk {
-                            let e = plan.entry(*it);
-                            hash_entry(&mut b.hashed, &e);
-                            ledger_columns(&e, &mut b.rows)?;
-                        }
-                        if filler.send(b).is_none() {
-                            // the inserter stopped: its result says why
-                            return Ok(());
-                        }
+        let (filler, reader) = batch::channel(Batch::new(LEDGER_INTS, LEDGER_TEXTS), 4);
+        let producer = sc.spawn(move || -> std::result::Result<Sha256, batch::TooLarge> {
+            let _p = Phase::start("entry words (producer)");
+            let mut h = Sha256::new();
+            let mut rows = filler.fresh();
+            for it in &plan.items {
+                let e = plan.entry(*it);
+                hash_entry(&mut h, &e);
+                ledger_columns(&e, &mut rows)?;
+                if rows.rows() == 2048 {
+                    match filler.send(rows) {
+                        Some(next) => rows = next,
+                        // the inserter stopped: its result says why
+                        None => return Ok(h),
                     }
-                    Ok(())
-                }),
-            );
-        }
-        let mut h = Sha256::new();
+                }
+            }
+            filler.finish(rows);
+            Ok(h)
+        });
         let mut st = tx.prepare_cached(
             "INSERT INTO ledger (pos, id, period, partner, program, kind, amount, currency, rule, sources,
                event_day, reason, calc, adjusts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
@@ -1359,22 +1318,17 @@ fn write_plan(
         let mut pos = base;
         let mut failed = None;
         let mut busy = std::time::Duration::ZERO;
-        for turn in 0.. {
-            let reader = &readers[turn % producers];
-            let Some(b) = reader.next() else {
-                break;
-            };
+        while let Some(rows) = reader.next() {
             let t = std::time::Instant::now();
-            h.update(&b.hashed);
-            for r in 0..b.rows.rows() {
-                if let Err(e) = insert_ledger_row(&mut st, &b.rows, r, pos, p.key()) {
+            for r in 0..rows.rows() {
+                if let Err(e) = insert_ledger_row(&mut st, &rows, r, pos, p.key()) {
                     failed = Some(e);
                     break;
                 }
                 pos += 1;
             }
             busy += t.elapsed();
-            reader.give_back(b);
+            reader.give_back(rows);
             if failed.is_some() {
                 break;
             }
@@ -1382,18 +1336,15 @@ fn write_plan(
         if std::env::var_os("SETTLEMENT_TIMING").is_some() {
             eprintln!("timing: ledger inserts: {:.3} s", busy.as_secs_f64());
         }
-        drop(readers);
-        let mut words = Ok(());
-        for p in handles {
-            match p.join() {
-                Ok(r) => words = words.and(r),
-                Err(e) => std::panic::resume_unwind(e),
-            }
-        }
-        match (failed, words) {
+        drop(reader);
+        let h = match producer.join() {
+            Ok(h) => h,
+            Err(e) => std::panic::resume_unwind(e),
+        };
+        match (failed, h) {
             (Some(e), _) => Err(e.into()),
             (None, Err(e)) => Err(Error::data(format!("writing the ledger: {e}"))),
-            (None, Ok(())) => Ok(h),
+            (None, Ok(h)) => Ok(h),
         }
     })?;
     {
