@@ -430,9 +430,9 @@ fn engine_agrees_with_the_reference_model() {
     }
 }
 
-/// The ledger `run` writes (entries put into words by several producer
-/// threads, a batch each in turn) holds the draft's entries in the draft's
-/// order, over many batches.
+/// The ledger `run` writes (entries put into words on one thread, inserted
+/// on another, thousands at a time) holds the draft's entries in the
+/// draft's order, over many batches.
 #[test]
 fn the_written_ledger_keeps_the_drafts_order() {
     let g = GenConfig {
