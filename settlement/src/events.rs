@@ -101,6 +101,14 @@ impl Cols {
         ints: (1 << EVENT_INTS) - 1,
         texts: (1 << EVENT_TEXTS) - 1,
     };
+    /// Every column of a layout of `ints` and `texts` columns.
+    pub const fn all(ints: usize, texts: usize) -> Cols {
+        Cols {
+            ints: (1 << ints) - 1,
+            texts: (1 << texts) - 1,
+        }
+    }
+
     pub const fn of(ints: &[usize], texts: &[usize]) -> Cols {
         let mut c = Cols { ints: 0, texts: 0 };
         let mut i = 0;
@@ -172,12 +180,19 @@ impl Default for Block {
 }
 
 impl Block {
+    /// An events block.
     pub fn new(first: i64) -> Block {
+        Block::with_layout(first, EVENT_INTS, EVENT_TEXTS)
+    }
+
+    /// A block of rows of `ints` integer and `texts` text columns (at most
+    /// 32 each; the ledger's blocks use it too).
+    pub fn with_layout(first: i64, ints: usize, texts: usize) -> Block {
         Block {
             first,
             n: 0,
-            ints: vec![Vec::new(); EVENT_INTS],
-            texts: vec![TextCol::default(); EVENT_TEXTS],
+            ints: vec![Vec::new(); ints.min(32)],
+            texts: vec![TextCol::default(); texts.min(32)],
         }
     }
 
@@ -266,7 +281,7 @@ impl Block {
 
     /// The block as stored.
     pub fn encode(&self) -> Vec<u8> {
-        let mut cols: Vec<Vec<u8>> = Vec::with_capacity(EVENT_INTS + EVENT_TEXTS);
+        let mut cols: Vec<Vec<u8>> = Vec::with_capacity(self.ints.len() + self.texts.len());
         for col in &self.ints {
             let mut out = vec![0u8; self.n.div_ceil(8)];
             let mut prev = 0i64;
@@ -296,8 +311,8 @@ impl Block {
         let mut body = Vec::with_capacity(16 + cols.iter().map(|c| c.len() + 3).sum::<usize>());
         body.push(VERSION);
         put_varint(&mut body, self.n as u64);
-        put_varint(&mut body, EVENT_INTS as u64);
-        put_varint(&mut body, EVENT_TEXTS as u64);
+        put_varint(&mut body, self.ints.len() as u64);
+        put_varint(&mut body, self.texts.len() as u64);
         for c in &cols {
             put_varint(&mut body, c.len() as u64);
         }
@@ -321,11 +336,12 @@ impl Block {
         let n = varint_usize(body, &mut pos).ok_or_else(|| bad("cut short"))?;
         let ni = varint_usize(body, &mut pos).ok_or_else(|| bad("cut short"))?;
         let nt = varint_usize(body, &mut pos).ok_or_else(|| bad("cut short"))?;
-        if ni != EVENT_INTS || nt != EVENT_TEXTS || n > 1 << 24 {
+        if ni != self.ints.len() || nt != self.texts.len() || n > 1 << 24 {
             return Err(bad("an unknown layout"));
         }
-        let mut lens = [0usize; EVENT_INTS + EVENT_TEXTS];
-        for l in &mut lens {
+        let mut lens = [0usize; 64];
+        let lens = &mut lens[..ni + nt];
+        for l in lens.iter_mut() {
             *l = varint_usize(body, &mut pos).ok_or_else(|| bad("cut short"))?;
         }
         self.n = n;
@@ -336,13 +352,13 @@ impl Block {
                 .ok_or_else(|| bad("cut short"))?;
             let payload = &body[pos..end];
             pos = end;
-            if c < EVENT_INTS {
+            if c < ni {
                 if cols.ints & (1 << c) != 0 {
                     decode_ints(payload, n, &mut self.ints[c])
                         .ok_or_else(|| bad("a bad integer column"))?;
                 }
-            } else if cols.texts & (1 << (c - EVENT_INTS)) != 0 {
-                decode_texts(payload, n, &mut self.texts[c - EVENT_INTS])
+            } else if cols.texts & (1 << (c - ni)) != 0 {
+                decode_texts(payload, n, &mut self.texts[c - ni])
                     .ok_or_else(|| bad("a bad text column"))?;
             }
         }

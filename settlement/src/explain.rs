@@ -23,29 +23,27 @@ pub fn explain(store: &Store, id: &str) -> Result<String> {
         String,
         String,
     );
-    let row: Option<Row> = c
-        .query_row(
-            "SELECT period, partner, program, kind, amount, currency, rule, sources, event_day, reason, calc, adjusts
-             FROM ledger WHERE id = ?1 ORDER BY pos DESC LIMIT 1",
-            [id],
-            |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                    r.get(8)?,
-                    r.get(9)?,
-                    r.get(10)?,
-                    r.get(11)?,
-                ))
-            },
-        )
-        .optional()?;
+    let row: Option<Row> = match crate::ledger_blocks::find(c, id)? {
+        None => None,
+        Some((b, r)) => {
+            use crate::ledger_blocks::*;
+            let t = |col: usize| text(&b, col, r).map(str::to_string);
+            Some((
+                period_of(b.first),
+                t(L_PARTNER)?,
+                t(L_PROGRAM)?,
+                t(L_KIND)?,
+                t(L_AMOUNT)?,
+                t(L_CURRENCY)?,
+                t(L_RULE)?,
+                t(L_SOURCES)?,
+                b.int(L_EVENT_DAY, r).unwrap_or(0),
+                t(L_REASON)?,
+                t(L_CALC)?,
+                t(L_ADJUSTS)?,
+            ))
+        }
+    };
     let (period, sources, rule, calc) = if let Some((
         period,
         partner,

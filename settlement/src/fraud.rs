@@ -1134,17 +1134,19 @@ pub fn decide_entry(
             "a decision needs --by WHO and --reason WHY".into(),
         ));
     }
-    let row: Option<(String, String, String, i64)> = {
-        use rusqlite::OptionalExtension;
-        store
-            .conn
-            .query_row(
-                "SELECT kind, reason, sources, period FROM ledger WHERE id = ?1 ORDER BY pos DESC LIMIT 1",
-                [entry],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .optional()?
-    };
+    let row: Option<(String, String, String, i64)> =
+        match crate::ledger_blocks::find(&store.conn, entry)? {
+            None => None,
+            Some((b, r)) => {
+                use crate::ledger_blocks::{period_of, text, L_KIND, L_REASON, L_SOURCES};
+                Some((
+                    text(&b, L_KIND, r)?.to_string(),
+                    text(&b, L_REASON, r)?.to_string(),
+                    text(&b, L_SOURCES, r)?.to_string(),
+                    period_of(b.first),
+                ))
+            }
+        };
     let Some((kind, reason, sources, period)) = row else {
         return Err(Error::Usage(format!(
             "no ledger entry has the id {entry:?}"

@@ -18,6 +18,7 @@ pub mod fraud;
 pub mod fraud_sim;
 pub mod import;
 pub mod ledger;
+pub mod ledger_blocks;
 pub mod migrate;
 pub mod money;
 pub mod nightly;

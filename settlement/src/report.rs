@@ -111,10 +111,23 @@ fn scan_ledger(
     p: Period,
     csv: Option<&mut (dyn std::io::Write + Send)>,
 ) -> Result<LedgerSums> {
-    let mut st = store.conn.prepare(
-        "SELECT id, partner, program, kind, amount, currency, rule, sources, event_day, reason, adjusts, calc
-         FROM ledger WHERE pos >= ?1 AND pos < ?2 ORDER BY pos",
-    )?;
+    use crate::ledger_blocks as lb;
+    // the columns of the former query, in its order (8, the event day, is
+    // the block's integer column)
+    const COL: [usize; 12] = [
+        lb::L_ID,
+        lb::L_PARTNER,
+        lb::L_PROGRAM,
+        lb::L_KIND,
+        lb::L_AMOUNT,
+        lb::L_CURRENCY,
+        lb::L_RULE,
+        lb::L_SOURCES,
+        usize::MAX,
+        lb::L_REASON,
+        lb::L_ADJUSTS,
+        lb::L_CALC,
+    ];
     let ps = p.to_string();
     std::thread::scope(|sc| -> Result<LedgerSums> {
         // this thread reads SQLite and sums; a second one writes the CSV
@@ -136,69 +149,81 @@ fn scan_ledger(
                     .map_err(|e| Error::data(format!("writing ledger.csv: {e}")))
             })
         });
-        let mut rows = st.query([pos_base(p), pos_base(p.next())])?;
         let mut sums = LedgerSums::default();
         let mut batch = Some(filler.fresh());
-        while let Some(r) = rows.next()? {
-            let t = |i: usize| -> Result<&[u8]> { Ok(r.get_ref(i)?.as_bytes()?) };
-            let s = |i: usize| -> Result<&str> { Ok(r.get_ref(i)?.as_str()?) };
-            sums.count += 1;
-            let kind = s(3)?;
-            match kind {
-                "payout" => sums.payouts.push(vec![
-                    ps.clone(),
-                    s(1)?.to_string(),
-                    s(5)?.to_string(),
-                    s(4)?.trim_start_matches('-').to_string(),
-                    s(9)?.to_string(),
-                ]),
-                "rejected" | "capped" => {
-                    let k = format!("{kind}: {}", s(9)?);
-                    *sums.reasons.entry(k).or_default() += 1;
-                }
-                _ => {
-                    let a = dec(s(4)?).abs();
-                    let id = s(0)?;
-                    let full = sums.top.len() == TOP_ENTRIES;
-                    let beats =
-                        |(b, e): &(Decimal, Vec<String>)| a > *b || (a == *b && id < e[0].as_str());
-                    if !full || sums.top.last().is_some_and(beats) {
-                        let row = [0, 1, 2, 3, 4, 5, 6]
-                            .iter()
-                            .map(|&i| s(i).map(str::to_string))
-                            .collect::<Result<Vec<String>>>()?;
-                        let at = sums.top.partition_point(|x| !beats(x));
-                        sums.top.insert(at, (a, row));
-                        sums.top.truncate(TOP_ENTRIES);
+        lb::scan(
+            &store.conn,
+            pos_base(p),
+            pos_base(p.next()),
+            lb::ALL,
+            |blk| {
+                for r in 0..blk.rows() {
+                    let t = |i: usize| -> Result<&[u8]> {
+                        Ok(blk.bytes(COL[i], r).unwrap_or_default())
+                    };
+                    let s = |i: usize| -> Result<&str> { lb::text(blk, COL[i], r) };
+                    sums.count += 1;
+                    let kind = s(3)?;
+                    match kind {
+                        "payout" => sums.payouts.push(vec![
+                            ps.clone(),
+                            s(1)?.to_string(),
+                            s(5)?.to_string(),
+                            s(4)?.trim_start_matches('-').to_string(),
+                            s(9)?.to_string(),
+                        ]),
+                        "rejected" | "capped" => {
+                            let k = format!("{kind}: {}", s(9)?);
+                            *sums.reasons.entry(k).or_default() += 1;
+                        }
+                        _ => {
+                            let a = dec(s(4)?).abs();
+                            let id = s(0)?;
+                            let full = sums.top.len() == TOP_ENTRIES;
+                            let beats = |(b, e): &(Decimal, Vec<String>)| {
+                                a > *b || (a == *b && id < e[0].as_str())
+                            };
+                            if !full || sums.top.last().is_some_and(beats) {
+                                let row = [0, 1, 2, 3, 4, 5, 6]
+                                    .iter()
+                                    .map(|&i| s(i).map(str::to_string))
+                                    .collect::<Result<Vec<String>>>()?;
+                                let at = sums.top.partition_point(|x| !beats(x));
+                                sums.top.insert(at, (a, row));
+                                sums.top.truncate(TOP_ENTRIES);
+                            }
+                        }
+                    }
+                    // a writer that stopped says why when joined
+                    if let Some(b) = batch.as_mut().filter(|_| writer.is_some()) {
+                        let day =
+                            crate::period::date_of_day(blk.int(lb::L_EVENT_DAY, r).unwrap_or(0));
+                        for f in [
+                            t(0)?,
+                            ps.as_bytes(),
+                            t(1)?,
+                            t(2)?,
+                            t(3)?,
+                            t(4)?,
+                            t(5)?,
+                            t(6)?,
+                            t(7)?,
+                            day.as_bytes(),
+                            t(9)?,
+                            t(10)?,
+                            t(11)?,
+                        ] {
+                            b.push_bytes(Some(f))
+                                .map_err(|e| Error::data(format!("writing ledger.csv: {e}")))?;
+                        }
+                        if b.rows() == 2048 {
+                            batch = batch.take().and_then(|b| filler.send(b));
+                        }
                     }
                 }
-            }
-            // a writer that stopped says why when joined
-            if let Some(b) = batch.as_mut().filter(|_| writer.is_some()) {
-                let day = crate::period::date_of_day(r.get(8)?);
-                for f in [
-                    t(0)?,
-                    ps.as_bytes(),
-                    t(1)?,
-                    t(2)?,
-                    t(3)?,
-                    t(4)?,
-                    t(5)?,
-                    t(6)?,
-                    t(7)?,
-                    day.as_bytes(),
-                    t(9)?,
-                    t(10)?,
-                    t(11)?,
-                ] {
-                    b.push_bytes(Some(f))
-                        .map_err(|e| Error::data(format!("writing ledger.csv: {e}")))?;
-                }
-                if b.rows() == 2048 {
-                    batch = batch.take().and_then(|b| filler.send(b));
-                }
-            }
-        }
+                Ok(())
+            },
+        )?;
         match batch {
             // without a writer nobody reads: nothing to wait for
             Some(b) if writer.is_some() => filler.finish(b),

@@ -7,6 +7,7 @@ use crate::engine::{
     self, hash_parts, hex_id, Calc, Engine, Method, Options, Output, REntry, RInvoice,
 };
 use crate::error::{Error, Result};
+use crate::events::Cols;
 use crate::facts::{Facts, NONE};
 use crate::ledger::{Entry, EntryKind, InvoiceLine, Rejection};
 use crate::money::{fmt_decimal, plain, Exact};
@@ -742,17 +743,34 @@ pub fn with_plan<R>(
     if cfg.hold_days > 0 {
         let threshold = p.last_day() - cfg.hold_days; // held when event_day > threshold
         let lo = Period::of_day(threshold + 1);
-        let mut st = store.conn.prepare(
-            "SELECT partner, program, amount FROM ledger
-             WHERE pos >= ?1 AND pos < ?2 AND event_day > ?3
-               AND kind IN ('commission', 'override', 'mdf', 'adjustment')",
+        use crate::ledger_blocks::{text, L_AMOUNT, L_EVENT_DAY, L_KIND, L_PARTNER, L_PROGRAM};
+        crate::ledger_blocks::scan(
+            &store.conn,
+            pos_base(lo),
+            pos_base(p),
+            Cols::of(&[L_EVENT_DAY], &[L_PARTNER, L_PROGRAM, L_KIND, L_AMOUNT]),
+            |b| {
+                for r in 0..b.rows() {
+                    if b.int(L_EVENT_DAY, r).is_none_or(|d| d <= threshold)
+                        || !matches!(
+                            text(b, L_KIND, r)?,
+                            "commission" | "override" | "mdf" | "adjustment"
+                        )
+                    {
+                        continue;
+                    }
+                    let key = (
+                        text(b, L_PARTNER, r)?.to_string(),
+                        text(b, L_PROGRAM, r)?.to_string(),
+                    );
+                    let s = earlier_pending.entry(key).or_default();
+                    *s = s
+                        .checked_add(dec(text(b, L_AMOUNT, r)?)?)
+                        .ok_or(crate::money::Overflow)?;
+                }
+                Ok(())
+            },
         )?;
-        let mut rows = st.query(params![pos_base(lo), pos_base(p), threshold])?;
-        while let Some(r) = rows.next()? {
-            let v: String = r.get(2)?;
-            let s = earlier_pending.entry((r.get(0)?, r.get(1)?)).or_default();
-            *s = s.checked_add(dec(&v)?).ok_or(crate::money::Overflow)?;
-        }
     }
     held_pending(store, cfg, &reviews, p, &mut earlier_pending)?;
     let mut plan = Plan {
@@ -1282,6 +1300,10 @@ fn write_plan(
         params![base, pos_base(p.next())],
     )?;
     tx.execute(
+        "DELETE FROM ledger_blocks WHERE first >= ?1 AND first < ?2",
+        params![base, pos_base(p.next())],
+    )?;
+    tx.execute(
         "DELETE FROM invoices WHERE pos >= ?1 AND pos < ?2",
         params![base, pos_base(p.next())],
     )?;
@@ -1289,7 +1311,8 @@ fn write_plan(
         tx.execute(&format!("DELETE FROM {t} WHERE period = ?1"), [p.key()])?;
     }
     // one thread puts entries into words, fingerprints them and formats
-    // their columns while this one binds and inserts them
+    // their columns while this one writes them in blocks (and as rows the
+    // few that queries look up by their reason)
     let mut h = std::thread::scope(|sc| -> Result<Sha256> {
         let (filler, reader) = batch::channel(Batch::new(LEDGER_INTS, LEDGER_TEXTS), 4);
         let producer = sc.spawn(move || -> std::result::Result<Sha256, batch::TooLarge> {
@@ -1315,23 +1338,37 @@ fn write_plan(
             "INSERT INTO ledger (pos, id, period, partner, program, kind, amount, currency, rule, sources,
                event_day, reason, calc, adjusts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         )?;
-        let mut pos = base;
+        let mut w = crate::ledger_blocks::Writer::new(p.key(), base);
         let mut failed = None;
         let mut busy = std::time::Duration::ZERO;
         while let Some(rows) = reader.next() {
             let t = std::time::Instant::now();
             for r in 0..rows.rows() {
-                if let Err(e) = insert_ledger_row(&mut st, &rows, r, pos, p.key()) {
+                let reason = rows
+                    .bytes(r, crate::ledger_blocks::L_REASON)
+                    .unwrap_or_default();
+                let pos = w.next();
+                let done = match crate::ledger_blocks::kept_as_row(reason) {
+                    true => insert_ledger_row(&mut st, &rows, r, pos, p.key())
+                        .map_err(Error::from)
+                        .and_then(|_| w.add(&tx, &rows, r)),
+                    false => w.add(&tx, &rows, r),
+                };
+                if let Err(e) = done {
                     failed = Some(e);
                     break;
                 }
-                pos += 1;
             }
+
             busy += t.elapsed();
             reader.give_back(rows);
             if failed.is_some() {
                 break;
             }
+        }
+        if failed.is_none() {
+            // the entries since the last full block
+            failed = w.flush(&tx).err();
         }
         if std::env::var_os("SETTLEMENT_TIMING").is_some() {
             eprintln!("timing: ledger inserts: {:.3} s", busy.as_secs_f64());
@@ -1342,7 +1379,7 @@ fn write_plan(
             Err(e) => std::panic::resume_unwind(e),
         };
         match (failed, h) {
-            (Some(e), _) => Err(e.into()),
+            (Some(e), _) => Err(e),
             (None, Err(e)) => Err(Error::data(format!("writing the ledger: {e}"))),
             (None, Ok(h)) => Ok(h),
         }

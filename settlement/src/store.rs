@@ -139,6 +139,8 @@ CREATE TABLE erasures (
     ),
     // the rows of `events` move into blocks (events::move_rows_into_blocks)
     (5, "event_blocks", crate::events::SCHEMA),
+    // the ledger's rows move into blocks (ledger_blocks::move_rows_into_blocks)
+    (6, "ledger_blocks", crate::ledger_blocks::SCHEMA),
 ];
 
 pub use crate::events::{kind_code, KIND_CLICK, KIND_CONVERSION, KIND_DEAL, KIND_MDF};
@@ -258,6 +260,9 @@ impl Store {
             tx.execute_batch(sql)?;
             if *v == 5 {
                 crate::events::move_rows_into_blocks(&tx)?;
+            }
+            if *v == 6 {
+                crate::ledger_blocks::move_rows_into_blocks(&tx)?;
             }
             tx.execute(
                 "INSERT INTO schema_migrations (version, name) VALUES (?1, ?2)",
@@ -920,6 +925,116 @@ mod tests {
         );
         assert_eq!((counts.new, counts.duplicate), (1, 2));
         assert_eq!(store.max_arrival().unwrap(), 6004);
+    }
+
+    /// A store of schema 5 (the ledger as rows) opens as schema 6 with every
+    /// entry in blocks, pos and period kept (a gap or another period starts
+    /// a new block); the entries looked up by their reason stay rows too;
+    /// `explain` finds an entry in the blocks.
+    #[test]
+    fn migration_moves_ledger_rows_into_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let p10 = pos_base(Period::parse("2026-10").unwrap());
+        let p11 = pos_base(Period::parse("2026-11").unwrap());
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL);",
+            )
+            .unwrap();
+            for (v, name, sql) in &MIGRATIONS[..5] {
+                c.execute_batch(sql).unwrap();
+                c.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (?1, ?2)",
+                    params![v, name],
+                )
+                .unwrap();
+            }
+            let mut st = c
+                .prepare(
+                    "INSERT INTO ledger (pos, id, period, partner, program, kind, amount, currency, rule,
+                       sources, event_day, reason, calc, adjusts)
+                     VALUES (?1, ?2, ?3, 'pa', 'p', 'commission', ?4, 'USD', 'p/1', 'ev1', ?5, ?6, 'calc', '')",
+                )
+                .unwrap();
+            let mut n = 0;
+            for (base, key, count) in [(p10, 202610, 5000i64), (p11, 202611, 3)] {
+                for i in 0..count {
+                    n += 1;
+                    let reason = match i % 1000 {
+                        7 => "held:fraud:click_too_fast",
+                        8 => "opening_balance:tune",
+                        _ => "",
+                    };
+                    st.execute(params![
+                        base + i,
+                        format!("le_{n}"),
+                        key,
+                        format!("{i}.00"),
+                        20_000 + i,
+                        reason
+                    ])
+                    .unwrap();
+                }
+            }
+        }
+        let store = Store::open(&path).unwrap();
+        let blocks: Vec<(i64, i64, i64)> = store
+            .conn
+            .prepare("SELECT first, period, n FROM ledger_blocks ORDER BY first")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<std::result::Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            blocks,
+            [
+                (p10, 202610, 4096),
+                (p10 + 4096, 202610, 904),
+                (p11, 202611, 3)
+            ]
+        );
+        let rows = crate::ledger_blocks::all_rows(&store.conn).unwrap();
+        assert_eq!(rows.len(), 5003);
+        use rusqlite::types::Value::{Integer as I, Text};
+        let r = &rows[4100];
+        assert_eq!(
+            (&r[0], &r[1], &r[2], &r[6], &r[10], &r[11]),
+            (
+                &I(p10 + 4100),
+                &Text("le_4101".into()),
+                &I(202610),
+                &Text("4100.00".into()),
+                &I(24_100),
+                &Text("".into())
+            )
+        );
+        assert_eq!(rows[5002][0], I(p11 + 2));
+        // the entries with a looked-up reason are still rows; the others went
+        let kept: Vec<String> = store
+            .conn
+            .prepare("SELECT reason FROM ledger ORDER BY pos")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<std::result::Result<_, _>>()
+            .unwrap();
+        assert_eq!(kept.len(), 10);
+        assert!(kept
+            .iter()
+            .all(|r| r.starts_with("held:fraud:") || r.starts_with("opening_balance:")));
+        let (b, r) = crate::ledger_blocks::find(&store.conn, "le_4999")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            crate::ledger_blocks::text(&b, crate::ledger_blocks::L_AMOUNT, r).unwrap(),
+            "4998.00"
+        );
+        assert!(crate::ledger_blocks::find(&store.conn, "le_0")
+            .unwrap()
+            .is_none());
     }
 
     /// The duplicate check the store keeps between imports: current after a

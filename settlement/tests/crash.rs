@@ -22,7 +22,7 @@ fn ledger_rows(db: &std::path::Path, p: Period) -> i64 {
     let s = Store::open(db).unwrap();
     s.conn
         .query_row(
-            "SELECT COUNT(*) FROM ledger WHERE pos >= ?1 AND pos < ?2",
+            "SELECT COALESCE(SUM(n), 0) FROM ledger_blocks WHERE first >= ?1 AND first < ?2",
             [pos_base(p), pos_base(p.next())],
             |r| r.get(0),
         )

@@ -461,14 +461,16 @@ fn the_written_ledger_keeps_the_drafts_order() {
         .map(|e| (e.id.clone(), e.calc.clone()))
         .collect();
     assert!(want.len() > 4 * 2048, "{} entries", want.len());
-    let got: Vec<(String, String)> = store
-        .conn
-        .prepare("SELECT id, calc FROM ledger ORDER BY pos")
+    use rusqlite::types::Value::Text;
+    // pos, id, ..., calc (13th)
+    let got: Vec<(String, String)> = settlement::ledger_blocks::all_rows(&store.conn)
         .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+        .into_iter()
+        .map(|r| match (&r[1], &r[12]) {
+            (Text(id), Text(calc)) => (id.clone(), calc.clone()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
     assert_eq!(got.len(), want.len());
     assert!(got == want, "the ledger's order differs from the draft's");
 }
