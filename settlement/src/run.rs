@@ -1090,24 +1090,31 @@ fn put(h: &mut Sha256, s: &str) {
     h.update([0]);
 }
 
-fn hash_entry(h: &mut Sha256, e: &Entry) {
-    put(h, &e.id);
-    put(h, &e.partner);
-    put(h, &e.program);
-    put(h, e.kind.as_str());
+/// [`put`] into bytes to be fingerprinted later.
+fn put_bytes(h: &mut Vec<u8>, s: &str) {
+    h.extend_from_slice(s.as_bytes());
+    h.push(0);
+}
+
+/// The bytes of an entry the draft's fingerprint takes (appended to `h`).
+fn hash_entry(h: &mut Vec<u8>, e: &Entry) {
+    put_bytes(h, &e.id);
+    put_bytes(h, &e.partner);
+    put_bytes(h, &e.program);
+    put_bytes(h, e.kind.as_str());
     let x = crate::money::norm(e.amount);
-    h.update(x.mantissa().to_le_bytes());
-    h.update(x.scale().to_le_bytes());
-    put(h, e.currency.code());
-    put(h, &e.rule);
+    h.extend_from_slice(&x.mantissa().to_le_bytes());
+    h.extend_from_slice(&x.scale().to_le_bytes());
+    put_bytes(h, e.currency.code());
+    put_bytes(h, &e.rule);
     for s in &e.sources {
-        put(h, s);
+        put_bytes(h, s);
     }
-    h.update(e.event_day.to_le_bytes());
-    put(h, &e.reason);
-    put(h, &e.adjusts);
-    put(h, &e.calc);
-    h.update([1]);
+    h.extend_from_slice(&e.event_day.to_le_bytes());
+    put_bytes(h, &e.reason);
+    put_bytes(h, &e.adjusts);
+    put_bytes(h, &e.calc);
+    h.push(1);
 }
 
 fn hash_statements(h: &mut Sha256, statements: &[Statement]) {
@@ -1242,6 +1249,27 @@ const LEDGER_TEXTS: usize = 11;
 /// The statement parameter of each text column.
 const LEDGER_TEXT_PARAMS: [usize; LEDGER_TEXTS] = [2, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14];
 
+/// Entries a producer puts into words at a time.
+const LEDGER_BATCH: usize = 2048;
+
+/// A batch of ledger rows and the bytes of their entries the fingerprint
+/// takes, in order.
+#[derive(Clone)]
+struct LedgerRows {
+    rows: Batch,
+    hashed: Vec<u8>,
+}
+
+impl batch::Refill for LedgerRows {
+    fn clear(&mut self) {
+        self.rows.clear();
+        self.hashed.clear();
+    }
+    fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.hashed.is_empty()
+    }
+}
+
 fn ledger_columns(e: &Entry, rows: &mut Batch) -> std::result::Result<(), batch::TooLarge> {
     rows.push_int(Some(e.event_day));
     let amount = fmt_decimal(e.amount, e.currency);
@@ -1310,30 +1338,43 @@ fn write_plan(
     for t in ["statements", "rules", "stats", "fraud"] {
         tx.execute(&format!("DELETE FROM {t} WHERE period = ?1"), [p.key()])?;
     }
-    // one thread puts entries into words, fingerprints them and formats
-    // their columns while this one writes them in blocks (and as rows the
-    // few that queries look up by their reason)
+    // producer threads put entries into words and format their columns
+    // (batch i on producer i % n) while this one fingerprints them and
+    // writes them in blocks (and as rows the few that queries look up by
+    // their reason), taking the batches back in the draft's order
     let mut h = std::thread::scope(|sc| -> Result<Sha256> {
-        let (filler, reader) = batch::channel(Batch::new(LEDGER_INTS, LEDGER_TEXTS), 4);
-        let producer = sc.spawn(move || -> std::result::Result<Sha256, batch::TooLarge> {
-            let _p = Phase::start("entry words (producer)");
-            let mut h = Sha256::new();
-            let mut rows = filler.fresh();
-            for it in &plan.items {
-                let e = plan.entry(*it);
-                hash_entry(&mut h, &e);
-                ledger_columns(&e, &mut rows)?;
-                if rows.rows() == 2048 {
-                    match filler.send(rows) {
-                        Some(next) => rows = next,
-                        // the inserter stopped: its result says why
-                        None => return Ok(h),
+        let producers = std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4));
+        let empty = LedgerRows {
+            rows: Batch::new(LEDGER_INTS, LEDGER_TEXTS),
+            hashed: Vec::new(),
+        };
+        let mut readers = Vec::new();
+        let mut handles = Vec::new();
+        for k in 0..producers {
+            let (filler, reader) = batch::channel(empty.clone(), 2);
+            readers.push(reader);
+            let items = &plan.items;
+            let plan = &plan;
+            handles.push(
+                sc.spawn(move || -> std::result::Result<(), batch::TooLarge> {
+                    let _p = Phase::start("entry words (producer)");
+                    for chunk in items.chunks(LEDGER_BATCH).skip(k).step_by(producers) {
+                        let mut b = filler.fresh();
+                        for it in chunk {
+                            let e = plan.entry(*it);
+                            hash_entry(&mut b.hashed, &e);
+                            ledger_columns(&e, &mut b.rows)?;
+                        }
+                        if filler.send(b).is_none() {
+                            // the inserter stopped: its result says why
+                            return Ok(());
+                        }
                     }
-                }
-            }
-            filler.finish(rows);
-            Ok(h)
-        });
+                    Ok(())
+                }),
+            );
+        }
+        let mut h = Sha256::new();
         let mut st = tx.prepare_cached(
             "INSERT INTO ledger (pos, id, period, partner, program, kind, amount, currency, rule, sources,
                event_day, reason, calc, adjusts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
@@ -1341,18 +1382,24 @@ fn write_plan(
         let mut w = crate::ledger_blocks::Writer::new(p.key(), base);
         let mut failed = None;
         let mut busy = std::time::Duration::ZERO;
-        while let Some(rows) = reader.next() {
+        for turn in 0.. {
+            let reader = &readers[turn % producers];
+            let Some(b) = reader.next() else {
+                break;
+            };
             let t = std::time::Instant::now();
+            h.update(&b.hashed);
+            let rows = &b.rows;
             for r in 0..rows.rows() {
                 let reason = rows
                     .bytes(r, crate::ledger_blocks::L_REASON)
                     .unwrap_or_default();
                 let pos = w.next();
                 let done = match crate::ledger_blocks::kept_as_row(reason) {
-                    true => insert_ledger_row(&mut st, &rows, r, pos, p.key())
+                    true => insert_ledger_row(&mut st, rows, r, pos, p.key())
                         .map_err(Error::from)
-                        .and_then(|_| w.add(&tx, &rows, r)),
-                    false => w.add(&tx, &rows, r),
+                        .and_then(|_| w.add(&tx, rows, r)),
+                    false => w.add(&tx, rows, r),
                 };
                 if let Err(e) = done {
                     failed = Some(e);
@@ -1361,7 +1408,7 @@ fn write_plan(
             }
 
             busy += t.elapsed();
-            reader.give_back(rows);
+            reader.give_back(b);
             if failed.is_some() {
                 break;
             }
@@ -1373,15 +1420,18 @@ fn write_plan(
         if std::env::var_os("SETTLEMENT_TIMING").is_some() {
             eprintln!("timing: ledger inserts: {:.3} s", busy.as_secs_f64());
         }
-        drop(reader);
-        let h = match producer.join() {
-            Ok(h) => h,
-            Err(e) => std::panic::resume_unwind(e),
-        };
-        match (failed, h) {
+        drop(readers);
+        let mut words = Ok(());
+        for p in handles {
+            match p.join() {
+                Ok(r) => words = words.and(r),
+                Err(e) => std::panic::resume_unwind(e),
+            }
+        }
+        match (failed, words) {
             (Some(e), _) => Err(e),
             (None, Err(e)) => Err(Error::data(format!("writing the ledger: {e}"))),
-            (None, Ok(h)) => Ok(h),
+            (None, Ok(())) => Ok(h),
         }
     })?;
     {
