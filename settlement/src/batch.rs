@@ -4,10 +4,12 @@
 //! the thread that filled it, to be filled again and freed where it was
 //! allocated (a cross-thread free is slow in glibc's malloc).
 //!
-//! Three pipelines use it: the import (a parser thread fills rows, the
-//! inserter binds them), the facts scan (a SQLite thread copies rows, a
-//! builder turns them into facts) and the report (a SQLite thread copies
-//! ledger rows, a writer formats ledger.csv).
+//! Four pipelines use it: the import (parser threads fill event rows, the
+//! writer puts the new ones into blocks), the facts scan (a thread decodes
+//! event blocks, a builder turns them into facts), the draft (producer
+//! threads put entries into words, the writer puts them into blocks) and
+//! the report (a thread decodes ledger blocks and sums, a writer formats
+//! ledger.csv).
 
 use std::sync::mpsc;
 

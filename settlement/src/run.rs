@@ -1240,13 +1240,13 @@ fn check_open(store: &Store, p: Period) -> Result<()> {
     Ok(())
 }
 
-/// Replaces the period's draft in one transaction, fingerprinting it on
-/// the way; when the fingerprint is the stored one, rolls back instead.
-/// A ledger entry's columns as the draft's insert binds them: the event day,
-/// then the texts in [`LEDGER_TEXT_PARAMS`] order.
-const LEDGER_INTS: usize = 1;
-const LEDGER_TEXTS: usize = 11;
-/// The statement parameter of each text column.
+/// A ledger entry's columns as the draft's writer takes them: the event
+/// day, then the texts in `ledger_blocks`' order (`L_ID` .. `L_ADJUSTS`),
+/// which is also [`LEDGER_TEXT_PARAMS`]' order.
+const LEDGER_INTS: usize = crate::ledger_blocks::INTS;
+const LEDGER_TEXTS: usize = crate::ledger_blocks::TEXTS;
+/// The `ledger` insert's parameter of each text column (for the entries
+/// kept as rows).
 const LEDGER_TEXT_PARAMS: [usize; LEDGER_TEXTS] = [2, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14];
 
 /// Entries a producer puts into words at a time.
@@ -1314,6 +1314,8 @@ fn insert_ledger_row(
     st.raw_execute()
 }
 
+/// Replaces the period's draft in one transaction, fingerprinting it on
+/// the way; when the fingerprint is the stored one, rolls back instead.
 fn write_plan(
     store: &Store,
     plan: &Plan,
