@@ -743,6 +743,15 @@ pub fn scan<P: rusqlite::Params>(
     Ok(())
 }
 
+/// The stored body of the block at `first`.
+fn body_at(c: &Connection, first: i64) -> Result<Vec<u8>> {
+    Ok(c.query_row(
+        "SELECT body FROM event_blocks WHERE first = ?1",
+        [first],
+        |r| r.get(0),
+    )?)
+}
+
 /// The stored event with `id`: its block (every column) and row.
 pub fn find(c: &Connection, id: &str) -> Result<Option<(Block, usize)>> {
     let h = id_hash(id.as_bytes());
@@ -755,11 +764,7 @@ pub fn find(c: &Connection, id: &str) -> Result<Option<(Block, usize)>> {
         if !hb.chunks_exact(8).any(|x| x == h.to_le_bytes()) {
             continue;
         }
-        let body: Vec<u8> = c.query_row(
-            "SELECT body FROM event_blocks WHERE first = ?1",
-            [first],
-            |r| r.get(0),
-        )?;
+        let body = body_at(c, first)?;
         blk.decode(first, &body, Cols::ALL)?;
         if let Some(i) = (0..blk.n).find(|&i| blk.bytes(E_ID, i) == Some(id.as_bytes())) {
             return Ok(Some((blk, i)));
@@ -794,11 +799,7 @@ pub fn rewrite(
     })?;
     let mut old = Block::default();
     for (first, edits) in todo {
-        let body: Vec<u8> = c.query_row(
-            "SELECT body FROM event_blocks WHERE first = ?1",
-            [first],
-            |r| r.get(0),
-        )?;
+        let body = body_at(c, first)?;
         old.decode(first, &body, Cols::ALL)?;
         let mut new = Block::new(first);
         let mut edits = edits.iter().peekable();
@@ -884,6 +885,20 @@ pub fn all_rows(c: &Connection) -> Result<Vec<Vec<rusqlite::types::Value>>> {
         Ok(())
     })?;
     Ok(out)
+}
+
+/// The stored events' (arrival, id), in arrival order (tests).
+#[cfg(test)]
+pub(crate) fn stored_ids(c: &Connection) -> Vec<(i64, String)> {
+    use rusqlite::types::Value;
+    all_rows(c)
+        .unwrap()
+        .into_iter()
+        .map(|row| match (&row[25], &row[0]) {
+            (Value::Integer(a), Value::Text(id)) => (*a, id.clone()),
+            other => panic!("{other:?}"),
+        })
+        .collect()
 }
 
 /// Row `r` of `b` as [`all_rows`] gives it.
@@ -1044,13 +1059,8 @@ mod tests {
         }
         assert!(w.add(&c, &batch_of(&["d"]), 0).unwrap());
         let index = w.finish(&c).unwrap();
-        let ids: Vec<_> = all_rows(&c)
-            .unwrap()
-            .into_iter()
-            .map(|r| r[0].clone())
-            .collect();
-        let t = |s: &str| rusqlite::types::Value::Text(s.into());
-        assert_eq!(ids, [t("a"), t("b"), t("c"), t("d")]);
+        let ids: Vec<_> = stored_ids(&c).into_iter().map(|(_, id)| id).collect();
+        assert_eq!(ids, ["a", "b", "c", "d"]);
         // loaded from the store, the index knows the same ids
         let loaded = IdIndex::load(&c, index.next).unwrap();
         assert_eq!(loaded.map.len(), 4);

@@ -467,17 +467,8 @@ mod tests {
     const PARTNER: &str = r#"{"type":"partner","id":"a","program":"p","status":"approved"}"#;
     const COUPON: &str = r#"{"type":"coupon","code":"C","partner":"a","program":"p"}"#;
 
-    /// The stored events' (arrival, id), in arrival order.
     fn stored_ids(store: &Store) -> Vec<(i64, String)> {
-        use rusqlite::types::Value;
-        crate::events::all_rows(&store.conn)
-            .unwrap()
-            .into_iter()
-            .map(|row| match (&row[25], &row[0]) {
-                (Value::Integer(a), Value::Text(id)) => (*a, id.clone()),
-                other => panic!("{other:?}"),
-            })
-            .collect()
+        crate::events::stored_ids(&store.conn)
     }
 
     fn file(dir: &Path, lines: &[&[u8]]) -> PathBuf {

@@ -147,11 +147,13 @@ pub fn find(c: &Connection, id: &str) -> Result<Option<(Block, usize)>> {
     let Some((first, r)) = found else {
         return Ok(None);
     };
+    let body: Vec<u8> = c.query_row(
+        "SELECT body FROM ledger_blocks WHERE first = ?1",
+        [first],
+        |row| row.get(0),
+    )?;
     let mut b = block(first);
-    scan(c, first, first + 1, ALL, |x| {
-        b = x.clone();
-        Ok(())
-    })?;
+    b.decode(first, &body, ALL)?;
     Ok(Some((b, r)))
 }
 

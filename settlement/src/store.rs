@@ -822,6 +822,24 @@ mod tests {
         events::row_values(&b, r)
     }
 
+    /// A new store file at schema `version`, as an older binary left it.
+    fn store_at_schema(path: &Path, version: usize) -> Connection {
+        let c = Connection::open(path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL);",
+        )
+        .unwrap();
+        for (v, name, sql) in &MIGRATIONS[..version] {
+            c.execute_batch(sql).unwrap();
+            c.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (?1, ?2)",
+                params![v, name],
+            )
+            .unwrap();
+        }
+        c
+    }
+
     /// A store of schema 4 (events as rows) opens as schema 5 with the same
     /// events in blocks, arrivals kept (a gap starts a new block); what was
     /// imported before is still known as a duplicate.
@@ -830,19 +848,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.db");
         {
-            let c = Connection::open(&path).unwrap();
-            c.execute_batch(
-                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL);",
-            )
-            .unwrap();
-            for (v, name, sql) in &MIGRATIONS[..4] {
-                c.execute_batch(sql).unwrap();
-                c.execute(
-                    "INSERT INTO schema_migrations (version, name) VALUES (?1, ?2)",
-                    params![v, name],
-                )
-                .unwrap();
-            }
+            let c = store_at_schema(&path, 4);
             let mut st = c
                 .prepare(
                     "INSERT INTO events (arrival, id, kind, seq, ts, program, partner, amount, currency, bot, asn)
@@ -938,19 +944,7 @@ mod tests {
         let p10 = pos_base(Period::parse("2026-10").unwrap());
         let p11 = pos_base(Period::parse("2026-11").unwrap());
         {
-            let c = Connection::open(&path).unwrap();
-            c.execute_batch(
-                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL);",
-            )
-            .unwrap();
-            for (v, name, sql) in &MIGRATIONS[..5] {
-                c.execute_batch(sql).unwrap();
-                c.execute(
-                    "INSERT INTO schema_migrations (version, name) VALUES (?1, ?2)",
-                    params![v, name],
-                )
-                .unwrap();
-            }
+            let c = store_at_schema(&path, 5);
             let mut st = c
                 .prepare(
                     "INSERT INTO ledger (pos, id, period, partner, program, kind, amount, currency, rule,
@@ -1065,13 +1059,11 @@ mod tests {
         let mut store = Store::open(&path).unwrap();
         let counts = import(&mut store, &[&c, &b, &a, &click("d")]);
         assert_eq!((counts.new, counts.duplicate), (1, 3));
-        let ids: Vec<_> = events::all_rows(&store.conn)
-            .unwrap()
+        let ids: Vec<_> = events::stored_ids(&store.conn)
             .into_iter()
-            .map(|r| r[0].clone())
+            .map(|(_, id)| id)
             .collect();
-        let t = |s: &str| rusqlite::types::Value::Text(s.into());
-        assert_eq!(ids, [t("a"), t("b"), t("c"), t("d")]);
+        assert_eq!(ids, ["a", "b", "c", "d"]);
     }
 
     fn import(store: &mut Store, lines: &[&str]) -> ImportCounts {

@@ -373,6 +373,17 @@ fn reference(records: &[Record]) -> (BTreeMap<String, Fig>, BTreeMap<String, Dec
     (fig, invoices)
 }
 
+/// The simulator's events for `g`, as records.
+fn records(g: &GenConfig) -> Vec<Record> {
+    let mut buf = Vec::new();
+    generate(g, &mut buf).unwrap();
+    String::from_utf8(buf)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 #[test]
 fn engine_agrees_with_the_reference_model() {
     for seed in [1u64, 2, 3] {
@@ -383,13 +394,7 @@ fn engine_agrees_with_the_reference_model() {
             customers: 3_000,
             period: Period::parse("2026-11").unwrap(),
         };
-        let mut buf = Vec::new();
-        generate(&g, &mut buf).unwrap();
-        let records: Vec<Record> = String::from_utf8(buf)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let records = records(&g);
         let (want, want_inv) = reference(&records);
 
         let dir = tempfile::tempdir().unwrap();
@@ -442,13 +447,7 @@ fn the_written_ledger_keeps_the_drafts_order() {
         customers: 3_000,
         period: Period::parse("2026-11").unwrap(),
     };
-    let mut buf = Vec::new();
-    generate(&g, &mut buf).unwrap();
-    let records: Vec<Record> = String::from_utf8(buf)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let records = records(&g);
     let dir = tempfile::tempdir().unwrap();
     let mut store = settlement::store::Store::open(&dir.path().join("s.db")).unwrap();
     import_records(&mut store, &records).unwrap();
