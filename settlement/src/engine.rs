@@ -420,6 +420,8 @@ impl<'a> Engine<'a> {
     fn conv_amount(&self, c: &Conv, p: &Program) -> Result<Exact> {
         match c.amount {
             None => Ok(Exact::ZERO),
+            // the program's own currency: nothing to convert, no id to read
+            Some(a) if c.currency.is_none_or(|x| x == p.currency) => Ok(Exact::from_dec(a)),
             Some(a) => self.convert(a, c.currency, p.currency, c.ts, self.facts.id(c)),
         }
     }
@@ -572,19 +574,51 @@ pub fn compute_with(eng: &Engine, opts: &Options, pre: &Pre) -> Result<Output> {
         attribution: vec![(NONE, Method::None); f.convs.len()],
         ..Output::default()
     };
+    let seen = |c: &Conv| c.ts < opts.until_ms && i64::from(c.arrival) <= opts.max_arrival;
+    // each program's conversions: picked from its run in its own task (and
+    // its attribution written in place there), else sorted out here in one
+    // pass over everyone's
+    let runs = f.conv_runs();
     let mut buckets: Vec<Vec<u32>> = vec![Vec::new(); n];
-    for (i, c) in f.convs.iter().enumerate() {
-        if c.ts >= opts.until_ms || i64::from(c.arrival) > opts.max_arrival {
-            continue;
+    let mut run_of: Vec<(u32, u32)> = vec![(0, 0); n];
+    let mut sizes = vec![0usize; n];
+    let unknown = |out: &mut Output, i: usize, c: &Conv| {
+        out.stats
+            .entry((Period::of_ms(c.ts), c.program))
+            .or_default()
+            .unknown_program += 1;
+        out.attribution[i] = (NONE, Method::UnknownProgram);
+    };
+    match runs {
+        Some(rs) => {
+            for &(sym, lo, hi) in rs {
+                match eng.program_of(sym) {
+                    Some(pi) => {
+                        run_of[usize::from(pi)] = (lo, hi);
+                        sizes[usize::from(pi)] = (hi - lo) as usize;
+                    }
+                    None => {
+                        for i in lo as usize..hi as usize {
+                            if seen(&f.convs[i]) {
+                                unknown(&mut out, i, &f.convs[i]);
+                            }
+                        }
+                    }
+                }
+            }
         }
-        match eng.program_of(c.program) {
-            Some(pi) => buckets[usize::from(pi)].push(i as u32),
-            None => {
-                out.stats
-                    .entry((Period::of_ms(c.ts), c.program))
-                    .or_default()
-                    .unknown_program += 1;
-                out.attribution[i] = (NONE, Method::UnknownProgram);
+        None => {
+            for (i, c) in f.convs.iter().enumerate() {
+                if !seen(c) {
+                    continue;
+                }
+                match eng.program_of(c.program) {
+                    Some(pi) => buckets[usize::from(pi)].push(i as u32),
+                    None => unknown(&mut out, i, c),
+                }
+            }
+            for (s, b) in sizes.iter_mut().zip(&buckets) {
+                *s = b.len();
             }
         }
     }
@@ -595,18 +629,26 @@ pub fn compute_with(eng: &Engine, opts: &Options, pre: &Pre) -> Result<Output> {
         (0..n).map(|_| std::sync::Mutex::new(None)).collect();
     // biggest programs first, so the threads finish together
     let mut queue: Vec<usize> = (0..n).collect();
-    queue.sort_by_key(|&i| std::cmp::Reverse(buckets[i].len()));
+    queue.sort_by_key(|&i| std::cmp::Reverse(sizes[i]));
     let next = std::sync::atomic::AtomicUsize::new(0);
     drop(ph);
     let ph = crate::run::Phase::start("engine: parts");
     {
         // finished facts hold each program's conversions in one run: its
         // part writes their attribution in place, in its own slice
-        let mut ranges: Vec<(u32, u32, usize)> = buckets
-            .iter()
-            .enumerate()
-            .filter_map(|(i, b)| Some((*b.first()?, *b.last()? + 1, i)))
-            .collect();
+        let mut ranges: Vec<(u32, u32, usize)> = match runs {
+            Some(_) => run_of
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.1 > r.0)
+                .map(|(i, r)| (r.0, r.1, i))
+                .collect(),
+            None => buckets
+                .iter()
+                .enumerate()
+                .filter_map(|(i, b)| Some((*b.first()?, *b.last()? + 1, i)))
+                .collect(),
+        };
         ranges.sort_unstable();
         type Slot<'a> = std::sync::Mutex<Option<(&'a mut [(u32, Method)], u32)>>;
         let mut slots: Vec<Slot> = (0..n).map(|_| std::sync::Mutex::new(None)).collect();
@@ -621,6 +663,7 @@ pub fn compute_with(eng: &Engine, opts: &Options, pre: &Pre) -> Result<Output> {
                 slots[i] = std::sync::Mutex::new(Some((mine, lo)));
             }
         }
+        let buckets = &buckets;
         std::thread::scope(|sc| {
             for _ in 0..threads {
                 sc.spawn(|| loop {
@@ -630,7 +673,16 @@ pub fn compute_with(eng: &Engine, opts: &Options, pre: &Pre) -> Result<Output> {
                         slice: slots[i].lock().expect("slot lock").take(),
                         list: Vec::new(),
                     };
-                    let r = compute_part(eng, opts, pre, i as u16, &buckets[i], attr);
+                    let picked: Vec<u32>;
+                    let convs: &[u32] = match runs {
+                        Some(_) => {
+                            let (lo, hi) = run_of[i];
+                            picked = (lo..hi).filter(|&c| seen(&f.convs[c as usize])).collect();
+                            &picked
+                        }
+                        None => &buckets[i],
+                    };
+                    let r = compute_part(eng, opts, pre, i as u16, convs, attr);
                     *parts[i].lock().expect("part lock") = Some(r);
                 });
             }
@@ -739,10 +791,19 @@ fn compute_part(
         });
     }
 
+    // `convs` ascends: a conversion outside its first..=last is another
+    // program's, known without reading it
+    let (lo, hi) = (
+        convs.first().copied().unwrap_or(1),
+        convs.last().copied().unwrap_or(0),
+    );
     // sales that a refund or chargeback names: (program, txn) -> the first
     // conversion in (ts, id) order; found through the facts' short lists of
     // conversions with an original or a kept transaction id
     let mine = |i: u32| {
+        if i < lo || i > hi {
+            return false;
+        }
         let c = &f.convs[i as usize];
         c.program == prog_sym && visible(c.ts, i64::from(c.arrival))
     };

@@ -79,6 +79,23 @@ fn group_by_program(programs: impl Iterator<Item = u32> + Clone) -> (Vec<usize>,
     (starts, perm)
 }
 
+/// The runs of equal programs, `(program, start, end)`, if no program has
+/// two.
+fn runs(programs: impl Iterator<Item = u32>) -> Option<Vec<(u32, u32, u32)>> {
+    let mut out: Vec<(u32, u32, u32)> = Vec::new();
+    for (i, p) in programs.enumerate() {
+        let i = u32::try_from(i).ok()?;
+        match out.last_mut() {
+            Some(r) if r.0 == p => r.2 = i + 1,
+            _ => out.push((p, i, i + 1)),
+        }
+    }
+    let mut seen: Vec<u32> = out.iter().map(|r| r.0).collect();
+    seen.sort_unstable();
+    seen.dedup();
+    (seen.len() == out.len()).then_some(out)
+}
+
 /// Strings stored once, in an arena, found again through a table of their
 /// indices.
 #[derive(Default, Clone)]
@@ -148,6 +165,7 @@ impl Arena {
         self.ends.push(end);
         (self.ends.len() - 1) as u32
     }
+    #[inline]
     pub fn get(&self, i: u32) -> &str {
         let i = i as usize;
         let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
@@ -368,6 +386,10 @@ pub struct Facts {
     pub with_txn: Vec<u32>,
     /// For the fraud rules; empty unless a program has them.
     pub fraud: ClickFacts,
+    /// Set by [`Facts::finish`]: the runs of one program each that the
+    /// conversions and the people's clicks form, `(program, start, end)`.
+    conv_runs: Option<Vec<(u32, u32, u32)>>,
+    click_runs: Option<Vec<(u32, u32, u32)>>,
     /// The last program and event name interned by [`Facts::add_conv`]:
     /// consecutive conversions mostly repeat them, and a comparison with
     /// the last one spares a hash and a probe of the (large) symbol table.
@@ -554,6 +576,23 @@ impl Facts {
         self.reorder();
         self.group_clicks();
         self.link_clicks();
+        self.conv_runs = runs(self.convs.iter().map(|c| c.program));
+        self.click_runs = runs(self.fraud.clicks.iter().map(|c| c.program));
+    }
+
+    /// After [`Facts::finish`], each program's conversions in one run,
+    /// `(program, start, end)` in order: a program's work starts from its
+    /// run instead of a pass over everyone's. `None` if conversions were
+    /// added since.
+    pub fn conv_runs(&self) -> Option<&[(u32, u32, u32)]> {
+        let r = self.conv_runs.as_deref()?;
+        (r.last().map_or(0, |x| x.2) as usize == self.convs.len()).then_some(r)
+    }
+
+    /// [`Facts::conv_runs`] for the people's clicks.
+    pub fn click_runs(&self) -> Option<&[(u32, u32, u32)]> {
+        let r = self.click_runs.as_deref()?;
+        (r.last().map_or(0, |x| x.2) as usize == self.fraud.clicks.len()).then_some(r)
     }
 
     /// People's clicks grouped by program (stable, so in load order within
@@ -641,6 +680,18 @@ impl Facts {
         let mut convs = Vec::with_capacity(n);
         convs.extend(perm.iter().map(|&old| self.convs[old as usize].clone()));
         self.convs = convs;
+        // their extras too, so that a program's stream reads them front to
+        // back as well
+        if !self.extras.is_empty() {
+            let mut extras = Vec::with_capacity(self.extras.len());
+            for c in &mut self.convs {
+                if c.extra != NONE {
+                    extras.push(self.extras[c.extra as usize].clone());
+                    c.extra = (extras.len() - 1) as u32;
+                }
+            }
+            self.extras = extras;
+        }
         for (c, &i) in self.convs.iter_mut().zip(&new_idx) {
             c.idx = i;
         }
@@ -956,6 +1007,50 @@ impl Facts {
 mod tests {
     use super::*;
 
+    /// `finish` leaves each program's conversions in one run, found by
+    /// `conv_runs`; a conversion added afterwards voids the runs (the
+    /// engine then sorts everyone's out itself).
+    #[test]
+    fn runs_of_programs_after_finish() {
+        assert_eq!(
+            runs([5, 5, 2, 2, 2, 9].into_iter()),
+            Some(vec![(5, 0, 2), (2, 2, 5), (9, 5, 6)])
+        );
+        assert_eq!(runs([5, 2, 5].into_iter()), None);
+        assert_eq!(runs(std::iter::empty()), Some(vec![]));
+        let mut f = Facts::default();
+        for (i, p) in ["b", "a", "b", "c", "a"].iter().enumerate() {
+            f.add_conv(ConvIn {
+                id: &format!("e{i}"),
+                ts: i as i64,
+                program: p,
+                event: "sale",
+                ..ConvIn::default()
+            });
+        }
+        assert!(f.conv_runs().is_none());
+        f.finish();
+        let r: Vec<(&str, u32, u32)> = f
+            .conv_runs()
+            .expect("runs")
+            .iter()
+            .map(|&(p, lo, hi)| (f.syms.str(p), lo, hi))
+            .collect();
+        assert_eq!(r.len(), 3);
+        for (p, lo, hi) in &r {
+            assert!((*lo..*hi).all(|i| f.syms.str(f.convs[i as usize].program) == *p));
+        }
+        assert_eq!(r.iter().map(|x| x.2 - x.1).sum::<u32>(), 5);
+        f.add_conv(ConvIn {
+            id: "late",
+            ts: 9,
+            program: "a",
+            event: "sale",
+            ..ConvIn::default()
+        });
+        assert!(f.conv_runs().is_none());
+    }
+
     /// `sorted_ts_id` is the order of a stable sort by `(ts, id)`, ties on
     /// `ts` (and repeated ids) included.
     #[test]
@@ -1055,6 +1150,8 @@ mod tests {
             let i = i as u32;
             assert_eq!(f.with_txn.binary_search(&i).is_ok(), a.3.is_some());
             assert_eq!(f.with_orig.binary_search(&i).is_ok(), a.4.is_some());
+            // the extras moved with their conversions
+            assert_eq!(f.syms.str(f.ex(c).orig_txn), a.4.as_deref().unwrap_or(""));
         }
         let deals: Vec<&str> = f.deals.iter().map(|d| f.ids.get(d.id)).collect();
         let want: Vec<String> = (0..3000).step_by(500).map(|i| format!("deal{i}")).collect();

@@ -541,26 +541,59 @@ pub fn prepare(cfg: &crate::config::Config, f: &Facts, opts: &Options) -> Pre {
     if progs.is_empty() {
         return Pre::default();
     }
-    let mut convs: Vec<Vec<u32>> = vec![Vec::new(); progs.len()];
-    for (i, c) in f.convs.iter().enumerate() {
-        if c.ts < opts.until_ms && i64::from(c.arrival) <= opts.max_arrival {
-            if let Some(&b) = bucket_of.get(&c.program) {
-                convs[b].push(i as u32);
-            }
-        }
-    }
-    let mut clicks: Vec<Vec<u32>> = vec![Vec::new(); progs.len()];
-    for (i, k) in f.fraud.clicks.iter().enumerate() {
-        if k.ts < opts.until_ms && i64::from(k.arrival) <= opts.max_arrival {
-            if let Some(&b) = bucket_of.get(&k.program) {
-                clicks[b].push(i as u32);
-            }
-        }
-    }
-    // programs in parallel (nothing crosses programs), biggest first
     let n = progs.len();
+    let conv_seen =
+        |c: &crate::facts::Conv| c.ts < opts.until_ms && i64::from(c.arrival) <= opts.max_arrival;
+    let click_seen = |k: &FClick| k.ts < opts.until_ms && i64::from(k.arrival) <= opts.max_arrival;
+    // each program's conversions and clicks: picked from its runs in its
+    // own task, else sorted out here in one pass over everyone's
+    let runs = f.conv_runs().zip(f.click_runs());
+    let mut convs: Vec<Vec<u32>> = vec![Vec::new(); n];
+    let mut clicks: Vec<Vec<u32>> = vec![Vec::new(); n];
+    let mut sizes = vec![0usize; n];
+    match runs {
+        Some((cr, kr)) => {
+            for &(sym, lo, hi) in cr.iter().chain(kr) {
+                if let Some(&b) = bucket_of.get(&sym) {
+                    sizes[b] += (hi - lo) as usize;
+                }
+            }
+        }
+        None => {
+            for (i, c) in f.convs.iter().enumerate() {
+                if conv_seen(c) {
+                    if let Some(&b) = bucket_of.get(&c.program) {
+                        convs[b].push(i as u32);
+                    }
+                }
+            }
+            for (i, k) in f.fraud.clicks.iter().enumerate() {
+                if click_seen(k) {
+                    if let Some(&b) = bucket_of.get(&k.program) {
+                        clicks[b].push(i as u32);
+                    }
+                }
+            }
+            for b in 0..n {
+                sizes[b] = convs[b].len() + clicks[b].len();
+            }
+        }
+    }
+    let mut sym_of = vec![NONE; n];
+    for (&sym, &b) in &bucket_of {
+        sym_of[b] = sym;
+    }
+    // the visible members of `sym`'s run
+    let pick = |rs: &[(u32, u32, u32)], sym: u32, seen: &dyn Fn(u32) -> bool| -> Vec<u32> {
+        rs.iter()
+            .find(|r| r.0 == sym)
+            .map_or_else(Vec::new, |&(_, lo, hi)| {
+                (lo..hi).filter(|&i| seen(i)).collect()
+            })
+    };
+    // programs in parallel (nothing crosses programs), biggest first
     let mut queue: Vec<usize> = (0..n).collect();
-    queue.sort_by_key(|&b| std::cmp::Reverse(convs[b].len() + clicks[b].len()));
+    queue.sort_by_key(|&b| std::cmp::Reverse(sizes[b]));
     let threads = std::thread::available_parallelism()
         .map_or(1, |t| t.get())
         .min(n);
@@ -569,15 +602,29 @@ pub fn prepare(cfg: &crate::config::Config, f: &Facts, opts: &Options) -> Pre {
     let found: Vec<Slot> = (0..n)
         .map(|_| std::sync::Mutex::new((Vec::new(), Vec::new())))
         .collect();
-    let convs = &convs;
+    let (convs, clicks) = (&convs, &clicks);
     std::thread::scope(|sc| {
         for _ in 0..threads {
             sc.spawn(|| loop {
                 let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(&b) = queue.get(k) else { break };
-                let order = f.sorted_ts_id(&convs[b]);
+                let (cl, kl) = match runs {
+                    Some((cr, kr)) => (
+                        std::borrow::Cow::Owned(pick(cr, sym_of[b], &|i| {
+                            conv_seen(&f.convs[i as usize])
+                        })),
+                        std::borrow::Cow::Owned(pick(kr, sym_of[b], &|i| {
+                            click_seen(&f.fraud.clicks[i as usize])
+                        })),
+                    ),
+                    None => (
+                        std::borrow::Cow::Borrowed(convs[b].as_slice()),
+                        std::borrow::Cow::Borrowed(clicks[b].as_slice()),
+                    ),
+                };
+                let order = f.sorted_ts_id(&cl);
                 let mut m = FxHashMap::default();
-                score_program(f, progs[b], opts, &order, &clicks[b], &mut m);
+                score_program(f, progs[b], opts, &order, &kl, &mut m);
                 *found[b].lock().expect("fraud lock") = (m.into_iter().collect(), order);
             });
         }

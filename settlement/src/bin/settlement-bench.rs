@@ -27,6 +27,8 @@ struct Args {
     duckdb: bool,
     /// `[programs.fraud]` (defaults) on every program.
     fraud: bool,
+    /// Only the engine, over the store a previous full run left in `dir`.
+    engine_only: bool,
 }
 
 fn args() -> Args {
@@ -37,6 +39,7 @@ fn args() -> Args {
         dir: PathBuf::from("target/bench"),
         duckdb: true,
         fraud: true,
+        engine_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -51,8 +54,9 @@ fn args() -> Args {
             "--dir" => a.dir = PathBuf::from(v()),
             "--no-duckdb" => a.duckdb = false,
             "--no-fraud" => a.fraud = false,
+            "--engine-only" => a.engine_only = true,
             "-h" | "--help" => {
-                println!("settlement-bench [--events N] [--partners N] [--customers N] [--dir DIR] [--no-duckdb] [--no-fraud]");
+                println!("settlement-bench [--events N] [--partners N] [--customers N] [--dir DIR] [--no-duckdb] [--no-fraud] [--engine-only]");
                 std::process::exit(0);
             }
             other => die(&format!("unknown argument {other}")),
@@ -122,10 +126,27 @@ fn main() {
     std::fs::write(&programs, text).unwrap_or_else(|e| die(&e.to_string()));
     let cfg = config::load(&programs).unwrap_or_else(|e| die(&e.to_string()));
     let db = a.dir.join("bench.db");
+    let period = g.period;
+    if a.engine_only {
+        // for work on the engine: its figure without the minute before it
+        if !db.exists() {
+            die(&format!(
+                "--engine-only reads {}: run the full bench first",
+                db.display()
+            ));
+        }
+        let store = Store::open(&db).unwrap_or_else(|e| die(&e.to_string()));
+        let (t, c, repeat) = engine_alone(&store, &cfg, period);
+        println!(
+            "  engine alone {t:.2} s (best of {}, CPU {c:.2} s): {:.2} M events/s",
+            repeat + 1,
+            a.events as f64 / t / 1e6
+        );
+        return;
+    }
     for ext in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{ext}", db.display()));
     }
-    let period = g.period;
     let out = a.dir.join("report");
 
     // ---- end to end: import + run + report
@@ -158,60 +179,8 @@ fn main() {
     let rss = peak_rss_mb();
 
     // ---- the engine alone, over facts already in memory
-    let fraud_programs: Vec<&str> = cfg
-        .programs
-        .iter()
-        .filter(|p| p.fraud.is_some())
-        .map(|p| p.id.as_str())
-        .collect();
-    let facts = store
-        .load_facts_with(
-            period.end_ms(),
-            &settlement::run::txn_programs(&cfg),
-            &fraud_programs,
-        )
-        .unwrap_or_else(|e| die(&e.to_string()));
-    let eng = Engine::new(&cfg, &facts);
-    let te = Instant::now();
-    let ce = cpu_seconds();
-    let o = engine::compute(
-        &eng,
-        &Options {
-            until_ms: period.end_ms(),
-            max_arrival: i64::MAX,
-        },
-    )
-    .unwrap_or_else(|e| die(&e.to_string()));
-    let mut t_engine = te.elapsed().as_secs_f64();
-    let mut c_engine = cpu_seconds() - ce;
-    let entries = o.entries.len();
-    // one output at a time
-    drop(o);
-    // the best of three runs (one figure swings with whatever else the
-    // machine does); BENCH_ENGINE_REPEAT=n: of n + 1
-    let repeat: usize = std::env::var("BENCH_ENGINE_REPEAT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
-    for _ in 0..repeat {
-        let te = Instant::now();
-        let ce = cpu_seconds();
-        let o2 = engine::compute(
-            &eng,
-            &Options {
-                until_ms: period.end_ms(),
-                max_arrival: i64::MAX,
-            },
-        )
-        .unwrap_or_else(|e| die(&e.to_string()));
-        t_engine = t_engine.min(te.elapsed().as_secs_f64());
-        c_engine = c_engine.min(cpu_seconds() - ce);
-        drop(o2);
-    }
+    let (t_engine, c_engine, repeat) = engine_alone(&store, &cfg, period);
     let engine_eps = a.events as f64 / t_engine;
-    eprintln!("engine: {entries} entries");
-    drop(eng);
-    drop(facts);
 
     let duck = if a.duckdb {
         duckdb_seconds(&a.dir, &data)
@@ -270,6 +239,53 @@ fn main() {
         _ => println!("  DuckDB baseline skipped"),
     }
     println!("  written to {}", jp.display());
+}
+
+/// The engine alone over the store's facts (loaded once): the best of
+/// 1 + `BENCH_ENGINE_REPEAT` (2) runs, as (wall seconds, CPU seconds,
+/// repeats).
+fn engine_alone(store: &Store, cfg: &config::Config, period: Period) -> (f64, f64, usize) {
+    let fraud_programs: Vec<&str> = cfg
+        .programs
+        .iter()
+        .filter(|p| p.fraud.is_some())
+        .map(|p| p.id.as_str())
+        .collect();
+    let facts = store
+        .load_facts_with(
+            period.end_ms(),
+            &settlement::run::txn_programs(cfg),
+            &fraud_programs,
+        )
+        .unwrap_or_else(|e| die(&e.to_string()));
+    let eng = Engine::new(cfg, &facts);
+    // the best of several runs (one figure swings with whatever else the
+    // machine does); BENCH_ENGINE_REPEAT=n: of n + 1
+    let repeat: usize = std::env::var("BENCH_ENGINE_REPEAT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let (mut t_engine, mut c_engine) = (f64::MAX, f64::MAX);
+    for i in 0..=repeat {
+        let te = Instant::now();
+        let ce = cpu_seconds();
+        let o = engine::compute(
+            &eng,
+            &Options {
+                until_ms: period.end_ms(),
+                max_arrival: i64::MAX,
+            },
+        )
+        .unwrap_or_else(|e| die(&e.to_string()));
+        t_engine = t_engine.min(te.elapsed().as_secs_f64());
+        c_engine = c_engine.min(cpu_seconds() - ce);
+        if i == 0 {
+            eprintln!("engine: {} entries", o.entries.len());
+        }
+        // one output at a time
+        drop(o);
+    }
+    (t_engine, c_engine, repeat)
 }
 
 /// Times DuckDB's one query over the NDJSON; installs the pinned `duckdb`
