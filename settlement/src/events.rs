@@ -574,8 +574,112 @@ fn store_block(c: &Connection, blk: &Block, hashes: &[u64]) -> Result<()> {
 /// `next` (the next arrival) says it is current.
 #[derive(Debug, Default)]
 pub struct IdIndex {
-    map: rustc_hash::FxHashMap<u64, i64>,
+    map: HashIndex,
     pub next: i64,
+}
+
+/// Id hash -> arrival, the first given for a hash kept: an open-addressing
+/// table of `(hash, arrival)` probed linearly from the hash's low bits (the
+/// keys are already xxh3 hashes). Against a general map it can be asked
+/// for a key's slot ahead of time ([`HashIndex::prefetch`]): at ten
+/// million ids each lookup is a cache miss, and the import hides it behind
+/// the rows before. Arrivals start at 1, so an arrival of 0 marks a free
+/// slot.
+#[derive(Default)]
+struct HashIndex {
+    slots: Vec<(u64, i64)>,
+    len: usize,
+}
+
+impl std::fmt::Debug for HashIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HashIndex({} ids)", self.len)
+    }
+}
+
+impl HashIndex {
+    fn with_capacity(n: usize) -> HashIndex {
+        let mut m = HashIndex::default();
+        m.grow_for(n);
+        m
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The slot of `h`, or the free one where it would go.
+    #[inline]
+    fn find(&self, h: u64) -> usize {
+        let mask = self.slots.len() - 1;
+        let mut i = h as usize & mask;
+        loop {
+            let (k, a) = self.slots[i];
+            if a == 0 || k == h {
+                return i;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn get(&self, h: u64) -> Option<i64> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let (_, a) = self.slots[self.find(h)];
+        (a != 0).then_some(a)
+    }
+
+    /// Keeps `h -> a` unless `h` is there already.
+    fn insert_first(&mut self, h: u64, a: i64) {
+        debug_assert!(a > 0, "arrivals start at 1");
+        self.grow_for(self.len + 1);
+        let i = self.find(h);
+        if self.slots[i].1 == 0 {
+            self.slots[i] = (h, a);
+            self.len += 1;
+        }
+    }
+
+    /// `h -> a`, replacing what `h` had: for tests that make two ids look
+    /// alike.
+    #[cfg(test)]
+    fn set(&mut self, h: u64, a: i64) {
+        self.grow_for(self.len + 1);
+        let i = self.find(h);
+        if self.slots[i].1 == 0 {
+            self.len += 1;
+        }
+        self.slots[i] = (h, a);
+    }
+
+    /// Asks for the cache line of `h`'s first slot.
+    #[inline]
+    fn prefetch(&self, h: u64) {
+        if let Some(x) = self
+            .slots
+            .get(h as usize & self.slots.len().wrapping_sub(1))
+        {
+            crate::facts::prefetch(x);
+        }
+    }
+
+    /// Room for `n` keys at most 3/4 full.
+    fn grow_for(&mut self, n: usize) {
+        let need = n.saturating_mul(4) / 3 + 1;
+        if need <= self.slots.len() {
+            return;
+        }
+        let cap = need.next_power_of_two().max(1024);
+        let old = std::mem::replace(&mut self.slots, vec![(0, 0); cap]);
+        for (k, a) in old {
+            if a != 0 {
+                let i = self.find(k);
+                self.slots[i] = (k, a);
+            }
+        }
+    }
 }
 
 impl IdIndex {
@@ -584,8 +688,7 @@ impl IdIndex {
         let n: i64 = c.query_row("SELECT COALESCE(SUM(n), 0) FROM event_blocks", [], |r| {
             r.get(0)
         })?;
-        let mut map = rustc_hash::FxHashMap::default();
-        map.reserve(usize::try_from(n).unwrap_or(0));
+        let mut map = HashIndex::with_capacity(usize::try_from(n).unwrap_or(0));
         let mut st = c.prepare("SELECT first, hashes FROM event_hashes ORDER BY first")?;
         let mut rows = st.query([])?;
         while let Some(r) = rows.next()? {
@@ -594,7 +697,7 @@ impl IdIndex {
             for (i, h) in hb.chunks_exact(8).enumerate() {
                 let mut a = [0u8; 8];
                 a.copy_from_slice(h);
-                map.entry(u64::from_le_bytes(a)).or_insert(first + i as i64);
+                map.insert_first(u64::from_le_bytes(a), first + i as i64);
             }
         }
         Ok(IdIndex { map, next })
@@ -638,14 +741,19 @@ impl Writer {
                 String::from_utf8_lossy(id)
             )));
         }
+        // the slot of an id a few rows on, asked for now, is in cache when
+        // that row comes
+        if let Some(ahead) = b.bytes(r + 8, E_ID) {
+            self.index.map.prefetch(id_hash(ahead));
+        }
         let h = id_hash(id);
-        if let Some(&a) = self.index.map.get(&h) {
+        if let Some(a) = self.index.map.get(h) {
             if self.id_at(c, a)? == id || self.known_by_scan(c, id)? {
                 return Ok(false);
             }
         }
         let arrival = self.next();
-        self.index.map.entry(h).or_insert(arrival);
+        self.index.map.insert_first(h, arrival);
         self.pending.push_row(b, r)?;
         self.hashes.push(h);
         if self.pending.n == BLOCK_ROWS {
@@ -1043,9 +1151,9 @@ mod tests {
         });
         assert!(w.add(&c, &b, 0).unwrap());
         // "b" and "c" are made to look like "a" (arrival 1) to the index
-        w.index.map.insert(id_hash(b"b"), 1);
+        w.index.map.set(id_hash(b"b"), 1);
         assert!(w.add(&c, &b, 1).unwrap(), "b is new");
-        w.index.map.insert(id_hash(b"c"), 1);
+        w.index.map.set(id_hash(b"c"), 1);
         assert!(w.add(&c, &b, 2).unwrap(), "c is new");
         assert!(!w.add(&c, &b, 3).unwrap(), "a is pending");
         assert!(!w.add(&c, &b, 4).unwrap(), "b is pending, found by its id");
@@ -1053,7 +1161,7 @@ mod tests {
         assert_eq!(index.next, 4);
         // stored now: the same answers from the blocks
         let mut w = Writer::new(index);
-        w.index.map.insert(id_hash(b"c"), 2);
+        w.index.map.set(id_hash(b"c"), 2);
         for r in 0..5 {
             assert!(!w.add(&c, &b, r).unwrap(), "row {r} is stored");
         }
@@ -1065,8 +1173,37 @@ mod tests {
         let loaded = IdIndex::load(&c, index.next).unwrap();
         assert_eq!(loaded.map.len(), 4);
         for (id, a) in [("a", 1), ("b", 2), ("c", 3), ("d", 4)] {
-            assert_eq!(loaded.map.get(&id_hash(id.as_bytes())), Some(&a), "{id}");
+            assert_eq!(loaded.map.get(id_hash(id.as_bytes())), Some(a), "{id}");
         }
+    }
+
+    /// The hash index answers as a map that keeps the first arrival given
+    /// for a key, across growth and keys whose low bits collide.
+    #[test]
+    fn hash_index_keeps_the_first_arrival() {
+        let mut m = HashIndex::default();
+        let mut want: std::collections::HashMap<u64, i64> = Default::default();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for a in 1..=20_000i64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // a third of the keys share their low 16 bits; some repeat
+            let k = match a % 3 {
+                0 => (x << 16) | 0x1234,
+                1 => x % 5000,
+                _ => x,
+            };
+            m.insert_first(k, a);
+            want.entry(k).or_insert(a);
+        }
+        assert_eq!(m.len(), want.len());
+        for (&k, &a) in &want {
+            assert_eq!(m.get(k), Some(a));
+        }
+        assert_eq!(m.get(0xdead_beef_0000_0001), None);
+        assert_eq!(HashIndex::default().get(7), None);
+        HashIndex::default().prefetch(7);
     }
 
     #[test]
