@@ -699,27 +699,37 @@ pub fn compute_with(eng: &Engine, opts: &Options, pre: &Pre) -> Result<Output> {
                 .expect("every program computed")?,
         );
     }
-    // one allocation each: growing by doubling would copy them and hold two
-    // copies at once
-    out.invoices
-        .reserve_exact(done.iter().map(|p| p.out.invoices.len()).sum());
-    out.fraud
-        .reserve_exact(done.iter().map(|p| p.out.fraud.len()).sum());
+    // the first part's invoices and fraud rows are kept as they are, grown
+    // once to the total (a large block grows in place) and the others'
+    // copied after them: a part's rows are never held twice
+    let invoices: usize = done.iter().map(|p| p.out.invoices.len()).sum();
+    let fraud: usize = done.iter().map(|p| p.out.fraud.len()).sum();
     for part in done {
         for c in part.out.entries.chunks {
             out.entries.append(c);
         }
-        out.invoices.extend(part.out.invoices);
+        join(&mut out.invoices, part.out.invoices, invoices);
         for (k, s) in part.out.stats {
             add_stat(out.stats.entry(k).or_default(), &s);
         }
         for (ci, partner, method) in part.attr {
             out.attribution[ci as usize] = (partner, method);
         }
-        out.fraud.extend(part.out.fraud);
+        join(&mut out.fraud, part.out.fraud, fraud);
     }
     out.fraud.sort_unstable_by_key(|r| r.conv);
     Ok(out)
+}
+
+/// Appends `part` to `all` (which ends up `total` long): the first
+/// non-empty part becomes `all` itself.
+fn join<T>(all: &mut Vec<T>, mut part: Vec<T>, total: usize) {
+    if all.is_empty() {
+        part.reserve_exact(total.saturating_sub(part.len()));
+        *all = part;
+    } else {
+        all.extend(part);
+    }
 }
 
 /// One program's share of the output.
