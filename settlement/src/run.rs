@@ -618,7 +618,16 @@ fn sort_items(plan: &Plan, mut items: Vec<Item>) -> Vec<Item> {
         })
         .collect();
     keyed.sort_unstable();
-    keyed.iter().map(|&(_, k)| items[k as usize]).collect()
+    // the items in that order, written over the positions and collected in
+    // the same allocation (`Item` is a `u32`): the items are let go first,
+    // so the three lists never exist at once
+    for x in &mut keyed {
+        x.1 = items[x.1 as usize].0;
+    }
+    drop(items);
+    let mut sorted: Vec<Item> = keyed.into_iter().map(|(_, raw)| Item(raw)).collect();
+    sorted.shrink_to_fit();
+    sorted
 }
 
 /// Programs whose invoices name transaction ids.
