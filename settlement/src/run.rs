@@ -618,9 +618,10 @@ fn sort_items(plan: &Plan, mut items: Vec<Item>) -> Vec<Item> {
         })
         .collect();
     keyed.sort_unstable();
-    // the items in that order, written over the positions and collected in
-    // the same allocation (`Item` is a `u32`): the items are let go first,
-    // so the three lists never exist at once
+    // the items in that order, written over the positions (`Item` is a
+    // `u32`) and collected from the keys, in their allocation where the
+    // standard library reuses it; the unsorted items are let go first, so
+    // the three lists never exist at once
     for x in &mut keyed {
         x.1 = items[x.1 as usize].0;
     }
