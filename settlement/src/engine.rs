@@ -383,19 +383,21 @@ impl<'a> Engine<'a> {
             .map_or(NONE, |p| status_of(p, ts))
     }
 
-    /// An amount of an event in its program's currency, exact.
-    pub fn convert(
+    /// An amount of an event in its program's currency, exact. `ev` names
+    /// the event in an error (read only then: most amounts need no rate).
+    pub fn convert<'s>(
         &self,
         amount: Decimal,
         cur: Option<Currency>,
         to: Currency,
         ms: i64,
-        ev: &str,
+        ev: impl Fn() -> &'s str,
     ) -> Result<Exact> {
         let cur = cur.unwrap_or(to);
         if cur == to {
             return Ok(Exact::from_dec(amount));
         }
+        let ev = ev();
         let day = ms.div_euclid(DAY_MS);
         let fx = self.cfg.fx.as_ref().ok_or_else(|| {
             Error::data(format!(
@@ -420,9 +422,7 @@ impl<'a> Engine<'a> {
     fn conv_amount(&self, c: &Conv, p: &Program) -> Result<Exact> {
         match c.amount {
             None => Ok(Exact::ZERO),
-            // the program's own currency: nothing to convert, no id to read
-            Some(a) if c.currency.is_none_or(|x| x == p.currency) => Ok(Exact::from_dec(a)),
-            Some(a) => self.convert(a, c.currency, p.currency, c.ts, self.facts.id(c)),
+            Some(a) => self.convert(a, c.currency, p.currency, c.ts, || self.facts.id(c)),
         }
     }
 }
@@ -1398,13 +1398,9 @@ fn compute_part(
             continue;
         };
         let p = &cfg.programs[usize::from(pi)];
-        let x = eng.convert(
-            m.amount,
-            Some(m.currency),
-            p.currency,
-            m.ts,
-            f.ids.get(m.id),
-        )?;
+        let x = eng.convert(m.amount, Some(m.currency), p.currency, m.ts, || {
+            f.ids.get(m.id)
+        })?;
         out.entries.push(REntry {
             id: hash_parts(&[b"mdf", f.ids.get(m.id).as_bytes()]),
             period: Period::of_ms(m.ts),

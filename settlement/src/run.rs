@@ -180,7 +180,7 @@ impl Words<'_> {
         let from = c.currency.unwrap_or(to);
         let x = self
             .eng
-            .convert(a, Some(from), to, c.ts, self.facts().id(c))?;
+            .convert(a, Some(from), to, c.ts, || self.facts().id(c))?;
         if from == to {
             Ok((x, format!("{} {to}", fmt_decimal(a, to))))
         } else {
@@ -640,6 +640,19 @@ pub fn txn_programs(cfg: &Config) -> Vec<&str> {
         .collect()
 }
 
+/// The facts the engine reads for period `p`: everything before its end,
+/// with the transaction ids invoices name and the clicks of programs with
+/// fraud rules.
+pub fn load_period_facts(store: &Store, cfg: &Config, p: Period) -> Result<Facts> {
+    let fraud_programs: Vec<&str> = cfg
+        .programs
+        .iter()
+        .filter(|p| p.fraud.is_some())
+        .map(|p| p.id.as_str())
+        .collect();
+    store.load_facts_with(p.end_ms(), &txn_programs(cfg), &fraud_programs)
+}
+
 /// Computes a period's draft from the store without writing it.
 pub fn compute_draft(store: &Store, cfg: &Config, p: Period) -> Result<(Draft, i64)> {
     with_plan(store, cfg, p, |plan| {
@@ -656,13 +669,7 @@ pub fn with_plan<R>(
 ) -> Result<R> {
     let watermark = store.max_arrival()?;
     let ph = Phase::start("load facts");
-    let fraud_programs: Vec<&str> = cfg
-        .programs
-        .iter()
-        .filter(|p| p.fraud.is_some())
-        .map(|p| p.id.as_str())
-        .collect();
-    let mut facts = store.load_facts_with(p.end_ms(), &txn_programs(cfg), &fraud_programs)?;
+    let mut facts = load_period_facts(store, cfg, p)?;
     let reviews = crate::fraud::load_reviews(store)?;
     drop(ph);
     // the closed period whose late facts become adjustments in this one

@@ -312,18 +312,7 @@ fn engine_in_fresh_process(a: &Args) -> Option<(f64, f64)> {
 /// 1 + `BENCH_ENGINE_REPEAT` (2) runs, as (wall seconds, CPU seconds,
 /// repeats).
 fn engine_alone(store: &Store, cfg: &config::Config, period: Period) -> (f64, f64, usize) {
-    let fraud_programs: Vec<&str> = cfg
-        .programs
-        .iter()
-        .filter(|p| p.fraud.is_some())
-        .map(|p| p.id.as_str())
-        .collect();
-    let facts = store
-        .load_facts_with(
-            period.end_ms(),
-            &settlement::run::txn_programs(cfg),
-            &fraud_programs,
-        )
+    let facts = settlement::run::load_period_facts(store, cfg, period)
         .unwrap_or_else(|e| die(&e.to_string()));
     let eng = Engine::new(cfg, &facts);
     // the best of several runs (one figure swings with whatever else the
