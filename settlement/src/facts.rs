@@ -142,6 +142,15 @@ impl Interner {
             .copied()
     }
 
+    /// The number of strings held (symbols are `0..len`).
+    pub fn len(&self) -> usize {
+        self.arena.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.arena.is_empty()
+    }
+
     pub fn str(&self, i: u32) -> &str {
         if i == NONE {
             ""
@@ -344,11 +353,6 @@ pub struct ClickFacts {
     keys: Vec<(u64, u32)>,
     /// `(click key, conversion index)` while loading.
     conv_keys: Vec<(u64, u32)>,
-    /// Program and partner names of clicks -> symbols: a small table that
-    /// stays in cache, in front of the interner.
-    names: FxHashMap<Box<str>, u32>,
-    /// The programs whose clicks and click ids are kept; `None`: all.
-    programs: Option<FxHashSet<u32>>,
 }
 
 impl ClickFacts {
@@ -390,10 +394,148 @@ pub struct Facts {
     /// conversions and the people's clicks form, `(program, start, end)`.
     conv_runs: Option<Vec<(u32, u32, u32)>>,
     click_runs: Option<Vec<(u32, u32, u32)>>,
-    /// The last program and event name interned by [`Facts::add_conv`]:
-    /// consecutive conversions mostly repeat them, and a comparison with
-    /// the last one spares a hash and a probe of the (large) symbol table.
+    /// Turns the names of facts being added into symbols.
+    namer: Namer,
+}
+
+/// Turns the names a fact carries (program, partner, customer, ...) into
+/// symbols of [`Facts::syms`], in the order facts are added, so the
+/// numbering does not depend on who does it. The store's loader runs it on
+/// the thread that decodes the event blocks, beside the one that builds the
+/// facts ([`Facts::take_naming`]): interning a million customers is a cache
+/// miss or more each, and the two halves then overlap.
+#[derive(Default, Debug, Clone)]
+pub struct Namer {
+    /// The last program and event name of a conversion: consecutive
+    /// conversions mostly repeat them, and a comparison with the last one
+    /// spares a hash and a probe of the (large) symbol table.
     recent: [Option<u32>; 2],
+    /// Program and partner names -> symbols: a small table that stays in
+    /// cache, in front of the interner.
+    names: FxHashMap<Box<str>, u32>,
+    /// The programs whose clicks and click ids are kept; `None`: all.
+    programs: Option<FxHashSet<u32>>,
+}
+
+/// The symbols of a conversion's names ([`Namer::conv`]).
+#[derive(Clone, Copy, Debug)]
+pub struct ConvSyms {
+    pub program: u32,
+    pub partner: u32,
+    pub event: u32,
+    pub customer: u32,
+    pub orig_txn: u32,
+    pub coupon: u32,
+    pub country: u32,
+    pub instrument: u32,
+    pub email_hash: u32,
+    /// The program's click ids are kept (it has fraud rules).
+    pub fraud: bool,
+}
+
+impl Namer {
+    /// [`Interner::intern`] through the table of program and partner names.
+    fn name(&mut self, syms: &mut Interner, s: &str) -> u32 {
+        match self.names.get(s) {
+            Some(&x) => x,
+            None => {
+                let x = syms.intern(s);
+                self.names.insert(s.into(), x);
+                x
+            }
+        }
+    }
+
+    /// [`Interner::intern`], first trying the symbol this slot last gave.
+    fn recent(&mut self, syms: &mut Interner, slot: usize, s: &str) -> u32 {
+        if let Some(i) = self.recent[slot] {
+            if syms.str(i) == s {
+                return i;
+            }
+        }
+        let i = syms.intern(s);
+        self.recent[slot] = Some(i);
+        i
+    }
+
+    /// Keeps clicks and click ids for these programs only.
+    fn keep_programs(&mut self, syms: &mut Interner, programs: &[&str]) {
+        let set = programs.iter().map(|p| syms.intern(p)).collect();
+        self.programs = Some(set);
+    }
+
+    /// The symbol of a program whose clicks are kept, or `None`.
+    pub fn click_program(&mut self, syms: &mut Interner, program: &str) -> Option<u32> {
+        if self.programs.as_ref().is_some_and(|s| s.is_empty()) {
+            return None;
+        }
+        let p = self.name(syms, program);
+        match &self.programs {
+            Some(set) if !set.contains(&p) => None,
+            _ => Some(p),
+        }
+    }
+
+    /// The symbol of a click's partner.
+    pub fn click_partner(&mut self, syms: &mut Interner, partner: &str) -> u32 {
+        self.name(syms, partner)
+    }
+
+    /// The symbols of a conversion's names.
+    pub fn conv(&mut self, syms: &mut Interner, c: &ConvIn) -> ConvSyms {
+        let program = self.recent(syms, 0, c.program);
+        let fraud = match &self.programs {
+            None => true,
+            Some(set) => !set.is_empty() && set.contains(&program),
+        };
+        let orig_txn = syms.opt(c.original_txn_id);
+        let coupon = syms.opt(c.coupon);
+        let country = syms.opt(c.country);
+        let instrument = syms.opt(c.instrument);
+        let email_hash = syms.opt(c.email_hash);
+        let partner = match c.partner {
+            Some(p) if !p.is_empty() => self.name(syms, p),
+            _ => NONE,
+        };
+        ConvSyms {
+            program,
+            partner,
+            event: self.recent(syms, 1, c.event),
+            customer: syms.opt(c.customer),
+            orig_txn,
+            coupon,
+            country,
+            instrument,
+            email_hash,
+            fraud,
+        }
+    }
+
+    /// The symbols of a deal registration's program, partner and customer.
+    pub fn deal(
+        &mut self,
+        syms: &mut Interner,
+        program: &str,
+        partner: &str,
+        customer: &str,
+    ) -> [u32; 3] {
+        [
+            syms.intern(program),
+            syms.intern(partner),
+            syms.intern(customer),
+        ]
+    }
+
+    /// The symbols of an MDF claim's partner and program (if it names one).
+    pub fn mdf(
+        &mut self,
+        syms: &mut Interner,
+        program: Option<&str>,
+        partner: &str,
+    ) -> (u32, Option<u32>) {
+        let partner = syms.intern(partner);
+        (partner, program.map(|p| syms.intern(p)))
+    }
 }
 
 /// The fields of a conversion as the store or a record gives them.
@@ -490,18 +632,6 @@ impl Facts {
         }
     }
 
-    /// [`Interner::intern`], first trying the symbol this slot last gave.
-    fn intern_recent(&mut self, slot: usize, s: &str) -> u32 {
-        if let Some(i) = self.recent[slot] {
-            if self.syms.str(i) == s {
-                return i;
-            }
-        }
-        let i = self.syms.intern(s);
-        self.recent[slot] = Some(i);
-        i
-    }
-
     /// The rarely present fields of a conversion.
     pub fn ex(&self, c: &Conv) -> &ConvExtra {
         if c.extra == NONE {
@@ -518,45 +648,37 @@ impl Facts {
     /// Keep clicks and click ids for these programs only (the ones with
     /// fraud rules); by default, for every program.
     pub fn fraud_programs(&mut self, programs: &[&str]) {
-        let set = programs.iter().map(|p| self.syms.intern(p)).collect();
-        self.fraud.programs = Some(set);
+        self.namer.keep_programs(&mut self.syms, programs);
     }
 
-    fn click_sym(&mut self, s: &str) -> u32 {
-        match self.fraud.names.get(s) {
-            Some(&x) => x,
-            None => {
-                let x = self.syms.intern(s);
-                self.fraud.names.insert(s.into(), x);
-                x
-            }
-        }
+    /// The symbol table and the namer, taken out for a loader that names
+    /// facts on another thread while this one adds them (with the `_named`
+    /// methods); [`Facts::put_naming`] gives them back.
+    pub fn take_naming(&mut self) -> (Interner, Namer) {
+        (
+            std::mem::take(&mut self.syms),
+            std::mem::take(&mut self.namer),
+        )
     }
 
-    /// The symbol of a program whose clicks are kept (see
-    /// [`Facts::fraud_programs`]), or `None`.
-    pub fn click_program(&mut self, program: &str) -> Option<u32> {
-        if self.fraud.programs.as_ref().is_some_and(|s| s.is_empty()) {
-            return None;
-        }
-        let p = self.click_sym(program);
-        match &self.fraud.programs {
-            Some(set) if !set.contains(&p) => None,
-            _ => Some(p),
-        }
+    /// Gives back what [`Facts::take_naming`] took.
+    pub fn put_naming(&mut self, (syms, namer): (Interner, Namer)) {
+        self.syms = syms;
+        self.namer = namer;
     }
 
     /// A person's click, for the fraud rules (of a program that wants them).
     pub fn add_click(&mut self, k: ClickIn) {
-        if let Some(p) = self.click_program(k.program) {
-            self.add_click_of(k, p);
+        if let Some(p) = self.namer.click_program(&mut self.syms, k.program) {
+            let partner = self.namer.click_partner(&mut self.syms, k.partner);
+            self.add_click_named(k, p, partner);
         }
     }
 
-    /// [`Facts::add_click`] with the program's symbol from [`Facts::click_program`].
-    pub fn add_click_of(&mut self, k: ClickIn, program: u32) {
+    /// [`Facts::add_click`] with the symbols from [`Namer::click_program`]
+    /// and [`Namer::click_partner`].
+    pub fn add_click_named(&mut self, k: ClickIn, program: u32, partner: u32) {
         let i = self.fraud.clicks.len() as u32;
-        let partner = self.click_sym(k.partner);
         self.fraud.clicks.push(fclick(&k, program, partner));
         self.fraud.keys.push((hash64(k.key), i));
     }
@@ -715,8 +837,8 @@ impl Facts {
     /// the click id; a collision among a few million ids is about one in a
     /// million, and deterministic). Call once everything is added.
     pub fn link_clicks(&mut self) {
+        self.namer.names = FxHashMap::default();
         let fr = &mut self.fraud;
-        fr.names = FxHashMap::default();
         let mut keys = std::mem::take(&mut fr.keys);
         let mut conv_keys = std::mem::take(&mut fr.conv_keys);
         fr.conv_visitor.sort_unstable();
@@ -740,12 +862,14 @@ impl Facts {
 
     /// Bot clicks must be added before the conversions that cite them.
     pub fn add_conv(&mut self, c: ConvIn) {
-        let program = self.intern_recent(0, c.program);
-        let keep = match &self.fraud.programs {
-            None => true,
-            Some(set) => !set.is_empty() && set.contains(&program),
-        };
-        if keep {
+        let s = self.namer.conv(&mut self.syms, &c);
+        self.add_conv_named(c, s);
+    }
+
+    /// [`Facts::add_conv`] with the symbols from [`Namer::conv`]; the
+    /// names in `c` (program, partner, customer, ...) are not read.
+    pub fn add_conv_named(&mut self, c: ConvIn, s: ConvSyms) {
+        if s.fraud {
             let ci = self.convs.len() as u32;
             if let Some(k) = c.click_id {
                 self.fraud.conv_keys.push((hash64(k), ci));
@@ -765,16 +889,16 @@ impl Facts {
                 self.txns.push("");
             }
         }
-        if c.original_txn_id.is_some_and(|t| !t.is_empty()) {
+        if s.orig_txn != NONE {
             self.with_orig.push(ci);
         }
         let click_bot = c.bot || c.click_id.is_some_and(|k| self.bot_clicks.contains(k));
         let ex = ConvExtra {
-            orig_txn: self.syms.opt(c.original_txn_id),
-            coupon: self.syms.opt(c.coupon),
-            country: self.syms.opt(c.country),
-            instrument: self.syms.opt(c.instrument),
-            email_hash: self.syms.opt(c.email_hash),
+            orig_txn: s.orig_txn,
+            coupon: s.coupon,
+            country: s.country,
+            instrument: s.instrument,
+            email_hash: s.email_hash,
             lots: c.lots,
         };
         let extra = if ex.orig_txn == NONE
@@ -793,13 +917,13 @@ impl Facts {
             ts: c.ts,
             arrival: u32::try_from(c.arrival).unwrap_or(u32::MAX),
             idx,
-            program,
-            partner: self.syms.opt(c.partner),
+            program: s.program,
+            partner: s.partner,
             click_ts: c.click_ts.unwrap_or(NO_TS),
             has_click: c.click_id.is_some() && c.click_ts.is_some(),
             click_bot,
-            event: self.intern_recent(1, c.event),
-            customer: self.syms.opt(c.customer),
+            event: s.event,
+            customer: s.customer,
             extra,
             amount: c.amount,
             currency: c.currency,
@@ -819,15 +943,29 @@ impl Facts {
         status: &str,
         expires_at: Option<i64>,
     ) {
+        let names = self.namer.deal(&mut self.syms, program, partner, customer);
+        self.add_deal_named(id, ts, arrival, names, status, expires_at);
+    }
+
+    /// [`Facts::add_deal`] with the symbols from [`Namer::deal`].
+    pub fn add_deal_named(
+        &mut self,
+        id: &str,
+        ts: i64,
+        arrival: i64,
+        [program, partner, customer]: [u32; 3],
+        status: &str,
+        expires_at: Option<i64>,
+    ) {
         let id = self.ids.push(id);
         self.txns.push("");
         let d = Deal {
             ts,
             arrival,
             id,
-            program: self.syms.intern(program),
-            partner: self.syms.intern(partner),
-            customer: self.syms.intern(customer),
+            program,
+            partner,
+            customer,
             approved: status == "approved",
             expires_at: expires_at.unwrap_or(i64::MAX),
         };
@@ -845,11 +983,24 @@ impl Facts {
         amount: Decimal,
         currency: Currency,
     ) {
+        let names = self.namer.mdf(&mut self.syms, program, partner);
+        self.add_mdf_named(id, ts, arrival, names, amount, currency);
+    }
+
+    /// [`Facts::add_mdf`] with the symbols from [`Namer::mdf`].
+    pub fn add_mdf_named(
+        &mut self,
+        id: &str,
+        ts: i64,
+        arrival: i64,
+        (partner, program): (u32, Option<u32>),
+        amount: Decimal,
+        currency: Currency,
+    ) {
         let id = self.ids.push(id);
         self.txns.push("");
-        let partner = self.syms.intern(partner);
         let program = match program {
-            Some(p) => self.syms.intern(p),
+            Some(p) => p,
             None => self.partners.get(&partner).map_or(NONE, |p| p.program),
         };
         self.mdfs.push(Mdf {
@@ -900,7 +1051,16 @@ impl Facts {
     /// Builds facts from records (tests, the simulator). Registry lines are
     /// read first, as the store does; the last line of an id wins.
     pub fn from_records(records: &[Record]) -> Facts {
+        Facts::from_records_with(records, None)
+    }
+
+    /// [`Facts::from_records`], keeping clicks and click ids for
+    /// `fraud_programs` only (as the store's loader does), or for all.
+    pub fn from_records_with(records: &[Record], fraud_programs: Option<&[&str]>) -> Facts {
         let mut f = Facts::default();
+        if let Some(p) = fraud_programs {
+            f.fraud_programs(p);
+        }
         for r in records {
             match r.kind {
                 Kind::Partner => {

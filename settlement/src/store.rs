@@ -11,7 +11,7 @@ use crate::events::{
     E_STATUS, E_TS, E_TXN_ID, E_VISITOR,
 };
 pub use crate::events::{event_row, EVENT_INTS, EVENT_TEXTS};
-use crate::facts::{ClickIn, ConvIn, Facts};
+use crate::facts::{ClickIn, ConvIn, ConvSyms, Facts, Interner, Namer};
 use crate::money::parse_decimal;
 use crate::period::Period;
 use edge::currency::Currency;
@@ -368,6 +368,7 @@ impl Store {
         let mut wanted: rustc_hash::FxHashMap<String, rustc_hash::FxHashSet<String>> =
             Default::default();
         // one scan for the sales a refund names and the bot clicks
+        let ph = crate::run::Phase::start("facts: first scan");
         events::scan(
             &self.conn,
             Cols::of(
@@ -405,6 +406,7 @@ impl Store {
                 Ok(())
             },
         )?;
+        drop(ph);
         {
             let mut st = self
                 .conn
@@ -440,15 +442,18 @@ impl Store {
                 );
             }
         }
+        let ph = crate::run::Phase::start("facts: read events");
         self.read_events(&mut f, until_ms, txn_programs, fraud_programs, &wanted)?;
+        drop(ph);
         f.finish();
         Ok(f)
     }
 
     /// One scan of the events: conversions, deals and MDF claims, and (for
     /// the fraud rules of `fraud_programs`) people's clicks. This thread
-    /// reads and decodes the blocks; a second one turns them into facts, so
-    /// the two halves of the work overlap.
+    /// reads and decodes the blocks and turns the names in them into
+    /// symbols ([`Namer`]); a second one turns them into facts, so the
+    /// halves of the work overlap.
     fn read_events(
         &self,
         f: &mut Facts,
@@ -464,43 +469,134 @@ impl Store {
         } else {
             "SELECT first, body FROM event_blocks WHERE fact_min_ts < ?1 ORDER BY first"
         })?;
-        let (filler, reader) = batch::channel(Block::default(), 4);
-        std::thread::scope(|sc| -> Result<()> {
+        let (filler, reader) = batch::channel(Named::default(), 4);
+        let (mut syms, mut namer) = f.take_naming();
+        let built = std::thread::scope(|sc| -> Result<()> {
+            let f = &mut *f;
             let builder = sc.spawn(move || -> Result<()> {
-                while let Some(b) = reader.next() {
-                    for r in 0..b.rows() {
-                        let Some(ts) = b.int(E_TS, r).filter(|&t| t < until_ms) else {
-                            continue;
-                        };
-                        let kind = b.int(E_KIND, r).unwrap_or(-1);
-                        if kind == KIND_CLICK && (!clicks || b.int(E_BOT, r) == Some(1)) {
-                            continue;
-                        }
-                        add_row(f, &b, r, kind, ts, txn_programs, wanted)?;
+                while let Some(n) = reader.next() {
+                    for (r, names) in n.names.iter().enumerate() {
+                        add_row(f, &n.block, r, names, txn_programs, wanted)?;
                     }
-                    reader.give_back(b);
+                    reader.give_back(n);
                 }
                 Ok(())
             });
             let mut q = st.query([until_ms])?;
-            loop {
-                let Some(r) = q.next()? else {
-                    break;
-                };
-                let mut b = filler.fresh();
-                b.decode(r.get(0)?, r.get_ref(1)?.as_blob()?, FACT_COLS)?;
-                if filler.send(b).is_none() {
-                    // the builder stopped on an error: its result says which
-                    break;
+            let named = (|| -> Result<()> {
+                while let Some(r) = q.next()? {
+                    let mut n = filler.fresh();
+                    n.block
+                        .decode(r.get(0)?, r.get_ref(1)?.as_blob()?, FACT_COLS)?;
+                    for r in 0..n.block.rows() {
+                        let names = name_row(&mut namer, &mut syms, &n.block, r, until_ms, clicks)?;
+                        n.names.push(names);
+                    }
+                    if filler.send(n).is_none() {
+                        // the builder stopped on an error: its result says which
+                        break;
+                    }
                 }
-            }
+                Ok(())
+            })();
             drop(filler);
-            match builder.join() {
+            let built = match builder.join() {
                 Ok(r) => r,
                 Err(p) => std::panic::resume_unwind(p),
-            }
-        })
+            };
+            // the builder's error comes first: the namer stopped because of it
+            built.and(named)
+        });
+        f.put_naming((syms, namer));
+        built
     }
+}
+
+/// A decoded block of events, and what the facts take of each row with the
+/// symbols of its names.
+#[derive(Clone, Default)]
+struct Named {
+    block: Block,
+    names: Vec<RowNames>,
+}
+
+impl batch::Refill for Named {
+    fn clear(&mut self) {
+        self.block.clear();
+        self.names.clear();
+    }
+    fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+/// What the facts take of one row of a block.
+#[derive(Clone, Copy)]
+enum RowNames {
+    /// Nothing: after the period, a bot's click, or a click of a program
+    /// without fraud rules.
+    Skip,
+    Conv(ConvSyms),
+    /// A person's click: its program and partner.
+    Click(u32, u32),
+    Deal([u32; 3]),
+    /// An MDF claim with an amount and a known currency: its partner and
+    /// program.
+    Mdf(u32, Option<u32>),
+}
+
+/// The names of row `r` of a block as symbols, in the order
+/// [`Facts`]' own `add_` methods intern them.
+fn name_row(
+    namer: &mut Namer,
+    syms: &mut Interner,
+    b: &Block,
+    r: usize,
+    until_ms: i64,
+    clicks: bool,
+) -> Result<RowNames> {
+    if b.int(E_TS, r).is_none_or(|t| t >= until_ms) {
+        return Ok(RowNames::Skip);
+    }
+    let s = |c: usize| b.text(c, r);
+    Ok(match b.int(E_KIND, r) {
+        Some(KIND_CLICK) if clicks && b.int(E_BOT, r) != Some(1) => {
+            match namer.click_program(syms, s(E_PROGRAM)?.unwrap_or("")) {
+                Some(p) => {
+                    RowNames::Click(p, namer.click_partner(syms, s(E_PARTNER)?.unwrap_or("")))
+                }
+                None => RowNames::Skip,
+            }
+        }
+        Some(KIND_CONVERSION) => RowNames::Conv(namer.conv(
+            syms,
+            &ConvIn {
+                program: s(E_PROGRAM)?.unwrap_or(""),
+                partner: s(E_PARTNER)?,
+                event: s(E_EVENT)?.unwrap_or(""),
+                customer: s(E_CUSTOMER)?,
+                original_txn_id: s(E_ORIGINAL_TXN_ID)?,
+                coupon: s(E_COUPON)?,
+                country: s(E_COUNTRY)?,
+                instrument: s(E_INSTRUMENT)?,
+                email_hash: s(E_EMAIL_HASH)?,
+                ..ConvIn::default()
+            },
+        )),
+        Some(KIND_DEAL) => RowNames::Deal(namer.deal(
+            syms,
+            s(E_PROGRAM)?.unwrap_or(""),
+            s(E_PARTNER)?.unwrap_or(""),
+            s(E_CUSTOMER)?.unwrap_or(""),
+        )),
+        Some(KIND_MDF)
+            if s(E_AMOUNT)?.is_some() && s(E_CURRENCY)?.and_then(Currency::parse).is_some() =>
+        {
+            let (partner, program) = namer.mdf(syms, s(E_PROGRAM)?, s(E_PARTNER)?.unwrap_or(""));
+            RowNames::Mdf(partner, program)
+        }
+        _ => RowNames::Skip,
+    })
 }
 
 /// The columns the facts read.
@@ -536,16 +632,19 @@ const FACT_COLS: Cols = Cols::of(
     ],
 );
 
-/// Row `r` of a block into the facts.
+/// Row `r` of a block into the facts, with the symbols of its names
+/// ([`name_row`]).
 fn add_row(
     f: &mut Facts,
     b: &Block,
     r: usize,
-    kind: i64,
-    ts: i64,
+    names: &RowNames,
     txn_programs: &[&str],
     wanted: &rustc_hash::FxHashMap<String, rustc_hash::FxHashSet<String>>,
 ) -> Result<()> {
+    let Some(ts) = b.int(E_TS, r) else {
+        return Ok(());
+    };
     let i = |c: usize| b.int(c, r);
     let arrival = b.arrival(r);
     let id = b.text(E_ID, r)?.unwrap_or("");
@@ -560,82 +659,62 @@ fn add_row(
     };
     let cur = |c: usize| -> Result<Option<Currency>> { Ok(s(c)?.and_then(Currency::parse)) };
     let flag = |c: usize| i(c).map(|v| v != 0);
-    match kind {
-        KIND_CLICK => {
-            let program = s(E_PROGRAM)?.unwrap_or("");
-            let Some(psym) = f.click_program(program) else {
-                return Ok(());
-            };
-            f.add_click_of(
-                ClickIn {
-                    key: s(E_CLICK_ID)?.unwrap_or(id),
-                    ts,
-                    arrival,
-                    program,
-                    partner: s(E_PARTNER)?.unwrap_or(""),
-                    visitor: s(E_VISITOR)?,
-                    country: s(E_COUNTRY)?,
-                    asn: i(E_ASN).and_then(|a| u32::try_from(a).ok()),
-                    datacenter: flag(E_DATACENTER),
-                    has_referrer: flag(E_HAS_REFERRER),
-                },
-                psym,
-            );
-        }
-        KIND_CONVERSION => {
+    match *names {
+        RowNames::Skip => {}
+        RowNames::Click(program, partner) => f.add_click_named(
+            ClickIn {
+                key: s(E_CLICK_ID)?.unwrap_or(id),
+                ts,
+                arrival,
+                visitor: s(E_VISITOR)?,
+                country: s(E_COUNTRY)?,
+                asn: i(E_ASN).and_then(|a| u32::try_from(a).ok()),
+                datacenter: flag(E_DATACENTER),
+                has_referrer: flag(E_HAS_REFERRER),
+                ..ClickIn::default()
+            },
+            program,
+            partner,
+        ),
+        RowNames::Conv(names) => {
             let program = s(E_PROGRAM)?.unwrap_or("");
             let txn = s(E_TXN_ID)?;
             let keep = txn.is_some_and(|t| {
                 txn_programs.contains(&program)
                     || wanted.get(program).is_some_and(|w| w.contains(t))
             });
-            f.add_conv(ConvIn {
-                id,
-                ts,
-                arrival,
-                program,
-                partner: s(E_PARTNER)?,
-                click_id: s(E_CLICK_ID)?,
-                click_ts: i(E_CLICK_TS),
-                event: s(E_EVENT)?.unwrap_or(""),
-                txn_id: if keep { txn } else { None },
-                amount: dec(E_AMOUNT, "amount")?,
-                currency: cur(E_CURRENCY)?,
-                customer: s(E_CUSTOMER)?,
-                coupon: s(E_COUPON)?,
-                original_txn_id: s(E_ORIGINAL_TXN_ID)?,
-                lots: dec(E_LOTS, "lots")?,
-                instrument: s(E_INSTRUMENT)?,
-                bot: i(E_BOT) == Some(1),
-                country: s(E_COUNTRY)?,
-                email_hash: s(E_EMAIL_HASH)?,
-                visitor: s(E_VISITOR)?,
-            });
-        }
-        KIND_DEAL => f.add_deal(
-            id,
-            ts,
-            arrival,
-            s(E_PROGRAM)?.unwrap_or(""),
-            s(E_PARTNER)?.unwrap_or(""),
-            s(E_CUSTOMER)?.unwrap_or(""),
-            s(E_STATUS)?.unwrap_or(""),
-            i(E_EXPIRES_AT),
-        ),
-        KIND_MDF => {
-            if let (Some(a), Some(c)) = (dec(E_AMOUNT, "amount")?, cur(E_CURRENCY)?) {
-                f.add_mdf(
+            // the names (program, partner, customer, ...) are in `names`
+            f.add_conv_named(
+                ConvIn {
                     id,
                     ts,
                     arrival,
-                    s(E_PROGRAM)?,
-                    s(E_PARTNER)?.unwrap_or(""),
-                    a,
-                    c,
-                );
+                    click_id: s(E_CLICK_ID)?,
+                    click_ts: i(E_CLICK_TS),
+                    txn_id: if keep { txn } else { None },
+                    amount: dec(E_AMOUNT, "amount")?,
+                    currency: cur(E_CURRENCY)?,
+                    lots: dec(E_LOTS, "lots")?,
+                    bot: i(E_BOT) == Some(1),
+                    visitor: s(E_VISITOR)?,
+                    ..ConvIn::default()
+                },
+                names,
+            );
+        }
+        RowNames::Deal(names) => f.add_deal_named(
+            id,
+            ts,
+            arrival,
+            names,
+            s(E_STATUS)?.unwrap_or(""),
+            i(E_EXPIRES_AT),
+        ),
+        RowNames::Mdf(partner, program) => {
+            if let (Some(a), Some(c)) = (dec(E_AMOUNT, "amount")?, cur(E_CURRENCY)?) {
+                f.add_mdf_named(id, ts, arrival, (partner, program), a, c);
             }
         }
-        _ => {}
     }
     Ok(())
 }
@@ -1234,5 +1313,97 @@ mod tests {
             ]
         );
         assert_eq!(store.max_arrival().unwrap(), 4);
+    }
+
+    /// The facts loaded from the store (names turned into symbols on the
+    /// decoding thread, facts built on another) are the facts built from
+    /// the same records in one pass: the same symbols in the same
+    /// numbering, the same conversions, clicks, deals and MDF claims.
+    #[test]
+    fn facts_from_the_store_are_the_facts_of_the_records() {
+        use crate::facts::Facts;
+        let mut text = Vec::new();
+        let g = crate::sim::GenConfig {
+            events: 4_000,
+            partners: 40,
+            customers: 600,
+            ..crate::sim::GenConfig::default()
+        };
+        crate::sim::generate(&g, &mut text).unwrap();
+        let mut records: Vec<Record> = std::str::from_utf8(&text)
+            .unwrap()
+            .lines()
+            .map(|l| parse_line(l).unwrap())
+            .collect();
+        let fr = crate::fraud_sim::generate(&crate::fraud_sim::FraudGen {
+            sessions: 3_000,
+            partners: 5,
+            customers: 500,
+            ..crate::fraud_sim::FraudGen::default()
+        });
+        records.extend(
+            fr.records
+                .iter()
+                .filter(|r| r.kind != Kind::Partner && r.kind != Kind::Coupon)
+                .cloned(),
+        );
+        // the store reads its registry tables in key order, after the events
+        // that are numbered from 1
+        let mut registry: Vec<Record> = records
+            .iter()
+            .filter(|r| matches!(r.kind, Kind::Partner | Kind::Coupon))
+            .cloned()
+            .collect();
+        registry.sort_by(|a, b| {
+            (a.kind == Kind::Coupon, &a.id, &a.program, &a.code).cmp(&(
+                b.kind == Kind::Coupon,
+                &b.id,
+                &b.program,
+                &b.code,
+            ))
+        });
+        records.retain(|r| !matches!(r.kind, Kind::Partner | Kind::Coupon));
+        let kinds = |k: Kind| records.iter().filter(|r| r.kind == k).count();
+        assert!(kinds(Kind::Click) > 1000 && kinds(Kind::Deal) > 10 && kinds(Kind::Mdf) > 5);
+        records.extend(registry);
+
+        let all: Vec<&str> = crate::sim::PROGRAMS
+            .lines()
+            .filter_map(|l| l.strip_prefix("id = \""))
+            .map(|l| l.trim_end_matches('"'))
+            .collect();
+        assert!(all.len() > 4, "{all:?}");
+        // clicks for some programs only
+        let fraud = &all[..3];
+        let want = Facts::from_records_with(&records, Some(fraud));
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+        crate::import::import_records(&mut store, &records).unwrap();
+        let got = store.load_facts_with(i64::MAX, &all, fraud).unwrap();
+
+        let syms = |f: &Facts| -> Vec<String> {
+            (0..f.syms.len() as u32)
+                .map(|i| f.syms.str(i).to_string())
+                .collect()
+        };
+        assert!(want.syms.len() > 500);
+        assert_eq!(syms(&got), syms(&want));
+        let convs = |f: &Facts| -> Vec<String> {
+            f.convs
+                .iter()
+                .map(|c| format!("{c:?} {} {} {:?}", f.id(c), f.txns.get(c.idx), f.ex(c)))
+                .collect()
+        };
+        assert!(want.convs.len() > 1000);
+        assert_eq!(convs(&got), convs(&want));
+        assert_eq!(format!("{:?}", got.deals), format!("{:?}", want.deals));
+        assert_eq!(format!("{:?}", got.mdfs), format!("{:?}", want.mdfs));
+        assert!(want.fraud.clicks.len() > 500);
+        assert_eq!(got.fraud.clicks, want.fraud.clicks);
+        assert_eq!(got.fraud.conv_click, want.fraud.conv_click);
+        assert_eq!(got.fraud.conv_visitor, want.fraud.conv_visitor);
+        assert_eq!(got.with_orig, want.with_orig);
+        assert_eq!(got.with_txn, want.with_txn);
+        assert_eq!(got.conv_runs(), want.conv_runs());
     }
 }
