@@ -17,7 +17,6 @@
 
 use crate::batch::Batch;
 use crate::error::{Error, Result};
-use edge::record::Record;
 use rusqlite::{params, Connection, OptionalExtension};
 
 /// Events a block holds at most.
@@ -482,7 +481,10 @@ pub fn kind_code(k: edge::record::Kind) -> Option<i64> {
 /// registry line) to `b` as a row of the event columns above, its values in
 /// the form the store keeps them. Runs on the import's parser thread.
 /// `false` for a registry record, which has no row.
-pub fn event_row(r: &Record, b: &mut Batch) -> std::result::Result<bool, crate::batch::TooLarge> {
+pub fn event_row(
+    r: &crate::line::Line,
+    b: &mut Batch,
+) -> std::result::Result<bool, crate::batch::TooLarge> {
     let Some(kind) = kind_code(r.kind) else {
         return Ok(false);
     };
@@ -504,25 +506,25 @@ pub fn event_row(r: &Record, b: &mut Batch) -> std::result::Result<bool, crate::
     let dec = |d: Option<rust_decimal::Decimal>| d.map(|d| d.to_string());
     let (amount, lots) = (dec(r.amount), dec(r.lots));
     for v in [
-        r.id.as_deref(),
-        r.program.as_deref(),
-        r.partner.as_deref(),
-        r.link.as_deref(),
-        r.click_id.as_deref(),
-        r.event.as_deref(),
-        r.txn_id.as_deref(),
+        r.id,
+        r.program,
+        r.partner,
+        r.link,
+        r.click_id,
+        r.event,
+        r.txn_id,
         amount.as_deref(),
         r.currency.map(|c| c.code()),
-        r.customer.as_deref(),
-        r.coupon.as_deref(),
-        r.original_txn_id.as_deref(),
+        r.customer,
+        r.coupon,
+        r.original_txn_id,
         lots.as_deref(),
-        r.instrument.as_deref(),
-        r.country.as_deref(),
-        r.email_hash.as_deref(),
-        r.status.as_deref(),
+        r.instrument,
+        r.country,
+        r.email_hash,
+        r.status,
         r.source.map(source_name),
-        r.visitor.as_deref(),
+        r.visitor,
     ] {
         b.push_text(v)?;
     }
@@ -672,7 +674,11 @@ impl HashIndex {
             return;
         }
         let cap = need.next_power_of_two().max(1024);
-        let old = std::mem::replace(&mut self.slots, vec![(0, 0); cap]);
+        // zeroed pages from the kernel, not yet touched: the advice comes
+        // before the first write
+        let mut slots = vec![(0, 0); cap];
+        crate::mem::huge_pages(&mut slots);
+        let old = std::mem::replace(&mut self.slots, slots);
         for (k, a) in old {
             if a != 0 {
                 let i = self.find(k);

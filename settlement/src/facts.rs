@@ -10,28 +10,8 @@ use rustc_hash::{FxHashMap, FxHashSet};
 /// No symbol.
 pub const NONE: u32 = u32::MAX;
 
-/// Asks for the cache line of `x` ahead of its use (a hint; nothing else
-/// happens).
-#[inline(always)]
-pub fn prefetch<T>(x: &T) {
-    hint((x as *const T).cast::<i8>());
-}
-
-/// Asks for the cache line at `p`: the crate's one `unsafe`.
-#[inline(always)]
-fn hint(p: *const i8) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        // SAFETY: a prefetch is only a hint: it never faults and reads
-        // nothing into the program, whatever the address (the callers pass
-        // addresses in or at the end of live values); SSE, the feature it
-        // needs, is part of every x86_64 target.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(p) }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
+use crate::mem::hint;
+pub use crate::mem::prefetch;
 
 /// The distinct values of `it`, ascending, for the few there are (programs):
 /// a small set in place of sorting millions.

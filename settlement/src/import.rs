@@ -6,6 +6,7 @@
 use crate::batch::{self, Batch, Refill};
 use crate::config::valid_id;
 use crate::error::{Error, Result};
+use crate::line::{Line, Parsed};
 use crate::store::{event_row, ImportCounts, Inserter, Store, EVENT_INTS, EVENT_TEXTS};
 use edge::record::{Kind, Record};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -13,6 +14,11 @@ use std::path::{Path, PathBuf};
 
 /// Checks what the engine relies on; `Err` says what is wrong.
 pub fn validate(r: &Record) -> std::result::Result<(), String> {
+    check(&Line::of(r))
+}
+
+/// [`validate`] of a line's fields.
+pub fn check(r: &Line) -> std::result::Result<(), String> {
     let need = |ok: bool, field: &str| {
         if ok {
             Ok(())
@@ -20,7 +26,7 @@ pub fn validate(r: &Record) -> std::result::Result<(), String> {
             Err(format!("missing `{field}`"))
         }
     };
-    let id_ok = |v: &Option<String>, field: &str| match v {
+    let id_ok = |v: Option<&str>, field: &str| match v {
         Some(s) if !valid_id(s) => Err(format!(
             "`{field}` {} is not [A-Za-z0-9_-]{{1,64}}",
             shown(s)
@@ -36,14 +42,14 @@ pub fn validate(r: &Record) -> std::result::Result<(), String> {
             need(r.id.is_some(), "id")?;
             need(r.ts.is_some(), "ts")?;
             need(r.program.is_some(), "program")?;
-            need(r.event.as_deref().is_some_and(|e| !e.is_empty()), "event")?;
+            need(r.event.is_some_and(|e| !e.is_empty()), "event")?;
             if r.amount.is_some() {
                 need(r.currency.is_some(), "currency")?;
             }
             if r.click_id.is_some() && r.partner.is_some() {
                 need(r.click_ts.is_some(), "click_ts")?;
             }
-            if matches!(r.event.as_deref(), Some("refund" | "chargeback")) {
+            if matches!(r.event, Some("refund" | "chargeback")) {
                 need(r.original_txn_id.is_some(), "original_txn_id")?;
                 if r.amount
                     .is_some_and(|a| a.is_sign_negative() && !a.is_zero())
@@ -61,7 +67,7 @@ pub fn validate(r: &Record) -> std::result::Result<(), String> {
             need(r.program.is_some(), "program")?;
             need(r.partner.is_some(), "partner")?;
             need(r.customer.is_some(), "customer")?;
-            match r.status.as_deref() {
+            match r.status {
                 Some("approved" | "pending" | "rejected") => {}
                 Some(s) => {
                     return Err(format!(
@@ -82,7 +88,7 @@ pub fn validate(r: &Record) -> std::result::Result<(), String> {
         Kind::Partner => {
             need(r.id.is_some(), "id")?;
             need(r.program.is_some(), "program")?;
-            id_ok(&r.id, "id")?;
+            id_ok(r.id, "id")?;
         }
         Kind::Coupon => {
             need(r.code.is_some(), "code")?;
@@ -90,8 +96,8 @@ pub fn validate(r: &Record) -> std::result::Result<(), String> {
             need(r.program.is_some(), "program")?;
         }
     }
-    id_ok(&r.program, "program")?;
-    id_ok(&r.partner, "partner")?;
+    id_ok(r.program, "program")?;
+    id_ok(r.partner, "partner")?;
     Ok(())
 }
 
@@ -189,18 +195,35 @@ impl Chunk {
             return;
         }
         let at = self.rows.rows();
-        match parse_line(line) {
-            Ok(r) => match event_row(&r, &mut self.rows) {
-                Ok(true) => {}
-                Ok(false) => self.others.push((at, Other::Registry(Box::new(r)))),
-                Err(_) => {
-                    // drop the partial row; a line of over 2 GiB is refused
-                    self.rows.truncate(at);
-                    let error = "an event's fields are over 2 GiB".to_string();
-                    self.others.push((at, bad(line.to_string(), error)));
-                }
-            },
-            Err(error) => self.others.push((at, bad(line.to_string(), error))),
+        // most lines are read without copying their strings (see `line`)
+        let parsed = Line::parse(line);
+        let l = match &parsed {
+            Ok(Parsed::Line(l)) => l,
+            Ok(Parsed::Record(r)) => &Line::of(r),
+            Err(e) => {
+                self.others.push((at, bad(line.to_string(), e.to_string())));
+                return;
+            }
+        };
+        if let Err(error) = check(l) {
+            self.others.push((at, bad(line.to_string(), error)));
+            return;
+        }
+        match event_row(l, &mut self.rows) {
+            Ok(true) => {}
+            Ok(false) => {
+                let r = match parsed {
+                    Ok(Parsed::Record(r)) => r,
+                    _ => Box::new(l.to_record()),
+                };
+                self.others.push((at, Other::Registry(r)));
+            }
+            Err(_) => {
+                // drop the partial row; a line of over 2 GiB is refused
+                self.rows.truncate(at);
+                let error = "an event's fields are over 2 GiB".to_string();
+                self.others.push((at, bad(line.to_string(), error)));
+            }
         }
     }
 }

@@ -19,6 +19,8 @@ pub mod fraud_sim;
 pub mod import;
 pub mod ledger;
 pub mod ledger_blocks;
+pub mod line;
+pub mod mem;
 pub mod migrate;
 pub mod money;
 pub mod nightly;

@@ -825,8 +825,8 @@ impl<'t> Inserter<'t> {
         let ms = |t: Option<edge::time::Timestamp>| t.map(|t| t.ms());
         let mut one = std::mem::replace(&mut self.one, Batch::new(0, 0));
         one.clear();
-        let row =
-            event_row(r, &mut one).map_err(|_| Error::data("an event's fields are over 2 GiB"));
+        let row = event_row(&crate::line::Line::of(r), &mut one)
+            .map_err(|_| Error::data("an event's fields are over 2 GiB"));
         let done = match row {
             Ok(true) => self.insert_row(&one, 0, counts),
             Ok(false) => Ok(()),
