@@ -589,6 +589,24 @@ impl Plan<'_> {
     }
 }
 
+/// Invoices by partner, transaction id and id: each one's key is read once
+/// (not at every comparison, through the invoice and its conversion), and
+/// its position breaks ties as a stable sort would.
+fn sort_invoices(plan: &Plan, invs: Vec<Inv>) -> Vec<Inv> {
+    let mut keyed: Vec<((&str, &str, [u8; 10]), u32)> = invs
+        .iter()
+        .enumerate()
+        .map(|(i, inv)| (plan.invoice_key(inv), i as u32))
+        .collect();
+    keyed.sort_unstable();
+    let order: Vec<u32> = keyed.into_iter().map(|(_, i)| i).collect();
+    let mut slots: Vec<Option<Inv>> = invs.into_iter().map(Some).collect();
+    order
+        .into_iter()
+        .filter_map(|i| slots[i as usize].take())
+        .collect()
+}
+
 /// Ledger order: by date; within a date, the engine's entries in the order
 /// it made them (conversions in `(ts, id)` order, so deterministic), then
 /// the entries built here (adjustments, write-offs, payouts) by partner,
@@ -812,9 +830,8 @@ pub fn with_plan<R>(
     }
     plan.items = sort_items(&plan, items);
     plan.statements = statements;
-    let mut invs = std::mem::take(&mut plan.invoices);
-    invs.sort_by(|a, b| plan.invoice_key(a).cmp(&plan.invoice_key(b)));
-    plan.invoices = invs;
+    let invs = std::mem::take(&mut plan.invoices);
+    plan.invoices = sort_invoices(&plan, invs);
 
     let mut keys: Vec<_> = out.stats.iter().filter(|((per, _), _)| *per == p).collect();
     keys.sort_by(|a, b| facts.syms.str(a.0 .1).cmp(facts.syms.str(b.0 .1)));
