@@ -272,9 +272,13 @@ pub fn hash_parts(parts: &[&[u8]]) -> Hash10 {
 }
 
 pub fn hex_id(prefix: &str, h: &Hash10) -> String {
-    let mut s = String::with_capacity(prefix.len() + 20);
+    let mut hex = [0u8; 20];
+    let mut s = String::with_capacity(prefix.len() + hex.len());
     s.push_str(prefix);
-    s.push_str(&hex::encode(h));
+    // hex digits are ASCII, so always UTF-8
+    if hex::encode_to_slice(h, &mut hex).is_ok() {
+        s.push_str(std::str::from_utf8(&hex).unwrap_or_default());
+    }
     s
 }
 

@@ -45,27 +45,47 @@ pub enum RunOutcome {
 pub struct Words<'a> {
     pub eng: &'a Engine<'a>,
     pub out: &'a Output,
+    /// The symbols of the events that reverse a sale (`NONE` if unused).
+    reversals: [u32; 2],
 }
 
-impl Words<'_> {
+impl<'a> Words<'a> {
+    pub fn new(eng: &'a Engine<'a>, out: &'a Output) -> Words<'a> {
+        let sym = |s: &str| eng.facts.syms.get(s).unwrap_or(NONE);
+        Words {
+            eng,
+            out,
+            reversals: [sym("refund"), sym("chargeback")],
+        }
+    }
+
     fn facts(&self) -> &Facts {
         self.eng.facts
     }
 
     pub fn entry(&self, e: &REntry) -> Entry {
-        let f = self.facts();
+        self.with_view(e, |v| v.to_entry())
+    }
+
+    /// The entry's fields, borrowed where they are names (partner,
+    /// program, rule, sources, ids), handed to `f`: the ledger's writer
+    /// reads them without a copy into an [`Entry`]'s strings.
+    fn with_view<R>(&self, e: &REntry, f: impl FnOnce(&EntryView) -> R) -> R {
+        let facts = self.facts();
         let p = &self.eng.cfg.programs[usize::from(e.prog)];
         let cur = p.currency;
-        let mut sources = Vec::new();
+        let mut sources = [""; 2];
+        let mut n = 0;
         for s in [e.src, e.src2] {
             if s != NONE {
-                sources.push(f.ids.get(s).to_string());
+                sources[n] = facts.ids.get(s);
+                n += 1;
             }
         }
         let rule = if e.rule == NONE {
-            "-".to_string()
+            "-"
         } else {
-            self.eng.rule(e.rule).1.id.clone()
+            self.eng.rule(e.rule).1.id.as_str()
         };
         let conv = (e.conv != NONE).then_some(e.conv as usize);
         let reason = match &e.calc {
@@ -83,21 +103,23 @@ impl Words<'_> {
             .calc(e, conv, &reason)
             .unwrap_or_else(|_| "(not computable)".into());
         self.fraud_words(e, &mut calc);
-        Entry {
-            id: hex_id("le_", &e.id),
+        let mut id = [0u8; 23];
+        let mut adjusts = [0u8; 23];
+        f(&EntryView {
+            id: le_id(&e.id, &mut id),
             period: e.period,
-            partner: f.syms.str(e.partner).to_string(),
-            program: p.id.clone(),
+            partner: facts.syms.str(e.partner),
+            program: &p.id,
             kind: e.kind,
             amount: e.amount,
             currency: cur,
             rule,
-            sources,
+            sources: &sources[..n],
             event_day: e.event_day,
-            reason,
-            calc,
-            adjusts: e.parent.map(|h| hex_id("le_", &h)).unwrap_or_default(),
-        }
+            reason: &reason,
+            calc: &calc,
+            adjusts: e.parent.as_ref().map_or("", |h| le_id(h, &mut adjusts)),
+        })
     }
 
     /// The fraud verdict of an entry's conversion, in words.
@@ -369,9 +391,7 @@ impl Words<'_> {
         let p = &self.eng.cfg.programs[usize::from(l.prog)];
         let c = &f.convs[l.conv as usize];
         let cur = p.currency;
-        let calc = if c.event == self.eng.facts.syms.get("refund").unwrap_or(NONE - 1)
-            || c.event == self.eng.facts.syms.get("chargeback").unwrap_or(NONE - 1)
-        {
+        let calc = if c.event != NONE && self.reversals.contains(&c.event) {
             format!(
                 "credit note: {}% of the original line reversed",
                 plain(l.share * Decimal::ONE_HUNDRED)
@@ -551,6 +571,15 @@ impl Plan<'_> {
         }
     }
 
+    /// [`Plan::entry`] borrowed, handed to `f`.
+    fn with_view<R>(&self, it: Item, f: impl FnOnce(&EntryView) -> R) -> R {
+        if it.is_own() {
+            EntryView::of(&self.own[it.index()], f)
+        } else {
+            self.words.with_view(&self.words.out.entries[it.index()], f)
+        }
+    }
+
     /// One invoice line with its words.
     pub fn invoice(&self, i: &Inv) -> InvoiceLine {
         match i {
@@ -559,7 +588,7 @@ impl Plan<'_> {
         }
     }
 
-    fn invoice_key<'s>(&'s self, i: &'s Inv) -> (&'s str, &'s str, [u8; 10]) {
+    fn invoice_key<'s>(&'s self, i: &'s Inv) -> InvoiceKey<'s> {
         match i {
             Inv::Eng(k) => {
                 let l = &self.words.out.invoices[*k as usize];
@@ -589,11 +618,14 @@ impl Plan<'_> {
     }
 }
 
+/// An invoice's partner, transaction id and id, the order of invoices.
+type InvoiceKey<'s> = (&'s str, &'s str, [u8; 10]);
+
 /// Invoices by partner, transaction id and id: each one's key is read once
 /// (not at every comparison, through the invoice and its conversion), and
 /// its position breaks ties as a stable sort would.
 fn sort_invoices(plan: &Plan, invs: Vec<Inv>) -> Vec<Inv> {
-    let mut keyed: Vec<((&str, &str, [u8; 10]), u32)> = invs
+    let mut keyed: Vec<(InvoiceKey, u32)> = invs
         .iter()
         .enumerate()
         .map(|(i, inv)| (plan.invoice_key(inv), i as u32))
@@ -719,10 +751,7 @@ pub fn with_plan<R>(
     drop(pre);
     drop(ph);
     let ph = Phase::start("plan");
-    let words = Words {
-        eng: &eng,
-        out: &out,
-    };
+    let words = Words::new(&eng, &out);
     let mut items: Vec<Item> = Vec::with_capacity(out.entries.len() + 1024);
     items.extend(
         out.entries
@@ -1131,23 +1160,23 @@ fn put_bytes(h: &mut Vec<u8>, s: &str) {
 }
 
 /// The bytes of an entry the draft's fingerprint takes (appended to `h`).
-fn hash_entry(h: &mut Vec<u8>, e: &Entry) {
-    put_bytes(h, &e.id);
-    put_bytes(h, &e.partner);
-    put_bytes(h, &e.program);
+fn hash_entry(h: &mut Vec<u8>, e: &EntryView) {
+    put_bytes(h, e.id);
+    put_bytes(h, e.partner);
+    put_bytes(h, e.program);
     put_bytes(h, e.kind.as_str());
     let x = crate::money::norm(e.amount);
     h.extend_from_slice(&x.mantissa().to_le_bytes());
     h.extend_from_slice(&x.scale().to_le_bytes());
     put_bytes(h, e.currency.code());
-    put_bytes(h, &e.rule);
-    for s in &e.sources {
+    put_bytes(h, e.rule);
+    for s in e.sources {
         put_bytes(h, s);
     }
     h.extend_from_slice(&e.event_day.to_le_bytes());
-    put_bytes(h, &e.reason);
-    put_bytes(h, &e.adjusts);
-    put_bytes(h, &e.calc);
+    put_bytes(h, e.reason);
+    put_bytes(h, e.adjusts);
+    put_bytes(h, e.calc);
     h.push(1);
 }
 
@@ -1286,6 +1315,75 @@ const LEDGER_TEXT_PARAMS: [usize; LEDGER_TEXTS] = [2, 4, 5, 6, 7, 8, 9, 10, 12, 
 /// Entries a producer puts into words at a time.
 const LEDGER_BATCH: usize = 2048;
 
+/// `le_` and the hex of `h`, written into `buf`.
+fn le_id<'b>(h: &crate::engine::Hash10, buf: &'b mut [u8; 23]) -> &'b str {
+    buf[..3].copy_from_slice(b"le_");
+    // 10 bytes are 20 hex digits, ASCII
+    match hex::encode_to_slice(h, &mut buf[3..]) {
+        Ok(()) => std::str::from_utf8(&buf[..]).unwrap_or_default(),
+        Err(_) => "",
+    }
+}
+
+/// A ledger entry's fields, borrowed: what the fingerprint and the ledger's
+/// columns read, from an engine entry ([`Words::with_view`]) or an
+/// [`Entry`] ([`EntryView::of`]).
+pub struct EntryView<'a> {
+    pub id: &'a str,
+    pub period: Period,
+    pub partner: &'a str,
+    pub program: &'a str,
+    pub kind: EntryKind,
+    pub amount: Decimal,
+    pub currency: edge::currency::Currency,
+    pub rule: &'a str,
+    pub sources: &'a [&'a str],
+    pub event_day: i64,
+    pub reason: &'a str,
+    pub calc: &'a str,
+    pub adjusts: &'a str,
+}
+
+impl EntryView<'_> {
+    /// An [`Entry`]'s fields, borrowed, handed to `f`.
+    fn of<R>(e: &Entry, f: impl FnOnce(&EntryView) -> R) -> R {
+        let sources: Vec<&str> = e.sources.iter().map(String::as_str).collect();
+        f(&EntryView {
+            id: &e.id,
+            period: e.period,
+            partner: &e.partner,
+            program: &e.program,
+            kind: e.kind,
+            amount: e.amount,
+            currency: e.currency,
+            rule: &e.rule,
+            sources: &sources,
+            event_day: e.event_day,
+            reason: &e.reason,
+            calc: &e.calc,
+            adjusts: &e.adjusts,
+        })
+    }
+
+    fn to_entry(&self) -> Entry {
+        Entry {
+            id: self.id.to_string(),
+            period: self.period,
+            partner: self.partner.to_string(),
+            program: self.program.to_string(),
+            kind: self.kind,
+            amount: self.amount,
+            currency: self.currency,
+            rule: self.rule.to_string(),
+            sources: self.sources.iter().map(|s| s.to_string()).collect(),
+            event_day: self.event_day,
+            reason: self.reason.to_string(),
+            calc: self.calc.to_string(),
+            adjusts: self.adjusts.to_string(),
+        }
+    }
+}
+
 /// A batch of ledger rows and the bytes of their entries the fingerprint
 /// takes, in order.
 #[derive(Clone)]
@@ -1304,22 +1402,30 @@ impl batch::Refill for LedgerRows {
     }
 }
 
-fn ledger_columns(e: &Entry, rows: &mut Batch) -> std::result::Result<(), batch::TooLarge> {
+fn ledger_columns(e: &EntryView, rows: &mut Batch) -> std::result::Result<(), batch::TooLarge> {
     rows.push_int(Some(e.event_day));
     let amount = fmt_decimal(e.amount, e.currency);
-    let sources = e.sources.join(" ");
+    let joined;
+    let sources = match e.sources {
+        [] => "",
+        [one] => one,
+        many => {
+            joined = many.join(" ");
+            &joined
+        }
+    };
     for v in [
-        e.id.as_str(),
-        &e.partner,
-        &e.program,
+        e.id,
+        e.partner,
+        e.program,
         e.kind.as_str(),
         &amount,
         e.currency.code(),
-        &e.rule,
-        &sources,
-        &e.reason,
-        &e.calc,
-        &e.adjusts,
+        e.rule,
+        sources,
+        e.reason,
+        e.calc,
+        e.adjusts,
     ] {
         rows.push_text(Some(v))?;
     }
@@ -1397,9 +1503,10 @@ fn write_plan(
                     for chunk in items.chunks(LEDGER_BATCH).skip(k).step_by(producers) {
                         let mut b = filler.fresh();
                         for it in chunk {
-                            let e = plan.entry(*it);
-                            hash_entry(&mut b.hashed, &e);
-                            ledger_columns(&e, &mut b.rows)?;
+                            plan.with_view(*it, |e| {
+                                hash_entry(&mut b.hashed, e);
+                                ledger_columns(e, &mut b.rows)
+                            })?;
                         }
                         if filler.send(b).is_none() {
                             // the inserter stopped: its result says why
