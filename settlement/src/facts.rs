@@ -78,11 +78,34 @@ fn runs(programs: impl Iterator<Item = u32>) -> Option<Vec<(u32, u32, u32)>> {
 
 /// Strings stored once, in an arena, found again through a table of their
 /// indices.
+///
+/// The table is open addressing over slots that hold where their string is
+/// in the arena as well as its index, so a lookup reads one slot and the
+/// string's bytes: two cache misses in a table of a million customers,
+/// where a table of bare indices takes four (slot, index, the arena's
+/// offsets, bytes). [`Interner::prefetch`] asks for a slot ahead of use.
 #[derive(Default, Clone)]
 pub struct Interner {
-    table: hashbrown::HashTable<u32>,
+    slots: Vec<Slot>,
     arena: Arena,
 }
+
+/// A slot of [`Interner`]'s table: the high half of the string's hash, its
+/// index (`NONE`: a free slot), and where its bytes are in the arena.
+#[derive(Clone, Copy)]
+struct Slot {
+    tag: u32,
+    idx: u32,
+    start: u32,
+    len: u32,
+}
+
+const FREE: Slot = Slot {
+    tag: 0,
+    idx: NONE,
+    start: 0,
+    len: 0,
+};
 
 impl std::fmt::Debug for Interner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -96,16 +119,83 @@ fn str_hash(s: &str) -> u64 {
 }
 
 impl Interner {
+    /// The slot holding `s` (hash `h`), or the free one where it goes.
+    #[inline]
+    fn find(&self, h: u64, s: &str) -> usize {
+        let mask = self.slots.len() - 1;
+        let tag = (h >> 32) as u32;
+        let mut i = h as usize & mask;
+        loop {
+            let x = self.slots[i];
+            if x.idx == NONE
+                || (x.tag == tag
+                    && x.len as usize == s.len()
+                    && self.arena.buf.as_bytes()[x.start as usize..][..s.len()] == *s.as_bytes())
+            {
+                return i;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
     pub fn intern(&mut self, s: &str) -> u32 {
         let h = str_hash(s);
-        let arena = &self.arena;
-        if let Some(&i) = self.table.find(h, |&i| arena.get(i) == s) {
-            return i;
+        if self.slots.is_empty() {
+            self.grow();
         }
-        let i = self.arena.push(s);
-        let arena = &self.arena;
-        self.table.insert_unique(h, i, |&j| str_hash(arena.get(j)));
-        i
+        let i = self.find(h, s);
+        if self.slots[i].idx != NONE {
+            return self.slots[i].idx;
+        }
+        let start = self.arena.buf.len() as u32;
+        let idx = self.arena.push(s);
+        self.slots[i] = Slot {
+            tag: (h >> 32) as u32,
+            idx,
+            start,
+            len: s.len() as u32,
+        };
+        // at most three quarters full
+        if self.arena.len() * 4 > self.slots.len() * 3 {
+            self.grow();
+        }
+        idx
+    }
+
+    /// Twice the slots (1024 at first), the strings placed again.
+    fn grow(&mut self) {
+        let cap = (self.slots.len() * 2).max(1024);
+        let mut slots = vec![FREE; cap];
+        crate::mem::huge_pages(&mut slots);
+        self.slots = slots;
+        let mask = cap - 1;
+        for idx in 0..self.arena.len() as u32 {
+            let s = self.arena.get(idx);
+            let h = str_hash(s);
+            let mut i = h as usize & mask;
+            while self.slots[i].idx != NONE {
+                i = (i + 1) & mask;
+            }
+            let end = self.arena.ends[idx as usize];
+            self.slots[i] = Slot {
+                tag: (h >> 32) as u32,
+                idx,
+                start: end - s.len() as u32,
+                len: s.len() as u32,
+            };
+        }
+    }
+
+    /// Asks for the cache line of the slot where `s` would be found: a
+    /// loop that interns a string a few steps from now calls it first.
+    #[inline]
+    pub fn prefetch(&self, s: &str) {
+        if let Some(x) = self
+            .slots
+            .get(str_hash(s) as usize & self.slots.len().wrapping_sub(1))
+        {
+            crate::mem::prefetch(x);
+        }
     }
 
     pub fn opt(&mut self, s: Option<&str>) -> u32 {
@@ -116,10 +206,11 @@ impl Interner {
     }
 
     pub fn get(&self, s: &str) -> Option<u32> {
-        let arena = &self.arena;
-        self.table
-            .find(str_hash(s), |&i| arena.get(i) == s)
-            .copied()
+        if self.slots.is_empty() {
+            return None;
+        }
+        let x = self.slots[self.find(str_hash(s), s)];
+        (x.idx != NONE).then_some(x.idx)
     }
 
     /// The number of strings held (symbols are `0..len`).
@@ -163,6 +254,34 @@ impl Arena {
     pub fn len(&self) -> usize {
         self.ends.len()
     }
+
+    /// A new arena of the strings at `idx[i]`, string `i` going to
+    /// position `at[i]` (`at` a permutation of `0..idx.len()`); read front
+    /// to back, written where each string goes.
+    pub fn scattered(&self, idx: &[u32], at: &[u32]) -> Arena {
+        let n = idx.len();
+        let mut ends = vec![0u32; n];
+        for (&i, &a) in idx.iter().zip(at) {
+            ends[a as usize] = self.get(i).len() as u32;
+        }
+        let mut total = 0u32;
+        for e in ends.iter_mut() {
+            total += *e;
+            *e = total;
+        }
+        let mut buf = vec![0u8; total as usize];
+        for (&i, &a) in idx.iter().zip(at) {
+            let s = self.get(i).as_bytes();
+            let end = ends[a as usize] as usize;
+            buf[end - s.len()..end].copy_from_slice(s);
+        }
+        Arena {
+            // whole strings, laid end to end
+            buf: String::from_utf8(buf).expect("strings end to end are UTF-8"),
+            ends,
+        }
+    }
+
     /// Room for `n` more strings of about 16 bytes.
     pub fn reserve(&mut self, n: usize) {
         self.ends.reserve(n);
@@ -718,8 +837,153 @@ impl Facts {
         }
     }
 
+    /// Puts the conversions in `(program, ts, id)` order (programs by
+    /// symbol; ties by load order), the id and transaction arenas and the
+    /// extras in the same order, and renumbers what names a conversion.
+    ///
+    /// Every large array is read once, front to back, and written at the
+    /// places its values go: gathering one program's conversions at a time
+    /// instead would read the whole array once a program.
     fn reorder(&mut self) {
         let _ph = crate::run::Phase::start("facts: reorder");
+        let n = self.convs.len();
+        if n == 0 {
+            return;
+        }
+        let progs = distinct(self.convs.iter().map(|c| c.program));
+        let mut last_prog = (NONE, 0usize);
+        let mut slot_of = |p: u32| {
+            if p != last_prog.0 {
+                last_prog = (p, progs.binary_search(&p).unwrap_or(0));
+            }
+            last_prog.1
+        };
+        // (ts, id, index); the id is read only on a tie of ts
+        let lt = |a: usize, b: usize| {
+            let (ca, cb) = (&self.convs[a], &self.convs[b]);
+            ca.ts
+                .cmp(&cb.ts)
+                .then_with(|| self.ids.get(ca.idx).cmp(self.ids.get(cb.idx)))
+                .then(a.cmp(&b))
+                .is_lt()
+        };
+        // how many conversions each program has, and whether they were
+        // loaded in order (the common case: then load order is the order)
+        let k = progs.len();
+        let mut count = vec![0usize; k];
+        let mut last: Vec<Option<usize>> = vec![None; k];
+        let mut sorted = vec![true; k];
+        let mut slots = Vec::with_capacity(n);
+        for (i, c) in self.convs.iter().enumerate() {
+            let s = slot_of(c.program);
+            slots.push(s as u16);
+            if let Some(j) = last[s] {
+                if sorted[s] && !lt(j, i) {
+                    sorted[s] = false;
+                }
+            }
+            last[s] = Some(i);
+            count[s] += 1;
+        }
+        let mut next = vec![0usize; k];
+        for s in 1..k {
+            next[s] = next[s - 1] + count[s - 1];
+        }
+        let starts = next.clone();
+        // old index -> new position
+        let mut at = vec![0u32; n];
+        let mut unsorted: Vec<Vec<u32>> = vec![Vec::new(); k];
+        for (i, &s) in slots.iter().enumerate() {
+            let s = usize::from(s);
+            if sorted[s] {
+                at[i] = next[s] as u32;
+                next[s] += 1;
+            } else {
+                unsorted[s].push(i as u32);
+            }
+        }
+        drop(slots);
+        for (s, mut olds) in unsorted.into_iter().enumerate() {
+            olds.sort_unstable_by(|&a, &b| {
+                if lt(a as usize, b as usize) {
+                    std::cmp::Ordering::Less
+                } else {
+                    std::cmp::Ordering::Greater
+                }
+            });
+            for (r, old) in olds.into_iter().enumerate() {
+                at[old as usize] = (starts[s] + r) as u32;
+            }
+        }
+        if at.iter().enumerate().all(|(i, &a)| i as u32 == a) {
+            return;
+        }
+        // the id and transaction arenas in the new order: conversions, then
+        // deals and MDF claims
+        let idx: Vec<u32> = self.convs.iter().map(|c| c.idx).collect();
+        let mut ids = self.ids.scattered(&idx, &at);
+        let mut txns = self.txns.scattered(&idx, &at);
+        drop(idx);
+        for d in &mut self.deals {
+            let i = ids.push(self.ids.get(d.id));
+            txns.push("");
+            d.id = i;
+        }
+        for m in &mut self.mdfs {
+            let i = ids.push(self.ids.get(m.id));
+            txns.push("");
+            m.id = i;
+        }
+        self.ids = ids;
+        self.txns = txns;
+        // the extras' new places: in the order of their conversions
+        let mut ext_at = vec![NONE; n];
+        for (c, &a) in self.convs.iter().zip(&at) {
+            if c.extra != NONE {
+                ext_at[a as usize] = 0;
+            }
+        }
+        let mut n_ext = 0u32;
+        for e in ext_at.iter_mut().filter(|e| **e != NONE) {
+            *e = n_ext;
+            n_ext += 1;
+        }
+        let mut extras = vec![NO_EXTRA; n_ext as usize];
+        // the conversions, each written at its new position
+        let mut convs = vec![self.convs[0].clone(); n];
+        for (old, mut c) in std::mem::take(&mut self.convs).into_iter().enumerate() {
+            let new = at[old] as usize;
+            if c.extra != NONE {
+                let e = ext_at[new];
+                extras[e as usize] = self.extras[c.extra as usize].clone();
+                c.extra = e;
+            }
+            c.idx = new as u32;
+            convs[new] = c;
+        }
+        self.convs = convs;
+        self.extras = extras;
+        let remap = |v: &mut Vec<u32>| {
+            for x in v.iter_mut() {
+                *x = at[*x as usize];
+            }
+            v.sort_unstable();
+        };
+        remap(&mut self.with_orig);
+        remap(&mut self.with_txn);
+        for k in &mut self.fraud.conv_keys {
+            k.1 = at[k.1 as usize];
+        }
+        for k in &mut self.fraud.conv_visitor {
+            k.0 = at[k.0 as usize];
+        }
+    }
+
+    /// The former [`Facts::reorder`], gathering each program's
+    /// conversions in turn: the reference the one-pass version is tested
+    /// against.
+    #[cfg(test)]
+    fn reorder_by_gathering(&mut self) {
         let n = self.convs.len();
         if n == 0 {
             return;
@@ -1146,6 +1410,118 @@ impl Facts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The one-pass reorder leaves the facts exactly as gathering each
+    /// program's conversions in turn did: conversions, arenas, extras,
+    /// deals, MDF claims and every list of conversion indices, with
+    /// programs loaded in and out of `(ts, id)` order and ties of ts.
+    #[test]
+    fn reorder_in_one_pass_is_the_gathering_reorder() {
+        for seed in 0..6u64 {
+            let mut f = Facts::default();
+            let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            let mut rnd = |n: u64| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x % n
+            };
+            let programs = ["b", "a", "c", "d"];
+            for i in 0..3000u64 {
+                let p = programs[rnd(4) as usize];
+                // program "a" in order, "c" in order with ties of ts,
+                // the others out of order (seed 0: all in order)
+                let ts = match (p, seed) {
+                    (_, 0) | ("a", _) => i as i64,
+                    ("c", _) => (i / 4) as i64,
+                    _ => rnd(500) as i64,
+                };
+                let id = format!("e{}", rnd(100_000));
+                let txn = format!("t{i}");
+                let orig = format!("t{}", rnd(i + 1));
+                let cust = format!("cu{}", rnd(50));
+                let click = format!("k{}", rnd(300));
+                match rnd(20) {
+                    0 => f.add_deal(&id, ts, i as i64, p, "pa1", &cust, "approved", None),
+                    1 => f.add_mdf(
+                        &id,
+                        ts,
+                        i as i64,
+                        Some(p),
+                        "pa1",
+                        Decimal::ONE,
+                        Currency::parse("USD").unwrap(),
+                    ),
+                    r => f.add_conv(ConvIn {
+                        id: &id,
+                        ts,
+                        arrival: i as i64,
+                        program: p,
+                        partner: Some("pa1"),
+                        event: if r == 2 { "refund" } else { "sale" },
+                        txn_id: (r % 3 == 0).then_some(txn.as_str()),
+                        original_txn_id: (r == 2).then_some(orig.as_str()),
+                        customer: Some(&cust),
+                        coupon: (r == 4).then_some("SAVE"),
+                        click_id: (r % 2 == 0).then_some(click.as_str()),
+                        visitor: (r == 5).then_some("abcdef0123456789"),
+                        amount: Some(Decimal::new(r as i64, 1)),
+                        ..ConvIn::default()
+                    }),
+                }
+            }
+            let mut want = f.clone();
+            want.reorder_by_gathering();
+            f.reorder();
+            assert_eq!(
+                format!("{:?}", f.convs),
+                format!("{:?}", want.convs),
+                "seed {seed}"
+            );
+            assert_eq!(format!("{:?}", f.ids), format!("{:?}", want.ids));
+            assert_eq!(format!("{:?}", f.txns), format!("{:?}", want.txns));
+            assert_eq!(format!("{:?}", f.extras), format!("{:?}", want.extras));
+            assert_eq!(format!("{:?}", f.deals), format!("{:?}", want.deals));
+            assert_eq!(format!("{:?}", f.mdfs), format!("{:?}", want.mdfs));
+            assert_eq!(f.with_orig, want.with_orig);
+            assert_eq!(f.with_txn, want.with_txn);
+            assert_eq!(f.fraud.conv_keys, want.fraud.conv_keys);
+            assert_eq!(f.fraud.conv_visitor, want.fraud.conv_visitor);
+            assert!(f.convs.windows(2).all(|w| w[0].program <= w[1].program));
+        }
+    }
+
+    /// Symbols number strings in first-seen order, the same string gives
+    /// the same symbol through every growth of the table, and `get` and
+    /// `str` agree with a map kept beside it.
+    #[test]
+    fn interner_numbers_strings_in_first_seen_order() {
+        let mut syms = Interner::default();
+        let mut want: FxHashMap<String, u32> = FxHashMap::default();
+        let mut x: u64 = 7;
+        for _ in 0..200_000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            // repeats, the empty string, lengths up to a hundred bytes
+            let s = match x >> 60 {
+                0 => String::new(),
+                1 => "c".repeat((x >> 20) as usize % 100),
+                _ => format!("cu{}", (x >> 33) % 60_000),
+            };
+            let next = want.len() as u32;
+            let sym = *want.entry(s.clone()).or_insert(next);
+            assert_eq!(syms.intern(&s), sym, "{s:?}");
+        }
+        assert_eq!(syms.len(), want.len());
+        assert!(want.len() > 50_000);
+        for (s, &i) in &want {
+            assert_eq!(syms.get(s), Some(i));
+            assert_eq!(syms.str(i), s);
+        }
+        assert_eq!(syms.get("never interned"), None);
+        assert_eq!(Interner::default().get("x"), None);
+    }
 
     /// `finish` leaves each program's conversions in one run, found by
     /// `conv_runs`; a conversion added afterwards voids the runs (the

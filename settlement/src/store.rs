@@ -489,6 +489,11 @@ impl Store {
                     n.block
                         .decode(r.get(0)?, r.get_ref(1)?.as_blob()?, FACT_COLS)?;
                     for r in 0..n.block.rows() {
+                        // the customers, a million names, miss the cache:
+                        // the slot of one a few rows on is asked for now
+                        if let Ok(Some(c)) = n.block.text(E_CUSTOMER, r + 8) {
+                            syms.prefetch(c);
+                        }
                         let names = name_row(&mut namer, &mut syms, &n.block, r, until_ms, clicks)?;
                         n.names.push(names);
                     }
