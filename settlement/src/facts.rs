@@ -255,14 +255,14 @@ impl Arena {
         self.ends.len()
     }
 
-    /// A new arena of the strings at `idx[i]`, string `i` going to
-    /// position `at[i]` (`at` a permutation of `0..idx.len()`); read front
+    /// A new arena of the strings at `idx(i)`, string `i` going to
+    /// position `at[i]` (`at` a permutation of `0..at.len()`); read front
     /// to back, written where each string goes.
-    pub fn scattered(&self, idx: &[u32], at: &[u32]) -> Arena {
-        let n = idx.len();
+    pub fn scattered(&self, idx: impl Fn(usize) -> u32, at: &[u32]) -> Arena {
+        let n = at.len();
         let mut ends = vec![0u32; n];
-        for (&i, &a) in idx.iter().zip(at) {
-            ends[a as usize] = self.get(i).len() as u32;
+        for (i, &a) in at.iter().enumerate() {
+            ends[a as usize] = self.get(idx(i)).len() as u32;
         }
         let mut total = 0u32;
         for e in ends.iter_mut() {
@@ -270,8 +270,8 @@ impl Arena {
             *e = total;
         }
         let mut buf = vec![0u8; total as usize];
-        for (&i, &a) in idx.iter().zip(at) {
-            let s = self.get(i).as_bytes();
+        for (i, &a) in at.iter().enumerate() {
+            let s = self.get(idx(i)).as_bytes();
             let end = ends[a as usize] as usize;
             buf[end - s.len()..end].copy_from_slice(s);
         }
@@ -920,10 +920,9 @@ impl Facts {
         }
         // the id and transaction arenas in the new order: conversions, then
         // deals and MDF claims
-        let idx: Vec<u32> = self.convs.iter().map(|c| c.idx).collect();
-        let mut ids = self.ids.scattered(&idx, &at);
-        let mut txns = self.txns.scattered(&idx, &at);
-        drop(idx);
+        let idx = |i: usize| self.convs[i].idx;
+        let mut ids = self.ids.scattered(idx, &at);
+        let mut txns = self.txns.scattered(idx, &at);
         for d in &mut self.deals {
             let i = ids.push(self.ids.get(d.id));
             txns.push("");
@@ -936,33 +935,26 @@ impl Facts {
         }
         self.ids = ids;
         self.txns = txns;
-        // the extras' new places: in the order of their conversions
-        let mut ext_at = vec![NONE; n];
-        for (c, &a) in self.convs.iter().zip(&at) {
-            if c.extra != NONE {
-                ext_at[a as usize] = 0;
-            }
-        }
-        let mut n_ext = 0u32;
-        for e in ext_at.iter_mut().filter(|e| **e != NONE) {
-            *e = n_ext;
-            n_ext += 1;
-        }
-        let mut extras = vec![NO_EXTRA; n_ext as usize];
         // the conversions, each written at its new position
         let mut convs = vec![self.convs[0].clone(); n];
         for (old, mut c) in std::mem::take(&mut self.convs).into_iter().enumerate() {
             let new = at[old] as usize;
-            if c.extra != NONE {
-                let e = ext_at[new];
-                extras[e as usize] = self.extras[c.extra as usize].clone();
-                c.extra = e;
-            }
             c.idx = new as u32;
             convs[new] = c;
         }
         self.convs = convs;
-        self.extras = extras;
+        // their extras in their order (a fraction of them have any: read
+        // in the new order, they are a small array)
+        if !self.extras.is_empty() {
+            let mut extras = Vec::with_capacity(self.extras.len());
+            for c in &mut self.convs {
+                if c.extra != NONE {
+                    extras.push(self.extras[c.extra as usize].clone());
+                    c.extra = (extras.len() - 1) as u32;
+                }
+            }
+            self.extras = extras;
+        }
         let remap = |v: &mut Vec<u32>| {
             for x in v.iter_mut() {
                 *x = at[*x as usize];
