@@ -6,6 +6,8 @@
 //!   for its cache line ahead.
 //! - [`huge_pages`]: a large table read at random asks the kernel for
 //!   2 MiB pages.
+//! - [`trim`]: after a phase, the heap's free memory goes back to the
+//!   kernel.
 
 /// Asks for the cache line of `x` ahead of its use (a hint; nothing else
 /// happens).
@@ -60,6 +62,19 @@ pub fn huge_pages<T>(v: &mut Vec<T>) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = len;
+}
+
+/// Gives the heap's free memory back to the kernel (`malloc_trim`, glibc):
+/// after a phase that freed large buffers of the heap (tables that grew by
+/// doubling, a pipeline's batches), so the resident memory the next phase
+/// adds to is what is in use. Elsewhere nothing happens.
+pub fn trim() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory of glibc's heap to the
+    // kernel; it touches no allocation in use and takes no pointer.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 #[cfg(test)]

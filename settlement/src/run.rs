@@ -623,15 +623,38 @@ type InvoiceKey<'s> = (&'s str, &'s str, [u8; 10]);
 
 /// Invoices by partner, transaction id and id: each one's key is read once
 /// (not at every comparison, through the invoice and its conversion), and
-/// its position breaks ties as a stable sort would.
+/// its position breaks ties as a stable sort would. Sorted by partner
+/// first as small integers, then each partner's invoices by the rest, so
+/// the keys held at once are one partner's.
 fn sort_invoices(plan: &Plan, invs: Vec<Inv>) -> Vec<Inv> {
-    let mut keyed: Vec<(InvoiceKey, u32)> = invs
+    let mut partners: Vec<&str> = invs.iter().map(|i| plan.invoice_key(i).0).collect();
+    partners.sort_unstable();
+    partners.dedup();
+    let rank: rustc_hash::FxHashMap<&str, u32> = partners
         .iter()
         .enumerate()
-        .map(|(i, inv)| (plan.invoice_key(inv), i as u32))
+        .map(|(r, p)| (*p, r as u32))
         .collect();
-    keyed.sort_unstable();
-    let order: Vec<u32> = keyed.into_iter().map(|(_, i)| i).collect();
+    let mut by_partner: Vec<(u32, u32)> = invs
+        .iter()
+        .enumerate()
+        .map(|(i, inv)| (rank[plan.invoice_key(inv).0], i as u32))
+        .collect();
+    drop(rank);
+    by_partner.sort_unstable();
+    let mut order: Vec<u32> = Vec::with_capacity(invs.len());
+    let mut keyed: Vec<(InvoiceKey, u32)> = Vec::new();
+    for run in by_partner.chunk_by(|a, b| a.0 == b.0) {
+        keyed.clear();
+        keyed.extend(
+            run.iter()
+                .map(|&(_, i)| (plan.invoice_key(&invs[i as usize]), i)),
+        );
+        keyed.sort_unstable();
+        order.extend(keyed.iter().map(|(_, i)| *i));
+    }
+    drop(keyed);
+    drop(by_partner);
     let mut slots: Vec<Option<Inv>> = invs.into_iter().map(Some).collect();
     order
         .into_iter()
@@ -644,7 +667,12 @@ fn sort_invoices(plan: &Plan, invs: Vec<Inv>) -> Vec<Inv> {
 /// the entries built here (adjustments, write-offs, payouts) by partner,
 /// kind and id. Following the engine's order keeps the writer's memory
 /// accesses sequential.
-fn sort_items(plan: &Plan, mut items: Vec<Item>) -> Vec<Item> {
+fn sort_items(plan: &Plan, items: Vec<Item>) -> Vec<Item> {
+    sort_items_with(plan, items, true)
+}
+
+/// [`sort_items`], packed keys or not (the tests compare the two).
+fn sort_items_with(plan: &Plan, mut items: Vec<Item>, packed: bool) -> Vec<Item> {
     // the engine's entries come first, in the order it made them; the
     // entries built here follow, by partner, kind and id
     let split = items
@@ -653,7 +681,13 @@ fn sort_items(plan: &Plan, mut items: Vec<Item>) -> Vec<Item> {
         .unwrap_or(items.len());
     debug_assert!(items[split..].iter().all(|it| it.is_own()));
     items[split..].sort_by(|a, b| plan.sort_key(*a).cmp(&plan.sort_key(*b)));
-    // then by date, keeping that order within a date: sorted as (date,
+    // then by date, keeping that order within a date
+    if packed {
+        if let Some(sorted) = sort_items_packed(plan, &items) {
+            return sorted;
+        }
+    }
+    // (a ledger too large for that) sorted as (date,
     // position) integers, without looking an entry up per comparison
     // (days since 1970 fit 32 bits for six million years either way)
     let mut keyed: Vec<(i32, u32)> = items
@@ -679,6 +713,48 @@ fn sort_items(plan: &Plan, mut items: Vec<Item>) -> Vec<Item> {
     let mut sorted: Vec<Item> = keyed.into_iter().map(|(_, raw)| Item(raw)).collect();
     sorted.shrink_to_fit();
     sorted
+}
+
+/// [`sort_items`]' sort by date, when the rank of an item's date among the
+/// period's dates fits 9 bits and its position 23 (every ledger of up to
+/// eight million entries over up to 512 dates): as one `u32` each, sorted
+/// and then overwritten with the items in their allocation, the only list
+/// besides the items. `None` when they do not fit.
+fn sort_items_packed(plan: &Plan, items: &[Item]) -> Option<Vec<Item>> {
+    const POS_BITS: u32 = 23;
+    const POS: u32 = (1 << POS_BITS) - 1;
+    if items.len() > POS as usize {
+        return None;
+    }
+    // the distinct dates; neighbours mostly share one
+    let mut days: Vec<i64> = Vec::new();
+    let mut last = None;
+    for it in items {
+        let d = plan.event_day(*it);
+        if last != Some(d) {
+            last = Some(d);
+            if let Err(at) = days.binary_search(&d) {
+                if days.len() == 1 << (32 - POS_BITS) {
+                    return None;
+                }
+                days.insert(at, d);
+            }
+        }
+    }
+    let mut last = (i64::MIN, 0u32);
+    let mut keys: Vec<u32> = Vec::with_capacity(items.len());
+    for (k, it) in items.iter().enumerate() {
+        let d = plan.event_day(*it);
+        if d != last.0 {
+            last = (d, days.binary_search(&d).ok()? as u32);
+        }
+        keys.push(last.1 << POS_BITS | k as u32);
+    }
+    keys.sort_unstable();
+    for x in &mut keys {
+        *x = items[(*x & POS) as usize].0;
+    }
+    Some(keys.into_iter().map(Item).collect())
 }
 
 /// Programs whose invoices name transaction ids.
@@ -1732,4 +1808,60 @@ pub fn close(store: &mut Store, p: Period) -> Result<()> {
     )?;
     tx.commit()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ledger's order by date is the same from packed keys as from
+    /// (date, position) pairs, whatever order the engine's items come in.
+    #[test]
+    fn items_sort_the_same_packed_or_not() {
+        let mut text = Vec::new();
+        let g = crate::sim::GenConfig {
+            events: 6_000,
+            ..crate::sim::GenConfig::default()
+        };
+        crate::sim::generate(&g, &mut text).unwrap();
+        let records: Vec<edge::record::Record> = std::str::from_utf8(&text)
+            .unwrap()
+            .lines()
+            .map(|l| crate::import::parse_line(l).unwrap())
+            .collect();
+        let cfg =
+            crate::config::parse(std::path::Path::new("p.toml"), crate::sim::PROGRAMS).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+        crate::import::import_records(&mut store, &records).unwrap();
+        with_plan(&store, &cfg, g.period, |plan| {
+            let split = plan
+                .items
+                .iter()
+                .position(|it| it.is_own())
+                .unwrap_or(plan.items.len());
+            assert!(split > 1000 && split < plan.items.len(), "{split}");
+            let days: std::collections::BTreeSet<i64> =
+                plan.items.iter().map(|it| plan.event_day(*it)).collect();
+            assert!(days.len() > 20);
+            for shuffle in [false, true] {
+                let mut items: Vec<Item> = plan.items.iter().map(|it| Item(it.0)).collect();
+                if shuffle {
+                    items[..split].reverse();
+                }
+                let a = sort_items_with(plan, items.iter().map(|it| Item(it.0)).collect(), true);
+                let b = sort_items_with(plan, items, false);
+                let raw = |v: &[Item]| v.iter().map(|it| it.0).collect::<Vec<u32>>();
+                assert_eq!(raw(&a), raw(&b));
+                assert!(a
+                    .windows(2)
+                    .all(|w| plan.event_day(w[0]) <= plan.event_day(w[1])));
+                if !shuffle {
+                    assert_eq!(raw(&a), raw(&plan.items));
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
 }

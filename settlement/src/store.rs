@@ -446,6 +446,8 @@ impl Store {
         self.read_events(&mut f, until_ms, txn_programs, fraud_programs, &wanted)?;
         drop(ph);
         f.finish();
+        // the symbol table's and the loader's freed buffers
+        crate::mem::trim();
         Ok(f)
     }
 
