@@ -627,9 +627,8 @@ type InvoiceKey<'s> = (&'s str, &'s str, [u8; 10]);
 /// first as small integers, then each partner's invoices by the rest, so
 /// the keys held at once are one partner's.
 fn sort_invoices(plan: &Plan, invs: Vec<Inv>) -> Vec<Inv> {
-    let mut partners: Vec<&str> = invs.iter().map(|i| plan.invoice_key(i).0).collect();
-    partners.sort_unstable();
-    partners.dedup();
+    let partners: std::collections::BTreeSet<&str> =
+        invs.iter().map(|i| plan.invoice_key(i).0).collect();
     let rank: rustc_hash::FxHashMap<&str, u32> = partners
         .iter()
         .enumerate()
@@ -655,11 +654,33 @@ fn sort_invoices(plan: &Plan, invs: Vec<Inv>) -> Vec<Inv> {
     }
     drop(keyed);
     drop(by_partner);
-    let mut slots: Vec<Option<Inv>> = invs.into_iter().map(Some).collect();
-    order
-        .into_iter()
-        .filter_map(|i| slots[i as usize].take())
-        .collect()
+    let mut invs = invs;
+    permute(&mut invs, &mut order);
+    invs
+}
+
+/// Puts `v[order[i]]` at `i` for every `i`, in place (`order` a
+/// permutation of `v`'s positions, each below 2^31; it is used up as the
+/// record of what has moved): by the permutation's cycles, one swap a
+/// move.
+fn permute<T>(v: &mut [T], order: &mut [u32]) {
+    const MOVED: u32 = 1 << 31;
+    debug_assert_eq!(v.len(), order.len());
+    for start in 0..v.len() {
+        if order[start] & MOVED != 0 {
+            continue;
+        }
+        let mut at = start;
+        loop {
+            let from = order[at] as usize;
+            order[at] |= MOVED;
+            if from == start {
+                break;
+            }
+            v.swap(at, from);
+            at = from;
+        }
+    }
 }
 
 /// Ledger order: by date; within a date, the engine's entries in the order
@@ -1813,6 +1834,33 @@ pub fn close(store: &mut Store, p: Period) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `permute` puts `v[order[i]]` at `i`, for permutations of every
+    /// shape (cycles long and short, fixed points, the identity).
+    #[test]
+    fn permute_follows_the_order() {
+        let mut x: u64 = 3;
+        for n in [0usize, 1, 2, 5, 64, 1000] {
+            for round in 0..4 {
+                let mut order: Vec<u32> = (0..n as u32).collect();
+                if round > 0 {
+                    for i in (1..n).rev() {
+                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                        let j = (x >> 33) as usize % (i + 1);
+                        // round 1: a few swaps only (fixed points stay)
+                        if round > 1 || j % 7 == 0 {
+                            order.swap(i, j);
+                        }
+                    }
+                }
+                let v: Vec<String> = (0..n).map(|i| format!("v{i}")).collect();
+                let want: Vec<String> = order.iter().map(|&o| v[o as usize].clone()).collect();
+                let mut got = v.clone();
+                permute(&mut got, &mut order.clone());
+                assert_eq!(got, want, "n {n} round {round}");
+            }
+        }
+    }
 
     /// The ledger's order by date is the same from packed keys as from
     /// (date, position) pairs, whatever order the engine's items come in.
