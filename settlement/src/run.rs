@@ -1848,7 +1848,7 @@ mod tests {
                         x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
                         let j = (x >> 33) as usize % (i + 1);
                         // round 1: a few swaps only (fixed points stay)
-                        if round > 1 || j % 7 == 0 {
+                        if round > 1 || j.is_multiple_of(7) {
                             order.swap(i, j);
                         }
                     }
