@@ -873,10 +873,8 @@ impl Facts {
         let mut count = vec![0usize; k];
         let mut last: Vec<Option<usize>> = vec![None; k];
         let mut sorted = vec![true; k];
-        let mut slots = Vec::with_capacity(n);
         for (i, c) in self.convs.iter().enumerate() {
             let s = slot_of(c.program);
-            slots.push(s as u16);
             if let Some(j) = last[s] {
                 if sorted[s] && !lt(j, i) {
                     sorted[s] = false;
@@ -893,8 +891,8 @@ impl Facts {
         // old index -> new position
         let mut at = vec![0u32; n];
         let mut unsorted: Vec<Vec<u32>> = vec![Vec::new(); k];
-        for (i, &s) in slots.iter().enumerate() {
-            let s = usize::from(s);
+        for (i, c) in self.convs.iter().enumerate() {
+            let s = slot_of(c.program);
             if sorted[s] {
                 at[i] = next[s] as u32;
                 next[s] += 1;
@@ -902,7 +900,6 @@ impl Facts {
                 unsorted[s].push(i as u32);
             }
         }
-        drop(slots);
         for (s, mut olds) in unsorted.into_iter().enumerate() {
             olds.sort_unstable_by(|&a, &b| {
                 if lt(a as usize, b as usize) {
