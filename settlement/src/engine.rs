@@ -272,14 +272,19 @@ pub fn hash_parts(parts: &[&[u8]]) -> Hash10 {
 }
 
 pub fn hex_id(prefix: &str, h: &Hash10) -> String {
-    let mut hex = [0u8; 20];
-    let mut s = String::with_capacity(prefix.len() + hex.len());
-    s.push_str(prefix);
-    // hex digits are ASCII, so always UTF-8
-    if hex::encode_to_slice(h, &mut hex).is_ok() {
-        s.push_str(std::str::from_utf8(&hex).unwrap_or_default());
+    hex_id_in(prefix, h, &mut [0; 32]).to_string()
+}
+
+/// [`hex_id`] written into `buf`, without an allocation (`prefix`, one of
+/// the crate's own, is at most 12 bytes).
+pub fn hex_id_in<'b>(prefix: &str, h: &Hash10, buf: &'b mut [u8; 32]) -> &'b str {
+    let n = prefix.len();
+    buf[..n].copy_from_slice(prefix.as_bytes());
+    // 10 bytes are 20 hex digits, ASCII
+    match hex::encode_to_slice(h, &mut buf[n..n + 20]) {
+        Ok(()) => std::str::from_utf8(&buf[..n + 20]).unwrap_or_default(),
+        Err(_) => "",
     }
-    s
 }
 
 /// A rule with its program, flattened.

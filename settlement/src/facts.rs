@@ -940,8 +940,14 @@ impl Facts {
             convs[new] = c;
         }
         self.convs = convs;
-        // their extras in their order (a fraction of them have any: read
-        // in the new order, they are a small array)
+        self.follow_new_order(&at);
+    }
+
+    /// After the conversions moved (old index -> new position in `at`):
+    /// the extras in their conversions' order (a fraction of them have
+    /// any: read in the new order, they are a small array), and the new
+    /// positions in every list that names a conversion.
+    fn follow_new_order(&mut self, at: &[u32]) {
         if !self.extras.is_empty() {
             let mut extras = Vec::with_capacity(self.extras.len());
             for c in &mut self.convs {
@@ -1035,35 +1041,10 @@ impl Facts {
         let mut convs = Vec::with_capacity(n);
         convs.extend(perm.iter().map(|&old| self.convs[old as usize].clone()));
         self.convs = convs;
-        // their extras too, so that a program's stream reads them front to
-        // back as well
-        if !self.extras.is_empty() {
-            let mut extras = Vec::with_capacity(self.extras.len());
-            for c in &mut self.convs {
-                if c.extra != NONE {
-                    extras.push(self.extras[c.extra as usize].clone());
-                    c.extra = (extras.len() - 1) as u32;
-                }
-            }
-            self.extras = extras;
-        }
         for (c, &i) in self.convs.iter_mut().zip(&new_idx) {
             c.idx = i;
         }
-        let remap = |v: &mut Vec<u32>| {
-            for x in v.iter_mut() {
-                *x = at[*x as usize];
-            }
-            v.sort_unstable();
-        };
-        remap(&mut self.with_orig);
-        remap(&mut self.with_txn);
-        for k in &mut self.fraud.conv_keys {
-            k.1 = at[k.1 as usize];
-        }
-        for k in &mut self.fraud.conv_visitor {
-            k.0 = at[k.0 as usize];
-        }
+        self.follow_new_order(&at);
     }
 
     /// Joins the conversions to the clicks they cite (by a 64-bit hash of

@@ -4,7 +4,7 @@
 use crate::batch::{self, Batch};
 use crate::config::{describe_step_base, Base, Config, Metric, Mode, StepBase};
 use crate::engine::{
-    self, hash_parts, hex_id, Calc, Engine, Method, Options, Output, REntry, RInvoice,
+    self, hash_parts, hex_id, hex_id_in, Calc, Engine, Method, Options, Output, REntry, RInvoice,
 };
 use crate::error::{Error, Result};
 use crate::events::Cols;
@@ -103,10 +103,10 @@ impl<'a> Words<'a> {
             .calc(e, conv, &reason)
             .unwrap_or_else(|_| "(not computable)".into());
         self.fraud_words(e, &mut calc);
-        let mut id = [0u8; 23];
-        let mut adjusts = [0u8; 23];
+        let mut id = [0u8; 32];
+        let mut adjusts = [0u8; 32];
         f(&EntryView {
-            id: le_id(&e.id, &mut id),
+            id: hex_id_in("le_", &e.id, &mut id),
             period: e.period,
             partner: facts.syms.str(e.partner),
             program: &p.id,
@@ -118,7 +118,10 @@ impl<'a> Words<'a> {
             event_day: e.event_day,
             reason: &reason,
             calc: &calc,
-            adjusts: e.parent.as_ref().map_or("", |h| le_id(h, &mut adjusts)),
+            adjusts: e
+                .parent
+                .as_ref()
+                .map_or("", |h| hex_id_in("le_", h, &mut adjusts)),
         })
     }
 
@@ -588,13 +591,25 @@ impl Plan<'_> {
         }
     }
 
+    /// An invoice's partner, without its conversion (see
+    /// [`Plan::invoice_key`]).
+    fn invoice_partner<'s>(&'s self, i: &'s Inv) -> &'s str {
+        match i {
+            Inv::Eng(k) => {
+                let l = &self.words.out.invoices[*k as usize];
+                self.words.eng.facts.syms.str(l.partner)
+            }
+            Inv::Own(l) => &l.partner,
+        }
+    }
+
     fn invoice_key<'s>(&'s self, i: &'s Inv) -> InvoiceKey<'s> {
         match i {
             Inv::Eng(k) => {
                 let l = &self.words.out.invoices[*k as usize];
                 let f = self.words.eng.facts;
                 let c = &f.convs[l.conv as usize];
-                (f.syms.str(l.partner), f.txns.get(c.idx), l.id)
+                (self.invoice_partner(i), f.txns.get(c.idx), l.id)
             }
             Inv::Own(l) => {
                 let mut b = [0u8; 10];
@@ -628,7 +643,7 @@ type InvoiceKey<'s> = (&'s str, &'s str, [u8; 10]);
 /// the keys held at once are one partner's.
 fn sort_invoices(plan: &Plan, invs: Vec<Inv>) -> Vec<Inv> {
     let partners: std::collections::BTreeSet<&str> =
-        invs.iter().map(|i| plan.invoice_key(i).0).collect();
+        invs.iter().map(|i| plan.invoice_partner(i)).collect();
     let rank: rustc_hash::FxHashMap<&str, u32> = partners
         .iter()
         .enumerate()
@@ -637,7 +652,7 @@ fn sort_invoices(plan: &Plan, invs: Vec<Inv>) -> Vec<Inv> {
     let mut by_partner: Vec<(u32, u32)> = invs
         .iter()
         .enumerate()
-        .map(|(i, inv)| (rank[plan.invoice_key(inv).0], i as u32))
+        .map(|(i, inv)| (rank[plan.invoice_partner(inv)], i as u32))
         .collect();
     drop(rank);
     by_partner.sort_unstable();
@@ -1411,16 +1426,6 @@ const LEDGER_TEXT_PARAMS: [usize; LEDGER_TEXTS] = [2, 4, 5, 6, 7, 8, 9, 10, 12, 
 
 /// Entries a producer puts into words at a time.
 const LEDGER_BATCH: usize = 2048;
-
-/// `le_` and the hex of `h`, written into `buf`.
-fn le_id<'b>(h: &crate::engine::Hash10, buf: &'b mut [u8; 23]) -> &'b str {
-    buf[..3].copy_from_slice(b"le_");
-    // 10 bytes are 20 hex digits, ASCII
-    match hex::encode_to_slice(h, &mut buf[3..]) {
-        Ok(()) => std::str::from_utf8(&buf[..]).unwrap_or_default(),
-        Err(_) => "",
-    }
-}
 
 /// A ledger entry's fields, borrowed: what the fingerprint and the ledger's
 /// columns read, from an engine entry ([`Words::with_view`]) or an
