@@ -52,19 +52,46 @@ pub enum Calc {
     Capped {
         cap: u64,
     },
-    /// `(level, the child's commission)`
-    Override(Box<(u8, Decimal)>),
-    /// `(share, the original entry's amount)`
-    Clawback(Box<(Decimal, Decimal)>),
+    /// `(level, the child's commission, the commission's id)`
+    Override(Box<(u8, Decimal, Hash10)>),
+    /// `(share, the original entry's amount, the original entry's id)`
+    Clawback(Box<(Decimal, Decimal, Hash10)>),
     /// `(minimum, earned)`
     Topup(Box<(Decimal, Decimal)>),
     Mdf,
     Rejected(Rejection),
+    /// An override the ancestor's status at event time rejects
+    /// ([`Rejection::PartnerNotApproved`]): the commission's id.
+    RejectedOverride(Box<Hash10>),
+}
+
+impl Calc {
+    /// Why the entry is rejected, if it is.
+    pub fn rejection(&self) -> Option<Rejection> {
+        match self {
+            Calc::Rejected(r) => Some(*r),
+            Calc::RejectedOverride(_) => Some(Rejection::PartnerNotApproved),
+            _ => None,
+        }
+    }
+
+    /// The id of the entry this one derives from (override, clawback).
+    pub fn parent(&self) -> Option<&Hash10> {
+        match self {
+            Calc::Override(b) => Some(&b.2),
+            Calc::Clawback(b) => Some(&b.2),
+            Calc::RejectedOverride(h) => Some(h),
+            _ => None,
+        }
+    }
 }
 
 pub type Hash10 = [u8; 10];
 
 /// An entry as the engine makes it; strings are symbols of the facts.
+/// Millions are held at once: what few entries have (the parent of an
+/// override or a clawback) is in their boxed [`Calc`], and the day is an
+/// `i32` (timestamps have four-digit years), so an entry is 80 bytes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct REntry {
     pub id: Hash10,
@@ -81,10 +108,9 @@ pub struct REntry {
     pub src2: u32,
     /// Index into `Facts::convs` of the source conversion, or `NONE`.
     pub conv: u32,
-    pub event_day: i64,
+    /// Days since 1970-01-01 (see [`day32`]).
+    pub event_day: i32,
     pub calc: Calc,
-    /// The entry this one derives from (override, clawback).
-    pub parent: Option<Hash10>,
     /// Held for review: 1 + the fraud rule (index into `fraud::RULES`) it
     /// is held under; 0 when not held.
     pub fraud: u8,
@@ -434,6 +460,13 @@ impl<'a> Engine<'a> {
             Some(a) => self.convert(a, c.currency, p.currency, c.ts, || self.facts.id(c)),
         }
     }
+}
+
+/// A day number as an entry keeps it. Every timestamp has a four-digit
+/// year (days within +-3 million of 1970), so this never saturates on
+/// real data; it saturates rather than wraps on anything else.
+pub fn day32(day: i64) -> i32 {
+    i32::try_from(day).unwrap_or(if day < 0 { i32::MIN } else { i32::MAX })
 }
 
 /// A partner's status at an instant.
@@ -1146,9 +1179,8 @@ fn compute_part(
                 src: c.idx,
                 src2: NONE,
                 conv: ci,
-                event_day: day,
+                event_day: day32(day),
                 calc: Calc::Rejected(why),
-                parent: None,
                 fraud: 0,
             });
             continue;
@@ -1190,9 +1222,8 @@ fn compute_part(
                     src: c.idx,
                     src2: NONE,
                     conv: ci,
-                    event_day: day,
+                    event_day: day32(day),
                     calc: Calc::Capped { cap },
-                    parent: None,
                     fraud: 0,
                 });
                 continue;
@@ -1363,9 +1394,8 @@ fn compute_part(
                 src: r.idx,
                 src2: o.idx,
                 conv: ri,
-                event_day: day,
-                calc: Calc::Clawback(Box::new((after.sub(before)?.approx(), e.amount))),
-                parent: Some(e.id),
+                event_day: day32(day),
+                calc: Calc::Clawback(Box::new((after.sub(before)?.approx(), e.amount, e.id))),
                 // a clawback of a held entry waits with it
                 fraud: e.fraud,
             });
@@ -1421,9 +1451,8 @@ fn compute_part(
             src: m.id,
             src2: NONE,
             conv: NONE,
-            event_day: m.ts.div_euclid(DAY_MS),
+            event_day: day32(m.ts.div_euclid(DAY_MS)),
             calc: Calc::Mdf,
-            parent: None,
             fraud: 0,
         });
     }
@@ -1470,9 +1499,8 @@ fn compute_part(
                     src: NONE,
                     src2: NONE,
                     conv: NONE,
-                    event_day: period.last_day(),
+                    event_day: day32(period.last_day()),
                     calc: Calc::Topup(Box::new((min, got))),
-                    parent: None,
                     fraud: 0,
                 });
             }
@@ -1530,9 +1558,8 @@ fn book(
         src: c.idx,
         src2: NONE,
         conv: ci,
-        event_day: day,
+        event_day: day32(day),
         calc,
-        parent: None,
         fraud: held,
     });
     if amount.is_zero() || p.overrides.is_empty() {
@@ -1558,13 +1585,13 @@ fn book(
             (
                 EntryKind::Override,
                 Money::round(o, cur)?.amount,
-                Calc::Override(Box::new((level as u8 + 1, amount))),
+                Calc::Override(Box::new((level as u8 + 1, amount, id))),
             )
         } else {
             (
                 EntryKind::Rejected,
                 Decimal::ZERO,
-                Calc::Rejected(Rejection::PartnerNotApproved),
+                Calc::RejectedOverride(Box::new(id)),
             )
         };
         if tracked && kind == EntryKind::Override {
@@ -1584,9 +1611,8 @@ fn book(
             src: c.idx,
             src2: NONE,
             conv: ci,
-            event_day: day,
+            event_day: day32(day),
             calc,
-            parent: Some(id),
             fraud: if kind == EntryKind::Override { held } else { 0 },
         });
         child = anc;
@@ -1615,9 +1641,29 @@ mod tests {
             conv: NONE,
             event_day: 0,
             calc: Calc::Base,
-            parent: None,
             fraud: 0,
         }
+    }
+
+    /// An entry stays 80 bytes (millions are held at once; 96 before the
+    /// parent moved into the boxed arithmetic), and its parent is found in
+    /// the arithmetic of the entries that have one.
+    #[test]
+    fn entries_are_small_and_keep_their_parent() {
+        assert_eq!(std::mem::size_of::<REntry>(), 80);
+        let h = [7u8; 10];
+        let d = Decimal::ONE;
+        assert_eq!(Calc::Override(Box::new((1, d, h))).parent(), Some(&h));
+        assert_eq!(Calc::Clawback(Box::new((d, d, h))).parent(), Some(&h));
+        let r = Calc::RejectedOverride(Box::new(h));
+        assert_eq!(r.parent(), Some(&h));
+        assert_eq!(r.rejection(), Some(Rejection::PartnerNotApproved));
+        assert_eq!(Calc::Base.parent(), None);
+        assert_eq!(Calc::Rejected(Rejection::BotClick).parent(), None);
+        assert_eq!(Calc::Base.rejection(), None);
+        assert_eq!(day32(20_000), 20_000);
+        assert_eq!(day32(i64::MAX), i32::MAX);
+        assert_eq!(day32(i64::MIN), i32::MIN);
     }
 
     /// Entries joined from several vectors (empty ones too) index, count and

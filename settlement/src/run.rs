@@ -88,9 +88,9 @@ impl<'a> Words<'a> {
             self.eng.rule(e.rule).1.id.as_str()
         };
         let conv = (e.conv != NONE).then_some(e.conv as usize);
-        let reason = match &e.calc {
-            Calc::Rejected(r) => self.reason(*r, e.partner, conv),
-            Calc::Capped { .. } => "cap".to_string(),
+        let reason = match (e.calc.rejection(), &e.calc) {
+            (Some(r), _) => self.reason(r, e.partner, conv),
+            (None, Calc::Capped { .. }) => "cap".to_string(),
             _ if e.fraud != 0 => {
                 format!(
                     "held:fraud:{}",
@@ -115,12 +115,12 @@ impl<'a> Words<'a> {
             currency: cur,
             rule,
             sources: &sources[..n],
-            event_day: e.event_day,
+            event_day: i64::from(e.event_day),
             reason: &reason,
             calc: &calc,
             adjusts: e
-                .parent
-                .as_ref()
+                .calc
+                .parent()
                 .map_or("", |h| hex_id_in("le_", h, &mut adjusts)),
         })
     }
@@ -138,7 +138,7 @@ impl<'a> Words<'a> {
     /// Adds to an entry's arithmetic what the fraud rules and the operators
     /// decided about it.
     fn fraud_words(&self, e: &REntry, calc: &mut String) {
-        if e.conv == NONE || self.out.fraud.is_empty() || matches!(e.calc, Calc::Rejected(_)) {
+        if e.conv == NONE || self.out.fraud.is_empty() || e.calc.rejection().is_some() {
             return;
         }
         if e.fraud != 0 {
@@ -311,7 +311,7 @@ impl<'a> Words<'a> {
                 "the rule's cap of {cap} paid events per partner per period was reached: recorded as capped, {amt}"
             ),
             Calc::Override(b) => {
-                let (level, child) = **b;
+                let (level, child, _) = **b;
                 let p = &self.eng.cfg.programs[usize::from(e.prog)];
                 let pct = p.overrides[usize::from(level) - 1];
                 format!(
@@ -322,7 +322,7 @@ impl<'a> Words<'a> {
                 )
             }
             Calc::Clawback(b) => {
-                let (share, original) = **b;
+                let (share, original, _) = **b;
                 format!(
                 "{} of the original entry's {} {cur} reversed (refund amount / original amount) = {amt}{half_even}",
                 if share == Decimal::ONE { "all".to_string() } else { format!("{}%", plain(share * Decimal::ONE_HUNDRED)) },
@@ -350,14 +350,15 @@ impl<'a> Words<'a> {
                     _ => format!("approved MDF claim = {amt}"),
                 }
             }
-            Calc::Rejected(r) => {
+            Calc::Rejected(_) | Calc::RejectedOverride(_) => {
+                let r = e.calc.rejection().unwrap_or(Rejection::PartnerNotApproved);
                 let why = match r {
                     Rejection::SelfReferral => "the customer is the partner (self-referral)".to_string(),
                     Rejection::UnknownPartner => "the partner is not in the registry".to_string(),
                     Rejection::BotClick => "the only evidence is a bot click".to_string(),
                     Rejection::PartnerNotApproved => format!("the partner's status at event time was not approved ({reason})"),
                     Rejection::Fraud(rule) => {
-                        let name = crate::fraud::RULES[usize::from(*rule)];
+                        let name = crate::fraud::RULES[usize::from(rule)];
                         let v = conv
                             .and_then(|i| self.verdict_words(i as u32))
                             .unwrap_or_default();
@@ -528,7 +529,7 @@ impl Plan<'_> {
         if it.is_own() {
             self.own[it.index()].event_day
         } else {
-            self.words.out.entries[it.index()].event_day
+            i64::from(self.words.out.entries[it.index()].event_day)
         }
     }
 
@@ -550,7 +551,7 @@ impl Plan<'_> {
             program: &self.words.eng.cfg.programs[usize::from(e.prog)].id,
             kind: e.kind,
             amount: e.amount,
-            event_day: e.event_day,
+            event_day: i64::from(e.event_day),
             held: e.fraud != 0 && e.kind != EntryKind::Rejected,
         }
     }
