@@ -1305,15 +1305,27 @@ fn hash_statements(h: &mut Sha256, statements: &[Statement]) {
     h.update([2]);
 }
 
-fn hash_invoice(h: &mut Sha256, l: &InvoiceLine) {
-    for c in invoice_row(l) {
-        put(h, &c);
+/// An invoice line's fingerprint bytes and its `invoices` columns (in
+/// [`INVOICE_TEXT_PARAMS`]' order), added to `b`.
+fn invoice_columns(
+    l: &InvoiceLine,
+    b: &mut LedgerRows,
+) -> std::result::Result<(), batch::TooLarge> {
+    let row = invoice_row(l);
+    for c in &row {
+        put_bytes(&mut b.hashed, c);
     }
-    put(h, &l.id);
-    put(h, &l.program);
-    put(h, &l.source);
-    put(h, &l.calc);
-    h.update([1]);
+    for c in [&l.id, &l.program, &l.source, &l.calc] {
+        put_bytes(&mut b.hashed, c);
+    }
+    b.hashed.push(1);
+    for v in [
+        &l.id, &l.partner, &l.program, &l.txn_id, &row[3], &row[4], &row[5], &row[6], &l.source,
+        &l.calc,
+    ] {
+        b.rows.push_text(Some(v))?;
+    }
+    Ok(())
 }
 
 fn hash_tail(
@@ -1428,6 +1440,13 @@ const LEDGER_TEXT_PARAMS: [usize; LEDGER_TEXTS] = [2, 4, 5, 6, 7, 8, 9, 10, 12, 
 /// Entries a producer puts into words at a time.
 const LEDGER_BATCH: usize = 2048;
 
+/// Invoice lines put into words at a time.
+const INVOICE_BATCH: usize = 4096;
+
+/// The `invoices` insert's parameter of each text column [`invoice_columns`]
+/// pushes (`pos` is ?1 and `period` ?3).
+const INVOICE_TEXT_PARAMS: [usize; 10] = [2, 4, 5, 6, 7, 8, 9, 10, 11, 12];
+
 /// A ledger entry's fields, borrowed: what the fingerprint and the ledger's
 /// columns read, from an engine entry ([`Words::with_view`]) or an
 /// [`Entry`] ([`EntryView::of`]).
@@ -1487,8 +1506,8 @@ impl EntryView<'_> {
     }
 }
 
-/// A batch of ledger rows and the bytes of their entries the fingerprint
-/// takes, in order.
+/// A batch of rows (ledger entries, or invoice lines) and the bytes of
+/// them the fingerprint takes, in order.
 #[derive(Clone)]
 struct LedgerRows {
     rows: Batch,
@@ -1568,6 +1587,7 @@ fn write_plan(
     let p = plan.period;
     let tx = store.conn.unchecked_transaction()?;
     let base = pos_base(p);
+    let ph_del = Phase::start("write: deletes");
     tx.execute(
         "DELETE FROM ledger WHERE pos >= ?1 AND pos < ?2",
         params![base, pos_base(p.next())],
@@ -1583,6 +1603,8 @@ fn write_plan(
     for t in ["statements", "rules", "stats", "fraud"] {
         tx.execute(&format!("DELETE FROM {t} WHERE period = ?1"), [p.key()])?;
     }
+    drop(ph_del);
+    let ph_l = Phase::start("write: ledger");
     // producer threads put entries into words and format their columns
     // (batch i on producer i % n) while this one fingerprints them and
     // writes them in blocks (and as rows the few that queries look up by
@@ -1680,7 +1702,9 @@ fn write_plan(
             (None, Ok(())) => Ok(h),
         }
     })?;
+    drop(ph_l);
     {
+        let _x = Phase::start("write: statements, invoices, stats, rules, fraud");
         let mut st = tx.prepare_cached(
             "INSERT INTO statements (period, partner, program, currency, earned, reversed, adjusted, carried_in,
                pending, payable, carried_out, model) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
@@ -1707,25 +1731,56 @@ fn write_plan(
                amount_due, currency, source, calc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?;
         hash_statements(&mut h, &plan.statements);
-        for (i, inv) in plan.invoices.iter().enumerate() {
-            let l = &plan.invoice(inv);
-            hash_invoice(&mut h, l);
-            let r = invoice_row(l);
-            st.execute(params![
-                base + i as i64,
-                l.id,
-                p.key(),
-                l.partner,
-                l.program,
-                l.txn_id,
-                r[3],
-                r[4],
-                r[5],
-                r[6],
-                l.source,
-                l.calc
-            ])?;
-        }
+        // a thread puts the invoice lines into words and columns while this
+        // one fingerprints and inserts them, in order; the batches go back
+        // to be refilled, so what the thread allocates it also frees
+        std::thread::scope(|sc| -> Result<()> {
+            let empty = LedgerRows {
+                rows: Batch::new(0, INVOICE_TEXT_PARAMS.len()),
+                hashed: Vec::new(),
+            };
+            let (filler, reader) = batch::channel(empty, 2);
+            let words = sc.spawn(move || -> std::result::Result<(), batch::TooLarge> {
+                let mut b = filler.fresh();
+                for inv in &plan.invoices {
+                    invoice_columns(&plan.invoice(inv), &mut b)?;
+                    if b.rows.rows() >= INVOICE_BATCH {
+                        match filler.send(b) {
+                            Some(next) => b = next,
+                            // the inserter stopped: its result says why
+                            None => return Ok(()),
+                        }
+                    }
+                }
+                filler.finish(b);
+                Ok(())
+            });
+            let mut pos = base;
+            while let Some(b) = reader.next() {
+                h.update(&b.hashed);
+                for r in 0..b.rows.rows() {
+                    st.raw_bind_parameter(1, pos)?;
+                    st.raw_bind_parameter(3, p.key())?;
+                    for (c, &param) in INVOICE_TEXT_PARAMS.iter().enumerate() {
+                        let v = b.rows.bytes(r, c).unwrap_or_default();
+                        st.raw_bind_parameter(
+                            param,
+                            rusqlite::types::ToSqlOutput::Borrowed(
+                                rusqlite::types::ValueRef::Text(v),
+                            ),
+                        )?;
+                    }
+                    st.raw_execute()?;
+                    pos += 1;
+                }
+                reader.give_back(b);
+            }
+            drop(reader);
+            match words.join() {
+                Ok(r) => r.map_err(|e| Error::data(format!("writing the invoices: {e}"))),
+                Err(e) => std::panic::resume_unwind(e),
+            }
+        })?;
         let mut st = tx.prepare_cached(
             "INSERT INTO stats (period, program, name, value) VALUES (?1, ?2, ?3, ?4)",
         )?;
