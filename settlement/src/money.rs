@@ -109,11 +109,74 @@ pub fn norm(mut d: Decimal) -> Decimal {
 /// Writes a decimal with exactly the currency's minor units (half-even if it
 /// had more, which a ledger amount never has).
 pub fn fmt_decimal(d: Decimal, currency: Currency) -> String {
-    let dp = currency.minor_units();
-    let mut r =
-        norm(d.round_dp_with_strategy(dp, rust_decimal::RoundingStrategy::MidpointNearestEven));
-    r.rescale(dp);
-    r.to_string()
+    Amount(d, currency).to_string()
+}
+
+/// [`fmt_decimal`] as a value to write (`write!(s, "{}", Amount(d, c))`),
+/// without a `String` of its own: the ledger's words write millions.
+pub struct Amount(pub Decimal, pub Currency);
+
+impl fmt::Display for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let dp = self.1.minor_units();
+        let mut r = norm(
+            self.0
+                .round_dp_with_strategy(dp, rust_decimal::RoundingStrategy::MidpointNearestEven),
+        );
+        r.rescale(dp);
+        write_digits(f, r)
+    }
+}
+
+/// [`plain`] as a value to write.
+pub struct Plain(pub Decimal);
+
+impl fmt::Display for Plain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_digits(f, norm(self.0.normalize()))
+    }
+}
+
+/// Writes `d` with exactly its scale's digits after the point, as
+/// `Decimal`'s own `Display` does (`-0.05`, `12.50`, `7`), from its
+/// mantissa in one pass.
+fn write_digits(f: &mut fmt::Formatter<'_>, d: Decimal) -> fmt::Result {
+    let scale = d.scale() as usize;
+    let m = d.mantissa();
+    // 96-bit mantissa: at most 29 digits, a point and a sign
+    let mut buf = [0u8; 40];
+    let mut at = buf.len();
+    let mut written = 0;
+    let mut u = m.unsigned_abs();
+    // digits from the last; the point after `scale` of them; at least one
+    // before the point
+    while u != 0 || written <= scale {
+        // amounts fit 64 bits: their division is the cheap one
+        let d = match u64::try_from(u) {
+            Ok(s) => {
+                u = u128::from(s / 10);
+                s % 10
+            }
+            Err(_) => {
+                let d = u % 10;
+                u /= 10;
+                d as u64
+            }
+        };
+        at -= 1;
+        buf[at] = b'0' + d as u8;
+        written += 1;
+        if written == scale {
+            at -= 1;
+            buf[at] = b'.';
+        }
+    }
+    if m < 0 {
+        at -= 1;
+        buf[at] = b'-';
+    }
+    // ASCII digits, point and sign only
+    f.write_str(std::str::from_utf8(&buf[at..]).map_err(|_| fmt::Error)?)
 }
 
 /// Parses a decimal string exactly (`"12.50"`, `"-3"`); no exponent, no float.
@@ -355,7 +418,7 @@ impl PartialEq for Exact {
 
 /// Writes a decimal without trailing zeros (`20`, `2.5`), for rates in words.
 pub fn plain(d: Decimal) -> String {
-    norm(d.normalize()).to_string()
+    Plain(d).to_string()
 }
 
 #[cfg(test)]
@@ -424,6 +487,24 @@ mod tests {
     }
 
     proptest! {
+        /// The writers of amounts and plain decimals say what `Decimal`'s
+        /// own `Display` says, at every scale and sign, zero included.
+        #[test]
+        fn amounts_are_written_as_decimal_writes_them(
+            lo in any::<u32>(), mid in any::<u32>(), hi in any::<u32>(),
+            neg in any::<bool>(), scale in 0u32..=28, small in -1_000_000i64..1_000_000, s2 in 0u32..6,
+        ) {
+            for d in [Decimal::from_parts(lo, mid, hi, neg, scale), Decimal::new(small, s2)] {
+                for c in [Currency::parse("USD"), Currency::parse("JPY"), Currency::parse("KWD")].into_iter().flatten() {
+                    let dp = c.minor_units();
+                    let mut r = norm(d.round_dp_with_strategy(dp, rust_decimal::RoundingStrategy::MidpointNearestEven));
+                    r.rescale(dp);
+                    prop_assert_eq!(fmt_decimal(d, c), r.to_string());
+                }
+                prop_assert_eq!(plain(d), norm(d.normalize()).to_string());
+            }
+        }
+
         #[test]
         fn round_matches_decimal_half_even(m in -10_000_000_000i64..10_000_000_000, s in 0u32..8, dp in 0u32..4) {
             let x = Decimal::new(m, s);

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::events::Cols;
 use crate::facts::{Facts, NONE};
 use crate::ledger::{Entry, EntryKind, InvoiceLine, Rejection};
-use crate::money::{fmt_decimal, plain, Exact};
+use crate::money::{fmt_decimal, plain, Amount, Exact, Plain};
 use crate::period::{date_of_day, Period, DAY_MS};
 use crate::statement::{self, Statement};
 use crate::store::{pos_base, Store};
@@ -39,6 +39,12 @@ pub enum RunOutcome {
     Replaced { entries: usize, statements: usize },
     /// The recomputed draft is identical to the stored one.
     Unchanged { entries: usize, statements: usize },
+}
+
+/// Room for an entry's words, reused from one entry to the next.
+#[derive(Default)]
+pub struct Scratch {
+    calc: String,
 }
 
 /// Turns engine entries into ledger entries with words.
@@ -71,6 +77,12 @@ impl<'a> Words<'a> {
     /// program, rule, sources, ids), handed to `f`: the ledger's writer
     /// reads them without a copy into an [`Entry`]'s strings.
     fn with_view<R>(&self, e: &REntry, f: impl FnOnce(&EntryView) -> R) -> R {
+        self.with_view_in(e, &mut Scratch::default(), f)
+    }
+
+    /// [`Words::with_view`] with the entry's words written into `s` (a
+    /// producer of millions reuses one).
+    fn with_view_in<R>(&self, e: &REntry, s: &mut Scratch, f: impl FnOnce(&EntryView) -> R) -> R {
         let facts = self.facts();
         let p = &self.eng.cfg.programs[usize::from(e.prog)];
         let cur = p.currency;
@@ -99,10 +111,13 @@ impl<'a> Words<'a> {
             }
             _ => String::new(),
         };
-        let mut calc = self
-            .calc(e, conv, &reason)
-            .unwrap_or_else(|_| "(not computable)".into());
-        self.fraud_words(e, &mut calc);
+        let calc = &mut s.calc;
+        calc.clear();
+        if self.calc_into(e, conv, &reason, calc).is_err() {
+            calc.clear();
+            calc.push_str("(not computable)");
+        }
+        self.fraud_words(e, calc);
         let mut id = [0u8; 32];
         let mut adjusts = [0u8; 32];
         f(&EntryView {
@@ -117,7 +132,7 @@ impl<'a> Words<'a> {
             sources: &sources[..n],
             event_day: i64::from(e.event_day),
             reason: &reason,
-            calc: &calc,
+            calc,
             adjusts: e
                 .calc
                 .parent()
@@ -179,20 +194,98 @@ impl<'a> Words<'a> {
     }
 
     fn method(&self, conv: Option<usize>) -> String {
-        let Some(i) = conv else { return String::new() };
+        let mut s = String::new();
+        self.method_into(conv, &mut s);
+        s
+    }
+
+    /// How the entry's conversion found its partner, in words, written
+    /// after `out`.
+    fn method_into(&self, conv: Option<usize>, out: &mut String) {
+        let Some(i) = conv else { return };
         let f = self.facts();
-        match self.out.attribution[i].1 {
-            Method::Lifetime => "; attributed by the customer's lifetime lock".into(),
-            Method::Click => "; attributed by click".into(),
-            Method::Coupon => format!(
-                "; attributed by coupon {}",
-                f.syms.str(f.ex(&f.convs[i]).coupon)
+        let (what, name) = match self.out.attribution[i].1 {
+            Method::Lifetime => ("; attributed by the customer's lifetime lock", ""),
+            Method::Click => ("; attributed by click", ""),
+            Method::Coupon => (
+                "; attributed by coupon ",
+                f.syms.str(f.ex(&f.convs[i]).coupon),
             ),
-            Method::Deal(d) => format!(
-                "; attributed by deal registration {}",
-                f.ids.get(f.deals[d as usize].id)
+            Method::Deal(d) => (
+                "; attributed by deal registration ",
+                f.ids.get(f.deals[d as usize].id),
             ),
-            _ => String::new(),
+            _ => ("", ""),
+        };
+        out.push_str(what);
+        out.push_str(name);
+    }
+
+    /// A commission's arithmetic ([`Calc::Base`]) in words, written after
+    /// `out`: the rule's base applied to the event, the rounded amount, how
+    /// the partner was found.
+    fn base_calc_into(&self, e: &REntry, conv: Option<usize>, out: &mut String) -> Result<()> {
+        use std::fmt::Write;
+        let cur = self.eng.cfg.programs[usize::from(e.prog)].currency;
+        let (_, rule) = self.eng.rule(e.rule);
+        let i = conv.expect("commission has a conversion");
+        let c = &self.facts().convs[i];
+        // writing into a String cannot fail
+        let _ = match &rule.base {
+            Base::Simple(StepBase::Fixed(x)) => write!(out, "fixed {} {cur}", Amount(*x, cur)),
+            Base::Simple(StepBase::Percent(p)) => {
+                let _ = write!(out, "{}% of ", Plain(*p));
+                match c.amount {
+                    None => {
+                        out.push_str("no amount (0)");
+                        Ok(())
+                    }
+                    Some(a) if c.currency.unwrap_or(cur) == cur => {
+                        write!(out, "{} {cur}", Amount(a, cur))
+                    }
+                    Some(_) => {
+                        out.push_str(&self.amount_words(i, cur)?.1);
+                        Ok(())
+                    }
+                }
+            }
+            Base::Simple(StepBase::PerLot(x)) => write!(
+                out,
+                "{} lots x {} {cur}",
+                Plain(self.facts().ex(c).lots.unwrap_or_default()),
+                Plain(*x)
+            ),
+            _ => Ok(()),
+        };
+        let half_even = if e.amount.is_zero() {
+            ""
+        } else {
+            ", rounded half-even once"
+        };
+        let _ = write!(out, " = {} {cur}{half_even}", Amount(e.amount, cur));
+        self.method_into(conv, out);
+        Ok(())
+    }
+
+    /// [`Words::calc`] written after `out`.
+    fn calc_into(
+        &self,
+        e: &REntry,
+        conv: Option<usize>,
+        reason: &str,
+        out: &mut String,
+    ) -> Result<()> {
+        match e.calc {
+            // most entries: without a String of their own
+            Calc::Base => self.base_calc_into(e, conv, out),
+            Calc::Override(_) => {
+                self.override_calc_into(e, out);
+                Ok(())
+            }
+            _ => {
+                out.push_str(&self.calc(e, conv, reason)?);
+                Ok(())
+            }
         }
     }
 
@@ -243,13 +336,9 @@ impl<'a> Words<'a> {
         };
         Ok(match &e.calc {
             Calc::Base => {
-                let (_, rule) = self.eng.rule(e.rule);
-                let i = conv.expect("commission has a conversion");
-                let w = match &rule.base {
-                    Base::Simple(b) => self.base_words(b, i, cur)?,
-                    _ => String::new(),
-                };
-                format!("{w} = {amt}{half_even}{}", self.method(conv))
+                let mut s = String::new();
+                self.base_calc_into(e, conv, &mut s)?;
+                s
             }
             Calc::LadderMarginal(b) => {
                 let (before, volume) = **b;
@@ -310,16 +399,10 @@ impl<'a> Words<'a> {
             Calc::Capped { cap } => format!(
                 "the rule's cap of {cap} paid events per partner per period was reached: recorded as capped, {amt}"
             ),
-            Calc::Override(b) => {
-                let (level, child, _) = **b;
-                let p = &self.eng.cfg.programs[usize::from(e.prog)];
-                let pct = p.overrides[usize::from(level) - 1];
-                format!(
-                    "level {level} override: {}% of the commission {} {cur} of {} = {amt}{half_even}",
-                    plain(pct),
-                    fmt_decimal(child, cur),
-                    self.descendant(e, level)
-                )
+            Calc::Override(_) => {
+                let mut s = String::new();
+                self.override_calc_into(e, &mut s);
+                s
             }
             Calc::Clawback(b) => {
                 let (share, original, _) = **b;
@@ -376,18 +459,36 @@ impl<'a> Words<'a> {
         })
     }
 
-    fn descendant(&self, e: &REntry, level: u8) -> String {
-        // the partner `level` steps below, found from the entry's conversion
-        let _ = level;
+    /// An override's arithmetic ([`Calc::Override`]) in words, written
+    /// after `out`: the level's percentage of the commission it derives
+    /// from, whose partner and event are named.
+    fn override_calc_into(&self, e: &REntry, out: &mut String) {
+        use std::fmt::Write;
+        let Calc::Override(b) = &e.calc else { return };
+        let (level, child, _) = **b;
+        let p = &self.eng.cfg.programs[usize::from(e.prog)];
+        let cur = p.currency;
+        let pct = p.overrides[usize::from(level) - 1];
+        // writing into a String cannot fail
+        let _ = write!(
+            out,
+            "level {level} override: {}% of the commission {} {cur} of ",
+            Plain(pct),
+            Amount(child, cur)
+        );
+        // the partner below, found from the entry's conversion
         let f = self.facts();
-        match (e.conv != NONE).then_some(e.conv as usize) {
-            Some(i) => format!(
-                "{} on {}",
-                f.syms.str(self.out.attribution[i].0),
-                f.ids.get(e.src)
-            ),
-            None => String::new(),
+        if e.conv != NONE {
+            out.push_str(f.syms.str(self.out.attribution[e.conv as usize].0));
+            out.push_str(" on ");
+            out.push_str(f.ids.get(e.src));
         }
+        let half_even = if e.amount.is_zero() {
+            ""
+        } else {
+            ", rounded half-even once"
+        };
+        let _ = write!(out, " = {} {cur}{half_even}", Amount(e.amount, cur));
     }
 
     pub fn invoice(&self, l: &RInvoice) -> InvoiceLine {
@@ -575,12 +676,14 @@ impl Plan<'_> {
         }
     }
 
-    /// [`Plan::entry`] borrowed, handed to `f`.
-    fn with_view<R>(&self, it: Item, f: impl FnOnce(&EntryView) -> R) -> R {
+    /// [`Plan::entry`] borrowed, handed to `f`; an engine entry's words
+    /// are written into `s`.
+    fn with_view_in<R>(&self, it: Item, s: &mut Scratch, f: impl FnOnce(&EntryView) -> R) -> R {
         if it.is_own() {
             EntryView::of(&self.own[it.index()], f)
         } else {
-            self.words.with_view(&self.words.out.entries[it.index()], f)
+            self.words
+                .with_view_in(&self.words.out.entries[it.index()], s, f)
         }
     }
 
@@ -1524,9 +1627,18 @@ impl batch::Refill for LedgerRows {
     }
 }
 
-fn ledger_columns(e: &EntryView, rows: &mut Batch) -> std::result::Result<(), batch::TooLarge> {
+/// Adds an entry's columns to `rows`; `amount` is room to write its
+/// amount in.
+fn ledger_columns(
+    e: &EntryView,
+    rows: &mut Batch,
+    amount: &mut String,
+) -> std::result::Result<(), batch::TooLarge> {
+    use std::fmt::Write;
     rows.push_int(Some(e.event_day));
-    let amount = fmt_decimal(e.amount, e.currency);
+    amount.clear();
+    let _ = write!(amount, "{}", Amount(e.amount, e.currency));
+    let amount = amount.as_str();
     let joined;
     let sources = match e.sources {
         [] => "",
@@ -1541,7 +1653,7 @@ fn ledger_columns(e: &EntryView, rows: &mut Batch) -> std::result::Result<(), ba
         e.partner,
         e.program,
         e.kind.as_str(),
-        &amount,
+        amount,
         e.currency.code(),
         e.rule,
         sources,
@@ -1625,12 +1737,13 @@ fn write_plan(
             handles.push(
                 sc.spawn(move || -> std::result::Result<(), batch::TooLarge> {
                     let _p = Phase::start("entry words (producer)");
+                    let (mut words, mut amount) = (Scratch::default(), String::new());
                     for chunk in items.chunks(LEDGER_BATCH).skip(k).step_by(producers) {
                         let mut b = filler.fresh();
                         for it in chunk {
-                            plan.with_view(*it, |e| {
+                            plan.with_view_in(*it, &mut words, |e| {
                                 hash_entry(&mut b.hashed, e);
-                                ledger_columns(e, &mut b.rows)
+                                ledger_columns(e, &mut b.rows, &mut amount)
                             })?;
                         }
                         if filler.send(b).is_none() {
