@@ -1107,7 +1107,10 @@ fn compute_part(
         }
         if rejection.is_none() {
             stat.attributed += 1;
-            active.insert((pi, partner, period));
+            if p.minimum_per_period.is_some() {
+                // the partners a minimum tops up (read only then)
+                active.insert((pi, partner, period));
+            }
             if let Some(cu) = cust.as_deref_mut() {
                 if p.lifetime && cu.lock == NONE {
                     cu.lock = partner;
