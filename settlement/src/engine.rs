@@ -1648,12 +1648,12 @@ mod tests {
         }
     }
 
-    /// An entry stays 80 bytes (millions are held at once; 96 before the
+    /// An entry stays within 80 bytes (millions are held at once; 96 before the
     /// parent moved into the boxed arithmetic), and its parent is found in
     /// the arithmetic of the entries that have one.
     #[test]
     fn entries_are_small_and_keep_their_parent() {
-        assert_eq!(std::mem::size_of::<REntry>(), 80);
+        assert!(std::mem::size_of::<REntry>() <= 80);
         let h = [7u8; 10];
         let d = Decimal::ONE;
         assert_eq!(Calc::Override(Box::new((1, d, h))).parent(), Some(&h));

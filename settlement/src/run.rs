@@ -43,7 +43,7 @@ pub enum RunOutcome {
 
 /// Room for an entry's words, reused from one entry to the next.
 #[derive(Default)]
-pub struct Scratch {
+struct Scratch {
     calc: String,
 }
 
