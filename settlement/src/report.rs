@@ -151,6 +151,7 @@ fn scan_ledger(
         });
         let mut sums = LedgerSums::default();
         let mut batch = Some(filler.fresh());
+        let mut date = (0i64, String::new());
         lb::scan(
             &store.conn,
             pos_base(p),
@@ -196,8 +197,13 @@ fn scan_ledger(
                     }
                     // a writer that stopped says why when joined
                     if let Some(b) = batch.as_mut().filter(|_| writer.is_some()) {
-                        let day =
-                            crate::period::date_of_day(blk.int(lb::L_EVENT_DAY, r).unwrap_or(0));
+                        // a period's entries fall on a few dozen days: each
+                        // date is written once, not once an entry
+                        let d = blk.int(lb::L_EVENT_DAY, r).unwrap_or(0);
+                        if date.0 != d || date.1.is_empty() {
+                            date = (d, crate::period::date_of_day(d));
+                        }
+                        let day = &date.1;
                         for f in [
                             t(0)?,
                             ps.as_bytes(),
