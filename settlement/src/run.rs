@@ -225,44 +225,13 @@ impl<'a> Words<'a> {
     /// `out`: the rule's base applied to the event, the rounded amount, how
     /// the partner was found.
     fn base_calc_into(&self, e: &REntry, conv: Option<usize>, out: &mut String) -> Result<()> {
-        use std::fmt::Write;
         let cur = self.eng.cfg.programs[usize::from(e.prog)].currency;
         let (_, rule) = self.eng.rule(e.rule);
         let i = conv.expect("commission has a conversion");
-        let c = &self.facts().convs[i];
-        // writing into a String cannot fail
-        let _ = match &rule.base {
-            Base::Simple(StepBase::Fixed(x)) => write!(out, "fixed {} {cur}", Amount(*x, cur)),
-            Base::Simple(StepBase::Percent(p)) => {
-                let _ = write!(out, "{}% of ", Plain(*p));
-                match c.amount {
-                    None => {
-                        out.push_str("no amount (0)");
-                        Ok(())
-                    }
-                    Some(a) if c.currency.unwrap_or(cur) == cur => {
-                        write!(out, "{} {cur}", Amount(a, cur))
-                    }
-                    Some(_) => {
-                        out.push_str(&self.amount_words(i, cur)?.1);
-                        Ok(())
-                    }
-                }
-            }
-            Base::Simple(StepBase::PerLot(x)) => write!(
-                out,
-                "{} lots x {} {cur}",
-                Plain(self.facts().ex(c).lots.unwrap_or_default()),
-                Plain(*x)
-            ),
-            _ => Ok(()),
-        };
-        let half_even = if e.amount.is_zero() {
-            ""
-        } else {
-            ", rounded half-even once"
-        };
-        let _ = write!(out, " = {} {cur}{half_even}", Amount(e.amount, cur));
+        if let Base::Simple(b) = &rule.base {
+            self.base_words_into(b, i, cur, out)?;
+        }
+        Self::result_into(out, e.amount, cur);
         self.method_into(conv, out);
         Ok(())
     }
@@ -314,16 +283,59 @@ impl<'a> Words<'a> {
     }
 
     fn base_words(&self, b: &StepBase, i: usize, cur: edge::currency::Currency) -> Result<String> {
+        let mut s = String::new();
+        self.base_words_into(b, i, cur, &mut s)?;
+        Ok(s)
+    }
+
+    /// A simple base applied to conversion `i`, in words, written after
+    /// `out` (`20% of 470.77 USD`, `fixed 5.00 USD`, `3 lots x 8 USD`).
+    fn base_words_into(
+        &self,
+        b: &StepBase,
+        i: usize,
+        cur: edge::currency::Currency,
+        out: &mut String,
+    ) -> Result<()> {
+        use std::fmt::Write;
         let c = &self.facts().convs[i];
-        Ok(match b {
-            StepBase::Fixed(x) => format!("fixed {} {cur}", fmt_decimal(*x, cur)),
-            StepBase::Percent(p) => format!("{}% of {}", plain(*p), self.amount_words(i, cur)?.1),
-            StepBase::PerLot(x) => format!(
+        // writing into a String cannot fail
+        let _ = match b {
+            StepBase::Fixed(x) => write!(out, "fixed {} {cur}", Amount(*x, cur)),
+            StepBase::Percent(p) => {
+                let _ = write!(out, "{}% of ", Plain(*p));
+                match c.amount {
+                    // the common case, without the conversion's own String
+                    Some(a) if c.currency.unwrap_or(cur) == cur => {
+                        write!(out, "{} {cur}", Amount(a, cur))
+                    }
+                    _ => {
+                        out.push_str(&self.amount_words(i, cur)?.1);
+                        Ok(())
+                    }
+                }
+            }
+            StepBase::PerLot(x) => write!(
+                out,
                 "{} lots x {} {cur}",
-                plain(self.facts().ex(c).lots.unwrap_or_default()),
-                plain(*x)
+                Plain(self.facts().ex(c).lots.unwrap_or_default()),
+                Plain(*x)
             ),
-        })
+        };
+        Ok(())
+    }
+
+    /// ` = <amount> <currency>`, and that it was rounded when it is not
+    /// zero: how the words of an entry's arithmetic end.
+    fn result_into(out: &mut String, amount: Decimal, cur: edge::currency::Currency) {
+        use std::fmt::Write;
+        let half_even = if amount.is_zero() {
+            ""
+        } else {
+            ", rounded half-even once"
+        };
+        // writing into a String cannot fail
+        let _ = write!(out, " = {} {cur}{half_even}", Amount(amount, cur));
     }
 
     fn calc(&self, e: &REntry, conv: Option<usize>, reason: &str) -> Result<String> {
@@ -483,12 +495,7 @@ impl<'a> Words<'a> {
             out.push_str(" on ");
             out.push_str(f.ids.get(e.src));
         }
-        let half_even = if e.amount.is_zero() {
-            ""
-        } else {
-            ", rounded half-even once"
-        };
-        let _ = write!(out, " = {} {cur}{half_even}", Amount(e.amount, cur));
+        Self::result_into(out, e.amount, cur);
     }
 
     pub fn invoice(&self, l: &RInvoice) -> InvoiceLine {
@@ -1677,15 +1684,26 @@ fn insert_ledger_row(
     st.raw_bind_parameter(1, pos)?;
     st.raw_bind_parameter(3, period)?;
     st.raw_bind_parameter(11, rows.int(r, 0).unwrap_or(0))?;
-    for (c, &param) in LEDGER_TEXT_PARAMS.iter().enumerate() {
-        // as TEXT: the producer pushed only strings
+    bind_texts(st, rows, r, &LEDGER_TEXT_PARAMS)?;
+    st.raw_execute()
+}
+
+/// Binds the text columns of row `r` of `rows`, column `c` to parameter
+/// `params[c]`, as TEXT (the producers push only strings).
+fn bind_texts(
+    st: &mut rusqlite::CachedStatement,
+    rows: &Batch,
+    r: usize,
+    params: &[usize],
+) -> rusqlite::Result<()> {
+    for (c, &param) in params.iter().enumerate() {
         let v = rows.bytes(r, c).unwrap_or_default();
         st.raw_bind_parameter(
             param,
             rusqlite::types::ToSqlOutput::Borrowed(rusqlite::types::ValueRef::Text(v)),
         )?;
     }
-    st.raw_execute()
+    Ok(())
 }
 
 /// Replaces the period's draft in one transaction, fingerprinting it on
@@ -1874,15 +1892,7 @@ fn write_plan(
                 for r in 0..b.rows.rows() {
                     st.raw_bind_parameter(1, pos)?;
                     st.raw_bind_parameter(3, p.key())?;
-                    for (c, &param) in INVOICE_TEXT_PARAMS.iter().enumerate() {
-                        let v = b.rows.bytes(r, c).unwrap_or_default();
-                        st.raw_bind_parameter(
-                            param,
-                            rusqlite::types::ToSqlOutput::Borrowed(
-                                rusqlite::types::ValueRef::Text(v),
-                            ),
-                        )?;
-                    }
+                    bind_texts(&mut st, &b.rows, r, &INVOICE_TEXT_PARAMS)?;
                     st.raw_execute()?;
                     pos += 1;
                 }
