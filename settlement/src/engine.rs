@@ -7,7 +7,7 @@
 
 use crate::config::{Base, Config, Metric, Mode, Program, StepBase};
 use crate::error::{Error, Result};
-use crate::facts::{Conv, Facts, NONE, NO_TS};
+use crate::facts::{ClickFacts, Conv, Facts, NONE, NO_TS};
 use crate::fraud::{self, Action, Pre, Review, Verdict};
 use crate::ledger::{EntryKind, Rejection};
 use crate::money::{Exact, Money};
@@ -186,7 +186,7 @@ pub struct Stat {
     pub unknown_program: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub struct Output {
     pub entries: Entries,
     pub invoices: Vec<RInvoice>,
@@ -539,15 +539,68 @@ pub fn marginal_amount(
 #[derive(Clone, Copy)]
 struct Cust {
     lock: u32,
+    /// the customer's first approved deal registration in the part's
+    /// [`DealRef`]s (the rest follow it), `NONE` without one
+    deal: u32,
     first_ts: i64,
     seen: u64,
 }
 
+/// An approved deal registration of a part's program, what attribution
+/// reads of it; a customer's are contiguous, earliest first.
+struct DealRef {
+    ts: i64,
+    expires_at: i64,
+    customer: u32,
+    partner: u32,
+    /// index into `Facts::deals`
+    idx: u32,
+}
+
+/// The approved deal registrations among `deals` (indexes into
+/// `Facts::deals`) grouped by customer, each customer's in `(ts, id)`
+/// order, and each slot of [`customer_slots`] pointed at its customer's
+/// first. One sorted array read in place of a table probe, a list and a
+/// deal, three cache misses a conversion, in a referral program.
+fn link_deals(f: &Facts, deals: &[u32], cust_of_slot: &[u32], custs: &mut [Cust]) -> Vec<DealRef> {
+    let mut list: Vec<DealRef> = deals
+        .iter()
+        .map(|&i| {
+            let d = &f.deals[i as usize];
+            DealRef {
+                ts: d.ts,
+                expires_at: d.expires_at,
+                customer: d.customer,
+                partner: d.partner,
+                idx: i,
+            }
+        })
+        .collect();
+    list.sort_by(|a, b| {
+        (a.customer, a.ts).cmp(&(b.customer, b.ts)).then_with(|| {
+            let (da, db) = (&f.deals[a.idx as usize], &f.deals[b.idx as usize]);
+            f.ids.get(da.id).cmp(f.ids.get(db.id))
+        })
+    });
+    // slots ascend by customer, as the list does: one merge
+    let mut j = 0;
+    for (slot, &cu) in custs.iter_mut().zip(cust_of_slot) {
+        while j < list.len() && list[j].customer < cu {
+            j += 1;
+        }
+        if j < list.len() && list[j].customer == cu {
+            slot.deal = j as u32;
+        }
+    }
+    list
+}
+
 /// A dense slot for each customer among `order`'s conversions: per position
-/// in `order` its customer's slot (`NONE` without a customer), and the slots,
-/// fresh. One sort of `(customer, position)` replaces a probe of a table of
-/// every customer per conversion, a cache miss each once there are millions.
-fn customer_slots(f: &Facts, order: &[u32]) -> (Vec<u32>, Vec<Cust>) {
+/// in `order` its customer's slot (`NONE` without a customer), the slots,
+/// fresh, and each slot's customer (ascending). One sort of `(customer,
+/// position)` replaces a probe of a table of every customer per conversion,
+/// a cache miss each once there are millions.
+fn customer_slots(f: &Facts, order: &[u32]) -> (Vec<u32>, Vec<Cust>, Vec<u32>) {
     let mut pairs: Vec<u64> = order
         .iter()
         .enumerate()
@@ -558,22 +611,21 @@ fn customer_slots(f: &Facts, order: &[u32]) -> (Vec<u32>, Vec<Cust>) {
         .collect();
     pairs.sort_unstable();
     let mut slot_of = vec![NONE; order.len()];
-    let mut slots = 0u32;
-    let mut last = None;
+    let mut cust_of_slot: Vec<u32> = Vec::new();
     for x in pairs {
         let cu = (x >> 32) as u32;
-        if last != Some(cu) {
-            last = Some(cu);
-            slots += 1;
+        if cust_of_slot.last() != Some(&cu) {
+            cust_of_slot.push(cu);
         }
-        slot_of[(x & 0xffff_ffff) as usize] = slots - 1;
+        slot_of[(x & 0xffff_ffff) as usize] = cust_of_slot.len() as u32 - 1;
     }
     let fresh = Cust {
         lock: NONE,
+        deal: NONE,
         first_ts: NO_TS,
         seen: 0,
     };
-    (slot_of, vec![fresh; slots as usize])
+    (slot_of, vec![fresh; cust_of_slot.len()], cust_of_slot)
 }
 
 fn add_stat(to: &mut Stat, s: &Stat) {
@@ -598,17 +650,122 @@ struct Retro {
 /// Computes every program, each on its own (attribution, rules, ladders,
 /// caps and minimums never cross programs), on as many threads as the
 /// machine has; the outputs are joined in program order, so the result does
-/// not depend on the threads.
+/// not depend on the threads. The fraud rules of a program run just before
+/// its part, in the same pool of tasks (see [`compute_scored`]).
 pub fn compute(eng: &Engine, opts: &Options) -> Result<Output> {
-    let ph = crate::run::Phase::start("engine: fraud prepare");
-    let pre = fraud::prepare(eng.cfg, eng.facts, opts);
-    drop(ph);
-    compute_with(eng, opts, &pre)
+    compute_scored(eng, opts, Clicks::Shared(&eng.facts.fraud))
+}
+
+/// The people's clicks the fraud rules read: the facts' own, or taken out
+/// of them (`std::mem::take(&mut facts.fraud)`), then dropped as soon as
+/// the last program's rules have run, before the engine's largest
+/// allocations.
+pub enum Clicks<'a> {
+    Shared(&'a ClickFacts),
+    Owned(ClickFacts),
+}
+
+impl Clicks<'_> {
+    fn get(&self) -> &ClickFacts {
+        match self {
+            Clicks::Shared(c) => c,
+            Clicks::Owned(c) => c,
+        }
+    }
+}
+
+/// [`compute`] with the clicks given apart. The fraud rules' tasks (one a
+/// program with rules, biggest first) go before the engine's parts in one
+/// queue: a thread done with the rules starts a program whose rules are
+/// done instead of waiting for the other thread's last program, and the
+/// same at the end of the parts (7 programs on 2 cores left one of them
+/// idle for a fifth of a second at the end of each phase).
+pub fn compute_scored(eng: &Engine, opts: &Options, clicks: Clicks) -> Result<Output> {
+    let scoring = fraud::Scoring::new(eng.cfg, eng.facts, clicks.get(), opts);
+    let held = std::sync::RwLock::new(Some(clicks));
+    schedule(eng, opts, FraudIn::Scoring(&scoring, &held))
 }
 
 /// [`compute`] with the fraud rules' verdicts before attribution already
 /// computed (for the same `opts`).
 pub fn compute_with(eng: &Engine, opts: &Options, pre: &Pre) -> Result<Output> {
+    schedule(eng, opts, FraudIn::Pre(pre))
+}
+
+/// Where the parts find the fraud rules' verdicts.
+enum FraudIn<'s, 'a> {
+    /// computed before, for every program
+    Pre(&'s Pre),
+    /// computed by tasks of the same queue, over these clicks
+    Scoring(
+        &'s fraud::Scoring<'a>,
+        &'s std::sync::RwLock<Option<Clicks<'a>>>,
+    ),
+}
+
+/// A fraud task's result, waited for by its program's part.
+#[derive(Default)]
+struct Ready {
+    state: std::sync::Mutex<Scored>,
+    cv: std::sync::Condvar,
+}
+
+#[derive(Default)]
+enum Scored {
+    #[default]
+    Pending,
+    Done(fraud::Found, Vec<u32>),
+    Taken,
+    /// the task panicked (the panic itself ends the scope)
+    Failed,
+}
+
+impl Ready {
+    fn set(&self, v: Scored) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        *s = v;
+        self.cv.notify_all();
+    }
+
+    fn take(&self) -> Scored {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while matches!(*s, Scored::Pending) {
+            s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        std::mem::replace(&mut *s, Scored::Taken)
+    }
+}
+
+/// Marks its task's result failed unless it was set: a part waiting for it
+/// never waits forever.
+struct FailOnDrop<'r>(&'r Ready, bool);
+
+impl Drop for FailOnDrop<'_> {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.set(Scored::Failed);
+        }
+    }
+}
+
+/// Per conversion, the fraud rules it trips, for one part.
+enum Masks<'s> {
+    None,
+    Global(&'s Pre),
+    Part(&'s fraud::Found),
+}
+
+impl Masks<'_> {
+    fn get(&self, ci: u32) -> u16 {
+        match self {
+            Masks::None => 0,
+            Masks::Global(p) => p.mask(ci),
+            Masks::Part(m) => m.get(&ci).copied().unwrap_or(0),
+        }
+    }
+}
+
+fn schedule(eng: &Engine, opts: &Options, fin: FraudIn) -> Result<Output> {
     let f = eng.facts;
     let ph = crate::run::Phase::start("engine: buckets");
     let n = eng.cfg.programs.len();
@@ -673,6 +830,20 @@ pub fn compute_with(eng: &Engine, opts: &Options, pre: &Pre) -> Result<Output> {
     let mut queue: Vec<usize> = (0..n).collect();
     queue.sort_by_key(|&i| std::cmp::Reverse(sizes[i]));
     let next = std::sync::atomic::AtomicUsize::new(0);
+    // the fraud rules' tasks first, then the parts; program -> its task
+    let (scoring, clicks, fin_pre) = match fin {
+        FraudIn::Scoring(s, c) => (Some(s), Some(c), None),
+        FraudIn::Pre(p) => (None, None, Some(p)),
+    };
+    let n_score = scoring.map_or(0, |s| s.len());
+    let mut task_of: Vec<Option<usize>> = vec![None; n];
+    if let Some(s) = scoring {
+        for b in 0..s.len() {
+            task_of[s.program(b)] = Some(b);
+        }
+    }
+    let ready: Vec<Ready> = (0..n_score).map(|_| Ready::default()).collect();
+    let scoring_left = std::sync::atomic::AtomicUsize::new(n_score);
     drop(ph);
     let ph = crate::run::Phase::start("engine: parts");
     {
@@ -710,7 +881,56 @@ pub fn compute_with(eng: &Engine, opts: &Options, pre: &Pre) -> Result<Output> {
             for _ in 0..threads {
                 sc.spawn(|| loop {
                     let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(&i) = queue.get(k) else { break };
+                    if let (Some(s), Some(held), true) = (scoring, clicks, k < n_score) {
+                        let b = s.queue[k];
+                        let mut guard = FailOnDrop(&ready[b], false);
+                        let found = {
+                            let c = held.read().unwrap_or_else(|e| e.into_inner());
+                            let t0 = std::time::Instant::now();
+                            let r = c.as_ref().map(|c| s.score(b, c.get()));
+                            if std::env::var_os("PART_T").is_some() {
+                                eprintln!("score {b} {:.3}", t0.elapsed().as_secs_f64());
+                            }
+                            r
+                        };
+                        ready[b].set(match found {
+                            Some((m, order)) => Scored::Done(m, order),
+                            None => Scored::Failed,
+                        });
+                        guard.1 = true;
+                        if scoring_left.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+                            // the last of the rules: their clicks go
+                            let mut c = held.write().unwrap_or_else(|e| e.into_inner());
+                            *c = None;
+                        }
+                        continue;
+                    }
+                    let Some(&i) = queue.get(k - n_score) else {
+                        break;
+                    };
+                    let (order, masks, scored);
+                    match (fin_pre, task_of[i]) {
+                        (Some(pre), _) => {
+                            order = pre.orders.get(i).cloned();
+                            masks = Masks::Global(pre);
+                        }
+                        (None, Some(b)) => match ready[b].take() {
+                            Scored::Done(m, o) => {
+                                scored = m;
+                                order = Some(o);
+                                masks = Masks::Part(&scored);
+                            }
+                            _ => {
+                                *parts[i].lock().expect("part lock") =
+                                    Some(Err(Error::data("the fraud rules of a program failed")));
+                                continue;
+                            }
+                        },
+                        (None, None) => {
+                            order = None;
+                            masks = Masks::None;
+                        }
+                    }
                     let attr = Attr {
                         slice: slots[i].lock().expect("slot lock").take(),
                         list: Vec::new(),
@@ -724,7 +944,12 @@ pub fn compute_with(eng: &Engine, opts: &Options, pre: &Pre) -> Result<Output> {
                         }
                         None => &buckets[i],
                     };
-                    let r = compute_part(eng, opts, pre, i as u16, convs, attr);
+                    let t0 = std::time::Instant::now();
+                    let nconv = convs.len();
+                    let r = compute_part(eng, opts, order, &masks, i as u16, convs, attr);
+                    if std::env::var_os("PART_T").is_some() {
+                        eprintln!("part {i} {nconv} {:.3}", t0.elapsed().as_secs_f64());
+                    }
                     *parts[i].lock().expect("part lock") = Some(r);
                 });
             }
@@ -804,7 +1029,8 @@ impl Attr<'_> {
 fn compute_part(
     eng: &Engine,
     opts: &Options,
-    pre: &Pre,
+    order: Option<Vec<u32>>,
+    masks: &Masks,
     pi: u16,
     convs: &[u32],
     mut attr: Attr,
@@ -819,29 +1045,19 @@ fn compute_part(
     let visible = |ts: i64, arrival: i64| ts < opts.until_ms && arrival <= opts.max_arrival;
 
     // conversions in (ts, id) order (the fraud rules may have sorted them)
-    let order: Vec<u32> = match pre.orders.get(usize::from(pi)) {
-        Some(o) if o.len() == convs.len() => o.clone(),
+    let order: Vec<u32> = match order {
+        Some(o) if o.len() == convs.len() => o,
         _ => f.sorted_ts_id(convs),
     };
 
-    // approved deals per (program, customer), earliest registration first
-    let mut deals: FxHashMap<(u32, u32), Vec<u32>> = FxHashMap::default();
-    for (i, d) in f.deals.iter().enumerate() {
-        if d.approved && d.program == prog_sym && visible(d.ts, d.arrival) {
-            deals
-                .entry((d.program, d.customer))
-                .or_default()
-                .push(i as u32);
-        }
-    }
-    for v in deals.values_mut() {
-        v.sort_by(|&a, &b| {
-            let (da, db) = (&f.deals[a as usize], &f.deals[b as usize]);
-            da.ts
-                .cmp(&db.ts)
-                .then_with(|| f.ids.get(da.id).cmp(f.ids.get(db.id)))
-        });
-    }
+    // the program's approved deal registrations (linked to their customers
+    // below)
+    let approved: Vec<u32> = (0..f.deals.len() as u32)
+        .filter(|&i| {
+            let d = &f.deals[i as usize];
+            d.approved && d.program == prog_sym && visible(d.ts, d.arrival)
+        })
+        .collect();
 
     // `convs` ascends: a conversion outside its first..=last is another
     // program's, known without reading it
@@ -898,7 +1114,10 @@ fn compute_part(
     // per customer of the program: lifetime lock, first accepted
     // attribution, event names seen (a bit each; names past 64 go to
     // `first_event`); in a dense slot per customer, found by position
-    let (slot_of, mut custs) = customer_slots(f, &order);
+    let (slot_of, mut custs, cust_of_slot) = customer_slots(f, &order);
+    // approved deals per customer, earliest registration first
+    let deals = link_deals(f, &approved, &cust_of_slot, &mut custs);
+    drop((approved, cust_of_slot));
     let mut event_bits: FxHashMap<u32, u32> = FxHashMap::default();
     let mut first_event: FxHashSet<(u32, u32, u32)> = FxHashSet::default();
     let mut stat_key = (Period { year: 0, month: 0 }, NONE);
@@ -1004,21 +1223,19 @@ fn compute_part(
                 }
             }
         }
-        if partner == NONE && c.customer != NONE {
-            if let Some(list) = deals.get(&(c.program, c.customer)) {
-                for &di in list {
-                    let d = &f.deals[di as usize];
-                    if d.ts > c.ts {
-                        break;
-                    }
-                    if c.ts - d.ts <= p.deal_days * DAY_MS
-                        && d.expires_at >= c.ts
-                        && same_program(d.partner)
-                    {
-                        partner = d.partner;
-                        method = Method::Deal(di);
-                        break;
-                    }
+        if partner == NONE {
+            let first = cust.as_deref().map_or(NONE, |cu| cu.deal);
+            for d in deals.get(first as usize..).unwrap_or_default() {
+                if d.customer != c.customer || d.ts > c.ts {
+                    break;
+                }
+                if c.ts - d.ts <= p.deal_days * DAY_MS
+                    && d.expires_at >= c.ts
+                    && same_program(d.partner)
+                {
+                    partner = d.partner;
+                    method = Method::Deal(d.idx);
+                    break;
                 }
             }
         }
@@ -1032,7 +1249,7 @@ fn compute_part(
         if partner == NONE {
             stat.unattributed += 1;
             if let Some(fc) = fc {
-                let mask = fc.active(pre.mask(ci) & !fraud::COUPON_LEAKAGE);
+                let mask = fc.active(masks.get(ci) & !fraud::COUPON_LEAKAGE);
                 if mask != 0 {
                     out.fraud.push(FraudRow {
                         conv: ci,
@@ -1062,7 +1279,7 @@ fn compute_part(
         let mut held = 0u8;
         let mut row: Option<usize> = None;
         if let Some(fc) = fc {
-            let mut mask = pre.mask(ci);
+            let mut mask = masks.get(ci);
             if method != Method::Coupon {
                 mask &= !fraud::COUPON_LEAKAGE;
             }

@@ -812,8 +812,14 @@ impl Facts {
 
     /// [`Facts::conv_runs`] for the people's clicks.
     pub fn click_runs(&self) -> Option<&[(u32, u32, u32)]> {
+        self.click_runs_of(&self.fraud)
+    }
+
+    /// [`Facts::click_runs`] once the clicks have been taken out of the
+    /// facts (`fr`: the facts' own before).
+    pub fn click_runs_of(&self, fr: &ClickFacts) -> Option<&[(u32, u32, u32)]> {
         let r = self.click_runs.as_deref()?;
-        (r.last().map_or(0, |x| x.2) as usize == self.fraud.clicks.len()).then_some(r)
+        (r.last().map_or(0, |x| x.2) as usize == fr.clicks.len()).then_some(r)
     }
 
     /// People's clicks grouped by program (stable, so in load order within

@@ -16,7 +16,7 @@
 use crate::config::{Dec, Src};
 use crate::engine::Options;
 use crate::error::{Error, Result};
-use crate::facts::{FClick, Facts, NONE};
+use crate::facts::{ClickFacts, FClick, Facts, NONE};
 use crate::period::{Period, DAY_MS};
 use crate::store::Store;
 use rust_decimal::Decimal;
@@ -528,104 +528,23 @@ const HOUR_MS: i64 = 3_600_000;
 /// Runs the rules of every program with a `[programs.fraud]` table over the
 /// facts `opts` lets the engine see.
 pub fn prepare(cfg: &crate::config::Config, f: &Facts, opts: &Options) -> Pre {
-    let mut bucket_of: FxHashMap<u32, usize> = FxHashMap::default();
-    let mut progs: Vec<&FraudConfig> = Vec::new();
-    let mut prog_index: Vec<usize> = Vec::new();
-    for (pi, p) in cfg.programs.iter().enumerate() {
-        if let (Some(fc), Some(sym)) = (&p.fraud, f.syms.get(&p.id)) {
-            bucket_of.insert(sym, progs.len());
-            progs.push(fc);
-            prog_index.push(pi);
-        }
-    }
-    if progs.is_empty() {
+    let s = Scoring::new(cfg, f, &f.fraud, opts);
+    if s.is_empty() {
         return Pre::default();
     }
-    let n = progs.len();
-    let conv_seen =
-        |c: &crate::facts::Conv| c.ts < opts.until_ms && i64::from(c.arrival) <= opts.max_arrival;
-    let click_seen = |k: &FClick| k.ts < opts.until_ms && i64::from(k.arrival) <= opts.max_arrival;
-    // each program's conversions and clicks: picked from its runs in its
-    // own task, else sorted out here in one pass over everyone's
-    let runs = f.conv_runs().zip(f.click_runs());
-    let mut convs: Vec<Vec<u32>> = vec![Vec::new(); n];
-    let mut clicks: Vec<Vec<u32>> = vec![Vec::new(); n];
-    let mut sizes = vec![0usize; n];
-    match runs {
-        Some((cr, kr)) => {
-            for &(sym, lo, hi) in cr.iter().chain(kr) {
-                if let Some(&b) = bucket_of.get(&sym) {
-                    sizes[b] += (hi - lo) as usize;
-                }
-            }
-        }
-        None => {
-            for (i, c) in f.convs.iter().enumerate() {
-                if conv_seen(c) {
-                    if let Some(&b) = bucket_of.get(&c.program) {
-                        convs[b].push(i as u32);
-                    }
-                }
-            }
-            for (i, k) in f.fraud.clicks.iter().enumerate() {
-                if click_seen(k) {
-                    if let Some(&b) = bucket_of.get(&k.program) {
-                        clicks[b].push(i as u32);
-                    }
-                }
-            }
-            for b in 0..n {
-                sizes[b] = convs[b].len() + clicks[b].len();
-            }
-        }
-    }
-    let mut sym_of = vec![NONE; n];
-    for (&sym, &b) in &bucket_of {
-        sym_of[b] = sym;
-    }
-    // the visible members of `sym`'s run
-    let pick = |rs: &[(u32, u32, u32)], sym: u32, seen: &dyn Fn(u32) -> bool| -> Vec<u32> {
-        rs.iter()
-            .find(|r| r.0 == sym)
-            .map_or_else(Vec::new, |&(_, lo, hi)| {
-                (lo..hi).filter(|&i| seen(i)).collect()
-            })
-    };
     // programs in parallel (nothing crosses programs), biggest first
-    let mut queue: Vec<usize> = (0..n).collect();
-    queue.sort_by_key(|&b| std::cmp::Reverse(sizes[b]));
     let threads = std::thread::available_parallelism()
         .map_or(1, |t| t.get())
-        .min(n);
+        .min(s.len());
     let next = std::sync::atomic::AtomicUsize::new(0);
-    type Slot = std::sync::Mutex<(Vec<(u32, u16)>, Vec<u32>)>;
-    let found: Vec<Slot> = (0..n)
-        .map(|_| std::sync::Mutex::new((Vec::new(), Vec::new())))
-        .collect();
-    let (convs, clicks) = (&convs, &clicks);
+    type Slot = std::sync::Mutex<(Found, Vec<u32>)>;
+    let found: Vec<Slot> = (0..s.len()).map(|_| Slot::default()).collect();
     std::thread::scope(|sc| {
         for _ in 0..threads {
             sc.spawn(|| loop {
                 let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(&b) = queue.get(k) else { break };
-                let (cl, kl) = match runs {
-                    Some((cr, kr)) => (
-                        std::borrow::Cow::Owned(pick(cr, sym_of[b], &|i| {
-                            conv_seen(&f.convs[i as usize])
-                        })),
-                        std::borrow::Cow::Owned(pick(kr, sym_of[b], &|i| {
-                            click_seen(&f.fraud.clicks[i as usize])
-                        })),
-                    ),
-                    None => (
-                        std::borrow::Cow::Borrowed(convs[b].as_slice()),
-                        std::borrow::Cow::Borrowed(clicks[b].as_slice()),
-                    ),
-                };
-                let order = f.sorted_ts_id(&cl);
-                let mut m = FxHashMap::default();
-                score_program(f, progs[b], opts, &order, &kl, &mut m);
-                *found[b].lock().expect("fraud lock") = (m.into_iter().collect(), order);
+                let Some(&b) = s.queue.get(k) else { break };
+                *found[b].lock().expect("fraud lock") = s.score(b, &f.fraud);
             });
         }
     });
@@ -636,13 +555,168 @@ pub fn prepare(cfg: &crate::config::Config, f: &Facts, opts: &Options) -> Pre {
         for (ci, bits) in hits {
             masks[ci as usize] |= bits;
         }
-        orders[prog_index[b]] = order;
+        orders[s.program(b)] = order;
     }
     Pre { masks, orders }
 }
 
+/// A program's run of conversions or clicks: `(program, start, end)`.
+type Runs<'a> = &'a [(u32, u32, u32)];
+
+/// The fraud rules' work, one task a program with a `[programs.fraud]`
+/// table: which programs, where their conversions and clicks are, and the
+/// order to take them in (biggest first). The engine runs these tasks
+/// beside its own programs' ([`crate::engine::compute`]); [`prepare`] runs
+/// them alone.
+pub struct Scoring<'a> {
+    f: &'a Facts,
+    opts: Options,
+    progs: Vec<&'a FraudConfig>,
+    /// per task, its program's index in the config
+    prog_index: Vec<usize>,
+    /// per task, its program's symbol
+    sym_of: Vec<u32>,
+    /// each program's conversions and clicks when the facts are not in
+    /// runs (else picked from the runs by the task itself)
+    convs: Vec<Vec<u32>>,
+    clicks: Vec<Vec<u32>>,
+    runs: Option<(Runs<'a>, Runs<'a>)>,
+    /// the tasks, biggest first
+    pub queue: Vec<usize>,
+}
+
+impl<'a> Scoring<'a> {
+    /// The tasks of `cfg` over `f`, whose clicks are `fr` (the facts' own,
+    /// or the same taken out of them).
+    pub fn new(
+        cfg: &'a crate::config::Config,
+        f: &'a Facts,
+        fr: &ClickFacts,
+        opts: &Options,
+    ) -> Scoring<'a> {
+        let opts = *opts;
+        let mut bucket_of: FxHashMap<u32, usize> = FxHashMap::default();
+        let mut progs: Vec<&FraudConfig> = Vec::new();
+        let mut prog_index: Vec<usize> = Vec::new();
+        for (pi, p) in cfg.programs.iter().enumerate() {
+            if let (Some(fc), Some(sym)) = (&p.fraud, f.syms.get(&p.id)) {
+                bucket_of.insert(sym, progs.len());
+                progs.push(fc);
+                prog_index.push(pi);
+            }
+        }
+        let n = progs.len();
+        let runs = f.conv_runs().zip(f.click_runs_of(fr));
+        let mut convs: Vec<Vec<u32>> = vec![Vec::new(); n];
+        let mut clicks: Vec<Vec<u32>> = vec![Vec::new(); n];
+        let mut sizes = vec![0usize; n];
+        match runs {
+            Some((cr, kr)) => {
+                for &(sym, lo, hi) in cr.iter().chain(kr) {
+                    if let Some(&b) = bucket_of.get(&sym) {
+                        sizes[b] += (hi - lo) as usize;
+                    }
+                }
+            }
+            None if n > 0 => {
+                for (i, c) in f.convs.iter().enumerate() {
+                    if conv_seen(&opts, c) {
+                        if let Some(&b) = bucket_of.get(&c.program) {
+                            convs[b].push(i as u32);
+                        }
+                    }
+                }
+                for (i, k) in fr.clicks.iter().enumerate() {
+                    if click_seen(&opts, k) {
+                        if let Some(&b) = bucket_of.get(&k.program) {
+                            clicks[b].push(i as u32);
+                        }
+                    }
+                }
+                for b in 0..n {
+                    sizes[b] = convs[b].len() + clicks[b].len();
+                }
+            }
+            None => {}
+        }
+        let mut sym_of = vec![NONE; n];
+        for (&sym, &b) in &bucket_of {
+            sym_of[b] = sym;
+        }
+        let mut queue: Vec<usize> = (0..n).collect();
+        queue.sort_by_key(|&b| std::cmp::Reverse(sizes[b]));
+        Scoring {
+            f,
+            opts,
+            progs,
+            prog_index,
+            sym_of,
+            convs,
+            clicks,
+            runs,
+            queue,
+        }
+    }
+
+    /// How many tasks.
+    pub fn len(&self) -> usize {
+        self.progs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.progs.is_empty()
+    }
+
+    /// Task `b`'s program (its index in the config).
+    pub fn program(&self, b: usize) -> usize {
+        self.prog_index[b]
+    }
+
+    /// Task `b`: the rules its conversions trip, and its conversions in the
+    /// `(ts, id)` order the engine visits them. `fr`: the clicks
+    /// [`Scoring::new`] was given.
+    pub fn score(&self, b: usize, fr: &ClickFacts) -> (Found, Vec<u32>) {
+        let f = self.f;
+        let opts = &self.opts;
+        // the visible members of `sym`'s run
+        let pick = |rs: &[(u32, u32, u32)], seen: &dyn Fn(u32) -> bool| -> Vec<u32> {
+            rs.iter()
+                .find(|r| r.0 == self.sym_of[b])
+                .map_or_else(Vec::new, |&(_, lo, hi)| {
+                    (lo..hi).filter(|&i| seen(i)).collect()
+                })
+        };
+        let (cl, kl) = match self.runs {
+            Some((cr, kr)) => (
+                std::borrow::Cow::Owned(pick(cr, &|i| conv_seen(opts, &f.convs[i as usize]))),
+                std::borrow::Cow::Owned(pick(kr, &|i| {
+                    fr.clicks
+                        .get(i as usize)
+                        .is_some_and(|k| click_seen(opts, k))
+                })),
+            ),
+            None => (
+                std::borrow::Cow::Borrowed(self.convs[b].as_slice()),
+                std::borrow::Cow::Borrowed(self.clicks[b].as_slice()),
+            ),
+        };
+        let order = f.sorted_ts_id(&cl);
+        let mut m = FxHashMap::default();
+        score_program(f, fr, self.progs[b], opts, &order, &kl, &mut m);
+        (m, order)
+    }
+}
+
+fn conv_seen(opts: &Options, c: &crate::facts::Conv) -> bool {
+    c.ts < opts.until_ms && i64::from(c.arrival) <= opts.max_arrival
+}
+
+fn click_seen(opts: &Options, k: &FClick) -> bool {
+    k.ts < opts.until_ms && i64::from(k.arrival) <= opts.max_arrival
+}
+
 /// Per conversion, the rules it trips (only conversions that trip one).
-type Found = FxHashMap<u32, u16>;
+pub type Found = FxHashMap<u32, u16>;
 
 fn mark(m: &mut Found, ci: u32, bits: u16) {
     if bits != 0 {
@@ -682,13 +756,13 @@ fn at_least_share(n: u32, total: u32, share: Decimal) -> bool {
 
 fn score_program(
     f: &Facts,
+    fr: &ClickFacts,
     fc: &FraudConfig,
     opts: &Options,
     order: &[u32],
     clicks: &[u32],
     masks: &mut Found,
 ) {
-    let fr = &f.fraud;
     let refund = f.syms.get("refund").unwrap_or(NONE - 1);
     let chargeback = f.syms.get("chargeback").unwrap_or(NONE - 1);
     let click = |k: u32| -> &FClick { &fr.clicks[k as usize] };

@@ -961,17 +961,17 @@ pub fn with_plan<R>(
         until_ms: h.end_ms(),
         max_arrival: w_h,
     });
-    // the fraud rules read the clicks, which the engine does not need: run
-    // them first and let the clicks go
-    let ph = Phase::start("fraud rules");
-    let pre = crate::fraud::prepare(cfg, &facts, &opts);
-    let old_pre = old_opts.map(|o| crate::fraud::prepare(cfg, &facts, &o));
-    facts.fraud = Default::default();
-    drop(ph);
-    let ph = Phase::start("engine");
+    // the fraud rules read the clicks, which the engine does not need: the
+    // closed period's view is scored first, then the clicks are handed to
+    // the engine, which drops them once its own fraud tasks are done
+    let old_pre = old_opts.map(|o| {
+        let _ph = Phase::start("fraud rules (closed period's view)");
+        crate::fraud::prepare(cfg, &facts, &o)
+    });
+    let clicks = std::mem::take(&mut facts.fraud);
+    let ph = Phase::start("engine (with the fraud rules)");
     let eng = Engine::new(cfg, &facts).with_reviews(&reviews);
-    let out = engine::compute_with(&eng, &opts, &pre)?;
-    drop(pre);
+    let out = engine::compute_scored(&eng, &opts, engine::Clicks::Owned(clicks))?;
     drop(ph);
     let ph = Phase::start("plan");
     let words = Words::new(&eng, &out);

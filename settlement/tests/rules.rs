@@ -680,3 +680,37 @@ fn deal_registration_expires_after_deal_days() {
     );
     assert!(amounts(&w.draft("2026-11").0, EntryKind::Commission).is_empty());
 }
+
+#[test]
+fn first_approved_registration_of_the_customer_wins() {
+    let r = "[[programs.rules]]\nevent = \"deal_won\"\nfixed = \"1\"\n";
+    let deal = |id: &str, day: &str, partner: &str, customer: &str, status: &str| {
+        format!(
+            r#"{{"type":"deal","id":"{id}","ts":"2026-10-{day}T12:00:00.000Z","program":"p","partner":"{partner}","customer":"{customer}","status":"{status}"}}"#
+        )
+    };
+    let w = world(
+        &rules("deal_days = 90", r),
+        &[
+            partner("a", ""),
+            partner("b", ""),
+            partner("c", ""),
+            // x: a's registration is the earliest but not approved; b's
+            // approved one is older than c's
+            deal("d1", "01", "a", "x", "pending"),
+            deal("d3", "05", "c", "x", "approved"),
+            deal("d2", "03", "b", "x", "approved"),
+            // y: only c; w (sorts before x) registered after its sale
+            deal("d4", "02", "c", "y", "approved"),
+            deal("d5", "20", "a", "w", "approved"),
+            conv("e1", "2026-10-10", "deal_won", ",\"customer\":\"x\""),
+            conv("e2", "2026-10-11", "deal_won", ",\"customer\":\"y\""),
+            conv("e3", "2026-10-12", "deal_won", ",\"customer\":\"w\""),
+            conv("e4", "2026-10-13", "deal_won", ",\"customer\":\"z\""),
+        ],
+    );
+    assert_eq!(
+        amounts(&w.draft("2026-10").0, EntryKind::Commission),
+        s(&[("b", "1.00"), ("c", "1.00")])
+    );
+}
