@@ -154,6 +154,9 @@ pub fn kind_name(k: i64) -> &'static str {
     }
 }
 
+/// How long a command waits for another writer to the store.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub struct Store {
     pub conn: Connection,
     /// A checkpoint running beside the next steps (see
@@ -174,7 +177,7 @@ impl Store {
         let conn = Connection::open(path)?;
         // only takes effect for a new file: larger pages suit bulk appends
         conn.pragma_update(None, "page_size", 16_384i64)?;
-        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "OFF")?;
@@ -227,6 +230,45 @@ impl Store {
                 let _ = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
             }
         }));
+    }
+
+    /// Switches the store from its WAL to a rollback journal for one large
+    /// transaction that mostly appends (an import), with `synchronous =
+    /// FULL` while it lasts; true if it did. A process killed meanwhile
+    /// leaves a hot journal that the next open rolls back (and the file cut
+    /// back to its old length). Another connection to the store (another
+    /// process) keeps it in WAL: SQLite refuses the switch at once, and the
+    /// transaction then goes through the WAL as usual.
+    pub fn bulk_mode(&self) -> bool {
+        // the checkpoint's own connection would refuse the switch
+        self.wait_checkpoint();
+        // refused at once rather than after the busy timeout: the import
+        // then goes through the WAL instead of waiting
+        let _ = self.conn.busy_timeout(std::time::Duration::ZERO);
+        let mode = self
+            .conn
+            .pragma_update_and_check(None, "journal_mode", "DELETE", |r| r.get::<_, String>(0));
+        let _ = self.conn.busy_timeout(BUSY_TIMEOUT);
+        match mode {
+            Ok(m) if m.eq_ignore_ascii_case("delete") => {
+                let _ = self.conn.pragma_update(None, "synchronous", "FULL");
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Back to the WAL after [`Store::bulk_mode`]. Best effort: if another
+    /// process has opened the store since the commit, SQLite refuses the
+    /// switch; the store stays in rollback mode, as correct, until the next
+    /// [`Store::open`] sets WAL again.
+    pub fn leave_bulk_mode(&self) {
+        let _ = self.conn.pragma_update(None, "synchronous", "NORMAL");
+        let _ = self.conn.busy_timeout(std::time::Duration::ZERO);
+        let _ = self
+            .conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0));
+        let _ = self.conn.busy_timeout(BUSY_TIMEOUT);
     }
 
     /// Waits for the checkpoint [`Store::checkpoint_behind`] started, if any.
