@@ -999,6 +999,16 @@ fn join<T>(all: &mut Vec<T>, mut part: Vec<T>, total: usize) {
     }
 }
 
+/// What a clawback copies of the entry it reverses.
+struct Reversed {
+    id: Hash10,
+    partner: u32,
+    prog: u16,
+    amount: Decimal,
+    rule: u32,
+    fraud: u8,
+}
+
 /// One program's share of the output.
 struct Part {
     out: Output,
@@ -1597,7 +1607,18 @@ fn compute_part(
         let day = r.ts.div_euclid(DAY_MS);
         let rid = f.id(r).as_bytes();
         for &ei in of_conv.get(&oi).map(Vec::as_slice).unwrap_or(&[]) {
-            let e = out.entries[ei as usize].clone();
+            // what the clawback takes of the entry (not its boxed arithmetic)
+            let e = {
+                let x = &out.entries[ei as usize];
+                Reversed {
+                    id: x.id,
+                    partner: x.partner,
+                    prog: x.prog,
+                    amount: x.amount,
+                    rule: x.rule,
+                    fraud: x.fraud,
+                }
+            };
             let cur = p.currency;
             // cumulative rounding: all clawbacks together never exceed the entry
             let total_after = Money::round(Exact::from_dec(e.amount).mul(after)?, cur)?.amount;

@@ -923,9 +923,18 @@ impl Facts {
         }
         // the id and transaction arenas in the new order: conversions, then
         // deals and MDF claims
+        // (the two arenas on two threads: both new ones were held together
+        // before the swap anyway)
         let idx = |i: usize| self.convs[i].idx;
-        let mut ids = self.ids.scattered(idx, &at);
-        let mut txns = self.txns.scattered(idx, &at);
+        let (ids, mut txns) = std::thread::scope(|sc| {
+            let ids = sc.spawn(|| self.ids.scattered(idx, &at));
+            let txns = self.txns.scattered(idx, &at);
+            (ids.join(), txns)
+        });
+        let mut ids = match ids {
+            Ok(a) => a,
+            Err(p) => std::panic::resume_unwind(p),
+        };
         for d in &mut self.deals {
             let i = ids.push(self.ids.get(d.id));
             txns.push("");

@@ -124,8 +124,8 @@ pub fn compute<'a>(
         carried_in: Decimal,
     }
     let last = period.last_day();
-    let mut acc: std::collections::HashMap<(&'a str, &'a str), Acc> =
-        std::collections::HashMap::new();
+    // (a few million entries: Fx, not SipHash; the rows are sorted below)
+    let mut acc: rustc_hash::FxHashMap<(&'a str, &'a str), Acc> = Default::default();
     for e in entries {
         let a = acc.entry((e.partner, e.program)).or_default();
         match e.kind {
