@@ -737,6 +737,14 @@ impl Writer {
     }
 
     /// Adds row `r` of `b`: `true` when new, `false` for a known id.
+    /// Room in the duplicate check for `n` ids at once (a large import into
+    /// a store with fewer), instead of the table doubling, every id moved,
+    /// several times on the way. A store already holding `n` is left as it
+    /// is: a file imported twice, all duplicates, never doubles the table.
+    pub fn reserve(&mut self, n: usize) {
+        self.index.map.grow_for(n);
+    }
+
     pub fn add(&mut self, c: &Connection, b: &Batch, r: usize) -> Result<bool> {
         let id = b
             .bytes(r, E_ID)
@@ -1210,6 +1218,31 @@ mod tests {
         assert_eq!(m.get(0xdead_beef_0000_0001), None);
         assert_eq!(HashIndex::default().get(7), None);
         HashIndex::default().prefetch(7);
+    }
+
+    /// A writer reserved for `n` ids takes them without growing, keeps
+    /// what it held, and a store already holding `n` keeps its table.
+    #[test]
+    fn reserved_room_takes_the_ids_without_growing() {
+        let mut w = Writer::new(IdIndex {
+            map: HashIndex::default(),
+            next: 1,
+        });
+        w.index.map.insert_first(42, 1);
+        w.reserve(10_000);
+        let cap = w.index.map.slots.len();
+        assert!(cap >= 10_000 * 4 / 3, "{cap}");
+        assert_eq!(w.index.map.get(42), Some(1));
+        for a in 2..=10_000i64 {
+            w.index
+                .map
+                .insert_first((a as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15), a);
+        }
+        assert_eq!(w.index.map.slots.len(), cap, "no growth");
+        // held already: unchanged
+        w.reserve(5_000);
+        assert_eq!(w.index.map.slots.len(), cap);
+        assert_eq!(w.index.map.len(), 10_000);
     }
 
     #[test]

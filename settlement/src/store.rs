@@ -848,6 +848,14 @@ impl<'t> Inserter<'t> {
         })
     }
 
+    /// Expects about `n` events in the store once this import is done (a
+    /// hint: more or fewer are fine).
+    pub fn reserve_events(&mut self, n: usize) {
+        if let Some(w) = &mut self.events {
+            w.reserve(n);
+        }
+    }
+
     /// Writes the last block and records where the next import's arrival
     /// numbers start. The duplicate check goes back to the store, current
     /// once this transaction commits (a rollback leaves the store's next
