@@ -248,6 +248,40 @@ pub struct ImportOptions {
 const CHUNK: usize = 4096;
 const CHUNK_TEXT: usize = 64 << 20;
 
+/// About how many lines a file of `size` bytes has, from the lines in 16
+/// samples of 64 KiB spread over it (a file often starts with its registry
+/// lines, shorter or longer than its events); 0 when it cannot be read (the
+/// import says why).
+fn estimate_lines(path: &Path, size: u64) -> usize {
+    use std::io::{Read, Seek, SeekFrom};
+    const SAMPLE: u64 = 64 << 10;
+    const SAMPLES: u64 = 16;
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return 0;
+    };
+    let (mut bytes, mut lines) = (0u128, 0u128);
+    let mut buf = Vec::with_capacity(SAMPLE as usize);
+    for k in 0..SAMPLES {
+        let at = size / SAMPLES * k;
+        buf.clear();
+        let got = f
+            .seek(SeekFrom::Start(at))
+            .and_then(|_| (&mut f).take(SAMPLE).read_to_end(&mut buf));
+        if got.is_err() {
+            return 0;
+        }
+        bytes += buf.len() as u128;
+        lines += buf.iter().filter(|&&b| b == b'\n').count() as u128;
+        if at + SAMPLE >= size {
+            break;
+        }
+    }
+    match bytes {
+        0 => 0,
+        b => usize::try_from(u128::from(size) * lines / b).unwrap_or(usize::MAX),
+    }
+}
+
 /// Imports one file in one transaction.
 ///
 /// The transaction goes through a rollback journal rather than the WAL
@@ -351,10 +385,9 @@ fn import_file_in(store: &mut Store, path: &Path, opts: &ImportOptions) -> Resul
     let mut busy = std::time::Duration::ZERO;
     {
         let mut ins = Inserter::new(&tx, &store.ids)?;
-        // room in the duplicate check for a line every 256 bytes at once (a
-        // little under most files' events: the bench's lines average 219
-        // bytes; at ten million events the table doubled five times)
-        ins.reserve_events(usize::try_from(size / 256).unwrap_or(0));
+        // room in the duplicate check for the file's lines at once (at ten
+        // million events the table doubled five times on the way)
+        ins.reserve_events(estimate_lines(path, size));
         'outer: while let Some((chunk, from)) = next_chunk() {
             let t = std::time::Instant::now();
             let mut others = chunk.others.iter().peekable();
@@ -588,6 +621,31 @@ mod tests {
             )
             .unwrap();
         assert_eq!(registry, 2);
+    }
+
+    /// The duplicate check's room comes from samples of the file's lines,
+    /// scaled to its size.
+    #[test]
+    fn lines_are_estimated_from_samples() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.ndjson");
+        let line = format!("{}\n", "a".repeat(99));
+        std::fs::write(&p, line.repeat(30_000)).unwrap();
+        let size = std::fs::metadata(&p).unwrap().len();
+        let n = estimate_lines(&p, size);
+        assert!((29_900..=30_100).contains(&n), "{n}");
+        // short registry lines first do not make it think every line short
+        let head = format!("{}\n", "r".repeat(19)).repeat(20_000);
+        std::fs::write(&p, head + &line.repeat(100_000)).unwrap();
+        let size = std::fs::metadata(&p).unwrap().len();
+        let n = estimate_lines(&p, size);
+        assert!((100_000..=150_000).contains(&n), "{n}");
+        // a small file: read once
+        std::fs::write(&p, line.repeat(3)).unwrap();
+        assert_eq!(estimate_lines(&p, 300), 3);
+        std::fs::write(&p, "").unwrap();
+        assert_eq!(estimate_lines(&p, 0), 0);
+        assert_eq!(estimate_lines(&dir.path().join("missing"), 100), 0);
     }
 
     fn journal_mode(c: &rusqlite::Connection) -> String {
