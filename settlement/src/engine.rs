@@ -676,10 +676,10 @@ impl Clicks<'_> {
 
 /// [`compute`] with the clicks given apart. The fraud rules' tasks (one a
 /// program with rules, biggest first) go before the engine's parts in one
-/// queue: a thread done with the rules starts a program whose rules are
-/// done instead of waiting for the other thread's last program, and the
-/// same at the end of the parts (7 programs on 2 cores left one of them
-/// idle for a fifth of a second at the end of each phase).
+/// queue, with no barrier between the two: a thread done with the rules
+/// starts a program whose rules are done instead of waiting for the other
+/// thread's last one. (The parts' own tail stays: the last part runs alone
+/// for a tenth of a second or so at ten million events.)
 pub fn compute_scored(eng: &Engine, opts: &Options, clicks: Clicks) -> Result<Output> {
     let scoring = fraud::Scoring::new(eng.cfg, eng.facts, clicks.get(), opts);
     let held = std::sync::RwLock::new(Some(clicks));
@@ -886,12 +886,7 @@ fn schedule(eng: &Engine, opts: &Options, fin: FraudIn) -> Result<Output> {
                         let mut guard = FailOnDrop(&ready[b], false);
                         let found = {
                             let c = held.read().unwrap_or_else(|e| e.into_inner());
-                            let t0 = std::time::Instant::now();
-                            let r = c.as_ref().map(|c| s.score(b, c.get()));
-                            if std::env::var_os("PART_T").is_some() {
-                                eprintln!("score {b} {:.3}", t0.elapsed().as_secs_f64());
-                            }
-                            r
+                            c.as_ref().map(|c| s.score(b, c.get()))
                         };
                         ready[b].set(match found {
                             Some((m, order)) => Scored::Done(m, order),
@@ -944,12 +939,7 @@ fn schedule(eng: &Engine, opts: &Options, fin: FraudIn) -> Result<Output> {
                         }
                         None => &buckets[i],
                     };
-                    let t0 = std::time::Instant::now();
-                    let nconv = convs.len();
                     let r = compute_part(eng, opts, order, &masks, i as u16, convs, attr);
-                    if std::env::var_os("PART_T").is_some() {
-                        eprintln!("part {i} {nconv} {:.3}", t0.elapsed().as_secs_f64());
-                    }
                     *parts[i].lock().expect("part lock") = Some(r);
                 });
             }
