@@ -112,6 +112,35 @@ impl Worker {
             dir
         });
         migrate(&state);
+        // a port picked free can be taken by another process before wrangler
+        // binds it (the tests run side by side): then wrangler exits at once
+        // saying so, and it starts again on other ports
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let worker = Worker::spawn(&root, &state, &opts.vars);
+            match worker.wait_ready(Self::start_timeout()) {
+                Ok(()) => return worker,
+                Err(log) if attempt < 5 => {
+                    eprintln!("wrangler dev lost its port ({log}); starting it again");
+                }
+                Err(log) => panic!("wrangler dev lost its port five times; its output:\n{log}"),
+            }
+        }
+    }
+
+    /// wrangler builds the worker on every start; on a loaded machine that
+    /// can take minutes (PTRACK_START_TIMEOUT seconds, default 180).
+    fn start_timeout() -> Duration {
+        let secs = std::env::var("PTRACK_START_TIMEOUT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(180);
+        Duration::from_secs(secs)
+    }
+
+    /// `wrangler dev` over `state` on two fresh ports, not yet answering.
+    fn spawn(root: &Path, state: &Path, vars: &[(String, String)]) -> Worker {
         let port = free_port();
         let inspector = free_port();
         let mut args: Vec<String> = vec![
@@ -128,7 +157,7 @@ impl Worker {
             "--log-level".into(),
             "warn".into(),
         ];
-        for (k, v) in &opts.vars {
+        for (k, v) in vars {
             args.push("--var".into());
             args.push(format!("{k}:{v}"));
         }
@@ -146,7 +175,7 @@ impl Worker {
             .arg(script)
             .arg(root.join("node_modules/.bin/wrangler"))
             .args(&args)
-            .current_dir(&root)
+            .current_dir(root)
             .env("WRANGLER_SEND_METRICS", "false")
             .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
             .env("NO_COLOR", "1")
@@ -180,24 +209,18 @@ impl Worker {
                 }
             });
         }
-        let worker = Worker {
+        Worker {
             base: format!("http://127.0.0.1:{port}"),
             port,
-            state,
+            state: state.to_path_buf(),
             child,
             log,
-        };
-        // wrangler builds the worker on every start; on a loaded machine that
-        // can take minutes (PTRACK_START_TIMEOUT seconds, default 180).
-        let timeout = std::env::var("PTRACK_START_TIMEOUT")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(180);
-        worker.wait_ready(Duration::from_secs(timeout));
-        worker
+        }
     }
 
-    fn wait_ready(&self, timeout: Duration) {
+    /// Waits until the worker answers; `Err(the line)` when wrangler
+    /// reported one of its ports taken (it exits then), to start again.
+    fn wait_ready(&self, timeout: Duration) -> Result<(), String> {
         let start = Instant::now();
         let agent = ureq::AgentBuilder::new()
             .timeout(Duration::from_secs(5))
@@ -205,8 +228,16 @@ impl Worker {
         loop {
             if let Ok(r) = agent.get(&format!("{}/healthz", self.base)).call() {
                 if r.status() == 200 {
-                    return;
+                    return Ok(());
                 }
+            }
+            let taken = self.log.lock().ok().and_then(|l| {
+                l.iter()
+                    .find(|line| line.contains("Address already in use"))
+                    .cloned()
+            });
+            if let Some(line) = taken {
+                return Err(line);
             }
             if start.elapsed() > timeout {
                 panic!(
