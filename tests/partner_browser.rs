@@ -43,6 +43,45 @@ fn find_binary(names: &[&str]) -> Option<String> {
         .map(|n| n.to_string())
 }
 
+/// chromedriver on a fresh port, answering. A port picked free can be taken
+/// by another process before chromedriver binds it (the tests run side by
+/// side): chromedriver then exits, and it starts again on another.
+fn start_chromedriver(chromedriver: &str) -> (u16, std::process::Child) {
+    for _ in 0..5 {
+        let port = free_port();
+        let mut driver = Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        // a short probe: whatever took the port may accept and never answer
+        let probe = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(2))
+            .build();
+        let start = Instant::now();
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            if driver.try_wait().ok().flatten().is_some() {
+                eprintln!("chromedriver exited (port {port} taken?); starting it again");
+                break;
+            }
+            if probe
+                .get(&format!("http://127.0.0.1:{port}/status"))
+                .call()
+                .is_ok()
+            {
+                return (port, driver);
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "chromedriver did not start"
+            );
+        }
+    }
+    panic!("chromedriver exited five times without answering");
+}
+
 impl Browser {
     fn start() -> Browser {
         let chromium = find_binary(&["chromium", "chromium-browser"])
@@ -60,22 +99,8 @@ impl Browser {
         .expect("utf-8 path")
         .trim()
         .to_string();
-        let port = free_port();
-        let driver = Command::new(chromedriver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver");
+        let (port, driver) = start_chromedriver(&chromedriver);
         let base = format!("http://127.0.0.1:{port}");
-        let start = Instant::now();
-        while agent().get(&format!("{base}/status")).call().is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "chromedriver did not start"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
         let profile =
             std::env::temp_dir().join(format!("ptrack-chromium-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&profile).expect("profile dir");
