@@ -309,7 +309,7 @@ fn traffic_beside(store: &Store, p: Period) -> Option<std::thread::JoinHandle<Re
             &path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        c.busy_timeout(std::time::Duration::from_secs(30))?;
+        c.busy_timeout(crate::store::BUSY_TIMEOUT)?;
         traffic(&c, p)
     }))
 }

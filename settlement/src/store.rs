@@ -154,8 +154,8 @@ pub fn kind_name(k: i64) -> &'static str {
     }
 }
 
-/// How long a command waits for another writer to the store.
-const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a connection to the store waits for another writer.
+pub(crate) const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub struct Store {
     pub conn: Connection,
@@ -226,7 +226,7 @@ impl Store {
         *g = Some(std::thread::spawn(move || {
             // a failed checkpoint is redone by the next one (or at close)
             if let Ok(c) = Connection::open(&path) {
-                let _ = c.busy_timeout(std::time::Duration::from_secs(30));
+                let _ = c.busy_timeout(BUSY_TIMEOUT);
                 let _ = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
             }
         }));

@@ -1041,16 +1041,24 @@ fn held_in_a_closed_period_released_or_rejected_later() {
 
 // ---------------------------------------------------------------- evaluation
 
+/// The fraud simulator's month for `g`, with its programs.
+fn simulated(
+    g: &settlement::fraud_sim::FraudGen,
+) -> (settlement::fraud_sim::Generated, config::Config) {
+    use settlement::fraud_sim::{generate, programs_toml};
+    let cfg = config::parse(std::path::Path::new("p.toml"), &programs_toml()).unwrap();
+    (generate(g), cfg)
+}
+
 #[test]
 fn evaluation_meets_the_targets() {
-    use settlement::fraud_sim::{evaluate, generate, programs_toml, FraudGen};
+    use settlement::fraud_sim::{evaluate, generate, FraudGen};
     let g = FraudGen {
         seed: 11,
         sessions: 60_000,
         ..FraudGen::default()
     };
-    let gen = generate(&g);
-    let cfg = config::parse(std::path::Path::new("p.toml"), &programs_toml()).unwrap();
+    let (gen, cfg) = simulated(&g);
     let e = evaluate(&gen, &cfg, g.period).unwrap();
     assert!(e.injected > 600 && e.clean > 8_000, "{e:?}");
     assert!(e.precision >= 0.95, "{e:?}");
@@ -1069,16 +1077,14 @@ fn evaluation_meets_the_targets() {
 #[test]
 fn fraud_tasks_in_the_engine_queue_agree_with_the_rules_run_apart() {
     use settlement::engine::{compute, compute_scored, compute_with, Clicks, Engine, Options};
-    use settlement::fraud_sim::{generate, programs_toml, FraudGen};
-    let g = FraudGen {
+    let g = settlement::fraud_sim::FraudGen {
         seed: 11,
         sessions: 12_000,
         partners: 12,
         customers: 4_000,
-        ..FraudGen::default()
+        ..Default::default()
     };
-    let gen = generate(&g);
-    let cfg = config::parse(std::path::Path::new("p.toml"), &programs_toml()).unwrap();
+    let (gen, cfg) = simulated(&g);
     let mut facts = settlement::facts::Facts::from_records(&gen.records);
     let end = g.period.end_ms();
     let views = [
@@ -1104,26 +1110,23 @@ fn fraud_tasks_in_the_engine_queue_agree_with_the_rules_run_apart() {
     }
     // with the clicks taken out of the facts and dropped on the way
     let clicks = std::mem::take(&mut facts.fraud);
-    let copy_of = |c: &settlement::facts::ClickFacts| c.clone();
     for (o, a) in views.iter().zip(&apart) {
         let eng = Engine::new(&cfg, &facts);
-        let c = compute_scored(&eng, o, Clicks::Owned(copy_of(&clicks))).unwrap();
+        let c = compute_scored(&eng, o, Clicks::Owned(clicks.clone())).unwrap();
         assert!(*a == c, "compute_scored with owned clicks differs");
     }
 }
 
 #[test]
 fn store_and_records_agree() {
-    use settlement::fraud_sim::{generate, programs_toml, FraudGen};
-    let g = FraudGen {
+    let g = settlement::fraud_sim::FraudGen {
         seed: 3,
         sessions: 15_000,
         partners: 10,
         customers: 5_000,
-        ..FraudGen::default()
+        ..Default::default()
     };
-    let gen = generate(&g);
-    let cfg = config::parse(std::path::Path::new("p.toml"), &programs_toml()).unwrap();
+    let (gen, cfg) = simulated(&g);
     // through the engine over records
     let facts = settlement::facts::Facts::from_records(&gen.records);
     let eng = settlement::engine::Engine::new(&cfg, &facts);
