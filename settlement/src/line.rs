@@ -16,6 +16,8 @@ use edge::time::Timestamp;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
+mod flat;
+
 /// A line's fields (see the module's text); build one from a [`Record`]
 /// with [`Line::of`].
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -118,6 +120,10 @@ impl<'a> Line<'a> {
     /// Reads a line as a [`Line`], else as a [`Record`]; `Err` is the
     /// `Record`'s error.
     pub fn parse(text: &'a str) -> Result<Parsed<'a>, serde_json::Error> {
+        // the common line's shape is read by hand (`flat`), the rest by serde
+        if let Some(l) = flat::line(text) {
+            return Ok(Parsed::Line(l));
+        }
         match serde_json::from_str::<Line>(text) {
             Ok(l) => Ok(Parsed::Line(l)),
             Err(_) => serde_json::from_str::<Record>(text).map(|r| Parsed::Record(Box::new(r))),

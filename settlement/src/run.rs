@@ -1072,18 +1072,26 @@ pub fn with_plan<R>(
         fraud: Vec::new(),
         watermark,
     };
-    let (statements, extra) = {
+    // the invoices are sorted on a second thread meanwhile: neither reads
+    // what the other makes
+    let invs = std::mem::take(&mut plan.invoices);
+    let (computed, invs) = std::thread::scope(|sc| {
+        let sorting = sc.spawn(|| sort_invoices(&plan, invs));
         let views = items.iter().map(|it| plan.view(*it));
-        statement::compute(p, cfg, views, &carried_in, &earlier_pending)?
-    };
+        let computed = statement::compute(p, cfg, views, &carried_in, &earlier_pending);
+        match sorting.join() {
+            Ok(invs) => (computed, invs),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    });
+    let (statements, extra) = computed?;
+    plan.invoices = invs;
     for e in extra {
         items.push(Item::own(plan.own.len()));
         plan.own.push(e);
     }
     plan.items = sort_items(&plan, items);
     plan.statements = statements;
-    let invs = std::mem::take(&mut plan.invoices);
-    plan.invoices = sort_invoices(&plan, invs);
 
     let mut keys: Vec<_> = out.stats.iter().filter(|((per, _), _)| *per == p).collect();
     keys.sort_by(|a, b| facts.syms.str(a.0 .1).cmp(facts.syms.str(b.0 .1)));
