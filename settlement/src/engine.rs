@@ -821,15 +821,12 @@ fn schedule(eng: &Engine, opts: &Options, fin: FraudIn) -> Result<Output> {
             }
         }
     }
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |t| t.get())
-        .min(n.max(1));
+    let threads = crate::tasks::threads_for(n);
     let parts: Vec<std::sync::Mutex<Option<Result<Part>>>> =
         (0..n).map(|_| std::sync::Mutex::new(None)).collect();
     // biggest programs first, so the threads finish together
     let mut queue: Vec<usize> = (0..n).collect();
     queue.sort_by_key(|&i| std::cmp::Reverse(sizes[i]));
-    let next = std::sync::atomic::AtomicUsize::new(0);
     // the fraud rules' tasks first, then the parts; program -> its task
     let (scoring, clicks, fin_pre) = match fin {
         FraudIn::Scoring(s, c) => (Some(s), Some(c), None),
@@ -877,72 +874,67 @@ fn schedule(eng: &Engine, opts: &Options, fin: FraudIn) -> Result<Output> {
             }
         }
         let buckets = &buckets;
-        std::thread::scope(|sc| {
-            for _ in 0..threads {
-                sc.spawn(|| loop {
-                    let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if let (Some(s), Some(held), true) = (scoring, clicks, k < n_score) {
-                        let b = s.queue[k];
-                        let mut guard = FailOnDrop(&ready[b], false);
-                        let found = {
-                            let c = held.read().unwrap_or_else(|e| e.into_inner());
-                            c.as_ref().map(|c| s.score(b, c.get()))
-                        };
-                        ready[b].set(match found {
-                            Some((m, order)) => Scored::Done(m, order),
-                            None => Scored::Failed,
-                        });
-                        guard.1 = true;
-                        if scoring_left.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
-                            // the last of the rules: their clicks go
-                            let mut c = held.write().unwrap_or_else(|e| e.into_inner());
-                            *c = None;
-                        }
-                        continue;
-                    }
-                    let Some(&i) = queue.get(k - n_score) else {
-                        break;
-                    };
-                    let (order, masks, scored);
-                    match (fin_pre, task_of[i]) {
-                        (Some(pre), _) => {
-                            order = pre.orders.get(i).cloned();
-                            masks = Masks::Global(pre);
-                        }
-                        (None, Some(b)) => match ready[b].take() {
-                            Scored::Done(m, o) => {
-                                scored = m;
-                                order = Some(o);
-                                masks = Masks::Part(&scored);
-                            }
-                            _ => {
-                                *parts[i].lock().expect("part lock") =
-                                    Some(Err(Error::data("the fraud rules of a program failed")));
-                                continue;
-                            }
-                        },
-                        (None, None) => {
-                            order = None;
-                            masks = Masks::None;
-                        }
-                    }
-                    let attr = Attr {
-                        slice: slots[i].lock().expect("slot lock").take(),
-                        list: Vec::new(),
-                    };
-                    let picked: Vec<u32>;
-                    let convs: &[u32] = match runs {
-                        Some(_) => {
-                            let (lo, hi) = run_of[i];
-                            picked = (lo..hi).filter(|&c| seen(&f.convs[c as usize])).collect();
-                            &picked
-                        }
-                        None => &buckets[i],
-                    };
-                    let r = compute_part(eng, opts, order, &masks, i as u16, convs, attr);
-                    *parts[i].lock().expect("part lock") = Some(r);
+        crate::tasks::run(n_score + n, threads, |k| {
+            if let (Some(s), Some(held), true) = (scoring, clicks, k < n_score) {
+                let b = s.queue[k];
+                let mut guard = FailOnDrop(&ready[b], false);
+                let found = {
+                    let c = held.read().unwrap_or_else(|e| e.into_inner());
+                    c.as_ref().map(|c| s.score(b, c.get()))
+                };
+                ready[b].set(match found {
+                    Some((m, order)) => Scored::Done(m, order),
+                    None => Scored::Failed,
                 });
+                guard.1 = true;
+                if scoring_left.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+                    // the last of the rules: their clicks go
+                    let mut c = held.write().unwrap_or_else(|e| e.into_inner());
+                    *c = None;
+                }
+                return;
             }
+            let Some(&i) = queue.get(k - n_score) else {
+                return;
+            };
+            let (order, masks, scored);
+            match (fin_pre, task_of[i]) {
+                (Some(pre), _) => {
+                    order = pre.orders.get(i).cloned();
+                    masks = Masks::Global(pre);
+                }
+                (None, Some(b)) => match ready[b].take() {
+                    Scored::Done(m, o) => {
+                        scored = m;
+                        order = Some(o);
+                        masks = Masks::Part(&scored);
+                    }
+                    _ => {
+                        *parts[i].lock().expect("part lock") =
+                            Some(Err(Error::data("the fraud rules of a program failed")));
+                        return;
+                    }
+                },
+                (None, None) => {
+                    order = None;
+                    masks = Masks::None;
+                }
+            }
+            let attr = Attr {
+                slice: slots[i].lock().expect("slot lock").take(),
+                list: Vec::new(),
+            };
+            let picked: Vec<u32>;
+            let convs: &[u32] = match runs {
+                Some(_) => {
+                    let (lo, hi) = run_of[i];
+                    picked = (lo..hi).filter(|&c| seen(&f.convs[c as usize])).collect();
+                    &picked
+                }
+                None => &buckets[i],
+            };
+            let r = compute_part(eng, opts, order, &masks, i as u16, convs, attr);
+            *parts[i].lock().expect("part lock") = Some(r);
         });
     }
     drop(buckets);

@@ -533,20 +533,11 @@ pub fn prepare(cfg: &crate::config::Config, f: &Facts, opts: &Options) -> Pre {
         return Pre::default();
     }
     // programs in parallel (nothing crosses programs), biggest first
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |t| t.get())
-        .min(s.len());
-    let next = std::sync::atomic::AtomicUsize::new(0);
     type Slot = std::sync::Mutex<(Found, Vec<u32>)>;
     let found: Vec<Slot> = (0..s.len()).map(|_| Slot::default()).collect();
-    std::thread::scope(|sc| {
-        for _ in 0..threads {
-            sc.spawn(|| loop {
-                let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(&b) = s.queue.get(k) else { break };
-                *found[b].lock().expect("fraud lock") = s.score(b, &f.fraud);
-            });
-        }
+    crate::tasks::run(s.len(), crate::tasks::threads_for(s.len()), |k| {
+        let b = s.queue[k];
+        *found[b].lock().expect("fraud lock") = s.score(b, &f.fraud);
     });
     let mut masks = vec![0u16; f.convs.len()];
     let mut orders = vec![Vec::new(); cfg.programs.len()];

@@ -32,6 +32,7 @@ pub mod run;
 pub mod sim;
 pub mod statement;
 pub mod store;
+pub mod tasks;
 
 pub use error::{Error, Result};
 
