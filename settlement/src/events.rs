@@ -865,6 +865,51 @@ pub fn scan<P: rusqlite::Params>(
     Ok(())
 }
 
+/// [`scan`] on two threads: this one reads the blocks from SQLite and
+/// decodes them, a second one calls `f` with each, in the same order, so
+/// the two halves of the work overlap. An error of `f` stops the reading
+/// and is the one returned.
+pub fn scan_beside<P: rusqlite::Params>(
+    c: &Connection,
+    cols: Cols,
+    filter: &str,
+    params: P,
+    mut f: impl FnMut(&Block) -> Result<()> + Send,
+) -> Result<()> {
+    let mut st = c.prepare(&format!(
+        "SELECT first, body FROM event_blocks WHERE {filter} ORDER BY first"
+    ))?;
+    let (filler, reader) = crate::batch::channel(Block::default(), 4);
+    std::thread::scope(|sc| {
+        let worker = sc.spawn(move || -> Result<()> {
+            while let Some(b) = reader.next() {
+                f(&b)?;
+                reader.give_back(b);
+            }
+            Ok(())
+        });
+        let read = (|| -> Result<()> {
+            let mut rows = st.query(params)?;
+            let mut blk = filler.fresh();
+            while let Some(r) = rows.next()? {
+                blk.decode(r.get(0)?, r.get_ref(1)?.as_blob()?, cols)?;
+                match filler.send(blk) {
+                    Some(next) => blk = next,
+                    // `f` failed: the worker's result says how
+                    None => break,
+                }
+            }
+            Ok(())
+        })();
+        drop(filler);
+        let done = match worker.join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        done.and(read)
+    })
+}
+
 /// The stored body of the block at `first`.
 fn body_at(c: &Connection, first: i64) -> Result<Vec<u8>> {
     Ok(c.query_row(
@@ -1189,6 +1234,79 @@ mod tests {
         for (id, a) in [("a", 1), ("b", 2), ("c", 3), ("d", 4)] {
             assert_eq!(loaded.map.get(id_hash(id.as_bytes())), Some(a), "{id}");
         }
+    }
+
+    /// `scan_beside` hands `f` the blocks `scan` does, in the same order;
+    /// an error of `f` stops it and is returned, and so is a block that does
+    /// not decode, after the blocks before it.
+    #[test]
+    fn a_scan_beside_sees_what_a_scan_sees() {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(SCHEMA).unwrap();
+        let ids: Vec<String> = (0..3 * BLOCK_ROWS + 5).map(|i| format!("e{i}")).collect();
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let b = batch_of(&refs);
+        let mut w = Writer::new(IdIndex {
+            next: 1,
+            ..IdIndex::default()
+        });
+        for r in 0..b.rows() {
+            assert!(w.add(&c, &b, r).unwrap());
+        }
+        w.finish(&c).unwrap();
+        let cols = Cols::of(&[E_TS], &[E_ID]);
+        let seen = |b: &Block, out: &mut Vec<(i64, String)>| {
+            for r in 0..b.rows() {
+                out.push((b.arrival(r), b.text(E_ID, r).unwrap().unwrap().to_string()));
+            }
+        };
+        let (mut plain, mut beside) = (Vec::new(), Vec::new());
+        scan(&c, cols, "1", [], |b| {
+            seen(b, &mut plain);
+            Ok(())
+        })
+        .unwrap();
+        scan_beside(&c, cols, "1", [], |b| {
+            seen(b, &mut beside);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(plain.len(), ids.len());
+        assert_eq!(beside, plain);
+        // the filter and its parameters as in `scan`
+        let mut firsts = Vec::new();
+        scan_beside(&c, cols, "first > ?1", [1], |b| {
+            firsts.push(b.first);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(firsts, [4097, 8193, 12289]);
+        // f fails on the second block: no third
+        let mut calls = 0;
+        let err = scan_beside(&c, cols, "1", [], |_| {
+            calls += 1;
+            match calls {
+                2 => Err(Error::data("stop here")),
+                _ => Ok(()),
+            }
+        })
+        .unwrap_err();
+        assert_eq!(calls, 2);
+        assert!(err.to_string().contains("stop here"), "{err}");
+        // the third block's body spoilt: the first two are seen, then its error
+        c.execute(
+            "UPDATE event_blocks SET body = x'00' WHERE first = 8193",
+            [],
+        )
+        .unwrap();
+        let mut firsts = Vec::new();
+        let err = scan_beside(&c, cols, "1", [], |b| {
+            firsts.push(b.first);
+            Ok(())
+        })
+        .unwrap_err();
+        assert_eq!(firsts, [1, 4097]);
+        assert!(err.to_string().contains("8193"), "{err}");
     }
 
     /// The hash index answers as a map that keeps the first arrival given

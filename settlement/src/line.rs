@@ -9,6 +9,11 @@
 //! cannot be read this way. The import then reads the line as a `Record`
 //! ([`Line::parse`] does both), which also gives every bad line the
 //! `Record`'s own error message.
+//!
+//! Before serde_json, [`Line::parse`] tries `flat`: a reader by hand of the
+//! one shape nearly every line has (a flat object of these keys, strings
+//! without escapes), which gives the same `Line` serde would or leaves the
+//! line to serde.
 
 use edge::currency::Currency;
 use edge::record::{Kind, Record, Source, StatusChange};

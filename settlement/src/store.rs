@@ -409,9 +409,10 @@ impl Store {
         }
         let mut wanted: rustc_hash::FxHashMap<String, rustc_hash::FxHashSet<String>> =
             Default::default();
-        // one scan for the sales a refund names and the bot clicks
+        // one scan for the sales a refund names and the bot clicks (the
+        // blocks read and decoded beside the counting)
         let ph = crate::run::Phase::start("facts: first scan");
-        events::scan(
+        events::scan_beside(
             &self.conn,
             Cols::of(
                 &[E_KIND, E_TS, E_BOT],
