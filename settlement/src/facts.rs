@@ -59,6 +59,26 @@ fn group_by_program(programs: impl Iterator<Item = u32> + Clone) -> (Vec<usize>,
     (starts, perm)
 }
 
+/// People's clicks grouped by program (stable, so in load order within
+/// one), and `keys` (click id hash, click) following them: the fraud rules
+/// read one program's clicks at a time.
+fn group_clicks(clicks: &mut Vec<FClick>, keys: &mut [(u64, u32)]) {
+    let n = clicks.len();
+    if n == 0 || clicks.windows(2).all(|w| w[0].program <= w[1].program) {
+        return;
+    }
+    let (_, perm) = group_by_program(clicks.iter().map(|c| c.program));
+    // old index -> new position
+    let mut at = vec![0u32; n];
+    for (new, &old) in perm.iter().enumerate() {
+        at[old as usize] = new as u32;
+    }
+    *clicks = perm.iter().map(|&old| clicks[old as usize]).collect();
+    for k in keys {
+        k.1 = at[k.1 as usize];
+    }
+}
+
 /// The runs of equal programs, `(program, start, end)`, if no program has
 /// two.
 fn runs(programs: impl Iterator<Item = u32>) -> Option<Vec<(u32, u32, u32)>> {
@@ -443,7 +463,7 @@ fn fclick(k: &ClickIn, program: u32, partner: u32) -> FClick {
 pub struct ClickFacts {
     pub clicks: Vec<FClick>,
     /// Per conversion (index in `Facts::convs`): the index of the click it
-    /// cites in `clicks`, or `NONE`; built by [`Facts::link_clicks`].
+    /// cites in `clicks`, or `NONE`; built by [`Facts::finish`].
     pub conv_click: Vec<u32>,
     /// `(conversion, visitor key)` of conversions that carry their own
     /// visitor hash, sorted.
@@ -795,8 +815,7 @@ impl Facts {
     /// conversions; then joins conversions to the clicks they cite.
     pub fn finish(&mut self) {
         self.reorder();
-        self.group_clicks();
-        self.link_clicks();
+        self.group_and_link_clicks();
         self.conv_runs = runs(self.convs.iter().map(|c| c.program));
         self.click_runs = runs(self.fraud.clicks.iter().map(|c| c.program));
     }
@@ -820,27 +839,6 @@ impl Facts {
     pub fn click_runs_of(&self, fr: &ClickFacts) -> Option<&[(u32, u32, u32)]> {
         let r = self.click_runs.as_deref()?;
         (r.last().map_or(0, |x| x.2) as usize == fr.clicks.len()).then_some(r)
-    }
-
-    /// People's clicks grouped by program (stable, so in load order within
-    /// one): the fraud rules read one program's clicks at a time.
-    fn group_clicks(&mut self) {
-        let fr = &mut self.fraud;
-        let n = fr.clicks.len();
-        if n == 0 || fr.clicks.windows(2).all(|w| w[0].program <= w[1].program) {
-            return;
-        }
-        let (_, perm) = group_by_program(fr.clicks.iter().map(|c| c.program));
-        // old index -> new position
-        let mut at = vec![0u32; n];
-        for (new, &old) in perm.iter().enumerate() {
-            at[old as usize] = new as u32;
-        }
-        let clicks = perm.iter().map(|&old| fr.clicks[old as usize]).collect();
-        fr.clicks = clicks;
-        for k in &mut fr.keys {
-            k.1 = at[k.1 as usize];
-        }
     }
 
     /// Puts the conversions in `(program, ts, id)` order (programs by
@@ -1062,20 +1060,37 @@ impl Facts {
         self.follow_new_order(&at);
     }
 
-    /// Joins the conversions to the clicks they cite (by a 64-bit hash of
-    /// the click id; a collision among a few million ids is about one in a
-    /// million, and deterministic). Call once everything is added.
-    pub fn link_clicks(&mut self) {
+    /// Groups people's clicks by program ([`group_clicks`]) and joins the
+    /// conversions to the clicks they cite (by a 64-bit hash of the click
+    /// id; a collision among a few million ids is about one in a million,
+    /// and deterministic). Call once everything is added.
+    ///
+    /// The conversions' sorts run on this thread while a second groups the
+    /// clicks and sorts their keys (every element of each list differs from
+    /// the others: the orders do not depend on the sort).
+    fn group_and_link_clicks(&mut self) {
         self.namer.names = FxHashMap::default();
         let fr = &mut self.fraud;
-        let mut keys = std::mem::take(&mut fr.keys);
+        let (clicks, mut keys) = (&mut fr.clicks, std::mem::take(&mut fr.keys));
         let mut conv_keys = std::mem::take(&mut fr.conv_keys);
-        fr.conv_visitor.sort_unstable();
-        if keys.is_empty() || conv_keys.is_empty() {
+        let visitors = &mut fr.conv_visitor;
+        let linking = !keys.is_empty() && !conv_keys.is_empty();
+        std::thread::scope(|sc| {
+            let keys = &mut keys;
+            sc.spawn(move || {
+                group_clicks(clicks, keys);
+                if linking {
+                    keys.sort_unstable();
+                }
+            });
+            visitors.sort_unstable();
+            if linking {
+                conv_keys.sort_unstable();
+            }
+        });
+        if !linking {
             return;
         }
-        keys.sort_unstable();
-        conv_keys.sort_unstable();
         fr.conv_click = vec![NONE; self.convs.len()];
         let mut j = 0;
         for (key, conv) in conv_keys {
