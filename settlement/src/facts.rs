@@ -1063,7 +1063,7 @@ impl Facts {
     /// Groups people's clicks by program ([`group_clicks`]) and joins the
     /// conversions to the clicks they cite (by a 64-bit hash of the click
     /// id; a collision among a few million ids is about one in a million,
-    /// and deterministic). Call once everything is added.
+    /// and deterministic), once everything is added ([`Facts::finish`]).
     ///
     /// The conversions' sorts run on this thread while a second groups the
     /// clicks and sorts their keys (every element of each list differs from
