@@ -853,14 +853,31 @@ pub fn scan<P: rusqlite::Params>(
     params: P,
     mut f: impl FnMut(&Block) -> Result<()>,
 ) -> Result<()> {
+    decode_each(c, cols, filter, params, Block::default(), |blk| {
+        f(blk).map(|()| true)
+    })
+}
+
+/// The query and loop of [`scan`] and [`scan_beside`]: each matching block
+/// decoded into `blk` and handed to `f`, which may swap it for another and
+/// answers whether to go on.
+fn decode_each<P: rusqlite::Params>(
+    c: &Connection,
+    cols: Cols,
+    filter: &str,
+    params: P,
+    mut blk: Block,
+    mut f: impl FnMut(&mut Block) -> Result<bool>,
+) -> Result<()> {
     let mut st = c.prepare(&format!(
         "SELECT first, body FROM event_blocks WHERE {filter} ORDER BY first"
     ))?;
     let mut rows = st.query(params)?;
-    let mut blk = Block::default();
     while let Some(r) = rows.next()? {
         blk.decode(r.get(0)?, r.get_ref(1)?.as_blob()?, cols)?;
-        f(&blk)?;
+        if !f(&mut blk)? {
+            break;
+        }
     }
     Ok(())
 }
@@ -876,9 +893,6 @@ pub fn scan_beside<P: rusqlite::Params>(
     params: P,
     mut f: impl FnMut(&Block) -> Result<()> + Send,
 ) -> Result<()> {
-    let mut st = c.prepare(&format!(
-        "SELECT first, body FROM event_blocks WHERE {filter} ORDER BY first"
-    ))?;
     let (filler, reader) = crate::batch::channel(Block::default(), 4);
     std::thread::scope(|sc| {
         let worker = sc.spawn(move || -> Result<()> {
@@ -888,19 +902,16 @@ pub fn scan_beside<P: rusqlite::Params>(
             }
             Ok(())
         });
-        let read = (|| -> Result<()> {
-            let mut rows = st.query(params)?;
-            let mut blk = filler.fresh();
-            while let Some(r) = rows.next()? {
-                blk.decode(r.get(0)?, r.get_ref(1)?.as_blob()?, cols)?;
-                match filler.send(blk) {
-                    Some(next) => blk = next,
-                    // `f` failed: the worker's result says how
-                    None => break,
+        let read = decode_each(c, cols, filter, params, filler.fresh(), |blk| {
+            match filler.send(std::mem::take(blk)) {
+                Some(next) => {
+                    *blk = next;
+                    Ok(true)
                 }
+                // `f` failed: the worker's result says how
+                None => Ok(false),
             }
-            Ok(())
-        })();
+        });
         drop(filler);
         let done = match worker.join() {
             Ok(r) => r,
