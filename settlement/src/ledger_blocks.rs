@@ -1,6 +1,7 @@
 //! The ledger's entries in blocks: a draft's entries are appended in ledger
 //! order in blocks of up to [`BLOCK_ROWS`], one `ledger_blocks` row (a BLOB,
-//! column by column as `settlement::events` encodes them) each, keyed by
+//! column by column as `settlement::events` encodes them, packed: see
+//! [`Block::encode_packed`]) each, keyed by
 //! the position of their first entry (`pos`: `period * 10^10 + position`,
 //! the others follow without a gap). A run replaces its period's blocks in
 //! its one transaction; closed periods' blocks are never touched again.
@@ -94,21 +95,28 @@ impl Writer {
     /// Writes the entries added since the last block.
     pub fn flush(&mut self, c: &Connection) -> Result<()> {
         if self.pending.rows() > 0 {
-            c.prepare_cached(
-                "INSERT INTO ledger_blocks (first, period, n, body) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![
-                self.pending.first,
+            let body = self.pending.encode_packed();
+            insert(
+                c,
                 self.period,
-                self.pending.rows() as i64,
-                self.pending.encode()
-            ])?;
+                self.pending.first,
+                self.pending.rows(),
+                &body,
+            )?;
         }
         let next = self.next();
         self.pending.clear();
         self.pending.first = next;
         Ok(())
     }
+}
+
+/// Stores the block of `n` entries of `period` from pos `first` on, its
+/// `body` as [`Block::encode_packed`] made it.
+pub fn insert(c: &Connection, period: i64, first: i64, n: usize, body: &[u8]) -> Result<()> {
+    c.prepare_cached("INSERT INTO ledger_blocks (first, period, n, body) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![first, period, n as i64, body])?;
+    Ok(())
 }
 
 /// Calls `f` with each block whose first pos is in `[from, to)`, in ledger

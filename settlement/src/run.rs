@@ -1555,8 +1555,8 @@ const LEDGER_TEXTS: usize = crate::ledger_blocks::TEXTS;
 /// kept as rows).
 const LEDGER_TEXT_PARAMS: [usize; LEDGER_TEXTS] = [2, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14];
 
-/// Entries a producer puts into words at a time.
-const LEDGER_BATCH: usize = 2048;
+/// Entries a producer puts into words at a time: one block of the ledger.
+const LEDGER_BATCH: usize = crate::ledger_blocks::BLOCK_ROWS;
 
 /// Invoice lines put into words at a time.
 const INVOICE_BATCH: usize = 4096;
@@ -1630,12 +1630,16 @@ impl EntryView<'_> {
 struct LedgerRows {
     rows: Batch,
     hashed: Vec<u8>,
+    /// The ledger's rows packed into their block (`ledger_blocks`); empty
+    /// for invoice lines.
+    block: Vec<u8>,
 }
 
 impl batch::Refill for LedgerRows {
     fn clear(&mut self) {
         self.rows.clear();
         self.hashed.clear();
+        self.block.clear();
     }
     fn is_empty(&self) -> bool {
         self.rows.is_empty() && self.hashed.is_empty()
@@ -1743,15 +1747,17 @@ fn write_plan(
     }
     drop(ph_del);
     let ph_l = Phase::start("write: ledger");
-    // producer threads put entries into words and format their columns
-    // (batch i on producer i % n) while this one fingerprints them and
-    // writes them in blocks (and as rows the few that queries look up by
-    // their reason), taking the batches back in the draft's order
+    // producer threads put entries into words, format their columns and
+    // pack them into a block (batch i, the block at `base + i *
+    // BLOCK_ROWS`, on producer i % n) while this one fingerprints them
+    // and writes the blocks (and as rows the few entries that queries look
+    // up by their reason), taking the batches back in the draft's order
     let mut h = std::thread::scope(|sc| -> Result<Sha256> {
         let producers = std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4));
         let empty = LedgerRows {
             rows: Batch::new(LEDGER_INTS, LEDGER_TEXTS),
             hashed: Vec::new(),
+            block: Vec::new(),
         };
         let mut readers = Vec::new();
         let mut handles = Vec::new();
@@ -1760,33 +1766,45 @@ fn write_plan(
             readers.push(reader);
             let items = &plan.items;
             let plan = &plan;
-            handles.push(
-                sc.spawn(move || -> std::result::Result<(), batch::TooLarge> {
-                    let _p = Phase::start("entry words (producer)");
-                    let (mut words, mut amount) = (Scratch::default(), String::new());
-                    for chunk in items.chunks(LEDGER_BATCH).skip(k).step_by(producers) {
-                        let mut b = filler.fresh();
-                        for it in chunk {
-                            plan.with_view_in(*it, &mut words, |e| {
-                                hash_entry(&mut b.hashed, e);
-                                ledger_columns(e, &mut b.rows, &mut amount)
-                            })?;
-                        }
-                        if filler.send(b).is_none() {
-                            // the inserter stopped: its result says why
-                            return Ok(());
-                        }
+            handles.push(sc.spawn(move || -> Result<()> {
+                let _p = Phase::start("entry words (producer)");
+                let (mut words, mut amount) = (Scratch::default(), String::new());
+                let mut blk = crate::ledger_blocks::block(base);
+                let too_large =
+                    |e: batch::TooLarge| Error::data(format!("writing the ledger: {e}"));
+                for (i, chunk) in items
+                    .chunks(LEDGER_BATCH)
+                    .enumerate()
+                    .skip(k)
+                    .step_by(producers)
+                {
+                    let mut b = filler.fresh();
+                    for it in chunk {
+                        plan.with_view_in(*it, &mut words, |e| {
+                            hash_entry(&mut b.hashed, e);
+                            ledger_columns(e, &mut b.rows, &mut amount)
+                        })
+                        .map_err(too_large)?;
                     }
-                    Ok(())
-                }),
-            );
+                    blk.clear();
+                    blk.first = base + (i * LEDGER_BATCH) as i64;
+                    for r in 0..b.rows.rows() {
+                        blk.push_row(&b.rows, r)?;
+                    }
+                    b.block = blk.encode_packed();
+                    if filler.send(b).is_none() {
+                        // the inserter stopped: its result says why
+                        return Ok(());
+                    }
+                }
+                Ok(())
+            }));
         }
         let mut h = Sha256::new();
         let mut st = tx.prepare_cached(
             "INSERT INTO ledger (pos, id, period, partner, program, kind, amount, currency, rule, sources,
                event_day, reason, calc, adjusts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         )?;
-        let mut w = crate::ledger_blocks::Writer::new(p.key(), base);
         let mut failed = None;
         let mut busy = std::time::Duration::ZERO;
         for turn in 0.. {
@@ -1797,32 +1815,27 @@ fn write_plan(
             let t = std::time::Instant::now();
             h.update(&b.hashed);
             let rows = &b.rows;
-            for r in 0..rows.rows() {
-                let reason = rows
-                    .bytes(r, crate::ledger_blocks::L_REASON)
-                    .unwrap_or_default();
-                let pos = w.next();
-                let done = match crate::ledger_blocks::kept_as_row(reason) {
-                    true => insert_ledger_row(&mut st, rows, r, pos, p.key())
-                        .map_err(Error::from)
-                        .and_then(|_| w.add(&tx, rows, r)),
-                    false => w.add(&tx, rows, r),
-                };
-                if let Err(e) = done {
-                    failed = Some(e);
-                    break;
-                }
-            }
-
+            let first = base + (turn * LEDGER_BATCH) as i64;
+            let done = (0..rows.rows())
+                .filter(|&r| {
+                    crate::ledger_blocks::kept_as_row(
+                        rows.bytes(r, crate::ledger_blocks::L_REASON)
+                            .unwrap_or_default(),
+                    )
+                })
+                .try_for_each(|r| {
+                    insert_ledger_row(&mut st, rows, r, first + r as i64, p.key()).map(|_| ())
+                })
+                .map_err(Error::from)
+                .and_then(|()| {
+                    crate::ledger_blocks::insert(&tx, p.key(), first, rows.rows(), &b.block)
+                });
             busy += t.elapsed();
             reader.give_back(b);
-            if failed.is_some() {
+            if let Err(e) = done {
+                failed = Some(e);
                 break;
             }
-        }
-        if failed.is_none() {
-            // the entries since the last full block
-            failed = w.flush(&tx).err();
         }
         if std::env::var_os("SETTLEMENT_TIMING").is_some() {
             eprintln!("timing: ledger inserts: {:.3} s", busy.as_secs_f64());
@@ -1837,7 +1850,7 @@ fn write_plan(
         }
         match (failed, words) {
             (Some(e), _) => Err(e),
-            (None, Err(e)) => Err(Error::data(format!("writing the ledger: {e}"))),
+            (None, Err(e)) => Err(e),
             (None, Ok(())) => Ok(h),
         }
     })?;
@@ -1877,6 +1890,7 @@ fn write_plan(
             let empty = LedgerRows {
                 rows: Batch::new(0, INVOICE_TEXT_PARAMS.len()),
                 hashed: Vec::new(),
+                block: Vec::new(),
             };
             let (filler, reader) = batch::channel(empty, 2);
             let words = sc.spawn(move || -> std::result::Result<(), batch::TooLarge> {

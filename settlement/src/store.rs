@@ -141,6 +141,13 @@ CREATE TABLE erasures (
     (5, "event_blocks", crate::events::SCHEMA),
     // the ledger's rows move into blocks (ledger_blocks::move_rows_into_blocks)
     (6, "ledger_blocks", crate::ledger_blocks::SCHEMA),
+    // no table changes: the ledger's blocks written from here on are packed
+    // (events::Block::encode_packed), which a binary before it cannot read
+    (
+        7,
+        "packed_ledger_blocks",
+        "-- ledger_blocks.body may be a packed block (settlement/src/events.rs)",
+    ),
 ];
 
 pub use crate::events::{kind_code, KIND_CLICK, KIND_CONVERSION, KIND_DEAL, KIND_MDF};
