@@ -110,44 +110,17 @@ pub fn explain(store: &Store, id: &str) -> Result<String> {
         }
         (period, sources, rule, calc)
     } else {
-        type Inv = (
-            i64,
-            String,
-            String,
-            String,
-            String,
-            String,
-            String,
-            String,
-            String,
-            String,
-        );
-        let inv: Option<Inv> = c
-            .query_row(
-                "SELECT period, partner, program, txn_id, list_amount, discount_percent, amount_due, currency, source, calc
-                 FROM invoices WHERE id = ?1 ORDER BY pos DESC LIMIT 1",
-                [id],
-                |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                        r.get(7)?,
-                        r.get(8)?,
-                        r.get(9)?,
-                    ))
-                },
-            )
-            .optional()?;
-        let Some((period, partner, program, txn, list, disc, due, cur, source, calc)) = inv else {
+        use crate::ledger_blocks::*;
+        let Some((b, r)) = find_in(c, INVOICES, I_ID, id)? else {
             return Err(Error::Usage(format!(
                 "no ledger entry or invoice line has the id {id:?}"
             )));
         };
+        let t = |col: usize| text(&b, col, r).map(str::to_string);
+        let period = period_of(b.first);
+        let (partner, program, txn) = (t(I_PARTNER)?, t(I_PROGRAM)?, t(I_TXN_ID)?);
+        let (list, disc, due) = (t(I_LIST_AMOUNT)?, t(I_DISCOUNT_PERCENT)?, t(I_AMOUNT_DUE)?);
+        let (cur, source, calc) = (t(I_CURRENCY)?, t(I_SOURCE)?, t(I_CALC)?);
         let _ = writeln!(
             o,
             "invoice line {id}: {partner} owes {due} {cur} (program {program})"

@@ -342,17 +342,36 @@ fn load_with(
         statements.push(row);
     }
     let mut invoices = Vec::new();
-    let mut st = c.prepare(
-        "SELECT partner, txn_id, list_amount, discount_percent, amount_due, currency
-         FROM invoices WHERE pos >= ?1 AND pos < ?2 ORDER BY pos",
-    )?;
-    let mut rows = st.query([pos_base(p), pos_base(p.next())])?;
-    while let Some(r) = rows.next()? {
-        let mut row = vec![p.to_string()];
-        for i in 0..6 {
-            row.push(r.get(i)?);
-        }
-        invoices.push(row);
+    {
+        use crate::ledger_blocks::*;
+        const COLS: [usize; 6] = [
+            I_PARTNER,
+            I_TXN_ID,
+            I_LIST_AMOUNT,
+            I_DISCOUNT_PERCENT,
+            I_AMOUNT_DUE,
+            I_CURRENCY,
+        ];
+        let ps = p.to_string();
+        let (from, to) = (pos_base(p), pos_base(p.next()));
+        scan_in(
+            c,
+            INVOICES,
+            from,
+            to,
+            crate::events::Cols::of(&[], &COLS),
+            |b| {
+                for r in 0..b.rows() {
+                    let mut row = Vec::with_capacity(1 + COLS.len());
+                    row.push(ps.clone());
+                    for col in COLS {
+                        row.push(text(b, col, r)?.to_string());
+                    }
+                    invoices.push(row);
+                }
+                Ok(())
+            },
+        )?;
     }
     let mut stats = Vec::new();
     let mut st = c.prepare(

@@ -1558,12 +1558,9 @@ const LEDGER_TEXT_PARAMS: [usize; LEDGER_TEXTS] = [2, 4, 5, 6, 7, 8, 9, 10, 12, 
 /// Entries a producer puts into words at a time: one block of the ledger.
 const LEDGER_BATCH: usize = crate::ledger_blocks::BLOCK_ROWS;
 
-/// Invoice lines put into words at a time.
-const INVOICE_BATCH: usize = 4096;
-
-/// The `invoices` insert's parameter of each text column [`invoice_columns`]
-/// pushes (`pos` is ?1 and `period` ?3).
-const INVOICE_TEXT_PARAMS: [usize; 10] = [2, 4, 5, 6, 7, 8, 9, 10, 11, 12];
+/// The text columns of an invoice line ([`invoice_columns`] pushes them in
+/// `ledger_blocks`' order, `I_ID` .. `I_CALC`).
+const INVOICE_TEXTS: usize = 10;
 
 /// A ledger entry's fields, borrowed: what the fingerprint and the ledger's
 /// columns read, from an engine entry ([`Words::with_view`]) or an
@@ -1734,14 +1731,9 @@ fn write_plan(
         "DELETE FROM ledger WHERE pos >= ?1 AND pos < ?2",
         params![base, pos_base(p.next())],
     )?;
-    tx.execute(
-        "DELETE FROM ledger_blocks WHERE first >= ?1 AND first < ?2",
-        params![base, pos_base(p.next())],
-    )?;
-    tx.execute(
-        "DELETE FROM invoices WHERE pos >= ?1 AND pos < ?2",
-        params![base, pos_base(p.next())],
-    )?;
+    for t in [crate::ledger_blocks::LEDGER, crate::ledger_blocks::INVOICES] {
+        crate::ledger_blocks::delete(&tx, t, base, pos_base(p.next()))?;
+    }
     for t in ["statements", "rules", "stats", "fraud"] {
         tx.execute(&format!("DELETE FROM {t} WHERE period = ?1"), [p.key()])?;
     }
@@ -1828,7 +1820,8 @@ fn write_plan(
                 })
                 .map_err(Error::from)
                 .and_then(|()| {
-                    crate::ledger_blocks::insert(&tx, p.key(), first, rows.rows(), &b.block)
+                    let t = crate::ledger_blocks::LEDGER;
+                    crate::ledger_blocks::insert(&tx, t, p.key(), first, rows.rows(), &b.block)
                 });
             busy += t.elapsed();
             reader.give_back(b);
@@ -1878,51 +1871,64 @@ fn write_plan(
                 s.model
             ])?;
         }
-        let mut st = tx.prepare_cached(
-            "INSERT INTO invoices (pos, id, period, partner, program, txn_id, list_amount, discount_percent,
-               amount_due, currency, source, calc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        )?;
         hash_statements(&mut h, &plan.statements);
-        // a thread puts the invoice lines into words and columns while this
-        // one fingerprints and inserts them, in order; the batches go back
-        // to be refilled, so what the thread allocates it also frees
+        // a thread puts the invoice lines into words and columns and packs
+        // them into their block (batch i is the block at `base + i *
+        // BLOCK_ROWS`) while this one fingerprints and stores them, in
+        // order; the batches go back to be refilled, so what the thread
+        // allocates it also frees
         std::thread::scope(|sc| -> Result<()> {
+            use crate::ledger_blocks::{BLOCK_ROWS, INVOICES};
             let empty = LedgerRows {
-                rows: Batch::new(0, INVOICE_TEXT_PARAMS.len()),
+                rows: Batch::new(0, INVOICE_TEXTS),
                 hashed: Vec::new(),
                 block: Vec::new(),
             };
             let (filler, reader) = batch::channel(empty, 2);
-            let words = sc.spawn(move || -> std::result::Result<(), batch::TooLarge> {
+            let words = sc.spawn(move || -> Result<()> {
+                let too_large =
+                    |e: batch::TooLarge| Error::data(format!("writing the invoices: {e}"));
+                let mut blk = INVOICES.block(base);
                 let mut b = filler.fresh();
-                for inv in &plan.invoices {
-                    invoice_columns(&plan.invoice(inv), &mut b)?;
-                    if b.rows.rows() >= INVOICE_BATCH {
-                        match filler.send(b) {
-                            Some(next) => b = next,
-                            // the inserter stopped: its result says why
-                            None => return Ok(()),
-                        }
+                for chunk in plan.invoices.chunks(BLOCK_ROWS) {
+                    for inv in chunk {
+                        invoice_columns(&plan.invoice(inv), &mut b).map_err(too_large)?;
+                    }
+                    blk.clear();
+                    for r in 0..b.rows.rows() {
+                        blk.push_row(&b.rows, r)?;
+                    }
+                    b.block = blk.encode_packed();
+                    blk.first += BLOCK_ROWS as i64;
+                    match filler.send(b) {
+                        Some(next) => b = next,
+                        // the inserter stopped: its result says why
+                        None => return Ok(()),
                     }
                 }
-                filler.finish(b);
                 Ok(())
             });
-            let mut pos = base;
+            let mut first = base;
+            let mut stored = Ok(());
             while let Some(b) = reader.next() {
                 h.update(&b.hashed);
-                for r in 0..b.rows.rows() {
-                    st.raw_bind_parameter(1, pos)?;
-                    st.raw_bind_parameter(3, p.key())?;
-                    bind_texts(&mut st, &b.rows, r, &INVOICE_TEXT_PARAMS)?;
-                    st.raw_execute()?;
-                    pos += 1;
-                }
+                stored = crate::ledger_blocks::insert(
+                    &tx,
+                    INVOICES,
+                    p.key(),
+                    first,
+                    b.rows.rows(),
+                    &b.block,
+                );
+                first += BLOCK_ROWS as i64;
                 reader.give_back(b);
+                if stored.is_err() {
+                    break;
+                }
             }
             drop(reader);
             match words.join() {
-                Ok(r) => r.map_err(|e| Error::data(format!("writing the invoices: {e}"))),
+                Ok(r) => stored.and(r),
                 Err(e) => std::panic::resume_unwind(e),
             }
         })?;

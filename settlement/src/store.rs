@@ -148,6 +148,9 @@ CREATE TABLE erasures (
         "packed_ledger_blocks",
         "-- ledger_blocks.body may be a packed block (settlement/src/events.rs)",
     ),
+    // the invoice lines move into blocks, as the ledger's did
+    // (ledger_blocks::move_invoice_rows_into_blocks)
+    (8, "invoice_blocks", crate::ledger_blocks::INVOICE_SCHEMA),
 ];
 
 pub use crate::events::{kind_code, KIND_CLICK, KIND_CONVERSION, KIND_DEAL, KIND_MDF};
@@ -312,6 +315,9 @@ impl Store {
             }
             if *v == 6 {
                 crate::ledger_blocks::move_rows_into_blocks(&tx)?;
+            }
+            if *v == 8 {
+                crate::ledger_blocks::move_invoice_rows_into_blocks(&tx)?;
             }
             tx.execute(
                 "INSERT INTO schema_migrations (version, name) VALUES (?1, ?2)",
@@ -1173,6 +1179,99 @@ mod tests {
         assert!(crate::ledger_blocks::find(&store.conn, "le_0")
             .unwrap()
             .is_none());
+    }
+
+    /// A store of schema 7 (invoice lines as rows) opens as schema 8 with
+    /// the same lines in blocks, a period's in pos order (a new period
+    /// starts a new block), and without the old table; `explain` and the
+    /// report's loader find them there.
+    #[test]
+    fn migration_moves_invoice_rows_into_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let p10 = pos_base(Period::parse("2026-10").unwrap());
+        let p11 = pos_base(Period::parse("2026-11").unwrap());
+        {
+            let c = store_at_schema(&path, 7);
+            let mut st = c
+                .prepare(
+                    "INSERT INTO invoices (pos, id, period, partner, program, txn_id, list_amount,
+                       discount_percent, amount_due, currency, source, calc)
+                     VALUES (?1, ?2, ?3, 'pa', 'var', ?4, ?5, '25', ?6, 'USD', ?7, 'calc')",
+                )
+                .unwrap();
+            let mut n = 0;
+            for (base, key, count) in [(p10, 202610, 5000i64), (p11, 202611, 3)] {
+                for i in 0..count {
+                    n += 1;
+                    st.execute(params![
+                        base + i,
+                        format!("inv_{n}"),
+                        key,
+                        format!("t{n}"),
+                        format!("{i}.00"),
+                        format!("{}.00", i * 3 / 4),
+                        format!("ev{n}")
+                    ])
+                    .unwrap();
+                }
+            }
+            c.execute(
+                "INSERT INTO periods (period, state, watermark, draft_hash) VALUES (202611, 'draft', 0, 'x')",
+                [],
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let blocks: Vec<(i64, i64, i64)> = store
+            .conn
+            .prepare("SELECT first, period, n FROM invoice_blocks ORDER BY first")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<std::result::Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            blocks,
+            [
+                (p10, 202610, 4096),
+                (p10 + 4096, 202610, 904),
+                (p11, 202611, 3)
+            ]
+        );
+        let gone: i64 = store
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'invoices'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(gone, 0);
+        let (b, r) = crate::ledger_blocks::find_in(
+            &store.conn,
+            crate::ledger_blocks::INVOICES,
+            crate::ledger_blocks::I_ID,
+            "inv_4999",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((b.first, r), (p10 + 4096, 902));
+        let t = |c| crate::ledger_blocks::text(&b, c, r).unwrap();
+        use crate::ledger_blocks::{I_AMOUNT_DUE, I_SOURCE, I_TXN_ID};
+        assert_eq!(
+            (t(I_TXN_ID), t(I_AMOUNT_DUE), t(I_SOURCE)),
+            ("t4999", "3748.00", "ev4999")
+        );
+        let text = crate::explain::explain(&store, "inv_4999").unwrap();
+        assert!(text.contains("pa owes 3748.00 USD"), "{text}");
+        assert!(text.contains("2026-10"), "{text}");
+        let data = crate::report::load(&store, Period::parse("2026-11").unwrap()).unwrap();
+        assert_eq!(data.invoices.len(), 3);
+        assert_eq!(
+            data.invoices[2],
+            ["2026-11", "pa", "t5003", "2.00", "25", "1.00", "USD"]
+        );
     }
 
     /// The duplicate check the store keeps between imports: current after a
