@@ -103,6 +103,11 @@ impl Table {
         Block::with_layout(first, self.ints, self.texts)
     }
 
+    /// An empty batch of rows in this table's layout.
+    pub fn batch(self) -> Batch {
+        Batch::new(self.ints, self.texts)
+    }
+
     /// Every column.
     pub fn all(self) -> Cols {
         Cols::all(self.ints, self.texts)

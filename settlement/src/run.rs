@@ -1423,8 +1423,8 @@ fn hash_statements(h: &mut Sha256, statements: &[Statement]) {
     h.update([2]);
 }
 
-/// An invoice line's fingerprint bytes and its `invoices` columns (in
-/// [`INVOICE_TEXT_PARAMS`]' order), added to `b`.
+/// An invoice line's fingerprint bytes and its columns (the texts of
+/// `ledger_blocks::INVOICES`, `I_ID` .. `I_CALC`), added to `b`.
 fn invoice_columns(
     l: &InvoiceLine,
     b: &mut LedgerRows,
@@ -1546,21 +1546,11 @@ fn check_open(store: &Store, p: Period) -> Result<()> {
     Ok(())
 }
 
-/// A ledger entry's columns as the draft's writer takes them: the event
-/// day, then the texts in `ledger_blocks`' order (`L_ID` .. `L_ADJUSTS`),
-/// which is also [`LEDGER_TEXT_PARAMS`]' order.
-const LEDGER_INTS: usize = crate::ledger_blocks::INTS;
-const LEDGER_TEXTS: usize = crate::ledger_blocks::TEXTS;
 /// The `ledger` insert's parameter of each text column (for the entries
-/// kept as rows).
-const LEDGER_TEXT_PARAMS: [usize; LEDGER_TEXTS] = [2, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14];
-
-/// Entries a producer puts into words at a time: one block of the ledger.
-const LEDGER_BATCH: usize = crate::ledger_blocks::BLOCK_ROWS;
-
-/// The text columns of an invoice line ([`invoice_columns`] pushes them in
-/// `ledger_blocks`' order, `I_ID` .. `I_CALC`).
-const INVOICE_TEXTS: usize = 10;
+/// kept as rows): [`ledger_columns`] pushes the event day, then the texts
+/// in `ledger_blocks`' order (`L_ID` .. `L_ADJUSTS`), this array's order.
+const LEDGER_TEXT_PARAMS: [usize; crate::ledger_blocks::TEXTS] =
+    [2, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14];
 
 /// A ledger entry's fields, borrowed: what the fingerprint and the ledger's
 /// columns read, from an engine entry ([`Words::with_view`]) or an
@@ -1715,6 +1705,82 @@ fn bind_texts(
     Ok(())
 }
 
+/// Writes `items` as blocks of `table`, a block per [`BLOCK_ROWS`] of them
+/// in order: producer threads (one per core, up to four; block i on
+/// producer i % n) each make their own state with `state`, put a block's
+/// items into rows (and the fingerprint's bytes) with `fill` and pack them,
+/// while this thread hands each batch to `take` with its block's index, in
+/// order. The batches go back to be refilled, so what a producer allocates
+/// it also frees. The first error stops both sides and is the one returned.
+///
+/// [`BLOCK_ROWS`]: crate::ledger_blocks::BLOCK_ROWS
+fn in_blocks<T: Sync, S>(
+    phase: &'static str,
+    items: &[T],
+    table: crate::ledger_blocks::Table,
+    state: impl Fn() -> S + Sync,
+    fill: impl Fn(&mut S, &[T], &mut LedgerRows) -> Result<()> + Sync,
+    mut take: impl FnMut(usize, &LedgerRows) -> Result<()>,
+) -> Result<()> {
+    use crate::ledger_blocks::BLOCK_ROWS;
+    let producers = std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4));
+    let empty = LedgerRows {
+        rows: table.batch(),
+        hashed: Vec::new(),
+        block: Vec::new(),
+    };
+    std::thread::scope(|sc| {
+        let mut readers = Vec::new();
+        let mut handles = Vec::new();
+        for k in 0..producers {
+            let (filler, reader) = batch::channel(empty.clone(), 2);
+            readers.push(reader);
+            let (state, fill) = (&state, &fill);
+            handles.push(sc.spawn(move || -> Result<()> {
+                let _p = Phase::start(phase);
+                let mut st = state();
+                let mut blk = table.block(0);
+                for chunk in items.chunks(BLOCK_ROWS).skip(k).step_by(producers) {
+                    let mut b = filler.fresh();
+                    fill(&mut st, chunk, &mut b)?;
+                    blk.clear();
+                    for r in 0..b.rows.rows() {
+                        blk.push_row(&b.rows, r)?;
+                    }
+                    b.block = blk.encode_packed();
+                    if filler.send(b).is_none() {
+                        // the taker stopped: its result says why
+                        return Ok(());
+                    }
+                }
+                Ok(())
+            }));
+        }
+        let mut taken = Ok(());
+        for i in 0.. {
+            // block i's producer is done when it has no more
+            let reader = &readers[i % producers];
+            let Some(b) = reader.next() else {
+                break;
+            };
+            taken = take(i, &b);
+            reader.give_back(b);
+            if taken.is_err() {
+                break;
+            }
+        }
+        drop(readers);
+        let mut made = Ok(());
+        for h in handles {
+            match h.join() {
+                Ok(r) => made = made.and(r),
+                Err(e) => std::panic::resume_unwind(e),
+            }
+        }
+        taken.and(made)
+    })
+}
+
 /// Replaces the period's draft in one transaction, fingerprinting it on
 /// the way; when the fingerprint is the stored one, rolls back instead.
 fn write_plan(
@@ -1740,113 +1806,51 @@ fn write_plan(
     drop(ph_del);
     let ph_l = Phase::start("write: ledger");
     // producer threads put entries into words, format their columns and
-    // pack them into a block (batch i, the block at `base + i *
-    // BLOCK_ROWS`, on producer i % n) while this one fingerprints them
-    // and writes the blocks (and as rows the few entries that queries look
-    // up by their reason), taking the batches back in the draft's order
-    let mut h = std::thread::scope(|sc| -> Result<Sha256> {
-        let producers = std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4));
-        let empty = LedgerRows {
-            rows: Batch::new(LEDGER_INTS, LEDGER_TEXTS),
-            hashed: Vec::new(),
-            block: Vec::new(),
-        };
-        let mut readers = Vec::new();
-        let mut handles = Vec::new();
-        for k in 0..producers {
-            let (filler, reader) = batch::channel(empty.clone(), 2);
-            readers.push(reader);
-            let items = &plan.items;
-            let plan = &plan;
-            handles.push(sc.spawn(move || -> Result<()> {
-                let _p = Phase::start("entry words (producer)");
-                let (mut words, mut amount) = (Scratch::default(), String::new());
-                let mut blk = crate::ledger_blocks::block(base);
-                let too_large =
-                    |e: batch::TooLarge| Error::data(format!("writing the ledger: {e}"));
-                for (i, chunk) in items
-                    .chunks(LEDGER_BATCH)
-                    .enumerate()
-                    .skip(k)
-                    .step_by(producers)
-                {
-                    let mut b = filler.fresh();
-                    for it in chunk {
-                        plan.with_view_in(*it, &mut words, |e| {
-                            hash_entry(&mut b.hashed, e);
-                            ledger_columns(e, &mut b.rows, &mut amount)
-                        })
-                        .map_err(too_large)?;
-                    }
-                    blk.clear();
-                    blk.first = base + (i * LEDGER_BATCH) as i64;
-                    for r in 0..b.rows.rows() {
-                        blk.push_row(&b.rows, r)?;
-                    }
-                    b.block = blk.encode_packed();
-                    if filler.send(b).is_none() {
-                        // the inserter stopped: its result says why
-                        return Ok(());
-                    }
-                }
-                Ok(())
-            }));
-        }
-        let mut h = Sha256::new();
+    // pack them into their block (batch i is the block at `base + i *
+    // BLOCK_ROWS`) while this one fingerprints them and writes the blocks
+    // (and as rows the few entries that queries look up by their reason)
+    let mut h = Sha256::new();
+    {
+        use crate::ledger_blocks::{kept_as_row, BLOCK_ROWS, LEDGER, L_REASON};
         let mut st = tx.prepare_cached(
             "INSERT INTO ledger (pos, id, period, partner, program, kind, amount, currency, rule, sources,
                event_day, reason, calc, adjusts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         )?;
-        let mut failed = None;
         let mut busy = std::time::Duration::ZERO;
-        for turn in 0.. {
-            let reader = &readers[turn % producers];
-            let Some(b) = reader.next() else {
-                break;
-            };
-            let t = std::time::Instant::now();
-            h.update(&b.hashed);
-            let rows = &b.rows;
-            let first = base + (turn * LEDGER_BATCH) as i64;
-            let done = (0..rows.rows())
-                .filter(|&r| {
-                    crate::ledger_blocks::kept_as_row(
-                        rows.bytes(r, crate::ledger_blocks::L_REASON)
-                            .unwrap_or_default(),
-                    )
-                })
-                .try_for_each(|r| {
-                    insert_ledger_row(&mut st, rows, r, first + r as i64, p.key()).map(|_| ())
-                })
-                .map_err(Error::from)
-                .and_then(|()| {
-                    let t = crate::ledger_blocks::LEDGER;
-                    crate::ledger_blocks::insert(&tx, t, p.key(), first, rows.rows(), &b.block)
-                });
-            busy += t.elapsed();
-            reader.give_back(b);
-            if let Err(e) = done {
-                failed = Some(e);
-                break;
-            }
-        }
+        in_blocks(
+            "entry words (producer)",
+            &plan.items,
+            LEDGER,
+            || (Scratch::default(), String::new()),
+            |(words, amount), items, b| {
+                for it in items {
+                    plan.with_view_in(*it, words, |e| {
+                        hash_entry(&mut b.hashed, e);
+                        ledger_columns(e, &mut b.rows, amount)
+                    })
+                    .map_err(|e| Error::data(format!("writing the ledger: {e}")))?;
+                }
+                Ok(())
+            },
+            |i, b| {
+                let t = std::time::Instant::now();
+                h.update(&b.hashed);
+                let rows = &b.rows;
+                let first = base + (i * BLOCK_ROWS) as i64;
+                for r in 0..rows.rows() {
+                    if kept_as_row(rows.bytes(r, L_REASON).unwrap_or_default()) {
+                        insert_ledger_row(&mut st, rows, r, first + r as i64, p.key())?;
+                    }
+                }
+                crate::ledger_blocks::insert(&tx, LEDGER, p.key(), first, rows.rows(), &b.block)?;
+                busy += t.elapsed();
+                Ok(())
+            },
+        )?;
         if std::env::var_os("SETTLEMENT_TIMING").is_some() {
             eprintln!("timing: ledger inserts: {:.3} s", busy.as_secs_f64());
         }
-        drop(readers);
-        let mut words = Ok(());
-        for p in handles {
-            match p.join() {
-                Ok(r) => words = words.and(r),
-                Err(e) => std::panic::resume_unwind(e),
-            }
-        }
-        match (failed, words) {
-            (Some(e), _) => Err(e),
-            (None, Err(e)) => Err(e),
-            (None, Ok(())) => Ok(h),
-        }
-    })?;
+    }
     drop(ph_l);
     {
         let _x = Phase::start("write: statements, invoices, stats, rules, fraud");
@@ -1872,66 +1876,37 @@ fn write_plan(
             ])?;
         }
         hash_statements(&mut h, &plan.statements);
-        // a thread puts the invoice lines into words and columns and packs
-        // them into their block (batch i is the block at `base + i *
-        // BLOCK_ROWS`) while this one fingerprints and stores them, in
-        // order; the batches go back to be refilled, so what the thread
-        // allocates it also frees
-        std::thread::scope(|sc| -> Result<()> {
+        // as the ledger's entries: producer threads put the invoice lines
+        // into words and columns and pack them, this one fingerprints and
+        // stores the blocks in order
+        {
             use crate::ledger_blocks::{BLOCK_ROWS, INVOICES};
-            let empty = LedgerRows {
-                rows: Batch::new(0, INVOICE_TEXTS),
-                hashed: Vec::new(),
-                block: Vec::new(),
-            };
-            let (filler, reader) = batch::channel(empty, 2);
-            let words = sc.spawn(move || -> Result<()> {
-                let too_large =
-                    |e: batch::TooLarge| Error::data(format!("writing the invoices: {e}"));
-                let mut blk = INVOICES.block(base);
-                let mut b = filler.fresh();
-                for chunk in plan.invoices.chunks(BLOCK_ROWS) {
-                    for inv in chunk {
-                        invoice_columns(&plan.invoice(inv), &mut b).map_err(too_large)?;
+            in_blocks(
+                "invoice words (producer)",
+                &plan.invoices,
+                INVOICES,
+                || (),
+                |(), invs, b| {
+                    for inv in invs {
+                        invoice_columns(&plan.invoice(inv), b)
+                            .map_err(|e| Error::data(format!("writing the invoices: {e}")))?;
                     }
-                    blk.clear();
-                    for r in 0..b.rows.rows() {
-                        blk.push_row(&b.rows, r)?;
-                    }
-                    b.block = blk.encode_packed();
-                    blk.first += BLOCK_ROWS as i64;
-                    match filler.send(b) {
-                        Some(next) => b = next,
-                        // the inserter stopped: its result says why
-                        None => return Ok(()),
-                    }
-                }
-                Ok(())
-            });
-            let mut first = base;
-            let mut stored = Ok(());
-            while let Some(b) = reader.next() {
-                h.update(&b.hashed);
-                stored = crate::ledger_blocks::insert(
-                    &tx,
-                    INVOICES,
-                    p.key(),
-                    first,
-                    b.rows.rows(),
-                    &b.block,
-                );
-                first += BLOCK_ROWS as i64;
-                reader.give_back(b);
-                if stored.is_err() {
-                    break;
-                }
-            }
-            drop(reader);
-            match words.join() {
-                Ok(r) => stored.and(r),
-                Err(e) => std::panic::resume_unwind(e),
-            }
-        })?;
+                    Ok(())
+                },
+                |i, b| {
+                    h.update(&b.hashed);
+                    let first = base + (i * BLOCK_ROWS) as i64;
+                    crate::ledger_blocks::insert(
+                        &tx,
+                        INVOICES,
+                        p.key(),
+                        first,
+                        b.rows.rows(),
+                        &b.block,
+                    )
+                },
+            )?;
+        }
         let mut st = tx.prepare_cached(
             "INSERT INTO stats (period, program, name, value) VALUES (?1, ?2, ?3, ?4)",
         )?;
@@ -2046,6 +2021,85 @@ pub fn close(store: &mut Store, p: Period) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `in_blocks` hands every block to `take` once, in order, with its
+    /// index and its rows packed; an error of a producer or of `take`
+    /// stops it and is the one returned.
+    #[test]
+    fn in_blocks_takes_every_block_in_order() {
+        use crate::ledger_blocks::{BLOCK_ROWS, INVOICES};
+        let items: Vec<u32> = (0..(BLOCK_ROWS * 5 + 17) as u32).collect();
+        let fill = |seen: &mut usize, xs: &[u32], b: &mut LedgerRows| -> Result<()> {
+            for x in xs {
+                if *x == u32::MAX {
+                    return Err(Error::data("bad item"));
+                }
+                *seen += 1;
+                b.hashed.extend_from_slice(&x.to_le_bytes());
+                for c in 0..10 {
+                    b.rows.push_text(Some(&format!("{x}:{c}"))).unwrap();
+                }
+            }
+            Ok(())
+        };
+        let mut got = Vec::new();
+        in_blocks(
+            "test",
+            &items,
+            INVOICES,
+            || 0usize,
+            fill,
+            |i, b| {
+                let mut blk = INVOICES.block(0);
+                blk.decode(0, &b.block, INVOICES.all())?;
+                assert_eq!(blk.rows(), b.rows.rows());
+                for r in 0..blk.rows() {
+                    let x = u32::from_le_bytes(b.hashed[r * 4..r * 4 + 4].try_into().unwrap());
+                    assert_eq!(blk.bytes(9, r), Some(format!("{x}:9").as_bytes()));
+                    got.push((i, x));
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(got.len(), items.len());
+        for (k, &(i, x)) in got.iter().enumerate() {
+            assert_eq!((i, x), (k / BLOCK_ROWS, k as u32));
+        }
+
+        // a producer's error, in the third block
+        let mut bad = items.clone();
+        bad[BLOCK_ROWS * 2 + 5] = u32::MAX;
+        let mut taken = 0;
+        let e = in_blocks(
+            "test",
+            &bad,
+            INVOICES,
+            || 0usize,
+            fill,
+            |_, _| {
+                taken += 1;
+                Ok(())
+            },
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("bad item"), "{e}");
+        assert_eq!(taken, 2);
+        // take's error, at the second block
+        let e = in_blocks(
+            "test",
+            &items,
+            INVOICES,
+            || 0usize,
+            fill,
+            |i, _| match i {
+                1 => Err(Error::data("full disk")),
+                _ => Ok(()),
+            },
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("full disk"), "{e}");
+    }
 
     /// `permute` puts `v[order[i]]` at `i`, for permutations of every
     /// shape (cycles long and short, fixed points, the identity).
