@@ -481,7 +481,7 @@ fn with_unpacked<R>(
                     *dec = zstd::bulk::Decompressor::new().ok();
                 }
                 buf.clear();
-                buf.reserve(len);
+                buf.try_reserve(len).ok()?;
                 let got = dec.as_mut()?.decompress_to_buffer(&rest[pos..], buf).ok()?;
                 (got == len).then_some(&buf[..])
             });
