@@ -94,7 +94,7 @@ pub const LEDGER: Table = Table {
 pub const INVOICES: Table = Table {
     name: "invoice_blocks",
     ints: 0,
-    texts: 10,
+    texts: I_CALC + 1,
 };
 
 impl Table {

@@ -990,6 +990,20 @@ mod tests {
         c
     }
 
+    /// The `(first, period, n)` of each block of `table`, in order.
+    fn block_spans(store: &Store, table: &str) -> Vec<(i64, i64, i64)> {
+        store
+            .conn
+            .prepare(&format!(
+                "SELECT first, period, n FROM {table} ORDER BY first"
+            ))
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<std::result::Result<_, _>>()
+            .unwrap()
+    }
+
     /// A store of schema 4 (events as rows) opens as schema 5 with the same
     /// events in blocks, arrivals kept (a gap starts a new block); what was
     /// imported before is still known as a duplicate.
@@ -1124,16 +1138,8 @@ mod tests {
             }
         }
         let store = Store::open(&path).unwrap();
-        let blocks: Vec<(i64, i64, i64)> = store
-            .conn
-            .prepare("SELECT first, period, n FROM ledger_blocks ORDER BY first")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .unwrap()
-            .collect::<std::result::Result<_, _>>()
-            .unwrap();
         assert_eq!(
-            blocks,
+            block_spans(&store, "ledger_blocks"),
             [
                 (p10, 202610, 4096),
                 (p10 + 4096, 202610, 904),
@@ -1223,16 +1229,8 @@ mod tests {
             .unwrap();
         }
         let store = Store::open(&path).unwrap();
-        let blocks: Vec<(i64, i64, i64)> = store
-            .conn
-            .prepare("SELECT first, period, n FROM invoice_blocks ORDER BY first")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .unwrap()
-            .collect::<std::result::Result<_, _>>()
-            .unwrap();
         assert_eq!(
-            blocks,
+            block_spans(&store, "invoice_blocks"),
             [
                 (p10, 202610, 4096),
                 (p10 + 4096, 202610, 904),
