@@ -182,6 +182,9 @@ impl TextCol {
 pub struct Block {
     /// The arrival of row 0.
     pub first: i64,
+    /// What its errors call a row and a block: `("event at arrival",
+    /// "event block at arrival")`, or a table's (see [`Block::labelled`]).
+    label: (&'static str, &'static str),
     n: usize,
     ints: Vec<Vec<i64>>,
     texts: Vec<TextCol>,
@@ -204,10 +207,19 @@ impl Block {
     pub fn with_layout(first: i64, ints: usize, texts: usize) -> Block {
         Block {
             first,
+            label: ("event at arrival", "event block at arrival"),
             n: 0,
             ints: vec![Vec::new(); ints.min(32)],
             texts: vec![TextCol::default(); texts.min(32)],
         }
+    }
+
+    /// The block with the words its errors use for one of its rows and for
+    /// itself, each followed by a number: the row's and the block's `first`
+    /// (the ledger's: `("ledger entry at pos", "ledger block at pos")`).
+    pub fn labelled(mut self, row: &'static str, block: &'static str) -> Block {
+        self.label = (row, block);
+        self
     }
 
     pub fn rows(&self) -> usize {
@@ -242,7 +254,8 @@ impl Block {
             None => Ok(None),
             Some(b) => std::str::from_utf8(b).map(Some).map_err(|_| {
                 Error::data(format!(
-                    "event at arrival {}: a text field that is not UTF-8 in the store",
+                    "{} {}: a text field that is not UTF-8 in the store",
+                    self.label.0,
                     self.first + r as i64
                 ))
             }),
@@ -344,7 +357,8 @@ impl Block {
     pub fn decode(&mut self, first: i64, body: &[u8], cols: Cols) -> Result<()> {
         self.clear();
         self.first = first;
-        let bad = |what: &str| Error::data(format!("event block at arrival {first}: {what}"));
+        let label = self.label.1;
+        let bad = |what: &str| Error::data(format!("{label} {first}: {what}"));
         let mut pos = 0usize;
         let packed = match body.first() {
             Some(&VERSION) => false,

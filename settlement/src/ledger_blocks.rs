@@ -79,6 +79,9 @@ pub const I_CALC: usize = 9;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Table {
     name: &'static str,
+    /// What errors call one of its rows and one of its blocks.
+    row: &'static str,
+    block: &'static str,
     ints: usize,
     texts: usize,
 }
@@ -86,6 +89,8 @@ pub struct Table {
 /// The ledger's entries.
 pub const LEDGER: Table = Table {
     name: "ledger_blocks",
+    row: "ledger entry at pos",
+    block: "ledger block at pos",
     ints: INTS,
     texts: TEXTS,
 };
@@ -93,6 +98,8 @@ pub const LEDGER: Table = Table {
 /// The invoice lines.
 pub const INVOICES: Table = Table {
     name: "invoice_blocks",
+    row: "invoice line at pos",
+    block: "invoice block at pos",
     ints: 0,
     texts: I_CALC + 1,
 };
@@ -100,7 +107,7 @@ pub const INVOICES: Table = Table {
 impl Table {
     /// A new, empty block of this table's rows at `first`.
     pub fn block(self, first: i64) -> Block {
-        Block::with_layout(first, self.ints, self.texts)
+        Block::with_layout(first, self.ints, self.texts).labelled(self.row, self.block)
     }
 
     /// An empty batch of rows in this table's layout.

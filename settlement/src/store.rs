@@ -1272,6 +1272,49 @@ mod tests {
         );
     }
 
+    /// A spoilt ledger or invoice block is an error that names the table's
+    /// block and its pos (not an event block), and so is an entry whose
+    /// text is not UTF-8.
+    #[test]
+    fn spoilt_ledger_and_invoice_blocks_are_named() {
+        use crate::ledger_blocks::{find_in, INVOICES, I_ID, LEDGER, L_ID};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let p = pos_base(Period::parse("2026-11").unwrap());
+        for (table, tname, name, row, id_col, ints, texts) in [
+            (LEDGER, "ledger_blocks", "ledger", "entry", L_ID, 1, 11),
+            (INVOICES, "invoice_blocks", "invoice", "line", I_ID, 0, 10),
+        ] {
+            let mut b = table.batch();
+            for _ in 0..ints {
+                b.push_int(Some(1));
+            }
+            b.push_text(Some("x1")).unwrap();
+            for _ in 1..texts {
+                b.push_bytes(Some(&[0xff, 0xfe])).unwrap();
+            }
+            let mut blk = table.block(p);
+            blk.push_row(&b, 0).unwrap();
+            let body = blk.encode_packed();
+            let (ins, upd) = (
+                format!("INSERT INTO {tname} (first, period, n, body) VALUES (?1, 202611, 1, ?2)"),
+                format!("UPDATE {tname} SET body = ?2 WHERE first = ?1"),
+            );
+            store.conn.execute(&ins, params![p, body]).unwrap();
+            let (found, r) = find_in(&store.conn, table, id_col, "x1").unwrap().unwrap();
+            assert_eq!(found.text(id_col, r).unwrap(), Some("x1"));
+            let e = found.text(id_col + 1, r).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("{name} {row} at pos {p}: ")), "{e}");
+            let cut = body[..body.len() - 1].to_vec();
+            store.conn.execute(&upd, params![p, cut]).unwrap();
+            let e = find_in(&store.conn, table, id_col, "x1")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("{name} block at pos {p}: ")), "{e}");
+            assert!(!e.contains("event"), "{e}");
+        }
+    }
+
     /// The duplicate check the store keeps between imports: current after a
     /// commit, read again after a rollback or by a new process.
     #[test]
