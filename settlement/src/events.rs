@@ -14,10 +14,14 @@
 //! of decoding every block; a hash seen before is always confirmed against
 //! the id itself.
 //!
+//! The import's parser threads build and encode the blocks (a chunk of the
+//! file's lines each, [`event_row`]); the one thread that writes them only
+//! checks their ids ([`Writer::add_block`]).
+//!
 //! Blocks are never appended to after their import; `settlement erase`
 //! rewrites the blocks holding the erased customer's events.
 
-use crate::batch::Batch;
+use crate::batch::{Batch, TooLarge};
 use crate::error::{Error, Result};
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -149,19 +153,32 @@ struct TextCol {
 
 impl TextCol {
     fn push(&mut self, v: Option<&[u8]>) -> Result<()> {
+        self.try_push(v)
+            .map_err(|_| Error::data("a block of events over 2 GiB of text"))
+    }
+
+    /// [`TextCol::push`]; a column over 2 GiB is refused and left as it was.
+    fn try_push(&mut self, v: Option<&[u8]>) -> std::result::Result<(), TooLarge> {
         let end = self.ends.last().map_or(0, |e| e & !NULL_TEXT);
         match v {
             Some(t) => {
-                self.bytes.extend_from_slice(t);
-                let end = u32::try_from(self.bytes.len())
+                let end = u32::try_from(self.bytes.len() + t.len())
                     .ok()
                     .filter(|&e| e < NULL_TEXT)
-                    .ok_or_else(|| Error::data("a block of events over 2 GiB of text"))?;
+                    .ok_or(TooLarge)?;
+                self.bytes.extend_from_slice(t);
                 self.ends.push(end);
             }
             None => self.ends.push(end | NULL_TEXT),
         }
         Ok(())
+    }
+
+    /// Keeps the first `rows` values.
+    fn truncate(&mut self, rows: usize) {
+        self.ends.truncate(rows);
+        let end = self.ends.last().map_or(0, |e| e & !NULL_TEXT);
+        self.bytes.truncate(end as usize);
     }
 
     fn get(&self, r: usize) -> Option<&[u8]> {
@@ -234,6 +251,17 @@ impl Block {
         for c in &mut self.texts {
             c.bytes.clear();
             c.ends.clear();
+        }
+    }
+
+    /// Keeps the first `rows` rows, dropping a row only partly pushed too.
+    pub fn truncate(&mut self, rows: usize) {
+        self.n = self.n.min(rows);
+        for c in &mut self.ints {
+            c.truncate(rows);
+        }
+        for c in &mut self.texts {
+            c.truncate(rows);
         }
     }
 
@@ -615,18 +643,16 @@ pub fn kind_code(k: edge::record::Kind) -> Option<i64> {
 }
 
 /// Appends an event record (a click, conversion, deal or MDF claim; not a
-/// registry line) to `b` as a row of the event columns above, its values in
-/// the form the store keeps them. Runs on the import's parser thread.
-/// `false` for a registry record, which has no row.
-pub fn event_row(
-    r: &crate::line::Line,
-    b: &mut Batch,
-) -> std::result::Result<bool, crate::batch::TooLarge> {
+/// registry line) to `b`, an events block, as a row of the event columns
+/// above, its values in the form the store keeps them. Runs on the import's
+/// parser threads, which hand whole blocks on. `false` for a registry
+/// record, which has no row; on an error `b` is left as it was.
+pub fn event_row(r: &crate::line::Line, b: &mut Block) -> std::result::Result<bool, TooLarge> {
     let Some(kind) = kind_code(r.kind) else {
         return Ok(false);
     };
     let ms = |t: Option<edge::time::Timestamp>| t.map(|t| t.ms());
-    for v in [
+    let ints = [
         Some(kind),
         r.seq.map(|s| s as i64),
         ms(r.ts),
@@ -637,12 +663,10 @@ pub fn event_row(
         r.asn.map(i64::from),
         r.datacenter.map(i64::from),
         r.has_referrer.map(i64::from),
-    ] {
-        b.push_int(v);
-    }
+    ];
     let dec = |d: Option<rust_decimal::Decimal>| d.map(|d| d.to_string());
     let (amount, lots) = (dec(r.amount), dec(r.lots));
-    for v in [
+    let texts = [
         r.id,
         r.program,
         r.partner,
@@ -662,9 +686,19 @@ pub fn event_row(
         r.status,
         r.source.map(source_name),
         r.visitor,
-    ] {
-        b.push_text(v)?;
+    ];
+    debug_assert!(b.ints.len() == ints.len() && b.texts.len() == texts.len());
+    let at = b.n;
+    for (col, v) in b.ints.iter_mut().zip(ints) {
+        col.push(v.unwrap_or(NULL_INT));
     }
+    for (col, v) in b.texts.iter_mut().zip(texts) {
+        if let Err(e) = col.try_push(v.map(str::as_bytes)) {
+            b.truncate(at);
+            return Err(e);
+        }
+    }
+    b.n += 1;
     Ok(true)
 }
 
@@ -673,13 +707,25 @@ fn store_block(c: &Connection, blk: &Block, hashes: &[u64]) -> Result<()> {
     if blk.n == 0 {
         return Ok(());
     }
+    store_encoded(c, blk.first, blk, &blk.encode(), hashes)
+}
+
+/// [`store_block`] of the rows of `blk` at arrival `first` (whatever
+/// `blk.first` says), `body` their encoding ([`Block::encode`]).
+fn store_encoded(
+    c: &Connection,
+    first: i64,
+    blk: &Block,
+    body: &[u8],
+    hashes: &[u64],
+) -> Result<()> {
     let mut min_ts = i64::MAX;
     let mut max_ts = i64::MIN;
     let mut facts: Option<(i64, i64)> = None;
     for r in 0..blk.n {
         let ts = blk
             .int(E_TS, r)
-            .ok_or_else(|| Error::data(format!("event at arrival {}: no ts", blk.arrival(r))))?;
+            .ok_or_else(|| Error::data(format!("event at arrival {}: no ts", first + r as i64)))?;
         min_ts = min_ts.min(ts);
         max_ts = max_ts.max(ts);
         if blk.int(E_KIND, r) != Some(KIND_CLICK) {
@@ -695,17 +741,66 @@ fn store_block(c: &Connection, blk: &Block, hashes: &[u64]) -> Result<()> {
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
-        blk.first,
+        first,
         blk.n as i64,
         min_ts,
         max_ts,
         facts.map(|f| f.0),
         facts.map(|f| f.1),
-        blk.encode()
+        body
     ])?;
     c.prepare_cached("INSERT INTO event_hashes (first, hashes) VALUES (?1, ?2)")?
-        .execute(params![blk.first, hb])?;
+        .execute(params![first, hb])?;
     Ok(())
+}
+
+/// The rows an import adds to the store ([`Writer::add`]): a parser's
+/// block, or a batch of rows.
+pub trait Rows {
+    /// The id of row `r` (`None` past the last row).
+    fn id(&self, r: usize) -> Option<&[u8]>;
+    fn ts(&self, r: usize) -> Option<i64>;
+    /// Appends row `r` to `blk`.
+    fn push_onto(&self, r: usize, blk: &mut Block) -> Result<()>;
+}
+
+impl Rows for Batch {
+    fn id(&self, r: usize) -> Option<&[u8]> {
+        self.bytes(r, E_ID)
+    }
+    fn ts(&self, r: usize) -> Option<i64> {
+        self.int(r, E_TS)
+    }
+    fn push_onto(&self, r: usize, blk: &mut Block) -> Result<()> {
+        blk.push_row(self, r)
+    }
+}
+
+impl Rows for Block {
+    fn id(&self, r: usize) -> Option<&[u8]> {
+        self.bytes(E_ID, r)
+    }
+    fn ts(&self, r: usize) -> Option<i64> {
+        self.int(E_TS, r)
+    }
+    fn push_onto(&self, r: usize, blk: &mut Block) -> Result<()> {
+        blk.push_edited(self, r, &[], &[])
+    }
+}
+
+/// The id of row `r`, an event with an id and a time (what the engine
+/// relies on; the import checked it).
+fn event_checked<R: Rows>(b: &R, r: usize) -> Result<&[u8]> {
+    let id = b
+        .id(r)
+        .ok_or_else(|| Error::data("an event without an id"))?;
+    if b.ts(r).is_none() {
+        return Err(Error::data(format!(
+            "event {}: no ts",
+            String::from_utf8_lossy(id)
+        )));
+    }
+    Ok(id)
 }
 
 /// Every known id's hash and the arrival of the first event with it: the
@@ -882,22 +977,19 @@ impl Writer {
         self.index.map.grow_for(n);
     }
 
-    pub fn add(&mut self, c: &Connection, b: &Batch, r: usize) -> Result<bool> {
-        let id = b
-            .bytes(r, E_ID)
-            .ok_or_else(|| Error::data("an event without an id"))?;
-        if b.int(r, E_TS).is_none() {
-            return Err(Error::data(format!(
-                "event {}: no ts",
-                String::from_utf8_lossy(id)
-            )));
-        }
+    pub fn add<R: Rows>(&mut self, c: &Connection, b: &R, r: usize) -> Result<bool> {
         // the slot of an id a few rows on, asked for now, is in cache when
         // that row comes
-        if let Some(ahead) = b.bytes(r + 8, E_ID) {
+        if let Some(ahead) = b.id(r + 8) {
             self.index.map.prefetch(id_hash(ahead));
         }
-        let h = id_hash(id);
+        let h = id_hash(b.id(r).unwrap_or_default());
+        self.add_hashed(c, b, r, h)
+    }
+
+    /// [`Writer::add`] of a row whose id hashes to `h`.
+    fn add_hashed<R: Rows>(&mut self, c: &Connection, b: &R, r: usize, h: u64) -> Result<bool> {
+        let id = event_checked(b, r)?;
         if let Some(a) = self.index.map.get(h) {
             if self.id_at(c, a)? == id || self.known_by_scan(c, id)? {
                 return Ok(false);
@@ -905,12 +997,61 @@ impl Writer {
         }
         let arrival = self.next();
         self.index.map.insert_first(h, arrival);
-        self.pending.push_row(b, r)?;
+        b.push_onto(r, &mut self.pending)?;
         self.hashes.push(h);
         if self.pending.n == BLOCK_ROWS {
             self.flush(c)?;
         }
         Ok(true)
+    }
+
+    /// Adds the rows of `blk`, a parser's block of at most [`BLOCK_ROWS`]
+    /// events (`hashes`: their ids' [`id_hash`]), as [`Writer::add`] of each
+    /// would, and answers how many were new. When every id is new, which
+    /// is the rule, the block is stored as it is, with `body`, its
+    /// encoding, made by the parser (this thread, the one all rows go
+    /// through, then only checks the ids and writes); from the first known
+    /// hash on, its rows are added one by one.
+    pub fn add_block(
+        &mut self,
+        c: &Connection,
+        blk: &Block,
+        hashes: &[u64],
+        body: &[u8],
+    ) -> Result<u64> {
+        let n = blk.rows();
+        if hashes.len() != n || n > BLOCK_ROWS {
+            return Err(Error::data(format!(
+                "a block of {n} events with {} hashes",
+                hashes.len()
+            )));
+        }
+        // the rows before go first, in a block of their own
+        self.flush(c)?;
+        let base = self.next();
+        for (r, &h) in hashes.iter().enumerate() {
+            if let Some(&ahead) = hashes.get(r + 8) {
+                self.index.map.prefetch(ahead);
+            }
+            event_checked(blk, r)?;
+            if self.index.map.get(h).is_some() {
+                // a known hash (a duplicate, or an id sharing its hash): the
+                // rows before are new, at the arrivals they were given
+                for (k, &h) in hashes.iter().enumerate().take(r) {
+                    blk.push_onto(k, &mut self.pending)?;
+                    self.hashes.push(h);
+                }
+                let mut new = r as u64;
+                for (k, &h) in hashes.iter().enumerate().skip(r) {
+                    new += u64::from(self.add_hashed(c, blk, k, h)?);
+                }
+                return Ok(new);
+            }
+            self.index.map.insert_first(h, base + r as i64);
+        }
+        store_encoded(c, base, blk, body, hashes)?;
+        self.pending.first = base + n as i64;
+        Ok(n as u64)
     }
 
     fn flush(&mut self, c: &Connection) -> Result<()> {
@@ -1442,6 +1583,49 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Ids with repeats, imported twice (the second time into a store
+        /// that knows the first), in parser blocks of any sizes: the same
+        /// events at the same arrivals, and the same counts, as adding
+        /// each row on its own.
+        #[test]
+        fn blocks_add_what_rows_add(
+            first in proptest::collection::vec(0u8..40, 0..120),
+            second in proptest::collection::vec(0u8..60, 0..120),
+            cuts in proptest::collection::vec(1usize..30, 1..8),
+        ) {
+            let run = |by_block: bool| -> (Vec<(i64, String)>, Vec<u64>) {
+                let c = Connection::open_in_memory().unwrap();
+                c.execute_batch(SCHEMA).unwrap();
+                let mut next = 1;
+                let mut counts = Vec::new();
+                for file in [&first, &second] {
+                    let ids: Vec<String> = file.iter().map(|i| format!("e{i}")).collect();
+                    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+                    let mut w = Writer::new(IdIndex::load(&c, next).unwrap());
+                    let mut new = 0;
+                    if by_block {
+                        let (mut at, mut k) = (0, 0);
+                        while at < ids.len() {
+                            let to = (at + cuts[k % cuts.len()]).min(ids.len());
+                            let (blk, hashes) = parsed_block(&ids[at..to]);
+                            new += w.add_block(&c, &blk, &hashes, &blk.encode()).unwrap();
+                            at = to;
+                            k += 1;
+                        }
+                    } else {
+                        let b = batch_of(&ids);
+                        for r in 0..b.rows() {
+                            new += u64::from(w.add(&c, &b, r).unwrap());
+                        }
+                    }
+                    next = w.finish(&c).unwrap().next;
+                    counts.push(new);
+                }
+                (stored_ids(&c), counts)
+            };
+            proptest::prop_assert_eq!(run(true), run(false));
+        }
+
         /// Any rows, packed, read back as they went in.
         #[test]
         fn packed_blocks_keep_any_rows(
@@ -1522,6 +1706,98 @@ mod tests {
         for (id, a) in [("a", 1), ("b", 2), ("c", 3), ("d", 4)] {
             assert_eq!(loaded.map.get(id_hash(id.as_bytes())), Some(a), "{id}");
         }
+    }
+
+    /// A parser's block of events, each row with its id and `ts` = its
+    /// place in `ids`, and their ids' hashes.
+    fn parsed_block(ids: &[&str]) -> (Block, Vec<u64>) {
+        let b = batch_of(ids);
+        let mut blk = Block::new(0);
+        for r in 0..b.rows() {
+            blk.push_row(&b, r).unwrap();
+        }
+        (blk, ids.iter().map(|id| id_hash(id.as_bytes())).collect())
+    }
+
+    /// A block cut back to its first rows reads as if only they had been
+    /// pushed, also when a row was pushed only in part (a text over the
+    /// limit stops `event_row` half way through a row).
+    #[test]
+    fn a_truncated_block_keeps_its_first_rows() {
+        let (full, _) = parsed_block(&["a", "b", "c"]);
+        let (mut blk, _) = parsed_block(&["a", "b", "c"]);
+        // half of a fourth row
+        blk.ints[0].push(5);
+        blk.texts[0].try_push(Some(b"zz")).unwrap();
+        blk.truncate(3);
+        assert_eq!(blk.encode(), full.encode());
+        blk.truncate(1);
+        let (one, _) = parsed_block(&["a"]);
+        assert_eq!(blk.encode(), one.encode());
+        assert_eq!(blk.bytes(E_ID, 0), Some(&b"a"[..]));
+        assert_eq!(blk.bytes(E_ID, 1), None);
+    }
+
+    /// A block of new ids is stored as the parser encoded it, at the next
+    /// arrivals, behind the rows added one by one before it; its ids are
+    /// known to the duplicate check at once.
+    #[test]
+    fn a_block_of_new_ids_is_stored_as_encoded() {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(SCHEMA).unwrap();
+        let mut w = Writer::new(IdIndex {
+            next: 10,
+            ..IdIndex::default()
+        });
+        assert!(w.add(&c, &batch_of(&["a"]), 0).unwrap());
+        let (blk, hashes) = parsed_block(&["b", "c", "d"]);
+        let body = blk.encode();
+        assert_eq!(w.add_block(&c, &blk, &hashes, &body).unwrap(), 3);
+        assert_eq!(w.next(), 14);
+        let stored: Vec<u8> = c
+            .query_row("SELECT body FROM event_blocks WHERE first = 11", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(stored, body);
+        let (blk, hashes) = parsed_block(&["d", "e"]);
+        assert_eq!(w.add_block(&c, &blk, &hashes, &blk.encode()).unwrap(), 1);
+        w.finish(&c).unwrap();
+        let got = stored_ids(&c);
+        let want: Vec<(i64, String)> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (10 + i as i64, id.to_string()))
+            .collect();
+        assert_eq!(got, want);
+        // a block whose hashes are not its rows' is refused
+        let (blk, _) = parsed_block(&["f", "g"]);
+        let mut w = Writer::new(IdIndex::load(&c, 15).unwrap());
+        assert!(w.add_block(&c, &blk, &[1], &blk.encode()).is_err());
+    }
+
+    /// An id that shares a known hash is still new inside a block, the
+    /// known id and a repeat within the block are duplicates.
+    #[test]
+    fn a_shared_hash_in_a_block_is_confirmed_by_the_id() {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(SCHEMA).unwrap();
+        let mut w = Writer::new(IdIndex {
+            next: 1,
+            ..IdIndex::default()
+        });
+        assert!(w.add(&c, &batch_of(&["a"]), 0).unwrap());
+        w.flush(&c).unwrap();
+        // "y" made to look like "a" (arrival 1) to the index
+        w.index.map.set(id_hash(b"y"), 1);
+        let (blk, hashes) = parsed_block(&["x", "y", "a", "z", "x"]);
+        assert_eq!(w.add_block(&c, &blk, &hashes, &blk.encode()).unwrap(), 3);
+        w.finish(&c).unwrap();
+        let ids: Vec<_> = stored_ids(&c).into_iter().collect();
+        assert_eq!(
+            ids,
+            [(1, "a"), (2, "x"), (3, "y"), (4, "z")].map(|(a, id)| (a, id.to_string()))
+        );
     }
 
     /// `scan_beside` hands `f` the blocks `scan` does, in the same order;

@@ -3,11 +3,12 @@
 //! line (exit 2, with its line number) imports nothing from that file,
 //! unless `--skip-invalid` sets bad lines aside in a rejects file.
 
-use crate::batch::{self, Batch, Refill};
+use crate::batch::{self, Refill};
 use crate::config::valid_id;
 use crate::error::{Error, Result};
+use crate::events::{id_hash, Block};
 use crate::line::{Line, Parsed};
-use crate::store::{event_row, ImportCounts, Inserter, Store, EVENT_INTS, EVENT_TEXTS};
+use crate::store::{event_row, ImportCounts, Inserter, Store};
 use edge::record::{Kind, Record};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -131,9 +132,17 @@ enum Other {
 /// Lines of a file as the parser thread hands them to the inserter: events
 /// as bound rows, the other lines beside them with the number of rows that
 /// came before each (the file's order).
-#[derive(Clone)]
+///
+/// The events come as a block (column by column, as the store keeps them),
+/// with their ids' hashes, and, when there are no other lines, the block
+/// encoded: the inserter, the one thread all rows go through, then checks
+/// the ids and writes it as it is ([`Inserter::insert_block`]).
+#[derive(Clone, Default)]
 struct Chunk {
-    rows: Batch,
+    rows: Block,
+    hashes: Vec<u64>,
+    /// `rows` encoded, when `others` is empty (else empty)
+    body: Vec<u8>,
     others: Vec<(usize, Other)>,
     /// bytes of the file these lines took, for the progress bar
     bytes: u64,
@@ -142,11 +151,13 @@ struct Chunk {
 impl Refill for Chunk {
     fn clear(&mut self) {
         self.rows.clear();
+        self.hashes.clear();
+        self.body.clear();
         self.others.clear();
         self.bytes = 0;
     }
     fn is_empty(&self) -> bool {
-        self.rows.is_empty() && self.others.is_empty() && self.bytes == 0
+        self.rows.rows() == 0 && self.others.is_empty() && self.bytes == 0
     }
 }
 
@@ -210,7 +221,9 @@ impl Chunk {
             return;
         }
         match event_row(l, &mut self.rows) {
-            Ok(true) => {}
+            Ok(true) => self
+                .hashes
+                .push(id_hash(l.id.unwrap_or_default().as_bytes())),
             Ok(false) => {
                 let r = match parsed {
                     Ok(Parsed::Record(r)) => r,
@@ -219,8 +232,7 @@ impl Chunk {
                 self.others.push((at, Other::Registry(r)));
             }
             Err(_) => {
-                // drop the partial row; a line of over 2 GiB is refused
-                self.rows.truncate(at);
+                // (the partial row is gone); a line of over 2 GiB is refused
                 let error = "an event's fields are over 2 GiB".to_string();
                 self.others.push((at, bad(line.to_string(), error)));
             }
@@ -314,12 +326,7 @@ fn import_file_in(store: &mut Store, path: &Path, opts: &ImportOptions) -> Resul
     let mut workers = Vec::new();
     for _ in 0..parsers {
         let (raw_filler, raw_reader) = batch::channel(Raw::default(), 2);
-        let empty = Chunk {
-            rows: Batch::new(EVENT_INTS, EVENT_TEXTS),
-            others: Vec::new(),
-            bytes: 0,
-        };
-        let (filler, out) = batch::channel(empty, 2);
+        let (filler, out) = batch::channel(Chunk::default(), 2);
         workers.push(std::thread::spawn(move || {
             while let Some(raw) = raw_reader.next() {
                 let mut chunk = filler.fresh();
@@ -329,6 +336,9 @@ fn import_file_in(store: &mut Store, path: &Path, opts: &ImportOptions) -> Resul
                     chunk.bytes += line.len() as u64;
                     chunk.add_line(line, raw.first_line + i);
                     start = end;
+                }
+                if chunk.others.is_empty() && chunk.rows.rows() > 0 {
+                    chunk.body = chunk.rows.encode();
                 }
                 raw_reader.give_back(raw);
                 if filler.send(chunk).is_none() {
@@ -390,6 +400,15 @@ fn import_file_in(store: &mut Store, path: &Path, opts: &ImportOptions) -> Resul
         ins.reserve_events(estimate_lines(path, size));
         'outer: while let Some((chunk, from)) = next_chunk() {
             let t = std::time::Instant::now();
+            if chunk.others.is_empty() && !chunk.body.is_empty() {
+                ins.insert_block(&chunk.rows, &chunk.hashes, &chunk.body, &mut report.counts)?;
+                busy += t.elapsed();
+                if let Some(b) = &bar {
+                    b.inc(chunk.bytes);
+                }
+                outs[from].give_back(chunk);
+                continue;
+            }
             let mut others = chunk.others.iter().peekable();
             for r in 0..=chunk.rows.rows() {
                 while let Some((_, other)) = others.next_if(|(at, _)| *at == r) {

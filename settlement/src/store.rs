@@ -2,7 +2,7 @@
 //! every write in a transaction, so a process killed at any instant leaves
 //! either the old state or the new one.
 
-use crate::batch::{self, Batch};
+use crate::batch;
 use crate::error::{Error, Result};
 use crate::events::{
     self, Block, Cols, IdIndex, E_AMOUNT, E_ASN, E_BOT, E_CLICK_ID, E_CLICK_TS, E_COUNTRY,
@@ -815,7 +815,7 @@ pub struct Inserter<'t> {
     partner: rusqlite::CachedStatement<'t>,
     coupon: rusqlite::CachedStatement<'t>,
     /// One event's row, for [`Inserter::insert`].
-    one: Batch,
+    one: Block,
 }
 
 #[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
@@ -858,7 +858,7 @@ impl<'t> Inserter<'t> {
                    created_at = excluded.created_at, raw = excluded.raw
                  WHERE (COALESCE(excluded.created_at, -1), excluded.raw) > (COALESCE(coupons.created_at, -1), coupons.raw)",
             )?,
-            one: Batch::new(EVENT_INTS, EVENT_TEXTS),
+            one: Block::new(0),
         })
     }
 
@@ -894,7 +894,7 @@ impl<'t> Inserter<'t> {
     /// order does not matter.
     pub fn insert(&mut self, r: &Record, counts: &mut ImportCounts) -> Result<()> {
         let ms = |t: Option<edge::time::Timestamp>| t.map(|t| t.ms());
-        let mut one = std::mem::replace(&mut self.one, Batch::new(0, 0));
+        let mut one = std::mem::take(&mut self.one);
         one.clear();
         let row = event_row(&crate::line::Line::of(r), &mut one)
             .map_err(|_| Error::data("an event's fields are over 2 GiB"));
@@ -946,7 +946,12 @@ impl<'t> Inserter<'t> {
 
     /// Inserts row `r` of `b`, an event as [`event_row`] made it; a known
     /// id is a duplicate and changes nothing.
-    pub fn insert_row(&mut self, b: &Batch, r: usize, counts: &mut ImportCounts) -> Result<()> {
+    pub fn insert_row<R: events::Rows>(
+        &mut self,
+        b: &R,
+        r: usize,
+        counts: &mut ImportCounts,
+    ) -> Result<()> {
         let w = self
             .events
             .as_mut()
@@ -956,6 +961,25 @@ impl<'t> Inserter<'t> {
         } else {
             counts.duplicate += 1;
         }
+        Ok(())
+    }
+
+    /// Inserts the events of a parser's block ([`events::Writer::add_block`]):
+    /// `hashes` their ids' hashes, `body` the block encoded.
+    pub fn insert_block(
+        &mut self,
+        blk: &Block,
+        hashes: &[u64],
+        body: &[u8],
+        counts: &mut ImportCounts,
+    ) -> Result<()> {
+        let w = self
+            .events
+            .as_mut()
+            .ok_or_else(|| Error::data("an import written already"))?;
+        let new = w.add_block(self.tx, blk, hashes, body)?;
+        counts.new += new;
+        counts.duplicate += blk.rows() as u64 - new;
         Ok(())
     }
 }
