@@ -240,6 +240,82 @@ impl Chunk {
     }
 }
 
+/// Cuts a file into chunks of whole lines for the parser threads, reading
+/// it in large pieces straight into the chunk's buffer and finding the ends
+/// of lines there (no copy of each line, as reading line by line through a
+/// buffer makes): the bytes after a chunk's last line are carried into the
+/// next one.
+struct Cutter<R> {
+    src: R,
+    /// lines a chunk holds at most, and the text that makes it full sooner
+    lines: usize,
+    text: usize,
+    carry: Vec<u8>,
+    /// lines cut so far
+    line_no: usize,
+    eof: bool,
+}
+
+/// Bytes a read asks for.
+const READ: usize = 256 << 10;
+
+impl<R: Read> Cutter<R> {
+    fn new(src: R, lines: usize, text: usize) -> Cutter<R> {
+        Cutter {
+            src,
+            lines: lines.max(1),
+            text,
+            carry: Vec::new(),
+            line_no: 0,
+            eof: false,
+        }
+    }
+
+    /// Fills `raw`, emptied, with the next lines: `self.lines` of them, or
+    /// fewer once they hold `self.text` bytes or the file ends (its last
+    /// line may lack a newline). `false` when no line is left.
+    fn fill(&mut self, raw: &mut Raw) -> std::io::Result<bool> {
+        raw.clear();
+        raw.first_line = self.line_no + 1;
+        raw.text.append(&mut self.carry);
+        let mut scanned = 0;
+        loop {
+            let mut full = None;
+            for i in memchr::memchr_iter(b'\n', &raw.text[scanned..]) {
+                let end = scanned + i + 1;
+                raw.ends.push(end);
+                self.line_no += 1;
+                if raw.ends.len() >= self.lines || end >= self.text {
+                    full = Some(end);
+                    break;
+                }
+            }
+            if let Some(end) = full {
+                self.carry.extend_from_slice(&raw.text[end..]);
+                raw.text.truncate(end);
+                return Ok(true);
+            }
+            scanned = raw.text.len();
+            if self.eof {
+                let last = raw.ends.last().copied().unwrap_or(0);
+                if scanned > last {
+                    raw.ends.push(scanned);
+                    self.line_no += 1;
+                }
+                return Ok(!raw.ends.is_empty());
+            }
+            raw.text.reserve(READ);
+            if (&mut self.src)
+                .take(READ as u64)
+                .read_to_end(&mut raw.text)?
+                == 0
+            {
+                self.eof = true;
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct FileReport {
     pub path: PathBuf,
@@ -352,20 +428,11 @@ fn import_file_in(store: &mut Store, path: &Path, opts: &ImportOptions) -> Resul
         outs.push(out);
     }
     let reader = std::thread::spawn(move || -> std::io::Result<()> {
-        let mut rd = BufReader::with_capacity(1 << 20, file);
-        let mut line_no = 0usize;
+        let mut cut = Cutter::new(file, CHUNK, CHUNK_TEXT);
         for i in 0.. {
             let to = &raws[i % raws.len()];
             let mut raw = to.fresh();
-            raw.first_line = line_no + 1;
-            while raw.ends.len() < CHUNK && raw.text.len() < CHUNK_TEXT {
-                if rd.read_until(b'\n', &mut raw.text)? == 0 {
-                    break;
-                }
-                line_no += 1;
-                raw.ends.push(raw.text.len());
-            }
-            if raw.ends.is_empty() {
+            if !cut.fill(&mut raw)? {
                 break;
             }
             if to.send(raw).is_none() {
@@ -564,6 +631,64 @@ mod tests {
 
     fn stored_ids(store: &Store) -> Vec<(i64, String)> {
         crate::events::stored_ids(&store.conn)
+    }
+
+    /// A source that hands out at most a few bytes a read.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        sizes: &'a [usize],
+        k: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.sizes[self.k % self.sizes.len()]
+                .min(buf.len())
+                .min(self.data.len());
+            self.k += 1;
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    proptest::proptest! {
+        /// The chunks hold every line of the file once, in order, with
+        /// its number, however the reads fall: at most `lines` lines a
+        /// chunk, and a chunk ends once its text reaches `text` bytes.
+        #[test]
+        fn chunks_hold_every_line_once(
+            lines in proptest::collection::vec("[a-z\\r]{0,12}", 0..60),
+            last_newline: bool,
+            sizes in proptest::collection::vec(1usize..40, 1..5),
+            per in 1usize..9,
+            text in 1usize..50,
+        ) {
+            let mut file = lines.join("\n");
+            if last_newline && !lines.is_empty() {
+                file.push('\n');
+            }
+            let want: Vec<&str> = file.split_inclusive('\n').collect();
+            let src = Trickle { data: file.as_bytes(), sizes: &sizes, k: 0 };
+            let mut cut = Cutter::new(src, per, text);
+            let mut got: Vec<String> = Vec::new();
+            let mut raw = Raw::default();
+            while cut.fill(&mut raw).unwrap() {
+                proptest::prop_assert_eq!(raw.first_line, got.len() + 1);
+                proptest::prop_assert!(!raw.ends.is_empty() && raw.ends.len() <= per);
+                let mut start = 0;
+                for (i, &end) in raw.ends.iter().enumerate() {
+                    if i + 1 < raw.ends.len() {
+                        proptest::prop_assert!(end < text, "full before its last line");
+                    }
+                    got.push(String::from_utf8(raw.text[start..end].to_vec()).unwrap());
+                    start = end;
+                }
+                proptest::prop_assert_eq!(start, raw.text.len());
+            }
+            proptest::prop_assert_eq!(got, want);
+            proptest::prop_assert!(!cut.fill(&mut raw).unwrap());
+        }
     }
 
     fn file(dir: &Path, lines: &[&[u8]]) -> PathBuf {
