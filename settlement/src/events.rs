@@ -1020,6 +1020,9 @@ impl Writer {
         body: &[u8],
     ) -> Result<u64> {
         let n = blk.rows();
+        if n == 0 {
+            return Ok(0);
+        }
         if hashes.len() != n || n > BLOCK_ROWS {
             return Err(Error::data(format!(
                 "a block of {n} events with {} hashes",
