@@ -129,8 +129,8 @@ enum Other {
     },
 }
 
-/// Lines of a file as the parser thread hands them to the inserter: events
-/// as bound rows, the other lines beside them with the number of rows that
+/// Lines of a file as the parser thread hands them to the inserter: the
+/// events, and the other lines beside them with the number of events that
 /// came before each (the file's order).
 ///
 /// The events come as a block (column by column, as the store keeps them),
@@ -232,7 +232,8 @@ impl Chunk {
                 self.others.push((at, Other::Registry(r)));
             }
             Err(_) => {
-                // (the partial row is gone); a line of over 2 GiB is refused
+                // event_row left the block as it was; a line of over 2 GiB
+                // is refused
                 let error = "an event's fields are over 2 GiB".to_string();
                 self.others.push((at, bad(line.to_string(), error)));
             }
