@@ -1025,7 +1025,7 @@ impl Writer {
         }
         if hashes.len() != n || n > BLOCK_ROWS {
             return Err(Error::data(format!(
-                "a block of {n} events with {} hashes",
+                "a parser's block of {n} events with {} hashes (at most {BLOCK_ROWS} events, a hash each)",
                 hashes.len()
             )));
         }
