@@ -952,16 +952,23 @@ impl<'t> Inserter<'t> {
         r: usize,
         counts: &mut ImportCounts,
     ) -> Result<()> {
-        let w = self
-            .events
-            .as_mut()
-            .ok_or_else(|| Error::data("an import written already"))?;
-        if w.add(self.tx, b, r)? {
+        let (w, tx) = self.writer()?;
+        if w.add(tx, b, r)? {
             counts.new += 1;
         } else {
             counts.duplicate += 1;
         }
         Ok(())
+    }
+
+    /// The events' writer and the transaction it writes in, until
+    /// [`Inserter::finish`].
+    fn writer(&mut self) -> Result<(&mut events::Writer, &'t Transaction<'t>)> {
+        let w = self
+            .events
+            .as_mut()
+            .ok_or_else(|| Error::data("an import written already"))?;
+        Ok((w, self.tx))
     }
 
     /// Inserts the events of a parser's block ([`events::Writer::add_block`]):
@@ -973,11 +980,8 @@ impl<'t> Inserter<'t> {
         body: &[u8],
         counts: &mut ImportCounts,
     ) -> Result<()> {
-        let w = self
-            .events
-            .as_mut()
-            .ok_or_else(|| Error::data("an import written already"))?;
-        let new = w.add_block(self.tx, blk, hashes, body)?;
+        let (w, tx) = self.writer()?;
+        let new = w.add_block(tx, blk, hashes, body)?;
         counts.new += new;
         counts.duplicate += blk.rows() as u64 - new;
         Ok(())
