@@ -52,11 +52,11 @@ fuzz:
 	FUZZ_SECONDS=$${FUZZ_SECONDS:-60} fuzz/run.sh
 
 # Edge: click route vs a static redirect, mint+verify, bot rules, wasm size.
-# Settlement: 10M mixed-model events imported, run and reported, against DuckDB.
+# Settlement: 1M and 10M mixed-model events imported, run and reported, against DuckDB.
 # Fraud: precision, recall and clean false positives of every rule (target/bench/fraud.json).
 bench: build-edge
 	cargo run --release -p e2e --bin bench-edge
-	cargo run --release -p settlement --bin settlement-bench -- --events $${BENCH_EVENTS:-10000000}
+	cargo run --release -p settlement --bin settlement-bench -- --events $${BENCH_EVENTS:-1000000,10000000}
 	cargo run --release -p settlement --bin fraud-bench
 
 # Reliability: 50,000 clicks and 10,000 postbacks from 64 clients with

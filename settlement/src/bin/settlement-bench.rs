@@ -5,6 +5,11 @@
 //! the same NDJSON as the baseline. Writes target/bench/settlement.json.
 //!
 //! `cargo run --release -p settlement --bin settlement-bench -- --events 10000000`
+//!
+//! `--events 1000000,10000000` (what `make bench` runs) measures each size
+//! in a process of its own (its own peak RSS, a fresh heap), smallest
+//! first, and writes them all into settlement.json: the largest size's
+//! figures at the top level, every size's under `runs`.
 
 use settlement::config;
 use settlement::engine::{self, Engine, Options};
@@ -21,6 +26,9 @@ const DUCKDB_VERSION: &str = "1.1.3";
 
 struct Args {
     events: u64,
+    /// Every size asked for (`--events N,M,...`), ascending; `events` is
+    /// the one this process measures when there is one.
+    sizes: Vec<u64>,
     partners: u64,
     customers: u64,
     dir: PathBuf,
@@ -34,6 +42,7 @@ struct Args {
 fn args() -> Args {
     let mut a = Args {
         events: 1_000_000,
+        sizes: vec![1_000_000],
         partners: 10_000,
         customers: 1_000_000,
         dir: PathBuf::from("target/bench"),
@@ -48,7 +57,10 @@ fn args() -> Args {
                 .unwrap_or_else(|| die(&format!("{k} needs a value")))
         };
         match k.as_str() {
-            "--events" => a.events = v().parse().unwrap_or_else(|_| die("--events N")),
+            "--events" => {
+                a.sizes = sizes(&v());
+                a.events = *a.sizes.last().unwrap_or(&a.events);
+            }
             "--partners" => a.partners = v().parse().unwrap_or_else(|_| die("--partners N")),
             "--customers" => a.customers = v().parse().unwrap_or_else(|_| die("--customers N")),
             "--dir" => a.dir = PathBuf::from(v()),
@@ -56,13 +68,30 @@ fn args() -> Args {
             "--no-fraud" => a.fraud = false,
             "--engine-only" => a.engine_only = true,
             "-h" | "--help" => {
-                println!("settlement-bench [--events N] [--partners N] [--customers N] [--dir DIR] [--no-duckdb] [--no-fraud] [--engine-only]");
+                println!("settlement-bench [--events N[,N...]] [--partners N] [--customers N] [--dir DIR] [--no-duckdb] [--no-fraud] [--engine-only]");
                 std::process::exit(0);
             }
             other => die(&format!("unknown argument {other}")),
         }
     }
     a
+}
+
+/// `--events`' value: one count or several, comma separated, each at least
+/// 1; sorted, repeats dropped.
+fn sizes(v: &str) -> Vec<u64> {
+    let mut out: Vec<u64> = v
+        .split(',')
+        .map(|n| match n.trim().parse::<u64>() {
+            Ok(n) if n > 0 => n,
+            _ => die(&format!(
+                "--events takes event counts, comma separated (1000000,10000000), not {v:?}"
+            )),
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 fn die(msg: &str) -> ! {
@@ -94,6 +123,9 @@ fn cpu_seconds() -> f64 {
 fn main() {
     let a = args();
     std::fs::create_dir_all(&a.dir).unwrap_or_else(|e| die(&format!("{}: {e}", a.dir.display())));
+    if a.sizes.len() > 1 && !a.engine_only {
+        return each_size(&a);
+    }
     let g = GenConfig {
         seed: 7,
         events: a.events,
@@ -213,16 +245,16 @@ fn main() {
         duck.map_or("null".into(), |d| format!("{d:.3}")),
         ratio.map_or("null".into(), |r| format!("{r:.2}")),
     );
-    // always target/bench/settlement.json (relative to the workspace root
-    // `make bench` runs from), and beside the data when --dir differs
-    let target = Path::new("target/bench");
-    std::fs::create_dir_all(target).unwrap_or_else(|e| die(&e.to_string()));
-    let jp = target.join("settlement.json");
-    std::fs::write(&jp, &json).unwrap_or_else(|e| die(&e.to_string()));
-    if a.dir != target {
-        std::fs::write(a.dir.join("settlement.json"), &json)
-            .unwrap_or_else(|e| die(&e.to_string()));
-    }
+    // one size of several: the figures go to the parent ([`each_size`]),
+    // which writes settlement.json once every size is measured
+    let jp = match std::env::var_os(SIZE_OUT) {
+        Some(p) => {
+            let p = PathBuf::from(p);
+            std::fs::write(&p, &json).unwrap_or_else(|e| die(&e.to_string()));
+            p
+        }
+        None => write_json(&a.dir, &json),
+    };
     println!(
         "settlement bench: {} events, fraud rules {}",
         a.events,
@@ -259,6 +291,85 @@ fn main() {
             println!("  DuckDB (20% of sales per partner) {d:.2} s; settlement / DuckDB = {r:.2}x")
         }
         _ => println!("  DuckDB baseline skipped"),
+    }
+    println!("  written to {}", jp.display());
+}
+
+/// Writes the figures to target/bench/settlement.json (relative to the
+/// workspace root `make bench` runs from), and beside the data when `dir`
+/// differs; answers the first path.
+fn write_json(dir: &Path, json: &str) -> PathBuf {
+    let target = Path::new("target/bench");
+    std::fs::create_dir_all(target).unwrap_or_else(|e| die(&e.to_string()));
+    let jp = target.join("settlement.json");
+    std::fs::write(&jp, json).unwrap_or_else(|e| die(&e.to_string()));
+    if dir != target {
+        std::fs::write(dir.join("settlement.json"), json).unwrap_or_else(|e| die(&e.to_string()));
+    }
+    jp
+}
+
+/// Set in the environment of a child measuring one size of several: where
+/// it writes its figures, instead of settlement.json.
+const SIZE_OUT: &str = "SETTLEMENT_BENCH_SIZE_OUT";
+
+/// Measures each of `a.sizes` in a child process of this binary, smallest
+/// first, each printing its own figures; then writes settlement.json: the
+/// largest size's figures at the top level (the targets are set at 10M),
+/// every size's, ascending, under `runs`. A child that fails stops the
+/// bench with its status, and nothing is written.
+fn each_size(a: &Args) {
+    let exe = std::env::current_exe().unwrap_or_else(|e| die(&e.to_string()));
+    let mut runs = Vec::new();
+    for &n in &a.sizes {
+        let out = a.dir.join(format!("settlement-{n}.json"));
+        let _ = std::fs::remove_file(&out);
+        let mut cmd = Command::new(&exe);
+        cmd.args(["--events", &n.to_string()])
+            .args(["--partners", &a.partners.to_string()])
+            .args(["--customers", &a.customers.to_string()])
+            .arg("--dir")
+            .arg(&a.dir)
+            .env(SIZE_OUT, &out);
+        if !a.duckdb {
+            cmd.arg("--no-duckdb");
+        }
+        if !a.fraud {
+            cmd.arg("--no-fraud");
+        }
+        match cmd.status() {
+            Ok(s) if s.success() => {}
+            Ok(s) => die(&format!("the bench of {n} events failed ({s})")),
+            Err(e) => die(&format!("cannot start the bench of {n} events: {e}")),
+        }
+        let text = std::fs::read_to_string(&out)
+            .unwrap_or_else(|e| die(&format!("{}: {e}", out.display())));
+        let v: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| die(&format!("{}: {e}", out.display())));
+        runs.push(v);
+    }
+    let mut top = match runs.last() {
+        Some(serde_json::Value::Object(m)) => m.clone(),
+        _ => die("no figures to write"),
+    };
+    top.insert("runs".into(), serde_json::Value::Array(runs.clone()));
+    let json = serde_json::to_string_pretty(&serde_json::Value::Object(top))
+        .unwrap_or_else(|e| die(&e.to_string()))
+        + "\n";
+    let jp = write_json(&a.dir, &json);
+    println!("settlement bench, every size (end to end, against DuckDB):");
+    for r in &runs {
+        let f = |k: &str| r.get(k).and_then(serde_json::Value::as_f64);
+        let ratio = f("ratio_vs_duckdb").map_or("no DuckDB".into(), |x| format!("{x:.2}x DuckDB"));
+        println!(
+            "  {:>10} events: {:.2} s, peak RSS {:.0} MB, engine {:.2} M events/s, {ratio}",
+            r.get("events")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0),
+            f("seconds").unwrap_or(0.0),
+            f("peak_rss_mb").unwrap_or(0.0),
+            f("engine_events_per_s").unwrap_or(0.0) / 1e6,
+        );
     }
     println!("  written to {}", jp.display());
 }
