@@ -307,6 +307,29 @@ impl Block {
         Ok(())
     }
 
+    /// Appends a row of these values, integer columns then text columns,
+    /// as many as the block has of each (a missing value is NULL). A text
+    /// column over 2 GiB refuses the row and leaves the block as it was.
+    pub fn push_values(
+        &mut self,
+        ints: &[Option<i64>],
+        texts: &[Option<&[u8]>],
+    ) -> std::result::Result<(), TooLarge> {
+        for (c, col) in self.texts.iter_mut().enumerate() {
+            if let Err(e) = col.try_push(texts.get(c).copied().flatten()) {
+                for col in &mut self.texts[..c] {
+                    col.truncate(self.n);
+                }
+                return Err(e);
+            }
+        }
+        for (c, col) in self.ints.iter_mut().enumerate() {
+            col.push(ints.get(c).copied().flatten().unwrap_or(NULL_INT));
+        }
+        self.n += 1;
+        Ok(())
+    }
+
     /// Appends row `r` of `other` (every column decoded), the columns named
     /// in `ints` and `texts` taking the values given there.
     fn push_edited(
@@ -346,6 +369,23 @@ impl Block {
     pub fn encode_packed(&self) -> Vec<u8> {
         let cols = self.columns().into_iter().map(|c| pack(&c)).collect();
         assemble(VERSION_PACKED, self.n, self.ints.len(), cols)
+    }
+
+    /// [`Block::encode_packed`], and the columns it packed, each as
+    /// [`Block::encode`] would store it: what a fingerprint of the rows
+    /// reads (their bytes, not zstd's).
+    pub fn encode_packed_with_columns(&self) -> (Vec<u8>, Vec<Vec<u8>>) {
+        let cols = self.columns();
+        let packed = cols.iter().map(|c| pack(c)).collect();
+        (
+            assemble(VERSION_PACKED, self.n, self.ints.len(), packed),
+            cols,
+        )
+    }
+
+    #[cfg(test)]
+    pub fn columns_for_test(&self) -> Vec<Vec<u8>> {
+        self.columns()
     }
 
     /// Each column's bytes, integer columns first.
@@ -1555,6 +1595,44 @@ mod tests {
         back.decode(3, &empty.encode_packed(), Cols::all(1, 3))
             .unwrap();
         assert_eq!(back.rows(), 0);
+    }
+
+    /// Rows pushed as values read back as pushed (a missing value and
+    /// `None` are NULL, an empty text is not); the packed encoding comes
+    /// with the columns as the plain one stores them.
+    #[test]
+    fn values_pushed_read_back_with_their_columns() {
+        let mut b = Block::with_layout(5, 2, 3);
+        b.push_values(&[Some(-3), None], &[Some(&b"ab"[..]), None, Some(&b""[..])])
+            .unwrap();
+        b.push_values(&[Some(7)], &[Some("é".as_bytes())]).unwrap();
+        b.push_values(&[], &[]).unwrap();
+        assert_eq!(b.rows(), 3);
+        assert_eq!(
+            (b.int(0, 0), b.int(1, 0), b.int(0, 1), b.int(1, 1)),
+            (Some(-3), None, Some(7), None)
+        );
+        assert_eq!(
+            (b.bytes(0, 0), b.bytes(1, 0), b.bytes(2, 0)),
+            (Some(&b"ab"[..]), None, Some(&b""[..]))
+        );
+        assert_eq!(
+            (b.text(0, 1).unwrap(), b.bytes(1, 1), b.bytes(2, 1)),
+            (Some("é"), None, None)
+        );
+        assert!((0..3).all(|c| b.bytes(c, 2).is_none()) && b.int(0, 2).is_none());
+
+        let (packed, cols) = b.encode_packed_with_columns();
+        assert_eq!(packed, b.encode_packed());
+        assert_eq!(cols, b.columns());
+        let mut back = Block::with_layout(0, 2, 3);
+        back.decode(5, &packed, Cols::all(2, 3)).unwrap();
+        same_rows(&back, &b);
+        assert!((0..3).all(|r| back.int(1, r) == b.int(1, r)));
+        // the plain encoding is those columns laid end to end
+        let plain = b.encode();
+        let tail: Vec<u8> = cols.concat();
+        assert!(plain.ends_with(&tail));
     }
 
     /// A packed block cut short, or with any byte of a zstd frame altered,

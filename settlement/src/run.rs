@@ -1,13 +1,13 @@
 //! `settlement run` and `settlement close`: recompute a period's draft from
 //! all facts and replace it atomically; freeze it.
 
-use crate::batch::{self, Batch};
+use crate::batch;
 use crate::config::{describe_step_base, Base, Config, Metric, Mode, StepBase};
 use crate::engine::{
     self, hash_parts, hex_id, hex_id_in, Calc, Engine, Method, Options, Output, REntry, RInvoice,
 };
 use crate::error::{Error, Result};
-use crate::events::Cols;
+use crate::events::{Block, Cols};
 use crate::facts::{Facts, NONE};
 use crate::ledger::{Entry, EntryKind, InvoiceLine, Rejection};
 use crate::money::{fmt_decimal, plain, Amount, Exact, Plain};
@@ -1384,33 +1384,6 @@ fn put(h: &mut Sha256, s: &str) {
     h.update([0]);
 }
 
-/// [`put`] into bytes to be fingerprinted later.
-fn put_bytes(h: &mut Vec<u8>, s: &str) {
-    h.extend_from_slice(s.as_bytes());
-    h.push(0);
-}
-
-/// The bytes of an entry the draft's fingerprint takes (appended to `h`).
-fn hash_entry(h: &mut Vec<u8>, e: &EntryView) {
-    put_bytes(h, e.id);
-    put_bytes(h, e.partner);
-    put_bytes(h, e.program);
-    put_bytes(h, e.kind.as_str());
-    let x = crate::money::norm(e.amount);
-    h.extend_from_slice(&x.mantissa().to_le_bytes());
-    h.extend_from_slice(&x.scale().to_le_bytes());
-    put_bytes(h, e.currency.code());
-    put_bytes(h, e.rule);
-    for s in e.sources {
-        put_bytes(h, s);
-    }
-    h.extend_from_slice(&e.event_day.to_le_bytes());
-    put_bytes(h, e.reason);
-    put_bytes(h, e.adjusts);
-    put_bytes(h, e.calc);
-    h.push(1);
-}
-
 fn hash_statements(h: &mut Sha256, statements: &[Statement]) {
     h.update([2]);
     for s in statements {
@@ -1423,27 +1396,18 @@ fn hash_statements(h: &mut Sha256, statements: &[Statement]) {
     h.update([2]);
 }
 
-/// An invoice line's fingerprint bytes and its columns (the texts of
-/// `ledger_blocks::INVOICES`, `I_ID` .. `I_CALC`), added to `b`.
-fn invoice_columns(
-    l: &InvoiceLine,
-    b: &mut LedgerRows,
-) -> std::result::Result<(), batch::TooLarge> {
+/// An invoice line's columns (the texts of `ledger_blocks::INVOICES`,
+/// `I_ID` .. `I_CALC`), added to `b`.
+fn invoice_columns(l: &InvoiceLine, b: &mut Block) -> std::result::Result<(), batch::TooLarge> {
     let row = invoice_row(l);
-    for c in &row {
-        put_bytes(&mut b.hashed, c);
-    }
-    for c in [&l.id, &l.program, &l.source, &l.calc] {
-        put_bytes(&mut b.hashed, c);
-    }
-    b.hashed.push(1);
-    for v in [
-        &l.id, &l.partner, &l.program, &l.txn_id, &row[3], &row[4], &row[5], &row[6], &l.source,
-        &l.calc,
-    ] {
-        b.rows.push_text(Some(v))?;
-    }
-    Ok(())
+    b.push_values(
+        &[],
+        &[
+            &l.id, &l.partner, &l.program, &l.txn_id, &row[3], &row[4], &row[5], &row[6],
+            &l.source, &l.calc,
+        ]
+        .map(|v| Some(v.as_bytes())),
+    )
 }
 
 fn hash_tail(
@@ -1611,25 +1575,36 @@ impl EntryView<'_> {
     }
 }
 
-/// A batch of rows (ledger entries, or invoice lines) and the bytes of
-/// them the fingerprint takes, in order.
+/// A block of rows (ledger entries, or invoice lines) as a producer of
+/// [`in_blocks`] made it: the rows, each column's bytes unpacked (what the
+/// draft's fingerprint reads, [`hash_block`]) and the block packed as it
+/// is stored.
 #[derive(Clone)]
 struct LedgerRows {
-    rows: Batch,
-    hashed: Vec<u8>,
-    /// The ledger's rows packed into their block (`ledger_blocks`); empty
-    /// for invoice lines.
+    rows: Block,
+    columns: Vec<Vec<u8>>,
     block: Vec<u8>,
 }
 
 impl batch::Refill for LedgerRows {
     fn clear(&mut self) {
         self.rows.clear();
-        self.hashed.clear();
+        self.columns.clear();
         self.block.clear();
     }
     fn is_empty(&self) -> bool {
-        self.rows.is_empty() && self.hashed.is_empty()
+        self.rows.rows() == 0
+    }
+}
+
+/// Adds a block's rows to the draft's fingerprint: its row count, then
+/// each column's length and bytes as stored unpacked (so the fingerprint
+/// reads what the store holds, whatever zstd makes of it).
+fn hash_block(h: &mut Sha256, b: &LedgerRows) {
+    h.update((b.rows.rows() as u64).to_le_bytes());
+    for c in &b.columns {
+        h.update((c.len() as u64).to_le_bytes());
+        h.update(c);
     }
 }
 
@@ -1637,11 +1612,10 @@ impl batch::Refill for LedgerRows {
 /// amount in.
 fn ledger_columns(
     e: &EntryView,
-    rows: &mut Batch,
+    rows: &mut Block,
     amount: &mut String,
 ) -> std::result::Result<(), batch::TooLarge> {
     use std::fmt::Write;
-    rows.push_int(Some(e.event_day));
     amount.clear();
     let _ = write!(amount, "{}", Amount(e.amount, e.currency));
     let amount = amount.as_str();
@@ -1654,35 +1628,39 @@ fn ledger_columns(
             &joined
         }
     };
-    for v in [
-        e.id,
-        e.partner,
-        e.program,
-        e.kind.as_str(),
-        amount,
-        e.currency.code(),
-        e.rule,
-        sources,
-        e.reason,
-        e.calc,
-        e.adjusts,
-    ] {
-        rows.push_text(Some(v))?;
-    }
-    Ok(())
+    rows.push_values(
+        &[Some(e.event_day)],
+        &[
+            e.id,
+            e.partner,
+            e.program,
+            e.kind.as_str(),
+            amount,
+            e.currency.code(),
+            e.rule,
+            sources,
+            e.reason,
+            e.calc,
+            e.adjusts,
+        ]
+        .map(|v| Some(v.as_bytes())),
+    )
 }
 
 /// Binds and inserts row `r` of `rows` at ledger position `pos`.
 fn insert_ledger_row(
     st: &mut rusqlite::CachedStatement,
-    rows: &Batch,
+    rows: &Block,
     r: usize,
     pos: i64,
     period: i64,
 ) -> rusqlite::Result<usize> {
     st.raw_bind_parameter(1, pos)?;
     st.raw_bind_parameter(3, period)?;
-    st.raw_bind_parameter(11, rows.int(r, 0).unwrap_or(0))?;
+    st.raw_bind_parameter(
+        11,
+        rows.int(crate::ledger_blocks::L_EVENT_DAY, r).unwrap_or(0),
+    )?;
     bind_texts(st, rows, r, &LEDGER_TEXT_PARAMS)?;
     st.raw_execute()
 }
@@ -1691,12 +1669,12 @@ fn insert_ledger_row(
 /// `params[c]`, as TEXT (the producers push only strings).
 fn bind_texts(
     st: &mut rusqlite::CachedStatement,
-    rows: &Batch,
+    rows: &Block,
     r: usize,
     params: &[usize],
 ) -> rusqlite::Result<()> {
     for (c, &param) in params.iter().enumerate() {
-        let v = rows.bytes(r, c).unwrap_or_default();
+        let v = rows.bytes(c, r).unwrap_or_default();
         st.raw_bind_parameter(
             param,
             rusqlite::types::ToSqlOutput::Borrowed(rusqlite::types::ValueRef::Text(v)),
@@ -1719,14 +1697,14 @@ fn in_blocks<T: Sync, S>(
     items: &[T],
     table: crate::ledger_blocks::Table,
     state: impl Fn() -> S + Sync,
-    fill: impl Fn(&mut S, &[T], &mut LedgerRows) -> Result<()> + Sync,
+    fill: impl Fn(&mut S, &[T], &mut Block) -> Result<()> + Sync,
     mut take: impl FnMut(usize, &LedgerRows) -> Result<()>,
 ) -> Result<()> {
     use crate::ledger_blocks::BLOCK_ROWS;
     let producers = std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4));
     let empty = LedgerRows {
-        rows: table.batch(),
-        hashed: Vec::new(),
+        rows: table.block(0),
+        columns: Vec::new(),
         block: Vec::new(),
     };
     std::thread::scope(|sc| {
@@ -1739,15 +1717,10 @@ fn in_blocks<T: Sync, S>(
             handles.push(sc.spawn(move || -> Result<()> {
                 let _p = Phase::start(phase);
                 let mut st = state();
-                let mut blk = table.block(0);
                 for chunk in items.chunks(BLOCK_ROWS).skip(k).step_by(producers) {
                     let mut b = filler.fresh();
-                    fill(&mut st, chunk, &mut b)?;
-                    blk.clear();
-                    for r in 0..b.rows.rows() {
-                        blk.push_row(&b.rows, r)?;
-                    }
-                    b.block = blk.encode_packed();
+                    fill(&mut st, chunk, &mut b.rows)?;
+                    (b.block, b.columns) = b.rows.encode_packed_with_columns();
                     if filler.send(b).is_none() {
                         // the taker stopped: its result says why
                         return Ok(());
@@ -1824,21 +1797,18 @@ fn write_plan(
             || (Scratch::default(), String::new()),
             |(words, amount), items, b| {
                 for it in items {
-                    plan.with_view_in(*it, words, |e| {
-                        hash_entry(&mut b.hashed, e);
-                        ledger_columns(e, &mut b.rows, amount)
-                    })
-                    .map_err(|e| Error::data(format!("writing the ledger: {e}")))?;
+                    plan.with_view_in(*it, words, |e| ledger_columns(e, b, amount))
+                        .map_err(|e| Error::data(format!("writing the ledger: {e}")))?;
                 }
                 Ok(())
             },
             |i, b| {
                 let t = std::time::Instant::now();
-                h.update(&b.hashed);
+                hash_block(&mut h, b);
                 let rows = &b.rows;
                 let first = base + (i * BLOCK_ROWS) as i64;
                 for r in 0..rows.rows() {
-                    if kept_as_row(rows.bytes(r, L_REASON).unwrap_or_default()) {
+                    if kept_as_row(rows.bytes(L_REASON, r).unwrap_or_default()) {
                         insert_ledger_row(&mut st, rows, r, first + r as i64, p.key())?;
                     }
                 }
@@ -1894,7 +1864,7 @@ fn write_plan(
                     Ok(())
                 },
                 |i, b| {
-                    h.update(&b.hashed);
+                    hash_block(&mut h, b);
                     let first = base + (i * BLOCK_ROWS) as i64;
                     crate::ledger_blocks::insert(
                         &tx,
@@ -2029,16 +1999,15 @@ mod tests {
     fn in_blocks_takes_every_block_in_order() {
         use crate::ledger_blocks::{BLOCK_ROWS, INVOICES};
         let items: Vec<u32> = (0..(BLOCK_ROWS * 5 + 17) as u32).collect();
-        let fill = |seen: &mut usize, xs: &[u32], b: &mut LedgerRows| -> Result<()> {
+        let fill = |seen: &mut usize, xs: &[u32], b: &mut Block| -> Result<()> {
             for x in xs {
                 if *x == u32::MAX {
                     return Err(Error::data("bad item"));
                 }
                 *seen += 1;
-                b.hashed.extend_from_slice(&x.to_le_bytes());
-                for c in 0..10 {
-                    b.rows.push_text(Some(&format!("{x}:{c}"))).unwrap();
-                }
+                let texts: Vec<String> = (0..10).map(|c| format!("{x}:{c}")).collect();
+                let texts: Vec<Option<&[u8]>> = texts.iter().map(|t| Some(t.as_bytes())).collect();
+                b.push_values(&[], &texts).unwrap();
             }
             Ok(())
         };
@@ -2053,9 +2022,14 @@ mod tests {
                 let mut blk = INVOICES.block(0);
                 blk.decode(0, &b.block, INVOICES.all())?;
                 assert_eq!(blk.rows(), b.rows.rows());
+                // the unpacked columns the fingerprint reads: the rows'
+                assert_eq!(b.columns, b.rows.columns_for_test());
                 for r in 0..blk.rows() {
-                    let x = u32::from_le_bytes(b.hashed[r * 4..r * 4 + 4].try_into().unwrap());
-                    assert_eq!(blk.bytes(9, r), Some(format!("{x}:9").as_bytes()));
+                    let first = std::str::from_utf8(b.rows.bytes(0, r).unwrap()).unwrap();
+                    let x: u32 = first.strip_suffix(":0").unwrap().parse().unwrap();
+                    for c in 0..10 {
+                        assert_eq!(blk.bytes(c, r), Some(format!("{x}:{c}").as_bytes()));
+                    }
                     got.push((i, x));
                 }
                 Ok(())
