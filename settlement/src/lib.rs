@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod config;
+pub mod direct;
 pub mod emit;
 pub mod engine;
 pub mod erase;

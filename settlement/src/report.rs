@@ -11,7 +11,7 @@ use crate::store::{pos_base, Store};
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub const FILES: [&str; 6] = [
     "fraud.csv",
@@ -21,6 +21,15 @@ pub const FILES: [&str; 6] = [
     "ledger.csv",
     "report.html",
 ];
+
+/// The temporary file `path` is written as before it is renamed into
+/// place: `.NAME.tmp.PID` in the same directory ([`remove_stale_temps`]
+/// clears those a killed report left).
+fn temp_beside(path: &Path) -> PathBuf {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+    dir.join(format!(".{name}.tmp.{}", std::process::id()))
+}
 
 /// Writes a file atomically: temp file in the same directory, fsync, rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -34,9 +43,7 @@ where
     F: FnOnce(&mut std::io::BufWriter<std::fs::File>) -> Result<()>,
 {
     use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let tmp = temp_beside(path);
     let f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
     fill(&mut w)?;
@@ -44,6 +51,22 @@ where
     let f = w
         .into_inner()
         .map_err(|e| Error::io(&tmp, e.into_error()))?;
+    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// [`write_atomic_with`] for a file of hundreds of megabytes: written
+/// around the page cache where the file system allows
+/// ([`crate::direct::DirectFile`]), then synced and renamed the same way.
+pub fn write_atomic_large<F>(path: &Path, fill: F) -> Result<()>
+where
+    F: FnOnce(&mut crate::direct::DirectFile) -> Result<()>,
+{
+    let tmp = temp_beside(path);
+    let mut w = crate::direct::DirectFile::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    fill(&mut w)?;
+    let f = w.finish().map_err(|e| Error::io(&tmp, e))?;
     f.sync_all().map_err(|e| Error::io(&tmp, e))?;
     drop(f);
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
@@ -418,7 +441,7 @@ pub fn report(store: &Store, p: Period, out: &Path) -> Result<PeriodData> {
     let counting = traffic_beside(store, p);
     let mut sums = None;
     let ph = crate::run::Phase::start("report: ledger.csv");
-    write_atomic_with(&out.join("ledger.csv"), |w| {
+    write_atomic_large(&out.join("ledger.csv"), |w| {
         sums = Some(scan_ledger(store, p, Some(w))?);
         Ok(())
     })?;
