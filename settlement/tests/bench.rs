@@ -64,6 +64,18 @@ fn every_size_is_measured_and_written_with_the_largest_at_the_top() {
 #[test]
 fn a_bad_size_is_refused_before_anything_runs() {
     let t = tempfile::tempdir().unwrap();
+    // an earlier run's figures: gone once a bench starts, failing or not
+    std::fs::create_dir_all(t.path().join("target/bench")).unwrap();
+    std::fs::write(t.path().join("target/bench/settlement.json"), "{}").unwrap();
+    // --dir is a file: the bench cannot start
+    std::fs::write(t.path().join("not-a-dir"), "").unwrap();
+    let out = bench(
+        t.path(),
+        &["--events", "1000", "--no-duckdb", "--dir", "not-a-dir"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not-a-dir"));
+    assert!(!t.path().join("target/bench/settlement.json").exists());
     for bad in ["0", "1000,x", ""] {
         let out = bench(t.path(), &["--events", bad, "--no-duckdb", "--dir", "data"]);
         assert_eq!(out.status.code(), Some(1), "{bad:?}");

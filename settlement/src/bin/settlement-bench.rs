@@ -122,6 +122,12 @@ fn cpu_seconds() -> f64 {
 
 fn main() {
     let a = args();
+    if !a.engine_only && std::env::var_os(SIZE_OUT).is_none() {
+        // a bench that fails leaves no figures, not an earlier run's
+        for dir in [Path::new("target/bench"), a.dir.as_path()] {
+            let _ = std::fs::remove_file(dir.join("settlement.json"));
+        }
+    }
     std::fs::create_dir_all(&a.dir).unwrap_or_else(|e| die(&format!("{}: {e}", a.dir.display())));
     if a.sizes.len() > 1 && !a.engine_only {
         return each_size(&a);
