@@ -367,8 +367,7 @@ impl Block {
     /// repeat themselves, and a fifth of the bytes go to SQLite and the
     /// disk).
     pub fn encode_packed(&self) -> Vec<u8> {
-        let cols = self.columns().into_iter().map(|c| pack(&c)).collect();
-        assemble(VERSION_PACKED, self.n, self.ints.len(), cols)
+        self.encode_packed_with_columns().0
     }
 
     /// [`Block::encode_packed`], and the columns it packed, each as
@@ -383,13 +382,8 @@ impl Block {
         )
     }
 
-    #[cfg(test)]
-    pub fn columns_for_test(&self) -> Vec<Vec<u8>> {
-        self.columns()
-    }
-
     /// Each column's bytes, integer columns first.
-    fn columns(&self) -> Vec<Vec<u8>> {
+    pub(crate) fn columns(&self) -> Vec<Vec<u8>> {
         let mut cols: Vec<Vec<u8>> = Vec::with_capacity(self.ints.len() + self.texts.len());
         for col in &self.ints {
             let mut out = vec![0u8; self.n.div_ceil(8)];

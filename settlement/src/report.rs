@@ -51,9 +51,14 @@ where
     let f = w
         .into_inner()
         .map_err(|e| Error::io(&tmp, e.into_error()))?;
-    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    sync_into_place(f, &tmp, path)
+}
+
+/// Syncs `f`, written as `tmp`, and renames it to `path`.
+fn sync_into_place(f: std::fs::File, tmp: &Path, path: &Path) -> Result<()> {
+    f.sync_all().map_err(|e| Error::io(tmp, e))?;
     drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    std::fs::rename(tmp, path).map_err(|e| Error::io(path, e))
 }
 
 /// [`write_atomic_with`] for a file of hundreds of megabytes: written
@@ -67,9 +72,7 @@ where
     let mut w = crate::direct::DirectFile::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
     fill(&mut w)?;
     let f = w.finish().map_err(|e| Error::io(&tmp, e))?;
-    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    sync_into_place(f, &tmp, path)
 }
 
 fn csv_bytes(header: &[&str], rows: &[Vec<String>]) -> Vec<u8> {

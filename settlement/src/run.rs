@@ -2023,7 +2023,7 @@ mod tests {
                 blk.decode(0, &b.block, INVOICES.all())?;
                 assert_eq!(blk.rows(), b.rows.rows());
                 // the unpacked columns the fingerprint reads: the rows'
-                assert_eq!(b.columns, b.rows.columns_for_test());
+                assert_eq!(b.columns, b.rows.columns());
                 for r in 0..blk.rows() {
                     let first = std::str::from_utf8(b.rows.bytes(0, r).unwrap()).unwrap();
                     let x: u32 = first.strip_suffix(":0").unwrap().parse().unwrap();
