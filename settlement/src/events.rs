@@ -147,8 +147,65 @@ impl Cols {
 /// offset of each (NULL_TEXT marks a NULL).
 #[derive(Debug, Clone, Default)]
 struct TextCol {
-    bytes: Vec<u8>,
+    bytes: Buf,
     ends: Vec<u32>,
+}
+
+/// A text column's bytes: as pushed, or, once a decoded column has been
+/// found UTF-8 as a whole, a `String`, so that a value is a `&str` without
+/// checking its bytes again (a reader asks each value a few times).
+#[derive(Debug, Clone)]
+enum Buf {
+    Bytes(Vec<u8>),
+    Text(String),
+}
+
+impl Default for Buf {
+    fn default() -> Buf {
+        Buf::Bytes(Vec::new())
+    }
+}
+
+impl Buf {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Buf::Bytes(v) => v,
+            Buf::Text(s) => s.as_bytes(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.as_bytes().len()
+    }
+
+    /// The bytes to change (a `String` gives its buffer back, capacity kept).
+    fn vec(&mut self) -> &mut Vec<u8> {
+        if let Buf::Text(s) = self {
+            *self = Buf::Bytes(std::mem::take(s).into_bytes());
+        }
+        match self {
+            Buf::Bytes(v) => v,
+            Buf::Text(_) => unreachable!("turned into bytes just above"),
+        }
+    }
+
+    /// Checks the bytes as a whole once: UTF-8 ones become a `String`.
+    fn check_utf8(&mut self) {
+        if let Buf::Bytes(v) = self {
+            *self = match String::from_utf8(std::mem::take(v)) {
+                Ok(s) => Buf::Text(s),
+                Err(e) => Buf::Bytes(e.into_bytes()),
+            };
+        }
+    }
+
+    /// The value between `start` and `end`, if it is UTF-8 on its own.
+    fn str(&self, start: usize, end: usize) -> Option<&str> {
+        match self {
+            Buf::Text(s) => s.get(start..end),
+            Buf::Bytes(v) => std::str::from_utf8(v.get(start..end)?).ok(),
+        }
+    }
 }
 
 impl TextCol {
@@ -166,7 +223,7 @@ impl TextCol {
                     .ok()
                     .filter(|&e| e < NULL_TEXT)
                     .ok_or(TooLarge)?;
-                self.bytes.extend_from_slice(t);
+                self.bytes.vec().extend_from_slice(t);
                 self.ends.push(end);
             }
             None => self.ends.push(end | NULL_TEXT),
@@ -178,10 +235,11 @@ impl TextCol {
     fn truncate(&mut self, rows: usize) {
         self.ends.truncate(rows);
         let end = self.ends.last().map_or(0, |e| e & !NULL_TEXT);
-        self.bytes.truncate(end as usize);
+        self.bytes.vec().truncate(end as usize);
     }
 
-    fn get(&self, r: usize) -> Option<&[u8]> {
+    /// Where value `r` starts and ends, `None` for a NULL.
+    fn span(&self, r: usize) -> Option<(usize, usize)> {
         let end = *self.ends.get(r)?;
         if end & NULL_TEXT != 0 {
             return None;
@@ -190,7 +248,21 @@ impl TextCol {
             0 => 0,
             _ => self.ends[r - 1] & !NULL_TEXT,
         };
-        self.bytes.get(start as usize..end as usize)
+        Some((start as usize, end as usize))
+    }
+
+    fn get(&self, r: usize) -> Option<&[u8]> {
+        let (start, end) = self.span(r)?;
+        self.bytes.as_bytes().get(start..end)
+    }
+
+    /// Value `r` as text: `Ok(None)` for a NULL, `Err(())` for bytes that
+    /// are not UTF-8.
+    fn text(&self, r: usize) -> std::result::Result<Option<&str>, ()> {
+        match self.span(r) {
+            None => Ok(None),
+            Some((start, end)) => self.bytes.str(start, end).map(Some).ok_or(()),
+        }
     }
 }
 
@@ -249,7 +321,7 @@ impl Block {
             c.clear();
         }
         for c in &mut self.texts {
-            c.bytes.clear();
+            c.bytes.vec().clear();
             c.ends.clear();
         }
     }
@@ -278,9 +350,9 @@ impl Block {
     /// Text column `c` of row `r`; bytes that are not UTF-8 are an error
     /// naming the event (the import stores only strings).
     pub fn text(&self, c: usize, r: usize) -> Result<Option<&str>> {
-        match self.bytes(c, r) {
+        match self.texts.get(c) {
             None => Ok(None),
-            Some(b) => std::str::from_utf8(b).map(Some).map_err(|_| {
+            Some(col) => col.text(r).map_err(|()| {
                 Error::data(format!(
                     "{} {}: a text field that is not UTF-8 in the store",
                     self.label.0,
@@ -408,7 +480,7 @@ impl Block {
                     start = e;
                 }
             }
-            out.extend_from_slice(&col.bytes);
+            out.extend_from_slice(col.bytes.as_bytes());
             cols.push(out);
         }
         cols
@@ -612,7 +684,9 @@ fn decode_texts(payload: &[u8], n: usize, out: &mut TextCol) -> Option<()> {
     if bytes.len() != end as usize {
         return None;
     }
-    out.bytes.extend_from_slice(bytes);
+    let buf = out.bytes.vec();
+    buf.extend_from_slice(bytes);
+    out.bytes.check_utf8();
     Some(())
 }
 
@@ -1627,6 +1701,61 @@ mod tests {
         let plain = b.encode();
         let tail: Vec<u8> = cols.concat();
         assert!(plain.ends_with(&tail));
+    }
+
+    /// A decoded column is checked as a whole: its values read as text,
+    /// and it can be pushed to and cleared again; bytes that are not UTF-8
+    /// (also a character split between two values) are an error naming
+    /// their row only, and the other rows still read.
+    #[test]
+    fn decoded_text_is_checked_once_and_per_value_when_bad() {
+        let mut b = Block::with_layout(40, 0, 2);
+        for v in [
+            &b"ab"[..],
+            "é".as_bytes(),
+            b"",
+            b"\xff",
+            b"\xc3",
+            b"\xa9",
+            b"z",
+        ] {
+            b.push_values(&[], &[Some(b"ok"), Some(v)]).unwrap();
+        }
+        b.push_values(&[], &[None, None]).unwrap();
+        let mut back = Block::with_layout(0, 0, 2);
+        back.decode(40, &b.encode(), Cols::all(0, 2)).unwrap();
+        // column 0 is all UTF-8, column 1 is not
+        assert!(matches!(back.texts[0].bytes, Buf::Text(_)));
+        assert!(matches!(back.texts[1].bytes, Buf::Bytes(_)));
+        assert!((0..7).all(|r| back.text(0, r).unwrap() == Some("ok")));
+        assert_eq!(back.text(0, 7).unwrap(), None);
+        let good = [(0, "ab"), (1, "é"), (2, ""), (6, "z")];
+        for (r, v) in good {
+            assert_eq!(back.text(1, r).unwrap(), Some(v), "row {r}");
+        }
+        for r in [3, 4, 5] {
+            let e = back.text(1, r).unwrap_err().to_string();
+            assert!(e.contains(&format!("event at arrival {}", 40 + r)), "{e}");
+        }
+        // without the \xff the column is UTF-8 as a whole, yet "\xc3" and
+        // "\xa9" are no text each on its own
+        let mut b = Block::with_layout(0, 0, 1);
+        for v in [&b"\xc3"[..], b"\xa9", b"x"] {
+            b.push_values(&[], &[Some(v)]).unwrap();
+        }
+        back = Block::with_layout(0, 0, 1);
+        back.decode(0, &b.encode(), Cols::all(0, 1)).unwrap();
+        assert!(matches!(back.texts[0].bytes, Buf::Text(_)));
+        assert!(back.text(0, 0).is_err() && back.text(0, 1).is_err());
+        assert_eq!(back.text(0, 2).unwrap(), Some("x"));
+        // a decoded block takes rows and truncates like one being written
+        back.push_values(&[], &[Some(b"yz")]).unwrap();
+        assert_eq!(back.text(0, 3).unwrap(), Some("yz"));
+        back.truncate(3);
+        assert_eq!((back.rows(), back.bytes(0, 2)), (3, Some(&b"x"[..])));
+        assert_eq!(back.encode(), b.encode());
+        back.clear();
+        assert_eq!(back.rows(), 0);
     }
 
     /// A packed block cut short, or with any byte of a zstd frame altered,
