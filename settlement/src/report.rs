@@ -432,8 +432,21 @@ fn load_with(
     })
 }
 
-/// Writes the six files into `out` (created if missing).
+/// Writes the six files into `out` (created if missing), all from one
+/// snapshot of the store: a `run` or `close` that commits meanwhile (from
+/// another process) changes none of them.
 pub fn report(store: &Store, p: Period, out: &Path) -> Result<PeriodData> {
+    report_with(store, p, out, || {})
+}
+
+/// [`report`], calling `between` once the ledger is read and before the
+/// rest is (the tests commit another draft there).
+fn report_with(store: &Store, p: Period, out: &Path, between: impl FnOnce()) -> Result<PeriodData> {
+    // one read transaction: in WAL mode it sees the store as of its first
+    // read to its end, whatever other connections commit meanwhile (the
+    // ledger, the statements, the invoices and the fraud flags of one
+    // draft); it writes nothing, so its end is a rollback
+    let snapshot = store.conn.unchecked_transaction()?;
     if store.period_state(p)?.is_none() {
         // load_with says so
         load_with(store, p, LedgerSums::default(), None)?;
@@ -449,6 +462,7 @@ pub fn report(store: &Store, p: Period, out: &Path) -> Result<PeriodData> {
         Ok(())
     })?;
     drop(ph);
+    between();
     let _ph = crate::run::Phase::start("report: traffic, statements and the other files");
     let per_day = match counting.map(|h| h.join()) {
         Some(Ok(r)) => Some(r?),
@@ -456,6 +470,7 @@ pub fn report(store: &Store, p: Period, out: &Path) -> Result<PeriodData> {
         None => None,
     };
     let d = load_with(store, p, sums.unwrap_or_default(), per_day)?;
+    drop(snapshot);
     write_atomic(
         &out.join("statements.csv"),
         &csv_bytes(&STATEMENT_COLUMNS, &d.statements),
@@ -927,4 +942,69 @@ pub fn html(p: Period, d: &PeriodData) -> String {
     }
     o.push_str("</body></html>\n");
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The six files of `a` and `b` that differ.
+    fn differing(a: &Path, b: &Path) -> Vec<&'static str> {
+        let read = |d: &Path, f: &str| std::fs::read(d.join(f)).unwrap();
+        FILES
+            .iter()
+            .copied()
+            .filter(|f| read(a, f) != read(b, f))
+            .collect()
+    }
+
+    /// A draft committed from another connection while a report reads
+    /// changes none of its files: they are the first draft's, byte for
+    /// byte, and a report after it gives the second draft's.
+    #[test]
+    fn one_report_reads_one_draft() {
+        let mut text = Vec::new();
+        let g = crate::sim::GenConfig {
+            events: 3_000,
+            ..crate::sim::GenConfig::default()
+        };
+        crate::sim::generate(&g, &mut text).unwrap();
+        let records: Vec<edge::record::Record> = std::str::from_utf8(&text)
+            .unwrap()
+            .lines()
+            .map(|l| crate::import::parse_line(l).unwrap())
+            .collect();
+        let toml = Path::new("p.toml");
+        let first = crate::config::parse(toml, crate::sim::PROGRAMS).unwrap();
+        let changed = crate::sim::PROGRAMS.replacen("percent = \"20\"", "percent = \"25\"", 1);
+        assert_ne!(changed, crate::sim::PROGRAMS);
+        let second = crate::config::parse(toml, &changed).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        let mut store = Store::open(&db).unwrap();
+        crate::import::import_records(&mut store, &records).unwrap();
+        let p = g.period;
+        crate::run::run(&mut store, &first, p).unwrap();
+        let want = dir.path().join("want");
+        report(&store, p, &want).unwrap();
+
+        let got = dir.path().join("got");
+        let mut committed = false;
+        report_with(&store, p, &got, || {
+            let mut other = Store::open(&db).unwrap();
+            crate::run::run(&mut other, &second, p).unwrap();
+            committed = true;
+        })
+        .unwrap();
+        assert!(committed);
+        assert_eq!(differing(&got, &want), Vec::<&str>::new());
+
+        // the second draft is there for the next report
+        let after = dir.path().join("after");
+        report(&store, p, &after).unwrap();
+        let changed = differing(&after, &want);
+        for f in ["ledger.csv", "statements.csv", "payouts.csv", "report.html"] {
+            assert!(changed.contains(&f), "{f} unchanged: {changed:?}");
+        }
+    }
 }
