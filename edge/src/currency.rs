@@ -175,11 +175,24 @@ pub struct Currency {
     index: u16,
 }
 
+/// A three-byte code as a number that sorts as the code does; `None` for
+/// any other length.
+fn code_key(b: &[u8]) -> Option<u32> {
+    match *b {
+        [a, b, c] => Some(u32::from_be_bytes([0, a, b, c])),
+        _ => None,
+    }
+}
+
 impl Currency {
     /// Parses a code; only codes in the ISO 4217 table are accepted.
     pub fn parse(code: &str) -> Option<Currency> {
+        // every code is three bytes: compared as one number each, in the
+        // table's order, without a string comparison a step (settlement
+        // parses one a conversion, millions a run)
+        let want = code_key(code.as_bytes())?;
         TABLE
-            .binary_search_by(|(c, _)| (*c).cmp(code))
+            .binary_search_by_key(&want, |(c, _)| code_key(c.as_bytes()).unwrap_or(0))
             .ok()
             .map(|i| Currency { index: i as u16 })
     }
@@ -257,6 +270,38 @@ mod tests {
         assert!(TABLE
             .iter()
             .all(|(c, _)| c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase())));
+    }
+
+    /// Every code in the table parses to itself, and nothing else parses:
+    /// not its lower case, a prefix, a code with a byte more, or codes
+    /// between and around the table's.
+    #[test]
+    fn every_code_and_nothing_else_parses() {
+        for (i, (code, units)) in TABLE.iter().enumerate() {
+            let c = Currency::parse(code).unwrap();
+            assert_eq!(
+                (c.code(), c.minor_units(), usize::from(c.index)),
+                (*code, *units, i)
+            );
+            assert!(Currency::parse(&code.to_ascii_lowercase()).is_none());
+            assert!(Currency::parse(&code[..2]).is_none());
+            assert!(Currency::parse(&format!("{code}A")).is_none());
+        }
+        let mut parsed = 0;
+        for a in b'@'..=b'[' {
+            for b in b'A'..=b'Z' {
+                for c in [b'@', b'A', b'M', b'Z', b'['] {
+                    let s = String::from_utf8(vec![a, b, c]).unwrap();
+                    let known = TABLE.iter().any(|(k, _)| *k == s);
+                    assert_eq!(Currency::parse(&s).is_some(), known, "{s}");
+                    parsed += usize::from(known);
+                }
+            }
+        }
+        assert!(parsed > 0);
+        for s in ["", "U", "ü", "USD ", " USD", "\u{0}USD"] {
+            assert!(Currency::parse(s).is_none(), "{s:?}");
+        }
     }
 
     #[test]
