@@ -940,7 +940,20 @@ pub fn with_plan<R>(
     p: Period,
     f: impl FnOnce(&Plan) -> Result<R>,
 ) -> Result<R> {
-    let watermark = store.max_arrival()?;
+    with_plan_at(store, cfg, p, store.max_arrival()?, f)
+}
+
+/// [`with_plan`] over the events that had arrived at `watermark` (the
+/// draft records it): an import committed while the facts load is left to
+/// the next run, or, once the period is closed, to the late facts, instead
+/// of being booked in this draft and then again as late.
+fn with_plan_at<R>(
+    store: &Store,
+    cfg: &Config,
+    p: Period,
+    watermark: i64,
+    f: impl FnOnce(&Plan) -> Result<R>,
+) -> Result<R> {
     let ph = Phase::start("load facts");
     let mut facts = load_period_facts(store, cfg, p)?;
     let reviews = crate::fraud::load_reviews(store)?;
@@ -955,7 +968,7 @@ pub fn with_plan<R>(
     };
     let opts = Options {
         until_ms: p.end_ms(),
-        max_arrival: i64::MAX,
+        max_arrival: watermark,
     };
     let old_opts = late.map(|(h, w_h)| Options {
         until_ms: h.end_ms(),
@@ -1488,9 +1501,8 @@ pub fn invoice_row(l: &InvoiceLine) -> Vec<String> {
 /// `settlement run`: refuses closed periods; a rerun changes nothing.
 pub fn run(store: &mut Store, cfg: &Config, p: Period) -> Result<RunOutcome> {
     check_open(store, p)?;
-    let prev = store.period_state(p)?;
     let store: &Store = store;
-    with_plan(store, cfg, p, |plan| write_plan(store, plan, prev))
+    with_plan(store, cfg, p, |plan| write_plan(store, plan))
 }
 
 fn check_open(store: &Store, p: Period) -> Result<()> {
@@ -1756,14 +1768,18 @@ fn in_blocks<T: Sync, S>(
 
 /// Replaces the period's draft in one transaction, fingerprinting it on
 /// the way; when the fingerprint is the stored one, rolls back instead.
-fn write_plan(
-    store: &Store,
-    plan: &Plan,
-    prev: Option<(String, i64, String)>,
-) -> Result<RunOutcome> {
+/// The transaction takes the store's write lock first and checks again that
+/// the period is open: a `close` committed by another process while this
+/// run computed is never undone (the run fails, the closed period stays).
+fn write_plan(store: &Store, plan: &Plan) -> Result<RunOutcome> {
     let _ph = Phase::start("write draft");
     let p = plan.period;
-    let tx = store.conn.unchecked_transaction()?;
+    let tx = rusqlite::Transaction::new_unchecked(
+        &store.conn,
+        rusqlite::TransactionBehavior::Immediate,
+    )?;
+    check_open(store, p)?;
+    let prev = store.period_state(p)?;
     let base = pos_base(p);
     let ph_del = Phase::start("write: deletes");
     tx.execute(
@@ -1991,6 +2007,138 @@ pub fn close(store: &mut Store, p: Period) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A period closed by another process while a run computes its draft
+    /// stays closed: the run fails saying so, and the closed draft (its
+    /// ledger, statements and payouts) is the one closed, byte for byte.
+    #[test]
+    fn a_close_during_a_run_is_never_undone() {
+        let mut text = Vec::new();
+        let g = crate::sim::GenConfig {
+            events: 3_000,
+            ..crate::sim::GenConfig::default()
+        };
+        crate::sim::generate(&g, &mut text).unwrap();
+        let records: Vec<edge::record::Record> = std::str::from_utf8(&text)
+            .unwrap()
+            .lines()
+            .map(|l| crate::import::parse_line(l).unwrap())
+            .collect();
+        let first =
+            crate::config::parse(std::path::Path::new("p.toml"), crate::sim::PROGRAMS).unwrap();
+        let changed = crate::sim::PROGRAMS.replacen("percent = \"20\"", "percent = \"25\"", 1);
+        let second = crate::config::parse(std::path::Path::new("p.toml"), &changed).unwrap();
+        let p = g.period;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        let mut store = Store::open(&db).unwrap();
+        crate::import::import_records(&mut store, &records).unwrap();
+        run(&mut store, &first, p).unwrap();
+        let files = |name: &str| -> Vec<Vec<u8>> {
+            let out = dir.path().join(name);
+            crate::report::report(&store, p, &out).unwrap();
+            ["ledger.csv", "statements.csv", "payouts.csv"]
+                .map(|f| std::fs::read(out.join(f)).unwrap())
+                .to_vec()
+        };
+        let before = files("before");
+
+        // a second run (another rate) computes; meanwhile the period closes
+        let mut closed = false;
+        let r = with_plan(&store, &second, p, |plan| {
+            let mut other = Store::open(&db).unwrap();
+            close(&mut other, p).unwrap();
+            closed = true;
+            write_plan(&store, plan)
+        });
+        assert!(closed);
+        match r {
+            Err(Error::Closed(q)) => assert_eq!(q, p.to_string()),
+            other => panic!("expected the period closed, got {:?}", other.map(|_| ())),
+        }
+        assert_eq!(store.period_state(p).unwrap().unwrap().0, "closed");
+        assert!(files("after") == before, "the closed draft changed");
+        // and a run of it now says so at once
+        assert!(matches!(run(&mut store, &second, p), Err(Error::Closed(_))));
+    }
+
+    /// Events imported while a run loads its facts (after the watermark it
+    /// records) are not in its draft: once the period is closed they are
+    /// late facts, booked once as adjustments in the next period, exactly
+    /// as when they arrive after the run. (Before, the draft took them and
+    /// the next period booked them again.)
+    #[test]
+    fn events_after_the_watermark_wait_for_the_next_run() {
+        use edge::record::Kind;
+        let mut text = Vec::new();
+        let g = crate::sim::GenConfig {
+            events: 4_000,
+            ..crate::sim::GenConfig::default()
+        };
+        crate::sim::generate(&g, &mut text).unwrap();
+        let records: Vec<edge::record::Record> = std::str::from_utf8(&text)
+            .unwrap()
+            .lines()
+            .map(|l| crate::import::parse_line(l).unwrap())
+            .collect();
+        // the registry and the first events, then conversions alone
+        let (early, late): (Vec<_>, Vec<_>) = records
+            .into_iter()
+            .enumerate()
+            .partition(|(i, r)| *i < 2_500 || !matches!(r.kind, Kind::Conversion));
+        let early: Vec<_> = early.into_iter().map(|x| x.1).collect();
+        let late: Vec<_> = late.into_iter().map(|x| x.1).collect();
+        assert!(late.len() > 500, "{}", late.len());
+        let cfg =
+            crate::config::parse(std::path::Path::new("p.toml"), crate::sim::PROGRAMS).unwrap();
+        let (p, next) = (g.period, g.period.next());
+        let dir = tempfile::tempdir().unwrap();
+        let reports = |store: &Store, name: &str| -> Vec<Vec<u8>> {
+            [p, next]
+                .iter()
+                .flat_map(|q| {
+                    let out = dir.path().join(format!("{name}-{q}"));
+                    crate::report::report(store, *q, &out).unwrap();
+                    ["ledger.csv", "statements.csv", "payouts.csv"]
+                        .map(|f| std::fs::read(out.join(f)).unwrap())
+                })
+                .collect()
+        };
+
+        // the late conversions arrive after the run
+        let mut after = Store::open(&dir.path().join("after.db")).unwrap();
+        crate::import::import_records(&mut after, &early).unwrap();
+        run(&mut after, &cfg, p).unwrap();
+        close(&mut after, p).unwrap();
+        crate::import::import_records(&mut after, &late).unwrap();
+        run(&mut after, &cfg, next).unwrap();
+
+        // ... or while it loads: there before the facts, after the watermark
+        let mut during = Store::open(&dir.path().join("during.db")).unwrap();
+        crate::import::import_records(&mut during, &early).unwrap();
+        let watermark = during.max_arrival().unwrap();
+        crate::import::import_records(&mut during, &late).unwrap();
+        assert!(during.max_arrival().unwrap() > watermark);
+        with_plan_at(&during, &cfg, p, watermark, |plan| {
+            write_plan(&during, plan)
+        })
+        .unwrap();
+        close(&mut during, p).unwrap();
+        run(&mut during, &cfg, next).unwrap();
+
+        let (a, d) = (reports(&after, "after"), reports(&during, "during"));
+        assert!(
+            a == d,
+            "the two stores' ledgers, statements or payouts differ"
+        );
+        // the late conversions are adjustments in the next period
+        let next_ledger = String::from_utf8(a[3].clone()).unwrap();
+        assert!(
+            next_ledger.contains(",adjustment,"),
+            "{}",
+            &next_ledger[..next_ledger.len().min(400)]
+        );
+    }
 
     /// `in_blocks` hands every block to `take` once, in order, with its
     /// index and its rows packed; an error of a producer or of `take`
