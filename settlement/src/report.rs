@@ -125,9 +125,22 @@ struct LedgerSums {
     reasons: BTreeMap<String, i64>,
     /// The largest money entries, largest first (ties by id).
     top: Vec<(Decimal, Vec<String>)>,
+    /// [`int_digits`] of the smallest of `top` once it is full: an amount
+    /// with fewer is smaller, without parsing it.
+    top_digits: usize,
 }
 
 const TOP_ENTRIES: usize = 12;
+
+/// The significant digits of an amount's whole part (`"-0.50"`: 0,
+/// `"012.3"`: 2). Of two amounts, the one with fewer is the smaller in
+/// absolute value; text that is no amount counts its characters, and as
+/// it reads as zero it never beats an amount of one digit or more.
+fn int_digits(amount: &str) -> usize {
+    let a = amount.strip_prefix(['-', '+']).unwrap_or(amount);
+    let whole = a.split('.').next().unwrap_or("");
+    whole.trim_start_matches('0').len()
+}
 
 /// One pass over the period's ledger in ledger order: counts, payouts,
 /// rejection reasons and the largest entries, and the ledger as CSV into
@@ -204,20 +217,31 @@ fn scan_ledger(
                             *sums.reasons.entry(k).or_default() += 1;
                         }
                         _ => {
-                            let a = dec(s(4)?).abs();
-                            let id = s(0)?;
+                            let amount = s(4)?;
                             let full = sums.top.len() == TOP_ENTRIES;
-                            let beats = |(b, e): &(Decimal, Vec<String>)| {
-                                a > *b || (a == *b && id < e[0].as_str())
-                            };
-                            if !full || sums.top.last().is_some_and(beats) {
-                                let row = [0, 1, 2, 3, 4, 5, 6]
-                                    .iter()
-                                    .map(|&i| s(i).map(str::to_string))
-                                    .collect::<Result<Vec<String>>>()?;
-                                let at = sums.top.partition_point(|x| !beats(x));
-                                sums.top.insert(at, (a, row));
-                                sums.top.truncate(TOP_ENTRIES);
+                            // most entries are smaller than the twelfth
+                            // largest by whole digits: no decimal to parse
+                            if !full || int_digits(amount) >= sums.top_digits {
+                                let a = dec(amount).abs();
+                                let id = s(0)?;
+                                let beats = |(b, e): &(Decimal, Vec<String>)| {
+                                    a > *b || (a == *b && id < e[0].as_str())
+                                };
+                                if !full || sums.top.last().is_some_and(beats) {
+                                    let row = [0, 1, 2, 3, 4, 5, 6]
+                                        .iter()
+                                        .map(|&i| s(i).map(str::to_string))
+                                        .collect::<Result<Vec<String>>>()?;
+                                    let at = sums.top.partition_point(|x| !beats(x));
+                                    sums.top.insert(at, (a, row));
+                                    sums.top.truncate(TOP_ENTRIES);
+                                    if sums.top.len() == TOP_ENTRIES {
+                                        sums.top_digits = sums
+                                            .top
+                                            .last()
+                                            .map_or(0, |(b, _)| int_digits(&b.to_string()));
+                                    }
+                                }
                             }
                         }
                     }
@@ -956,6 +980,44 @@ mod tests {
             .copied()
             .filter(|f| read(a, f) != read(b, f))
             .collect()
+    }
+
+    /// Fewer whole digits is a smaller amount, whatever the sign, the
+    /// leading zeros or the decimals; text that is no amount reads as zero
+    /// and is never counted as fewer than an amount of one digit or more.
+    #[test]
+    fn fewer_whole_digits_is_smaller() {
+        let cases = [
+            ("0.50", 0),
+            ("-0.99", 0),
+            ("9.99", 1),
+            ("-10.00", 2),
+            ("012.30", 2),
+            ("+123", 3),
+            ("1000000.001", 7),
+            ("", 0),
+            ("abc", 3),
+        ];
+        for (a, n) in cases {
+            assert_eq!(int_digits(a), n, "{a}");
+        }
+        let amounts = [
+            "0.01",
+            "0.99",
+            "-1.00",
+            "9.99",
+            "10.00",
+            "-99.50",
+            "100",
+            "123456.78",
+        ];
+        for a in amounts {
+            for b in amounts {
+                if int_digits(a) < int_digits(b) {
+                    assert!(dec(a).abs() < dec(b).abs(), "{a} {b}");
+                }
+            }
+        }
     }
 
     /// A draft committed from another connection while a report reads
