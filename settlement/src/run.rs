@@ -617,6 +617,10 @@ pub struct Plan<'a> {
     /// fraud.csv rows of the period.
     pub fraud: Vec<Vec<String>>,
     pub watermark: i64,
+    /// The last closed period when the draft was computed (its late facts
+    /// and review reversals are in the draft): the draft is written, and
+    /// later closed, only while it is still the last closed one.
+    pub basis: Option<Period>,
 }
 
 /// An invoice line of a draft: an index into the engine's output, or a
@@ -959,10 +963,13 @@ fn with_plan_at<R>(
     let reviews = crate::fraud::load_reviews(store)?;
     drop(ph);
     // the closed period whose late facts become adjustments in this one
-    let late = match store.last_closed()? {
+    let basis = store.last_closed()?;
+    let late = match basis {
         Some(h) if h.next() == p => {
             let w_h = store.period_state(h)?.map_or(0, |s| s.1);
-            store.late_facts(w_h, h.end_ms())?.then_some((h, w_h))
+            store
+                .late_facts(w_h, watermark, h.end_ms())?
+                .then_some((h, w_h))
         }
         _ => None,
     };
@@ -1084,6 +1091,7 @@ fn with_plan_at<R>(
         rules: Vec::new(),
         fraud: Vec::new(),
         watermark,
+        basis,
     };
     // the invoices are sorted on a second thread meanwhile: neither reads
     // what the other makes
@@ -1779,7 +1787,17 @@ fn write_plan(store: &Store, plan: &Plan) -> Result<RunOutcome> {
         rusqlite::TransactionBehavior::Immediate,
     )?;
     check_open(store, p)?;
+    let basis = store.last_closed()?;
+    if basis != plan.basis {
+        return Err(Error::Usage(format!(
+            "period {} was closed while this run computed {p}'s draft (whose late facts and reviews it changes): run `settlement run --period {p}` again",
+            basis.map_or_else(|| "none".to_string(), |h| h.to_string())
+        )));
+    }
     let prev = store.period_state(p)?;
+    // an unchanged draft rolls back to here and keeps the lock to record
+    // its watermark and basis
+    tx.execute_batch("SAVEPOINT draft")?;
     let base = pos_base(p);
     let ph_del = Phase::start("write: deletes");
     tx.execute(
@@ -1938,15 +1956,16 @@ fn write_plan(store: &Store, plan: &Plan) -> Result<RunOutcome> {
     }
     let hash = hex::encode(h.finalize());
     let (ne, ns) = (plan.items.len(), plan.statements.len());
-    if let Some((state, w, old)) = prev {
+    let basis_key = plan.basis.map(|h| h.key());
+    if let Some((state, _, old)) = prev {
         if state == "draft" && old == hash {
-            drop(tx); // rolls back: the stored draft is this one
-            if w != plan.watermark {
-                store.conn.execute(
-                    "UPDATE periods SET watermark = ?2 WHERE period = ?1 AND state = 'draft'",
-                    params![p.key(), plan.watermark],
-                )?;
-            }
+            // the stored draft is this one: its rows stay as they were
+            tx.execute_batch("ROLLBACK TO draft; RELEASE draft")?;
+            tx.execute(
+                "UPDATE periods SET watermark = ?2, basis = ?3 WHERE period = ?1",
+                params![p.key(), plan.watermark, basis_key],
+            )?;
+            tx.commit()?;
             return Ok(RunOutcome::Unchanged {
                 entries: ne,
                 statements: ns,
@@ -1954,9 +1973,9 @@ fn write_plan(store: &Store, plan: &Plan) -> Result<RunOutcome> {
         }
     }
     tx.execute(
-        "INSERT INTO periods (period, state, watermark, draft_hash) VALUES (?1, 'draft', ?2, ?3)
-         ON CONFLICT (period) DO UPDATE SET state = 'draft', watermark = excluded.watermark, draft_hash = excluded.draft_hash",
-        params![p.key(), plan.watermark, hash],
+        "INSERT INTO periods (period, state, watermark, draft_hash, basis) VALUES (?1, 'draft', ?2, ?3, ?4)
+         ON CONFLICT (period) DO UPDATE SET state = 'draft', watermark = excluded.watermark, draft_hash = excluded.draft_hash, basis = excluded.basis",
+        params![p.key(), plan.watermark, hash, basis_key],
     )?;
     let c = Phase::start("commit");
     tx.commit()?;
@@ -1995,6 +2014,19 @@ pub fn close(store: &mut Store, p: Period) -> Result<()> {
             Period::from_key(q)
         )));
     }
+    // the draft must have been computed after the period before it closed:
+    // else the late facts of that one are in neither
+    let (basis, last): (Option<i64>, Option<i64>) = store.conn.query_row(
+        "SELECT basis, (SELECT MAX(period) FROM periods WHERE state = 'closed') FROM periods WHERE period = ?1",
+        [p.key()],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    if basis != last {
+        return Err(Error::Usage(format!(
+            "period {p}'s draft was computed before {} was closed, so it lacks that period's late facts and reviews: run `settlement run --period {p}` again, then close it",
+            last.map_or_else(|| "the last closed period".to_string(), |k| Period::from_key(k).to_string())
+        )));
+    }
     let tx = store.conn.transaction()?;
     tx.execute(
         "UPDATE periods SET state = 'closed' WHERE period = ?1",
@@ -2007,6 +2039,106 @@ pub fn close(store: &mut Store, p: Period) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A draft computed while the period before it was open lacks that
+    /// period's late facts: `close` refuses it until it is run again, and a
+    /// run during which that period closes writes nothing. Then the late
+    /// facts are booked once, as when the periods are run and closed in
+    /// turn. (Before, `run p`, late events, `run p+1`, `close p`, `close
+    /// p+1` lost them: p+1's draft had been computed before p closed.)
+    #[test]
+    fn a_draft_older_than_the_last_close_is_neither_written_nor_closed() {
+        use edge::record::Kind;
+        let mut text = Vec::new();
+        let g = crate::sim::GenConfig {
+            events: 4_000,
+            ..crate::sim::GenConfig::default()
+        };
+        crate::sim::generate(&g, &mut text).unwrap();
+        let records: Vec<edge::record::Record> = std::str::from_utf8(&text)
+            .unwrap()
+            .lines()
+            .map(|l| crate::import::parse_line(l).unwrap())
+            .collect();
+        let (early, late): (Vec<_>, Vec<_>) = records
+            .into_iter()
+            .enumerate()
+            .partition(|(i, r)| *i < 2_500 || !matches!(r.kind, Kind::Conversion));
+        let early: Vec<_> = early.into_iter().map(|x| x.1).collect();
+        let late: Vec<_> = late.into_iter().map(|x| x.1).collect();
+        let cfg =
+            crate::config::parse(std::path::Path::new("p.toml"), crate::sim::PROGRAMS).unwrap();
+        let (p, next) = (g.period, g.period.next());
+        let dir = tempfile::tempdir().unwrap();
+        let files = |store: &Store, name: &str| -> Vec<Vec<u8>> {
+            let out = dir.path().join(name);
+            crate::report::report(store, next, &out).unwrap();
+            ["ledger.csv", "statements.csv", "payouts.csv"]
+                .map(|f| std::fs::read(out.join(f)).unwrap())
+                .to_vec()
+        };
+
+        // in turn: run p, the late events, close p, run and close p+1
+        let mut turn = Store::open(&dir.path().join("turn.db")).unwrap();
+        crate::import::import_records(&mut turn, &early).unwrap();
+        run(&mut turn, &cfg, p).unwrap();
+        crate::import::import_records(&mut turn, &late).unwrap();
+        close(&mut turn, p).unwrap();
+        run(&mut turn, &cfg, next).unwrap();
+        close(&mut turn, next).unwrap();
+        let want = files(&turn, "turn");
+        let ledger = String::from_utf8(want[0].clone()).unwrap();
+        assert!(ledger.contains(",adjustment,"), "no late facts booked");
+
+        // p+1 run before p closes
+        let db = dir.path().join("ahead.db");
+        let mut ahead = Store::open(&db).unwrap();
+        crate::import::import_records(&mut ahead, &early).unwrap();
+        run(&mut ahead, &cfg, p).unwrap();
+        crate::import::import_records(&mut ahead, &late).unwrap();
+        run(&mut ahead, &cfg, next).unwrap();
+        let drafted = ahead.period_state(next).unwrap();
+        close(&mut ahead, p).unwrap();
+        let e = close(&mut ahead, next).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("computed before {p} was closed"))
+                && e.contains(&format!("settlement run --period {next}")),
+            "{e}"
+        );
+        assert_eq!(ahead.period_state(next).unwrap(), drafted);
+
+        // a run of p+1 during which p closes writes nothing
+        let mut ahead2 = Store::open(&dir.path().join("ahead2.db")).unwrap();
+        crate::import::import_records(&mut ahead2, &early).unwrap();
+        run(&mut ahead2, &cfg, p).unwrap();
+        crate::import::import_records(&mut ahead2, &late).unwrap();
+        let path2 = dir.path().join("ahead2.db");
+        let r = with_plan(&ahead2, &cfg, next, |plan| {
+            let mut other = Store::open(&path2).unwrap();
+            close(&mut other, p).unwrap();
+            write_plan(&ahead2, plan)
+        });
+        let e = r.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            e.contains(&format!("{p} was closed while this run computed")),
+            "{e}"
+        );
+        assert_eq!(ahead2.period_state(next).unwrap(), None);
+
+        // run again, both close, and the late facts are booked once
+        for store in [&mut ahead, &mut ahead2] {
+            run(store, &cfg, next).unwrap();
+            close(store, next).unwrap();
+        }
+        assert!(
+            files(&ahead, "ahead") == want,
+            "p+1 differs from the periods in turn"
+        );
+        assert!(
+            files(&ahead2, "ahead2") == want,
+            "p+1 differs from the periods in turn"
+        );
+    }
 
     /// A period closed by another process while a run computes its draft
     /// stays closed: the run fails saying so, and the closed draft (its

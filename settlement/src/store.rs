@@ -151,6 +151,17 @@ CREATE TABLE erasures (
     // the invoice lines move into blocks, as the ledger's did
     // (ledger_blocks::move_invoice_rows_into_blocks)
     (8, "invoice_blocks", crate::ledger_blocks::INVOICE_SCHEMA),
+    // the last closed period when each draft was computed: `close` refuses
+    // a draft computed before the period before it closed (its late facts
+    // would be in neither); drafts already stored are taken as computed
+    // after the last close, as before
+    (
+        9,
+        "draft_basis",
+        "ALTER TABLE periods ADD COLUMN basis INTEGER;
+UPDATE periods SET basis = (SELECT MAX(period) FROM periods WHERE state = 'closed')
+  WHERE state = 'draft';",
+    ),
 ];
 
 pub use crate::events::{kind_code, KIND_CLICK, KIND_CONVERSION, KIND_DEAL, KIND_MDF};
@@ -360,18 +371,20 @@ impl Store {
         Ok(next_arrival(&self.conn)? - 1)
     }
 
-    /// Whether any event with `ts < until_ms` arrived after `watermark`.
-    pub fn late_facts(&self, watermark: i64, until_ms: i64) -> Result<bool> {
+    /// Whether any event with `ts < until_ms` arrived after `watermark` and
+    /// by `upto` (the run's own watermark: later ones wait for the next run).
+    pub fn late_facts(&self, watermark: i64, upto: i64, until_ms: i64) -> Result<bool> {
         let mut late = false;
         events::scan(
             &self.conn,
             Cols::of(&[E_KIND, E_TS], &[]),
-            "first + n - 1 > ?1 AND fact_min_ts < ?2",
-            params![watermark, until_ms],
+            "first + n - 1 > ?1 AND first <= ?3 AND fact_min_ts < ?2",
+            params![watermark, until_ms, upto],
             |b| {
                 late = late
                     || (0..b.rows()).any(|r| {
                         b.arrival(r) > watermark
+                            && b.arrival(r) <= upto
                             && b.int(E_KIND, r) != Some(KIND_CLICK)
                             && b.int(E_TS, r).is_some_and(|t| t < until_ms)
                     });
