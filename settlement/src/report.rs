@@ -466,10 +466,13 @@ pub fn report(store: &Store, p: Period, out: &Path) -> Result<PeriodData> {
 /// [`report`], calling `between` once the ledger is read and before the
 /// rest is (the tests commit another draft there).
 fn report_with(store: &Store, p: Period, out: &Path, between: impl FnOnce()) -> Result<PeriodData> {
-    // one read transaction: in WAL mode it sees the store as of its first
-    // read to its end, whatever other connections commit meanwhile (the
-    // ledger, the statements, the invoices and the fraud flags of one
-    // draft); it writes nothing, so its end is a rollback
+    // one read transaction: in WAL mode this connection sees the store as
+    // of its first read to its end, whatever other connections commit
+    // meanwhile (the ledger, the statements, the invoices and the fraud
+    // flags of one draft); it writes nothing, so its end is a rollback.
+    // The day-by-day traffic is counted on a second connection
+    // (`traffic_beside`): events only grow, and an import meanwhile may
+    // add to those counts, never to the draft's figures
     let snapshot = store.conn.unchecked_transaction()?;
     if store.period_state(p)?.is_none() {
         // load_with says so
