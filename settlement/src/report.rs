@@ -1028,17 +1028,7 @@ mod tests {
     /// byte, and a report after it gives the second draft's.
     #[test]
     fn one_report_reads_one_draft() {
-        let mut text = Vec::new();
-        let g = crate::sim::GenConfig {
-            events: 3_000,
-            ..crate::sim::GenConfig::default()
-        };
-        crate::sim::generate(&g, &mut text).unwrap();
-        let records: Vec<edge::record::Record> = std::str::from_utf8(&text)
-            .unwrap()
-            .lines()
-            .map(|l| crate::import::parse_line(l).unwrap())
-            .collect();
+        let (g, records) = crate::sim::records(3_000);
         let toml = Path::new("p.toml");
         let first = crate::config::parse(toml, crate::sim::PROGRAMS).unwrap();
         let changed = crate::sim::PROGRAMS.replacen("percent = \"20\"", "percent = \"25\"", 1);

@@ -2048,24 +2048,8 @@ mod tests {
     /// p+1` lost them: p+1's draft had been computed before p closed.)
     #[test]
     fn a_draft_older_than_the_last_close_is_neither_written_nor_closed() {
-        use edge::record::Kind;
-        let mut text = Vec::new();
-        let g = crate::sim::GenConfig {
-            events: 4_000,
-            ..crate::sim::GenConfig::default()
-        };
-        crate::sim::generate(&g, &mut text).unwrap();
-        let records: Vec<edge::record::Record> = std::str::from_utf8(&text)
-            .unwrap()
-            .lines()
-            .map(|l| crate::import::parse_line(l).unwrap())
-            .collect();
-        let (early, late): (Vec<_>, Vec<_>) = records
-            .into_iter()
-            .enumerate()
-            .partition(|(i, r)| *i < 2_500 || !matches!(r.kind, Kind::Conversion));
-        let early: Vec<_> = early.into_iter().map(|x| x.1).collect();
-        let late: Vec<_> = late.into_iter().map(|x| x.1).collect();
+        let (g, records) = crate::sim::records(4_000);
+        let (early, late) = crate::sim::split_late(records, 2_500);
         let cfg =
             crate::config::parse(std::path::Path::new("p.toml"), crate::sim::PROGRAMS).unwrap();
         let (p, next) = (g.period, g.period.next());
@@ -2145,17 +2129,7 @@ mod tests {
     /// ledger, statements and payouts) is the one closed, byte for byte.
     #[test]
     fn a_close_during_a_run_is_never_undone() {
-        let mut text = Vec::new();
-        let g = crate::sim::GenConfig {
-            events: 3_000,
-            ..crate::sim::GenConfig::default()
-        };
-        crate::sim::generate(&g, &mut text).unwrap();
-        let records: Vec<edge::record::Record> = std::str::from_utf8(&text)
-            .unwrap()
-            .lines()
-            .map(|l| crate::import::parse_line(l).unwrap())
-            .collect();
+        let (g, records) = crate::sim::records(3_000);
         let first =
             crate::config::parse(std::path::Path::new("p.toml"), crate::sim::PROGRAMS).unwrap();
         let changed = crate::sim::PROGRAMS.replacen("percent = \"20\"", "percent = \"25\"", 1);
@@ -2201,25 +2175,9 @@ mod tests {
     /// the next period booked them again.)
     #[test]
     fn events_after_the_watermark_wait_for_the_next_run() {
-        use edge::record::Kind;
-        let mut text = Vec::new();
-        let g = crate::sim::GenConfig {
-            events: 4_000,
-            ..crate::sim::GenConfig::default()
-        };
-        crate::sim::generate(&g, &mut text).unwrap();
-        let records: Vec<edge::record::Record> = std::str::from_utf8(&text)
-            .unwrap()
-            .lines()
-            .map(|l| crate::import::parse_line(l).unwrap())
-            .collect();
+        let (g, records) = crate::sim::records(4_000);
         // the registry and the first events, then conversions alone
-        let (early, late): (Vec<_>, Vec<_>) = records
-            .into_iter()
-            .enumerate()
-            .partition(|(i, r)| *i < 2_500 || !matches!(r.kind, Kind::Conversion));
-        let early: Vec<_> = early.into_iter().map(|x| x.1).collect();
-        let late: Vec<_> = late.into_iter().map(|x| x.1).collect();
+        let (early, late) = crate::sim::split_late(records, 2_500);
         assert!(late.len() > 500, "{}", late.len());
         let cfg =
             crate::config::parse(std::path::Path::new("p.toml"), crate::sim::PROGRAMS).unwrap();
@@ -2386,17 +2344,7 @@ mod tests {
     /// (date, position) pairs, whatever order the engine's items come in.
     #[test]
     fn items_sort_the_same_packed_or_not() {
-        let mut text = Vec::new();
-        let g = crate::sim::GenConfig {
-            events: 6_000,
-            ..crate::sim::GenConfig::default()
-        };
-        crate::sim::generate(&g, &mut text).unwrap();
-        let records: Vec<edge::record::Record> = std::str::from_utf8(&text)
-            .unwrap()
-            .lines()
-            .map(|l| crate::import::parse_line(l).unwrap())
-            .collect();
+        let (g, records) = crate::sim::records(6_000);
         let cfg =
             crate::config::parse(std::path::Path::new("p.toml"), crate::sim::PROGRAMS).unwrap();
         let dir = tempfile::tempdir().unwrap();

@@ -412,3 +412,38 @@ pub fn generate<W: Write>(g: &GenConfig, out: &mut W) -> io::Result<u64> {
     }
     Ok(lines)
 }
+
+/// For the crate's tests: `events` generated records (the default
+/// config's other knobs) and their config.
+#[cfg(test)]
+pub(crate) fn records(events: u64) -> (GenConfig, Vec<edge::record::Record>) {
+    let g = GenConfig {
+        events,
+        ..GenConfig::default()
+    };
+    let mut text = Vec::new();
+    generate(&g, &mut text).expect("generated into memory");
+    let records = std::str::from_utf8(&text)
+        .expect("generated text is UTF-8")
+        .lines()
+        .map(|l| crate::import::parse_line(l).expect("a generated line parses"))
+        .collect();
+    (g, records)
+}
+
+/// For the crate's tests: the registry and the first `early` records, then
+/// the later conversions alone (facts that arrive late for a period).
+#[cfg(test)]
+pub(crate) fn split_late(
+    records: Vec<edge::record::Record>,
+    early: usize,
+) -> (Vec<edge::record::Record>, Vec<edge::record::Record>) {
+    let (a, b): (Vec<_>, Vec<_>) = records
+        .into_iter()
+        .enumerate()
+        .partition(|(i, r)| *i < early || !matches!(r.kind, edge::record::Kind::Conversion));
+    (
+        a.into_iter().map(|x| x.1).collect(),
+        b.into_iter().map(|x| x.1).collect(),
+    )
+}
