@@ -92,3 +92,41 @@ fn igaming() {
 fn prop_firm() {
     check_example("prop-firm");
 }
+
+/// December run before November closes, through the binary: the late
+/// November sale of `arrivals/2026-12.ndjson` is in neither draft, so
+/// `close --period 2026-12` refuses (exit 1, saying to run it again); run
+/// again, December's statements, payouts and invoices are the hand-worked
+/// ones of `expected/2026-12`, the late sale booked once.
+#[test]
+fn a_draft_run_before_the_last_close_is_run_again_before_it_closes() {
+    let dir = repo().join("examples").join("saas-affiliate");
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("s.db");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let cfg = s(&dir.join("programs.toml"));
+    ok(&db, &["import", &s(&dir.join("events.ndjson"))]);
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
+    ok(
+        &db,
+        &["import", &s(&dir.join("arrivals").join("2026-12.ndjson"))],
+    );
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-12"]);
+    ok(&db, &["close", "--period", "2026-11"]);
+    let (c, err) = code(&db, &["close", "--period", "2026-12"]);
+    assert_eq!(c, 1, "{err}");
+    assert!(
+        err.contains("2026-12's draft was computed before 2026-11 was closed")
+            && err.contains("settlement run --period 2026-12"),
+        "{err}"
+    );
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-12"]);
+    ok(&db, &["close", "--period", "2026-12"]);
+    let out = tmp.path().join("2026-12");
+    ok(&db, &["report", "--period", "2026-12", "--out", &s(&out)]);
+    for f in COMPARED {
+        let want = read(&dir.join("expected").join("2026-12").join(f));
+        assert_eq!(read(&out.join(f)), want, "2026-12 {f}");
+    }
+    assert!(read(&out.join("ledger.csv")).contains(",adjustment,"));
+}
