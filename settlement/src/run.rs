@@ -2016,15 +2016,11 @@ pub fn close(store: &mut Store, p: Period) -> Result<()> {
     }
     // the draft must have been computed after the period before it closed:
     // else the late facts of that one are in neither
-    let (basis, last): (Option<i64>, Option<i64>) = store.conn.query_row(
-        "SELECT basis, (SELECT MAX(period) FROM periods WHERE state = 'closed') FROM periods WHERE period = ?1",
-        [p.key()],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    if basis != last {
+    let last = store.last_closed()?;
+    if store.draft_basis(p)? != last {
         return Err(Error::Usage(format!(
             "period {p}'s draft was computed before {} was closed, so it lacks that period's late facts and reviews: run `settlement run --period {p}` again, then close it",
-            last.map_or_else(|| "the last closed period".to_string(), |k| Period::from_key(k).to_string())
+            last.map_or_else(|| "the last closed period".to_string(), |h| h.to_string())
         )));
     }
     let tx = store.conn.transaction()?;

@@ -356,6 +356,21 @@ impl Store {
         Ok(k.map(Period::from_key))
     }
 
+    /// The last closed period when `p`'s draft was computed (`None`: none
+    /// was closed, or `p` has no draft).
+    pub fn draft_basis(&self, p: Period) -> Result<Option<Period>> {
+        let k: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT basis FROM periods WHERE period = ?1",
+                [p.key()],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
+        Ok(k.map(Period::from_key))
+    }
+
     pub fn period_state(&self, p: Period) -> Result<Option<(String, i64, String)>> {
         Ok(self
             .conn
