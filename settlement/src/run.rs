@@ -2036,6 +2036,15 @@ pub fn close(store: &mut Store, p: Period) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// `p`'s ledger.csv, statements.csv and payouts.csv as `report` writes
+    /// them into `out`.
+    fn outputs(store: &Store, p: Period, out: &std::path::Path) -> Vec<Vec<u8>> {
+        crate::report::report(store, p, out).unwrap();
+        ["ledger.csv", "statements.csv", "payouts.csv"]
+            .map(|f| std::fs::read(out.join(f)).unwrap())
+            .to_vec()
+    }
+
     /// A draft computed while the period before it was open lacks that
     /// period's late facts: `close` refuses it until it is run again, and a
     /// run during which that period closes writes nothing. Then the late
@@ -2050,13 +2059,7 @@ mod tests {
             crate::config::parse(std::path::Path::new("p.toml"), crate::sim::PROGRAMS).unwrap();
         let (p, next) = (g.period, g.period.next());
         let dir = tempfile::tempdir().unwrap();
-        let files = |store: &Store, name: &str| -> Vec<Vec<u8>> {
-            let out = dir.path().join(name);
-            crate::report::report(store, next, &out).unwrap();
-            ["ledger.csv", "statements.csv", "payouts.csv"]
-                .map(|f| std::fs::read(out.join(f)).unwrap())
-                .to_vec()
-        };
+        let files = |store: &Store, name: &str| outputs(store, next, &dir.path().join(name));
 
         // in turn: run p, the late events, close p, run and close p+1
         let mut turn = Store::open(&dir.path().join("turn.db")).unwrap();
@@ -2136,13 +2139,7 @@ mod tests {
         let mut store = Store::open(&db).unwrap();
         crate::import::import_records(&mut store, &records).unwrap();
         run(&mut store, &first, p).unwrap();
-        let files = |name: &str| -> Vec<Vec<u8>> {
-            let out = dir.path().join(name);
-            crate::report::report(&store, p, &out).unwrap();
-            ["ledger.csv", "statements.csv", "payouts.csv"]
-                .map(|f| std::fs::read(out.join(f)).unwrap())
-                .to_vec()
-        };
+        let files = |name: &str| outputs(&store, p, &dir.path().join(name));
         let before = files("before");
 
         // a second run (another rate) computes; meanwhile the period closes
@@ -2182,12 +2179,7 @@ mod tests {
         let reports = |store: &Store, name: &str| -> Vec<Vec<u8>> {
             [p, next]
                 .iter()
-                .flat_map(|q| {
-                    let out = dir.path().join(format!("{name}-{q}"));
-                    crate::report::report(store, *q, &out).unwrap();
-                    ["ledger.csv", "statements.csv", "payouts.csv"]
-                        .map(|f| std::fs::read(out.join(f)).unwrap())
-                })
+                .flat_map(|q| outputs(store, *q, &dir.path().join(format!("{name}-{q}"))))
                 .collect()
         };
 
