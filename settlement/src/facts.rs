@@ -218,6 +218,36 @@ impl Interner {
         }
     }
 
+    /// Asks for the bytes of `s` in the arena, if its slot (asked for by
+    /// [`Interner::prefetch`] a few steps before, so in cache now) says
+    /// where they are: the comparison that confirms a found string then
+    /// reads them from the cache instead of waiting for memory. Only a
+    /// hint: a slot whose tag and length match another string's asks for
+    /// that one's bytes, and nothing else follows from it.
+    #[inline]
+    pub fn prefetch_bytes(&self, s: &str) {
+        if self.slots.is_empty() {
+            return;
+        }
+        let h = str_hash(s);
+        let (mask, tag) = (self.slots.len() - 1, (h >> 32) as u32);
+        let mut i = h as usize & mask;
+        // the first few slots of the probe: a longer one is rare
+        for _ in 0..4 {
+            let x = self.slots[i];
+            if x.idx == NONE {
+                return;
+            }
+            if x.tag == tag && x.len as usize == s.len() {
+                let p = self.arena.buf.as_bytes()[x.start as usize..].as_ptr();
+                hint(p.cast());
+                hint(p.wrapping_add(s.len().saturating_sub(1)).cast());
+                return;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
     pub fn opt(&mut self, s: Option<&str>) -> u32 {
         match s {
             Some(s) if !s.is_empty() => self.intern(s),
@@ -1511,6 +1541,9 @@ mod tests {
             };
             let next = want.len() as u32;
             let sym = *want.entry(s.clone()).or_insert(next);
+            // the loader's hints before it interns: they change nothing
+            syms.prefetch(&s);
+            syms.prefetch_bytes(&s);
             assert_eq!(syms.intern(&s), sym, "{s:?}");
         }
         assert_eq!(syms.len(), want.len());
@@ -1521,6 +1554,8 @@ mod tests {
         }
         assert_eq!(syms.get("never interned"), None);
         assert_eq!(Interner::default().get("x"), None);
+        Interner::default().prefetch_bytes("x");
+        assert_eq!(syms.len(), want.len());
     }
 
     /// `finish` leaves each program's conversions in one run, found by

@@ -580,6 +580,10 @@ impl Store {
                         if let Ok(Some(c)) = n.block.text(E_CUSTOMER, r + 8) {
                             syms.prefetch(c);
                         }
+                        // and its bytes, once its slot is at hand
+                        if let Ok(Some(c)) = n.block.text(E_CUSTOMER, r + 4) {
+                            syms.prefetch_bytes(c);
+                        }
                         let names = name_row(&mut namer, &mut syms, &n.block, r, until_ms, clicks)?;
                         n.names.push(names);
                     }
