@@ -54,8 +54,9 @@ pub enum Calc {
     },
     /// `(level, the child's commission, the commission's id)`
     Override(Box<(u8, Decimal, Hash10)>),
-    /// `(share, the original entry's amount, the original entry's id)`
-    Clawback(Box<(Decimal, Decimal, Hash10)>),
+    /// `(share, the original entry's amount, the original entry's id, its
+    /// event day)`: the clawback is pending while that entry is
+    Clawback(Box<(Decimal, Decimal, Hash10, i32)>),
     /// `(minimum, earned)`
     Topup(Box<(Decimal, Decimal)>),
     Mdf,
@@ -989,6 +990,8 @@ struct Reversed {
     amount: Decimal,
     rule: u32,
     fraud: u8,
+    /// The entry's event day: its clawback is held while it is.
+    day: i32,
 }
 
 /// One program's share of the output.
@@ -1599,6 +1602,7 @@ fn compute_part(
                     amount: x.amount,
                     rule: x.rule,
                     fraud: x.fraud,
+                    day: x.event_day,
                 }
             };
             let cur = p.currency;
@@ -1618,7 +1622,12 @@ fn compute_part(
                 src2: o.idx,
                 conv: ri,
                 event_day: day32(day),
-                calc: Calc::Clawback(Box::new((after.sub(before)?.approx(), e.amount, e.id))),
+                calc: Calc::Clawback(Box::new((
+                    after.sub(before)?.approx(),
+                    e.amount,
+                    e.id,
+                    e.day,
+                ))),
                 // a clawback of a held entry waits with it
                 fraud: e.fraud,
             });
@@ -1877,7 +1886,7 @@ mod tests {
         let h = [7u8; 10];
         let d = Decimal::ONE;
         assert_eq!(Calc::Override(Box::new((1, d, h))).parent(), Some(&h));
-        assert_eq!(Calc::Clawback(Box::new((d, d, h))).parent(), Some(&h));
+        assert_eq!(Calc::Clawback(Box::new((d, d, h, 0))).parent(), Some(&h));
         let r = Calc::RejectedOverride(Box::new(h));
         assert_eq!(r.parent(), Some(&h));
         assert_eq!(r.rejection(), Some(Rejection::PartnerNotApproved));

@@ -17,7 +17,7 @@ use crate::store::{pos_base, Store};
 use rusqlite::params;
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// What a run produced.
 #[derive(Debug, Default)]
@@ -417,7 +417,7 @@ impl<'a> Words<'a> {
                 s
             }
             Calc::Clawback(b) => {
-                let (share, original, _) = **b;
+                let (share, original, _, _) = **b;
                 format!(
                 "{} of the original entry's {} {cur} reversed (refund amount / original amount) = {amt}{half_even}",
                 if share == Decimal::ONE { "all".to_string() } else { format!("{}%", plain(share * Decimal::ONE_HUNDRED)) },
@@ -654,6 +654,7 @@ impl Plan<'_> {
                 kind: e.kind,
                 amount: e.amount,
                 event_day: e.event_day,
+                hold_from: statement::View::hold_from(e.kind, e.event_day, None),
                 held: e.reason.starts_with("held:"),
             };
         }
@@ -664,6 +665,14 @@ impl Plan<'_> {
             kind: e.kind,
             amount: e.amount,
             event_day: i64::from(e.event_day),
+            hold_from: statement::View::hold_from(
+                e.kind,
+                i64::from(e.event_day),
+                match &e.calc {
+                    engine::Calc::Clawback(b) => Some(i64::from(b.3)),
+                    _ => None,
+                },
+            ),
             held: e.fraud != 0 && e.kind != EntryKind::Rejected,
         }
     }
@@ -1047,39 +1056,67 @@ fn with_plan_at<R>(
         }
     }
     let mut earlier_pending: BTreeMap<(String, String), Decimal> = BTreeMap::new();
+    // the commissions and overrides of earlier periods still pending
+    let mut pending_ids: HashSet<String> = HashSet::new();
     if cfg.hold_days > 0 {
         let threshold = p.last_day() - cfg.hold_days; // held when event_day > threshold
         let lo = Period::of_day(threshold + 1);
-        use crate::ledger_blocks::{text, L_AMOUNT, L_EVENT_DAY, L_KIND, L_PARTNER, L_PROGRAM};
+        use crate::ledger_blocks::{
+            text, L_ADJUSTS, L_AMOUNT, L_EVENT_DAY, L_ID, L_KIND, L_PARTNER, L_PROGRAM,
+        };
+        // and the clawbacks of earlier periods (on or after the day of what
+        // they reverse, so in these periods too): those of a pending entry
+        // are pending with it
+        let mut clawbacks: Vec<((String, String), String, Decimal)> = Vec::new();
         crate::ledger_blocks::scan(
             &store.conn,
             pos_base(lo),
             pos_base(p),
-            Cols::of(&[L_EVENT_DAY], &[L_PARTNER, L_PROGRAM, L_KIND, L_AMOUNT]),
+            Cols::of(
+                &[L_EVENT_DAY],
+                &[L_ID, L_PARTNER, L_PROGRAM, L_KIND, L_AMOUNT, L_ADJUSTS],
+            ),
             |b| {
                 for r in 0..b.rows() {
-                    if b.int(L_EVENT_DAY, r).is_none_or(|d| d <= threshold)
-                        || !matches!(
-                            text(b, L_KIND, r)?,
-                            "commission" | "override" | "mdf" | "adjustment"
-                        )
-                    {
+                    if b.int(L_EVENT_DAY, r).is_none_or(|d| d <= threshold) {
+                        continue;
+                    }
+                    let kind = text(b, L_KIND, r)?;
+                    if !matches!(
+                        kind,
+                        "commission" | "override" | "mdf" | "adjustment" | "clawback"
+                    ) {
                         continue;
                     }
                     let key = (
                         text(b, L_PARTNER, r)?.to_string(),
                         text(b, L_PROGRAM, r)?.to_string(),
                     );
+                    let amount = dec(text(b, L_AMOUNT, r)?)?;
+                    match kind {
+                        "clawback" => {
+                            clawbacks.push((key, text(b, L_ADJUSTS, r)?.to_string(), amount));
+                            continue;
+                        }
+                        "commission" | "override" => {
+                            pending_ids.insert(text(b, L_ID, r)?.to_string());
+                        }
+                        _ => {}
+                    }
                     let s = earlier_pending.entry(key).or_default();
-                    *s = s
-                        .checked_add(dec(text(b, L_AMOUNT, r)?)?)
-                        .ok_or(crate::money::Overflow)?;
+                    *s = s.checked_add(amount).ok_or(crate::money::Overflow)?;
                 }
                 Ok(())
             },
         )?;
+        for (key, reverses, amount) in clawbacks {
+            if pending_ids.contains(&reverses) {
+                let s = earlier_pending.entry(key).or_default();
+                *s = s.checked_add(amount).ok_or(crate::money::Overflow)?;
+            }
+        }
     }
-    held_pending(store, cfg, &reviews, p, &mut earlier_pending)?;
+    held_pending(store, cfg, &reviews, p, &pending_ids, &mut earlier_pending)?;
     let mut plan = Plan {
         period: p,
         words,
@@ -1192,13 +1229,14 @@ fn held_pending(
     cfg: &Config,
     reviews: &rustc_hash::FxHashMap<String, crate::fraud::Review>,
     p: Period,
+    pending_ids: &HashSet<String>,
     pending: &mut BTreeMap<(String, String), Decimal>,
 ) -> Result<()> {
     let closed_until = store.last_closed()?.map_or(0, |h| pos_base(h.next()));
     let threshold = p.last_day() - cfg.hold_days;
     let lo = pos_base(Period::of_day(threshold + 1));
     let mut st = store.conn.prepare(
-        "SELECT pos, partner, program, amount, kind, sources, event_day FROM ledger
+        "SELECT pos, partner, program, amount, kind, sources, event_day, adjusts FROM ledger
          WHERE pos < ?1 AND reason LIKE 'held:fraud:%'",
     )?;
     let mut rows = st.query([pos_base(p)])?;
@@ -1212,13 +1250,15 @@ fn held_pending(
             None => true,
             Some(rv) => !rv.release && pos >= closed_until,
         };
+        // what the scan of pending entries counted already
         let counted = cfg.hold_days > 0
             && pos >= lo
             && day > threshold
-            && matches!(
-                kind.as_str(),
-                "commission" | "override" | "mdf" | "adjustment"
-            );
+            && match kind.as_str() {
+                "commission" | "override" | "mdf" | "adjustment" => true,
+                "clawback" => pending_ids.contains(r.get_ref(7)?.as_str_or_null()?.unwrap_or("")),
+                _ => false,
+            };
         if still_held && !counted {
             let v: String = r.get(3)?;
             let s = pending.entry((r.get(1)?, r.get(2)?)).or_default();
@@ -1335,6 +1375,11 @@ fn adjustments(
         }
         let src = a.or(b).expect("one side exists");
         let mut e = words.entry(src);
+        // dated, and so held, as the entry whose earnings it changes: a
+        // restated clawback by the entry it reverses
+        if let engine::Calc::Clawback(x) = &src.calc {
+            e.event_day = i64::from(x.3);
+        }
         let orig_id = e.id.clone();
         let cur = e.currency;
         e.id = hex_id("le_", &hash_parts(&[b"adjustment", ps.as_bytes(), id]));

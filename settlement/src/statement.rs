@@ -91,8 +91,28 @@ pub struct View<'a> {
     pub kind: EntryKind,
     pub amount: Decimal,
     pub event_day: i64,
+    /// The day its hold runs from (it is pending while that day plus
+    /// `hold_days` is after the period's last day), `None` when it is never
+    /// held: [`View::hold_from`].
+    pub hold_from: Option<i64>,
     /// Held for review by the fraud rules: pending until decided.
     pub held: bool,
+}
+
+impl View<'_> {
+    /// The hold of an entry of `kind` on `event_day`: commissions,
+    /// overrides, MDF and adjustments from their day; a clawback from the
+    /// day of the entry it reverses (`reversed_day`), so it nets against
+    /// that entry while the entry is pending and takes matured money at once
+    /// afterwards (a refund within the hold never pays the commission it
+    /// reverses); write-offs, top-ups and the rest are never held.
+    pub fn hold_from(kind: EntryKind, event_day: i64, reversed_day: Option<i64>) -> Option<i64> {
+        match kind {
+            EntryKind::Clawback => reversed_day,
+            k if k.holdable() => Some(event_day),
+            _ => None,
+        }
+    }
 }
 
 impl<'a> From<&'a Entry> for View<'a> {
@@ -103,6 +123,10 @@ impl<'a> From<&'a Entry> for View<'a> {
             kind: e.kind,
             amount: e.amount,
             event_day: e.event_day,
+            // an entry read back has no reversed entry at hand: a stored
+            // clawback's hold is found by the run ([`crate::run`]'s scan
+            // of earlier periods)
+            hold_from: View::hold_from(e.kind, e.event_day, None),
             held: e.reason.starts_with("held:"),
         }
     }
@@ -137,7 +161,7 @@ pub fn compute<'a>(
             EntryKind::Adjustment | EntryKind::Writeoff => add(&mut a.adjusted, e.amount)?,
             EntryKind::Capped | EntryKind::Rejected | EntryKind::Payout => {}
         }
-        if e.held || (e.kind.holdable() && e.event_day + cfg.hold_days > last) {
+        if e.held || e.hold_from.is_some_and(|d| d + cfg.hold_days > last) {
             add(&mut a.pending, e.amount)?;
         }
     }

@@ -714,3 +714,131 @@ fn first_approved_registration_of_the_customer_wins() {
         s(&[("b", "1.00"), ("c", "1.00")])
     );
 }
+
+/// A program paying 20% of sales, with `hold_days` and no payout minimum.
+fn held(days: u32) -> String {
+    format!(
+        "currency = \"USD\"\n[payout]\nhold_days = {days}\nminimum = \"0\"\n[[programs]]\nid = \"p\"\nmodel = \"affiliate\"\n\
+         [[programs.rules]]\nevent = \"sale\"\npercent = \"20\"\n"
+    )
+}
+
+fn sale(id: &str, day: &str, amount: &str) -> String {
+    conv(
+        id,
+        day,
+        "sale",
+        &format!("{}{}", click("a", day), usd(amount)),
+    )
+}
+
+fn refund(id: &str, day: &str, of: &str) -> String {
+    conv(id, day, "refund", &format!(",\"original_txn_id\":\"{of}\""))
+}
+
+/// `(earned, reversed, adjusted, carried_in, pending, payable, carried_out)`
+/// of partner a's statement of `p`, `None` when it has none.
+fn figures(w: &World, p: &str) -> Option<[String; 7]> {
+    let (_, st) = w.draft(p);
+    st.iter().find(|s| s.partner == "a").map(|s| {
+        let r = s.csv_row();
+        std::array::from_fn(|i| r[4 + i].clone())
+    })
+}
+
+fn f7(v: [&str; 7]) -> Option<[String; 7]> {
+    Some(v.map(str::to_string))
+}
+
+#[test]
+fn a_refund_within_the_hold_never_pays_its_commission() {
+    // hold 30: 20% of 500 = 100 on Jan 20, refunded on Jan 25; 20% of 300 =
+    // 60 on Jan 22. At Jan 31 both sales are held; the clawback nets with
+    // the commission it reverses: pending 100 - 100 + 60 = 60, balance 60,
+    // matured 0, nothing written off. (Were the clawback taken from the
+    // matured balance, -100 would be written off and February would pay the
+    // refunded 100.) Feb 28: both matured, 60 paid.
+    let mut w = world(
+        &held(30),
+        &[
+            partner("a", ""),
+            sale("s1", "2027-01-20", "500"),
+            sale("s2", "2027-01-22", "300"),
+            refund("r1", "2027-01-25", "s1"),
+        ],
+    );
+    let jan = [
+        "160.00", "-100.00", "0.00", "0.00", "60.00", "0.00", "60.00",
+    ];
+    assert_eq!(figures(&w, "2027-01"), f7(jan));
+    w.run_close("2027-01");
+    let feb = ["0.00", "0.00", "0.00", "60.00", "0.00", "60.00", "0.00"];
+    assert_eq!(figures(&w, "2027-02"), f7(feb));
+}
+
+#[test]
+fn a_clawback_of_an_earlier_period_waits_with_what_it_reverses() {
+    // hold 90: 100 on Jan 20 (pending until Apr 20), 50 on Jan 25 (until
+    // Apr 25); the first sale refunded on Feb 5, in February's own period.
+    // Feb: carried_in 150 (both pending), reversed -100, pending 150 - 100
+    // = 50, matured 0. Mar: the January commissions and the February
+    // clawback, read back from the closed periods, still pending: 100 - 100
+    // + 50 = 50 = the balance, nothing written off. Apr 30: 50 paid.
+    let mut w = world(
+        &held(90),
+        &[
+            partner("a", ""),
+            sale("s1", "2027-01-20", "500"),
+            sale("s2", "2027-01-25", "250"),
+            refund("r1", "2027-02-05", "s1"),
+        ],
+    );
+    w.run_close("2027-01");
+    let feb = [
+        "0.00", "-100.00", "0.00", "150.00", "50.00", "0.00", "50.00",
+    ];
+    assert_eq!(figures(&w, "2027-02"), f7(feb));
+    w.run_close("2027-02");
+    let mar = ["0.00", "0.00", "0.00", "50.00", "50.00", "0.00", "50.00"];
+    assert_eq!(figures(&w, "2027-03"), f7(mar));
+    w.run_close("2027-03");
+    let apr = ["0.00", "0.00", "0.00", "50.00", "0.00", "50.00", "0.00"];
+    assert_eq!(figures(&w, "2027-04"), f7(apr));
+}
+
+#[test]
+fn a_late_refund_is_dated_and_held_as_the_commission_it_reverses() {
+    // hold 30: 100 on Jan 1 (matured Jan 31, paid in January), 80 on Jan 20
+    // (pending at Jan 31). The refund of the first sale, dated Jan 31,
+    // arrives after January closed: February's adjustment of -100 is dated
+    // Jan 1, as the commission it reverses, so it is not held. Feb: balance
+    // 80 - 100 = -20, the January 80 matured, so -20 matured is written off
+    // (adjusted -100 + 20) and nothing is paid: 100 paid in all, not 180.
+    let mut w = world(
+        &held(30),
+        &[
+            partner("a", ""),
+            sale("s1", "2027-01-01", "500"),
+            sale("s2", "2027-01-20", "400"),
+        ],
+    );
+    let jan = ["180.00", "0.00", "0.00", "0.00", "80.00", "100.00", "80.00"];
+    assert_eq!(figures(&w, "2027-01"), f7(jan));
+    w.run_close("2027-01");
+    w.add(&[refund("r1", "2027-01-31", "s1")]);
+    let (es, _) = w.draft("2027-02");
+    let adj: Vec<&Entry> = es
+        .iter()
+        .filter(|e| e.kind == EntryKind::Adjustment)
+        .collect();
+    assert_eq!(adj.len(), 1, "{adj:?}");
+    assert_eq!(adj[0].amount.to_string(), "-100.00");
+    assert_eq!(
+        adj[0].event_day,
+        edge::time::Timestamp::parse_date("2027-01-01")
+            .unwrap()
+            .day()
+    );
+    let feb = ["0.00", "0.00", "-80.00", "80.00", "0.00", "0.00", "0.00"];
+    assert_eq!(figures(&w, "2027-02"), f7(feb));
+}
