@@ -623,9 +623,16 @@ fn admin_and_export_need_their_tokens_and_validate() {
             .set("Authorization", &format!("Bearer {EXPORT_TOKEN}")),
         None,
     );
-    assert!(body
+    let line: Value = body
         .lines()
-        .any(|l| l.contains("\"code\":\"SAVE10\"") && l.contains(&partner)));
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|c| c["code"] == "SAVE10")
+        .unwrap();
+    assert_eq!(line["partner"], partner.as_str());
+    // the time of the last change too: settlement keeps the newer line of
+    // a coupon moved to another partner by it
+    let (created, updated) = (line["created_at"].as_str(), line["updated_at"].as_str());
+    assert!(created.is_some() && updated >= created, "{line}");
 }
 
 #[test]

@@ -162,6 +162,14 @@ CREATE TABLE erasures (
 UPDATE periods SET basis = (SELECT MAX(period) FROM periods WHERE state = 'closed')
   WHERE state = 'draft';",
     ),
+    // a coupon line's `updated_at`: a coupon moved to another partner keeps
+    // its `created_at`, and the newer line must win (before, the larger
+    // line of two with one `created_at` did, so a move could be ignored)
+    (
+        10,
+        "coupon_updated_at",
+        "ALTER TABLE coupons ADD COLUMN updated_at INTEGER;",
+    ),
 ];
 
 pub use crate::events::{kind_code, KIND_CLICK, KIND_CONVERSION, KIND_DEAL, KIND_MDF};
@@ -885,10 +893,12 @@ impl<'t> Inserter<'t> {
                  WHERE (COALESCE(excluded.updated_at, -1), excluded.raw) > (COALESCE(partners.updated_at, -1), partners.raw)",
             )?,
             coupon: tx.prepare_cached(
-                "INSERT INTO coupons (program, code, partner, created_at, raw) VALUES (?1, ?2, ?3, ?4, ?5)
+                "INSERT INTO coupons (program, code, partner, created_at, updated_at, raw)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (program, code) DO UPDATE SET partner = excluded.partner,
-                   created_at = excluded.created_at, raw = excluded.raw
-                 WHERE (COALESCE(excluded.created_at, -1), excluded.raw) > (COALESCE(coupons.created_at, -1), coupons.raw)",
+                   created_at = excluded.created_at, updated_at = excluded.updated_at, raw = excluded.raw
+                 WHERE (COALESCE(excluded.updated_at, excluded.created_at, -1), excluded.raw)
+                     > (COALESCE(coupons.updated_at, coupons.created_at, -1), coupons.raw)",
             )?,
             one: Block::new(0),
         })
@@ -968,6 +978,7 @@ impl<'t> Inserter<'t> {
                     r.code,
                     r.partner,
                     ms(r.created_at),
+                    ms(r.updated_at),
                     raw
                 ])?;
                 counts.registry += 1;

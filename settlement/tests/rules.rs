@@ -842,3 +842,37 @@ fn a_late_refund_is_dated_and_held_as_the_commission_it_reverses() {
     let feb = ["0.00", "0.00", "-80.00", "80.00", "0.00", "0.00", "0.00"];
     assert_eq!(figures(&w, "2027-02"), f7(feb));
 }
+
+#[test]
+fn a_coupon_moved_to_another_partner_pays_the_new_one() {
+    // SAVE10 went to zed on Jan 1 and was moved to amy on Nov 1: the edge
+    // keeps its created_at and exports the move's updated_at. Whatever the
+    // order the two lines are imported in, the newer one holds the coupon
+    // (before, two lines with one created_at kept the larger JSON: zed's).
+    let line = |partner: &str, updated: &str| {
+        format!(
+            r#"{{"type":"coupon","code":"SAVE10","program":"p","partner":"{partner}","created_at":"2026-01-01T00:00:00.000Z","updated_at":"{updated}T00:00:00.000Z"}}"#
+        )
+    };
+    let (old, new) = (line("zed", "2026-01-01"), line("amy", "2026-11-01"));
+    for lines in [[old.clone(), new.clone()], [new.clone(), old.clone()]] {
+        let mut w = world(
+            &rules("", "[[programs.rules]]\nevent = \"sale\"\nfixed = \"7\"\n"),
+            &[partner("amy", ""), partner("zed", "")],
+        );
+        w.add(&lines[..1]);
+        w.add(&lines[1..]);
+        w.add(&[conv(
+            "e1",
+            "2026-11-05",
+            "sale",
+            &format!(",\"coupon\":\"SAVE10\"{}", usd("100")),
+        )]);
+        let (es, _) = w.draft("2026-11");
+        assert_eq!(
+            amounts(&es, EntryKind::Commission),
+            s(&[("amy", "7.00")]),
+            "{lines:?}"
+        );
+    }
+}

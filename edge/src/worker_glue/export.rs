@@ -134,6 +134,9 @@ async fn coupons(env: &Env) -> Result<Response> {
         r.partner = Some(c.partner);
         r.program = Some(c.program);
         r.created_at = Timestamp::parse(&c.created_at).ok();
+        // a coupon moved to another partner keeps its created_at: the
+        // newer line is the one with the later updated_at
+        r.updated_at = Timestamp::parse(&c.updated_at).ok();
         out.push_str(&serde_json::to_string(&r)?);
         out.push('\n');
     }
