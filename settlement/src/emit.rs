@@ -182,6 +182,14 @@ fn set_period_state(store: &Store, p: Period, state: &str) -> Result<()> {
     Ok(())
 }
 
+/// Records that period `p`'s events are to be emitted (nightly, before it
+/// closes the period): [`pending_periods`] lists it until its emission
+/// completes.
+pub fn owe(store: &Store, p: Period) -> Result<()> {
+    ensure_schema(store)?;
+    set_period_state(store, p, "pending")
+}
+
 /// Emits the events of period `p` (its report data `d`) not emitted yet.
 /// Each accepted event is recorded at once, so an interrupted run resumes;
 /// the first failure stops with an `Upstream` error (exit 3).

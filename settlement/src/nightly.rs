@@ -56,6 +56,7 @@ pub fn nightly(
             None => current,
         },
     };
+    let webhooks = n.edge.is_some() && n.admin_token.is_some();
     let mut p = start;
     while p <= current {
         let outcome = run(store, &cfg, p)?;
@@ -63,6 +64,13 @@ pub fn nightly(
             .push((p, matches!(outcome, RunOutcome::Replaced { .. })));
         let closing = p.last_day() + n.grace_days < today;
         if closing {
+            // its webhooks are owed from now on: marked before the close,
+            // so neither a kill nor an earlier period's failed emission
+            // tonight can leave it closed and never emitted (a period
+            // marked and not closed is passed over until it is)
+            if webhooks {
+                crate::emit::owe(store, p)?;
+            }
             close(store, p)?;
             rep.closed.push(p);
         }

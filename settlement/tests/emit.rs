@@ -19,6 +19,8 @@ struct Edge {
     /// Emit bodies accepted, in order.
     emitted: Vec<serde_json::Value>,
     emit_requests: usize,
+    /// Events after the three of November: seq 4, 5, ...
+    extra: Vec<String>,
 }
 
 fn event(seq: u64) -> String {
@@ -65,8 +67,14 @@ fn serve(edge: Arc<Mutex<Edge>>) -> String {
                     .find_map(|kv| kv.strip_prefix("after="))
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0);
-                let page: String = (after + 1..=3).map(|s| event(s) + "\n").collect();
-                ("200 OK", page, Some(3.max(after)))
+                let mut page: String = (after + 1..=3).map(|s| event(s) + "\n").collect();
+                for (k, l) in e.extra.iter().enumerate() {
+                    if 4 + k as u64 > after {
+                        page.push_str(l);
+                        page.push('\n');
+                    }
+                }
+                ("200 OK", page, Some((3 + e.extra.len() as u64).max(after)))
             } else if path == "/export/v1/partners" {
                 ("200 OK", format!("{PARTNER}\n"), None)
             } else {
@@ -161,4 +169,74 @@ fn nightly_emits_closed_periods_once_and_retries_after_the_edge_was_down() {
     let o = run("2026-12-07");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(edge.lock().unwrap().emit_requests, before);
+}
+
+/// A first nightly that closes two periods while the emit endpoint is down
+/// stops at the first: the second, closed that night, is emitted the next
+/// night with it. (Before, a period was marked for retry only when its own
+/// emission started, so October's failure left November closed and never
+/// emitted.)
+#[test]
+fn every_period_closed_on_a_night_the_edge_was_down_is_emitted_later() {
+    let october = r#"{"seq":4,"id":"ev_4","type":"conversion","ts":"2026-10-10T10:00:00.000Z","program":"p","partner":"a","click_id":"c4","click_ts":"2026-10-10T09:00:00.000Z","event":"sale","txn_id":"T4","amount":"200.00","currency":"USD","customer":"cu4"}"#;
+    let edge = Arc::new(Mutex::new(Edge {
+        down: true,
+        extra: vec![october.to_string()],
+        ..Edge::default()
+    }));
+    let url = serve(edge.clone());
+    let t = tempfile::tempdir().unwrap();
+    let db = t.path().join("s.db");
+    std::fs::write(
+        t.path().join("programs.toml"),
+        "currency = \"USD\"\n[payout]\nhold_days = 0\nminimum = \"10.00\"\n[[programs]]\nid = \"p\"\nmodel = \"affiliate\"\n[[programs.rules]]\nevent = \"sale\"\npercent = \"10\"\n",
+    )
+    .unwrap();
+    let cfg = t.path().join("settlement.toml");
+    std::fs::write(
+        &cfg,
+        format!("edge = \"{url}\"\ntoken_env = \"EMIT_TEST_TOKEN\"\nadmin_token_env = \"EMIT_TEST_ADMIN\"\nprograms = \"programs.toml\"\nout = \"reports\"\ngrace_days = 3\n"),
+    )
+    .unwrap();
+    let run = |now: &str| {
+        nightly(
+            &db,
+            &cfg,
+            now,
+            &[("EMIT_TEST_TOKEN", TOKEN), ("EMIT_TEST_ADMIN", ADMIN)],
+        )
+    };
+    // October and November close; October's emission fails first
+    let o = run("2026-12-05");
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(read(&t.path().join("reports/2026-11/payouts.csv")).contains("2026-11,a,USD,30.00,"));
+    assert!(edge.lock().unwrap().emitted.is_empty());
+
+    // the next night (nothing closes) emits both
+    edge.lock().unwrap().down = false;
+    let o = run("2026-12-06");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let ids: Vec<String> = edge
+        .lock()
+        .unwrap()
+        .emitted
+        .iter()
+        .map(|v| v["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "stmt_2026-10_a",
+            "payout_2026-10_a_USD",
+            "stmt_2026-11_a",
+            "payout_2026-11_a_USD"
+        ],
+        "{err}"
+    );
 }
