@@ -90,6 +90,27 @@ pub fn check(r: &Line) -> std::result::Result<(), String> {
             need(r.id.is_some(), "id")?;
             need(r.program.is_some(), "program")?;
             id_ok(r.id, "id")?;
+            // a status the engine does not know would reject every
+            // commission of the partner without a word
+            let known = |s: &str| matches!(s, "applied" | "approved" | "suspended" | "rejected");
+            match r.status {
+                Some(s) if known(s) => {}
+                Some(s) => {
+                    return Err(format!(
+                        "partner `status` {} is not applied, approved, suspended or rejected",
+                        shown(s)
+                    ))
+                }
+                None => return Err("missing `status`".into()),
+            }
+            for h in r.history.iter().flatten() {
+                if !known(&h.status) {
+                    return Err(format!(
+                        "partner `history` status {} is not applied, approved, suspended or rejected",
+                        shown(&h.status)
+                    ));
+                }
+            }
         }
         Kind::Coupon => {
             need(r.code.is_some(), "code")?;
@@ -632,6 +653,44 @@ mod tests {
 
     fn stored_ids(store: &Store) -> Vec<(i64, String)> {
         crate::events::stored_ids(&store.conn)
+    }
+
+    /// A partner line's status, and each of its history's, is one the
+    /// engine knows: another (a platform's `active`, a capitalised one,
+    /// none) would reject every commission of the partner silently.
+    #[test]
+    fn a_partner_line_needs_a_known_status() {
+        let check = |l: &str| validate(&serde_json::from_str::<Record>(l).unwrap());
+        for s in ["applied", "approved", "suspended", "rejected"] {
+            let l = PARTNER.replace("approved", s);
+            assert_eq!(check(&l), Ok(()), "{l}");
+        }
+        let history = r#","history":[{"status":"approved","at":"2026-01-01T00:00:00.000Z"}]}"#;
+        assert_eq!(check(&PARTNER.replace('}', history)), Ok(()));
+        for (l, want) in [
+            (
+                PARTNER.replace("approved", "active"),
+                r#"partner `status` "active" is not applied, approved, suspended or rejected"#,
+            ),
+            (
+                PARTNER.replace("approved", "Approved"),
+                r#"partner `status` "Approved" is not"#,
+            ),
+            (
+                PARTNER.replace(r#","status":"approved""#, ""),
+                "missing `status`",
+            ),
+            (
+                PARTNER.replace(
+                    '}',
+                    &history.replace(r#""status":"approved""#, r#""status":"ok""#),
+                ),
+                r#"partner `history` status "ok" is not"#,
+            ),
+        ] {
+            let e = check(&l).unwrap_err();
+            assert!(e.starts_with(want), "{l}: {e}");
+        }
     }
 
     /// A source that hands out at most a few bytes a read.
