@@ -437,8 +437,9 @@ fn apply(t: Transform, v: &str) -> std::result::Result<String, String> {
                 .to_string()
         }
         Transform::Date => {
-            let d = if v.len() >= 10 && v.as_bytes()[4] == b'-' {
-                v[..10].to_string()
+            // (`get`: the tenth byte may fall inside a character)
+            let d = if let Some(head) = v.get(..10).filter(|h| h.as_bytes()[4] == b'-') {
+                head.to_string()
             } else if let [m, d, y] = v.split('/').collect::<Vec<_>>().as_slice() {
                 format!("{y:0>4}-{m:0>2}-{d:0>2}")
             } else {
@@ -1020,5 +1021,9 @@ mod tests {
         );
         assert_eq!(apply(Transform::Date, "10/31/2026").unwrap(), "2026-10-31");
         assert!(apply(Transform::Date, "31.10.2026").is_err());
+        // a character across the tenth byte: not a date, and no panic
+        for v in ["2026-1-31日", "2026-10-3€", "2026-€"] {
+            assert!(apply(Transform::Date, v).is_err(), "{v}");
+        }
     }
 }
