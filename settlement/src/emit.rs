@@ -204,6 +204,7 @@ pub fn emit(store: &Store, p: Period, d: &PeriodData, o: &EmitOptions) -> Result
 }
 
 fn emit_events(store: &Store, p: Period, all: Vec<Event>, o: &EmitOptions) -> Result<EmitSummary> {
+    crate::pull::check_edge(&o.edge)?;
     ensure_schema(store)?;
     set_period_state(store, p, "pending")?;
     let agent = ureq::AgentBuilder::new()

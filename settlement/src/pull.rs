@@ -92,7 +92,23 @@ fn fetch(agent: &ureq::Agent, o: &PullOptions, url: &str) -> Result<Page> {
     )))
 }
 
+/// An edge URL is `http://` or `https://` and a host: anything else
+/// (`localhost:8787`, a typo) is a usage error at once (exit 1), not five
+/// tries and an upstream error (exit 3).
+pub fn check_edge(edge: &str) -> Result<()> {
+    match edge
+        .strip_prefix("http://")
+        .or_else(|| edge.strip_prefix("https://"))
+    {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') && !rest.contains(' ') => Ok(()),
+        _ => Err(Error::Usage(format!(
+            "the edge URL {edge:?} is not http:// or https:// and a host (say http://127.0.0.1:8787)"
+        ))),
+    }
+}
+
 pub fn pull(store: &mut Store, o: &PullOptions) -> Result<PullReport> {
+    check_edge(&o.edge)?;
     let agent = ureq::AgentBuilder::new()
         .timeout_connect(Duration::from_secs(10))
         .timeout(o.timeout)
@@ -179,4 +195,42 @@ pub fn pull(store: &mut Store, o: &PullOptions) -> Result<PullReport> {
         b.finish_and_clear();
     }
     Ok(rep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A URL that is not http(s) and a host fails at once as a usage error
+    /// (a request that failed would be retried and end as an upstream
+    /// error), and the store is not touched.
+    #[test]
+    fn a_bad_edge_url_is_a_usage_error_at_once() {
+        for ok in [
+            "http://127.0.0.1:8787",
+            "https://edge.example.com",
+            "http://h/",
+        ] {
+            assert!(check_edge(ok).is_ok(), "{ok}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+        for bad in [
+            "localhost:8787",
+            "127.0.0.1",
+            "ftp://h",
+            "http://",
+            "https:///x",
+            "http://a b",
+            "",
+        ] {
+            let mut o = PullOptions::new(bad, "t");
+            o.progress = false;
+            match pull(&mut store, &o) {
+                Err(Error::Usage(m)) => assert!(m.contains("is not http:// or https://"), "{m}"),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+        assert_eq!(store.meta(CURSOR_KEY).unwrap(), None);
+    }
 }
