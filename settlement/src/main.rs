@@ -202,6 +202,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             map: Some(map),
             payout_details,
         } => {
+            if payout_details.is_some() && files.len() > 1 {
+                // each file's details would replace the last one's
+                return Err(Error::Usage(
+                    "--payout-details takes one CSV file: import the files one at a time, \
+                     each with its own details file"
+                        .into(),
+                )
+                .into());
+            }
             let m = settlement::migrate::load(&map)?;
             let o = settlement::migrate::CsvOptions {
                 skip_invalid,

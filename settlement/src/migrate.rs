@@ -418,8 +418,12 @@ fn apply(t: Transform, v: &str) -> std::result::Result<String, String> {
             .take(64)
             .collect(),
         Transform::Cents => {
-            let neg = v.starts_with('-');
-            let digits = v.trim_start_matches(['-', '+']);
+            // one sign at most
+            let (neg, digits) = match v.as_bytes().first() {
+                Some(b'-') => (true, &v[1..]),
+                Some(b'+') => (false, &v[1..]),
+                _ => (false, v),
+            };
             if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.len() > 18
             {
                 return Err(format!("{v:?} is not a whole number of cents"));
@@ -430,9 +434,26 @@ fn apply(t: Transform, v: &str) -> std::result::Result<String, String> {
         Transform::Decimal => {
             let t: String = v
                 .chars()
-                .filter(|c| !matches!(c, ',' | '$' | '€' | '£' | ' '))
+                .filter(|c| !matches!(c, '$' | '€' | '£' | ' '))
                 .collect();
-            parse_decimal(&t)
+            // a comma separates thousands only (1,234.56): a decimal comma
+            // (1,50 or 1.234,56) would read as another amount
+            let whole = t.split('.').next().unwrap_or("");
+            let whole = whole.trim_start_matches(['-', '+']);
+            if t.contains(',') {
+                let mut groups = whole.split(',');
+                let first = groups.next().unwrap_or("");
+                let grouped = (1..=3).contains(&first.len())
+                    && groups.all(|g| g.len() == 3)
+                    && !t.split('.').skip(1).any(|f| f.contains(','));
+                if !grouped {
+                    return Err(format!(
+                        "{v:?} is not a decimal amount: a comma separates thousands only (1,234.56); \
+                         a decimal comma is not read"
+                    ));
+                }
+            }
+            parse_decimal(&t.replace(',', ""))
                 .ok_or_else(|| format!("{v:?} is not a decimal amount"))?
                 .to_string()
         }
@@ -808,8 +829,9 @@ pub fn import_csv(
         }
         ins.finish()?;
     }
-    // booked in the first open period (after the last closed one) that
-    // starts after the balance's as-of date
+    // booked in the period of the day after the balance's as-of date (the
+    // next month for a month-end date), or the first open one (after the
+    // last closed) when that is later
     for b in &balances {
         // one opening balance per partner and platform: a re-downloaded or
         // renamed export adds nothing
@@ -1011,6 +1033,21 @@ mod tests {
         assert!(apply(Transform::Cents, "19.99").is_err());
         assert_eq!(apply(Transform::Decimal, "$1,234.50").unwrap(), "1234.50");
         assert!(apply(Transform::Decimal, "1.2e3").is_err());
+        assert_eq!(
+            apply(Transform::Decimal, "-1,234,567.5").unwrap(),
+            "-1234567.5"
+        );
+        assert_eq!(apply(Transform::Decimal, "€ 950").unwrap(), "950");
+        // a decimal comma is refused, not read as another amount
+        for v in ["1,50", "1.234,56", "12,3456", ",5", "1,,234", "1.5,000"] {
+            let e = apply(Transform::Decimal, v).unwrap_err();
+            assert!(e.contains("is not a decimal amount"), "{v}: {e}");
+        }
+        // one sign at most
+        assert_eq!(apply(Transform::Cents, "+500").unwrap(), "5.00");
+        for v in ["+-500", "--5", "-+5", "-"] {
+            assert!(apply(Transform::Cents, v).is_err(), "{v}");
+        }
         assert_eq!(
             apply(Transform::Slug, "Anna Schmidt").unwrap(),
             "Anna-Schmidt"

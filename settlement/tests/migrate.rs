@@ -304,6 +304,24 @@ fn payout_details_from_the_export_feed_the_payout_files() {
             details.to_str().unwrap(),
         ],
     );
+    // several files with one details file: refused before anything is
+    // imported (each file's details would replace the last one's)
+    let other = dir.path().join("other.db");
+    let (c, err) = code(
+        &other,
+        &[
+            "import",
+            "--map",
+            &m,
+            &f,
+            &f,
+            "--payout-details",
+            dir.path().join("x.toml").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(c, 1, "{err}");
+    assert!(err.contains("--payout-details takes one CSV file"), "{err}");
+    assert!(!dir.path().join("x.toml").exists());
     let text = read(&details);
     assert!(text.contains("[[payout.partners]]\nid = \"7b0c6a64-3c1e-4c55-9f0a-2d1f3e6b8a01\"\npaypal_email = \"mia.pay@laurent.example\"\n"), "{text}");
     // noah has no PayPal email: no details
