@@ -9,6 +9,9 @@ use std::io::Read;
 use std::time::Duration;
 
 pub const CURSOR_KEY: &str = "pull_cursor";
+/// The meta key holding the first event the store pulled, `"SEQ ID"`: a
+/// later pull checks that the edge's first event is still that one.
+pub const ORIGIN_KEY: &str = "pull_origin";
 
 #[derive(Clone, Debug)]
 pub struct PullOptions {
@@ -107,6 +110,61 @@ pub fn check_edge(edge: &str) -> Result<()> {
     }
 }
 
+/// `"SEQ ID"` of the first line of an export page, `None` for an empty one.
+fn first_line(body: &str) -> std::result::Result<Option<String>, String> {
+    let Some(l) = body.lines().find(|l| !l.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(l).map_err(|e| format!("line 1 is not JSON: {e}"))?;
+    match (v["seq"].as_u64(), v["id"].as_str()) {
+        (Some(seq), Some(id)) => Ok(Some(format!("{seq} {id}"))),
+        _ => Err("line 1 has no seq and id".into()),
+    }
+}
+
+/// A store that has pulled up to `cursor` pulls only from the edge it
+/// started with: that edge's first event is still the one the store's pulls
+/// began with. An edge whose D1 was reset, or another deployment, numbers
+/// its events from 1 again, and pulling after the cursor would skip every
+/// one up to it without a word. Stores that pulled before the origin was
+/// kept record it now.
+fn check_origin(store: &Store, agent: &ureq::Agent, o: &PullOptions, cursor: u64) -> Result<()> {
+    let url = format!("{}/export/v1/events?after=0&limit=1", o.edge);
+    let page = fetch(agent, o, &url)?;
+    let first = first_line(&page.body).map_err(|m| Error::Upstream(format!("{url}: {m}")))?;
+    match (store.meta(ORIGIN_KEY)?, first) {
+        (Some(origin), Some(f)) if origin == f => Ok(()),
+        (Some(origin), f) => Err(Error::Upstream(format!(
+            "{}: the edge's first event is {} but this store's pulls began with {origin} and have read up to {cursor}: \
+             the edge was reset or is another deployment, and pulling after {cursor} would skip its events; \
+             pull it into a new store (--db)",
+            o.edge,
+            f.as_deref().unwrap_or("none (it has no events)")
+        ))),
+        (None, Some(f)) => set_meta(&store.conn, ORIGIN_KEY, &f),
+        (None, None) => Ok(()),
+    }
+}
+
+fn set_meta(c: &rusqlite::Connection, key: &str, value: &str) -> Result<()> {
+    c.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        rusqlite::params![key, value],
+    )?;
+    Ok(())
+}
+
+fn store_origin_missing(c: &rusqlite::Connection) -> Result<bool> {
+    use rusqlite::OptionalExtension;
+    let v: Option<String> = c
+        .query_row("SELECT value FROM meta WHERE key = ?1", [ORIGIN_KEY], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    Ok(v.is_none())
+}
+
 pub fn pull(store: &mut Store, o: &PullOptions) -> Result<PullReport> {
     check_edge(&o.edge)?;
     let agent = ureq::AgentBuilder::new()
@@ -117,6 +175,9 @@ pub fn pull(store: &mut Store, o: &PullOptions) -> Result<PullReport> {
         .meta(CURSOR_KEY)?
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    if cursor > 0 {
+        check_origin(store, &agent, o, cursor)?;
+    }
     let mut rep = PullReport::default();
     let bar = if o.progress {
         let b =
@@ -145,6 +206,12 @@ pub fn pull(store: &mut Store, o: &PullOptions) -> Result<PullReport> {
             ins.finish()?;
         }
         let next = page.next.unwrap_or(last_seq);
+        // the first page of a store's first pull: where its pulls began
+        if cursor == 0 && store_origin_missing(&tx)? {
+            if let Ok(Some(f)) = first_line(&page.body) {
+                set_meta(&tx, ORIGIN_KEY, &f)?;
+            }
+        }
         // a cursor that goes backwards, or a page of records that does not
         // move it, is a misbehaving export API: the page is rolled back
         // (dropping `tx`) and the stored cursor stays where it was
@@ -158,10 +225,7 @@ pub fn pull(store: &mut Store, o: &PullOptions) -> Result<PullReport> {
                 "{url}: {n} records but X-Next-Cursor stays at {cursor}; nothing of this page was imported"
             )));
         }
-        tx.execute(
-            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            rusqlite::params![CURSOR_KEY, next.to_string()],
-        )?;
+        set_meta(&tx, CURSOR_KEY, &next.to_string())?;
         tx.commit()?;
         store.checkpoint_behind();
         rep.pages += 1;

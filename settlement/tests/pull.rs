@@ -153,7 +153,48 @@ fn pull_pages_resumes_and_is_incremental() {
     let r = pull(&mut store, &opts(&srv.url)).unwrap();
     assert_eq!((r.counts.new, r.counts.duplicate, r.cursor), (3, 0, 15));
     let reqs = srv.state.lock().unwrap().requests.clone();
-    assert!(reqs[0].contains("after=12"), "{reqs:?}");
+    // the edge's first event is checked, then the pull goes on after 12
+    assert!(reqs[0].contains("after=0&limit=1"), "{reqs:?}");
+    assert!(reqs[1].contains("after=12"), "{reqs:?}");
+}
+
+/// An edge whose events were numbered again (its D1 reset, or another
+/// deployment at the same URL) is refused with exit 3 before anything is
+/// read: pulling after the stored cursor would skip its first events
+/// without a word. The store and its cursor stay as they were.
+#[test]
+fn a_reset_edge_is_refused_instead_of_skipped() {
+    let srv = serve(state(12));
+    let t = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&t.path().join("s.db")).unwrap();
+    pull(&mut store, &opts(&srv.url)).unwrap();
+    assert_eq!(
+        store.meta("pull_origin").unwrap().as_deref(),
+        Some("1 ev_1")
+    );
+    // the same edge again: fine
+    pull(&mut store, &opts(&srv.url)).unwrap();
+    // reset: 20 new events numbered from 1
+    srv.state.lock().unwrap().events = (1..=20)
+        .map(|s| event(s).replace(&format!("\"ev_{s}\""), &format!("\"new_{s}\"")))
+        .collect();
+    let e = pull(&mut store, &opts(&srv.url)).unwrap_err();
+    assert_eq!(e.exit_code(), 3, "{e}");
+    let m = e.to_string();
+    assert!(
+        m.contains("first event is 1 new_1 but this store's pulls began with 1 ev_1")
+            && m.contains("would skip its events"),
+        "{m}"
+    );
+    assert_eq!(store.meta("pull_cursor").unwrap().as_deref(), Some("12"));
+    assert_eq!(
+        count(&store, "SELECT COALESCE(SUM(n), 0) FROM event_blocks"),
+        12
+    );
+    // an edge with no events at all is refused the same way
+    srv.state.lock().unwrap().events.clear();
+    let e = pull(&mut store, &opts(&srv.url)).unwrap_err();
+    assert!(e.to_string().contains("none (it has no events)"), "{e}");
 }
 
 #[test]
