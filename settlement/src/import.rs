@@ -101,7 +101,9 @@ pub fn check(r: &Line) -> std::result::Result<(), String> {
                         shown(s)
                     ))
                 }
-                None => return Err("missing `status`".into()),
+                // the history says it at any time
+                None if r.history.as_ref().is_some_and(|h| !h.is_empty()) => {}
+                None => return Err("missing `status` (and no `history`)".into()),
             }
             for h in r.history.iter().flatten() {
                 if !known(&h.status) {
@@ -667,6 +669,9 @@ mod tests {
         }
         let history = r#","history":[{"status":"approved","at":"2026-01-01T00:00:00.000Z"}]}"#;
         assert_eq!(check(&PARTNER.replace('}', history)), Ok(()));
+        // a history without a status: the history says it
+        let no_status = PARTNER.replace(r#","status":"approved""#, "");
+        assert_eq!(check(&no_status.replace('}', history)), Ok(()));
         for (l, want) in [
             (
                 PARTNER.replace("approved", "active"),
@@ -678,7 +683,7 @@ mod tests {
             ),
             (
                 PARTNER.replace(r#","status":"approved""#, ""),
-                "missing `status`",
+                "missing `status` (and no `history`)",
             ),
             (
                 PARTNER.replace(

@@ -1078,9 +1078,6 @@ fn with_plan_at<R>(
             ),
             |b| {
                 for r in 0..b.rows() {
-                    if b.int(L_EVENT_DAY, r).is_none_or(|d| d <= threshold) {
-                        continue;
-                    }
                     let kind = text(b, L_KIND, r)?;
                     if !matches!(
                         kind,
@@ -1088,18 +1085,31 @@ fn with_plan_at<R>(
                     ) {
                         continue;
                     }
-                    let key = (
-                        text(b, L_PARTNER, r)?.to_string(),
-                        text(b, L_PROGRAM, r)?.to_string(),
-                    );
-                    let amount = dec(text(b, L_AMOUNT, r)?)?;
+                    let key = || -> Result<(String, String)> {
+                        Ok((
+                            text(b, L_PARTNER, r)?.to_string(),
+                            text(b, L_PROGRAM, r)?.to_string(),
+                        ))
+                    };
+                    // a clawback by what it reverses, whatever its own
+                    // day (a refund dated before its sale)
+                    if kind == "clawback" {
+                        let amount = dec(text(b, L_AMOUNT, r)?)?;
+                        clawbacks.push((key()?, text(b, L_ADJUSTS, r)?.to_string(), amount));
+                        continue;
+                    }
+                    if b.int(L_EVENT_DAY, r).is_none_or(|d| d <= threshold) {
+                        continue;
+                    }
+                    let (key, amount) = (key()?, dec(text(b, L_AMOUNT, r)?)?);
                     match kind {
-                        "clawback" => {
-                            clawbacks.push((key, text(b, L_ADJUSTS, r)?.to_string(), amount));
-                            continue;
-                        }
                         "commission" | "override" => {
                             pending_ids.insert(text(b, L_ID, r)?.to_string());
+                        }
+                        // a commission or override first booked late, as
+                        // an adjustment: its clawbacks name the entry
+                        "adjustment" => {
+                            pending_ids.insert(text(b, L_ADJUSTS, r)?.to_string());
                         }
                         _ => {}
                     }
@@ -1253,9 +1263,8 @@ fn held_pending(
         // what the scan of pending entries counted already
         let counted = cfg.hold_days > 0
             && pos >= lo
-            && day > threshold
             && match kind.as_str() {
-                "commission" | "override" | "mdf" | "adjustment" => true,
+                "commission" | "override" | "mdf" | "adjustment" => day > threshold,
                 "clawback" => pending_ids.contains(r.get_ref(7)?.as_str_or_null()?.unwrap_or("")),
                 _ => false,
             };
@@ -1291,8 +1300,21 @@ fn review_reversals(
     while let Some(r) = rows.next()? {
         done.insert(r.get(0)?);
     }
+    // a held clawback's reversal is dated as the held entry it reverses
+    // (held too: a clawback of a held entry waits with it), so the two
+    // reversals mature together
+    let mut days: HashMap<String, i64> = HashMap::new();
+    {
+        let mut st = store.conn.prepare(
+            "SELECT id, event_day FROM ledger WHERE pos < ?1 AND reason LIKE 'held:fraud:%'",
+        )?;
+        let mut rows = st.query([end])?;
+        while let Some(r) = rows.next()? {
+            days.insert(r.get(0)?, r.get(1)?);
+        }
+    }
     let mut st = store.conn.prepare(
-        "SELECT id, period, partner, program, kind, amount, currency, rule, sources, event_day, reason
+        "SELECT id, period, partner, program, kind, amount, currency, rule, sources, event_day, reason, adjusts
          FROM ledger WHERE pos < ?1 AND reason LIKE 'held:fraud:%' ORDER BY pos",
     )?;
     let mut rows = st.query([end])?;
@@ -1323,7 +1345,13 @@ fn review_reversals(
             currency,
             rule: r.get(7)?,
             sources: sources.split_whitespace().map(str::to_string).collect(),
-            event_day: r.get(9)?,
+            event_day: match kind.as_str() {
+                "clawback" => r
+                    .get::<_, Option<String>>(11)?
+                    .and_then(|a| days.get(&a).copied())
+                    .map_or_else(|| r.get(9), Ok)?,
+                _ => r.get(9)?,
+            },
             reason: reason.trim_start_matches("held:").to_string(),
             calc: format!(
                 "the {kind} {id} of {} {currency}, held for review in the closed period {period}, was rejected on review by {}: {}: reversed = {} {currency}",

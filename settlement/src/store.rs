@@ -168,7 +168,10 @@ UPDATE periods SET basis = (SELECT MAX(period) FROM periods WHERE state = 'close
     (
         10,
         "coupon_updated_at",
-        "ALTER TABLE coupons ADD COLUMN updated_at INTEGER;",
+        "ALTER TABLE coupons ADD COLUMN updated_at INTEGER;
+UPDATE coupons SET updated_at =
+  CAST(round(unixepoch(json_extract(raw, '$.updated_at'), 'subsec') * 1000) AS INTEGER)
+  WHERE json_valid(raw) AND json_extract(raw, '$.updated_at') IS NOT NULL;",
     ),
 ];
 
@@ -1262,6 +1265,50 @@ mod tests {
     /// the same lines in blocks, a period's in pos order (a new period
     /// starts a new block), and without the old table; `explain` and the
     /// report's loader find them there.
+    /// Migration 10 takes a stored coupon line's `updated_at` from its JSON,
+    /// to the millisecond, so a line imported before it competes with a
+    /// later one as it would in a new store; a line without one keeps NULL.
+    #[test]
+    fn migration_10_fills_coupons_updated_at_from_the_stored_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let c = store_at_schema(&path, 9);
+            for (code, raw) in [
+                (
+                    "A",
+                    r#"{"type":"coupon","code":"A","program":"p","partner":"amy","created_at":"2026-01-01T00:00:00.000Z","updated_at":"2026-11-01T10:20:30.456Z"}"#,
+                ),
+                (
+                    "B",
+                    r#"{"type":"coupon","code":"B","program":"p","partner":"bo","created_at":"2026-01-01T00:00:00.000Z"}"#,
+                ),
+            ] {
+                c.execute(
+                    "INSERT INTO coupons (program, code, partner, created_at, raw) VALUES ('p', ?1, 'x', 0, ?2)",
+                    params![code, raw],
+                )
+                .unwrap();
+            }
+        }
+        let store = Store::open(&path).unwrap();
+        let got: Vec<(String, Option<i64>)> = store
+            .conn
+            .prepare("SELECT code, updated_at FROM coupons ORDER BY code")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let want = edge::time::Timestamp::parse("2026-11-01T10:20:30.456Z")
+            .unwrap()
+            .0;
+        assert_eq!(
+            got,
+            [("A".to_string(), Some(want)), ("B".to_string(), None)]
+        );
+    }
+
     #[test]
     fn migration_moves_invoice_rows_into_blocks() {
         let dir = tempfile::tempdir().unwrap();

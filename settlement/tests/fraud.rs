@@ -1163,3 +1163,83 @@ fn store_and_records_agree() {
     got.sort();
     assert_eq!(got, want);
 }
+
+/// hold_days 60: a sale held by the fraud rules on Nov 3 (10.00) and
+/// refunded on Dec 20 (its clawback held with it); both periods closed,
+/// then the sale is rejected on review. January reverses both, and both
+/// reversals are dated Nov 3 (the clawback's by the entry it reverses), so
+/// they mature together: nothing pending, written off or paid. (Dated Dec
+/// 20, the clawback's reversal, +10.00, was pending in January: -10.00
+/// matured was written off and February paid 10.00 for a sale refunded
+/// and rejected.)
+#[test]
+fn a_rejected_sale_and_its_refund_are_reversed_together() {
+    let t = tempfile::tempdir().unwrap();
+    let db = t.path().join("s.db");
+    let cfg = write(
+        t.path(),
+        "p.toml",
+        &BASE.replace(
+            "currency = \"USD\"\n",
+            "currency = \"USD\"\n[payout]\nhold_days = 60\nminimum = \"0\"\n",
+        ),
+    );
+    let mut l = clicked_sale("1", "03T10:00:00", "03T10:00:05", "a", "v1", "", "");
+    l.push(
+        r#"{"type":"conversion","id":"r1","ts":"2026-12-20T10:00:00.000Z","program":"p","event":"refund","original_txn_id":"t-s1"}"#
+            .to_string(),
+    );
+    ok(&db, &["import", &events_file(t.path(), &l)]);
+    let out = |p: &str| t.path().join(format!("o-{p}"));
+    for p in ["2026-11", "2026-12"] {
+        ok(&db, &["run", "--config", &cfg, "--period", p]);
+        ok(&db, &["close", "--period", p]);
+        ok(
+            &db,
+            &["report", "--period", p, "--out", out(p).to_str().unwrap()],
+        );
+    }
+    // held: earned 10.00, pending 10.00; then the held clawback nets it
+    assert_eq!(
+        statement_row(&out("2026-11"), "a"),
+        "2026-11,a,p,USD,10.00,0.00,0.00,0.00,10.00,0.00,10.00"
+    );
+    assert_eq!(
+        statement_row(&out("2026-12"), "a"),
+        "2026-12,a,p,USD,0.00,-10.00,0.00,10.00,0.00,0.00,0.00"
+    );
+    let fraud_csv = read(&out("2026-11").join("fraud.csv"));
+    let entry = fraud_csv
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string();
+    ok(
+        &db,
+        &["review", "reject", &entry, "--by", "ops", "--reason", "bot"],
+    );
+    for p in ["2027-01", "2027-02"] {
+        ok(&db, &["run", "--config", &cfg, "--period", p]);
+        ok(&db, &["close", "--period", p]);
+        ok(
+            &db,
+            &["report", "--period", p, "--out", out(p).to_str().unwrap()],
+        );
+        assert_eq!(statement_row(&out(p), "a"), "", "{p}");
+        assert_eq!(read(&out(p).join("payouts.csv")).lines().count(), 1, "{p}");
+    }
+    // the two reversals, both dated Nov 3
+    let ledger = read(&out("2027-01").join("ledger.csv"));
+    let reversals: Vec<&str> = ledger
+        .lines()
+        .filter(|l| l.contains(",adjustment,"))
+        .collect();
+    assert_eq!(reversals.len(), 2, "{ledger}");
+    assert!(
+        reversals.iter().all(|l| l.contains(",2026-11-03,")),
+        "{ledger}"
+    );
+}

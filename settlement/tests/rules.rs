@@ -876,3 +876,48 @@ fn a_coupon_moved_to_another_partner_pays_the_new_one() {
         );
     }
 }
+
+#[test]
+fn a_late_sale_refunded_later_is_never_paid() {
+    // hold 90: the Nov 20 sale (100) arrives after November closed and is
+    // booked in December as an adjustment dated Nov 20; its refund of Dec
+    // 15 nets against it. January reads both back from December: the
+    // adjustment still pending (Nov 20 + 90 > Jan 31) and the clawback of
+    // the entry it books, so pending 0 and nothing written off; February
+    // pays nothing. (Before, the clawback was not matched to the
+    // adjustment: January wrote off 100 and February paid it.)
+    let mut w = world(&held(90), &[partner("a", "")]);
+    w.run_close("2026-11");
+    w.add(&[
+        sale("s1", "2026-11-20", "500"),
+        refund("r1", "2026-12-15", "s1"),
+    ]);
+    let dec = ["0.00", "-100.00", "100.00", "0.00", "0.00", "0.00", "0.00"];
+    assert_eq!(figures(&w, "2026-12"), f7(dec));
+    w.run_close("2026-12");
+    assert_eq!(figures(&w, "2027-01"), None);
+    w.run_close("2027-01");
+    assert_eq!(figures(&w, "2027-02"), None);
+}
+
+#[test]
+fn a_refund_dated_before_its_sale_nets_in_later_periods_too() {
+    // hold 40: the sale of Jan 20 (100) and its refund dated Jan 19 (clock
+    // skew between shop and network). January nets them. February reads
+    // them back: the commission is pending (Jan 20 > Feb 28 - 40 = Jan 19)
+    // and so is its clawback, though its own day is not: pending 0.
+    let mut w = world(
+        &held(40),
+        &[
+            partner("a", ""),
+            sale("s1", "2027-01-20", "500"),
+            refund("r1", "2027-01-19", "s1"),
+        ],
+    );
+    let jan = ["100.00", "-100.00", "0.00", "0.00", "0.00", "0.00", "0.00"];
+    assert_eq!(figures(&w, "2027-01"), f7(jan));
+    w.run_close("2027-01");
+    assert_eq!(figures(&w, "2027-02"), None);
+    w.run_close("2027-02");
+    assert_eq!(figures(&w, "2027-03"), None);
+}
