@@ -1046,13 +1046,34 @@ fn with_plan_at<R>(
     )?;
     let mut carried_in = BTreeMap::new();
     if let Some(q) = prev {
-        let mut st = store
-            .conn
-            .prepare("SELECT partner, program, carried_out FROM statements WHERE period = ?1")?;
+        let mut st = store.conn.prepare(
+            "SELECT partner, program, carried_out, currency FROM statements WHERE period = ?1",
+        )?;
         let mut rows = st.query([q])?;
         while let Some(r) = rows.next()? {
-            let v: String = r.get(2)?;
-            carried_in.insert((r.get(0)?, r.get(1)?), dec(&v)?);
+            let (partner, program): (String, String) = (r.get(0)?, r.get(1)?);
+            let v = dec(&r.get::<_, String>(2)?)?;
+            let currency: String = r.get(3)?;
+            // a balance is paid in the currency it was booked in, under
+            // its program's rules: a program gone from the config, or one
+            // whose currency changed, would pay it in another currency
+            if !v.is_zero() {
+                let now = cfg.program(&program).map(|g| g.currency.code());
+                if now != Some(currency.as_str()) {
+                    return Err(Error::Usage(format!(
+                        "{}: partner {partner} carries {} {currency} in program {program} from {}, but {}: \
+                         keep the program, in {currency}, until its balances are paid or written off",
+                        cfg.path.display(),
+                        fmt_decimal(v, edge::currency::Currency::parse(&currency).unwrap_or(cfg.currency)),
+                        Period::from_key(q),
+                        match now {
+                            None => "the program is not in it".to_string(),
+                            Some(c) => format!("the program now pays in {c}"),
+                        }
+                    )));
+                }
+            }
+            carried_in.insert((partner, program), v);
         }
     }
     let mut earlier_pending: BTreeMap<(String, String), Decimal> = BTreeMap::new();

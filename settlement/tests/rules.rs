@@ -921,3 +921,48 @@ fn a_refund_dated_before_its_sale_nets_in_later_periods_too() {
     w.run_close("2027-02");
     assert_eq!(figures(&w, "2027-03"), None);
 }
+
+#[test]
+fn a_balance_is_never_paid_in_another_currency() {
+    // 20% of 100 EUR = 20.00 EUR, below the 50.00 minimum: carried into
+    // December. Run December with the program's currency changed to USD, or
+    // with the program gone, and the 20.00 would be paid as 20.00 USD: the
+    // run stops (exit 1) and names the balance; with the program as it was,
+    // it runs.
+    let eur = "currency = \"USD\"\nfx = \"fx.csv\"\n[payout]\nminimum = \"50\"\n[[programs]]\nid = \"p\"\nmodel = \"affiliate\"\ncurrency = \"EUR\"\n\
+               [[programs.rules]]\nevent = \"sale\"\npercent = \"20\"\n";
+    let sale = conv(
+        "s1",
+        "2026-11-05",
+        "sale",
+        &format!(
+            r#"{},"amount":"100","currency":"EUR""#,
+            click("a", "2026-11-05")
+        ),
+    );
+    let mut w = world(eur, &[partner("a", ""), sale]);
+    w.run_close("2026-11");
+    let dec = Period::parse("2026-12").unwrap();
+    let path = w._dir.path().join("programs.toml");
+    let cfg = |text: &str| config::parse(&path, text).unwrap();
+    for (text, says) in [
+        (
+            eur.replace("currency = \"EUR\"\n", ""),
+            "the program now pays in USD",
+        ),
+        (
+            eur.replace("id = \"p\"", "id = \"q\""),
+            "the program is not in it",
+        ),
+    ] {
+        let e = run(&mut w.store, &cfg(&text), dec).unwrap_err();
+        assert_eq!(e.exit_code(), 1, "{e}");
+        let m = e.to_string();
+        assert!(
+            m.contains("programs.toml: partner a carries 20.00 EUR in program p from 2026-11")
+                && m.contains(says),
+            "{m}"
+        );
+    }
+    run(&mut w.store, &cfg(eur), dec).unwrap();
+}
