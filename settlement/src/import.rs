@@ -34,6 +34,15 @@ pub fn check(r: &Line) -> std::result::Result<(), String> {
         )),
         _ => Ok(()),
     };
+    // an event's id is one word: the ledger's `sources` and `explain`
+    // separate ids by spaces
+    if !matches!(r.kind, Kind::Partner | Kind::Coupon) {
+        if let Some(id) =
+            r.id.filter(|id| id.is_empty() || id.chars().any(char::is_whitespace))
+        {
+            return Err(format!("`id` {} is empty or has a space", shown(id)));
+        }
+    }
     match r.kind {
         Kind::Click => {
             need(r.id.is_some(), "id")?;
@@ -655,6 +664,18 @@ mod tests {
 
     fn stored_ids(store: &Store) -> Vec<(i64, String)> {
         crate::events::stored_ids(&store.conn)
+    }
+
+    /// An event id is one word (sources are separated by spaces).
+    #[test]
+    fn an_event_id_has_no_space() {
+        let check = |l: &str| validate(&serde_json::from_str::<Record>(l).unwrap());
+        assert_eq!(check(SALE), Ok(()));
+        for bad in ["e 1", "e\\t1", " e1", ""] {
+            let l = SALE.replace(r#""id":"e1""#, &format!(r#""id":"{bad}""#));
+            let e = check(&l).unwrap_err();
+            assert!(e.contains("is empty or has a space"), "{l}: {e}");
+        }
     }
 
     /// A partner line's status, and each of its history's, is one the

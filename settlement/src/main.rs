@@ -304,6 +304,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 for l in s.lines() {
                     eprintln!("{p}: {l}");
                 }
+            } else {
+                for n in settlement::payout_files::remove_all(&out)? {
+                    eprintln!(
+                        "{p}: removed {n} of an earlier report (no --config: no payout files, and payouts.csv has changed)"
+                    );
+                }
             }
             if let Some(o) = emit {
                 eprintln!("{}", settlement::emit::emit(&store, p, &d, &o)?.describe(p));

@@ -555,7 +555,16 @@ pub fn write(
             sum += r.amount;
             let customer = if r.partner.len() <= 30 { r.partner } else { "" };
             let note = format!("Partner payout {p} ({})", r.reference);
-            w.write_record([*mail, r.amount_text, cur, customer, &note, "PAYPAL"])
+            // whole units where PayPal takes no decimals (only whole
+            // amounts are routed here)
+            let whole;
+            let amount = if PAYPAL_WHOLE.contains(cur) {
+                whole = r.amount.trunc().to_string();
+                whole.as_str()
+            } else {
+                r.amount_text
+            };
+            w.write_record([*mail, amount, cur, customer, &note, "PAYPAL"])
                 .map_err(|e| Error::data(format!("{name}: {e}")))?;
         }
         let bytes = w
@@ -597,6 +606,30 @@ pub fn write(
         .map_err(|e| Error::data(format!("payouts.manual.csv: {e}")))?;
     write_atomic(&out.join("payouts.manual.csv"), &bytes)?;
     Ok(summary)
+}
+
+/// Removes the payout files an earlier report with `--config` left in
+/// `out` (`report` without it writes none): a bank or PayPal file beside a
+/// new payouts.csv would pay the earlier draft's amounts. Says which.
+pub fn remove_all(out: &Path) -> Result<Vec<String>> {
+    let mut gone = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(out) {
+        let mut names: Vec<String> = rd
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|n| {
+                n == "payouts.sepa.xml"
+                    || n == "payouts.manual.csv"
+                    || (n.starts_with("payouts.paypal.") && n.ends_with(".csv"))
+            })
+            .collect();
+        names.sort();
+        for n in names {
+            remove_stale(&out.join(&n))?;
+            gone.push(n);
+        }
+    }
+    Ok(gone)
 }
 
 fn remove_stale(path: &Path) -> Result<()> {
@@ -795,6 +828,49 @@ fn sepa_xml(p: Period, debtor: &Debtor, items: &[(&Payout, &Payee)]) -> (String,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// PayPal takes HUF, JPY and TWD in whole units: those rows are written
+    /// without decimals (a whole amount of 12500.00 HUF as 12500), others
+    /// as in payouts.csv; an amount with cents in HUF goes to the manual list.
+    #[test]
+    fn paypal_whole_unit_currencies_have_no_decimals() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut details = PayoutDetails::default();
+        for id in ["h", "u", "c"] {
+            details.payees.insert(
+                id.to_string(),
+                Payee {
+                    paypal_email: Some(format!("{id}@example.com")),
+                    ..Payee::default()
+                },
+            );
+        }
+        let row = |partner: &str, cur: &str, amount: &str| -> Vec<String> {
+            [
+                "2026-11",
+                partner,
+                cur,
+                amount,
+                &format!("PO-2026-11-{partner}"),
+            ]
+            .map(str::to_string)
+            .to_vec()
+        };
+        let p = Period::parse("2026-11").unwrap();
+        let rows = [
+            row("h", "HUF", "12500.00"),
+            row("u", "USD", "12.50"),
+            row("c", "HUF", "99.50"),
+        ];
+        write(dir.path(), p, &rows, &details).unwrap();
+        let huf = std::fs::read_to_string(dir.path().join("payouts.paypal.HUF.csv")).unwrap();
+        assert!(huf.starts_with("h@example.com,12500,HUF,"), "{huf}");
+        assert_eq!(huf.lines().count(), 1, "{huf}");
+        let usd = std::fs::read_to_string(dir.path().join("payouts.paypal.USD.csv")).unwrap();
+        assert!(usd.starts_with("u@example.com,12.50,USD,"), "{usd}");
+        let manual = std::fs::read_to_string(dir.path().join("payouts.manual.csv")).unwrap();
+        assert!(manual.contains("2026-11,c,HUF,99.50,"), "{manual}");
+    }
 
     // Valid IBANs, each checked by hand: move the first four characters to
     // the end, replace letters (A=10 .. Z=35), the number mod 97 is 1.

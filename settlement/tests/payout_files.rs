@@ -222,6 +222,29 @@ fn report_without_config_writes_no_payout_files() {
     assert!(out.join("payouts.csv").is_file());
     assert!(!out.join("payouts.sepa.xml").exists());
     assert!(!out.join("payouts.manual.csv").exists());
+    // an earlier report with --config left payout files: a report without
+    // it removes them (they would pay that report's amounts)
+    let cfg = ex.join("programs.toml");
+    report(&db, "2026-11", &out, &["--config", cfg.to_str().unwrap()]);
+    assert!(out.join("payouts.sepa.xml").is_file() && out.join("payouts.manual.csv").is_file());
+    let paypal = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("payouts.paypal.")
+        })
+        .count();
+    assert!(paypal > 0);
+    report(&db, "2026-11", &out, &[]);
+    let left: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("payouts.") && n != "payouts.csv")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]
