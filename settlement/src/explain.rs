@@ -64,11 +64,13 @@ pub fn explain(store: &Store, id: &str) -> Result<String> {
         let _ = writeln!(o, "entry {id}: {kind} of {amount} {cur}");
         let _ = writeln!(o, "  period   {p} ({state})");
         let _ = writeln!(o, "  partner  {partner} (program {program})");
-        let _ = writeln!(
-            o,
-            "  date     {} (the date holds count from)",
-            date_of_day(day)
-        );
+        // what `hold_days` counts from (statement::View::hold_from)
+        let hold = match kind.as_str() {
+            "commission" | "override" | "mdf" | "adjustment" => "the date holds count from",
+            "clawback" => "held, or not, with the entry it reverses",
+            _ => "never held",
+        };
+        let _ = writeln!(o, "  date     {} ({hold})", date_of_day(day));
         if !reason.is_empty() {
             let _ = writeln!(o, "  reason   {reason}");
         }

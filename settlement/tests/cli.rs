@@ -150,6 +150,14 @@ fn closed_period_refuses_run_with_exit_1_and_late_facts_adjust() {
         words.contains("late facts for the closed period 2026-11"),
         "{words}"
     );
+    assert!(words.contains("(the date holds count from)"), "{words}");
+    // a payout is never held
+    let payout = ledger
+        .lines()
+        .find(|l| l.contains(",payout,"))
+        .expect("a payout");
+    let words = ok(&db, &["explain", payout.split(',').next().unwrap()]);
+    assert!(words.contains("(never held)"), "{words}");
     // November's report is unchanged
     let nov = t.path().join("nov");
     report(&db, "2026-11", &nov, &[]);

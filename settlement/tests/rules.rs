@@ -771,7 +771,15 @@ fn a_refund_within_the_hold_never_pays_its_commission() {
         "160.00", "-100.00", "0.00", "0.00", "60.00", "0.00", "60.00",
     ];
     assert_eq!(figures(&w, "2027-01"), f7(jan));
+    let (es, _) = w.draft("2027-01");
     w.run_close("2027-01");
+    // explain says so
+    let clawback = es.iter().find(|e| e.kind == EntryKind::Clawback).unwrap();
+    let words = settlement::explain::explain(&w.store, &clawback.id).unwrap();
+    assert!(
+        words.contains("2027-01-25 (held, or not, with the entry it reverses)"),
+        "{words}"
+    );
     let feb = ["0.00", "0.00", "0.00", "60.00", "0.00", "60.00", "0.00"];
     assert_eq!(figures(&w, "2027-02"), f7(feb));
 }
