@@ -96,34 +96,37 @@ fn serve(edge: Arc<Mutex<Edge>>) -> String {
     url
 }
 
+/// A store, programs.toml (10% of sales, payout minimum 10.00) and
+/// settlement.toml for the edge at `url` in `dir`: `nightly` on a given day.
+fn nights<'a>(dir: &'a std::path::Path, url: &str) -> impl Fn(&str) -> std::process::Output + 'a {
+    std::fs::write(
+        dir.join("programs.toml"),
+        "currency = \"USD\"\n[payout]\nhold_days = 0\nminimum = \"10.00\"\n[[programs]]\nid = \"p\"\nmodel = \"affiliate\"\n[[programs.rules]]\nevent = \"sale\"\npercent = \"10\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("settlement.toml"),
+        format!("edge = \"{url}\"\ntoken_env = \"EMIT_TEST_TOKEN\"\nadmin_token_env = \"EMIT_TEST_ADMIN\"\nprograms = \"programs.toml\"\nout = \"reports\"\ngrace_days = 3\n"),
+    )
+    .unwrap();
+    move |now: &str| {
+        nightly(
+            &dir.join("s.db"),
+            &dir.join("settlement.toml"),
+            now,
+            &[("EMIT_TEST_TOKEN", TOKEN), ("EMIT_TEST_ADMIN", ADMIN)],
+        )
+    }
+}
+
 #[test]
 fn nightly_emits_closed_periods_once_and_retries_after_the_edge_was_down() {
     let edge = Arc::new(Mutex::new(Edge {
         down: true,
         ..Edge::default()
     }));
-    let url = serve(edge.clone());
     let t = tempfile::tempdir().unwrap();
-    let db = t.path().join("s.db");
-    std::fs::write(
-        t.path().join("programs.toml"),
-        "currency = \"USD\"\n[payout]\nhold_days = 0\nminimum = \"10.00\"\n[[programs]]\nid = \"p\"\nmodel = \"affiliate\"\n[[programs.rules]]\nevent = \"sale\"\npercent = \"10\"\n",
-    )
-    .unwrap();
-    let cfg = t.path().join("settlement.toml");
-    std::fs::write(
-        &cfg,
-        format!("edge = \"{url}\"\ntoken_env = \"EMIT_TEST_TOKEN\"\nadmin_token_env = \"EMIT_TEST_ADMIN\"\nprograms = \"programs.toml\"\nout = \"reports\"\ngrace_days = 3\n"),
-    )
-    .unwrap();
-    let run = |now: &str| {
-        nightly(
-            &db,
-            &cfg,
-            now,
-            &[("EMIT_TEST_TOKEN", TOKEN), ("EMIT_TEST_ADMIN", ADMIN)],
-        )
-    };
+    let run = nights(t.path(), &serve(edge.clone()));
     // Within the grace days: November is a draft, nothing is emitted.
     let o = run("2026-12-02");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -184,28 +187,8 @@ fn every_period_closed_on_a_night_the_edge_was_down_is_emitted_later() {
         extra: vec![october.to_string()],
         ..Edge::default()
     }));
-    let url = serve(edge.clone());
     let t = tempfile::tempdir().unwrap();
-    let db = t.path().join("s.db");
-    std::fs::write(
-        t.path().join("programs.toml"),
-        "currency = \"USD\"\n[payout]\nhold_days = 0\nminimum = \"10.00\"\n[[programs]]\nid = \"p\"\nmodel = \"affiliate\"\n[[programs.rules]]\nevent = \"sale\"\npercent = \"10\"\n",
-    )
-    .unwrap();
-    let cfg = t.path().join("settlement.toml");
-    std::fs::write(
-        &cfg,
-        format!("edge = \"{url}\"\ntoken_env = \"EMIT_TEST_TOKEN\"\nadmin_token_env = \"EMIT_TEST_ADMIN\"\nprograms = \"programs.toml\"\nout = \"reports\"\ngrace_days = 3\n"),
-    )
-    .unwrap();
-    let run = |now: &str| {
-        nightly(
-            &db,
-            &cfg,
-            now,
-            &[("EMIT_TEST_TOKEN", TOKEN), ("EMIT_TEST_ADMIN", ADMIN)],
-        )
-    };
+    let run = nights(t.path(), &serve(edge.clone()));
     // October and November close; October's emission fails first
     let o = run("2026-12-05");
     assert_eq!(
