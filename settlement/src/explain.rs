@@ -65,9 +65,10 @@ pub fn explain(store: &Store, id: &str) -> Result<String> {
         let _ = writeln!(o, "  period   {p} ({state})");
         let _ = writeln!(o, "  partner  {partner} (program {program})");
         // what `hold_days` counts from (statement::View::hold_from)
-        let hold = match kind.as_str() {
-            "commission" | "override" | "mdf" | "adjustment" => "the date holds count from",
-            "clawback" => "held, or not, with the entry it reverses",
+        use crate::ledger::EntryKind;
+        let hold = match EntryKind::parse(&kind) {
+            Some(EntryKind::Clawback) => "held, or not, with the entry it reverses",
+            Some(k) if k.holdable() => "the date holds count from",
             _ => "never held",
         };
         let _ = writeln!(o, "  date     {} ({hold})", date_of_day(day));

@@ -92,11 +92,7 @@ pub fn nightly(
 pub const REPORTED_KEY: &str = "nightly_reported";
 
 fn set_reported(store: &Store, p: Period) -> Result<()> {
-    store.conn.execute(
-        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        rusqlite::params![REPORTED_KEY, p.to_string()],
-    )?;
-    Ok(())
+    Store::set_meta(&store.conn, REPORTED_KEY, &p.to_string())
 }
 
 /// Emits the periods closed tonight and any closed period whose emission

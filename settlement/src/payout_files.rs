@@ -581,10 +581,7 @@ pub fn write(
     if let Ok(rd) = std::fs::read_dir(out) {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
-            if name.starts_with("payouts.paypal.")
-                && name.ends_with(".csv")
-                && !keep.contains(&name)
-            {
+            if is_paypal_file(&name) && !keep.contains(&name) {
                 remove_stale(&e.path())?;
             }
         }
@@ -617,11 +614,7 @@ pub fn remove_all(out: &Path) -> Result<Vec<String>> {
         let mut names: Vec<String> = rd
             .flatten()
             .map(|e| e.file_name().to_string_lossy().to_string())
-            .filter(|n| {
-                n == "payouts.sepa.xml"
-                    || n == "payouts.manual.csv"
-                    || (n.starts_with("payouts.paypal.") && n.ends_with(".csv"))
-            })
+            .filter(|n| n == "payouts.sepa.xml" || n == "payouts.manual.csv" || is_paypal_file(n))
             .collect();
         names.sort();
         for n in names {
@@ -630,6 +623,11 @@ pub fn remove_all(out: &Path) -> Result<Vec<String>> {
         }
     }
     Ok(gone)
+}
+
+/// `payouts.paypal.<CUR>.csv`, a file of PayPal rows.
+fn is_paypal_file(name: &str) -> bool {
+    name.starts_with("payouts.paypal.") && name.ends_with(".csv")
 }
 
 fn remove_stale(path: &Path) -> Result<()> {

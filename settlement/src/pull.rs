@@ -142,27 +142,9 @@ fn check_origin(store: &Store, agent: &ureq::Agent, o: &PullOptions, cursor: u64
             o.edge,
             f.as_deref().unwrap_or("none (it has no events)")
         ))),
-        (None, Some(f)) => set_meta(&store.conn, ORIGIN_KEY, &f),
+        (None, Some(f)) => Store::set_meta(&store.conn, ORIGIN_KEY, &f),
         (None, None) => Ok(()),
     }
-}
-
-fn set_meta(c: &rusqlite::Connection, key: &str, value: &str) -> Result<()> {
-    c.execute(
-        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        rusqlite::params![key, value],
-    )?;
-    Ok(())
-}
-
-fn store_origin_missing(c: &rusqlite::Connection) -> Result<bool> {
-    use rusqlite::OptionalExtension;
-    let v: Option<String> = c
-        .query_row("SELECT value FROM meta WHERE key = ?1", [ORIGIN_KEY], |r| {
-            r.get(0)
-        })
-        .optional()?;
-    Ok(v.is_none())
 }
 
 pub fn pull(store: &mut Store, o: &PullOptions) -> Result<PullReport> {
@@ -178,6 +160,8 @@ pub fn pull(store: &mut Store, o: &PullOptions) -> Result<PullReport> {
     if cursor > 0 {
         check_origin(store, &agent, o, cursor)?;
     }
+    // recorded with the first page of the store's first pull
+    let mut has_origin = store.meta(ORIGIN_KEY)?.is_some();
     let mut rep = PullReport::default();
     let bar = if o.progress {
         let b =
@@ -207,9 +191,10 @@ pub fn pull(store: &mut Store, o: &PullOptions) -> Result<PullReport> {
         }
         let next = page.next.unwrap_or(last_seq);
         // the first page of a store's first pull: where its pulls began
-        if cursor == 0 && store_origin_missing(&tx)? {
+        if cursor == 0 && !has_origin {
             if let Ok(Some(f)) = first_line(&page.body) {
-                set_meta(&tx, ORIGIN_KEY, &f)?;
+                Store::set_meta(&tx, ORIGIN_KEY, &f)?;
+                has_origin = true;
             }
         }
         // a cursor that goes backwards, or a page of records that does not
@@ -225,7 +210,7 @@ pub fn pull(store: &mut Store, o: &PullOptions) -> Result<PullReport> {
                 "{url}: {n} records but X-Next-Cursor stays at {cursor}; nothing of this page was imported"
             )));
         }
-        set_meta(&tx, CURSOR_KEY, &next.to_string())?;
+        Store::set_meta(&tx, CURSOR_KEY, &next.to_string())?;
         tx.commit()?;
         store.checkpoint_behind();
         rep.pages += 1;

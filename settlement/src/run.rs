@@ -647,16 +647,7 @@ impl Plan<'_> {
 
     fn view(&self, it: Item) -> statement::View<'_> {
         if it.is_own() {
-            let e = &self.own[it.index()];
-            return statement::View {
-                partner: &e.partner,
-                program: &e.program,
-                kind: e.kind,
-                amount: e.amount,
-                event_day: e.event_day,
-                hold_from: statement::View::hold_from(e.kind, e.event_day, None),
-                held: e.reason.starts_with("held:"),
-            };
+            return statement::View::from(&self.own[it.index()]);
         }
         let e = &self.words.out.entries[it.index()];
         statement::View {

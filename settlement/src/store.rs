@@ -350,6 +350,16 @@ impl Store {
         Ok(())
     }
 
+    /// Sets `key` in `meta` through `c` (the store's connection, or a
+    /// transaction on it, so the value commits with what it describes).
+    pub fn set_meta(c: &Connection, key: &str, value: &str) -> Result<()> {
+        c.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
     pub fn meta(&self, key: &str) -> Result<Option<String>> {
         Ok(self
             .conn
