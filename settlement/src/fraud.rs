@@ -1459,7 +1459,8 @@ pub fn write_csv(path: &Path, s: &Summary) -> Result<()> {
         .from_writer(Vec::new());
     w.write_record(CSV_COLUMNS).expect("in-memory csv");
     for r in &s.rows {
-        w.write_record(r).expect("in-memory csv");
+        w.write_record(r.iter().map(|c| crate::cell::defuse(c.as_bytes())))
+            .expect("in-memory csv");
     }
     crate::report::write_atomic(path, &w.into_inner().expect("in-memory csv"))
 }

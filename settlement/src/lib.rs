@@ -6,6 +6,7 @@
 //! store, the export client and the CLI move bytes in and out.
 
 pub mod batch;
+pub mod cell;
 pub mod config;
 pub mod direct;
 pub mod emit;

@@ -384,6 +384,8 @@ pub fn email(s: &str) -> std::result::Result<String, String> {
         || domain.ends_with('.')
         || domain.contains('@')
         || t.len() > 127
+        // the PayPal file is opened in spreadsheets too
+        || crate::cell::is_formula(t.as_bytes())
         || t.chars()
             .any(|c| c.is_whitespace() || c.is_control() || c == ',' || c == '"')
     {
@@ -595,7 +597,8 @@ pub fn write(
     w.write_record(MANUAL_COLUMNS).map_err(csv_err)?;
     let ps = p.to_string();
     for m in &summary.manual {
-        w.write_record([ps.as_str(), &m[0], &m[1], &m[2], &m[3], &m[4]])
+        let row = [ps.as_str(), &m[0], &m[1], &m[2], &m[3], &m[4]];
+        w.write_record(row.map(|c| crate::cell::defuse(c.as_bytes())))
             .map_err(csv_err)?;
     }
     let bytes = w
@@ -968,6 +971,9 @@ mod tests {
             "an na@example.com",
             "a@b",
             "a@x@y.com",
+            "=1+cmd|x@example.com",
+            "-2+3@example.com",
+            "+a@example.com",
         ] {
             assert!(email(s).is_err(), "{s}");
         }

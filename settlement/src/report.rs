@@ -81,7 +81,8 @@ fn csv_bytes(header: &[&str], rows: &[Vec<String>]) -> Vec<u8> {
         .from_writer(Vec::new());
     w.write_record(header).expect("in-memory csv");
     for r in rows {
-        w.write_record(r).expect("in-memory csv");
+        w.write_record(r.iter().map(|c| crate::cell::defuse(c.as_bytes())))
+            .expect("in-memory csv");
     }
     w.into_inner().expect("in-memory csv")
 }
@@ -180,7 +181,8 @@ fn scan_ledger(
                 cw.write_record(LEDGER_COLUMNS).map_err(err)?;
                 while let Some(batch) = reader.next() {
                     for r in 0..batch.rows() {
-                        cw.write_record(batch.row_bytes(r)).map_err(err)?;
+                        cw.write_record(batch.row_bytes(r).map(crate::cell::defuse))
+                            .map_err(err)?;
                     }
                     reader.give_back(batch);
                 }

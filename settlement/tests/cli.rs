@@ -261,3 +261,79 @@ fn report_html_is_self_contained() {
         "period,partner,currency,amount,reference\n2026-11,a,USD,60.00,PO-2026-11-a\n"
     );
 }
+
+/// Text from outside (a `txn_id` a pixel was called with, an event id from
+/// a migrated platform) never reaches a spreadsheet as a formula: such a
+/// cell gets a leading apostrophe; negative amounts stay numbers.
+#[test]
+fn csv_cells_a_spreadsheet_would_run_are_defused() {
+    let t = tempfile::tempdir().unwrap();
+    let db = t.path().join("s.db");
+    let evil_txn = r#"=HYPERLINK(\"http://evil.example\",\"open\")"#;
+    let evil_id = "@SUM(1+1)";
+    let events = [
+        r#"{"type":"partner","id":"a","program":"p","status":"approved"}"#.to_string(),
+        r#"{"type":"partner","id":"r","program":"v","status":"approved"}"#.to_string(),
+        // a commission whose source event id and txn_id are formulas
+        sale("x", 2, "100").replace(r#""id":"x""#, &format!(r#""id":"{evil_id}""#)),
+        // refunded in part: a negative clawback amount
+        r#"{"id":"rf","type":"conversion","ts":"2026-11-05T10:00:00.000Z","program":"p","event":"refund","txn_id":"rf","original_txn_id":"x","amount":"40","currency":"USD"}"#
+            .to_string(),
+        // a reseller sale: its txn_id is on invoices.csv
+        format!(
+            r#"{{"id":"v1","type":"conversion","ts":"2026-11-03T10:00:00.000Z","program":"v","partner":"r","click_id":"c2","click_ts":"2026-11-03T09:00:00.000Z","event":"sale","txn_id":"{evil_txn}","amount":"200","currency":"USD","customer":"k"}}"#
+        ),
+    ];
+    let f = write(t.path(), "e.ndjson", &(events.join("\n") + "\n"));
+    let cfg = write(
+        t.path(),
+        "p.toml",
+        &format!(
+            "{PROGRAMS}[[programs]]\nid = \"v\"\nmodel = \"reseller\"\n[[programs.rules]]\nevent = \"sale\"\ndiscount = \"25\"\n"
+        ),
+    );
+    ok(&db, &["import", &f]);
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
+    let out = t.path().join("o");
+    report(&db, "2026-11", &out, &[]);
+
+    let cells = |file: &str| -> Vec<Vec<String>> {
+        let mut r = csv::Reader::from_path(out.join(file)).unwrap();
+        r.records()
+            .map(|rec| rec.unwrap().iter().map(str::to_string).collect())
+            .collect()
+    };
+    for file in [
+        "statements.csv",
+        "payouts.csv",
+        "invoices.csv",
+        "ledger.csv",
+        "fraud.csv",
+    ] {
+        for row in cells(file) {
+            for c in &row {
+                let bare = c.starts_with(['=', '+', '@', '\t', '\r'])
+                    || (c.starts_with('-') && c.parse::<rust_decimal::Decimal>().is_err());
+                assert!(!bare, "{file}: {c:?} in {row:?}");
+            }
+        }
+    }
+    let invoices = cells("invoices.csv");
+    let txn = r#"'=HYPERLINK("http://evil.example","open")"#;
+    assert!(invoices.iter().any(|r| r[2] == txn), "{invoices:?}");
+    let ledger = cells("ledger.csv");
+    let commission = ledger
+        .iter()
+        .find(|r| r[4] == "commission" && r[2] == "a")
+        .expect("the commission");
+    assert_eq!(commission[5], "10.00");
+    assert!(
+        commission[8].split(' ').any(|s| s == "'@SUM(1+1)"),
+        "{commission:?}"
+    );
+    let clawback = ledger
+        .iter()
+        .find(|r| r[4] == "clawback")
+        .expect("the clawback");
+    assert_eq!(clawback[5], "-4.00", "a negative amount stays a number");
+}
