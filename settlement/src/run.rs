@@ -1384,6 +1384,45 @@ fn dec(s: &str) -> Result<Decimal> {
 }
 
 /// Restated closed-period entries minus what was known at close.
+/// A restated `minimum_per_period` top-up waits with the late commissions
+/// and overrides that restated it: it is dated as the latest of them (of
+/// the same partner, program and period), so the two sides net while held
+/// and mature together. Dated as the top-up (the period's last day), a
+/// lower top-up was still pending when a late commission of an earlier
+/// day matured, and that commission was paid on top of the minimum. With
+/// no such companion (a minimum changed in programs.toml) it keeps the
+/// top-up's date.
+fn date_restated_topups(entries: &mut [Entry], restated: &[(usize, EntryKind, Period)]) {
+    let mut latest: HashMap<(&str, &str, Period), i64> = HashMap::new();
+    for &(i, kind, period) in restated {
+        if matches!(kind, EntryKind::Commission | EntryKind::Override) {
+            let e = &entries[i];
+            let d = latest
+                .entry((e.partner.as_str(), e.program.as_str(), period))
+                .or_insert(e.event_day);
+            *d = (*d).max(e.event_day);
+        }
+    }
+    let dates: Vec<(usize, i64)> = restated
+        .iter()
+        .filter(|r| r.1 == EntryKind::MinimumTopup)
+        .filter_map(|&(i, _, period)| {
+            let e = &entries[i];
+            latest
+                .get(&(e.partner.as_str(), e.program.as_str(), period))
+                .map(|&d| (i, d))
+        })
+        .collect();
+    for (i, d) in dates {
+        let e = &mut entries[i];
+        e.event_day = d;
+        e.calc.push_str(&format!(
+            "; dated {}, as the latest late commission of the period that restated it, and held with it",
+            date_of_day(d)
+        ));
+    }
+}
+
 fn adjustments(
     words: &Words,
     new: &Output,
@@ -1405,6 +1444,8 @@ fn adjustments(
     let mut ids: Vec<&[u8; 10]> = before.keys().chain(after.keys()).collect();
     ids.sort();
     ids.dedup();
+    // (index in `entries`, kind and period of the restated entry)
+    let mut restated: Vec<(usize, EntryKind, Period)> = Vec::new();
     for id in ids {
         let (a, b) = (after.get(id), before.get(id));
         let na = a.map_or(Decimal::ZERO, |e| e.amount);
@@ -1446,8 +1487,10 @@ fn adjustments(
             format!("late_facts_{}", src.period)
         };
         e.adjusts = orig_id;
+        restated.push((entries.len(), src.kind, src.period));
         entries.push(e);
     }
+    date_restated_topups(entries, &restated);
     // reseller invoice lines
     let key = |l: &RInvoice| l.id;
     let before: HashMap<[u8; 10], &RInvoice> = old

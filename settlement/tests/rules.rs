@@ -974,3 +974,80 @@ fn a_balance_is_never_paid_in_another_currency() {
     }
     run(&mut w.store, &cfg(eur), dec).unwrap();
 }
+
+#[test]
+fn a_restated_top_up_waits_with_the_late_commission_that_lowered_it() {
+    // technology program, minimum 100 a period. November: 20% of 100 = 20
+    // on Nov 10, topped up by 80 (a top-up is never held: paid in
+    // November). A sale of 150 on Nov 20 arrives after November closed: 30
+    // more earned, so the top-up is restated as 50. December books +30
+    // (dated Nov 20) and -30 restating the top-up, dated Nov 20 as well, so
+    // the two net while held and mature together; 100 is paid in all.
+    let cfg = |hold: u32| {
+        format!(
+            "currency = \"USD\"\n[payout]\nhold_days = {hold}\nminimum = \"0\"\n\
+             [[programs]]\nid = \"p\"\nmodel = \"technology\"\nminimum_per_period = \"100\"\n\
+             [[programs.rules]]\nevent = \"sale\"\npercent = \"20\"\n"
+        )
+    };
+    let nov20 = edge::time::Timestamp::parse_date("2026-11-20")
+        .unwrap()
+        .day();
+    // hold 40: the Nov 10 commission matures Dec 20, the late pair Dec 30.
+    // December: carried in 20, pending 0, payable 20. (Dated Nov 30 as the
+    // top-up, the -30 was pending until Jan 9: December paid 50, 130 in
+    // all, and January wrote the -30 off.)
+    // hold 75: the Nov 10 commission matures Jan 24, the pair Feb 3.
+    // December: pending 20 + 30 - 30, nothing payable; January pays 20;
+    // February nets the pair. (Never held, the -30 would take December's
+    // matured balance to -30, written off, and February would pay the 30.)
+    let cases = [
+        (
+            40,
+            ["0.00", "0.00", "0.00", "20.00", "0.00", "20.00", "0.00"],
+            None,
+        ),
+        (
+            75,
+            ["0.00", "0.00", "0.00", "20.00", "20.00", "0.00", "20.00"],
+            Some(["0.00", "0.00", "0.00", "20.00", "0.00", "20.00", "0.00"]),
+        ),
+    ];
+    for (hold, dec, jan) in cases {
+        let mut w = world(
+            &cfg(hold),
+            &[partner("a", ""), sale("s1", "2026-11-10", "100")],
+        );
+        let nov = ["100.00", "0.00", "0.00", "0.00", "20.00", "80.00", "20.00"];
+        assert_eq!(figures(&w, "2026-11"), f7(nov), "hold {hold}");
+        w.run_close("2026-11");
+        w.add(&[sale("s2", "2026-11-20", "150")]);
+        let (es, _) = w.draft("2026-12");
+        let adj: Vec<(String, i64)> = es
+            .iter()
+            .filter(|e| e.kind == EntryKind::Adjustment)
+            .map(|e| (e.amount.to_string(), e.event_day))
+            .collect();
+        assert_eq!(
+            adj.len(),
+            2,
+            "the late commission and the restated top-up: {adj:?}"
+        );
+        assert!(adj.contains(&("30.00".into(), nov20)), "{adj:?}");
+        assert!(adj.contains(&("-30.00".into(), nov20)), "{adj:?}");
+        assert_eq!(figures(&w, "2026-12"), f7(dec), "hold {hold}");
+        w.run_close("2026-12");
+        assert_eq!(
+            figures(&w, "2027-01"),
+            jan.map(|j| j.map(str::to_string)),
+            "hold {hold}"
+        );
+        w.run_close("2027-01");
+        let feb = figures(&w, "2027-02");
+        assert!(
+            feb.as_ref()
+                .is_none_or(|f| f[5] == "0.00" && f[2] == "0.00"),
+            "nothing more paid or written off: {feb:?}"
+        );
+    }
+}
