@@ -156,7 +156,8 @@ enum Other {
     Registry(Box<Record>),
     Bad {
         line: usize,
-        raw: String,
+        /// The line as read, without its end: set aside byte for byte.
+        raw: Vec<u8>,
         error: String,
     },
 }
@@ -216,7 +217,7 @@ impl Refill for Raw {
 impl Chunk {
     /// Parses one line into the chunk.
     fn add_line(&mut self, buf: &[u8], line_no: usize) {
-        let bad = |raw: String, error: String| Other::Bad {
+        let bad = |raw: Vec<u8>, error: String| Other::Bad {
             line: line_no,
             raw,
             error,
@@ -225,9 +226,10 @@ impl Chunk {
         let text = match std::str::from_utf8(buf) {
             Ok(t) => t,
             Err(e) => {
-                let raw = String::from_utf8_lossy(buf)
-                    .trim_end_matches(['\n', '\r'])
-                    .to_string();
+                let raw = buf
+                    .strip_suffix(b"\n")
+                    .map_or(buf, |b| b.strip_suffix(b"\r").unwrap_or(b))
+                    .to_vec();
                 let error = format!("invalid UTF-8 at byte {} of the line", e.valid_up_to() + 1);
                 self.others.push((self.rows.rows(), bad(raw, error)));
                 return;
@@ -244,12 +246,13 @@ impl Chunk {
             Ok(Parsed::Line(l)) => l,
             Ok(Parsed::Record(r)) => &Line::of(r),
             Err(e) => {
-                self.others.push((at, bad(line.to_string(), e.to_string())));
+                self.others
+                    .push((at, bad(line.as_bytes().to_vec(), e.to_string())));
                 return;
             }
         };
         if let Err(error) = check(l) {
-            self.others.push((at, bad(line.to_string(), error)));
+            self.others.push((at, bad(line.as_bytes().to_vec(), error)));
             return;
         }
         match event_row(l, &mut self.rows) {
@@ -267,7 +270,7 @@ impl Chunk {
                 // event_row left the block as it was; a line of over 2 GiB
                 // is refused
                 let error = "an event's fields are over 2 GiB".to_string();
-                self.others.push((at, bad(line.to_string(), error)));
+                self.others.push((at, bad(line.as_bytes().to_vec(), error)));
             }
         }
     }
@@ -488,7 +491,7 @@ fn import_file_in(store: &mut Store, path: &Path, opts: &ImportOptions) -> Resul
         path: path.to_path_buf(),
         ..FileReport::default()
     };
-    let mut rejects: Vec<String> = Vec::new();
+    let mut rejects: Vec<Vec<u8>> = Vec::new();
     let mut failure: Option<Error> = None;
     let tx = store.conn.transaction()?;
     let _ph = crate::run::Phase::start("import insert loop");
@@ -577,18 +580,18 @@ fn import_file_in(store: &mut Store, path: &Path, opts: &ImportOptions) -> Resul
     Ok(report)
 }
 
-fn append_rejects(path: &Path, lines: &[String]) -> Result<()> {
+fn append_rejects(path: &Path, lines: &[Vec<u8>]) -> Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
         .map_err(|e| Error::io(path, e))?;
-    let mut s = String::new();
+    let mut s = Vec::new();
     for l in lines {
-        s.push_str(l);
-        s.push('\n');
+        s.extend_from_slice(l);
+        s.push(b'\n');
     }
-    f.write_all(s.as_bytes()).map_err(|e| Error::io(path, e))?;
+    f.write_all(&s).map_err(|e| Error::io(path, e))?;
     f.sync_all().map_err(|e| Error::io(path, e))
 }
 
@@ -832,13 +835,8 @@ mod tests {
             (2, 1, 2, 2)
         );
         let rejects = std::fs::read(r.rejects_path.unwrap()).unwrap();
-        let want = [
-            lines[2],
-            b"\n",
-            String::from_utf8_lossy(lines[5]).as_bytes(),
-            b"\n",
-        ]
-        .concat();
+        // byte for byte, the line that is not UTF-8 too
+        let want = [lines[2], b"\n", lines[5], b"\n"].concat();
         assert_eq!(rejects, want);
         let ids = stored_ids(&store);
         assert_eq!(ids, [(1, "c1".to_string()), (2, "e1".to_string())]);

@@ -777,25 +777,47 @@ pub fn import_csv(
         .collect();
     let mapping = map.bind(&header, &file)?;
     let mut report = CsvReport::default();
-    let mut rejects: Vec<csv::StringRecord> = Vec::new();
+    // rows set aside as read, bytes and all (a row that is not UTF-8 too)
+    let mut rejects: Vec<csv::ByteRecord> = Vec::new();
     let mut balances: Vec<Balance> = Vec::new();
     let mut payees: BTreeMap<String, crate::payout_files::Payee> = BTreeMap::new();
     let tx = store.conn.transaction()?;
     {
         let mut ins = Inserter::new(&tx, &store.ids)?;
-        let mut row = csv::StringRecord::new();
+        let mut raw = csv::ByteRecord::new();
         loop {
-            let more = rd.read_record(&mut row).map_err(|e| {
+            let more = rd.read_byte_record(&mut raw).map_err(|e| {
                 Error::data(format!("{file}: {e}; nothing imported from this file"))
             })?;
             if !more {
                 break;
             }
-            let line = row.position().map_or(0, |p| p.line());
-            if row.iter().all(|c| c.trim().is_empty()) {
+            let line = raw.position().map_or(0, |p| p.line());
+            if raw.iter().all(|c| c.trim_ascii().is_empty()) {
                 continue;
             }
             report.rows += 1;
+            // a row that is not UTF-8 (an export saved as Latin-1) is a bad
+            // row like any other: named, and set aside with --skip-invalid
+            let row = match csv::StringRecord::from_byte_record(std::mem::take(&mut raw)) {
+                Ok(row) => row,
+                Err(e) => {
+                    let field = header
+                        .get(e.utf8_error().field())
+                        .map(|h| format!(" `{h}`"))
+                        .unwrap_or_default();
+                    let why = format!("field{field} is not UTF-8 text (save the export as UTF-8)");
+                    if !opts.skip_invalid {
+                        return Err(Error::data(format!(
+                            "{file}:{line}: {why}; nothing imported from this file (use --skip-invalid to set bad rows aside)"
+                        )));
+                    }
+                    eprintln!("{file}:{line}: skipped: {why}");
+                    rejects.push(e.into_byte_record());
+                    report.rejected += 1;
+                    continue;
+                }
+            };
             let res = if row.len() != header.len() {
                 Err(format!(
                     "{} fields, the header has {}",
@@ -817,7 +839,7 @@ pub fn import_csv(
                 }
                 Err(e) if opts.skip_invalid => {
                     eprintln!("{file}:{line}: skipped: {e}");
-                    rejects.push(row.clone());
+                    rejects.push(row.as_byte_record().clone());
                     report.rejected += 1;
                 }
                 Err(e) => {

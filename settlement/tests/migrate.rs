@@ -235,6 +235,57 @@ fn a_bad_row_exits_2_with_its_line_and_imports_nothing() {
     assert!(rejects.lines().nth(1).unwrap().starts_with("part_9xLp3R,"));
 }
 
+/// A row saved as Latin-1 in an otherwise UTF-8 export is a bad row like
+/// any other: named with its line and column, and with --skip-invalid set
+/// aside byte for byte while the rest is imported (before, it failed the
+/// whole file even with --skip-invalid).
+#[test]
+fn a_row_that_is_not_utf8_is_a_bad_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let (m, f) = ex("partnerstack");
+    let mut bytes = std::fs::read(&f).unwrap();
+    // "Okafor" on line 3 as Latin-1 "Okaf\xf6r"
+    let at = bytes.windows(6).position(|w| w == b"Okafor").unwrap();
+    bytes[at + 4] = 0xf6;
+    let bad = dir.path().join("export.csv");
+    std::fs::write(&bad, &bytes).unwrap();
+    let (c, err) = code(&db, &["import", "--map", &m, bad.to_str().unwrap()]);
+    assert_eq!(c, 2, "{err}");
+    assert!(
+        err.contains("export.csv:3: field `Last Name` is not UTF-8"),
+        "{err}"
+    );
+    assert!(err.contains("nothing imported"), "{err}");
+    assert!(snapshot(&db).is_empty(), "{:?}", snapshot(&db));
+
+    let o = settlement(
+        &db,
+        &[
+            "import",
+            "--map",
+            &m,
+            bad.to_str().unwrap(),
+            "--skip-invalid",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let snap = snapshot(&db);
+    assert!(!snap.iter().any(|r| r.contains("part_9xLp3R")), "{snap:?}");
+    assert_eq!(snap.iter().filter(|r| r.starts_with("partner ")).count(), 3);
+    let rejects = std::fs::read(dir.path().join("export.csv.rejects.csv")).unwrap();
+    let line3 = bytes.split(|&b| b == b'\n').nth(2).unwrap();
+    let mut want = bytes.split(|&b| b == b'\n').next().unwrap().to_vec();
+    want.push(b'\n');
+    want.extend_from_slice(line3);
+    want.push(b'\n');
+    assert_eq!(
+        String::from_utf8_lossy(&rejects),
+        String::from_utf8_lossy(&want)
+    );
+    assert_eq!(rejects, want, "the row set aside byte for byte");
+}
+
 #[test]
 fn mapping_errors_are_config_errors_and_missing_columns_data_errors() {
     let dir = tempfile::tempdir().unwrap();
