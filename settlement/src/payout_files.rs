@@ -31,6 +31,12 @@ pub(crate) struct RawSepa {
     name: Spanned<String>,
     iban: Spanned<String>,
     bic: Spanned<String>,
+    // the debtor's postal address (needed for payees outside the EEA)
+    street: Option<Spanned<String>>,
+    building: Option<Spanned<String>>,
+    postcode: Option<Spanned<String>>,
+    town: Option<Spanned<String>>,
+    country: Option<Spanned<String>>,
 }
 
 /// One `[[payout.partners]]` table: a partner's payout details.
@@ -49,6 +55,95 @@ pub struct Debtor {
     pub name: String,
     pub iban: String,
     pub bic: String,
+    pub address: Option<Address>,
+}
+
+/// A postal address as pain.001 structures it (`PstlAdr`): the EPC rulebook
+/// requires the debtor's town and country when the payee's bank is in a
+/// SEPA country outside the EEA (GB, CH, ...).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Address {
+    pub street: Option<String>,
+    pub building: Option<String>,
+    pub postcode: Option<String>,
+    pub town: String,
+    /// ISO 3166 alpha-2, upper case.
+    pub country: String,
+}
+
+/// pain.001.001.09's lengths: `StrtNm` 70, `BldgNb` 16, `PstCd` 16, `TwnNm` 35.
+const ADDRESS_KEYS: [(&str, usize); 4] = [
+    ("street", 70),
+    ("building", 16),
+    ("postcode", 16),
+    ("town", 35),
+];
+
+fn check_address(src: &Src, sp: &Spanned<RawSepa>) -> Result<Option<Address>> {
+    let s = sp.get_ref();
+    let fields = [&s.street, &s.building, &s.postcode, &s.town];
+    if fields.iter().all(|f| f.is_none()) && s.country.is_none() {
+        return Ok(None);
+    }
+    let mut v: Vec<Option<String>> = Vec::new();
+    for (f, (key, max)) in fields.into_iter().zip(ADDRESS_KEYS) {
+        v.push(match f {
+            None => None,
+            Some(t) => {
+                let x = t.get_ref().trim();
+                let bad = if x.is_empty() {
+                    Some("must not be empty".to_string())
+                } else if x.chars().count() > max {
+                    Some(format!("is longer than {max} characters (the SEPA limit)"))
+                } else if x.chars().any(char::is_control) {
+                    Some("contains a control character".to_string())
+                } else {
+                    None
+                };
+                if let Some(m) = bad {
+                    return Err(src.err(t.span(), key, m));
+                }
+                Some(x.to_string())
+            }
+        });
+    }
+    let Some(town) = v[3].take() else {
+        return Err(src.err(
+            sp.span(),
+            "town",
+            "a debtor address needs `town` and `country`",
+        ));
+    };
+    let country = match &s.country {
+        None => {
+            return Err(src.err(
+                sp.span(),
+                "country",
+                "a debtor address needs `town` and `country`",
+            ))
+        }
+        Some(c) => {
+            let x = c.get_ref().trim().to_ascii_uppercase();
+            if x.len() != 2 || !x.bytes().all(|b| b.is_ascii_uppercase()) {
+                return Err(src.err(
+                    c.span(),
+                    "country",
+                    format!(
+                        "{:?} is not a two-letter ISO 3166 country code",
+                        c.get_ref()
+                    ),
+                ));
+            }
+            x
+        }
+    };
+    Ok(Some(Address {
+        street: v[0].take(),
+        building: v[1].take(),
+        postcode: v[2].take(),
+        town,
+        country,
+    }))
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -106,8 +201,8 @@ pub(crate) fn check(
 ) -> Result<PayoutDetails> {
     let debtor = match sepa {
         None => None,
-        Some(s) => {
-            let s = s.get_ref();
+        Some(sp) => {
+            let s = sp.get_ref();
             let iban = check_iban(src, &s.iban, "iban")?;
             if !in_sepa(&iban) {
                 return Err(src.err(
@@ -123,6 +218,7 @@ pub(crate) fn check(
                 name: check_name(src, &s.name, "name")?,
                 iban,
                 bic: check_bic(src, &s.bic, "bic")?,
+                address: check_address(src, sp)?,
             })
         }
     };
@@ -299,6 +395,18 @@ const SEPA_COUNTRIES: &[&str] = &[
     "GR", "HR", "HU", "IE", "IS", "IT", "LI", "LT", "LU", "LV", "MC", "MD", "ME", "MK", "MT", "NL",
     "NO", "PL", "PT", "RO", "SE", "SI", "SK", "SM", "VA",
 ];
+
+/// SEPA countries outside the EEA: a transfer to a bank there needs the
+/// debtor's address (EPC SEPA Credit Transfer rulebook).
+const SEPA_OUTSIDE_EEA: &[&str] = &[
+    "AD", "AL", "CH", "GB", "GI", "MC", "MD", "ME", "MK", "SM", "VA",
+];
+
+/// Whether a (checked) IBAN's country is in the SEPA scheme but outside
+/// the EEA.
+pub fn outside_eea(iban: &str) -> bool {
+    iban.get(..2).is_some_and(|c| SEPA_OUTSIDE_EEA.contains(&c))
+}
 
 /// Whether a (checked) IBAN's country is in the SEPA scheme.
 pub fn in_sepa(iban: &str) -> bool {
@@ -494,7 +602,9 @@ pub fn write(
             Some(pe)
                 if r.currency == "EUR"
                     && pe.iban.as_deref().is_some_and(in_sepa)
-                    && details.debtor.is_some() =>
+                    && details.debtor.as_ref().is_some_and(|d| {
+                        d.address.is_some() || !pe.iban.as_deref().is_some_and(outside_eea)
+                    }) =>
             {
                 sepa.push((r, pe));
                 continue;
@@ -517,6 +627,13 @@ pub fn write(
                 ),
                 None if pe.iban.as_deref().is_some_and(|i| !in_sepa(i)) => format!(
                     "the IBAN's country {} is outside the SEPA scheme",
+                    pe.iban.as_deref().map_or("", |i| &i[..2])
+                ),
+                None if pe.iban.is_some() && details.debtor.is_none() => {
+                    "no [payout.sepa] debtor account configured".to_string()
+                }
+                None if pe.iban.as_deref().is_some_and(outside_eea) => format!(
+                    "the IBAN's country {} is outside the EEA: SEPA needs the debtor's address ([payout.sepa] town and country)",
                     pe.iban.as_deref().map_or("", |i| &i[..2])
                 ),
                 None if pe.iban.is_some() => {
@@ -781,10 +898,26 @@ fn sepa_xml(p: Period, debtor: &Debtor, items: &[(&Payout, &Payee)]) -> (String,
     x.push_str(&format!(
         "      <ReqdExctnDt>\n        <Dt>{exec}</Dt>\n      </ReqdExctnDt>\n"
     ));
-    x.push_str(&format!(
-        "      <Dbtr>\n        <Nm>{}</Nm>\n      </Dbtr>\n",
-        debtor_name
-    ));
+    x.push_str(&format!("      <Dbtr>\n        <Nm>{debtor_name}</Nm>\n"));
+    if let Some(a) = &debtor.address {
+        // structured, in the schema's order; each part in the SEPA
+        // character set and within its length after transliteration
+        let part = |s: &str, max: usize| esc(&sepa_text(s).chars().take(max).collect::<String>());
+        x.push_str("        <PstlAdr>\n");
+        for (tag, v, max) in [
+            ("StrtNm", &a.street, 70),
+            ("BldgNb", &a.building, 16),
+            ("PstCd", &a.postcode, 16),
+        ] {
+            if let Some(v) = v {
+                x.push_str(&format!("          <{tag}>{}</{tag}>\n", part(v, max)));
+            }
+        }
+        x.push_str(&format!("          <TwnNm>{}</TwnNm>\n", part(&a.town, 35)));
+        x.push_str(&format!("          <Ctry>{}</Ctry>\n", a.country));
+        x.push_str("        </PstlAdr>\n");
+    }
+    x.push_str("      </Dbtr>\n");
     x.push_str(&format!(
         "      <DbtrAcct>\n        <Id>\n          <IBAN>{}</IBAN>\n        </Id>\n      </DbtrAcct>\n",
         debtor.iban

@@ -19,8 +19,11 @@ fn xsd() -> PathBuf {
 }
 
 fn settle(db: &Path, out: &Path) -> String {
+    settle_with(db, out, &repo().join("examples/payouts/programs.toml"))
+}
+
+fn settle_with(db: &Path, out: &Path, cfg: &Path) -> String {
     let ex = repo().join("examples/payouts");
-    let cfg = ex.join("programs.toml");
     ok(db, &["import", ex.join("events.ndjson").to_str().unwrap()]);
     ok(
         db,
@@ -156,6 +159,15 @@ fn sepa_xml_is_valid_pain_001_001_09_and_matches_payouts_csv() {
     );
     assert!(xml.contains("<IBAN>NL91ABNA0417164300</IBAN>"));
     assert!(xml.contains("<IBAN>DE89370400440532013000</IBAN>")); // debtor
+    assert!(
+        xml.contains(
+            "<Dbtr>\n        <Nm>Example Partners GmbH</Nm>\n        <PstlAdr>\n          \
+             <StrtNm>Friedrichstrasse</StrtNm>\n          <BldgNb>123</BldgNb>\n          \
+             <PstCd>10117</PstCd>\n          <TwnNm>Berlin</TwnNm>\n          <Ctry>DE</Ctry>\n        \
+             </PstlAdr>\n      </Dbtr>"
+        ),
+        "{xml}"
+    );
     assert!(xml.contains("<CreDtTm>2026-11-30T23:59:59</CreDtTm>"));
     assert!(xml.contains("<Dt>2026-12-01</Dt>"));
 
@@ -291,6 +303,24 @@ fn bad_payout_details_are_config_errors_with_file_line_and_key() {
             "not an email",
         ),
         (
+            "[payout.sepa]\nname = \"Op\"\niban = \"DE89370400440532013000\"\nbic = \"COBADEFFXXX\"\ntown = \"Berlin\"\ncountry = \"Germany\"\n",
+            9,
+            "country",
+            "not a two-letter ISO 3166 country code",
+        ),
+        (
+            "[payout.sepa]\nname = \"Op\"\niban = \"DE89370400440532013000\"\nbic = \"COBADEFFXXX\"\ntown = \"Berlin\"\npostcode = \"10117 Berlin-Mitte Nord\"\n",
+            9,
+            "postcode",
+            "longer than 16 characters",
+        ),
+        (
+            "[payout.sepa]\nname = \"Op\"\niban = \"DE89370400440532013000\"\nbic = \"COBADEFFXXX\"\nstreet = \"Hauptstr.\"\ncountry = \"DE\"\n",
+            4,
+            "town",
+            "needs `town` and `country`",
+        ),
+        (
             "[[payout.partners]]\nid = \"a\"\npaypal = \"a@example.com\"\n",
             6,
             "paypal",
@@ -346,4 +376,60 @@ fn nightly_writes_the_payout_files_with_its_programs() {
         read(&dec.join("payouts.manual.csv")),
         "period,partner,currency,amount,reference,reason\n"
     );
+}
+
+/// A transfer to a bank in a SEPA country outside the EEA (here GB) needs
+/// the debtor's address (EPC rulebook): without `town` and `country` in
+/// `[payout.sepa]` it is paid by hand and says why; with them it is in
+/// payouts.sepa.xml, which stays valid against the XSD.
+#[test]
+fn a_payee_outside_the_eea_needs_the_debtors_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = read(&repo().join("examples/payouts/programs.toml"));
+    // chloe banks in London
+    let gb = example.replace(
+        "iban = \"FR1420041010050500013M02606\"\nbic = \"PSSTFRPPPAR\"",
+        "iban = \"GB29 NWBK 6016 1331 9268 19\"\nbic = \"NWBKGB2L\"",
+    );
+    assert_ne!(gb, example);
+    let no_address: String = gb
+        .lines()
+        .filter(|l| {
+            !["street", "building", "postcode", "town", "country"]
+                .iter()
+                .any(|k| l.starts_with(k))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let cases = [("without", no_address), ("with", gb)];
+    for (name, text) in cases {
+        let cfg = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&cfg, text).unwrap();
+        let out = dir.path().join(name);
+        settle_with(&dir.path().join(format!("{name}.db")), &out, &cfg);
+        let manual = read(&out.join("payouts.manual.csv"));
+        let xml = read(&out.join("payouts.sepa.xml"));
+        let chloe_by_hand = manual.contains(
+            "2026-11,aff_chloe,EUR,262.00,PO-2026-11-aff_chloe,the IBAN's country GB is outside the EEA: SEPA needs the debtor's address ([payout.sepa] town and country)",
+        );
+        if name == "without" {
+            assert!(chloe_by_hand, "{manual}");
+            assert!(!xml.contains("GB29NWBK60161331926819"), "{xml}");
+            assert!(!xml.contains("<PstlAdr>"), "{xml}");
+            assert_eq!(all(&xml, "NbOfTxs"), vec!["2", "2"]);
+        } else {
+            assert!(!chloe_by_hand && !manual.contains("aff_chloe"), "{manual}");
+            assert!(xml.contains("<IBAN>GB29NWBK60161331926819</IBAN>"), "{xml}");
+            assert!(xml.contains("<TwnNm>Berlin</TwnNm>"), "{xml}");
+            assert_eq!(all(&xml, "NbOfTxs"), vec!["3", "3"]);
+            let v = std::process::Command::new("xmllint")
+                .arg("--noout")
+                .arg("--schema")
+                .arg(xsd())
+                .arg(out.join("payouts.sepa.xml"))
+                .output()
+                .expect("xmllint");
+            assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+        }
+    }
 }
