@@ -8,7 +8,7 @@ use crate::money::{fmt_decimal, norm, Overflow};
 use crate::period::Period;
 use edge::currency::Currency;
 use rust_decimal::Decimal;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Statement {
@@ -264,9 +264,23 @@ pub fn compute<'a>(
             rows.push(st);
         }
     }
+    // a partner paid in several programs (several currencies, say) gets a
+    // reference per payout: one reference for two transfers could not be
+    // told apart at the bank
+    let mut paid: HashMap<String, usize> = HashMap::new();
+    for e in extra.iter().filter(|e| e.kind == EntryKind::Payout) {
+        *paid.entry(e.partner.clone()).or_default() += 1;
+    }
+    for e in extra.iter_mut().filter(|e| e.kind == EntryKind::Payout) {
+        if paid.get(&e.partner).is_some_and(|&n| n > 1) {
+            e.reason = format!("{}-{}", payout_reference(period, &e.partner), e.program);
+        }
+    }
     Ok((rows, extra))
 }
 
+/// `PO-<period>-<partner>`; `-<program>` is added when the partner is paid
+/// in more than one program in the period.
 pub fn payout_reference(period: Period, partner: &str) -> String {
     format!("PO-{period}-{partner}")
 }
@@ -331,6 +345,44 @@ mod tests {
         );
         assert_eq!(extra.len(), 1);
         assert_eq!(extra[0].amount, d("-60.00"));
+    }
+
+    /// A partner paid in two programs gets a reference per payout; a
+    /// partner paid once keeps `PO-<period>-<partner>`.
+    #[test]
+    fn two_payouts_of_one_partner_have_two_references() {
+        let c = cfg("[[programs]]\nid = \"q\"\nmodel = \"affiliate\"\ncurrency = \"EUR\"\n");
+        let p = Period::parse("2026-11").unwrap();
+        let mut es = [
+            e(EntryKind::Commission, "60.00", "2026-10-01"),
+            e(EntryKind::Commission, "70.00", "2026-10-01"),
+            e(EntryKind::Commission, "80.00", "2026-10-01"),
+        ];
+        es[1].program = "q".into();
+        es[1].currency = Currency::parse("EUR").unwrap();
+        es[2].partner = "b".into();
+        let (_, extra) = compute(
+            p,
+            &c,
+            es.iter().map(View::from),
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+        )
+        .unwrap();
+        let mut refs: Vec<(&str, &str, &str)> = extra
+            .iter()
+            .filter(|x| x.kind == EntryKind::Payout)
+            .map(|x| (x.partner.as_str(), x.program.as_str(), x.reason.as_str()))
+            .collect();
+        refs.sort();
+        assert_eq!(
+            refs,
+            [
+                ("a", "p", "PO-2026-11-a-p"),
+                ("a", "q", "PO-2026-11-a-q"),
+                ("b", "p", "PO-2026-11-b"),
+            ]
+        );
     }
 
     #[test]
