@@ -1588,8 +1588,13 @@ fn compute_part(
             continue;
         }
         used.insert(oi, after);
-        let period = Period::of_ms(r.ts);
-        let day = r.ts.div_euclid(DAY_MS);
+        // booked when the refund is dated; one dated before its sale (clock
+        // skew between shop and network) on the sale's date: booked in the
+        // refund's earlier month, the sale not yet in that month's history,
+        // it reversed nothing and the sale was paid
+        let at = r.ts.max(o.ts);
+        let period = Period::of_ms(at);
+        let day = at.div_euclid(DAY_MS);
         let rid = f.id(r).as_bytes();
         for &ei in of_conv.get(&oi).map(Vec::as_slice).unwrap_or(&[]) {
             // what the clawback takes of the entry (not its boxed arithmetic)

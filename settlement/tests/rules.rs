@@ -1051,3 +1051,32 @@ fn a_restated_top_up_waits_with_the_late_commission_that_lowered_it() {
         );
     }
 }
+
+#[test]
+fn a_refund_dated_in_the_month_before_its_sale_is_never_paid() {
+    // hold 45: the sale of Dec 1 (20% of 500 = 100) and its refund dated
+    // Nov 30 (clock skew across the month's end), both imported before
+    // November is run. November's history ends on Nov 30: the refund
+    // reverses nothing there. It is booked on its sale's date, Dec 1, so
+    // December nets the clawback against the commission while both are
+    // pending (until Jan 15). Nothing is paid or written off, then or
+    // later. (Before, the clawback belonged to November, already closed
+    // without it and with no late fact to restate it: it was never booked,
+    // and January paid the refunded 100.)
+    let mut w = world(
+        &held(45),
+        &[
+            partner("a", ""),
+            sale("s1", "2026-12-01", "500"),
+            refund("r1", "2026-11-30", "s1"),
+        ],
+    );
+    assert_eq!(figures(&w, "2026-11"), None);
+    w.run_close("2026-11");
+    let dec = ["100.00", "-100.00", "0.00", "0.00", "0.00", "0.00", "0.00"];
+    assert_eq!(figures(&w, "2026-12"), f7(dec));
+    w.run_close("2026-12");
+    assert_eq!(figures(&w, "2027-01"), None);
+    w.run_close("2027-01");
+    assert_eq!(figures(&w, "2027-02"), None);
+}
