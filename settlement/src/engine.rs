@@ -55,8 +55,9 @@ pub enum Calc {
     /// `(level, the child's commission, the commission's id)`
     Override(Box<(u8, Decimal, Hash10)>),
     /// `(share, the original entry's amount, the original entry's id, its
-    /// event day)`: the clawback is pending while that entry is
-    Clawback(Box<(Decimal, Decimal, Hash10, i32)>),
+    /// event day, the share earlier refunds reversed)`: the clawback is
+    /// pending while that entry is
+    Clawback(Box<(Decimal, Decimal, Hash10, i32, Decimal)>),
     /// `(minimum, earned)`
     Topup(Box<(Decimal, Decimal)>),
     Mdf,
@@ -1632,6 +1633,7 @@ fn compute_part(
                     e.amount,
                     e.id,
                     e.day,
+                    before.approx(),
                 ))),
                 // a clawback of a held entry waits with it
                 fraud: e.fraud,
@@ -1891,7 +1893,7 @@ mod tests {
         let h = [7u8; 10];
         let d = Decimal::ONE;
         assert_eq!(Calc::Override(Box::new((1, d, h))).parent(), Some(&h));
-        assert_eq!(Calc::Clawback(Box::new((d, d, h, 0))).parent(), Some(&h));
+        assert_eq!(Calc::Clawback(Box::new((d, d, h, 0, d))).parent(), Some(&h));
         let r = Calc::RejectedOverride(Box::new(h));
         assert_eq!(r.parent(), Some(&h));
         assert_eq!(r.rejection(), Some(Rejection::PartnerNotApproved));

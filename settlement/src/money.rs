@@ -128,6 +128,25 @@ impl fmt::Display for Amount {
     }
 }
 
+/// An input amount (a conversion's, a rule's) in words: as [`Amount`] when
+/// it has no more decimals than the currency, else with every digit it
+/// has, so the words never show a rounded input (`20% of 100.005 USD`,
+/// not `20% of 100.00 USD`: the commission is computed from 100.005).
+pub struct Input(pub Decimal, pub Currency);
+
+impl fmt::Display for Input {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let dp = self.1.minor_units();
+        if self.0.scale() > dp {
+            let n = norm(self.0.normalize());
+            if n.scale() > dp {
+                return write_digits(f, n);
+            }
+        }
+        Amount(self.0, self.1).fmt(f)
+    }
+}
+
 /// [`plain`] as a value to write.
 pub struct Plain(pub Decimal);
 

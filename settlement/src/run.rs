@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::events::{Block, Cols};
 use crate::facts::{Facts, NONE};
 use crate::ledger::{Entry, EntryKind, InvoiceLine, Rejection};
-use crate::money::{fmt_decimal, plain, Amount, Exact, Plain};
+use crate::money::{fmt_decimal, plain, Amount, Exact, Input, Plain};
 use crate::period::{date_of_day, Period, DAY_MS};
 use crate::statement::{self, Statement};
 use crate::store::{pos_base, Store};
@@ -269,7 +269,7 @@ impl<'a> Words<'a> {
             .eng
             .convert(a, Some(from), to, c.ts, || self.facts().id(c))?;
         if from == to {
-            Ok((x, format!("{} {to}", fmt_decimal(a, to))))
+            Ok((x, format!("{} {to}", Input(a, to))))
         } else {
             Ok((
                 x,
@@ -301,13 +301,13 @@ impl<'a> Words<'a> {
         let c = &self.facts().convs[i];
         // writing into a String cannot fail
         let _ = match b {
-            StepBase::Fixed(x) => write!(out, "fixed {} {cur}", Amount(*x, cur)),
+            StepBase::Fixed(x) => write!(out, "fixed {} {cur}", Input(*x, cur)),
             StepBase::Percent(p) => {
                 let _ = write!(out, "{}% of ", Plain(*p));
                 match c.amount {
                     // the common case, without the conversion's own String
                     Some(a) if c.currency.unwrap_or(cur) == cur => {
-                        write!(out, "{} {cur}", Amount(a, cur))
+                        write!(out, "{} {cur}", Input(a, cur))
                     }
                     _ => {
                         out.push_str(&self.amount_words(i, cur)?.1);
@@ -417,12 +417,40 @@ impl<'a> Words<'a> {
                 s
             }
             Calc::Clawback(b) => {
-                let (share, original, _, _) = **b;
-                format!(
-                "{} of the original entry's {} {cur} reversed (refund amount / original amount) = {amt}{half_even}",
-                if share == Decimal::ONE { "all".to_string() } else { format!("{}%", plain(share * Decimal::ONE_HUNDRED)) },
-                fmt_decimal(original, cur)
-            )
+                let (share, original, _, _, before) = **b;
+                let pct = |x: Decimal| {
+                    if x == Decimal::ONE {
+                        "all".to_string()
+                    } else {
+                        format!("{}%", plain(x * Decimal::ONE_HUNDRED))
+                    }
+                };
+                if before.is_zero() {
+                    format!(
+                        "{} of the original entry's {} {cur} reversed (refund amount / original amount) = {amt}{half_even}",
+                        pct(share),
+                        fmt_decimal(original, cur)
+                    )
+                } else {
+                    // a later partial refund: the refunds so far reverse
+                    // their whole share, less what the earlier ones took
+                    // (so all of them never exceed the entry)
+                    let round = |x: Decimal| {
+                        crate::money::norm((original * x).round_dp_with_strategy(
+                            cur.minor_units(),
+                            rust_decimal::RoundingStrategy::MidpointNearestEven,
+                        ))
+                    };
+                    let (upto, earlier) = (round(before + share), round(before));
+                    format!(
+                        "{} more of the original entry's {} {cur} reversed (refund amount / original amount): the refunds so far reverse {} = {} {cur}, rounded half-even, less {} {cur} reversed by the earlier ones = {amt}",
+                        pct(share),
+                        fmt_decimal(original, cur),
+                        pct(before + share),
+                        fmt_decimal(upto, cur),
+                        fmt_decimal(earlier, cur)
+                    )
+                }
             }
             Calc::Topup(b) => {
                 let (minimum, earned) = **b;

@@ -131,6 +131,22 @@ fn percent_rounds_half_even_once() {
         amounts(&es, EntryKind::Commission),
         s(&[("a", "0.02"), ("a", "0.04")])
     );
+    // the words show the amount the rule was applied to, not a rounded one
+    // (20% of 0.12 or 0.13 would not give these figures)
+    let mut words: Vec<&str> = es
+        .iter()
+        .filter(|e| e.kind == EntryKind::Commission)
+        .map(|e| e.calc.as_str())
+        .collect();
+    words.sort();
+    assert!(
+        words[0].starts_with("20% of 0.125 USD = 0.02 USD"),
+        "{words:?}"
+    );
+    assert!(
+        words[1].starts_with("20% of 0.175 USD = 0.04 USD"),
+        "{words:?}"
+    );
 }
 
 #[test]
@@ -548,6 +564,24 @@ fn partial_refunds_never_claw_back_more_than_earned() {
     assert_eq!(
         amounts(&es, EntryKind::Clawback),
         s(&[("a", "-0.01"), ("a", "-0.02")])
+    );
+    // the words of each say how its amount came about: the second is not
+    // 50% of 0.03 (0.015, 0.02 half-even) but the rest
+    let mut words: Vec<&str> = es
+        .iter()
+        .filter(|e| e.kind == EntryKind::Clawback)
+        .map(|e| e.calc.as_str())
+        .collect();
+    words.sort();
+    assert_eq!(
+        words,
+        [
+            "50% more of the original entry's 0.03 USD reversed (refund amount / original amount): \
+             the refunds so far reverse all = 0.03 USD, rounded half-even, less 0.02 USD reversed by \
+             the earlier ones = -0.01 USD",
+            "50% of the original entry's 0.03 USD reversed (refund amount / original amount) = -0.02 USD, \
+             rounded half-even once",
+        ]
     );
     assert_eq!(
         (st[0].earned.to_string(), st[0].reversed.to_string()),
