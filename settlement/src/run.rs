@@ -1413,41 +1413,102 @@ fn dec(s: &str) -> Result<Decimal> {
 
 /// Restated closed-period entries minus what was known at close.
 /// A restated `minimum_per_period` top-up waits with the late commissions
-/// and overrides that restated it: it is dated as the latest of them (of
-/// the same partner, program and period), so the two sides net while held
-/// and mature together. Dated as the top-up (the period's last day), a
-/// lower top-up was still pending when a late commission of an earlier
-/// day matured, and that commission was paid on top of the minimum. With
-/// no such companion (a minimum changed in programs.toml) it keeps the
-/// top-up's date.
-fn date_restated_topups(entries: &mut [Entry], restated: &[(usize, EntryKind, Period)]) {
-    let mut latest: HashMap<(&str, &str, Period), i64> = HashMap::new();
+/// and overrides that restated it: it is split into one part per late
+/// commission of the same partner, program and period (earliest first, of
+/// the opposite sign, each at most that commission), dated and so held
+/// with it, so each part nets with its commission while held and matures
+/// with it. Dated as the top-up (the period's last day), a lower top-up was
+/// still pending when a late commission of an earlier day matured, and
+/// that commission was paid on top of the minimum; dated as one of two
+/// late commissions, it still matured apart from the other. What no late
+/// commission offsets (a minimum changed in programs.toml) keeps the
+/// top-up's date and the adjustment's id.
+fn split_restated_topups(entries: &mut Vec<Entry>, restated: &[(usize, EntryKind, Period)]) {
+    type Key = (String, String, Period);
+    // (day, id, amount, and the hold and sources of one held for review)
+    type Late = (i64, String, Decimal, Option<(String, Vec<String>)>);
+    let mut late: HashMap<Key, Vec<Late>> = HashMap::new();
     for &(i, kind, period) in restated {
         if matches!(kind, EntryKind::Commission | EntryKind::Override) {
             let e = &entries[i];
-            let d = latest
-                .entry((e.partner.as_str(), e.program.as_str(), period))
-                .or_insert(e.event_day);
-            *d = (*d).max(e.event_day);
+            let held = e
+                .reason
+                .starts_with("held:fraud:")
+                .then(|| (e.reason.clone(), e.sources.clone()));
+            late.entry((e.partner.clone(), e.program.clone(), period))
+                .or_default()
+                .push((e.event_day, e.id.clone(), e.amount, held));
         }
     }
-    let dates: Vec<(usize, i64)> = restated
+    for v in late.values_mut() {
+        v.sort();
+    }
+    let topups: Vec<(usize, Period)> = restated
         .iter()
         .filter(|r| r.1 == EntryKind::MinimumTopup)
-        .filter_map(|&(i, _, period)| {
-            let e = &entries[i];
-            latest
-                .get(&(e.partner.as_str(), e.program.as_str(), period))
-                .map(|&d| (i, d))
-        })
+        .map(|&(i, _, period)| (i, period))
         .collect();
-    for (i, d) in dates {
-        let e = &mut entries[i];
-        e.event_day = d;
-        e.calc.push_str(&format!(
-            "; dated {}, as the latest late commission of the period that restated it, and held with it",
-            date_of_day(d)
-        ));
+    for (i, period) in topups {
+        let key = (
+            entries[i].partner.clone(),
+            entries[i].program.clone(),
+            period,
+        );
+        let Some(offsets) = late.get(&key) else {
+            continue;
+        };
+        let top = entries[i].clone();
+        let cur = top.currency;
+        let mut left = top.amount;
+        let mut parts: Vec<Entry> = Vec::new();
+        for (day, id, amount, held) in offsets {
+            if left.is_zero() {
+                break;
+            }
+            // a lower top-up offsets a higher commission, and the reverse
+            if amount.is_zero() || amount.is_sign_negative() == left.is_sign_negative() {
+                continue;
+            }
+            let take = if left.abs() <= amount.abs() {
+                left
+            } else {
+                -*amount
+            };
+            left -= take;
+            let mut part = top.clone();
+            part.id = hex_id("le_", &hash_parts(&[top.id.as_bytes(), id.as_bytes()]));
+            part.amount = take;
+            part.event_day = *day;
+            // held for review with the commission: released or reversed
+            // with it (its sources name the event the review decides)
+            if let Some((reason, sources)) = held {
+                part.reason = reason.clone();
+                part.sources = sources.clone();
+            }
+            part.calc = format!(
+                "{}; this part, {} {cur}, offsets the late entry {id} ({} {cur}) and is dated {} and held with it",
+                top.calc,
+                fmt_decimal(take, cur),
+                fmt_decimal(*amount, cur),
+                date_of_day(*day)
+            );
+            parts.push(part);
+        }
+        if parts.is_empty() {
+            continue;
+        }
+        if left.is_zero() {
+            entries[i] = parts.remove(0);
+        } else {
+            let e = &mut entries[i];
+            e.amount = left;
+            e.calc = format!(
+                "{}; this part, {} {cur}, offsets no late commission and keeps the top-up's date",
+                top.calc,
+                fmt_decimal(left, cur)
+            );
+        }
+        entries.extend(parts);
     }
 }
 
@@ -1518,7 +1579,7 @@ fn adjustments(
         restated.push((entries.len(), src.kind, src.period));
         entries.push(e);
     }
-    date_restated_topups(entries, &restated);
+    split_restated_topups(entries, &restated);
     // reseller invoice lines
     let key = |l: &RInvoice| l.id;
     let before: HashMap<[u8; 10], &RInvoice> = old

@@ -780,6 +780,54 @@ fn a_late_fact_the_rules_hold_is_a_held_adjustment() {
     assert!(d.statements[0].payable.is_zero());
 }
 
+/// A late commission held for review lowers a technology minimum's top-up:
+/// the lower top-up waits for the review with it. November: 10.00 earned,
+/// topped up to 100 by 90.00 and paid. A November sale (+10.00) the rules
+/// hold arrives in December: the top-up is restated as 80.00, and its
+/// -10.00 is held under the same rule and event, so December writes
+/// nothing off (before, the -10.00 matured alone: 10.00 was written off,
+/// and a release then paid 110 on a 100 minimum).
+#[test]
+fn a_top_up_lowered_by_a_held_late_commission_waits_for_the_review() {
+    let l = clicked_sale("1", "03T10:00:00", "03T12:00:00", "a", "v1", "", "");
+    let mut w = world("", &l);
+    let text = format!("{BASE}").replace(
+        "model = \"affiliate\"",
+        "model = \"technology\"\nminimum_per_period = \"100\"",
+    );
+    w.cfg = config::parse(std::path::Path::new("programs.toml"), &text).unwrap();
+    let nov = Period::parse("2026-11").unwrap();
+    run(&mut w.store, &w.cfg, nov).unwrap();
+    settlement::run::close(&mut w.store, nov).unwrap();
+    let late: Vec<Record> = clicked_sale("2", "20T10:00:00", "20T10:00:05", "a", "v2", "", "")
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    import_records(&mut w.store, &late).unwrap();
+    let (d, _) = compute_draft(&w.store, &w.cfg, Period::parse("2026-12").unwrap()).unwrap();
+    let mut adj: Vec<(String, &str)> = d
+        .entries
+        .iter()
+        .filter(|e| e.kind.as_str() == "adjustment")
+        .map(|e| (e.amount.to_string(), e.reason.as_str()))
+        .collect();
+    adj.sort();
+    assert_eq!(
+        adj,
+        [
+            ("-10.00".to_string(), "held:fraud:click_too_fast"),
+            ("10.00".to_string(), "held:fraud:click_too_fast"),
+        ]
+    );
+    // the two net while held: no figure, no write-off, nothing paid
+    assert!(
+        !d.entries.iter().any(|e| e.kind.as_str() == "writeoff"),
+        "{:?}",
+        d.entries
+    );
+    assert!(d.statements.is_empty(), "{:?}", d.statements);
+}
+
 // ---------------------------------------------------------------- review, end to end
 
 fn write(dir: &std::path::Path, name: &str, text: &str) -> String {

@@ -1114,3 +1114,48 @@ fn a_refund_dated_in_the_month_before_its_sale_is_never_paid() {
     w.run_close("2027-01");
     assert_eq!(figures(&w, "2027-02"), None);
 }
+
+#[test]
+fn a_restated_top_up_is_split_over_the_late_commissions_that_lowered_it() {
+    // minimum 100, hold 40. November: 20 on Nov 10, topped up by 80, paid.
+    // After the close, sales of Nov 2 (150: +30) and Nov 25 (50: +10)
+    // arrive: the top-up is restated as 40 (-40). It is split earliest
+    // first: -30 dated Nov 2 and -10 dated Nov 25, each with the commission
+    // it offsets. December (matured up to Nov 21): the Nov 2 pair nets
+    // matured, the Nov 25 pair nets pending, the Nov 10 commission matured:
+    // payable 20, 100 in all. (Dated Nov 25 as the later commission, the
+    // whole -40 waited while the Nov 2 +30 matured: December paid 50 and
+    // January wrote off -30.)
+    let cfg = "currency = \"USD\"\n[payout]\nhold_days = 40\nminimum = \"0\"\n\
+               [[programs]]\nid = \"p\"\nmodel = \"technology\"\nminimum_per_period = \"100\"\n\
+               [[programs.rules]]\nevent = \"sale\"\npercent = \"20\"\n";
+    let mut w = world(cfg, &[partner("a", ""), sale("s1", "2026-11-10", "100")]);
+    w.run_close("2026-11");
+    w.add(&[
+        sale("s2", "2026-11-02", "150"),
+        sale("s3", "2026-11-25", "50"),
+    ]);
+    let (es, _) = w.draft("2026-12");
+    let day = |d: &str| edge::time::Timestamp::parse_date(d).unwrap().day();
+    let mut adj: Vec<(i64, String)> = es
+        .iter()
+        .filter(|e| e.kind == EntryKind::Adjustment)
+        .map(|e| (e.event_day, e.amount.to_string()))
+        .collect();
+    adj.sort();
+    let want = [
+        (day("2026-11-02"), "-30.00"),
+        (day("2026-11-02"), "30.00"),
+        (day("2026-11-25"), "-10.00"),
+        (day("2026-11-25"), "10.00"),
+    ];
+    assert_eq!(adj, want.map(|(d, a)| (d, a.to_string())));
+    let dec = ["0.00", "0.00", "0.00", "20.00", "0.00", "20.00", "0.00"];
+    assert_eq!(figures(&w, "2026-12"), f7(dec));
+    w.run_close("2026-12");
+    assert_eq!(
+        figures(&w, "2027-01"),
+        None,
+        "nothing left to pay or write off"
+    );
+}
