@@ -791,7 +791,7 @@ fn a_late_fact_the_rules_hold_is_a_held_adjustment() {
 fn a_top_up_lowered_by_a_held_late_commission_waits_for_the_review() {
     let l = clicked_sale("1", "03T10:00:00", "03T12:00:00", "a", "v1", "", "");
     let mut w = world("", &l);
-    let text = format!("{BASE}").replace(
+    let text = BASE.replace(
         "model = \"affiliate\"",
         "model = \"technology\"\nminimum_per_period = \"100\"",
     );
