@@ -6,8 +6,10 @@
 //! A cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return is a
 //! formula there (`=HYPERLINK(...)`, `-2+3+cmd|...`). Such a cell is written
 //! with a leading apostrophe, which a spreadsheet shows as text, as the edge
-//! does for its CSV exports. Numbers are written as they are: a negative
-//! amount such as `-12.50` is a number, not a formula.
+//! does for its CSV exports. Only the columns that can hold such text are
+//! defused ([`defuse_columns`]); ids (`[A-Za-z0-9_-]`), dates and amounts
+//! are written as they are, and a negative amount such as `-12.50` is a
+//! number anyway.
 
 use std::borrow::Cow;
 
@@ -46,6 +48,23 @@ pub fn defuse(cell: &[u8]) -> Cow<'_, [u8]> {
     } else {
         Cow::Borrowed(cell)
     }
+}
+
+/// [`defuse`] of the cells of a row whose index is in `text` (the columns
+/// that can hold text from outside); ids, dates and amounts are written
+/// as they are (an id `-x` stays an id the edge accepts).
+pub fn defuse_columns<'a, I>(row: I, text: &'a [usize]) -> impl Iterator<Item = Cow<'a, [u8]>>
+where
+    I: IntoIterator<Item = &'a [u8]>,
+    I::IntoIter: 'a,
+{
+    row.into_iter().enumerate().map(move |(i, c)| {
+        if text.contains(&i) {
+            defuse(c)
+        } else {
+            Cow::Borrowed(c)
+        }
+    })
 }
 
 /// [`defuse`] of a text cell.

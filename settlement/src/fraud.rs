@@ -1459,8 +1459,12 @@ pub fn write_csv(path: &Path, s: &Summary) -> Result<()> {
         .from_writer(Vec::new());
     w.write_record(CSV_COLUMNS).expect("in-memory csv");
     for r in &s.rows {
-        w.write_record(r.iter().map(|c| crate::cell::defuse(c.as_bytes())))
-            .expect("in-memory csv");
+        // event, reasons, by, why
+        w.write_record(crate::cell::defuse_columns(
+            r.iter().map(|c| c.as_bytes()),
+            &[3, 5, 8, 9],
+        ))
+        .expect("in-memory csv");
     }
     crate::report::write_atomic(path, &w.into_inner().expect("in-memory csv"))
 }

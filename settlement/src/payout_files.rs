@@ -715,7 +715,8 @@ pub fn write(
     let ps = p.to_string();
     for m in &summary.manual {
         let row = [ps.as_str(), &m[0], &m[1], &m[2], &m[3], &m[4]];
-        w.write_record(row.map(|c| crate::cell::defuse(c.as_bytes())))
+        // the reason
+        w.write_record(crate::cell::defuse_columns(row.map(str::as_bytes), &[5]))
             .map_err(csv_err)?;
     }
     let bytes = w

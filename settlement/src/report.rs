@@ -75,14 +75,19 @@ where
     sync_into_place(f, &tmp, path)
 }
 
-fn csv_bytes(header: &[&str], rows: &[Vec<String>]) -> Vec<u8> {
+/// The CSV of `rows`; the cells of the `text` columns defused
+/// ([`crate::cell`]).
+fn csv_bytes(header: &[&str], rows: &[Vec<String>], text: &[usize]) -> Vec<u8> {
     let mut w = csv::WriterBuilder::new()
         .terminator(csv::Terminator::Any(b'\n'))
         .from_writer(Vec::new());
     w.write_record(header).expect("in-memory csv");
     for r in rows {
-        w.write_record(r.iter().map(|c| crate::cell::defuse(c.as_bytes())))
-            .expect("in-memory csv");
+        w.write_record(crate::cell::defuse_columns(
+            r.iter().map(|c| c.as_bytes()),
+            text,
+        ))
+        .expect("in-memory csv");
     }
     w.into_inner().expect("in-memory csv")
 }
@@ -181,8 +186,12 @@ fn scan_ledger(
                 cw.write_record(LEDGER_COLUMNS).map_err(err)?;
                 while let Some(batch) = reader.next() {
                     for r in 0..batch.rows() {
-                        cw.write_record(batch.row_bytes(r).map(crate::cell::defuse))
-                            .map_err(err)?;
+                        // sources, reason and calc
+                        cw.write_record(crate::cell::defuse_columns(
+                            batch.row_bytes(r),
+                            &[8, 10, 12],
+                        ))
+                        .map_err(err)?;
                     }
                     reader.give_back(batch);
                 }
@@ -502,18 +511,20 @@ fn report_with(store: &Store, p: Period, out: &Path, between: impl FnOnce()) -> 
     drop(snapshot);
     write_atomic(
         &out.join("statements.csv"),
-        &csv_bytes(&STATEMENT_COLUMNS, &d.statements),
+        &csv_bytes(&STATEMENT_COLUMNS, &d.statements, &[]),
     )?;
     write_atomic(
         &out.join("payouts.csv"),
         &csv_bytes(
             &["period", "partner", "currency", "amount", "reference"],
             &d.payouts,
+            &[],
         ),
     )?;
     write_atomic(
         &out.join("invoices.csv"),
-        &csv_bytes(&INVOICE_COLUMNS, &d.invoices),
+        // txn_id
+        &csv_bytes(&INVOICE_COLUMNS, &d.invoices, &[2]),
     )?;
     crate::fraud::write_csv(&out.join("fraud.csv"), &d.fraud)?;
     write_atomic(&out.join("report.html"), html(p, &d).as_bytes())?;
