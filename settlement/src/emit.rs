@@ -82,6 +82,17 @@ pub struct Event {
     pub data: Value,
 }
 
+/// An event id within the edge's 128 characters: `kind_<period>_<parts>`,
+/// or a digest of the parts when they are too long.
+fn event_id(kind: &str, p: Period, parts: &[&str]) -> String {
+    let id = format!("{kind}_{p}_{}", parts.join("_"));
+    if id.len() <= 128 {
+        id
+    } else {
+        format!("{kind}_{p}_{}", crate::payout_files::hex16(parts))
+    }
+}
+
 /// The events of a period: a `statement.ready` per statement row (every
 /// statements.csv column, amounts as the CSV's decimal strings, plus the
 /// program's model), then a `payout.created` per payout row (the
@@ -103,11 +114,22 @@ pub fn events(
             data.insert("model".into(), Value::String(m.clone()));
         }
         let partner = row.get(1).cloned().unwrap_or_default();
-        if let Some(program) = row.get(2) {
-            programs.insert(partner.clone(), program.clone());
-        }
+        let program = row.get(2).cloned().unwrap_or_default();
+        programs.insert(partner.clone(), program.clone());
+        // a partner with statements in two programs: one event each (the
+        // id of a partner's only statement is as it always was)
+        let id = if statements
+            .iter()
+            .filter(|r| r.get(1) == Some(&partner))
+            .count()
+            > 1
+        {
+            event_id("stmt", p, &[&partner, &program])
+        } else {
+            format!("stmt_{p}_{partner}")
+        };
         out.push(Event {
-            id: format!("stmt_{p}_{partner}"),
+            id,
             event: STATEMENT_READY,
             partner,
             data: Value::Object(data),
@@ -115,17 +137,26 @@ pub fn events(
     }
     for row in payouts {
         let col = |i: usize| row.get(i).cloned().unwrap_or_default();
-        let (partner, currency) = (col(1), col(2));
+        let (partner, currency, reference) = (col(1), col(2), col(4));
+        // a partner paid in two programs: `PO-<period>-<partner>.<program>`
+        let own = crate::statement::payout_reference(p, &partner);
+        let program = reference
+            .strip_prefix(own.as_str())
+            .and_then(|r| r.strip_prefix('.'))
+            .map(str::to_string);
         let data = json!({
             "period": col(0),
             "partner": partner,
-            "program": programs.get(&partner),
+            "program": program.as_ref().or(programs.get(&partner)),
             "currency": currency,
             "amount": col(3),
             "reference": col(4),
         });
         out.push(Event {
-            id: format!("payout_{p}_{partner}_{currency}"),
+            id: match &program {
+                Some(g) => event_id("payout", p, &[&partner, &currency, g]),
+                None => format!("payout_{p}_{partner}_{currency}"),
+            },
             event: PAYOUT_CREATED,
             partner,
             data,
@@ -376,6 +407,63 @@ mod tests {
         for e in &ev {
             assert!(edge::webhook::is_valid_event_id(&e.id), "{}", e.id);
         }
+    }
+
+    /// A partner with statements and payouts in two programs: an event
+    /// each (one id for both sent only the first), named by program.
+    #[test]
+    fn a_partner_in_two_programs_gets_an_event_per_statement_and_payout() {
+        let p = Period::parse("2026-10").unwrap();
+        let st = |partner: &str, program: &str| {
+            let mut r: Vec<String> = ["2026-10", partner, program, "USD"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            r.extend(std::iter::repeat_n("0.00".to_string(), 7));
+            r
+        };
+        let po = |partner: &str, r: &str| -> Vec<String> {
+            ["2026-10", partner, "USD", "5.00", r]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        };
+        let ev = events(
+            p,
+            &[st("ann", "shop"), st("ann", "app")],
+            &["affiliate".into(), "affiliate".into()],
+            &[
+                po("ann", "PO-2026-10-ann.app"),
+                po("ann", "PO-2026-10-ann.shop"),
+            ],
+        );
+        let ids: Vec<&str> = ev.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "stmt_2026-10_ann_shop",
+                "stmt_2026-10_ann_app",
+                "payout_2026-10_ann_USD_app",
+                "payout_2026-10_ann_USD_shop"
+            ]
+        );
+        assert_eq!(ev[2].data["program"], "app");
+        assert_eq!(ev[3].data["program"], "shop");
+        // ids over the edge's 128 characters are digests, still distinct
+        let (a, g) = ("a".repeat(64), "g".repeat(64));
+        let ev = events(
+            p,
+            &[st(&a, &g), st(&a, "shop")],
+            &["affiliate".into(), "affiliate".into()],
+            &[
+                po(&a, &format!("PO-2026-10-{a}.{g}")),
+                po(&a, &format!("PO-2026-10-{a}.shop")),
+            ],
+        );
+        for e in &ev {
+            assert!(edge::webhook::is_valid_event_id(&e.id), "{}", e.id);
+        }
+        assert!(ev[0].id != ev[1].id && ev[2].id != ev[3].id, "{ev:?}");
     }
 
     #[test]

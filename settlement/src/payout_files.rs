@@ -559,7 +559,7 @@ impl Summary {
     }
 }
 
-fn hex16(parts: &[&str]) -> String {
+pub(crate) fn hex16(parts: &[&str]) -> String {
     let mut h = Sha256::new();
     for p in parts {
         h.update(p.as_bytes());
@@ -842,8 +842,8 @@ pub fn sepa_text(s: &str) -> String {
 }
 
 /// The transfers' `EndToEndId`s (Max35Text, SEPA characters): the payout
-/// reference with `_` as `-`; the period and a digest of the partner when
-/// that is too long or not unique in the file.
+/// reference with `_` as `-`; the period and a digest of the reference
+/// when that is too long or not unique in the file.
 fn end_to_end_ids(p: Period, items: &[(&Payout, &Payee)]) -> Vec<String> {
     let mut ids: Vec<String> = items.iter().map(|(r, _)| sepa_text(r.reference)).collect();
     let mut seen = std::collections::HashMap::new();
@@ -852,7 +852,7 @@ fn end_to_end_ids(p: Period, items: &[(&Payout, &Payee)]) -> Vec<String> {
     }
     for (id, (r, _)) in ids.iter_mut().zip(items) {
         if id.is_empty() || id.len() > 35 || seen[id.as_str()] > 1 {
-            *id = format!("PO-{p}-{}", hex16(&[r.partner]));
+            *id = format!("PO-{p}-{}", hex16(&[r.reference]));
         }
     }
     ids
@@ -952,7 +952,11 @@ fn sepa_xml(p: Period, debtor: &Debtor, items: &[(&Payout, &Payee)]) -> (String,
         ));
         x.push_str(&format!(
             "        <RmtInf>\n          <Ustrd>{}</Ustrd>\n        </RmtInf>\n",
-            esc(&sepa_text(&format!("Partner payout {p} {}", r.reference)))
+            // Max140Text
+            esc(&sepa_text(&format!("Partner payout {p} {}", r.reference))
+                .chars()
+                .take(140)
+                .collect::<String>())
         ));
         x.push_str("      </CdtTrfTxInf>\n");
     }

@@ -273,13 +273,14 @@ pub fn compute<'a>(
     }
     for e in extra.iter_mut().filter(|e| e.kind == EntryKind::Payout) {
         if paid.get(&e.partner).is_some_and(|&n| n > 1) {
-            e.reason = format!("{}-{}", payout_reference(period, &e.partner), e.program);
+            // `.`: never in an id, so `anna` in `eu` is not `anna-eu`
+            e.reason = format!("{}.{}", payout_reference(period, &e.partner), e.program);
         }
     }
     Ok((rows, extra))
 }
 
-/// `PO-<period>-<partner>`; `-<program>` is added when the partner is paid
+/// `PO-<period>-<partner>`; `.<program>` is added when the partner is paid
 /// in more than one program in the period.
 pub fn payout_reference(period: Period, partner: &str) -> String {
     format!("PO-{period}-{partner}")
@@ -378,8 +379,8 @@ mod tests {
         assert_eq!(
             refs,
             [
-                ("a", "p", "PO-2026-11-a-p"),
-                ("a", "q", "PO-2026-11-a-q"),
+                ("a", "p", "PO-2026-11-a.p"),
+                ("a", "q", "PO-2026-11-a.q"),
                 ("b", "p", "PO-2026-11-b"),
             ]
         );
