@@ -793,7 +793,10 @@ pub fn import_csv(
                 break;
             }
             let line = raw.position().map_or(0, |p| p.line());
-            if raw.iter().all(|c| c.trim_ascii().is_empty()) {
+            // blank: white space only (as text, so a no-break space too)
+            if raw.iter().all(|c| {
+                std::str::from_utf8(c).map_or(c.trim_ascii().is_empty(), |t| t.trim().is_empty())
+            }) {
                 continue;
             }
             report.rows += 1;

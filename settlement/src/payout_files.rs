@@ -214,11 +214,24 @@ pub(crate) fn check(
                     ),
                 ));
             }
+            let address = check_address(src, sp)?;
+            // every transfer from a bank outside the EEA is one the
+            // rulebook wants the payer's address on
+            if address.is_none() && outside_eea(&iban) {
+                return Err(src.err(
+                    sp.span(),
+                    "town",
+                    format!(
+                        "the account is in {}, outside the EEA: SEPA transfers from it need the debtor's address (`town` and `country`, and `street`, `building`, `postcode` where there are)",
+                        &iban[..2]
+                    ),
+                ));
+            }
             Some(Debtor {
                 name: check_name(src, &s.name, "name")?,
                 iban,
                 bic: check_bic(src, &s.bic, "bic")?,
-                address: check_address(src, sp)?,
+                address,
             })
         }
     };

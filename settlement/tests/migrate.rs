@@ -399,3 +399,18 @@ fn payout_details_from_the_export_feed_the_payout_files() {
     assert!(err.contains("export.csv:2: `payout.iban`"), "{err}");
     assert!(err.contains("check digits"), "{err}");
 }
+
+/// A row of white space only, a no-break space too, is blank: skipped,
+/// not a bad row.
+#[test]
+fn a_row_of_no_break_spaces_is_blank() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let (m, f) = ex("partnerstack");
+    let text = read(Path::new(&f)) + "\u{a0}, \u{a0}\n";
+    let p = dir.path().join("export.csv");
+    std::fs::write(&p, text).unwrap();
+    let (c, err) = code(&db, &["import", "--map", &m, p.to_str().unwrap()]);
+    assert_eq!(c, 0, "{err}");
+    assert!(!snapshot(&db).is_empty());
+}

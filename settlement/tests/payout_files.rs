@@ -321,6 +321,12 @@ fn bad_payout_details_are_config_errors_with_file_line_and_key() {
             "needs `town` and `country`",
         ),
         (
+            "[payout.sepa]\nname = \"Op\"\niban = \"GB29 NWBK 6016 1331 9268 19\"\nbic = \"NWBKGB2L\"\n",
+            4,
+            "town",
+            "outside the EEA: SEPA transfers from it need the debtor's address",
+        ),
+        (
             "[[payout.partners]]\nid = \"a\"\npaypal = \"a@example.com\"\n",
             6,
             "paypal",
