@@ -1009,6 +1009,15 @@ fn a_balance_is_never_paid_in_another_currency() {
     run(&mut w.store, &cfg(eur), dec).unwrap();
 }
 
+/// A technology program paying 20% of sales with a minimum of 100 a
+/// period, `hold_days` and no payout minimum.
+fn technology(hold: u32) -> String {
+    held(hold).replace(
+        "model = \"affiliate\"",
+        "model = \"technology\"\nminimum_per_period = \"100\"",
+    )
+}
+
 #[test]
 fn a_restated_top_up_waits_with_the_late_commission_that_lowered_it() {
     // technology program, minimum 100 a period. November: 20% of 100 = 20
@@ -1017,13 +1026,6 @@ fn a_restated_top_up_waits_with_the_late_commission_that_lowered_it() {
     // more earned, so the top-up is restated as 50. December books +30
     // (dated Nov 20) and -30 restating the top-up, dated Nov 20 as well, so
     // the two net while held and mature together; 100 is paid in all.
-    let cfg = |hold: u32| {
-        format!(
-            "currency = \"USD\"\n[payout]\nhold_days = {hold}\nminimum = \"0\"\n\
-             [[programs]]\nid = \"p\"\nmodel = \"technology\"\nminimum_per_period = \"100\"\n\
-             [[programs.rules]]\nevent = \"sale\"\npercent = \"20\"\n"
-        )
-    };
     let nov20 = edge::time::Timestamp::parse_date("2026-11-20")
         .unwrap()
         .day();
@@ -1049,7 +1051,7 @@ fn a_restated_top_up_waits_with_the_late_commission_that_lowered_it() {
     ];
     for (hold, dec, jan) in cases {
         let mut w = world(
-            &cfg(hold),
+            &technology(hold),
             &[partner("a", ""), sale("s1", "2026-11-10", "100")],
         );
         let nov = ["100.00", "0.00", "0.00", "0.00", "20.00", "80.00", "20.00"];
@@ -1126,10 +1128,10 @@ fn a_restated_top_up_is_split_over_the_late_commissions_that_lowered_it() {
     // payable 20, 100 in all. (Dated Nov 25 as the later commission, the
     // whole -40 waited while the Nov 2 +30 matured: December paid 50 and
     // January wrote off -30.)
-    let cfg = "currency = \"USD\"\n[payout]\nhold_days = 40\nminimum = \"0\"\n\
-               [[programs]]\nid = \"p\"\nmodel = \"technology\"\nminimum_per_period = \"100\"\n\
-               [[programs.rules]]\nevent = \"sale\"\npercent = \"20\"\n";
-    let mut w = world(cfg, &[partner("a", ""), sale("s1", "2026-11-10", "100")]);
+    let mut w = world(
+        &technology(40),
+        &[partner("a", ""), sale("s1", "2026-11-10", "100")],
+    );
     w.run_close("2026-11");
     w.add(&[
         sale("s2", "2026-11-02", "150"),
