@@ -105,6 +105,12 @@ pub fn events(
 ) -> Vec<Event> {
     let mut out = Vec::new();
     let mut programs = std::collections::HashMap::new();
+    let mut statements_of: std::collections::HashMap<&str, usize> = Default::default();
+    for row in statements {
+        *statements_of
+            .entry(row.get(1).map_or("", String::as_str))
+            .or_default() += 1;
+    }
     for (i, row) in statements.iter().enumerate() {
         let mut data = Map::new();
         for (k, v) in STATEMENT_COLUMNS.iter().zip(row) {
@@ -118,12 +124,7 @@ pub fn events(
         programs.insert(partner.clone(), program.clone());
         // a partner with statements in two programs: one event each (the
         // id of a partner's only statement is as it always was)
-        let id = if statements
-            .iter()
-            .filter(|r| r.get(1) == Some(&partner))
-            .count()
-            > 1
-        {
+        let id = if statements_of.get(partner.as_str()).is_some_and(|&n| n > 1) {
             event_id("stmt", p, &[&partner, &program])
         } else {
             format!("stmt_{p}_{partner}")
@@ -150,7 +151,7 @@ pub fn events(
             "program": program.as_ref().or(programs.get(&partner)),
             "currency": currency,
             "amount": col(3),
-            "reference": col(4),
+            "reference": reference,
         });
         out.push(Event {
             id: match &program {

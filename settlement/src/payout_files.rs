@@ -642,10 +642,7 @@ pub fn write(
                     "the IBAN's country {} is outside the SEPA scheme",
                     pe.iban.as_deref().map_or("", |i| &i[..2])
                 ),
-                None if pe.iban.is_some() && details.debtor.is_none() => {
-                    "no [payout.sepa] debtor account configured".to_string()
-                }
-                None if pe.iban.as_deref().is_some_and(outside_eea) => format!(
+                None if details.debtor.is_some() && pe.iban.as_deref().is_some_and(outside_eea) => format!(
                     "the IBAN's country {} is outside the EEA: SEPA needs the debtor's address ([payout.sepa] town and country)",
                     pe.iban.as_deref().map_or("", |i| &i[..2])
                 ),
@@ -918,16 +915,20 @@ fn sepa_xml(p: Period, debtor: &Debtor, items: &[(&Payout, &Payee)]) -> (String,
         // character set and within its length after transliteration
         let part = |s: &str, max: usize| esc(&sepa_text(s).chars().take(max).collect::<String>());
         x.push_str("        <PstlAdr>\n");
+        let [street, building, postcode, town] = ADDRESS_KEYS.map(|(_, max)| max);
         for (tag, v, max) in [
-            ("StrtNm", &a.street, 70),
-            ("BldgNb", &a.building, 16),
-            ("PstCd", &a.postcode, 16),
+            ("StrtNm", &a.street, street),
+            ("BldgNb", &a.building, building),
+            ("PstCd", &a.postcode, postcode),
         ] {
             if let Some(v) = v {
                 x.push_str(&format!("          <{tag}>{}</{tag}>\n", part(v, max)));
             }
         }
-        x.push_str(&format!("          <TwnNm>{}</TwnNm>\n", part(&a.town, 35)));
+        x.push_str(&format!(
+            "          <TwnNm>{}</TwnNm>\n",
+            part(&a.town, town)
+        ));
         x.push_str(&format!("          <Ctry>{}</Ctry>\n", a.country));
         x.push_str("        </PstlAdr>\n");
     }

@@ -435,20 +435,14 @@ impl<'a> Words<'a> {
                     // a later partial refund: the refunds so far reverse
                     // their whole share, less what the earlier ones took
                     // (so all of them never exceed the entry)
-                    let round = |x: Decimal| {
-                        crate::money::norm((original * x).round_dp_with_strategy(
-                            cur.minor_units(),
-                            rust_decimal::RoundingStrategy::MidpointNearestEven,
-                        ))
-                    };
-                    let (upto, earlier) = (round(before + share), round(before));
+                    // fmt_decimal rounds half-even to the currency
                     format!(
                         "{} more of the original entry's {} {cur} reversed (refund amount / original amount): the refunds so far reverse {} = {} {cur}, rounded half-even, less {} {cur} reversed by the earlier ones = {amt}",
                         pct(share),
                         fmt_decimal(original, cur),
                         pct(before + share),
-                        fmt_decimal(upto, cur),
-                        fmt_decimal(earlier, cur)
+                        fmt_decimal(original * (before + share), cur),
+                        fmt_decimal(original * before, cur)
                     )
                 }
             }
@@ -1411,7 +1405,6 @@ fn dec(s: &str) -> Result<Decimal> {
         .ok_or_else(|| Error::data(format!("bad amount {s:?} in the store")))
 }
 
-/// Restated closed-period entries minus what was known at close.
 /// A restated `minimum_per_period` top-up waits with the late commissions
 /// and overrides that restated it: it is split into one part per late
 /// commission of the same partner, program and period (earliest first, of
@@ -1512,6 +1505,7 @@ fn split_restated_topups(entries: &mut Vec<Entry>, restated: &[(usize, EntryKind
     }
 }
 
+/// Restated closed-period entries minus what was known at close.
 fn adjustments(
     words: &Words,
     new: &Output,
