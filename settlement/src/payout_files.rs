@@ -79,6 +79,27 @@ const ADDRESS_KEYS: [(&str, usize); 4] = [
     ("town", 35),
 ];
 
+/// ISO 3166-1 alpha-2 codes (officially assigned), and XK, the code
+/// banks and the EPC use for Kosovo.
+const COUNTRIES: &[&str] = &[
+    "AD", "AE", "AF", "AG", "AI", "AL", "AM", "AO", "AQ", "AR", "AS", "AT", "AU", "AW", "AX", "AZ",
+    "BA", "BB", "BD", "BE", "BF", "BG", "BH", "BI", "BJ", "BL", "BM", "BN", "BO", "BQ", "BR", "BS",
+    "BT", "BV", "BW", "BY", "BZ", "CA", "CC", "CD", "CF", "CG", "CH", "CI", "CK", "CL", "CM", "CN",
+    "CO", "CR", "CU", "CV", "CW", "CX", "CY", "CZ", "DE", "DJ", "DK", "DM", "DO", "DZ", "EC", "EE",
+    "EG", "EH", "ER", "ES", "ET", "FI", "FJ", "FK", "FM", "FO", "FR", "GA", "GB", "GD", "GE", "GF",
+    "GG", "GH", "GI", "GL", "GM", "GN", "GP", "GQ", "GR", "GS", "GT", "GU", "GW", "GY", "HK", "HM",
+    "HN", "HR", "HT", "HU", "ID", "IE", "IL", "IM", "IN", "IO", "IQ", "IR", "IS", "IT", "JE", "JM",
+    "JO", "JP", "KE", "KG", "KH", "KI", "KM", "KN", "KP", "KR", "KW", "KY", "KZ", "LA", "LB", "LC",
+    "LI", "LK", "LR", "LS", "LT", "LU", "LV", "LY", "MA", "MC", "MD", "ME", "MF", "MG", "MH", "MK",
+    "ML", "MM", "MN", "MO", "MP", "MQ", "MR", "MS", "MT", "MU", "MV", "MW", "MX", "MY", "MZ", "NA",
+    "NC", "NE", "NF", "NG", "NI", "NL", "NO", "NP", "NR", "NU", "NZ", "OM", "PA", "PE", "PF", "PG",
+    "PH", "PK", "PL", "PM", "PN", "PR", "PS", "PT", "PW", "PY", "QA", "RE", "RO", "RS", "RU", "RW",
+    "SA", "SB", "SC", "SD", "SE", "SG", "SH", "SI", "SJ", "SK", "SL", "SM", "SN", "SO", "SR", "SS",
+    "ST", "SV", "SX", "SY", "SZ", "TC", "TD", "TF", "TG", "TH", "TJ", "TK", "TL", "TM", "TN", "TO",
+    "TR", "TT", "TV", "TW", "TZ", "UA", "UG", "UM", "US", "UY", "UZ", "VA", "VC", "VE", "VG", "VI",
+    "VN", "VU", "WF", "WS", "XK", "YE", "YT", "ZA", "ZM", "ZW",
+];
+
 fn check_address(src: &Src, sp: &Spanned<RawSepa>) -> Result<Option<Address>> {
     let s = sp.get_ref();
     let fields = [&s.street, &s.building, &s.postcode, &s.town];
@@ -124,12 +145,12 @@ fn check_address(src: &Src, sp: &Spanned<RawSepa>) -> Result<Option<Address>> {
         }
         Some(c) => {
             let x = c.get_ref().trim().to_ascii_uppercase();
-            if x.len() != 2 || !x.bytes().all(|b| b.is_ascii_uppercase()) {
+            if !COUNTRIES.contains(&x.as_str()) {
                 return Err(src.err(
                     c.span(),
                     "country",
                     format!(
-                        "{:?} is not a two-letter ISO 3166 country code",
+                        "{:?} is not an ISO 3166 country code (two letters, e.g. DE, GB, CH)",
                         c.get_ref()
                     ),
                 ));
@@ -214,23 +235,24 @@ pub(crate) fn check(
                     ),
                 ));
             }
+            let bic = check_bic(src, &s.bic, "bic")?;
             let address = check_address(src, sp)?;
             // every transfer from a bank outside the EEA is one the
             // rulebook wants the payer's address on
-            if address.is_none() && outside_eea(&iban) {
+            if address.is_none() && outside_eea(&iban, Some(&bic)) {
                 return Err(src.err(
                     sp.span(),
                     "town",
                     format!(
                         "the account is in {}, outside the EEA: SEPA transfers from it need the debtor's address (`town` and `country`, and `street`, `building`, `postcode` where there are)",
-                        &iban[..2]
+                        account_country(&iban, Some(&bic))
                     ),
                 ));
             }
             Some(Debtor {
                 name: check_name(src, &s.name, "name")?,
                 iban,
-                bic: check_bic(src, &s.bic, "bic")?,
+                bic,
                 address,
             })
         }
@@ -415,10 +437,28 @@ const SEPA_OUTSIDE_EEA: &[&str] = &[
     "AD", "AL", "CH", "GB", "GI", "MC", "MD", "ME", "MK", "SM", "VA",
 ];
 
-/// Whether a (checked) IBAN's country is in the SEPA scheme but outside
-/// the EEA.
-pub fn outside_eea(iban: &str) -> bool {
+/// SEPA territories outside the EEA whose banks use another country's
+/// IBANs and show their own code in the BIC: Saint-Pierre-et-Miquelon
+/// (FR IBANs), Guernsey, Jersey and the Isle of Man (GB IBANs).
+const SEPA_OUTSIDE_EEA_BIC_ONLY: &[&str] = &["PM", "GG", "JE", "IM"];
+
+/// Whether a (checked) account is in the SEPA scheme but outside the EEA:
+/// by its IBAN's country, or by its (checked) BIC's country for the
+/// territories that use another country's IBANs.
+pub fn outside_eea(iban: &str, bic: Option<&str>) -> bool {
     iban.get(..2).is_some_and(|c| SEPA_OUTSIDE_EEA.contains(&c))
+        || bic
+            .and_then(|b| b.get(4..6))
+            .is_some_and(|c| SEPA_OUTSIDE_EEA_BIC_ONLY.contains(&c))
+}
+
+/// The country an account is in, for messages: the BIC's for the
+/// territories [`outside_eea`] tells by it, else the IBAN's.
+fn account_country<'a>(iban: &'a str, bic: Option<&'a str>) -> &'a str {
+    match bic.and_then(|b| b.get(4..6)) {
+        Some(c) if SEPA_OUTSIDE_EEA_BIC_ONLY.contains(&c) => c,
+        _ => iban.get(..2).unwrap_or(""),
+    }
 }
 
 /// Whether a (checked) IBAN's country is in the SEPA scheme.
@@ -616,7 +656,11 @@ pub fn write(
                 if r.currency == "EUR"
                     && pe.iban.as_deref().is_some_and(in_sepa)
                     && details.debtor.as_ref().is_some_and(|d| {
-                        d.address.is_some() || !pe.iban.as_deref().is_some_and(outside_eea)
+                        d.address.is_some()
+                            || !pe
+                                .iban
+                                .as_deref()
+                                .is_some_and(|i| outside_eea(i, pe.bic.as_deref()))
                     }) =>
             {
                 sepa.push((r, pe));
@@ -642,10 +686,19 @@ pub fn write(
                     "the IBAN's country {} is outside the SEPA scheme",
                     pe.iban.as_deref().map_or("", |i| &i[..2])
                 ),
-                None if details.debtor.is_some() && pe.iban.as_deref().is_some_and(outside_eea) => format!(
-                    "the IBAN's country {} is outside the EEA: SEPA needs the debtor's address ([payout.sepa] town and country)",
-                    pe.iban.as_deref().map_or("", |i| &i[..2])
-                ),
+                None if details.debtor.is_some()
+                    && pe
+                        .iban
+                        .as_deref()
+                        .is_some_and(|i| outside_eea(i, pe.bic.as_deref())) =>
+                {
+                    format!(
+                        "the account's country {} is outside the EEA: SEPA needs the debtor's address ([payout.sepa] town and country)",
+                        pe.iban
+                            .as_deref()
+                            .map_or("", |i| account_country(i, pe.bic.as_deref()))
+                    )
+                }
                 None if pe.iban.is_some() => {
                     "no [payout.sepa] debtor account configured".to_string()
                 }

@@ -306,7 +306,21 @@ fn bad_payout_details_are_config_errors_with_file_line_and_key() {
             "[payout.sepa]\nname = \"Op\"\niban = \"DE89370400440532013000\"\nbic = \"COBADEFFXXX\"\ntown = \"Berlin\"\ncountry = \"Germany\"\n",
             9,
             "country",
-            "not a two-letter ISO 3166 country code",
+            "not an ISO 3166 country code",
+        ),
+        (
+            // the United Kingdom's code is GB
+            "[payout.sepa]\nname = \"Op\"\niban = \"DE89370400440532013000\"\nbic = \"COBADEFFXXX\"\ntown = \"London\"\ncountry = \"UK\"\n",
+            9,
+            "country",
+            "\"UK\" is not an ISO 3166 country code",
+        ),
+        (
+            // a bank of Saint-Pierre-et-Miquelon: French IBAN, PM in the BIC
+            "[payout.sepa]\nname = \"Op\"\niban = \"FR1420041010050500013M02606\"\nbic = \"BDSPPMPMXXX\"\n",
+            4,
+            "town",
+            "the account is in PM, outside the EEA: SEPA transfers from it need the debtor's address",
         ),
         (
             "[payout.sepa]\nname = \"Op\"\niban = \"DE89370400440532013000\"\nbic = \"COBADEFFXXX\"\ntown = \"Berlin\"\npostcode = \"10117 Berlin-Mitte Nord\"\n",
@@ -384,7 +398,8 @@ fn nightly_writes_the_payout_files_with_its_programs() {
     );
 }
 
-/// A transfer to a bank in a SEPA country outside the EEA (here GB) needs
+/// A transfer to a bank in a SEPA country outside the EEA (here GB, and
+/// Saint-Pierre-et-Miquelon, whose banks have French IBANs) needs
 /// the debtor's address (EPC rulebook): without `town` and `country` in
 /// `[payout.sepa]` it is paid by hand and says why; with them it is in
 /// payouts.sepa.xml, which stays valid against the XSD.
@@ -407,7 +422,17 @@ fn a_payee_outside_the_eea_needs_the_debtors_address() {
         })
         .map(|l| format!("{l}\n"))
         .collect();
-    let cases = [("without", no_address), ("with", gb)];
+    // and anna banks in Saint-Pierre-et-Miquelon, outside the EEA too,
+    // with a French IBAN: her BIC says where
+    let pm = |t: &str| {
+        let r = t.replace(
+            "iban = \"DE02120300000000202051\"\nbic = \"BYLADEM1001\"",
+            "iban = \"FR7630006000011234567890189\"\nbic = \"BDSPPMPMXXX\"",
+        );
+        assert_ne!(r, t);
+        r
+    };
+    let cases = [("without", pm(&no_address)), ("with", pm(&gb))];
     for (name, text) in cases {
         let cfg = dir.path().join(format!("{name}.toml"));
         std::fs::write(&cfg, text).unwrap();
@@ -416,16 +441,27 @@ fn a_payee_outside_the_eea_needs_the_debtors_address() {
         let manual = read(&out.join("payouts.manual.csv"));
         let xml = read(&out.join("payouts.sepa.xml"));
         let chloe_by_hand = manual.contains(
-            "2026-11,aff_chloe,EUR,262.00,PO-2026-11-aff_chloe,the IBAN's country GB is outside the EEA: SEPA needs the debtor's address ([payout.sepa] town and country)",
+            "2026-11,aff_chloe,EUR,262.00,PO-2026-11-aff_chloe,the account's country GB is outside the EEA: SEPA needs the debtor's address ([payout.sepa] town and country)",
+        );
+        let anna_by_hand = manual.contains(
+            "2026-11,aff_anna,EUR,153.45,PO-2026-11-aff_anna,the account's country PM is outside the EEA: SEPA needs the debtor's address ([payout.sepa] town and country)",
         );
         if name == "without" {
-            assert!(chloe_by_hand, "{manual}");
+            assert!(chloe_by_hand && anna_by_hand, "{manual}");
             assert!(!xml.contains("GB29NWBK60161331926819"), "{xml}");
+            assert!(!xml.contains("FR7630006000011234567890189"), "{xml}");
             assert!(!xml.contains("<PstlAdr>"), "{xml}");
-            assert_eq!(all(&xml, "NbOfTxs"), vec!["2", "2"]);
+            assert_eq!(all(&xml, "NbOfTxs"), vec!["1", "1"]);
         } else {
-            assert!(!chloe_by_hand && !manual.contains("aff_chloe"), "{manual}");
+            assert!(
+                !manual.contains("aff_chloe") && !manual.contains("aff_anna"),
+                "{manual}"
+            );
             assert!(xml.contains("<IBAN>GB29NWBK60161331926819</IBAN>"), "{xml}");
+            assert!(
+                xml.contains("<IBAN>FR7630006000011234567890189</IBAN>"),
+                "{xml}"
+            );
             assert!(xml.contains("<TwnNm>Berlin</TwnNm>"), "{xml}");
             assert_eq!(all(&xml, "NbOfTxs"), vec!["3", "3"]);
             let v = std::process::Command::new("xmllint")
