@@ -255,6 +255,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Run { config, period: p } => {
             let p = period(&p)?;
             let cfg = settlement::config::load(&config)?;
+            if let Some(q) = settlement::run::never_run_before(&store, p)? {
+                eprintln!(
+                    "warning: {q} has never been run: this draft of {p} carries in no balance from it and cannot be closed before it is; run the periods in order"
+                );
+            }
             match settlement::run::run(&mut store, &cfg, p)? {
                 settlement::run::RunOutcome::Replaced {
                     entries,

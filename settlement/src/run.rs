@@ -2198,6 +2198,24 @@ fn write_plan(store: &Store, plan: &Plan) -> Result<RunOutcome> {
     })
 }
 
+/// The first month after the last closed period and before `p` that has
+/// never been run. Closing `p` then would freeze that month with no draft:
+/// its facts arrived before `p`'s watermark, so they are no late facts
+/// either, and would be booked in no period at all.
+pub fn never_run_before(store: &Store, p: Period) -> Result<Option<Period>> {
+    let Some(h) = store.last_closed()? else {
+        return Ok(None);
+    };
+    let mut q = h.next();
+    while q < p {
+        if store.period_state(q)?.is_none() {
+            return Ok(Some(q));
+        }
+        q = q.next();
+    }
+    Ok(None)
+}
+
 /// `settlement close`: freezes the period's draft.
 pub fn close(store: &mut Store, p: Period) -> Result<()> {
     match store.period_state(p)? {
@@ -2223,6 +2241,11 @@ pub fn close(store: &mut Store, p: Period) -> Result<()> {
         return Err(Error::Usage(format!(
             "period {} is still open: close it before {p}",
             Period::from_key(q)
+        )));
+    }
+    if let Some(q) = never_run_before(store, p)? {
+        return Err(Error::Usage(format!(
+            "period {q} has never been run: periods close in order, so run and close {q} before {p} (else its facts are booked in no period)"
         )));
     }
     // the draft must have been computed after the period before it closed:

@@ -164,6 +164,50 @@ fn closed_period_refuses_run_with_exit_1_and_late_facts_adjust() {
     assert!(read(&nov.join("statements.csv")).contains("2026-11,a,p,USD,10.00,"));
 }
 
+/// Periods close in order: with November closed, January cannot close
+/// while December was never run. (Before, it could: December had no draft
+/// for the check to see, was frozen with January, and its sale was paid in
+/// no period.) `run` of January warns; December, once run and closed,
+/// pays its sale and January closes.
+#[test]
+fn a_month_never_run_cannot_be_skipped_by_close() {
+    let t = tempfile::tempdir().unwrap();
+    let db = t.path().join("s.db");
+    let cfg = write(t.path(), "p.toml", PROGRAMS);
+    let dec = sale("e2", 6, "300").replace("2026-11-", "2026-12-");
+    let jan = sale("e3", 6, "500").replace("2026-11-", "2027-01-");
+    let events = format!("{PARTNER}\n{}\n{dec}\n{jan}\n", sale("e1", 5, "1000"));
+    ok(&db, &["import", &write(t.path(), "a.ndjson", &events)]);
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
+    ok(&db, &["close", "--period", "2026-11"]);
+    let o = settlement(&db, &["run", "--config", &cfg, "--period", "2027-01"]);
+    assert!(o.status.success());
+    let warned = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        warned.contains("warning: 2026-12 has never been run"),
+        "{warned}"
+    );
+    let (c, err) = code(&db, &["close", "--period", "2027-01"]);
+    assert_eq!(c, 1, "{err}");
+    assert!(
+        err.contains("period 2026-12 has never been run: periods close in order, so run and close 2026-12 before 2027-01"),
+        "{err}"
+    );
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-12"]);
+    let (c, err) = code(&db, &["close", "--period", "2027-01"]);
+    assert_eq!(c, 1, "{err}");
+    assert!(err.contains("period 2026-12 is still open"), "{err}");
+    ok(&db, &["close", "--period", "2026-12"]);
+    let out = t.path().join("dec");
+    report(&db, "2026-12", &out, &[]);
+    assert_eq!(
+        read(&out.join("payouts.csv")).lines().nth(1),
+        Some("2026-12,a,USD,30.00,PO-2026-12-a"),
+    );
+    ok(&db, &["run", "--config", &cfg, "--period", "2027-01"]);
+    ok(&db, &["close", "--period", "2027-01"]);
+}
+
 #[test]
 fn config_errors_name_file_line_and_key() {
     let t = tempfile::tempdir().unwrap();
