@@ -1080,9 +1080,11 @@ fn compute_part(
     }
     let mut originals: FxHashMap<(u32, &str), u32> = FxHashMap::default();
     if !wanted.is_empty() {
+        // the first with an amount (a lead sharing its sale's order id is
+        // not what a refund of the sale reverses), else the first
         let before = |a: u32, b: u32| {
             let (ca, cb) = (&f.convs[a as usize], &f.convs[b as usize]);
-            (ca.ts, f.id(ca), a) < (cb.ts, f.id(cb), b)
+            (ca.amount.is_none(), ca.ts, f.id(ca), a) < (cb.amount.is_none(), cb.ts, f.id(cb), b)
         };
         for &i in &f.with_txn {
             let c = &f.convs[i as usize];
@@ -1168,7 +1170,9 @@ fn compute_part(
             Some(&mut custs[slot_of[k] as usize])
         };
         let is_first = match cust.as_deref_mut() {
-            None => true,
+            // no customer, no telling: a `first_only` rule (a one-off
+            // bounty) would pay each one
+            None => false,
             Some(cu) => {
                 let n = event_bits.len() as u32;
                 let bit = *event_bits.entry(c.event).or_insert(n);
@@ -1263,7 +1267,8 @@ fn compute_part(
         attr.push((ci, partner, method));
         let info = f.partners.get(&partner);
         let self_ref = c.customer == partner
-            || (ex.email_hash != NONE && info.is_some_and(|i| i.email_hash == ex.email_hash));
+            || (ex.email_hash != NONE && info.is_some_and(|i| i.email_hash == ex.email_hash))
+            || (!f.erased_self.is_empty() && f.erased_self.contains(&(c.customer, partner)));
         if self_ref {
             rejection = Some(Rejection::SelfReferral);
         } else if info.is_none() {

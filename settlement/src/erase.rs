@@ -4,9 +4,10 @@
 //! edge gives them and lose their email hash and visitor traces; the clicks
 //! they name lose visitor, ASN, datacenter, referrer and country. No amount,
 //! no ledger entry, no statement changes: attribution only compares customer
-//! ids with each other, and the pseudonym is one stable id for all of them.
-//! Self-referral by customer id or email hash can no longer be seen for an
-//! erased customer (closed periods keep their entries as they are).
+//! ids with each other, and the pseudonym is one stable id for all of them;
+//! the partners the customer was (by id or email hash, the self-referral
+//! test) are kept beside the pseudonym (`erased_self_referrals`), so its
+//! self-referrals stay rejected.
 
 use crate::error::{Error, Result};
 use crate::events::{
@@ -61,7 +62,24 @@ pub fn erase(
         return Err(Error::Usage(format!("{customer} is already a pseudonym")));
     }
     let tx = store.conn.transaction()?;
-    let (clicks, events) = scrub(&tx, customer, pseudonym)?;
+    let (clicks, events, email_hashes) = scrub(&tx, customer, pseudonym)?;
+    // the partners the customer was, by id or email hash: once the id is a
+    // pseudonym and the hash gone, a run could not see the self-referral,
+    // and would pay what it rejected
+    {
+        let mut st = tx.prepare("SELECT id, email_hash FROM partners ORDER BY id")?;
+        let mut rows = st.query([])?;
+        let mut ins = tx.prepare(
+            "INSERT OR IGNORE INTO erased_self_referrals (pseudonym, partner) VALUES (?1, ?2)",
+        )?;
+        while let Some(r) = rows.next()? {
+            let id = r.get_ref(0)?.as_str()?;
+            let hash = r.get_ref(1)?.as_str_or_null()?;
+            if id == customer || hash.is_some_and(|h| email_hashes.contains(h.as_bytes())) {
+                ins.execute(params![pseudonym, id])?;
+            }
+        }
+    }
     if events == 0 {
         let before: Option<String> = tx
             .query_row(
@@ -100,14 +118,23 @@ pub fn erase(
     })
 }
 
+/// The email hashes an erased customer's events carried.
+type Hashes = std::collections::HashSet<Vec<u8>>;
+
 /// Pseudonymises the customer's conversions and deals and scrubs the clicks
-/// they name, rewriting the blocks that hold them: (clicks, events) changed.
-fn scrub(c: &rusqlite::Connection, customer: &str, pseudonym: &str) -> Result<(usize, usize)> {
+/// they name, rewriting the blocks that hold them: (clicks, events) changed,
+/// and the email hashes those events carried.
+fn scrub(
+    c: &rusqlite::Connection,
+    customer: &str,
+    pseudonym: &str,
+) -> Result<(usize, usize, Hashes)> {
     let fact = |k: Option<i64>| k == Some(KIND_CONVERSION) || k == Some(KIND_DEAL);
     let mut named = std::collections::HashSet::<Vec<u8>>::new();
+    let mut hashes = Hashes::new();
     events::scan(
         c,
-        Cols::of(&[E_KIND], &[E_CUSTOMER, E_CLICK_ID]),
+        Cols::of(&[E_KIND], &[E_CUSTOMER, E_CLICK_ID, E_EMAIL_HASH]),
         "1",
         [],
         |b| {
@@ -115,6 +142,9 @@ fn scrub(c: &rusqlite::Connection, customer: &str, pseudonym: &str) -> Result<(u
                 if fact(b.int(E_KIND, r)) && b.bytes(E_CUSTOMER, r) == Some(customer.as_bytes()) {
                     if let Some(k) = b.bytes(E_CLICK_ID, r) {
                         named.insert(k.to_vec());
+                    }
+                    if let Some(h) = b.bytes(E_EMAIL_HASH, r) {
+                        hashes.insert(h.to_vec());
                     }
                 }
             }
@@ -145,7 +175,7 @@ fn scrub(c: &rusqlite::Connection, customer: &str, pseudonym: &str) -> Result<(u
         }
         Ok(None)
     })?;
-    Ok((clicks, facts))
+    Ok((clicks, facts, hashes))
 }
 
 #[cfg(test)]

@@ -529,6 +529,9 @@ pub struct Facts {
     pub partners: FxHashMap<u32, PartnerInfo>,
     /// `(program, code)` -> partner.
     pub coupons: FxHashMap<(u32, u32), u32>,
+    /// `(pseudonym, partner)`: an erased customer who was that partner
+    /// (`settlement erase`), a self-referral still.
+    pub erased_self: FxHashSet<(u32, u32)>,
     pub bot_clicks: FxHashSet<Box<str>>,
     /// Conversions that name an `original_txn_id` (refunds, chargebacks),
     /// in load order: the engine finds what they reverse without a pass
@@ -1314,6 +1317,13 @@ impl Facts {
             email_hash: self.syms.opt(email_hash),
         };
         self.partners.insert(id, info);
+    }
+
+    /// An erased customer (its pseudonym) who was `partner`: its
+    /// conversions attributed to that partner stay self-referrals.
+    pub fn add_erased_self_referral(&mut self, pseudonym: &str, partner: &str) {
+        let k = (self.syms.intern(pseudonym), self.syms.intern(partner));
+        self.erased_self.insert(k);
     }
 
     pub fn add_coupon(&mut self, program: &str, code: &str, partner: &str) {

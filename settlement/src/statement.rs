@@ -191,6 +191,13 @@ pub fn compute<'a>(
         for x in [a.earned, a.reversed, a.adjusted] {
             add(&mut balance, x)?;
         }
+        // what is held back is never more than the balance, nor negative: a
+        // negative entry still within its hold (a net-revenue loss) or a
+        // matured clawback larger than the matured money takes it from the
+        // held money, instead of being left out of the matured balance
+        // (which paid the commission it offsets) or written off (which
+        // paid the held money later)
+        a.pending = a.pending.max(Decimal::ZERO).min(balance.max(Decimal::ZERO));
         let mut matured = balance.checked_sub(a.pending).ok_or(Overflow)?;
         if matured.is_sign_negative() && !matured.is_zero() && !negative_carryover {
             let w = -matured;
@@ -414,10 +421,12 @@ mod tests {
             &BTreeMap::new(),
         )
         .unwrap();
+        // the held 25.00 covers part of the -80.00 (pending is never more
+        // than the balance): -55.00 written off, nothing left to pay later
         let r = &rows[0];
         assert_eq!(
             (r.earned, r.adjusted, r.pending, r.payable, r.carried_out),
-            (d("-55.00"), d("80.00"), d("25.00"), d("0"), d("25.00"))
+            (d("-55.00"), d("55.00"), d("0"), d("0"), d("0"))
         );
         assert_eq!(extra[0].kind, EntryKind::Writeoff);
         let (rows, extra) = compute(

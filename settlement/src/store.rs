@@ -173,6 +173,16 @@ UPDATE coupons SET updated_at =
   CAST(round(unixepoch(json_extract(raw, '$.updated_at'), 'subsec') * 1000) AS INTEGER)
   WHERE json_valid(raw) AND json_extract(raw, '$.updated_at') IS NOT NULL;",
     ),
+    // the partners an erased customer was (its id was theirs, or its email
+    // hash): `settlement erase` keeps the self-referral verdict, which the
+    // pseudonym and the dropped email hash could no longer give
+    (
+        11,
+        "erased_self_referrals",
+        "CREATE TABLE erased_self_referrals (
+  pseudonym TEXT NOT NULL, partner TEXT NOT NULL, PRIMARY KEY (pseudonym, partner)
+) WITHOUT ROWID;",
+    ),
 ];
 
 pub use crate::events::{kind_code, KIND_CLICK, KIND_CONVERSION, KIND_DEAL, KIND_MDF};
@@ -532,6 +542,15 @@ impl Store {
                     &hist,
                     r.get_ref(6)?.as_str_or_null()?,
                 );
+            }
+        }
+        {
+            let mut st = self.conn.prepare(
+                "SELECT pseudonym, partner FROM erased_self_referrals ORDER BY pseudonym, partner",
+            )?;
+            let mut rows = st.query([])?;
+            while let Some(r) = rows.next()? {
+                f.add_erased_self_referral(r.get_ref(0)?.as_str()?, r.get_ref(1)?.as_str()?);
             }
         }
         {

@@ -208,6 +208,50 @@ fn a_month_never_run_cannot_be_skipped_by_close() {
     ok(&db, &["close", "--period", "2027-01"]);
 }
 
+/// `erase` changes no money: a self-referral stays rejected once its
+/// customer is a pseudonym without its email hash. In examples/prop-firm
+/// customer u_5 has trader_tom's email hash (ev_p6, rejected); in
+/// examples/saas-affiliate customer aff_silver is that partner (ev_009).
+/// Before, the rerun after the erasure paid both: trader_tom 39.30 became
+/// 99.30.
+#[test]
+fn erasing_a_self_referring_customer_pays_nothing_more() {
+    let t = tempfile::tempdir().unwrap();
+    for (example, customer) in [("prop-firm", "u_5"), ("saas-affiliate", "aff_silver")] {
+        let dir = repo().join("examples").join(example);
+        let db = t.path().join(format!("{example}.db"));
+        let cfg = dir.join("programs.toml");
+        let cfg = cfg.to_str().unwrap();
+        ok(
+            &db,
+            &["import", dir.join("events.ndjson").to_str().unwrap()],
+        );
+        ok(&db, &["run", "--config", cfg, "--period", "2026-11"]);
+        let before = t.path().join(format!("{example}-before"));
+        report(&db, "2026-11", &before, &[]);
+        let ledger = read(&before.join("ledger.csv"));
+        assert!(ledger.contains(",self_referral,"), "{ledger}");
+        let o = std::process::Command::new(bin())
+            .arg("--db")
+            .arg(&db)
+            .args(["erase", "--customer", customer, "--by", "dpo"])
+            .env("ERASURE_SECRET", "k")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        ok(&db, &["run", "--config", cfg, "--period", "2026-11"]);
+        let after = t.path().join(format!("{example}-after"));
+        report(&db, "2026-11", &after, &[]);
+        for f in ["statements.csv", "payouts.csv", "ledger.csv"] {
+            assert_eq!(
+                read(&before.join(f)),
+                read(&after.join(f)),
+                "{example}: {f} changed by the erasure of {customer}"
+            );
+        }
+    }
+}
+
 #[test]
 fn config_errors_name_file_line_and_key() {
     let t = tempfile::tempdir().unwrap();

@@ -410,6 +410,107 @@ fn cap_months_first_only_min_amount() {
     assert!(amounts(&w.draft("2027-01").0, EntryKind::Commission).is_empty());
 }
 
+/// A `first_only` rule cannot tell the first conversion of a conversion
+/// without a customer: it never matches one, and the next rule does (or
+/// none). Before, each of three `ftd`s without a customer was its
+/// customer's first and paid the one-off bounty: 150.00.
+#[test]
+fn first_only_never_pays_a_conversion_without_a_customer() {
+    let r = "[[programs.rules]]\nevent = \"ftd\"\nfixed = \"50\"\nfirst_only = true\n\
+             [[programs.rules]]\nevent = \"ftd\"\nfixed = \"1\"\n";
+    let mut lines = vec![partner("a", "")];
+    for (i, d) in ["2026-11-02", "2026-11-03", "2026-11-04"]
+        .iter()
+        .enumerate()
+    {
+        lines.push(conv(
+            &format!("f{i}"),
+            d,
+            "ftd",
+            &format!("{}{}", click("a", d), usd("500")),
+        ));
+    }
+    // one with a customer still gets the bounty
+    lines.push(conv(
+        "f9",
+        "2026-11-05",
+        "ftd",
+        &format!(
+            ",\"customer\":\"c9\"{}{}",
+            click("a", "2026-11-05"),
+            usd("500")
+        ),
+    ));
+    let w = world(&rules("", r), &lines);
+    let (nov, st) = w.draft("2026-11");
+    assert_eq!(
+        amounts(&nov, EntryKind::Commission),
+        s(&[("a", "1.00"), ("a", "1.00"), ("a", "1.00"), ("a", "50.00")])
+    );
+    assert_eq!(st[0].earned.to_string(), "53.00");
+}
+
+/// A refund reverses the sale its `original_txn_id` names, not a lead that
+/// shares the order id (SPEC: `txn_id` is unique per program and event):
+/// the first conversion with that id carrying an amount. Hand-worked: lead
+/// 5.00 fixed, sale 20% of 500 = 100.00; a refund of 250 reverses
+/// 250 / 500 of 100.00 = 50.00 of the sale, and a chargeback with no amount
+/// of a second order all of its sale's 40.00; both leads stay paid. (Before,
+/// the refund reversed the lead's 5.00 in full and the sale stayed paid.)
+#[test]
+fn a_refund_reverses_the_sale_not_a_lead_with_its_order_id() {
+    let r = "[[programs.rules]]\nevent = \"sale\"\npercent = \"20\"\n\
+             [[programs.rules]]\nevent = \"lead\"\nfixed = \"5\"\n";
+    let order = |id: &str, event: &str, d: &str, txn: &str, extra: &str| {
+        conv(id, d, event, &format!("{}{extra}", click("a", d))).replace(
+            &format!("\"txn_id\":\"{id}\""),
+            &format!("\"txn_id\":\"{txn}\""),
+        )
+    };
+    let w = world(
+        &rules("", r),
+        &[
+            partner("a", ""),
+            order("l1", "lead", "2026-11-02", "ORD-1", ""),
+            order("s1", "sale", "2026-11-03", "ORD-1", &usd("500")),
+            order("l2", "lead", "2026-11-04", "ORD-2", ""),
+            order("s2", "sale", "2026-11-05", "ORD-2", &usd("200")),
+            conv(
+                "r1",
+                "2026-11-10",
+                "refund",
+                &format!(",\"original_txn_id\":\"ORD-1\"{}", usd("250")),
+            ),
+            refund("r2", "2026-11-11", "ORD-2"),
+        ],
+    );
+    let (es, st) = w.draft("2026-11");
+    assert_eq!(
+        amounts(&es, EntryKind::Commission),
+        s(&[
+            ("a", "100.00"),
+            ("a", "40.00"),
+            ("a", "5.00"),
+            ("a", "5.00")
+        ])
+    );
+    assert_eq!(
+        amounts(&es, EntryKind::Clawback),
+        s(&[("a", "-40.00"), ("a", "-50.00")])
+    );
+    let mut reversed: Vec<&str> = es
+        .iter()
+        .filter(|e| e.kind == EntryKind::Clawback)
+        .map(|e| e.sources[1].as_str())
+        .collect();
+    reversed.sort();
+    assert_eq!(reversed, ["s1", "s2"]);
+    assert_eq!(
+        (st[0].earned.to_string(), st[0].reversed.to_string()),
+        ("150.00".into(), "-90.00".into())
+    );
+}
+
 #[test]
 fn ladders_marginal_and_retroactive() {
     // lots, marginal, steps 0 and 500 (SPEC): 499 lots at 8 = 3992; then 3 lots:
@@ -816,6 +917,57 @@ fn a_refund_within_the_hold_never_pays_its_commission() {
     );
     let feb = ["0.00", "0.00", "0.00", "60.00", "0.00", "60.00", "0.00"];
     assert_eq!(figures(&w, "2027-02"), f7(feb));
+}
+
+/// A net-revenue loss still within its hold is no reason to pay more: the
+/// held money is never negative. Hold 10: +50 matured (Nov 6 + 10), +100
+/// matured (Nov 5), -100 (Nov 25, held until Dec 5). Nov: balance 50,
+/// pending 0, 50 paid; Dec: nothing. (Before, pending -100 made the
+/// matured balance 150: 150 paid, and December wrote off the -100.)
+#[test]
+fn a_held_net_revenue_loss_is_never_paid_out() {
+    let cfg = held(10);
+    let w = world(
+        &cfg,
+        &[
+            partner("a", ""),
+            sale("s1", "2026-11-05", "500"),
+            sale("s3", "2026-11-06", "250"),
+            sale("s2", "2026-11-25", "-500"),
+        ],
+    );
+    let nov = ["50.00", "0.00", "0.00", "0.00", "0.00", "50.00", "0.00"];
+    assert_eq!(figures(&w, "2026-11"), f7(nov));
+    let mut w = w;
+    w.run_close("2026-11");
+    assert_eq!(figures(&w, "2026-12"), None);
+}
+
+/// A refund of a paid sale is recovered from the refund period's balance,
+/// held money too, before anything is written off. Hold 10: Oct 5 sale
+/// 500, 100.00 paid in October; Nov 20 refunded (-100.00, at once: what it
+/// reverses has matured); Nov 25 sale 300, 60.00 held until Dec 5.
+/// Nov: balance -40, pending 0 (never more than the balance), matured -40
+/// written off; Dec: nothing to pay. (Before, pending 60 left -100 to be
+/// written off, and December paid the 60.)
+#[test]
+fn a_refund_of_a_paid_sale_is_recovered_from_held_money() {
+    let mut w = world(
+        &held(10),
+        &[
+            partner("a", ""),
+            sale("s1", "2026-10-05", "500"),
+            refund("r1", "2026-11-20", "s1"),
+            sale("s2", "2026-11-25", "300"),
+        ],
+    );
+    let oct = ["100.00", "0.00", "0.00", "0.00", "0.00", "100.00", "0.00"];
+    assert_eq!(figures(&w, "2026-10"), f7(oct));
+    w.run_close("2026-10");
+    let nov = ["60.00", "-100.00", "40.00", "0.00", "0.00", "0.00", "0.00"];
+    assert_eq!(figures(&w, "2026-11"), f7(nov));
+    w.run_close("2026-11");
+    assert_eq!(figures(&w, "2026-12"), None);
 }
 
 #[test]
