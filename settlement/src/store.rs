@@ -922,14 +922,17 @@ impl<'t> Inserter<'t> {
                    tier = excluded.tier, status = excluded.status, history = excluded.history,
                    currency = excluded.currency, email_hash = excluded.email_hash,
                    created_at = excluded.created_at, updated_at = excluded.updated_at, raw = excluded.raw
-                 WHERE (COALESCE(excluded.updated_at, -1), excluded.raw) > (COALESCE(partners.updated_at, -1), partners.raw)",
+                 WHERE (excluded.updated_at IS NULL AND partners.updated_at IS NULL)
+                    OR (COALESCE(excluded.updated_at, -1), excluded.raw) > (COALESCE(partners.updated_at, -1), partners.raw)",
             )?,
             coupon: tx.prepare_cached(
                 "INSERT INTO coupons (program, code, partner, created_at, updated_at, raw)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (program, code) DO UPDATE SET partner = excluded.partner,
                    created_at = excluded.created_at, updated_at = excluded.updated_at, raw = excluded.raw
-                 WHERE (COALESCE(excluded.updated_at, excluded.created_at, -1), excluded.raw)
+                 WHERE (excluded.updated_at IS NULL AND coupons.updated_at IS NULL
+                        AND excluded.created_at IS coupons.created_at)
+                    OR (COALESCE(excluded.updated_at, excluded.created_at, -1), excluded.raw)
                      > (COALESCE(coupons.updated_at, coupons.created_at, -1), coupons.raw)",
             )?,
             one: Block::new(0),

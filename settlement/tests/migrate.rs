@@ -414,3 +414,39 @@ fn a_row_of_no_break_spaces_is_blank() {
     assert_eq!(c, 0, "{err}");
     assert!(!snapshot(&db).is_empty());
 }
+
+/// A corrected mapping imported again wins: registry lines without an
+/// `updated_at` (every migrated line) are replaced by the later import.
+/// Before, the line whose JSON sorted higher stayed, so a fix from
+/// `suspended` back to `approved` was dropped without a word (and every
+/// commission of the partner stayed rejected), while a tier fix landed.
+/// A line with an `updated_at` (the edge's) still wins over both.
+#[test]
+fn a_corrected_mapping_imported_again_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let (m, f) = ex("partnerstack");
+    let right = read(Path::new(&m));
+    let wrong = right.replace("active = \"approved\"", "active = \"suspended\"");
+    assert_ne!(wrong, right);
+    let wrong_path = dir.path().join("wrong.toml");
+    std::fs::write(&wrong_path, wrong).unwrap();
+    let status = |db: &Path| db_rows(db, "SELECT status FROM partners WHERE id = 'part_7Hk2mQ'");
+    ok(&db, &["import", "--map", wrong_path.to_str().unwrap(), &f]);
+    assert_eq!(status(&db), ["suspended"]);
+    ok(&db, &["import", "--map", &m, &f]);
+    assert_eq!(status(&db), ["approved"]);
+    // and back, whichever sorts higher
+    ok(&db, &["import", "--map", wrong_path.to_str().unwrap(), &f]);
+    assert_eq!(status(&db), ["suspended"]);
+    // the edge's line, with its updated_at, is not replaced by a migrated one
+    let edge = dir.path().join("edge.ndjson");
+    std::fs::write(
+        &edge,
+        "{\"type\":\"partner\",\"id\":\"part_7Hk2mQ\",\"program\":\"saas\",\"status\":\"approved\",\"updated_at\":\"2026-11-01T00:00:00Z\"}\n",
+    )
+    .unwrap();
+    ok(&db, &["import", edge.to_str().unwrap()]);
+    ok(&db, &["import", "--map", wrong_path.to_str().unwrap(), &f]);
+    assert_eq!(status(&db), ["approved"]);
+}
