@@ -209,6 +209,27 @@ pub struct Store {
     pub ids: std::cell::RefCell<Option<IdIndex>>,
 }
 
+/// Whether SQLite refused for another connection's lock.
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+}
+
+/// `f` again every 25 ms while SQLite answers busy, until `deadline`.
+fn retry_busy<T>(
+    deadline: std::time::Instant,
+    mut f: impl FnMut() -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    loop {
+        match f() {
+            Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            r => return r,
+        }
+    }
+}
+
 /// ledger/invoice rowid range of a period
 pub fn pos_base(p: Period) -> i64 {
     p.key() * 10_000_000_000
@@ -220,7 +241,12 @@ impl Store {
         // only takes effect for a new file: larger pages suit bulk appends
         conn.pragma_update(None, "page_size", 16_384i64)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // while an import holds the store in rollback mode (`bulk_mode`),
+        // SQLite answers the switch to WAL with SQLITE_BUSY at once, without
+        // the busy handler (a read lock waiting on a writer could deadlock):
+        // wait for it here as the busy timeout would
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        retry_busy(deadline, || conn.pragma_update(None, "journal_mode", "WAL"))?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "OFF")?;
         conn.pragma_update(None, "temp_store", "MEMORY")?;
@@ -236,7 +262,14 @@ impl Store {
             checkpoint: std::sync::Mutex::new(None),
             ids: std::cell::RefCell::new(None),
         };
-        s.migrate()?;
+        loop {
+            match s.migrate() {
+                Err(Error::Store(e)) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+                r => break r?,
+            }
+        }
         Ok(s)
     }
 

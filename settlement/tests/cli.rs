@@ -252,6 +252,51 @@ fn erasing_a_self_referring_customer_pays_nothing_more() {
     }
 }
 
+/// A command started while an import holds the store (in rollback mode,
+/// as a large import does, with its write transaction open) waits for it,
+/// as the busy timeout promises. Before, SQLite refused the new process's
+/// switch to WAL at once ("database is locked", exit 2).
+#[test]
+fn a_command_waits_for_an_import_holding_the_store() {
+    let t = tempfile::tempdir().unwrap();
+    let db = t.path().join("s.db");
+    ok(
+        &db,
+        &[
+            "import",
+            &write(
+                t.path(),
+                "a.ndjson",
+                &format!("{PARTNER}\n{}\n", sale("e1", 1, "100")),
+            ),
+        ],
+    );
+    let later = write(t.path(), "b.ndjson", &format!("{}\n", sale("e2", 2, "50")));
+    // what Store::bulk_mode does: rollback journal, a write under way
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let mode: String = c
+        .query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "delete");
+    c.execute_batch("BEGIN IMMEDIATE; INSERT INTO meta (key, value) VALUES ('test', 'held');")
+        .unwrap();
+    // the write ends a while after the command started
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        c.execute_batch("COMMIT").unwrap();
+        drop(c);
+    });
+    let o = std::process::Command::new(bin())
+        .arg("--db")
+        .arg(&db)
+        .args(["--quiet", "import", &later])
+        .output()
+        .unwrap();
+    release.join().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("1 new events"));
+}
+
 #[test]
 fn config_errors_name_file_line_and_key() {
     let t = tempfile::tempdir().unwrap();
