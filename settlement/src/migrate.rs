@@ -708,6 +708,12 @@ pub struct CsvReport {
     pub counts: ImportCounts,
     pub balances_new: u64,
     pub balances_known: u64,
+    /// Stored ones replaced by a different balance before any closed
+    /// period booked them.
+    pub balances_replaced: u64,
+    /// Known ones a closed period booked, left as booked though the file
+    /// differs.
+    pub balances_frozen: u64,
     pub rejected: u64,
     pub rejects_path: Option<PathBuf>,
     /// Partners with payout details, and where they were written.
@@ -719,11 +725,21 @@ impl CsvReport {
     pub fn lines(&self, file: &Path) -> Vec<String> {
         let f = file.display();
         let mut v = vec![format!(
-            "{f}: {} rows: {} partner and coupon lines, {} new opening balances, {} already known{}",
+            "{f}: {} rows: {} partner and coupon lines, {} new opening balances, {} already known{}{}{}",
             self.rows,
             self.counts.registry,
             self.balances_new,
             self.balances_known,
+            match self.balances_frozen {
+                0 => String::new(),
+                n => format!(
+                    " ({n} differ from the file but a closed period booked them: left as booked)"
+                ),
+            },
+            match self.balances_replaced {
+                0 => String::new(),
+                n => format!(", {n} replaced (not yet booked in a closed period)"),
+            },
             match &self.rejects_path {
                 Some(p) => format!(", {} bad rows set aside in {}", self.rejected, p.display()),
                 None => String::new(),
@@ -861,21 +877,59 @@ pub fn import_csv(
         // one opening balance per partner and platform: a re-downloaded or
         // renamed export adds nothing
         let id = prefixed_id("ob_", &[&mapping.source, &b.program, &b.partner]);
+        let closed: Option<i64> = tx.query_row(
+            "SELECT MAX(period) FROM periods WHERE state = 'closed'",
+            [],
+            |r| r.get(0),
+        )?;
         let p = {
             let after = Period::of_day(b.as_of_day + 1);
-            let closed: Option<i64> = tx.query_row(
-                "SELECT MAX(period) FROM periods WHERE state = 'closed'",
-                [],
-                |r| r.get(0),
-            )?;
             match closed {
                 Some(k) => after.max(Period::from_key(k).next()),
                 None => after,
             }
         };
-        let n = tx.execute(
-            "INSERT OR IGNORE INTO opening_balances (id, partner, program, amount, currency, as_of, source, line, period)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        // a balance a closed period booked is frozen; one not booked yet is
+        // replaced by a corrected export (a wrong currency or program would
+        // otherwise stop every run for good)
+        let stored: Option<(String, String, i64)> = tx
+            .query_row(
+                "SELECT amount, currency, as_of FROM opening_balances WHERE id = ?1",
+                [&id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .map(Some)
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                e => Err(e),
+            })?;
+        let same = stored.as_ref().is_some_and(|(a, c, d)| {
+            parse_decimal(a) == Some(b.amount) && c == b.currency.code() && *d == b.as_of_day
+        });
+        let frozen = stored.is_some()
+            && !same
+            && {
+                let closed_until = closed.map_or(0, |k| pos_base(Period::from_key(k).next()));
+                let n: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM ledger WHERE reason LIKE 'opening_balance:%' AND id = ?1 AND pos < ?2",
+                params![prefixed_id("le_", &["opening_balance", &id]), closed_until],
+                |r| r.get(0),
+            )?;
+                n > 0
+            };
+        if same || frozen {
+            report.balances_known += 1;
+            if frozen {
+                report.balances_frozen += 1;
+            }
+            continue;
+        }
+        tx.execute(
+            "INSERT INTO opening_balances (id, partner, program, amount, currency, as_of, source, line, period)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (id) DO UPDATE SET amount = excluded.amount, currency = excluded.currency,
+               as_of = excluded.as_of, source = excluded.source, line = excluded.line,
+               period = excluded.period",
             params![
                 id,
                 b.partner,
@@ -888,10 +942,10 @@ pub fn import_csv(
                 p.key()
             ],
         )?;
-        if n == 1 {
+        if stored.is_none() {
             report.balances_new += 1;
         } else {
-            report.balances_known += 1;
+            report.balances_replaced += 1;
         }
     }
     if !rejects.is_empty() {

@@ -450,3 +450,86 @@ fn a_corrected_mapping_imported_again_wins() {
     ok(&db, &["import", "--map", wrong_path.to_str().unwrap(), &f]);
     assert_eq!(status(&db), ["approved"]);
 }
+
+/// An opening balance with a wrong currency stops every run (exit 2 naming
+/// it); the corrected export imported again replaces it while no closed
+/// period has booked it, and the run books the corrected one. Once a
+/// closed period booked a balance, a different one in a later file is
+/// left as booked and the import says so. (Before, the first import won
+/// and no command could remove the wrong balance.)
+#[test]
+fn a_wrong_opening_balance_is_replaced_until_a_closed_period_books_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let (m, _) = ex("partnerstack");
+    let head = "Partner Key,First Name,Last Name,Email,Company,Group,Status,Coupon Code,Balance (cents),Currency,Created At\n";
+    let csv = dir.path().join("e.csv");
+    let file = |rows: &str| {
+        std::fs::write(&csv, format!("{head}{rows}")).unwrap();
+        csv.to_str().unwrap().to_string()
+    };
+    let e = "part_E,E,E,e@e.example,,Default,active,,7000,USD,\n";
+    ok(
+        &db,
+        &[
+            "import",
+            "--map",
+            &m,
+            &file(&format!(
+                "{e}part_H,H,H,h@h.example,,Default,active,,7000,EUR,\n"
+            )),
+        ],
+    );
+    let run = |p: &str| code(&db, &["run", "--config", &programs(), "--period", p]);
+    let (c, err) = run("2026-11");
+    assert_eq!(c, 2, "{err}");
+    assert!(
+        err.contains("the opening balance of part_H is in EUR"),
+        "{err}"
+    );
+    let o = settlement(
+        &db,
+        &[
+            "import",
+            "--map",
+            &m,
+            &file(&format!(
+                "{e}part_H,H,H,h@h.example,,Default,active,,7100,USD,\n"
+            )),
+        ],
+    );
+    assert!(o.status.success());
+    let said = String::from_utf8_lossy(&o.stderr).to_string() + &String::from_utf8_lossy(&o.stdout);
+    assert!(
+        said.contains("0 new opening balances, 1 already known, 1 replaced"),
+        "{said}"
+    );
+    let (c, err) = run("2026-11");
+    assert_eq!(c, 0, "{err}");
+    let booked = || {
+        db_rows(
+            &db,
+            "SELECT partner || ' ' || amount || ' ' || currency FROM ledger WHERE reason LIKE 'opening_balance:%' ORDER BY partner",
+        )
+    };
+    assert_eq!(booked(), ["part_E 70.00 USD", "part_H 71.00 USD"]);
+    ok(&db, &["close", "--period", "2026-11"]);
+    // booked and closed: frozen
+    let o = settlement(
+        &db,
+        &[
+            "import",
+            "--map",
+            &m,
+            &file(&format!(
+                "{e}part_H,H,H,h@h.example,,Default,active,,9900,USD,\n"
+            )),
+        ],
+    );
+    assert!(o.status.success());
+    let said = String::from_utf8_lossy(&o.stderr).to_string() + &String::from_utf8_lossy(&o.stdout);
+    assert!(said.contains("2 already known (1 differ from the file but a closed period booked them: left as booked)"), "{said}");
+    let (c, err) = run("2026-12");
+    assert_eq!(c, 0, "{err}");
+    assert_eq!(booked(), ["part_E 70.00 USD", "part_H 71.00 USD"]);
+}
