@@ -19,6 +19,15 @@ pub fn validate(r: &Record) -> std::result::Result<(), String> {
 }
 
 /// [`validate`] of a line's fields.
+/// 10^18: amounts and lots have at most 18 integer digits.
+const MAX_MAGNITUDE: rust_decimal::Decimal = rust_decimal::Decimal::from_parts(
+    2_808_348_672, // 10^18 = 232_830_643 * 2^32 + 2_808_348_672
+    232_830_643,
+    0,
+    false,
+    0,
+);
+
 pub fn check(r: &Line) -> std::result::Result<(), String> {
     let need = |ok: bool, field: &str| {
         if ok {
@@ -41,6 +50,15 @@ pub fn check(r: &Line) -> std::result::Result<(), String> {
             r.id.filter(|id| id.is_empty() || id.chars().any(char::is_whitespace))
         {
             return Err(format!("`id` {} is empty or has a space", shown(id)));
+        }
+    }
+    // the edge's limit: an amount a run could not compute with exactly
+    // would stop every run of every later period
+    for (field, v) in [("amount", r.amount), ("lots", r.lots)] {
+        if v.is_some_and(|x| x.abs() >= MAX_MAGNITUDE) {
+            return Err(format!(
+                "`{field}` has more than 18 integer digits (the edge's limit)"
+            ));
         }
     }
     match r.kind {
@@ -660,6 +678,14 @@ mod tests {
     use super::*;
 
     const SALE: &str = r#"{"id":"e1","type":"conversion","ts":"2026-11-02T00:00:00.000Z","program":"p","event":"sale","amount":"5","currency":"USD"}"#;
+
+    #[test]
+    fn max_magnitude_is_ten_to_the_eighteenth() {
+        assert_eq!(
+            MAX_MAGNITUDE,
+            rust_decimal::Decimal::from(1_000_000_000_000_000_000u64)
+        );
+    }
     const CLICK: &str =
         r#"{"id":"c1","type":"click","ts":"2026-11-01T00:00:00.000Z","program":"p","partner":"a"}"#;
     const PARTNER: &str = r#"{"type":"partner","id":"a","program":"p","status":"approved"}"#;

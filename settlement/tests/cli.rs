@@ -297,6 +297,38 @@ fn a_command_waits_for_an_import_holding_the_store() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("1 new events"));
 }
 
+/// An amount of more than 18 integer digits (the edge's limit) is a bad
+/// line naming its field: before, it was imported, and every later run
+/// stopped on an overflow that named no event. 18 digits are fine.
+#[test]
+fn an_amount_past_18_integer_digits_is_a_bad_line() {
+    let t = tempfile::tempdir().unwrap();
+    let db = t.path().join("s.db");
+    let f = write(
+        t.path(),
+        "e.ndjson",
+        &format!(
+            "{PARTNER}\n{}\n{}\n",
+            sale("e1", 1, "999999999999999999.99"),
+            sale("e2", 2, "79228162514264337593543950335")
+        ),
+    );
+    let (c, err) = code(&db, &["import", &f]);
+    assert_eq!(c, 2, "{err}");
+    assert!(
+        err.contains("e.ndjson:3: `amount` has more than 18 integer digits"),
+        "{err}"
+    );
+    let (c, err) = code(&db, &["import", "--skip-invalid", &f]);
+    assert_eq!(c, 0, "{err}");
+    let cfg = write(t.path(), "p.toml", PROGRAMS);
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
+    report(&db, "2026-11", &t.path().join("o"), &[]);
+    assert!(
+        read(&t.path().join("o/statements.csv")).contains("2026-11,a,p,USD,100000000000000000.00,"),
+    );
+}
+
 #[test]
 fn config_errors_name_file_line_and_key() {
     let t = tempfile::tempdir().unwrap();
