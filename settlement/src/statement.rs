@@ -132,6 +132,43 @@ impl<'a> From<&'a Entry> for View<'a> {
     }
 }
 
+/// `[payout] minimum`, in the top-level currency, in `currency`: converted
+/// at the rate of the period's last day (or the last earlier one in
+/// fx.csv) and rounded half-even to the currency's minor unit, so one
+/// threshold holds for programs in JPY and KWD alike.
+fn minimum_in(
+    cfg: &Config,
+    currency: Currency,
+    last: i64,
+    cache: &mut HashMap<Currency, Decimal>,
+) -> Result<Decimal> {
+    if currency == cfg.currency || cfg.minimum.is_zero() {
+        return Ok(cfg.minimum);
+    }
+    if let Some(m) = cache.get(&currency) {
+        return Ok(*m);
+    }
+    let missing = || {
+        crate::error::Error::data(format!(
+            "{}: no {currency} rate on or before {} to convert the payout minimum {} {} into {currency}",
+            cfg.fx
+                .as_ref()
+                .map_or_else(|| cfg.path.display().to_string(), |f| f.path.display().to_string()),
+            crate::period::date_of_day(last),
+            cfg.minimum,
+            cfg.currency
+        ))
+    };
+    let fx = cfg.fx.as_ref().ok_or_else(missing)?;
+    let (rate, _) = fx.rate(currency, last).ok_or_else(missing)?;
+    let m = (cfg.minimum / rate).round_dp_with_strategy(
+        currency.minor_units(),
+        rust_decimal::RoundingStrategy::MidpointNearestEven,
+    );
+    cache.insert(currency, m);
+    Ok(m)
+}
+
 pub fn compute<'a>(
     period: Period,
     cfg: &Config,
@@ -181,6 +218,7 @@ pub fn compute<'a>(
     acc.sort_by(|a, b| a.0.cmp(&b.0));
     let mut rows = Vec::new();
     let mut extra = Vec::new();
+    let mut minimums = HashMap::new();
     let ps = period.to_string();
     for ((partner, program), mut a) in acc {
         let (partner, program) = (partner.to_string(), program.to_string());
@@ -224,7 +262,8 @@ pub fn compute<'a>(
                 adjusts: String::new(),
             });
         }
-        let payable = if matured > Decimal::ZERO && matured >= cfg.minimum {
+        let minimum = minimum_in(cfg, currency, last, &mut minimums)?;
+        let payable = if matured > Decimal::ZERO && matured >= minimum {
             matured
         } else {
             Decimal::ZERO
@@ -248,7 +287,7 @@ pub fn compute<'a>(
                     fmt_decimal(balance, currency),
                     fmt_decimal(a.pending, currency),
                     fmt_decimal(payable, currency),
-                    fmt_decimal(cfg.minimum, currency)
+                    fmt_decimal(minimum, currency)
                 ),
                 adjusts: String::new(),
             });
@@ -359,7 +398,16 @@ mod tests {
     /// partner paid once keeps `PO-<period>-<partner>`.
     #[test]
     fn two_payouts_of_one_partner_have_two_references() {
-        let c = cfg("[[programs]]\nid = \"q\"\nmodel = \"affiliate\"\ncurrency = \"EUR\"\n");
+        let mut c = cfg("[[programs]]\nid = \"q\"\nmodel = \"affiliate\"\ncurrency = \"EUR\"\n");
+        // the minimum, 50.00 USD, is 45.45 EUR
+        c.fx = Some(
+            crate::config::Fx::parse(
+                Path::new("fx.csv"),
+                "date,currency,rate\n2026-10-01,EUR,1.10\n",
+                c.currency,
+            )
+            .unwrap(),
+        );
         let p = Period::parse("2026-11").unwrap();
         let mut es = [
             e(EntryKind::Commission, "60.00", "2026-10-01"),

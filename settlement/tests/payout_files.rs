@@ -432,6 +432,11 @@ fn a_payee_outside_the_eea_needs_the_debtors_address() {
         assert_ne!(r, t);
         r
     };
+    std::fs::copy(
+        repo().join("examples/payouts/fx.csv"),
+        dir.path().join("fx.csv"),
+    )
+    .unwrap();
     let cases = [("without", pm(&no_address)), ("with", pm(&gb))];
     for (name, text) in cases {
         let cfg = dir.path().join(format!("{name}.toml"));

@@ -219,6 +219,63 @@ fn per_lot_and_minor_units_of_jpy_and_kwd() {
     );
 }
 
+/// `[payout] minimum` is in the top-level currency: a program paying in
+/// JPY or EUR compares with it converted at the period's last day's rate
+/// (fx.csv), half-even to the currency's minor unit. 50 USD = 50 / 0.0067
+/// = 7462.69 -> 7463 JPY and 50 / 1.20 = 41.666 -> 41.67 EUR. So 1000 JPY
+/// (6.70 USD) is carried forward and 45.00 EUR (54 USD) is paid. (Before,
+/// the number was read in each program's currency: 1000 JPY was paid and
+/// 45 EUR held.)
+#[test]
+fn the_payout_minimum_is_converted_to_each_programs_currency() {
+    let cfg = "currency = \"USD\"\nfx = \"fx.csv\"\n[payout]\nminimum = \"50.00\"\n\
+               [[programs]]\nid = \"j\"\nmodel = \"affiliate\"\ncurrency = \"JPY\"\n\
+               [[programs.rules]]\nevent = \"sale\"\npercent = \"10\"\n\
+               [[programs]]\nid = \"e\"\nmodel = \"affiliate\"\ncurrency = \"EUR\"\n\
+               [[programs.rules]]\nevent = \"sale\"\npercent = \"10\"\n";
+    let line = |id: &str, prog: &str, partner: &str, amount: &str, cur: &str| {
+        conv(
+            id,
+            "2026-11-05",
+            "sale",
+            &format!(
+                "{},\"amount\":\"{amount}\",\"currency\":\"{cur}\"",
+                click(partner, "2026-11-05")
+            ),
+        )
+        .replace("\"program\":\"p\"", &format!("\"program\":\"{prog}\""))
+    };
+    let member = |id: &str, prog: &str| {
+        partner(id, "").replace("\"program\":\"p\"", &format!("\"program\":\"{prog}\""))
+    };
+    let w = world(
+        cfg,
+        &[
+            member("ja", "j"),
+            member("ea", "e"),
+            line("s1", "j", "ja", "10000", "JPY"),
+            line("s2", "e", "ea", "450", "EUR"),
+        ],
+    );
+    let (es, st) = w.draft("2026-11");
+    let row = |p: &str| {
+        st.iter()
+            .find(|s| s.partner == p)
+            .map(|s| s.csv_row()[4..].join(","))
+            .unwrap()
+    };
+    assert_eq!(row("ja"), "1000,0,0,0,0,0,1000");
+    assert_eq!(row("ea"), "45.00,0.00,0.00,0.00,0.00,45.00,0.00");
+    let payout = es.iter().find(|e| e.kind == EntryKind::Payout).unwrap();
+    assert!(
+        payout
+            .calc
+            .ends_with("at least the minimum 41.67: paid out"),
+        "{}",
+        payout.calc
+    );
+}
+
 #[test]
 fn fx_converts_at_full_precision_then_rounds() {
     // 33.33 EUR at 1.20 = 39.996 USD; 10% = 3.9996 -> 4.00. Before Nov 1 the
