@@ -315,7 +315,10 @@ type Traffic = BTreeMap<i64, (i64, i64, i64)>;
 /// Human clicks, bot clicks and conversions per day of the period: one pass
 /// over its events, counted here (a GROUP BY would sort millions of rows
 /// first).
-fn traffic(c: &rusqlite::Connection, p: Period) -> Result<Traffic> {
+/// Only events that had arrived by `watermark` (the draft's: the traffic
+/// its figures saw) count, so the page of a closed period stays the same
+/// when late events arrive.
+fn traffic(c: &rusqlite::Connection, p: Period, watermark: i64) -> Result<Traffic> {
     use crate::events::{Cols, E_BOT, E_KIND, E_TS};
     use crate::store::{KIND_CLICK, KIND_CONVERSION};
     let mut per_day = Traffic::new();
@@ -324,13 +327,16 @@ fn traffic(c: &rusqlite::Connection, p: Period) -> Result<Traffic> {
     crate::events::scan(
         c,
         Cols::of(&[E_TS, E_KIND, E_BOT], &[]),
-        "max_ts >= ?1 AND min_ts < ?2",
-        rusqlite::params![start, end],
+        "max_ts >= ?1 AND min_ts < ?2 AND first <= ?3",
+        rusqlite::params![start, end, watermark],
         |b| {
             for r in 0..b.rows() {
                 let (Some(ts), Some(kind)) = (b.int(E_TS, r), b.int(E_KIND, r)) else {
                     continue;
                 };
+                if b.arrival(r) > watermark {
+                    continue;
+                }
                 if ts < start || ts >= end || (kind != KIND_CLICK && kind != KIND_CONVERSION) {
                     continue;
                 }
@@ -363,7 +369,11 @@ fn traffic(c: &rusqlite::Connection, p: Period) -> Result<Traffic> {
 /// [`traffic`] on a second connection to the store's file, on a thread of
 /// its own, so the report's pass over the ledger goes on meanwhile; `None`
 /// for a store without a file (the caller counts on its own connection).
-fn traffic_beside(store: &Store, p: Period) -> Option<std::thread::JoinHandle<Result<Traffic>>> {
+fn traffic_beside(
+    store: &Store,
+    p: Period,
+    watermark: i64,
+) -> Option<std::thread::JoinHandle<Result<Traffic>>> {
     let path = store.conn.path().filter(|p| !p.is_empty())?.to_string();
     Some(std::thread::spawn(move || {
         let c = rusqlite::Connection::open_with_flags(
@@ -371,7 +381,7 @@ fn traffic_beside(store: &Store, p: Period) -> Option<std::thread::JoinHandle<Re
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         c.busy_timeout(crate::store::BUSY_TIMEOUT)?;
-        traffic(&c, p)
+        traffic(&c, p, watermark)
     }))
 }
 
@@ -381,7 +391,7 @@ fn load_with(
     sums: LedgerSums,
     per_day: Option<Traffic>,
 ) -> Result<PeriodData> {
-    let Some((state, _, _)) = store.period_state(p)? else {
+    let Some((state, watermark, _)) = store.period_state(p)? else {
         return Err(Error::Usage(format!(
             "period {p} has not been run: `settlement run --config programs.toml --period {p}` first"
         )));
@@ -444,7 +454,7 @@ fn load_with(
     }
     let per_day = match per_day {
         Some(d) => d,
-        None => traffic(c, p)?,
+        None => traffic(c, p, watermark)?,
     };
     let daily = (p.first_day()..=p.last_day())
         .map(|d| {
@@ -492,7 +502,8 @@ fn report_with(store: &Store, p: Period, out: &Path, between: impl FnOnce()) -> 
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     remove_stale_temps(out)?;
     // the day-by-day traffic is counted beside the pass over the ledger
-    let counting = traffic_beside(store, p);
+    let watermark = store.period_state(p)?.map_or(0, |s| s.1);
+    let counting = traffic_beside(store, p, watermark);
     let mut sums = None;
     let ph = crate::run::Phase::start("report: ledger.csv");
     write_atomic_large(&out.join("ledger.csv"), |w| {

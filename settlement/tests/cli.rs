@@ -329,6 +329,58 @@ fn an_amount_past_18_integer_digits_is_a_bad_line() {
     );
 }
 
+/// A closed period never changes, its report.html included: the traffic
+/// per day counts the events its draft saw (its watermark), not the late
+/// ones. Before, a late click and sale raised the page's counts while its
+/// money stayed frozen.
+#[test]
+fn a_closed_periods_report_html_is_unchanged_by_late_events() {
+    let t = tempfile::tempdir().unwrap();
+    let db = t.path().join("s.db");
+    let cfg = write(t.path(), "p.toml", PROGRAMS);
+    ok(
+        &db,
+        &[
+            "import",
+            &write(
+                t.path(),
+                "a.ndjson",
+                &format!("{PARTNER}\n{}\n", sale("e1", 1, "100")),
+            ),
+        ],
+    );
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
+    ok(&db, &["close", "--period", "2026-11"]);
+    let before = t.path().join("before");
+    report(&db, "2026-11", &before, &[]);
+    let click = r#"{"id":"k9","type":"click","ts":"2026-11-05T09:00:00.000Z","program":"p","partner":"a","click_id":"c9"}"#;
+    ok(
+        &db,
+        &[
+            "import",
+            &write(
+                t.path(),
+                "b.ndjson",
+                &format!("{click}\n{}\n", sale("e2", 5, "50")),
+            ),
+        ],
+    );
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-12"]);
+    let after = t.path().join("after");
+    report(&db, "2026-11", &after, &[]);
+    for f in ["report.html", "statements.csv", "ledger.csv"] {
+        assert!(
+            read(&before.join(f)) == read(&after.join(f)),
+            "{f} of the closed 2026-11 changed"
+        );
+    }
+    // December's own page counts nothing of November, and its ledger the
+    // late sale as an adjustment
+    let dec = t.path().join("dec");
+    report(&db, "2026-12", &dec, &[]);
+    assert!(read(&dec.join("ledger.csv")).contains(",adjustment,"));
+}
+
 #[test]
 fn config_errors_name_file_line_and_key() {
     let t = tempfile::tempdir().unwrap();
