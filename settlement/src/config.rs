@@ -883,6 +883,7 @@ struct RawNightly {
     programs: Spanned<String>,
     out: String,
     grace_days: Option<Spanned<i64>>,
+    first_period: Option<Spanned<String>>,
 }
 
 /// The nightly job's settings; paths are relative to the file.
@@ -896,6 +897,9 @@ pub struct Nightly {
     pub programs: PathBuf,
     pub out: PathBuf,
     pub grace_days: i64,
+    /// The period a store with no closed period starts from (else the
+    /// first with events).
+    pub first_period: Option<crate::period::Period>,
 }
 
 pub fn load_nightly(path: &Path) -> Result<Nightly> {
@@ -942,6 +946,16 @@ pub fn load_nightly(path: &Path) -> Result<Nightly> {
         Some(g) => *g.get_ref(),
         None => 3,
     };
+    let first_period = match &raw.first_period {
+        None => None,
+        Some(f) => Some(crate::period::Period::parse(f.get_ref()).ok_or_else(|| {
+            src.err(
+                f.span(),
+                "first_period",
+                format!("{:?} is not a YYYY-MM period", f.get_ref()),
+            )
+        })?),
+    };
     Ok(Nightly {
         edge: raw.edge,
         token,
@@ -949,6 +963,7 @@ pub fn load_nightly(path: &Path) -> Result<Nightly> {
         programs: dir.join(raw.programs.get_ref()),
         out: dir.join(&raw.out),
         grace_days,
+        first_period,
     })
 }
 

@@ -49,10 +49,23 @@ pub fn nightly(
             set_reported(store, h)?;
         }
     }
-    let start = match store.last_closed()? {
-        Some(h) => h.next(),
-        None => match store.event_periods()?.0 {
-            Some(ms) => Period::of_ms(ms).min(current),
+    let start = match (store.last_closed()?, n.first_period) {
+        (Some(h), _) => h.next(),
+        (None, Some(f)) => f.min(current),
+        (None, None) => match store.event_periods()?.0 {
+            Some(ms) => {
+                let first = Period::of_ms(ms).min(current);
+                // one event with a zero or mistyped date would have every
+                // month since run and closed for good
+                if current.index() - first.index() >= MAX_FIRST_NIGHT {
+                    return Err(Error::Usage(format!(
+                        "the store's first event is in {first}, {} periods before {current}: nightly would run and close every one of them for good.                          If that event's date is wrong, fix it at its source; to start later, set first_period = \"YYYY-MM\" in {} (events before it are never settled)",
+                        current.index() - first.index() + 1,
+                        path.display()
+                    )));
+                }
+                first
+            }
             None => current,
         },
     };
@@ -87,6 +100,10 @@ pub fn nightly(
     }
     Ok(rep)
 }
+
+/// The most periods a first nightly (no closed period, no
+/// `first_period`) opens: two years.
+pub const MAX_FIRST_NIGHT: i64 = 24;
 
 /// The meta key naming the last closed period `nightly` has reported.
 pub const REPORTED_KEY: &str = "nightly_reported";

@@ -381,6 +381,72 @@ fn a_closed_periods_report_html_is_unchanged_by_late_events() {
     assert!(read(&dec.join("ledger.csv")).contains(",adjustment,"));
 }
 
+/// One event dated 1970-01-01 (a zero timestamp) does not make the first
+/// nightly run and close every month since: more than two years of
+/// periods is exit 1 naming the first event's period and `first_period`,
+/// with nothing run or closed; `first_period` starts there.
+#[test]
+fn a_first_nightly_does_not_close_decades_of_periods() {
+    let t = tempfile::tempdir().unwrap();
+    let db = t.path().join("s.db");
+    write(t.path(), "programs.toml", PROGRAMS);
+    let epoch = sale("e0", 1, "10").replace("2026-11-01", "1970-01-01");
+    ok(
+        &db,
+        &[
+            "import",
+            &write(
+                t.path(),
+                "a.ndjson",
+                &format!("{PARTNER}\n{epoch}\n{}\n", sale("e1", 2, "100")),
+            ),
+        ],
+    );
+    let conf = |extra: &str| {
+        let p = t.path().join("settlement.toml");
+        std::fs::write(
+            &p,
+            format!("programs = \"programs.toml\"\nout = \"reports\"\n{extra}"),
+        )
+        .unwrap();
+        p
+    };
+    let o = nightly(&db, &conf(""), "2026-12-10", &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the store's first event is in 1970-01, 684 periods before 2026-12"),
+        "{err}"
+    );
+    assert!(err.contains("first_period"), "{err}");
+    assert!(!t.path().join("reports").exists());
+    let (c, err) = code(
+        &db,
+        &[
+            "report",
+            "--period",
+            "1970-01",
+            "--out",
+            t.path().join("x").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(c, 1, "1970-01 was run: {err}");
+    let o = nightly(
+        &db,
+        &conf("first_period = \"2026-11\"\n"),
+        "2026-12-10",
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut made: Vec<String> = std::fs::read_dir(t.path().join("reports"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    made.sort();
+    assert_eq!(made, ["2026-11", "2026-12"]);
+    assert!(read(&t.path().join("reports/2026-11/payouts.csv")).contains("2026-11,a,USD,10.00,"));
+}
+
 #[test]
 fn config_errors_name_file_line_and_key() {
     let t = tempfile::tempdir().unwrap();
