@@ -163,7 +163,8 @@ fn shown(s: &str) -> String {
 
 /// Parses and validates one line.
 pub fn parse_line(line: &str) -> std::result::Result<Record, String> {
-    let r: Record = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    let r: Record =
+        serde_json::from_str(line).map_err(|e| crate::line::describe_error(line, &e))?;
     validate(&r)?;
     Ok(r)
 }
@@ -264,8 +265,8 @@ impl Chunk {
             Ok(Parsed::Line(l)) => l,
             Ok(Parsed::Record(r)) => &Line::of(r),
             Err(e) => {
-                self.others
-                    .push((at, bad(line.as_bytes().to_vec(), e.to_string())));
+                let error = crate::line::describe_error(line, e);
+                self.others.push((at, bad(line.as_bytes().to_vec(), error)));
                 return;
             }
         };

@@ -121,6 +121,59 @@ pub enum Parsed<'a> {
     Record(Box<Record>),
 }
 
+/// What is wrong with a line serde refused, for a person: the field whose
+/// value is bad (`amount`: invalid decimal), else serde's message with the
+/// column (the line number serde gives is the line's own, always 1; the
+/// caller names the file's line).
+pub fn describe_error(text: &str, e: &serde_json::Error) -> String {
+    let full = e.to_string();
+    let msg = full
+        .rsplit_once(" at line ")
+        .map_or(full.as_str(), |(m, _)| m)
+        .to_string();
+    if e.classify() == serde_json::error::Category::Data {
+        if let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(text)
+        {
+            let kind = map
+                .get("type")
+                .cloned()
+                .unwrap_or_else(|| serde_json::Value::from("click"));
+            let probe = |k: &str, v: &serde_json::Value| {
+                let mut m = serde_json::Map::new();
+                m.insert("type".into(), kind.clone());
+                m.insert(k.to_string(), v.clone());
+                serde_json::from_value::<Record>(serde_json::Value::Object(m))
+            };
+            // the type first, then each field on its own beside it: the
+            // first a record refuses is the one to name
+            if let Err(fe) = probe("type", &kind) {
+                return format!("`type`: {fe}");
+            }
+            for (k, v) in &map {
+                if let Err(fe) = probe(k, v) {
+                    return match k.as_str() {
+                        "amount" | "lots" => format!(
+                            "`{k}`: {} is not a decimal string (such as \"12.50\")",
+                            shown(v)
+                        ),
+                        _ => format!("`{k}`: {fe}"),
+                    };
+                }
+            }
+        }
+    }
+    format!("{msg} (column {})", e.column())
+}
+
+/// A JSON value in an error message, cut to 64 characters.
+fn shown(v: &serde_json::Value) -> String {
+    let t = v.to_string();
+    match t.char_indices().nth(64) {
+        Some((i, _)) => format!("{}... ({} bytes)", &t[..i], t.len()),
+        None => t,
+    }
+}
+
 impl<'a> Line<'a> {
     /// Reads a line as a [`Line`], else as a [`Record`]; `Err` is the
     /// `Record`'s error.
@@ -290,6 +343,40 @@ mod tests {
             created_at: t("2026-01-02T00:00:00.000Z"),
             updated_at: t("2026-01-03T00:00:00.000Z"),
         }
+    }
+
+    /// A bad line's error names the field whose value is bad; a line that
+    /// is not JSON gives serde's message and the column.
+    #[test]
+    fn errors_name_the_bad_field() {
+        let said = |text: &str| {
+            let Err(e) = Line::parse(text) else {
+                panic!("read: {text}");
+            };
+            describe_error(text, &e)
+        };
+        let conv = |extra: &str| {
+            format!(
+                r#"{{"id":"e","type":"conversion","ts":"2026-11-01T10:00:00Z","event":"sale"{extra}}}"#
+            )
+        };
+        assert_eq!(
+            said(&conv(r#","amount":"abc","currency":"USD""#)),
+            r#"`amount`: "abc" is not a decimal string (such as "12.50")"#
+        );
+        assert_eq!(
+            said(&conv(r#","lots":2.5"#)),
+            r#"`lots`: 2.5 is not a decimal string (such as "12.50")"#
+        );
+        assert_eq!(
+            said(&conv(r#","click_ts":"yesterday""#)),
+            "`click_ts`: not an RFC 3339 timestamp"
+        );
+        assert!(said(r#"{"id":"e","type":"conv"}"#).starts_with("`type`: unknown variant `conv`"));
+        assert_eq!(
+            said(r#"{"id":"e","#),
+            "EOF while parsing a value (column 10)"
+        );
     }
 
     #[test]
