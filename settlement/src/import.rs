@@ -145,6 +145,8 @@ pub fn check(r: &Line) -> std::result::Result<(), String> {
             need(r.code.is_some(), "code")?;
             need(r.partner.is_some(), "partner")?;
             need(r.program.is_some(), "program")?;
+            // SPEC section 2: the edge refuses any other code
+            id_ok(r.code, "code")?;
         }
     }
     id_ok(r.program, "program")?;
@@ -240,6 +242,12 @@ impl Chunk {
             line: line_no,
             raw,
             error,
+        };
+        // a file saved with a byte order mark (Windows exports) starts
+        // with one: not part of the first line's JSON
+        let buf = match buf.strip_prefix(b"\xEF\xBB\xBF") {
+            Some(rest) if line_no == 1 => rest,
+            _ => buf,
         };
         // invalid UTF-8 is a bad line with its number, like any other
         let text = match std::str::from_utf8(buf) {
@@ -445,6 +453,12 @@ pub fn import_file(store: &mut Store, path: &Path, opts: &ImportOptions) -> Resu
 fn import_file_in(store: &mut Store, path: &Path, opts: &ImportOptions) -> Result<FileReport> {
     let file = std::fs::File::open(path)
         .map_err(|e| Error::Usage(format!("{}: cannot open: {e}", path.display())))?;
+    if file.metadata().is_ok_and(|m| m.is_dir()) {
+        return Err(Error::Usage(format!(
+            "{}: is a directory: import takes NDJSON files",
+            path.display()
+        )));
+    }
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let bar = progress_bar(opts.progress, size, &path.display().to_string());
 
@@ -580,6 +594,11 @@ fn import_file_in(store: &mut Store, path: &Path, opts: &ImportOptions) -> Resul
         return Err(e);
     }
     read.map_err(|e| Error::io(path, e))?;
+    let c = crate::run::Phase::start("import commit");
+    tx.commit()?;
+    drop(c);
+    // set aside once the rest is in: a failed commit leaves no rejects of
+    // lines it did not import either
     if !rejects.is_empty() {
         let rp = opts.rejects.clone().unwrap_or_else(|| {
             let mut s = path.as_os_str().to_owned();
@@ -589,9 +608,6 @@ fn import_file_in(store: &mut Store, path: &Path, opts: &ImportOptions) -> Resul
         append_rejects(&rp, &rejects)?;
         report.rejects_path = Some(rp);
     }
-    let c = crate::run::Phase::start("import commit");
-    tx.commit()?;
-    drop(c);
     store.checkpoint_behind();
     if let Some(b) = bar {
         b.finish_and_clear();
@@ -599,17 +615,33 @@ fn import_file_in(store: &mut Store, path: &Path, opts: &ImportOptions) -> Resul
     Ok(report)
 }
 
+/// Appends the bad lines the rejects file does not hold yet: importing a
+/// file again sets its bad lines aside once.
 fn append_rejects(path: &Path, lines: &[Vec<u8>]) -> Result<()> {
+    let held = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let mut seen: std::collections::HashSet<&[u8]> = held
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut s = Vec::new();
+    for l in lines {
+        if seen.insert(l) {
+            s.extend_from_slice(l);
+            s.push(b'\n');
+        }
+    }
+    if s.is_empty() {
+        return Ok(());
+    }
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
         .map_err(|e| Error::io(path, e))?;
-    let mut s = Vec::new();
-    for l in lines {
-        s.extend_from_slice(l);
-        s.push(b'\n');
-    }
     f.write_all(&s).map_err(|e| Error::io(path, e))?;
     f.sync_all().map_err(|e| Error::io(path, e))
 }

@@ -781,6 +781,11 @@ pub fn import_csv(
         .unwrap_or_else(|| file.clone());
     let f =
         std::fs::File::open(path).map_err(|e| Error::Usage(format!("{file}: cannot open: {e}")))?;
+    if f.metadata().is_ok_and(|m| m.is_dir()) {
+        return Err(Error::Usage(format!(
+            "{file}: is a directory: import --map takes a CSV file"
+        )));
+    }
     let mut rd = csv::ReaderBuilder::new()
         .delimiter(map.delimiter()?)
         .flexible(true)

@@ -447,6 +447,50 @@ fn a_first_nightly_does_not_close_decades_of_periods() {
     assert!(read(&t.path().join("reports/2026-11/payouts.csv")).contains("2026-11,a,USD,10.00,"));
 }
 
+/// Small import rough edges: a file starting with a UTF-8 byte order mark
+/// imports (it failed on line 1); a directory is a usage error, exit 1,
+/// as a missing file is (it was exit 2, data); a coupon code outside
+/// SPEC's `[A-Za-z0-9_-]{1,64}` is a bad line; the same file imported again
+/// with --skip-invalid sets its bad lines aside once, not twice.
+#[test]
+fn import_takes_a_bom_refuses_a_directory_and_sets_bad_lines_aside_once() {
+    let t = tempfile::tempdir().unwrap();
+    let db = t.path().join("s.db");
+    let bom = t.path().join("bom.ndjson");
+    std::fs::write(
+        &bom,
+        format!("\u{feff}{PARTNER}\n{}\n", sale("e1", 1, "100")),
+    )
+    .unwrap();
+    ok(&db, &["import", bom.to_str().unwrap()]);
+    let (c, err) = code(&db, &["import", t.path().to_str().unwrap()]);
+    assert_eq!(c, 1, "{err}");
+    assert!(err.contains("is a directory"), "{err}");
+    let coupon = r#"{"type":"coupon","code":"SAVE 10","partner":"a","program":"p"}"#;
+    let f = write(
+        t.path(),
+        "c.ndjson",
+        &format!("{coupon}\n{}\n", sale("e2", 2, "10")),
+    );
+    let (c, err) = code(&db, &["import", &f]);
+    assert_eq!(c, 2, "{err}");
+    assert!(
+        err.contains("c.ndjson:1: `code` \"SAVE 10\" is not [A-Za-z0-9_-]{1,64}"),
+        "{err}"
+    );
+    for _ in 0..2 {
+        ok(&db, &["import", "--skip-invalid", &f]);
+    }
+    assert_eq!(
+        read(&t.path().join("c.ndjson.rejects.ndjson")),
+        format!("{coupon}\n")
+    );
+    let cfg = write(t.path(), "p.toml", PROGRAMS);
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
+    report(&db, "2026-11", &t.path().join("o"), &[]);
+    assert!(read(&t.path().join("o/statements.csv")).contains("2026-11,a,p,USD,11.00,"));
+}
+
 #[test]
 fn config_errors_name_file_line_and_key() {
     let t = tempfile::tempdir().unwrap();
