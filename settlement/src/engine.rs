@@ -340,6 +340,30 @@ pub struct Engine<'a> {
     chargeback: u32,
     /// Operators' decisions, by conversion index.
     pub reviews: FxHashMap<u32, Review>,
+    /// What closed periods booked on the sales refunds reverse (see
+    /// [`Booked`]), for the view being computed.
+    booked: std::sync::RwLock<Option<std::sync::Arc<Booked>>>,
+}
+
+/// What the closed periods' ledger booked on a sale, by conversion index:
+/// a clawback of an entry of a closed period reverses what was booked and
+/// paid, not what the sale earns under today's programs.toml and registry
+/// (a partner promoted to another tier, a rate changed, a parent or a
+/// coupon moved to another partner).
+#[derive(Clone, Debug, Default)]
+pub struct Booked {
+    pub by_conv: FxHashMap<u32, BookedConv>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct BookedConv {
+    /// Per partner: the sum of its commission, override and adjustment
+    /// entries on the sale in closed periods, and the id of the first.
+    pub parts: Vec<(u32, Decimal, Hash10)>,
+    /// The closed period's own view of the sale's entries, per partner
+    /// (the view the late facts are measured against), when this view
+    /// restates it: what the late facts changed is reversed too.
+    pub old: Option<Vec<(u32, Decimal)>>,
 }
 
 /// A symbol that matches nothing (the config names a value no fact has).
@@ -381,6 +405,15 @@ impl<'a> Engine<'a> {
             refund: sym("refund"),
             chargeback: sym("chargeback"),
             reviews: FxHashMap::default(),
+            booked: std::sync::RwLock::new(None),
+        }
+    }
+
+    /// The booked entries the next computation's clawbacks reverse (see
+    /// [`Booked`]); `None`: what the engine computes.
+    pub fn set_booked(&self, b: Option<std::sync::Arc<Booked>>) {
+        if let Ok(mut g) = self.booked.write() {
+            *g = b;
         }
     }
 
@@ -984,6 +1017,7 @@ fn join<T>(all: &mut Vec<T>, mut part: Vec<T>, total: usize) {
 }
 
 /// What a clawback copies of the entry it reverses.
+#[derive(Clone, Debug, PartialEq)]
 struct Reversed {
     id: Hash10,
     partner: u32,
@@ -993,6 +1027,78 @@ struct Reversed {
     fraud: u8,
     /// The entry's event day: its clawback is held while it is.
     day: i32,
+}
+
+/// The entries a refund of a sale reverses, as the closed periods booked
+/// them ([`BookedConv`]): per partner, what was booked (plus, in a view
+/// that restates the closed period, what the late facts changed), under
+/// the booked entry's id. Partners only this view pays are reversed as
+/// computed. The recomputed entries, unchanged, when they say the same.
+fn as_booked(recomputed: &[Reversed], b: &BookedConv, prog: u16, sale_day: i32) -> Vec<Reversed> {
+    let now = |p: u32| -> Decimal {
+        recomputed
+            .iter()
+            .filter(|r| r.partner == p)
+            .map(|r| r.amount)
+            .sum()
+    };
+    let then = |p: u32| -> Option<Decimal> {
+        b.old
+            .as_ref()
+            .map(|o| o.iter().filter(|(q, _)| *q == p).map(|(_, a)| *a).sum())
+    };
+    let mut out: Vec<Reversed> = Vec::new();
+    let mut seen: Vec<u32> = Vec::new();
+    let mut push = |p: u32, id: Option<Hash10>, amount: Decimal| {
+        let same = recomputed.iter().find(|r| r.partner == p);
+        let like = same.or(recomputed.first());
+        out.push(Reversed {
+            id: id.or(same.map(|r| r.id)).unwrap_or_default(),
+            partner: p,
+            prog: like.map_or(prog, |r| r.prog),
+            amount: crate::money::norm(amount),
+            rule: like.map_or(NONE, |r| r.rule),
+            fraud: same.map_or(0, |r| r.fraud),
+            day: same.map_or(sale_day, |r| r.day),
+        });
+    };
+    for &(p, amount, id) in &b.parts {
+        if seen.contains(&p) {
+            continue;
+        }
+        seen.push(p);
+        let e = match then(p) {
+            None => amount,
+            Some(old) => amount + now(p) - old,
+        };
+        push(p, Some(id), e);
+    }
+    if b.old.is_some() {
+        for r in recomputed {
+            if seen.contains(&r.partner) {
+                continue;
+            }
+            seen.push(r.partner);
+            push(
+                r.partner,
+                None,
+                now(r.partner) - then(r.partner).unwrap_or_default(),
+            );
+        }
+    }
+    // what the engine computed, when the ledger says the same (so an
+    // unchanged configuration books exactly as before)
+    let same = recomputed.iter().filter(|r| !r.amount.is_zero()).all(|r| {
+        out.iter()
+            .any(|o| o.partner == r.partner && o.id == r.id && o.amount == now(r.partner))
+    }) && out
+        .iter()
+        .all(|o| o.amount.is_zero() || recomputed.iter().any(|r| r.partner == o.partner));
+    if same {
+        return recomputed.to_vec();
+    }
+    out.retain(|o| !o.amount.is_zero());
+    out
 }
 
 /// One program's share of the output.
@@ -1563,6 +1669,7 @@ fn compute_part(
     }
 
     // ---- refunds and chargebacks: proportional clawbacks, in arrival-time order
+    let booked = eng.booked.read().ok().and_then(|g| g.clone());
     let mut used: FxHashMap<u32, Exact> = FxHashMap::default();
     for &ri in &reversals {
         let r = &f.convs[ri as usize];
@@ -1602,9 +1709,13 @@ fn compute_part(
         let period = Period::of_ms(at);
         let day = at.div_euclid(DAY_MS);
         let rid = f.id(r).as_bytes();
-        for &ei in of_conv.get(&oi).map(Vec::as_slice).unwrap_or(&[]) {
-            // what the clawback takes of the entry (not its boxed arithmetic)
-            let e = {
+        // what the clawbacks take of the entries (not their boxed arithmetic)
+        let recomputed: Vec<Reversed> = of_conv
+            .get(&oi)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+            .iter()
+            .map(|&ei| {
                 let x = &out.entries[ei as usize];
                 Reversed {
                     id: x.id,
@@ -1615,7 +1726,13 @@ fn compute_part(
                     fraud: x.fraud,
                     day: x.event_day,
                 }
-            };
+            })
+            .collect();
+        let reversed = match booked.as_ref().and_then(|b| b.by_conv.get(&oi)) {
+            Some(b) => as_booked(&recomputed, b, pi, day32(o.ts.div_euclid(DAY_MS))),
+            None => recomputed,
+        };
+        for e in reversed {
             let cur = p.currency;
             // cumulative rounding: all clawbacks together never exceed the entry
             let total_after = Money::round(Exact::from_dec(e.amount).mul(after)?, cur)?.amount;

@@ -1011,8 +1011,29 @@ fn with_plan_at<R>(
         crate::fraud::prepare(cfg, &facts, &o)
     });
     let clicks = std::mem::take(&mut facts.fraud);
-    let ph = Phase::start("engine (with the fraud rules)");
+    // what the closed periods booked on the sales refunds reverse: their
+    // clawbacks reverse that, not today's reading of those sales
+    let booked = match basis {
+        Some(h) => booked_on_refunded_sales(store, &facts, h)?,
+        None => None,
+    };
     let eng = Engine::new(cfg, &facts).with_reviews(&reviews);
+    // the closed period's view first, when there are late facts: this
+    // view's clawbacks of closed entries add what the late facts changed
+    let old = match (late, old_opts, old_pre.as_ref()) {
+        (Some(_), Some(o), Some(pre)) => {
+            let _ph = Phase::start("engine (the closed period's view)");
+            eng.set_booked(booked.clone().map(std::sync::Arc::new));
+            let old = engine::compute_with(&eng, &o, pre)?;
+            eng.set_booked(booked.map(|b| std::sync::Arc::new(with_old_view(b, &old, &o))));
+            Some(old)
+        }
+        _ => {
+            eng.set_booked(booked.map(std::sync::Arc::new));
+            None
+        }
+    };
+    let ph = Phase::start("engine (with the fraud rules)");
     let out = engine::compute_scored(&eng, &opts, engine::Clicks::Owned(clicks))?;
     drop(ph);
     let ph = Phase::start("plan");
@@ -1035,8 +1056,7 @@ fn with_plan_at<R>(
         .collect();
 
     // late facts for closed periods become adjustments in the next open one
-    if let (Some((h, _)), Some(o), Some(old_pre)) = (late, old_opts, old_pre) {
-        let old = engine::compute_with(&eng, &o, &old_pre)?;
+    if let (Some((h, _)), Some(old)) = (late, old) {
         let mut late = Vec::new();
         adjustments(&words, &out, &old, p, h, &mut own, &mut late)?;
         invoices.extend(late.into_iter().map(|l| Inv::Own(Box::new(l))));
@@ -1503,6 +1523,118 @@ fn split_restated_topups(entries: &mut Vec<Entry>, restated: &[(usize, EntryKind
         }
         entries.extend(parts);
     }
+}
+
+/// What the ledger of closed periods (up to `h`) booked on the sales that
+/// refunds name: per sale, per partner, its commission, override and
+/// adjustment entries (see [`engine::Booked`]). `None` when no refund
+/// names a sale of a closed period.
+fn booked_on_refunded_sales(store: &Store, f: &Facts, h: Period) -> Result<Option<engine::Booked>> {
+    let (refund, chargeback) = (f.syms.get("refund"), f.syms.get("chargeback"));
+    let reversal = |c: &crate::facts::Conv| Some(c.event) == refund || Some(c.event) == chargeback;
+    let mut named: HashSet<(u32, &str)> = HashSet::new();
+    for &i in &f.with_orig {
+        let c = &f.convs[i as usize];
+        if reversal(c) && f.ex(c).orig_txn != NONE {
+            named.insert((c.program, f.syms.str(f.ex(c).orig_txn)));
+        }
+    }
+    let end = h.end_ms();
+    let mut sales: HashMap<&str, u32> = HashMap::new();
+    let mut first = h;
+    for &i in &f.with_txn {
+        let c = &f.convs[i as usize];
+        if c.ts < end && !reversal(c) && named.contains(&(c.program, f.txns.get(c.idx))) {
+            sales.insert(f.id(c), i);
+            first = first.min(Period::of_ms(c.ts));
+        }
+    }
+    if sales.is_empty() {
+        return Ok(None);
+    }
+    let _ph = Phase::start("the booked entries of refunded sales");
+    use crate::ledger_blocks::{text, L_ADJUSTS, L_AMOUNT, L_ID, L_KIND, L_PARTNER, L_SOURCES};
+    let mut by_conv: rustc_hash::FxHashMap<u32, engine::BookedConv> = Default::default();
+    crate::ledger_blocks::scan(
+        &store.conn,
+        pos_base(first),
+        pos_base(h.next()),
+        Cols::of(
+            &[],
+            &[L_ID, L_PARTNER, L_KIND, L_AMOUNT, L_SOURCES, L_ADJUSTS],
+        ),
+        |b| {
+            for r in 0..b.rows() {
+                let Some(&ci) = sales.get(text(b, L_SOURCES, r)?) else {
+                    continue;
+                };
+                let kind = text(b, L_KIND, r)?;
+                if !matches!(kind, "commission" | "override" | "adjustment") {
+                    continue;
+                }
+                // a partner the registry no longer has is nobody to reverse
+                let Some(partner) = f.syms.get(text(b, L_PARTNER, r)?) else {
+                    continue;
+                };
+                let amount = dec(text(b, L_AMOUNT, r)?)?;
+                // an adjustment names the entry it restates
+                let id = if kind == "adjustment" {
+                    text(b, L_ADJUSTS, r)?
+                } else {
+                    text(b, L_ID, r)?
+                };
+                let parts = &mut by_conv.entry(ci).or_default().parts;
+                match parts.iter_mut().find(|(p, _, _)| *p == partner) {
+                    Some(part) => part.1 += amount,
+                    None => parts.push((partner, amount, parse_entry_id(id))),
+                }
+            }
+            Ok(())
+        },
+    )?;
+    // a sale the ledger booked nothing on (rejected, unattributed) reverses
+    // what the engine finds, as before
+    Ok(Some(engine::Booked { by_conv }))
+}
+
+/// The booked entries with the closed period's own view of each sale
+/// (`old`, computed with them), per partner: the view that restates the
+/// closed period reverses what was booked plus what the late facts
+/// changed.
+fn with_old_view(mut b: engine::Booked, old: &Output, o: &Options) -> engine::Booked {
+    for bc in b.by_conv.values_mut() {
+        bc.old = Some(Vec::new());
+    }
+    for e in &old.entries {
+        if !matches!(e.kind, EntryKind::Commission | EntryKind::Override)
+            || e.period.end_ms() > o.until_ms
+        {
+            continue;
+        }
+        if let Some(bc) = b.by_conv.get_mut(&e.conv) {
+            if let Some(v) = bc.old.as_mut() {
+                v.push((e.partner, e.amount));
+            }
+        }
+    }
+    b
+}
+
+/// An entry id (`le_` and 20 hex digits) as the engine's hash; an id of
+/// another shape hashes to a stable value.
+fn parse_entry_id(id: &str) -> engine::Hash10 {
+    let hex = id.strip_prefix("le_").unwrap_or(id);
+    let mut h = [0u8; 10];
+    if hex.len() == 20 {
+        for (i, b) in h.iter_mut().enumerate() {
+            match u8::from_str_radix(&hex[2 * i..2 * i + 2], 16) {
+                Ok(v) => *b = v,
+                Err(_) => return hash_parts(&[id.as_bytes()]),
+            }
+        }
+        return h;
+    }
+    hash_parts(&[id.as_bytes()])
 }
 
 /// Restated closed-period entries minus what was known at close.

@@ -1370,3 +1370,176 @@ fn a_restated_top_up_is_split_over_the_late_commissions_that_lowered_it() {
         "nothing left to pay or write off"
     );
 }
+
+/// A clawback of a sale of a closed period reverses what that period
+/// booked and paid, not what the sale earns under today's registry and
+/// programs.toml. Nov: a (silver, 20%) and b (20%) each sell 500: 100.00
+/// each, paid, closed. Dec: a is promoted to gold (30%), the default rate
+/// becomes 25%, and both sales are refunded in full: each clawback is
+/// -100.00 (before: -150.00 and -125.00), under the November entry's id;
+/// December's own sales earn at the new rates (300.00, 250.00).
+#[test]
+fn a_clawback_reverses_what_the_closed_period_booked() {
+    let nov = "[[programs.rules]]\nevent = \"sale\"\npercent = \"20\"\n\
+               [[programs.rules]]\nevent = \"sale\"\ntier = \"gold\"\npercent = \"30\"\n";
+    let mut w = world(
+        &rules("", nov),
+        &[
+            partner(
+                "a",
+                r#","tier":"silver","updated_at":"2026-01-01T00:00:00Z""#,
+            ),
+            partner("b", r#","tier":"silver""#),
+            sale_of("s1", "a", "2026-11-05", "500"),
+            sale_of("s2", "b", "2026-11-05", "500"),
+        ],
+    );
+    let (nov_entries, _) = w.draft("2026-11");
+    w.run_close("2026-11");
+    let booked_a = nov_entries
+        .iter()
+        .find(|e| e.partner == "a" && e.kind == EntryKind::Commission)
+        .unwrap()
+        .id
+        .clone();
+    w.add(&[
+        partner("a", r#","tier":"gold","updated_at":"2026-12-01T00:00:00Z""#),
+        refund("r1", "2026-12-05", "s1"),
+        refund("r2", "2026-12-05", "s2"),
+        sale_of("s3", "a", "2026-12-06", "1000"),
+        sale_of("s4", "b", "2026-12-06", "1000"),
+    ]);
+    w.cfg = config::parse(
+        &w._dir.path().join("programs.toml"),
+        &rules("", &nov.replacen("percent = \"20\"", "percent = \"25\"", 1)),
+    )
+    .unwrap();
+    let (dec, _) = w.draft("2026-12");
+    assert_eq!(
+        amounts(&dec, EntryKind::Clawback),
+        s(&[("a", "-100.00"), ("b", "-100.00")])
+    );
+    assert_eq!(
+        amounts(&dec, EntryKind::Commission),
+        s(&[("a", "300.00"), ("b", "250.00")])
+    );
+    let a = dec
+        .iter()
+        .find(|e| e.partner == "a" && e.kind == EntryKind::Clawback)
+        .unwrap();
+    assert_eq!(a.adjusts, booked_a);
+}
+
+fn sale_of(id: &str, partner: &str, day: &str, amount: &str) -> String {
+    conv(
+        id,
+        day,
+        "sale",
+        &format!("{}{}", click(partner, day), usd(amount)),
+    )
+}
+
+/// The override of a refunded sale is reversed from the parent it was
+/// paid to, though the registry now names another: Nov, a (parent m1)
+/// sells 500: a 100.00, m1 10.00, closed. Dec: a's parent is m2, the sale
+/// is refunded in full: a -100.00, m1 -10.00, m2 nothing (before, m2 paid
+/// back m1's override).
+#[test]
+fn an_override_clawback_goes_to_the_parent_that_was_paid() {
+    let r = "[[programs.rules]]\nevent = \"sale\"\npercent = \"20\"\n";
+    let mut w = world(
+        &rules("overrides = [\"10\"]", r),
+        &[
+            partner("m1", ""),
+            partner("m2", ""),
+            partner("a", r#","parent":"m1","updated_at":"2026-01-01T00:00:00Z""#),
+            sale_of("s1", "a", "2026-11-05", "500"),
+        ],
+    );
+    w.run_close("2026-11");
+    w.add(&[
+        partner("a", r#","parent":"m2","updated_at":"2026-12-01T00:00:00Z""#),
+        refund("r1", "2026-12-05", "s1"),
+    ]);
+    let (dec, _) = w.draft("2026-12");
+    assert_eq!(
+        amounts(&dec, EntryKind::Clawback),
+        s(&[("a", "-100.00"), ("m1", "-10.00")])
+    );
+}
+
+/// A coupon moved to another partner: the refund of a sale the old owner
+/// was paid for is reversed from the old owner, not the new one.
+#[test]
+fn a_coupon_moved_leaves_the_clawback_with_the_partner_paid() {
+    let r = "[[programs.rules]]\nevent = \"sale\"\npercent = \"20\"\n";
+    let coupon = |to: &str, at: &str| {
+        format!(
+            r#"{{"type":"coupon","code":"SAVE10","partner":"{to}","program":"p","created_at":"2026-01-01T00:00:00Z","updated_at":"{at}T00:00:00Z"}}"#
+        )
+    };
+    let with_coupon = |id: &str, day: &str, amount: &str| {
+        conv(
+            id,
+            day,
+            "sale",
+            &format!(
+                ",\"customer\":\"c_{id}\",\"coupon\":\"SAVE10\"{}",
+                usd(amount)
+            ),
+        )
+    };
+    let mut w = world(
+        &rules("", r),
+        &[
+            partner("zed", ""),
+            partner("amy", ""),
+            coupon("zed", "2026-01-01"),
+            with_coupon("s1", "2026-11-05", "500"),
+        ],
+    );
+    w.run_close("2026-11");
+    w.add(&[
+        coupon("amy", "2026-12-01"),
+        refund("r1", "2026-12-05", "s1"),
+        with_coupon("s2", "2026-12-06", "1000"),
+    ]);
+    let (dec, _) = w.draft("2026-12");
+    assert_eq!(amounts(&dec, EntryKind::Clawback), s(&[("zed", "-100.00")]));
+    assert_eq!(
+        amounts(&dec, EntryKind::Commission),
+        s(&[("amy", "200.00")])
+    );
+}
+
+/// A refund of a closed-period sale whose commission late facts restate in
+/// the same run reverses what was booked plus the restatement. Nov: a
+/// retroactive count ladder (5.00 each from 0, 10.00 each above 2), two
+/// signups booked at 5.00, closed. Dec: a third November signup arrives
+/// late (the step is 10.00 for all three: adjustments +5, +5, +10) and the
+/// first signup is refunded: -10.00, all of it.
+#[test]
+fn a_refund_reverses_the_late_restatement_of_its_sale_too() {
+    let r = "[[programs.rules]]\nevent = \"signup\"\nladder = { metric = \"count\", mode = \"retroactive\", steps = [{ from = \"0\", fixed = \"5\" }, { from = \"2\", fixed = \"10\" }] }\n";
+    let signup = |id: &str, day: &str| conv(id, day, "signup", &click("a", day));
+    let mut w = world(
+        &rules("", r),
+        &[
+            partner("a", ""),
+            signup("u1", "2026-11-02"),
+            signup("u2", "2026-11-03"),
+        ],
+    );
+    assert_eq!(
+        amounts(&w.draft("2026-11").0, EntryKind::Commission),
+        s(&[("a", "5.00"), ("a", "5.00")])
+    );
+    w.run_close("2026-11");
+    w.add(&[signup("u3", "2026-11-04"), refund("r1", "2026-12-05", "u1")]);
+    let (dec, _) = w.draft("2026-12");
+    assert_eq!(
+        amounts(&dec, EntryKind::Adjustment),
+        s(&[("a", "10.00"), ("a", "5.00"), ("a", "5.00")])
+    );
+    assert_eq!(amounts(&dec, EntryKind::Clawback), s(&[("a", "-10.00")]));
+}
