@@ -352,6 +352,20 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
             if m.get_ref().0.is_sign_negative() {
                 return Err(src.err(m.span(), "minimum", "must not be negative"));
             }
+            // an amount of the top-level currency: no finer than its minor unit
+            if let Some(c) = top_currency {
+                if m.get_ref().0.normalize().scale() > c.minor_units() {
+                    return Err(src.err(
+                        m.span(),
+                        "minimum",
+                        format!(
+                            "{} has more decimals than {c} has ({})",
+                            m.get_ref().0,
+                            c.minor_units()
+                        ),
+                    ));
+                }
+            }
             minimum = m.get_ref().0;
         }
     }

@@ -513,6 +513,11 @@ fn config_errors_name_file_line_and_key() {
             "currency = \"USD\"\nfx = \"missing.csv\"\n[[programs]]\nid = \"p\"\nmodel = \"affiliate\"\n",
             ":2: key `fx`",
         ),
+        (
+            // a payout minimum finer than a cent
+            "currency = \"USD\"\n[payout]\nminimum = \"50.001\"\n[[programs]]\nid = \"p\"\nmodel = \"affiliate\"\n",
+            ":3: key `minimum`: 50.001 has more decimals than USD has (2)",
+        ),
     ];
     for (i, (text, want)) in cases.iter().enumerate() {
         let cfg = write(t.path(), &format!("c{i}.toml"), text);
