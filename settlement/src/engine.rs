@@ -355,11 +355,22 @@ pub struct Booked {
     pub by_conv: FxHashMap<u32, BookedConv>,
 }
 
+/// One partner's entries on a sale in closed periods.
+#[derive(Clone, Debug)]
+pub struct BookedPart {
+    pub partner: u32,
+    /// The sum of its commission, override and adjustment entries.
+    pub amount: Decimal,
+    /// The first one's id.
+    pub id: Hash10,
+    /// Held for review (1 + the fraud rule), as [`REntry::fraud`].
+    pub fraud: u8,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct BookedConv {
-    /// Per partner: the sum of its commission, override and adjustment
-    /// entries on the sale in closed periods, and the id of the first.
-    pub parts: Vec<(u32, Decimal, Hash10)>,
+    /// Per partner: what the closed periods booked on the sale.
+    pub parts: Vec<BookedPart>,
     /// The closed period's own view of the sale's entries, per partner
     /// (the view the late facts are measured against), when this view
     /// restates it: what the late facts changed is reversed too.
@@ -1049,7 +1060,7 @@ fn as_booked(recomputed: &[Reversed], b: &BookedConv, prog: u16, sale_day: i32) 
     };
     let mut out: Vec<Reversed> = Vec::new();
     let mut seen: Vec<u32> = Vec::new();
-    let mut push = |p: u32, id: Option<Hash10>, amount: Decimal| {
+    let mut push = |p: u32, id: Option<Hash10>, fraud: u8, amount: Decimal| {
         let same = recomputed.iter().find(|r| r.partner == p);
         let like = same.or(recomputed.first());
         out.push(Reversed {
@@ -1058,20 +1069,21 @@ fn as_booked(recomputed: &[Reversed], b: &BookedConv, prog: u16, sale_day: i32) 
             prog: like.map_or(prog, |r| r.prog),
             amount: crate::money::norm(amount),
             rule: like.map_or(NONE, |r| r.rule),
-            fraud: same.map_or(0, |r| r.fraud),
+            // held for review with what it reverses
+            fraud: same.map_or(fraud, |r| r.fraud),
             day: same.map_or(sale_day, |r| r.day),
         });
     };
-    for &(p, amount, id) in &b.parts {
-        if seen.contains(&p) {
+    for x in &b.parts {
+        if seen.contains(&x.partner) {
             continue;
         }
-        seen.push(p);
-        let e = match then(p) {
-            None => amount,
-            Some(old) => amount + now(p) - old,
+        seen.push(x.partner);
+        let e = match then(x.partner) {
+            None => x.amount,
+            Some(old) => x.amount + now(x.partner) - old,
         };
-        push(p, Some(id), e);
+        push(x.partner, Some(x.id), x.fraud, e);
     }
     if b.old.is_some() {
         for r in recomputed {
@@ -1079,21 +1091,18 @@ fn as_booked(recomputed: &[Reversed], b: &BookedConv, prog: u16, sale_day: i32) 
                 continue;
             }
             seen.push(r.partner);
-            push(
-                r.partner,
-                None,
-                now(r.partner) - then(r.partner).unwrap_or_default(),
-            );
+            let e = now(r.partner) - then(r.partner).unwrap_or_default();
+            push(r.partner, None, r.fraud, e);
         }
     }
-    // what the engine computed, when the ledger says the same (so an
-    // unchanged configuration books exactly as before)
-    let same = recomputed.iter().filter(|r| !r.amount.is_zero()).all(|r| {
-        out.iter()
-            .any(|o| o.partner == r.partner && o.id == r.id && o.amount == now(r.partner))
-    }) && out
-        .iter()
-        .all(|o| o.amount.is_zero() || recomputed.iter().any(|r| r.partner == o.partner));
+    // what the engine computed, when the ledger says the same for every
+    // partner, amounts and ids (so an unchanged configuration books
+    // exactly as before, 0.00 entries included)
+    let booked_of = |p: u32| out.iter().find(|o| o.partner == p);
+    let same = recomputed.iter().all(|r| match booked_of(r.partner) {
+        Some(o) => o.amount == now(r.partner) && (r.amount.is_zero() || o.id == r.id),
+        None => r.amount.is_zero(),
+    }) && out.iter().all(|o| o.amount == now(o.partner));
     if same {
         return recomputed.to_vec();
     }

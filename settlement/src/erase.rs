@@ -5,9 +5,10 @@
 //! they name lose visitor, ASN, datacenter, referrer and country. No amount,
 //! no ledger entry, no statement changes: attribution only compares customer
 //! ids with each other, and the pseudonym is one stable id for all of them;
-//! the partners the customer was (by id or email hash, the self-referral
-//! test) are kept beside the pseudonym (`erased_self_referrals`), so its
-//! self-referrals stay rejected.
+//! the self-referral test still sees what it saw: the partner whose id
+//! the customer was is kept beside the pseudonym (`erased_self_referrals`),
+//! and an email hash that is a partner's own stays on the conversions that
+//! carry it, so those stay rejected and no other changes.
 
 use crate::error::{Error, Result};
 use crate::events::{
@@ -62,24 +63,25 @@ pub fn erase(
         return Err(Error::Usage(format!("{customer} is already a pseudonym")));
     }
     let tx = store.conn.transaction()?;
-    let (clicks, events, email_hashes) = scrub(&tx, customer, pseudonym)?;
-    // the partners the customer was, by id or email hash: once the id is a
-    // pseudonym and the hash gone, a run could not see the self-referral,
-    // and would pay what it rejected
-    {
-        let mut st = tx.prepare("SELECT id, email_hash FROM partners ORDER BY id")?;
-        let mut rows = st.query([])?;
-        let mut ins = tx.prepare(
-            "INSERT OR IGNORE INTO erased_self_referrals (pseudonym, partner) VALUES (?1, ?2)",
-        )?;
-        while let Some(r) = rows.next()? {
-            let id = r.get_ref(0)?.as_str()?;
-            let hash = r.get_ref(1)?.as_str_or_null()?;
-            if id == customer || hash.is_some_and(|h| email_hashes.contains(h.as_bytes())) {
-                ins.execute(params![pseudonym, id])?;
-            }
-        }
-    }
+    // the self-referral test reads the customer id (is it a partner's id?)
+    // and each conversion's email hash (is it its partner's?): once the id
+    // is a pseudonym and the hashes gone, a run would pay what it rejected.
+    // So the partner whose id the customer is, is noted beside the
+    // pseudonym, and an email hash that is a partner's own (already in the
+    // registry) stays on the conversions that carry it
+    let partner_hashes: Hashes = {
+        let mut st = tx.prepare("SELECT email_hash FROM partners WHERE email_hash IS NOT NULL")?;
+        let v = st
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        v.into_iter().map(String::into_bytes).collect()
+    };
+    let (clicks, events) = scrub(&tx, customer, pseudonym, &partner_hashes)?;
+    tx.execute(
+        "INSERT OR IGNORE INTO erased_self_referrals (pseudonym, partner)
+         SELECT ?1, id FROM partners WHERE id = ?2",
+        params![pseudonym, customer],
+    )?;
     if events == 0 {
         let before: Option<String> = tx
             .query_row(
@@ -118,23 +120,23 @@ pub fn erase(
     })
 }
 
-/// The email hashes an erased customer's events carried.
+/// Email hashes: the partners' own.
 type Hashes = std::collections::HashSet<Vec<u8>>;
 
 /// Pseudonymises the customer's conversions and deals and scrubs the clicks
-/// they name, rewriting the blocks that hold them: (clicks, events) changed,
-/// and the email hashes those events carried.
+/// they name, rewriting the blocks that hold them: (clicks, events)
+/// changed. An email hash in `partners` (a partner's own) stays.
 fn scrub(
     c: &rusqlite::Connection,
     customer: &str,
     pseudonym: &str,
-) -> Result<(usize, usize, Hashes)> {
+    partners: &Hashes,
+) -> Result<(usize, usize)> {
     let fact = |k: Option<i64>| k == Some(KIND_CONVERSION) || k == Some(KIND_DEAL);
     let mut named = std::collections::HashSet::<Vec<u8>>::new();
-    let mut hashes = Hashes::new();
     events::scan(
         c,
-        Cols::of(&[E_KIND], &[E_CUSTOMER, E_CLICK_ID, E_EMAIL_HASH]),
+        Cols::of(&[E_KIND], &[E_CUSTOMER, E_CLICK_ID]),
         "1",
         [],
         |b| {
@@ -143,9 +145,6 @@ fn scrub(
                     if let Some(k) = b.bytes(E_CLICK_ID, r) {
                         named.insert(k.to_vec());
                     }
-                    if let Some(h) = b.bytes(E_EMAIL_HASH, r) {
-                        hashes.insert(h.to_vec());
-                    }
                 }
             }
             Ok(())
@@ -153,29 +152,38 @@ fn scrub(
     )?;
     let traces = [E_ASN, E_DATACENTER, E_HAS_REFERRER].map(|c| (c, None));
     let (mut clicks, mut facts) = (0, 0);
-    events::rewrite(c, Cols::of(&[E_KIND], &[E_CUSTOMER, E_CLICK_ID]), |b, r| {
-        let kind = b.int(E_KIND, r);
-        if kind == Some(KIND_CLICK) && b.bytes(E_CLICK_ID, r).is_some_and(|k| named.contains(k)) {
-            clicks += 1;
-            return Ok(Some(Edit {
-                ints: traces.to_vec(),
-                texts: vec![(E_VISITOR, None), (E_COUNTRY, None)],
-            }));
-        }
-        if fact(kind) && b.bytes(E_CUSTOMER, r) == Some(customer.as_bytes()) {
-            facts += 1;
-            return Ok(Some(Edit {
-                ints: traces.to_vec(),
-                texts: vec![
-                    (E_CUSTOMER, Some(pseudonym.as_bytes().to_vec())),
-                    (E_EMAIL_HASH, None),
-                    (E_VISITOR, None),
-                ],
-            }));
-        }
-        Ok(None)
-    })?;
-    Ok((clicks, facts, hashes))
+    events::rewrite(
+        c,
+        Cols::of(&[E_KIND], &[E_CUSTOMER, E_CLICK_ID, E_EMAIL_HASH]),
+        |b, r| {
+            let kind = b.int(E_KIND, r);
+            if kind == Some(KIND_CLICK) && b.bytes(E_CLICK_ID, r).is_some_and(|k| named.contains(k))
+            {
+                clicks += 1;
+                return Ok(Some(Edit {
+                    ints: traces.to_vec(),
+                    texts: vec![(E_VISITOR, None), (E_COUNTRY, None)],
+                }));
+            }
+            if fact(kind) && b.bytes(E_CUSTOMER, r) == Some(customer.as_bytes()) {
+                facts += 1;
+                let hash = b
+                    .bytes(E_EMAIL_HASH, r)
+                    .filter(|h| partners.contains(*h))
+                    .map(<[u8]>::to_vec);
+                return Ok(Some(Edit {
+                    ints: traces.to_vec(),
+                    texts: vec![
+                        (E_CUSTOMER, Some(pseudonym.as_bytes().to_vec())),
+                        (E_EMAIL_HASH, hash),
+                        (E_VISITOR, None),
+                    ],
+                }));
+            }
+            Ok(None)
+        },
+    )?;
+    Ok((clicks, facts))
 }
 
 #[cfg(test)]

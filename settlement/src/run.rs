@@ -1014,7 +1014,10 @@ fn with_plan_at<R>(
     // what the closed periods booked on the sales refunds reverse: their
     // clawbacks reverse that, not today's reading of those sales
     let booked = match basis {
-        Some(h) => booked_on_refunded_sales(store, &facts, h)?,
+        Some(h) => {
+            let w_h = store.period_state(h)?.map_or(0, |s| s.1);
+            booked_on_refunded_sales(store, &facts, &reviews, h, w_h)?
+        }
         None => None,
     };
     let eng = Engine::new(cfg, &facts).with_reviews(&reviews);
@@ -1526,20 +1529,37 @@ fn split_restated_topups(entries: &mut Vec<Entry>, restated: &[(usize, EntryKind
 }
 
 /// What the ledger of closed periods (up to `h`) booked on the sales that
-/// refunds name: per sale, per partner, its commission, override and
-/// adjustment entries (see [`engine::Booked`]). `None` when no refund
+/// the refunds this run books name (those after `h`, and late ones, that
+/// arrived after `h`'s watermark `w_h`): per sale, per partner, its
+/// commission, override and adjustment entries (see [`engine::Booked`]);
+/// a sale the ledger booked nothing on has no parts. Entries held for
+/// review and rejected on review, and the reversals of such, are left out
+/// (the review's reversal takes them back). `None` when no such refund
 /// names a sale of a closed period.
-fn booked_on_refunded_sales(store: &Store, f: &Facts, h: Period) -> Result<Option<engine::Booked>> {
+fn booked_on_refunded_sales(
+    store: &Store,
+    f: &Facts,
+    reviews: &rustc_hash::FxHashMap<String, crate::fraud::Review>,
+    h: Period,
+    w_h: i64,
+) -> Result<Option<engine::Booked>> {
     let (refund, chargeback) = (f.syms.get("refund"), f.syms.get("chargeback"));
     let reversal = |c: &crate::facts::Conv| Some(c.event) == refund || Some(c.event) == chargeback;
+    let end = h.end_ms();
     let mut named: HashSet<(u32, &str)> = HashSet::new();
     for &i in &f.with_orig {
         let c = &f.convs[i as usize];
-        if reversal(c) && f.ex(c).orig_txn != NONE {
+        // the refunds whose clawbacks this run books or restates: after
+        // the closed period, or late for it; the others are the same in
+        // both views and booked already
+        let this_run = c.ts >= end || i64::from(c.arrival) > w_h;
+        if this_run && reversal(c) && f.ex(c).orig_txn != NONE {
             named.insert((c.program, f.syms.str(f.ex(c).orig_txn)));
         }
     }
-    let end = h.end_ms();
+    if named.is_empty() {
+        return Ok(None);
+    }
     let mut sales: HashMap<&str, u32> = HashMap::new();
     let mut first = h;
     for &i in &f.with_txn {
@@ -1553,25 +1573,47 @@ fn booked_on_refunded_sales(store: &Store, f: &Facts, h: Period) -> Result<Optio
         return Ok(None);
     }
     let _ph = Phase::start("the booked entries of refunded sales");
-    use crate::ledger_blocks::{text, L_ADJUSTS, L_AMOUNT, L_ID, L_KIND, L_PARTNER, L_SOURCES};
-    let mut by_conv: rustc_hash::FxHashMap<u32, engine::BookedConv> = Default::default();
+    use crate::ledger_blocks::{
+        text, L_ADJUSTS, L_AMOUNT, L_ID, L_KIND, L_PARTNER, L_REASON, L_SOURCES,
+    };
+    // every named sale of a closed period: one the ledger booked nothing
+    // on reverses nothing, whatever today's view pays on it
+    let mut by_conv: rustc_hash::FxHashMap<u32, engine::BookedConv> = sales
+        .values()
+        .map(|&ci| (ci, engine::BookedConv::default()))
+        .collect();
     crate::ledger_blocks::scan(
         &store.conn,
         pos_base(first),
         pos_base(h.next()),
         Cols::of(
             &[],
-            &[L_ID, L_PARTNER, L_KIND, L_AMOUNT, L_SOURCES, L_ADJUSTS],
+            &[
+                L_ID, L_PARTNER, L_KIND, L_AMOUNT, L_SOURCES, L_ADJUSTS, L_REASON,
+            ],
         ),
         |b| {
             for r in 0..b.rows() {
-                let Some(&ci) = sales.get(text(b, L_SOURCES, r)?) else {
+                let sale = text(b, L_SOURCES, r)?;
+                let Some(&ci) = sales.get(sale) else {
                     continue;
                 };
                 let kind = text(b, L_KIND, r)?;
                 if !matches!(kind, "commission" | "override" | "adjustment") {
                     continue;
                 }
+                let reason = text(b, L_REASON, r)?;
+                // a review's reversal, and what it reversed
+                if reason.starts_with("fraud:") {
+                    continue;
+                }
+                let held = reason.strip_prefix("held:fraud:");
+                if held.is_some() && reviews.get(sale).is_some_and(|v| !v.release) {
+                    continue;
+                }
+                let fraud = held
+                    .and_then(|rule| crate::fraud::RULES.iter().position(|x| *x == rule))
+                    .map_or(0, |i| i as u8 + 1);
                 // a partner the registry no longer has is nobody to reverse
                 let Some(partner) = f.syms.get(text(b, L_PARTNER, r)?) else {
                     continue;
@@ -1584,16 +1626,19 @@ fn booked_on_refunded_sales(store: &Store, f: &Facts, h: Period) -> Result<Optio
                     text(b, L_ID, r)?
                 };
                 let parts = &mut by_conv.entry(ci).or_default().parts;
-                match parts.iter_mut().find(|(p, _, _)| *p == partner) {
-                    Some(part) => part.1 += amount,
-                    None => parts.push((partner, amount, parse_entry_id(id))),
+                match parts.iter_mut().find(|x| x.partner == partner) {
+                    Some(part) => part.amount += amount,
+                    None => parts.push(engine::BookedPart {
+                        partner,
+                        amount,
+                        id: parse_entry_id(id),
+                        fraud,
+                    }),
                 }
             }
             Ok(())
         },
     )?;
-    // a sale the ledger booked nothing on (rejected, unattributed) reverses
-    // what the engine finds, as before
     Ok(Some(engine::Booked { by_conv }))
 }
 

@@ -1291,3 +1291,58 @@ fn a_rejected_sale_and_its_refund_are_reversed_together() {
         "{ledger}"
     );
 }
+
+/// a held Nov sale, rejected on review and refunded in Dec (both
+/// before Dec's run): the review reversal takes the held 10.00 back, the
+/// refund must take nothing more (the commission was never paid).
+#[test]
+fn held_rejected_and_refunded_in_one_period_is_reversed_once() {
+    let t = tempfile::tempdir().unwrap();
+    let db = t.path().join("s.db");
+    let cfg = write(t.path(), "p.toml", BASE);
+    let mut l = clicked_sale("1", "03T10:00:00", "03T10:00:05", "a", "v1", "", "");
+    l.extend(clicked_sale(
+        "2",
+        "04T10:00:00",
+        "04T10:00:40",
+        "a",
+        "v2",
+        "",
+        "",
+    ));
+    ok(&db, &["import", &events_file(t.path(), &l)]);
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
+    let nov = t.path().join("nov");
+    report(&db, "2026-11", &nov, &[]);
+    ok(&db, &["close", "--period", "2026-11"]);
+    let fraud_csv = read(&nov.join("fraud.csv"));
+    let entry = fraud_csv
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string();
+    // December: s1 refunded; a sells again (10.00)
+    let dec_l = [
+        r#"{"type":"conversion","id":"r1","ts":"2026-12-05T10:00:00.000Z","program":"p","event":"refund","original_txn_id":"t-s1"}"#.to_string(),
+        r#"{"type":"click","id":"ev-k3","click_id":"k3","ts":"2026-12-06T10:00:00.000Z","program":"p","partner":"a","visitor":"v3","bot":false,"country":"US"}"#.to_string(),
+        r#"{"type":"conversion","id":"s3","ts":"2026-12-06T10:00:40.000Z","program":"p","event":"sale","txn_id":"t-s3","amount":"100.00","currency":"USD","customer":"cu3","country":"US","partner":"a","click_id":"k3","click_ts":"2026-12-06T10:00:00.000Z"}"#.to_string(),
+    ];
+    let f2 = t.path().join("dec.ndjson");
+    std::fs::write(&f2, dec_l.join("\n") + "\n").unwrap();
+    ok(&db, &["import", f2.to_str().unwrap()]);
+    ok(
+        &db,
+        &["review", "reject", &entry, "--by", "ops", "--reason", "bot"],
+    );
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-12"]);
+    let dec = t.path().join("dec");
+    report(&db, "2026-12", &dec, &[]);
+    // carried_in 10 (held s1), earned 10 (s3), review reversal -10: 10 payable
+    assert_eq!(
+        statement_row(&dec, "a"),
+        "2026-12,a,p,USD,10.00,0.00,-10.00,10.00,0.00,10.00,0.00"
+    );
+}

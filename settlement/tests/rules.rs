@@ -1543,3 +1543,114 @@ fn a_refund_reverses_the_late_restatement_of_its_sale_too() {
     );
     assert_eq!(amounts(&dec, EntryKind::Clawback), s(&[("a", "-10.00")]));
 }
+
+/// a sale the closed period booked nothing on (no rule matched
+/// then: min_amount 1000) whose rule today pays it (min_amount dropped):
+/// its refund must reverse what was booked, nothing.
+#[test]
+fn a_refund_of_a_sale_booked_nothing_reverses_nothing() {
+    let nov = "[[programs.rules]]\nevent = \"sale\"\npercent = \"20\"\nmin_amount = \"1000\"\n";
+    let mut w = world(
+        &rules("", nov),
+        &[partner("a", ""), sale_of("s1", "a", "2026-11-05", "500")],
+    );
+    let (n, _) = w.draft("2026-11");
+    assert_eq!(amounts(&n, EntryKind::Commission), s(&[]));
+    w.run_close("2026-11");
+    w.add(&[refund("r1", "2026-12-05", "s1")]);
+    w.cfg = config::parse(
+        &w._dir.path().join("programs.toml"),
+        &rules(
+            "",
+            "[[programs.rules]]\nevent = \"sale\"\npercent = \"20\"\n",
+        ),
+    )
+    .unwrap();
+    let (dec, _) = w.draft("2026-12");
+    assert_eq!(amounts(&dec, EntryKind::Clawback), s(&[]));
+}
+
+/// the same with the partner's status: pending (no history) when
+/// November closed and rejected its sale; a corrected registry line says
+/// approved. The refund must not claw back a commission never paid.
+#[test]
+fn a_refund_of_a_sale_rejected_then_reverses_nothing() {
+    let r = "[[programs.rules]]\nevent = \"sale\"\npercent = \"20\"\n";
+    let pend = r#"{"type":"partner","id":"a","program":"p","status":"applied","updated_at":"2026-01-01T00:00:00Z"}"#.to_string();
+    let appr = r#"{"type":"partner","id":"a","program":"p","status":"approved","updated_at":"2026-12-01T00:00:00Z"}"#.to_string();
+    let mut w = world(
+        &rules("", r),
+        &[pend, sale_of("s1", "a", "2026-11-05", "500")],
+    );
+    let (n, _) = w.draft("2026-11");
+    assert_eq!(amounts(&n, EntryKind::Commission), s(&[]));
+    w.run_close("2026-11");
+    w.add(&[
+        appr,
+        refund("r1", "2026-12-05", "s1"),
+        sale_of("s2", "a", "2026-12-06", "500"),
+    ]);
+    let (dec, st) = w.draft("2026-12");
+    // December's own sale pays 100.00; nothing was paid on s1
+    assert_eq!(st[0].payable.to_string(), "100.00");
+    assert_eq!(amounts(&dec, EntryKind::Clawback), s(&[]));
+}
+
+/// erasing a customer keeps its self-referrals rejected, but it
+/// must not reject its conversions that were no self-referral: s1 carries
+/// partner a's email hash (rejected), s2 carries none (paid 100.00). After
+/// the erasure the rerun of the open period must pay s2 as before.
+#[test]
+fn erasing_a_customer_rejects_only_its_self_referrals() {
+    let h = "a".repeat(64);
+    let r = "[[programs.rules]]\nevent = \"sale\"\npercent = \"20\"\n";
+    let s_with = |id: &str, day: &str, extra: &str| {
+        conv(
+            id,
+            day,
+            "sale",
+            &format!(
+                ",\"customer\":\"c1\"{extra}{}{}",
+                click("a", day),
+                usd("500")
+            ),
+        )
+    };
+    let mut w = world(
+        &rules("", r),
+        &[
+            partner("a", &format!(",\"email_hash\":\"{h}\"")),
+            s_with("s1", "2026-11-05", &format!(",\"email_hash\":\"{h}\"")),
+            s_with("s2", "2026-11-06", ""),
+        ],
+    );
+    let before = amounts(&w.draft("2026-11").0, EntryKind::Commission);
+    assert_eq!(before, s(&[("a", "100.00")]));
+    settlement::erase::erase(
+        &mut w.store,
+        "c1",
+        &format!("erased:{}", "0".repeat(32)),
+        "dpo",
+        "2026-11-20T00:00:00Z",
+    )
+    .unwrap();
+    let after = amounts(&w.draft("2026-11").0, EntryKind::Commission);
+    assert_eq!(after, before);
+}
+
+/// the `same` shortcut in as_booked ignores recomputed entries
+/// of 0: November booked 100.00 (20%), the rate is 0% today; the refund
+/// must reverse the 100.00 paid.
+#[test]
+fn a_rate_cut_to_zero_still_reverses_what_was_booked() {
+    let r = |p: &str| format!("[[programs.rules]]\nevent = \"sale\"\npercent = \"{p}\"\n");
+    let mut w = world(
+        &rules("", &r("20")),
+        &[partner("a", ""), sale_of("s1", "a", "2026-11-05", "500")],
+    );
+    w.run_close("2026-11");
+    w.add(&[refund("r1", "2026-12-05", "s1")]);
+    w.cfg = config::parse(&w._dir.path().join("programs.toml"), &rules("", &r("0"))).unwrap();
+    let (dec, _) = w.draft("2026-12");
+    assert_eq!(amounts(&dec, EntryKind::Clawback), s(&[("a", "-100.00")]));
+}
