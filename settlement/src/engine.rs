@@ -375,6 +375,21 @@ pub struct BookedConv {
     /// (the view the late facts are measured against), when this view
     /// restates it: what the late facts changed is reversed too.
     pub old: Option<Vec<(u32, Decimal)>>,
+    /// A reseller's invoice line of the sale, as the closed periods booked
+    /// it (late lines added): what its credit note cancels.
+    pub invoice: Option<BookedInvoice>,
+    /// The closed period's own view of that line `(list, due)`, when this
+    /// view restates it.
+    pub old_invoice: Option<(Decimal, Decimal)>,
+}
+
+#[derive(Clone, Debug)]
+pub struct BookedInvoice {
+    pub partner: u32,
+    pub list: Decimal,
+    pub due: Decimal,
+    pub discount: Decimal,
+    pub id: Hash10,
 }
 
 /// A symbol that matches nothing (the config names a value no fact has).
@@ -1770,8 +1785,35 @@ fn compute_part(
                 fraud: e.fraud,
             });
         }
-        if let Some(&li) = inv_of_conv.get(&oi) {
-            let l = out.invoices[li as usize].clone();
+        let today = inv_of_conv
+            .get(&oi)
+            .map(|&li| out.invoices[li as usize].clone());
+        // the line the credit note cancels: as booked, for a sale of a
+        // closed period (plus what late facts restate in this view)
+        let line = match booked.as_ref().and_then(|b| b.by_conv.get(&oi)) {
+            None => today.map(|l| (l.partner, l.list_amount, l.amount_due, l.discount, l.id)),
+            Some(bc) => {
+                let (tl, td) = today.as_ref().map_or((Decimal::ZERO, Decimal::ZERO), |l| {
+                    (l.list_amount, l.amount_due)
+                });
+                let (ol, od) = bc.old_invoice.unwrap_or((Decimal::ZERO, Decimal::ZERO));
+                match (&bc.invoice, bc.old.is_some(), &today) {
+                    (Some(b), false, _) => Some((b.partner, b.list, b.due, b.discount, b.id)),
+                    (Some(b), true, _) => Some((
+                        b.partner,
+                        b.list + tl - ol,
+                        b.due + td - od,
+                        b.discount,
+                        b.id,
+                    )),
+                    (None, true, Some(l)) if tl != ol || td != od => {
+                        Some((l.partner, tl - ol, td - od, l.discount, l.id))
+                    }
+                    _ => None,
+                }
+            }
+        };
+        if let Some((partner, list, due, discount, id)) = line {
             let cur = p.currency;
             let part = |x: Decimal| -> Result<Decimal> {
                 let a = Money::round(Exact::from_dec(x).mul(after)?, cur)?.amount;
@@ -1779,14 +1821,14 @@ fn compute_part(
                 Ok(crate::money::norm(-(a - b)))
             };
             out.invoices.push(RInvoice {
-                id: hash_parts(&[b"credit", rid, &l.id]),
+                id: hash_parts(&[b"credit", rid, &id]),
                 period,
-                partner: l.partner,
-                prog: l.prog,
+                partner,
+                prog: pi,
                 conv: ri,
-                list_amount: part(l.list_amount)?,
-                discount: l.discount,
-                amount_due: part(l.amount_due)?,
+                list_amount: part(list)?,
+                discount,
+                amount_due: part(due)?,
                 share: after.sub(before)?.approx(),
             });
         }

@@ -1639,6 +1639,61 @@ fn booked_on_refunded_sales(
             Ok(())
         },
     )?;
+    // a reseller's invoice lines of those sales (the sale's, and late
+    // lines restating it), summed
+    {
+        use crate::ledger_blocks::{
+            INVOICES, I_AMOUNT_DUE, I_DISCOUNT_PERCENT, I_ID, I_LIST_AMOUNT, I_PARTNER, I_SOURCE,
+        };
+        crate::ledger_blocks::scan_in(
+            &store.conn,
+            INVOICES,
+            pos_base(first),
+            pos_base(h.next()),
+            Cols::of(
+                &[],
+                &[
+                    I_ID,
+                    I_PARTNER,
+                    I_LIST_AMOUNT,
+                    I_DISCOUNT_PERCENT,
+                    I_AMOUNT_DUE,
+                    I_SOURCE,
+                ],
+            ),
+            |b| {
+                for r in 0..b.rows() {
+                    let Some(&ci) = sales.get(text(b, I_SOURCE, r)?) else {
+                        continue;
+                    };
+                    let Some(partner) = f.syms.get(text(b, I_PARTNER, r)?) else {
+                        continue;
+                    };
+                    let (list, due) = (
+                        dec(text(b, I_LIST_AMOUNT, r)?)?,
+                        dec(text(b, I_AMOUNT_DUE, r)?)?,
+                    );
+                    let bc = by_conv.entry(ci).or_default();
+                    match &mut bc.invoice {
+                        Some(i) => {
+                            i.list += list;
+                            i.due += due;
+                        }
+                        None => {
+                            bc.invoice = Some(engine::BookedInvoice {
+                                partner,
+                                list,
+                                due,
+                                discount: dec(text(b, I_DISCOUNT_PERCENT, r)?)?,
+                                id: parse_prefixed_id("inv_", text(b, I_ID, r)?),
+                            })
+                        }
+                    }
+                }
+                Ok(())
+            },
+        )?;
+    }
     Ok(Some(engine::Booked { by_conv }))
 }
 
@@ -1662,13 +1717,28 @@ fn with_old_view(mut b: engine::Booked, old: &Output, o: &Options) -> engine::Bo
             }
         }
     }
+    for l in &old.invoices {
+        if l.period.end_ms() > o.until_ms {
+            continue;
+        }
+        if let Some(bc) = b.by_conv.get_mut(&l.conv) {
+            let (list, due) = bc.old_invoice.unwrap_or_default();
+            bc.old_invoice = Some((list + l.list_amount, due + l.amount_due));
+        }
+    }
     b
 }
 
 /// An entry id (`le_` and 20 hex digits) as the engine's hash; an id of
 /// another shape hashes to a stable value.
 fn parse_entry_id(id: &str) -> engine::Hash10 {
-    let hex = id.strip_prefix("le_").unwrap_or(id);
+    parse_prefixed_id("le_", id)
+}
+
+/// An id of `prefix` and 20 hex digits as the engine's hash (see
+/// [`parse_entry_id`]).
+fn parse_prefixed_id(prefix: &str, id: &str) -> engine::Hash10 {
+    let hex = id.strip_prefix(prefix).unwrap_or(id);
     let mut h = [0u8; 10];
     if hex.len() == 20 {
         for (i, b) in h.iter_mut().enumerate() {

@@ -1654,3 +1654,32 @@ fn a_rate_cut_to_zero_still_reverses_what_was_booked() {
     let (dec, _) = w.draft("2026-12");
     assert_eq!(amounts(&dec, EntryKind::Clawback), s(&[("a", "-100.00")]));
 }
+
+/// a reseller's invoice booked at 20% discount in a closed
+/// November (owes 400.00 of 500.00); the discount is 30% today. The full
+/// refund's credit note must cancel what was invoiced: -400.00, not -350.00.
+#[test]
+fn a_reseller_credit_note_cancels_the_invoice_booked() {
+    let head = "currency = \"USD\"\n[[programs]]\nid = \"p\"\nmodel = \"reseller\"\n";
+    let r20 = format!("{head}[[programs.rules]]\nevent = \"sale\"\ndiscount = \"20\"\n");
+    let mut w = world(
+        &r20,
+        &[partner("a", ""), sale_of("s1", "a", "2026-11-05", "500")],
+    );
+    let (d, _) = compute_draft(&w.store, &w.cfg, Period::parse("2026-11").unwrap()).unwrap();
+    assert_eq!(d.invoices[0].amount_due.to_string(), "400.00");
+    w.run_close("2026-11");
+    w.add(&[refund("r1", "2026-12-05", "s1")]);
+    w.cfg = config::parse(
+        &w._dir.path().join("programs.toml"),
+        &r20.replace("\"20\"", "\"30\""),
+    )
+    .unwrap();
+    let (d, _) = compute_draft(&w.store, &w.cfg, Period::parse("2026-12").unwrap()).unwrap();
+    let due: Vec<String> = d
+        .invoices
+        .iter()
+        .map(|l| l.amount_due.to_string())
+        .collect();
+    assert_eq!(due, ["-400.00"]);
+}
