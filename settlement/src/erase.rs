@@ -13,7 +13,7 @@
 use crate::error::{Error, Result};
 use crate::events::{
     self, Cols, Edit, E_ASN, E_CLICK_ID, E_COUNTRY, E_CUSTOMER, E_DATACENTER, E_EMAIL_HASH,
-    E_HAS_REFERRER, E_KIND, E_VISITOR,
+    E_HAS_REFERRER, E_KIND, E_PROGRAM, E_VISITOR,
 };
 use crate::store::{Store, KIND_CLICK, KIND_CONVERSION, KIND_DEAL};
 use rusqlite::params;
@@ -70,11 +70,14 @@ pub fn erase(
     // pseudonym, and an email hash that is a partner's own (already in the
     // registry) stays on the conversions that carry it
     let partner_hashes: Hashes = {
-        let mut st = tx.prepare("SELECT email_hash FROM partners WHERE email_hash IS NOT NULL")?;
+        let mut st =
+            tx.prepare("SELECT program, email_hash FROM partners WHERE email_hash IS NOT NULL")?;
         let v = st
-            .query_map([], |r| r.get::<_, String>(0))?
-            .collect::<rusqlite::Result<Vec<String>>>()?;
-        v.into_iter().map(String::into_bytes).collect()
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+            .collect::<rusqlite::Result<Vec<(String, String)>>>()?;
+        v.into_iter()
+            .map(|(p, h)| (p.into_bytes(), h.into_bytes()))
+            .collect()
     };
     let (clicks, events) = scrub(&tx, customer, pseudonym, &partner_hashes)?;
     tx.execute(
@@ -120,12 +123,13 @@ pub fn erase(
     })
 }
 
-/// Email hashes: the partners' own.
-type Hashes = std::collections::HashSet<Vec<u8>>;
+/// `(program, email hash)`: the partners' own.
+type Hashes = std::collections::HashSet<(Vec<u8>, Vec<u8>)>;
 
 /// Pseudonymises the customer's conversions and deals and scrubs the clicks
 /// they name, rewriting the blocks that hold them: (clicks, events)
-/// changed. An email hash in `partners` (a partner's own) stays.
+/// changed. An email hash of a partner of the conversion's own program
+/// stays (the only one the self-referral test compares it with).
 fn scrub(
     c: &rusqlite::Connection,
     customer: &str,
@@ -154,7 +158,10 @@ fn scrub(
     let (mut clicks, mut facts) = (0, 0);
     events::rewrite(
         c,
-        Cols::of(&[E_KIND], &[E_CUSTOMER, E_CLICK_ID, E_EMAIL_HASH]),
+        Cols::of(
+            &[E_KIND],
+            &[E_CUSTOMER, E_CLICK_ID, E_EMAIL_HASH, E_PROGRAM],
+        ),
         |b, r| {
             let kind = b.int(E_KIND, r);
             if kind == Some(KIND_CLICK) && b.bytes(E_CLICK_ID, r).is_some_and(|k| named.contains(k))
@@ -167,9 +174,10 @@ fn scrub(
             }
             if fact(kind) && b.bytes(E_CUSTOMER, r) == Some(customer.as_bytes()) {
                 facts += 1;
+                let program = b.bytes(E_PROGRAM, r).unwrap_or_default().to_vec();
                 let hash = b
                     .bytes(E_EMAIL_HASH, r)
-                    .filter(|h| partners.contains(*h))
+                    .filter(|h| partners.contains(&(program.clone(), h.to_vec())))
                     .map(<[u8]>::to_vec);
                 return Ok(Some(Edit {
                     ints: traces.to_vec(),

@@ -1574,7 +1574,7 @@ fn booked_on_refunded_sales(
     }
     let _ph = Phase::start("the booked entries of refunded sales");
     use crate::ledger_blocks::{
-        text, L_ADJUSTS, L_AMOUNT, L_ID, L_KIND, L_PARTNER, L_REASON, L_SOURCES,
+        text, L_ADJUSTS, L_AMOUNT, L_ID, L_KIND, L_PARTNER, L_REASON, L_RULE, L_SOURCES,
     };
     // every named sale of a closed period: one the ledger booked nothing
     // on reverses nothing, whatever today's view pays on it
@@ -1589,7 +1589,7 @@ fn booked_on_refunded_sales(
         Cols::of(
             &[],
             &[
-                L_ID, L_PARTNER, L_KIND, L_AMOUNT, L_SOURCES, L_ADJUSTS, L_REASON,
+                L_ID, L_PARTNER, L_KIND, L_AMOUNT, L_SOURCES, L_ADJUSTS, L_REASON, L_RULE,
             ],
         ),
         |b| {
@@ -1602,16 +1602,27 @@ fn booked_on_refunded_sales(
                 if !matches!(kind, "commission" | "override" | "adjustment") {
                     continue;
                 }
+                // a part of a restated minimum top-up held with the sale's
+                // late commission carries the sale's id, and no rule: the
+                // top-up's, not an earning on the sale (a top-up is never
+                // restored by a later refund, on time or late)
+                if kind == "adjustment" && text(b, L_RULE, r)? == "-" {
+                    continue;
+                }
                 let reason = text(b, L_REASON, r)?;
                 // a review's reversal, and what it reversed
                 if reason.starts_with("fraud:") {
                     continue;
                 }
                 let held = reason.strip_prefix("held:fraud:");
-                if held.is_some() && reviews.get(sale).is_some_and(|v| !v.release) {
+                let review = reviews.get(sale);
+                if held.is_some() && review.is_some_and(|v| !v.release) {
                     continue;
                 }
+                // still held while no operator has decided (the reason
+                // stays on the row after a release)
                 let fraud = held
+                    .filter(|_| review.is_none())
                     .and_then(|rule| crate::fraud::RULES.iter().position(|x| *x == rule))
                     .map_or(0, |i| i as u8 + 1);
                 // a partner the registry no longer has is nobody to reverse

@@ -1346,3 +1346,132 @@ fn held_rejected_and_refunded_in_one_period_is_reversed_once() {
         "2026-12,a,p,USD,10.00,0.00,-10.00,10.00,0.00,10.00,0.00"
     );
 }
+
+/// the held top-up part that split_restated_topups gives the late
+/// sale's sources is summed into "what was booked on the sale": the refund
+/// of the late held sale reverses 10.00 + (-10.00) = 0, nothing. Nov: s1
+/// 10.00 + top-up 90.00 (minimum 100). Dec: late Nov sale s2 held (+10.00
+/// held, top-up part -10.00 held with it), closed. Jan: s2 refunded in full.
+/// Expected (as before ca83c97, config unchanged): a clawback of -10.00 on a.
+#[test]
+fn refund_of_a_late_held_sale_under_a_minimum_reverses_its_commission() {
+    let l = clicked_sale("1", "03T10:00:00", "03T12:00:00", "a", "v1", "", "");
+    let mut w = world("", &l);
+    let text = BASE.replace(
+        "model = \"affiliate\"",
+        "model = \"technology\"\nminimum_per_period = \"100\"",
+    );
+    w.cfg = config::parse(std::path::Path::new("programs.toml"), &text).unwrap();
+    let nov = Period::parse("2026-11").unwrap();
+    run(&mut w.store, &w.cfg, nov).unwrap();
+    settlement::run::close(&mut w.store, nov).unwrap();
+    let late: Vec<Record> = clicked_sale("2", "20T10:00:00", "20T10:00:05", "a", "v2", "", "")
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    import_records(&mut w.store, &late).unwrap();
+    let dec = Period::parse("2026-12").unwrap();
+    run(&mut w.store, &w.cfg, dec).unwrap();
+    settlement::run::close(&mut w.store, dec).unwrap();
+    let r: Record = serde_json::from_str(
+        r#"{"type":"conversion","id":"r2","ts":"2027-01-05T10:00:00.000Z","program":"p","event":"refund","original_txn_id":"t-s2"}"#,
+    )
+    .unwrap();
+    import_records(&mut w.store, &[r]).unwrap();
+    let (d, _) = compute_draft(&w.store, &w.cfg, Period::parse("2027-01").unwrap()).unwrap();
+    let claw: Vec<(String, String)> = d
+        .entries
+        .iter()
+        .filter(|e| e.kind.as_str() == "clawback")
+        .map(|e| (e.partner.clone(), e.amount.to_string()))
+        .collect();
+    assert_eq!(
+        claw,
+        [("a".to_string(), "-10.00".to_string())],
+        "{:#?}",
+        d.entries
+    );
+}
+
+/// a booked override that was held in its closed period and
+/// released on review since, whose parent is not today's (substituted
+/// clawback), gets `fraud` from the ledger's `held:fraud:` reason although
+/// the sale was released: its clawback is "held for review" and the
+/// statement keeps it in `pending`. Nov: x (parent m1) sells 100, held
+/// (click_too_fast): x 10.00, m1 1.00, both held; closed. Released on review.
+/// Dec: x's parent is m2; s1 refunded in full; m1's own Dec sale (10.00) is
+/// held. m1: carried_in 1.00 (released), earned 10.00 (held), reversed -1.00:
+/// balance 10.00, all of it held: payable 0.00.
+#[test]
+fn released_then_refunded_override_of_a_moved_parent_is_not_held() {
+    let parent = |id: &str, p: &str, at: &str| {
+        format!(
+            r#"{{"type":"partner","id":"{id}","program":"p","status":"approved","email_hash":"eh-{id}","parent":"{p}","updated_at":"{at}T00:00:00Z"}}"#
+        )
+    };
+    let mut l = vec![
+        partner("m1"),
+        partner("m2"),
+        parent("x", "m1", "2026-01-01"),
+    ];
+    l.extend(clicked_sale(
+        "1",
+        "03T10:00:00",
+        "03T10:00:05",
+        "x",
+        "v1",
+        "",
+        "",
+    ));
+    let mut w = world("", &l);
+    let text = BASE.replace("window_days = 30", "window_days = 30\noverrides = [\"10\"]");
+    w.cfg = config::parse(std::path::Path::new("programs.toml"), &text).unwrap();
+    let nov = Period::parse("2026-11").unwrap();
+    let d = w.draft();
+    let held: Vec<(String, String, String)> = d
+        .entries
+        .iter()
+        .filter(|e| e.kind.as_str() != "rejected")
+        .map(|e| (e.partner.clone(), e.amount.to_string(), e.reason.clone()))
+        .collect();
+    assert!(
+        held.iter()
+            .any(|h| h.0 == "m1" && h.2.starts_with("held:fraud:")),
+        "{held:?}"
+    );
+    let entry = d
+        .entries
+        .iter()
+        .find(|e| e.partner == "x" && e.kind.as_str() == "commission")
+        .unwrap()
+        .id
+        .clone();
+    run(&mut w.store, &w.cfg, nov).unwrap();
+    settlement::run::close(&mut w.store, nov).unwrap();
+    settlement::fraud::decide_entry(&mut w.store, &entry, true, "ops", "fine").unwrap();
+    let dec_l = [
+        parent("x", "m2", "2026-12-01"),
+        r#"{"type":"conversion","id":"r1","ts":"2026-12-05T10:00:00.000Z","program":"p","event":"refund","original_txn_id":"t-s1"}"#.to_string(),
+        r#"{"type":"click","id":"ev-k9","click_id":"k9","ts":"2026-12-06T10:00:00.000Z","program":"p","partner":"m1","visitor":"v9","bot":false,"country":"US"}"#.to_string(),
+        r#"{"type":"conversion","id":"s9","ts":"2026-12-06T10:00:05.000Z","program":"p","event":"sale","txn_id":"t-s9","amount":"100.00","currency":"USD","customer":"cu9","country":"US","partner":"m1","click_id":"k9","click_ts":"2026-12-06T10:00:00.000Z"}"#.to_string(),
+    ];
+    let recs: Vec<Record> = dec_l
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    import_records(&mut w.store, &recs).unwrap();
+    let (d, _) = compute_draft(&w.store, &w.cfg, Period::parse("2026-12").unwrap()).unwrap();
+    let claw: Vec<(String, String, String)> = d
+        .entries
+        .iter()
+        .filter(|e| e.kind.as_str() == "clawback")
+        .map(|e| (e.partner.clone(), e.amount.to_string(), e.reason.clone()))
+        .collect();
+    let m1 = d.statements.iter().find(|s| s.partner == "m1").unwrap();
+    assert_eq!(
+        (m1.pending.to_string(), m1.payable.is_zero()),
+        ("10.00".to_string(), true),
+        "{claw:?}"
+    );
+    assert!(claw.iter().all(|c| c.2.is_empty()), "{claw:?}");
+}

@@ -1683,3 +1683,48 @@ fn a_reseller_credit_note_cancels_the_invoice_booked() {
         .collect();
     assert_eq!(due, ["-400.00"]);
 }
+
+/// erase keeps an email hash on the erased customer's
+/// conversion when it is *any* partner's, also a partner of another
+/// program, who can never be attributed that conversion (a partner id
+/// belongs to one program): the hash is kept for no self-referral test.
+#[test]
+fn erase_drops_a_hash_no_partner_of_the_program_has() {
+    let h = "b".repeat(64);
+    let r = "[[programs.rules]]\nevent = \"sale\"\npercent = \"20\"\n";
+    let mut w = world(
+        &rules("", r),
+        &[
+            partner("a", ""),
+            format!(
+                r#"{{"type":"partner","id":"z","program":"q","status":"approved","email_hash":"{h}"}}"#
+            ),
+            conv(
+                "s1",
+                "2026-11-05",
+                "sale",
+                &format!(
+                    ",\"customer\":\"c1\",\"email_hash\":\"{h}\"{}{}",
+                    click("a", "2026-11-05"),
+                    usd("500")
+                ),
+            ),
+        ],
+    );
+    settlement::erase::erase(
+        &mut w.store,
+        "c1",
+        &format!("erased:{}", "0".repeat(32)),
+        "dpo",
+        "2026-11-20T00:00:00Z",
+    )
+    .unwrap();
+    let f = w.store.load_facts(i64::MAX, &["p"]).unwrap();
+    let c = f.convs.iter().find(|c| f.id(c) == "s1").unwrap();
+    let kept = f.ex(c).email_hash;
+    assert!(
+        kept == u32::MAX || f.syms.str(kept).is_empty(),
+        "kept {:?}",
+        f.syms.str(kept)
+    );
+}
