@@ -1840,15 +1840,31 @@ fn adjustments(
         .filter(|l| l.period <= h)
         .map(|l| (key(l), l))
         .collect();
+    let now: HashSet<[u8; 10]> = new
+        .invoices
+        .iter()
+        .filter(|l| l.period <= h)
+        .map(key)
+        .collect();
     let mut late: Vec<&RInvoice> = new
         .invoices
         .iter()
         .filter(|l| l.period <= h && before.get(&l.id).is_none_or(|b| *b != *l))
         .collect();
+    // a line the late facts took away (its sale now another partner's, or
+    // rejected) is cancelled, as a restated entry is adjusted to nothing
+    late.extend(
+        old.invoices
+            .iter()
+            .filter(|l| l.period <= h && !now.contains(&l.id)),
+    );
     late.sort_by_key(|l| l.id);
     for l in late {
         let mut line = words.invoice(l);
-        if let Some(b) = before.get(&l.id) {
+        if !now.contains(&l.id) {
+            line.list_amount = crate::money::norm(-line.list_amount);
+            line.amount_due = crate::money::norm(-line.amount_due);
+        } else if let Some(b) = before.get(&l.id) {
             line.list_amount -= b.list_amount;
             line.amount_due -= b.amount_due;
         }

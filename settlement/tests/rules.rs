@@ -1728,3 +1728,57 @@ fn erase_drops_a_hash_no_partner_of_the_program_has() {
         f.syms.str(kept)
     );
 }
+
+/// A reseller's invoice line that late facts move to another partner is
+/// cancelled for the first: lifetime lock, customer c1's November sale of
+/// 500 (20% discount: 400.00 due) invoiced to a, closed; in December an
+/// October conversion of c1 through b arrives late, so c1 was b's all
+/// along: December's late lines credit a -400.00 and invoice b 400.00 (and
+/// b's October sale, 100 -> 80.00). Before, a's line was never cancelled:
+/// both partners owed the same sale.
+#[test]
+fn a_reseller_line_moved_by_late_facts_is_cancelled_for_the_first_partner() {
+    let head =
+        "currency = \"USD\"\n[[programs]]\nid = \"p\"\nmodel = \"reseller\"\nlifetime = true\n";
+    let cfg = format!("{head}[[programs.rules]]\nevent = \"sale\"\ndiscount = \"20\"\n");
+    let bought = |id: &str, partner: &str, day: &str, amount: &str| {
+        conv(
+            id,
+            day,
+            "sale",
+            &format!(",\"customer\":\"c1\"{}{}", click(partner, day), usd(amount)),
+        )
+    };
+    let mut w = world(
+        &cfg,
+        &[
+            partner("a", ""),
+            partner("b", ""),
+            bought("s1", "a", "2026-11-05", "500"),
+        ],
+    );
+    w.run_close("2026-10");
+    w.run_close("2026-11");
+    w.add(&[bought("s0", "b", "2026-10-20", "100")]);
+    let (d, _) = compute_draft(&w.store, &w.cfg, Period::parse("2026-12").unwrap()).unwrap();
+    let mut due: Vec<(String, String, String)> = d
+        .invoices
+        .iter()
+        .map(|l| {
+            (
+                l.partner.clone(),
+                l.source.clone(),
+                l.amount_due.to_string(),
+            )
+        })
+        .collect();
+    due.sort();
+    assert_eq!(
+        due,
+        [
+            ("a".to_string(), "s1".to_string(), "-400.00".to_string()),
+            ("b".to_string(), "s0".to_string(), "80.00".to_string()),
+            ("b".to_string(), "s1".to_string(), "400.00".to_string()),
+        ]
+    );
+}
