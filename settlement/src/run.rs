@@ -1651,8 +1651,10 @@ fn booked_on_refunded_sales(
         },
     )?;
     // a reseller's invoice lines of those sales (the sale's, and late
-    // lines restating it), summed
+    // lines restating it), summed per partner
     {
+        let mut per_partner: rustc_hash::FxHashMap<u32, Vec<engine::BookedInvoice>> =
+            Default::default();
         use crate::ledger_blocks::{
             INVOICES, I_AMOUNT_DUE, I_DISCOUNT_PERCENT, I_ID, I_LIST_AMOUNT, I_PARTNER, I_SOURCE,
         };
@@ -1684,26 +1686,38 @@ fn booked_on_refunded_sales(
                         dec(text(b, I_LIST_AMOUNT, r)?)?,
                         dec(text(b, I_AMOUNT_DUE, r)?)?,
                     );
-                    let bc = by_conv.entry(ci).or_default();
-                    match &mut bc.invoice {
+                    let lines = per_partner.entry(ci).or_default();
+                    match lines.iter_mut().find(|i| i.partner == partner) {
                         Some(i) => {
                             i.list += list;
                             i.due += due;
                         }
-                        None => {
-                            bc.invoice = Some(engine::BookedInvoice {
-                                partner,
-                                list,
-                                due,
-                                discount: dec(text(b, I_DISCOUNT_PERCENT, r)?)?,
-                                id: parse_prefixed_id("inv_", text(b, I_ID, r)?),
-                            })
-                        }
+                        None => lines.push(engine::BookedInvoice {
+                            partner,
+                            list,
+                            due,
+                            discount: dec(text(b, I_DISCOUNT_PERCENT, r)?)?,
+                            id: parse_prefixed_id("inv_", text(b, I_ID, r)?),
+                        }),
                     }
                 }
                 Ok(())
             },
         )?;
+        // the partner the sale's lines leave owing it (a line late facts
+        // moved to another partner was cancelled for the first)
+        for (ci, lines) in per_partner {
+            let owing = lines
+                .into_iter()
+                .filter(|i| !i.list.is_zero() || !i.due.is_zero())
+                .max_by(|x, y| {
+                    x.list
+                        .abs()
+                        .cmp(&y.list.abs())
+                        .then(y.partner.cmp(&x.partner))
+                });
+            by_conv.entry(ci).or_default().invoice = owing;
+        }
     }
     Ok(Some(engine::Booked { by_conv }))
 }

@@ -1781,4 +1781,14 @@ fn a_reseller_line_moved_by_late_facts_is_cancelled_for_the_first_partner() {
             ("b".to_string(), "s1".to_string(), "400.00".to_string()),
         ]
     );
+    // and a refund of that sale credits the partner that owes it now
+    w.run_close("2026-12");
+    w.add(&[refund("r1", "2027-01-05", "s1")]);
+    let (d, _) = compute_draft(&w.store, &w.cfg, Period::parse("2027-01").unwrap()).unwrap();
+    let credits: Vec<(String, String)> = d
+        .invoices
+        .iter()
+        .map(|l| (l.partner.clone(), l.amount_due.to_string()))
+        .collect();
+    assert_eq!(credits, [("b".to_string(), "-400.00".to_string())]);
 }
