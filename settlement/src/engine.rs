@@ -1695,6 +1695,8 @@ fn compute_part(
     // ---- refunds and chargebacks: proportional clawbacks, in arrival-time order
     let booked = eng.booked.read().ok().and_then(|g| g.clone());
     let mut used: FxHashMap<u32, Exact> = FxHashMap::default();
+    // what a refund's clawbacks reverse, one buffer for all of them
+    let mut reversed: Vec<Reversed> = Vec::new();
     for &ri in &reversals {
         let r = &f.convs[ri as usize];
         if f.ex(r).orig_txn == NONE {
@@ -1734,29 +1736,32 @@ fn compute_part(
         let day = at.div_euclid(DAY_MS);
         let rid = f.id(r).as_bytes();
         // what the clawbacks take of the entries (not their boxed arithmetic)
-        let recomputed: Vec<Reversed> = of_conv
-            .get(&oi)
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
-            .iter()
-            .map(|&ei| {
-                let x = &out.entries[ei as usize];
-                Reversed {
-                    id: x.id,
-                    partner: x.partner,
-                    prog: x.prog,
-                    amount: x.amount,
-                    rule: x.rule,
-                    fraud: x.fraud,
-                    day: x.event_day,
-                }
-            })
-            .collect();
-        let reversed = match booked.as_ref().and_then(|b| b.by_conv.get(&oi)) {
-            Some(b) => as_booked(&recomputed, b, pi, day32(o.ts.div_euclid(DAY_MS))),
-            None => recomputed,
-        };
-        for e in reversed {
+        reversed.clear();
+        reversed.extend(
+            of_conv
+                .get(&oi)
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
+                .iter()
+                .map(|&ei| {
+                    let x = &out.entries[ei as usize];
+                    Reversed {
+                        id: x.id,
+                        partner: x.partner,
+                        prog: x.prog,
+                        amount: x.amount,
+                        rule: x.rule,
+                        fraud: x.fraud,
+                        day: x.event_day,
+                    }
+                }),
+        );
+        // for a sale of a closed period: as booked (see [`Booked`])
+        let bc = booked.as_ref().and_then(|b| b.by_conv.get(&oi));
+        if let Some(b) = bc {
+            reversed = as_booked(&reversed, b, pi, day32(o.ts.div_euclid(DAY_MS)));
+        }
+        for e in &reversed {
             let cur = p.currency;
             // cumulative rounding: all clawbacks together never exceed the entry
             let total_after = Money::round(Exact::from_dec(e.amount).mul(after)?, cur)?.amount;
@@ -1790,7 +1795,7 @@ fn compute_part(
             .map(|&li| out.invoices[li as usize].clone());
         // the line the credit note cancels: as booked, for a sale of a
         // closed period (plus what late facts restate in this view)
-        let line = match booked.as_ref().and_then(|b| b.by_conv.get(&oi)) {
+        let line = match bc {
             None => today.map(|l| (l.partner, l.list_amount, l.amount_due, l.discount, l.id)),
             Some(bc) => {
                 let (tl, td) = today.as_ref().map_or((Decimal::ZERO, Decimal::ZERO), |l| {

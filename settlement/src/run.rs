@@ -652,10 +652,16 @@ pub enum Inv {
     Own(Box<InvoiceLine>),
 }
 
-fn id_bytes(id: &str) -> [u8; 10] {
+/// The engine's hash of a stored id (`prefix` and 20 hex digits), `None`
+/// for an id of another shape.
+fn id_hash(prefix: &str, id: &str) -> Option<engine::Hash10> {
     let mut b = [0u8; 10];
-    let _ = hex::decode_to_slice(id.get(3..23).unwrap_or(""), &mut b);
-    b
+    hex::decode_to_slice(id.strip_prefix(prefix)?, &mut b).ok()?;
+    Some(b)
+}
+
+fn id_bytes(id: &str) -> [u8; 10] {
+    id_hash("le_", id).unwrap_or_default()
 }
 
 impl Plan<'_> {
@@ -748,11 +754,11 @@ impl Plan<'_> {
                 let c = &f.convs[l.conv as usize];
                 (self.invoice_partner(i), f.txns.get(c.idx), l.id)
             }
-            Inv::Own(l) => {
-                let mut b = [0u8; 10];
-                let _ = hex::decode_to_slice(l.id.get(4..24).unwrap_or(""), &mut b);
-                (&l.partner, &l.txn_id, b)
-            }
+            Inv::Own(l) => (
+                &l.partner,
+                &l.txn_id,
+                id_hash("inv_", &l.id).unwrap_or_default(),
+            ),
         }
     }
 
@@ -986,13 +992,15 @@ fn with_plan_at<R>(
     drop(ph);
     // the closed period whose late facts become adjustments in this one
     let basis = store.last_closed()?;
+    // the last arrival the closed period saw
+    let w_h = match basis {
+        Some(h) => store.period_state(h)?.map_or(0, |s| s.1),
+        None => 0,
+    };
     let late = match basis {
-        Some(h) if h.next() == p => {
-            let w_h = store.period_state(h)?.map_or(0, |s| s.1);
-            store
-                .late_facts(w_h, watermark, h.end_ms())?
-                .then_some((h, w_h))
-        }
+        Some(h) if h.next() == p => store
+            .late_facts(w_h, watermark, h.end_ms())?
+            .then_some((h, w_h)),
         _ => None,
     };
     let opts = Options {
@@ -1013,14 +1021,11 @@ fn with_plan_at<R>(
     let clicks = std::mem::take(&mut facts.fraud);
     // what the closed periods booked on the sales refunds reverse: their
     // clawbacks reverse that, not today's reading of those sales
+    let eng = Engine::new(cfg, &facts).with_reviews(&reviews);
     let booked = match basis {
-        Some(h) => {
-            let w_h = store.period_state(h)?.map_or(0, |s| s.1);
-            booked_on_refunded_sales(store, &facts, &reviews, h, w_h)?
-        }
+        Some(h) => booked_on_refunded_sales(store, &eng, &reviews, h, w_h)?,
         None => None,
     };
-    let eng = Engine::new(cfg, &facts).with_reviews(&reviews);
     // the closed period's view first, when there are late facts: this
     // view's clawbacks of closed entries add what the late facts changed
     let old = match (late, old_opts, old_pre.as_ref()) {
@@ -1538,13 +1543,13 @@ fn split_restated_topups(entries: &mut Vec<Entry>, restated: &[(usize, EntryKind
 /// names a sale of a closed period.
 fn booked_on_refunded_sales(
     store: &Store,
-    f: &Facts,
+    eng: &Engine,
     reviews: &rustc_hash::FxHashMap<String, crate::fraud::Review>,
     h: Period,
     w_h: i64,
 ) -> Result<Option<engine::Booked>> {
-    let (refund, chargeback) = (f.syms.get("refund"), f.syms.get("chargeback"));
-    let reversal = |c: &crate::facts::Conv| Some(c.event) == refund || Some(c.event) == chargeback;
+    let f = eng.facts;
+    let reversal = |c: &crate::facts::Conv| eng.is_reversal(c);
     let end = h.end_ms();
     let mut named: HashSet<(u32, &str)> = HashSet::new();
     for &i in &f.with_orig {
@@ -1642,7 +1647,7 @@ fn booked_on_refunded_sales(
                     None => parts.push(engine::BookedPart {
                         partner,
                         amount,
-                        id: parse_entry_id(id),
+                        id: booked_id("le_", id),
                         fraud,
                     }),
                 }
@@ -1697,7 +1702,7 @@ fn booked_on_refunded_sales(
                             list,
                             due,
                             discount: dec(text(b, I_DISCOUNT_PERCENT, r)?)?,
-                            id: parse_prefixed_id("inv_", text(b, I_ID, r)?),
+                            id: booked_id("inv_", text(b, I_ID, r)?),
                         }),
                     }
                 }
@@ -1754,27 +1759,10 @@ fn with_old_view(mut b: engine::Booked, old: &Output, o: &Options) -> engine::Bo
     b
 }
 
-/// An entry id (`le_` and 20 hex digits) as the engine's hash; an id of
-/// another shape hashes to a stable value.
-fn parse_entry_id(id: &str) -> engine::Hash10 {
-    parse_prefixed_id("le_", id)
-}
-
-/// An id of `prefix` and 20 hex digits as the engine's hash (see
-/// [`parse_entry_id`]).
-fn parse_prefixed_id(prefix: &str, id: &str) -> engine::Hash10 {
-    let hex = id.strip_prefix(prefix).unwrap_or(id);
-    let mut h = [0u8; 10];
-    if hex.len() == 20 {
-        for (i, b) in h.iter_mut().enumerate() {
-            match u8::from_str_radix(&hex[2 * i..2 * i + 2], 16) {
-                Ok(v) => *b = v,
-                Err(_) => return hash_parts(&[id.as_bytes()]),
-            }
-        }
-        return h;
-    }
-    hash_parts(&[id.as_bytes()])
+/// A booked id (`prefix` and 20 hex digits) as the engine's hash; an id
+/// of another shape hashes to a stable value.
+fn booked_id(prefix: &str, id: &str) -> engine::Hash10 {
+    id_hash(prefix, id).unwrap_or_else(|| hash_parts(&[id.as_bytes()]))
 }
 
 /// Restated closed-period entries minus what was known at close.

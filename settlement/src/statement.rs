@@ -4,7 +4,7 @@
 use crate::config::Config;
 use crate::error::Result;
 use crate::ledger::{entry_id, Entry, EntryKind};
-use crate::money::{fmt_decimal, norm, Overflow};
+use crate::money::{fmt_decimal, norm, Exact, Money, Overflow};
 use crate::period::Period;
 use edge::currency::Currency;
 use rust_decimal::Decimal;
@@ -161,10 +161,11 @@ fn minimum_in(
     };
     let fx = cfg.fx.as_ref().ok_or_else(missing)?;
     let (rate, _) = fx.rate(currency, last).ok_or_else(missing)?;
-    let m = (cfg.minimum / rate).round_dp_with_strategy(
-        currency.minor_units(),
-        rust_decimal::RoundingStrategy::MidpointNearestEven,
-    );
+    let m = Money::round(
+        Exact::from_dec(cfg.minimum).div(Exact::from_dec(rate))?,
+        currency,
+    )?
+    .amount;
     cache.insert(currency, m);
     Ok(m)
 }
