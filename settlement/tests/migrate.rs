@@ -487,19 +487,23 @@ fn a_wrong_opening_balance_is_replaced_until_a_closed_period_books_it() {
         err.contains("the opening balance of part_H is in EUR"),
         "{err}"
     );
-    let o = settlement(
-        &db,
-        &[
-            "import",
-            "--map",
-            &m,
-            &file(&format!(
-                "{e}part_H,H,H,h@h.example,,Default,active,,7100,USD,\n"
-            )),
-        ],
-    );
-    assert!(o.status.success());
-    let said = String::from_utf8_lossy(&o.stderr).to_string() + &String::from_utf8_lossy(&o.stdout);
+    // imports part_H's balance of `cents` USD; what the import says
+    let import_h = |cents: &str| {
+        let o = settlement(
+            &db,
+            &[
+                "import",
+                "--map",
+                &m,
+                &file(&format!(
+                    "{e}part_H,H,H,h@h.example,,Default,active,,{cents},USD,\n"
+                )),
+            ],
+        );
+        assert!(o.status.success());
+        String::from_utf8_lossy(&o.stderr).to_string() + &String::from_utf8_lossy(&o.stdout)
+    };
+    let said = import_h("7100");
     assert!(
         said.contains("0 new opening balances, 1 already known, 1 replaced"),
         "{said}"
@@ -515,19 +519,7 @@ fn a_wrong_opening_balance_is_replaced_until_a_closed_period_books_it() {
     assert_eq!(booked(), ["part_E 70.00 USD", "part_H 71.00 USD"]);
     ok(&db, &["close", "--period", "2026-11"]);
     // booked and closed: frozen
-    let o = settlement(
-        &db,
-        &[
-            "import",
-            "--map",
-            &m,
-            &file(&format!(
-                "{e}part_H,H,H,h@h.example,,Default,active,,9900,USD,\n"
-            )),
-        ],
-    );
-    assert!(o.status.success());
-    let said = String::from_utf8_lossy(&o.stderr).to_string() + &String::from_utf8_lossy(&o.stdout);
+    let said = import_h("9900");
     assert!(said.contains("2 already known (1 differ from the file but a closed period booked them: left as booked)"), "{said}");
     let (c, err) = run("2026-12");
     assert_eq!(c, 0, "{err}");
