@@ -37,6 +37,10 @@ pub enum Method {
     Deal(u32),
     UnknownProgram,
     Reversal,
+    /// It repeats the program, `event` and `txn_id` of the conversion
+    /// (index into `Facts::convs`) that stands for both, and counts for
+    /// nothing.
+    Duplicate(u32),
 }
 
 /// The arithmetic of an entry, enough to say it in words. The rare
@@ -186,6 +190,8 @@ pub struct Stat {
     pub rejected: u64,
     pub reversals: u64,
     pub unknown_program: u64,
+    /// Conversions repeating another's program, `event` and `txn_id`.
+    pub duplicates: u64,
 }
 
 #[derive(Debug, Default, PartialEq)]
@@ -696,6 +702,7 @@ fn add_stat(to: &mut Stat, s: &Stat) {
     to.rejected += s.rejected;
     to.reversals += s.reversals;
     to.unknown_program += s.unknown_program;
+    to.duplicates += s.duplicates;
 }
 
 struct Retro {
@@ -1152,6 +1159,63 @@ impl Attr<'_> {
     }
 }
 
+/// The conversions that `mine` accepts (one program's, visible) and that
+/// repeat the `event` and `txn_id` of another, each with the one that
+/// stands for them: the first in `(ts, id)` order. The edge refuses a
+/// second conversion under the same key (SPEC section 3: `txn_id` is the
+/// idempotency key per program); the store tells events apart by their
+/// ids, so one sale brought in under two (a backfill file beside what
+/// `pull` brings, a migration overlapping the edge) would otherwise be paid
+/// twice, and one refund reversed twice. The order does not depend on the
+/// import's, so neither does which one stands.
+fn duplicates(f: &Facts, mine: &impl Fn(u32) -> bool) -> FxHashMap<u32, u32> {
+    let key = |i: u32| {
+        let c = &f.convs[i as usize];
+        (c.event, f.txns.get(c.idx))
+    };
+    // the first conversion of each key's hash; the rest are candidates
+    let mut first: FxHashMap<u64, u32> = FxHashMap::default();
+    let mut again: Vec<(u64, u32)> = Vec::new();
+    for &i in &f.with_txn {
+        if !mine(i) {
+            continue;
+        }
+        let (event, txn) = key(i);
+        let h = xxhash_rust::xxh3::xxh3_64_with_seed(txn.as_bytes(), u64::from(event));
+        match first.entry(h) {
+            std::collections::hash_map::Entry::Occupied(_) => again.push((h, i)),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(i);
+            }
+        }
+    }
+    let mut out = FxHashMap::default();
+    if again.is_empty() {
+        return out;
+    }
+    // the exact keys among the hashes seen twice (two keys may share one)
+    let mut groups: FxHashMap<(u32, &str), Vec<u32>> = FxHashMap::default();
+    for &(h, i) in &again {
+        groups.entry(key(i)).or_default().push(i);
+        if let Some(&f0) = first.get(&h) {
+            groups.entry(key(f0)).or_default().push(f0);
+        }
+    }
+    for (_, mut g) in groups {
+        g.sort_unstable_by(|&a, &b| {
+            let (ca, cb) = (&f.convs[a as usize], &f.convs[b as usize]);
+            (ca.ts, f.id(ca), a).cmp(&(cb.ts, f.id(cb), b))
+        });
+        g.dedup();
+        if let Some((&stands, rest)) = g.split_first() {
+            for &d in rest {
+                out.insert(d, stands);
+            }
+        }
+    }
+    out
+}
+
 fn compute_part(
     eng: &Engine,
     opts: &Options,
@@ -1201,6 +1265,7 @@ fn compute_part(
         let c = &f.convs[i as usize];
         c.program == prog_sym && visible(c.ts, i64::from(c.arrival))
     };
+    let dups = duplicates(f, &mine);
     let mut wanted: FxHashSet<(u32, &str)> = FxHashSet::default();
     for &i in &f.with_orig {
         let c = &f.convs[i as usize];
@@ -1218,7 +1283,7 @@ fn compute_part(
         };
         for &i in &f.with_txn {
             let c = &f.convs[i as usize];
-            if !mine(i) || eng.is_reversal(c) {
+            if !mine(i) || eng.is_reversal(c) || dups.contains_key(&i) {
                 continue;
             }
             let t = f.txns.get(c.idx);
@@ -1286,6 +1351,11 @@ fn compute_part(
             }
             stat_key = (period, c.program);
             stat = Stat::default();
+        }
+        if let Some(&first) = dups.get(&ci) {
+            stat.duplicates += 1;
+            attr.push((ci, NONE, Method::Duplicate(first)));
+            continue;
         }
         if eng.is_reversal(c) {
             stat.reversals += 1;
@@ -1854,22 +1924,42 @@ fn compute_part(
             continue;
         };
         let p = &cfg.programs[usize::from(pi)];
-        let x = eng.convert(m.amount, Some(m.currency), p.currency, m.ts, || {
-            f.ids.get(m.id)
-        })?;
+        // the registry's checks, as for a conversion's partner: known, of
+        // this program, approved on the claim's date; else a rejected
+        // entry (under the claim's entry id, so a registry corrected after
+        // a close restates it)
+        let why = match f.partners.get(&m.partner) {
+            None => Some(Rejection::UnknownPartner),
+            Some(i) if i.program != m.program => Some(Rejection::OtherProgram),
+            Some(i) if status_of(i, m.ts) != eng.approved => Some(Rejection::PartnerNotApproved),
+            Some(_) => None,
+        };
+        let (kind, amount, calc) = match why {
+            Some(r) => (EntryKind::Rejected, Decimal::ZERO, Calc::Rejected(r)),
+            None => {
+                let x = eng.convert(m.amount, Some(m.currency), p.currency, m.ts, || {
+                    f.ids.get(m.id)
+                })?;
+                (
+                    EntryKind::Mdf,
+                    Money::round(x, p.currency)?.amount,
+                    Calc::Mdf,
+                )
+            }
+        };
         out.entries.push(REntry {
             id: hash_parts(&[b"mdf", f.ids.get(m.id).as_bytes()]),
             period: Period::of_ms(m.ts),
             partner: m.partner,
             prog: pi,
-            kind: EntryKind::Mdf,
-            amount: Money::round(x, p.currency)?.amount,
+            kind,
+            amount,
             rule: NONE,
             src: m.id,
             src2: NONE,
             conv: NONE,
             event_day: day32(m.ts.div_euclid(DAY_MS)),
-            calc: Calc::Mdf,
+            calc,
             fraud: 0,
         });
     }

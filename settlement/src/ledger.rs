@@ -84,6 +84,8 @@ pub enum Rejection {
     /// The partner's status at event time (`applied`, `suspended`, ...).
     PartnerNotApproved,
     UnknownPartner,
+    /// The partner is registered in another program (an MDF claim).
+    OtherProgram,
     BotClick,
     /// A fraud rule (index into `fraud::RULES`), by its action or on review.
     Fraud(u8),

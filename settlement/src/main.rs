@@ -63,6 +63,11 @@ enum Cmd {
     Close {
         #[arg(long)]
         period: String,
+        /// The store's first close: settle from this period on and never
+        /// book the facts of the months before it (history imported for
+        /// attribution, settled elsewhere).
+        #[arg(long)]
+        first: bool,
     },
     /// Write statements.csv, payouts.csv, invoices.csv, ledger.csv and report.html.
     Report {
@@ -256,11 +261,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let p = period(&p)?;
             let cfg = settlement::config::load(&config)?;
             if let Some(q) = settlement::run::never_run_before(&store, p)? {
+                let first = if store.last_closed()?.is_none() {
+                    " (or close it with --first to settle from it on, leaving the months before it unsettled)"
+                } else {
+                    ""
+                };
                 eprintln!(
-                    "warning: {q} has never been run: this draft of {p} carries in no balance from it and cannot be closed before it is; run the periods in order"
+                    "warning: {q} has never been run: this draft of {p} carries in no balance from it and cannot be closed before it is{first}; run the periods in order"
                 );
             }
-            match settlement::run::run(&mut store, &cfg, p)? {
+            let outcome = settlement::run::run(&mut store, &cfg, p)?;
+            let dups = settlement::run::duplicates(&store, p)?;
+            if dups > 0 {
+                eprintln!(
+                    "warning: {dups} conversions of {p} repeat the program, event and txn_id of an earlier one (the same sale brought in under two event ids): counted once, the first in time stands; report.html counts them per program"
+                );
+            }
+            match outcome {
                 settlement::run::RunOutcome::Replaced {
                     entries,
                     statements,
@@ -279,9 +296,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
-        Cmd::Close { period: p } => {
+        Cmd::Close { period: p, first } => {
             let p = period(&p)?;
-            settlement::run::close(&mut store, p)?;
+            settlement::run::close_with(&mut store, p, first)?;
             eprintln!("{p}: closed");
         }
         Cmd::Report {

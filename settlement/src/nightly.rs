@@ -7,7 +7,7 @@ use crate::emit::EmitOptions;
 use crate::error::{Error, Result};
 use crate::period::Period;
 use crate::pull::{pull, PullOptions};
-use crate::run::{close, run, RunOutcome};
+use crate::run::{close_with, run, RunOutcome};
 use crate::store::Store;
 use std::path::Path;
 
@@ -84,7 +84,9 @@ pub fn nightly(
             if webhooks {
                 crate::emit::owe(store, p)?;
             }
-            close(store, p)?;
+            // a first_period leaves the months before it unsettled
+            let first = p == start && n.first_period.is_some() && store.last_closed()?.is_none();
+            close_with(store, p, first)?;
             rep.closed.push(p);
         }
         let out = n.out.join(p.to_string());

@@ -891,7 +891,7 @@ pub fn html(p: Period, d: &PeriodData) -> String {
             .or_default()
             .insert(name.clone(), *v);
     }
-    let names = [
+    let mut names = vec![
         "conversions",
         "attributed",
         "unattributed",
@@ -899,6 +899,10 @@ pub fn html(p: Period, d: &PeriodData) -> String {
         "reversals",
         "unknown_program",
     ];
+    // counted only when some conversion repeated another's txn_id
+    if per.values().any(|m| m.contains_key("duplicates")) {
+        names.push("duplicates");
+    }
     let rows: Vec<Vec<String>> = per
         .iter()
         .map(|(prog, m)| {
@@ -912,7 +916,7 @@ pub fn html(p: Period, d: &PeriodData) -> String {
         })
         .collect();
     let mut head = vec!["program"];
-    head.extend(names);
+    head.extend(&names);
     table(&mut o, &head, &rows, 1);
 
     if !d.reasons.is_empty() {

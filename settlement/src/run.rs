@@ -101,7 +101,7 @@ impl<'a> Words<'a> {
         };
         let conv = (e.conv != NONE).then_some(e.conv as usize);
         let reason = match (e.calc.rejection(), &e.calc) {
-            (Some(r), _) => self.reason(r, e.partner, conv),
+            (Some(r), _) => self.reason(r, e.partner, self.event_ts(e)),
             (None, Calc::Capped { .. }) => "cap".to_string(),
             _ if e.fraud != 0 => {
                 format!(
@@ -175,14 +175,26 @@ impl<'a> Words<'a> {
         }
     }
 
-    fn reason(&self, r: Rejection, partner: u32, conv: Option<usize>) -> String {
+    /// The instant of an entry's source event: its conversion's, else its
+    /// MDF claim's (0: neither).
+    fn event_ts(&self, e: &REntry) -> i64 {
+        let f = self.facts();
+        if e.conv != NONE {
+            return f.convs[e.conv as usize].ts;
+        }
+        f.mdfs
+            .binary_search_by_key(&e.src, |m| m.id)
+            .map_or(0, |i| f.mdfs[i].ts)
+    }
+
+    fn reason(&self, r: Rejection, partner: u32, ts: i64) -> String {
         match r {
             Rejection::Fraud(rule) => format!("fraud:{}", crate::fraud::RULES[usize::from(rule)]),
             Rejection::SelfReferral => "self_referral".into(),
             Rejection::UnknownPartner => "unknown_partner".into(),
+            Rejection::OtherProgram => "other_program".into(),
             Rejection::BotClick => "bot_click".into(),
             Rejection::PartnerNotApproved => {
-                let ts = conv.map_or(0, |i| self.facts().convs[i].ts);
                 let s = self.eng.status_at(partner, ts);
                 if s == NONE {
                     "partner_no_status".into()
@@ -472,6 +484,7 @@ impl<'a> Words<'a> {
                 let why = match r {
                     Rejection::SelfReferral => "the customer is the partner (self-referral)".to_string(),
                     Rejection::UnknownPartner => "the partner is not in the registry".to_string(),
+                    Rejection::OtherProgram => "the partner is registered in another program".to_string(),
                     Rejection::BotClick => "the only evidence is a bot click".to_string(),
                     Rejection::PartnerNotApproved => format!("the partner's status at event time was not approved ({reason})"),
                     Rejection::Fraud(rule) => {
@@ -1234,8 +1247,13 @@ fn with_plan_at<R>(
             ("rejected", s.rejected),
             ("reversals", s.reversals),
             ("unknown_program", s.unknown_program),
+            ("duplicates", s.duplicates),
         ] {
-            plan.stats.push((name.clone(), k.to_string(), v as i64));
+            // a store drafted before duplicates were counted has no such
+            // row; one is written only when there are some
+            if k != "duplicates" || v > 0 {
+                plan.stats.push((name.clone(), k.to_string(), v as i64));
+            }
         }
     }
     for prog in &cfg.programs {
@@ -2474,15 +2492,30 @@ fn write_plan(store: &Store, plan: &Plan) -> Result<RunOutcome> {
     })
 }
 
-/// The first month after the last closed period and before `p` that has
-/// never been run. Closing `p` then would freeze that month with no draft:
-/// its facts arrived before `p`'s watermark, so they are no late facts
-/// either, and would be booked in no period at all.
+/// How many conversions period `p`'s draft counted for nothing because
+/// they repeat the program, `event` and `txn_id` of another (the stats'
+/// `duplicates`).
+pub fn duplicates(store: &Store, p: Period) -> Result<i64> {
+    Ok(store.conn.query_row(
+        "SELECT COALESCE(SUM(value), 0) FROM stats WHERE period = ?1 AND name = 'duplicates'",
+        [p.key()],
+        |r| r.get(0),
+    )?)
+}
+
+/// The first month before `p` that has never been run: after the last
+/// closed period, or, before any was closed, from the month of the store's
+/// first conversion or MDF claim on (deal registrations book nothing). Closing `p` then would freeze
+/// that month with no draft: its facts arrived before `p`'s watermark, so
+/// they are no late facts either, and would be booked in no period at all.
 pub fn never_run_before(store: &Store, p: Period) -> Result<Option<Period>> {
-    let Some(h) = store.last_closed()? else {
-        return Ok(None);
+    let mut q = match store.last_closed()? {
+        Some(h) => h.next(),
+        None => match store.first_booking_ms()? {
+            Some(ms) => Period::of_ms(ms),
+            None => return Ok(None),
+        },
     };
-    let mut q = h.next();
     while q < p {
         if store.period_state(q)?.is_none() {
             return Ok(Some(q));
@@ -2494,6 +2527,22 @@ pub fn never_run_before(store: &Store, p: Period) -> Result<Option<Period>> {
 
 /// `settlement close`: freezes the period's draft.
 pub fn close(store: &mut Store, p: Period) -> Result<()> {
+    close_with(store, p, false)
+}
+
+/// [`close`]; with `first`, `p` is the store's first settled period (no
+/// period is closed yet): the months before it are never settled, and
+/// their facts are never booked (nightly's `first_period`, or
+/// `settlement close --first`: a store holding history from before the
+/// operator settles with it).
+pub fn close_with(store: &mut Store, p: Period, first: bool) -> Result<()> {
+    if first {
+        if let Some(h) = store.last_closed()? {
+            return Err(Error::Usage(format!(
+                "--first: {h} is closed already; only a store's first close may leave the months before it unsettled"
+            )));
+        }
+    }
     match store.period_state(p)? {
         None => {
             return Err(Error::Usage(format!(
@@ -2519,9 +2568,14 @@ pub fn close(store: &mut Store, p: Period) -> Result<()> {
             Period::from_key(q)
         )));
     }
-    if let Some(q) = never_run_before(store, p)? {
+    if let Some(q) = never_run_before(store, p)?.filter(|_| !first) {
+        let start = if store.last_closed()?.is_none() {
+            format!("; or, to settle from {p} on and never book the facts of the months before it, close it with --first")
+        } else {
+            String::new()
+        };
         return Err(Error::Usage(format!(
-            "period {q} has never been run: periods close in order, so run and close {q} before {p} (else its facts are booked in no period)"
+            "period {q} has never been run: periods close in order, so run and close {q} before {p} (else its facts are booked in no period){start}"
         )));
     }
     // the draft must have been computed after the period before it closed:

@@ -482,6 +482,41 @@ impl Store {
         )?)
     }
 
+    /// The instant of the store's first conversion or MDF claim: the first
+    /// fact that books money (a deal registration only attributes).
+    pub fn first_booking_ms(&self) -> Result<Option<i64>> {
+        let mut blocks = self.conn.prepare(
+            "SELECT first, fact_min_ts FROM event_blocks WHERE fact_min_ts IS NOT NULL
+             ORDER BY fact_min_ts",
+        )?;
+        let mut body = self
+            .conn
+            .prepare("SELECT body FROM event_blocks WHERE first = ?1")?;
+        let mut rows = blocks.query([])?;
+        let mut b = Block::default();
+        let mut best: Option<i64> = None;
+        while let Some(r) = rows.next()? {
+            let (first, lo): (i64, i64) = (r.get(0)?, r.get(1)?);
+            // the blocks come by their first fact: none after can be earlier
+            if best.is_some_and(|t| t <= lo) {
+                break;
+            }
+            let blob: Vec<u8> = body.query_row([first], |r| r.get(0))?;
+            b.decode(first, &blob, Cols::of(&[E_KIND, E_TS], &[]))?;
+            for i in 0..b.rows() {
+                if matches!(
+                    b.int(E_KIND, i),
+                    Some(events::KIND_CONVERSION | events::KIND_MDF)
+                ) {
+                    if let Some(t) = b.int(E_TS, i) {
+                        best = Some(best.map_or(t, |x| x.min(t)));
+                    }
+                }
+            }
+        }
+        Ok(best)
+    }
+
     /// Loads every fact the engine needs, for events before `until_ms`.
     /// Transaction ids are kept for the programs in `txn_programs` (their
     /// invoices name them) and for sales a refund names.
@@ -512,16 +547,26 @@ impl Store {
         if !fraud_programs.is_empty() {
             f.reserve_clicks(upper);
         }
-        let mut wanted: rustc_hash::FxHashMap<String, rustc_hash::FxHashSet<String>> =
-            Default::default();
-        // one scan for the sales a refund names and the bot clicks (the
-        // blocks read and decoded beside the counting)
+        let mut wanted = Kept::default();
+        // the key of each conversion with a transaction id, to find those
+        // that repeat another's
+        let mut keys: Vec<u64> = Vec::new();
+        // one scan for the sales a refund names, the repeated transaction
+        // ids and the bot clicks (the blocks read and decoded beside the
+        // counting)
         let ph = crate::run::Phase::start("facts: first scan");
         events::scan_beside(
             &self.conn,
             Cols::of(
                 &[E_KIND, E_TS, E_BOT],
-                &[E_ID, E_PROGRAM, E_CLICK_ID, E_ORIGINAL_TXN_ID],
+                &[
+                    E_ID,
+                    E_PROGRAM,
+                    E_EVENT,
+                    E_TXN_ID,
+                    E_CLICK_ID,
+                    E_ORIGINAL_TXN_ID,
+                ],
             ),
             "min_ts < ?1",
             [until_ms],
@@ -539,13 +584,18 @@ impl Store {
                             f.add_bot_click(key);
                         }
                         Some(KIND_CONVERSION) => {
-                            if let (Some(p), Some(t)) =
-                                (b.text(E_PROGRAM, r)?, b.text(E_ORIGINAL_TXN_ID, r)?)
-                            {
+                            let p = b.text(E_PROGRAM, r)?;
+                            if let (Some(p), Some(t)) = (p, b.text(E_ORIGINAL_TXN_ID, r)?) {
                                 wanted
+                                    .named
                                     .entry(p.to_string())
                                     .or_default()
                                     .insert(t.to_string());
+                            }
+                            if let (Some(p), Some(t)) = (p, b.text(E_TXN_ID, r)?) {
+                                if !t.is_empty() {
+                                    keys.push(txn_key(p, b.text(E_EVENT, r)?.unwrap_or(""), t));
+                                }
                             }
                         }
                         _ => {}
@@ -554,6 +604,13 @@ impl Store {
                 Ok(())
             },
         )?;
+        keys.sort_unstable();
+        wanted.repeated = keys
+            .windows(2)
+            .filter(|w| w[0] == w[1])
+            .map(|w| w[0])
+            .collect();
+        drop(keys);
         drop(ph);
         {
             let mut st = self
@@ -619,7 +676,7 @@ impl Store {
         until_ms: i64,
         txn_programs: &[&str],
         fraud_programs: &[&str],
-        wanted: &rustc_hash::FxHashMap<String, rustc_hash::FxHashSet<String>>,
+        wanted: &Kept,
     ) -> Result<()> {
         let clicks = !fraud_programs.is_empty();
         // without fraud rules, blocks of clicks alone are not read
@@ -800,6 +857,24 @@ const FACT_COLS: Cols = Cols::of(
     ],
 );
 
+/// The transaction ids the facts keep beside the programs whose invoices
+/// name them: the sales a refund names (program -> txn ids) and the
+/// conversions whose program, event and txn id another shares (their
+/// [`txn_key`]s), which the engine counts once.
+#[derive(Default)]
+struct Kept {
+    named: rustc_hash::FxHashMap<String, rustc_hash::FxHashSet<String>>,
+    repeated: rustc_hash::FxHashSet<u64>,
+}
+
+/// A 64-bit hash of a conversion's program, event and txn id (two keys may
+/// share one: the engine compares the ids themselves).
+fn txn_key(program: &str, event: &str, txn: &str) -> u64 {
+    use xxhash_rust::xxh3::xxh3_64;
+    let seed = xxh3_64(program.as_bytes()) ^ xxh3_64(event.as_bytes()).rotate_left(29);
+    xxhash_rust::xxh3::xxh3_64_with_seed(txn.as_bytes(), seed)
+}
+
 /// Row `r` of a block into the facts, with the symbols of its names
 /// ([`name_row`]).
 fn add_row(
@@ -808,7 +883,7 @@ fn add_row(
     r: usize,
     names: &RowNames,
     txn_programs: &[&str],
-    wanted: &rustc_hash::FxHashMap<String, rustc_hash::FxHashSet<String>>,
+    wanted: &Kept,
 ) -> Result<()> {
     let Some(ts) = b.int(E_TS, r) else {
         return Ok(());
@@ -849,7 +924,14 @@ fn add_row(
             let txn = s(E_TXN_ID)?;
             let keep = txn.is_some_and(|t| {
                 txn_programs.contains(&program)
-                    || wanted.get(program).is_some_and(|w| w.contains(t))
+                    || wanted.named.get(program).is_some_and(|w| w.contains(t))
+                    || (!wanted.repeated.is_empty()
+                        && !t.is_empty()
+                        && wanted.repeated.contains(&txn_key(
+                            program,
+                            s(E_EVENT).ok().flatten().unwrap_or(""),
+                            t,
+                        )))
             });
             // the names (program, partner, customer, ...) are in `names`
             f.add_conv_named(

@@ -208,6 +208,61 @@ fn a_month_never_run_cannot_be_skipped_by_close() {
     ok(&db, &["close", "--period", "2027-01"]);
 }
 
+/// The same before any period is closed: October has a sale and was never
+/// run, so November's close is refused (before, October's sale was booked
+/// in no period, and `run 2026-10` was then refused as frozen). A deal
+/// registration alone books nothing, so a month holding only one is no
+/// month to run. `close --first` settles from November on on purpose
+/// (history imported for attribution); it is refused once a period is
+/// closed.
+#[test]
+fn a_first_close_cannot_skip_a_month_with_sales() {
+    let t = tempfile::tempdir().unwrap();
+    let cfg = write(t.path(), "p.toml", PROGRAMS);
+    let oct = sale("e0", 15, "100").replace("2026-11-", "2026-10-");
+    let deal = r#"{"id":"d1","type":"deal","ts":"2026-06-01T12:00:00.000Z","program":"p","partner":"a","customer":"acme","status":"approved","approved_at":"2026-06-02T12:00:00.000Z"}"#;
+    let events = format!("{PARTNER}\n{deal}\n{oct}\n{}\n", sale("e1", 5, "1000"));
+    let file = write(t.path(), "a.ndjson", &events);
+    let db = t.path().join("s.db");
+    ok(&db, &["import", &file]);
+    let o = settlement(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
+    assert!(o.status.success());
+    let warned = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        warned.contains("warning: 2026-10 has never been run") && warned.contains("--first"),
+        "{warned}"
+    );
+    let (c, err) = code(&db, &["close", "--period", "2026-11"]);
+    assert_eq!(c, 1, "{err}");
+    assert!(
+        err.contains("period 2026-10 has never been run") && err.contains("close it with --first"),
+        "{err}"
+    );
+    // in order: October pays its 10.00, then November 100.00; June (the
+    // deal's month) is never asked for
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-10"]);
+    ok(&db, &["close", "--period", "2026-10"]);
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
+    ok(&db, &["close", "--period", "2026-11"]);
+    let out = t.path().join("oct");
+    report(&db, "2026-10", &out, &[]);
+    assert_eq!(
+        read(&out.join("payouts.csv")).lines().nth(1),
+        Some("2026-10,a,USD,10.00,PO-2026-10-a"),
+    );
+
+    // on purpose: November is the first settled period
+    let db = t.path().join("first.db");
+    ok(&db, &["import", &file]);
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
+    ok(&db, &["close", "--period", "2026-11", "--first"]);
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-12"]);
+    let (c, err) = code(&db, &["close", "--period", "2026-12", "--first"]);
+    assert_eq!(c, 1, "{err}");
+    assert!(err.contains("2026-11 is closed already"), "{err}");
+    ok(&db, &["close", "--period", "2026-12"]);
+}
+
 /// `erase` changes no money: a self-referral stays rejected once its
 /// customer is a pseudonym without its email hash. In examples/prop-firm
 /// customer u_5 has trader_tom's email hash (ev_p6, rejected); in

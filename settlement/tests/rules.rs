@@ -1792,3 +1792,193 @@ fn a_reseller_line_moved_by_late_facts_is_cancelled_for_the_first_partner() {
         .collect();
     assert_eq!(credits, [("b".to_string(), "-400.00".to_string())]);
 }
+
+/// A conversion line with its own `id` and `txn_id` (`conv` uses one for
+/// both).
+fn conv_txn(id: &str, txn: &str, ts: &str, event: &str, ev: &str) -> String {
+    format!(
+        r#"{{"type":"conversion","id":"{id}","ts":"{ts}","program":"p","event":"{event}","txn_id":"{txn}"{ev}}}"#
+    )
+}
+
+/// One sale brought in under two event ids (the edge's postback and a
+/// backfill file: same program, event and txn_id) is paid once, whatever
+/// the import order: the first in time stands (s1 at 12:00, though the
+/// backfill's id s0 sorts first). A lead sharing the order id is another
+/// event and is paid. A partial refund brought in twice (r1, r2: one
+/// txn_id) reverses 20% of 100.00 once, not twice.
+#[test]
+fn one_sale_under_two_event_ids_is_paid_once() {
+    let r = "[[programs.rules]]\nevent = \"sale\"\npercent = \"20\"\n\
+             [[programs.rules]]\nevent = \"lead\"\nfixed = \"5\"\n";
+    let edge = conv_txn(
+        "s1",
+        "T1",
+        "2026-11-05T12:00:00.000Z",
+        "sale",
+        &format!("{}{}", click("a", "2026-11-05"), usd("500")),
+    );
+    let backfill = conv_txn(
+        "s0",
+        "T1",
+        "2026-11-05T12:00:07.000Z",
+        "sale",
+        &format!("{}{}", click("a", "2026-11-05"), usd("500")),
+    );
+    let lead = conv_txn(
+        "l1",
+        "T1",
+        "2026-11-05T11:30:00.000Z",
+        "lead",
+        &click("a", "2026-11-05"),
+    );
+    let refund_of = |id: &str| {
+        conv_txn(
+            id,
+            "R1",
+            "2026-11-20T09:00:00.000Z",
+            "refund",
+            &format!(r#","original_txn_id":"T1"{}"#, usd("100")),
+        )
+    };
+    let lines = [
+        partner("a", ""),
+        edge,
+        backfill,
+        lead,
+        refund_of("r1"),
+        refund_of("r2"),
+    ];
+    let mut reversed = lines.to_vec();
+    reversed[1..].reverse();
+    let mut seen = Vec::new();
+    for lines in [lines.to_vec(), reversed] {
+        let w = world(&rules("", r), &lines);
+        let (n, st) = w.draft("2026-11");
+        assert_eq!(
+            amounts(&n, EntryKind::Commission),
+            s(&[("a", "100.00"), ("a", "5.00")])
+        );
+        let sale = n
+            .iter()
+            .find(|e| e.kind == EntryKind::Commission && e.amount.to_string() == "100.00")
+            .unwrap();
+        assert_eq!(sale.sources, ["s1"]);
+        assert_eq!(amounts(&n, EntryKind::Clawback), s(&[("a", "-20.00")]));
+        // 100.00 + 5.00 - 20.00
+        assert_eq!(st[0].payable.to_string(), "85.00");
+        seen.push(n);
+    }
+    assert_eq!(seen[0], seen[1]);
+}
+
+/// Through the CLI's store: the duplicate is counted in the stats (and so
+/// in report.html), and a backfill brought in after November closed books
+/// nothing in December.
+#[test]
+fn a_late_duplicate_of_a_closed_sale_books_nothing() {
+    let r = "[[programs.rules]]\nevent = \"sale\"\npercent = \"20\"\n";
+    let sale_line = |id: &str, ts: &str| {
+        conv_txn(
+            id,
+            "T1",
+            ts,
+            "sale",
+            &format!("{}{}", click("a", "2026-11-05"), usd("500")),
+        )
+    };
+    let mut w = world(
+        &rules("", r),
+        &[
+            partner("a", ""),
+            sale_line("s1", "2026-11-05T12:00:00.000Z"),
+        ],
+    );
+    w.run_close("2026-11");
+    w.add(&[
+        sale_line("s9", "2026-11-05T12:00:03.000Z"),
+        sale_line("s8", "2026-11-05T12:00:05.000Z"),
+    ]);
+    let (dec, st) = w.draft("2026-12");
+    assert_eq!(amounts(&dec, EntryKind::Adjustment), s(&[]));
+    assert!(st.iter().all(|s| s.payable.is_zero()), "{st:?}");
+    // one at the same instant with a lower id stands from now on: it
+    // restates the sale under its own id, and the two adjustments net to
+    // nothing
+    w.add(&[sale_line("s0", "2026-11-05T12:00:00.000Z")]);
+    let (dec, st) = w.draft("2026-12");
+    assert_eq!(
+        amounts(&dec, EntryKind::Adjustment),
+        s(&[("a", "-100.00"), ("a", "100.00")])
+    );
+    assert!(st.iter().all(|s| s.payable.is_zero()), "{st:?}");
+    run(&mut w.store, &w.cfg, Period::parse("2026-12").unwrap()).unwrap();
+    // November's draft was closed before the backfill came: it counted none
+    let dups = |p: &str| settlement::run::duplicates(&w.store, Period::parse(p).unwrap()).unwrap();
+    assert_eq!(dups("2026-11"), 0);
+    let mut w2 = world(
+        &rules("", r),
+        &[
+            partner("a", ""),
+            sale_line("s1", "2026-11-05T12:00:00.000Z"),
+            sale_line("s9", "2026-11-05T12:00:03.000Z"),
+        ],
+    );
+    run(&mut w2.store, &w2.cfg, Period::parse("2026-11").unwrap()).unwrap();
+    assert_eq!(
+        settlement::run::duplicates(&w2.store, Period::parse("2026-11").unwrap()).unwrap(),
+        1
+    );
+    let _ = &mut w2;
+}
+
+/// An MDF claim pays a partner of its program approved on the claim's
+/// date, as a conversion does; the others are rejected entries with the
+/// reason (before, each was paid: an id in no registry, a partner
+/// suspended since October, a partner of another program).
+#[test]
+fn an_mdf_claim_is_paid_only_to_an_approved_partner_of_its_program() {
+    let r = "[[programs.rules]]\nevent = \"sale\"\npercent = \"20\"\n\
+             [[programs]]\nid = \"q\"\nmodel = \"affiliate\"\n";
+    let mdf = |id: &str, partner: &str, amount: &str| {
+        format!(
+            r#"{{"id":"{id}","type":"mdf","ts":"2026-11-10T12:00:00.000Z","program":"p","partner":"{partner}","amount":"{amount}","currency":"USD"}}"#
+        )
+    };
+    let suspended = r#"{"type":"partner","id":"su","program":"p","status":"suspended","history":[{"status":"approved","at":"2026-01-01T00:00:00Z"},{"status":"suspended","at":"2026-10-01T00:00:00Z"}]}"#;
+    let other = r#"{"type":"partner","id":"o","program":"q","status":"approved"}"#;
+    let w = world(
+        &rules("", r),
+        &[
+            partner("a", ""),
+            suspended.to_string(),
+            other.to_string(),
+            mdf("m1", "a", "50"),
+            mdf("m2", "su", "70"),
+            mdf("m3", "nobody", "80"),
+            mdf("m4", "o", "60"),
+        ],
+    );
+    let (n, st) = w.draft("2026-11");
+    assert_eq!(amounts(&n, EntryKind::Mdf), s(&[("a", "50.00")]));
+    let mut rejected: Vec<(String, String)> = n
+        .iter()
+        .filter(|e| e.kind == EntryKind::Rejected)
+        .map(|e| (e.partner.clone(), e.reason.clone()))
+        .collect();
+    rejected.sort();
+    assert_eq!(
+        rejected,
+        s(&[
+            ("nobody", "unknown_partner"),
+            ("o", "other_program"),
+            ("su", "partner_suspended"),
+        ])
+    );
+    let paid: Vec<(&str, String)> = st
+        .iter()
+        .filter(|s| !s.payable.is_zero())
+        .map(|s| (s.partner.as_str(), s.payable.to_string()))
+        .collect();
+    assert_eq!(paid, [("a", "50.00".to_string())]);
+}

@@ -343,7 +343,12 @@ fn reference(records: &[Record]) -> (BTreeMap<String, Fig>, BTreeMap<String, Dec
     }
     for r in records.iter().filter(|r| r.kind == Kind::Mdf) {
         let p = r.partner.clone().unwrap();
-        if partners.contains_key(&p) {
+        // a claim pays a partner of its program approved on its date
+        let ok = partners.get(&p).is_some_and(|i| {
+            Some(&i.program) == r.program.as_ref()
+                && status_at(i, r.ts.unwrap().ms()) == Some("approved")
+        });
+        if ok {
             fig.entry(p).or_default().earned += r.amount.unwrap();
         }
     }
