@@ -62,7 +62,9 @@ pub fn erase(
     if edge::erase::is_pseudonym(customer) {
         return Err(Error::Usage(format!("{customer} is already a pseudonym")));
     }
-    let tx = store.conn.transaction()?;
+    let tx = store
+        .conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     // the self-referral test reads the customer id (is it a partner's id?)
     // and each conversion's email hash (is it its partner's?): once the id
     // is a pseudonym and the hashes gone, a run would pay what it rejected.

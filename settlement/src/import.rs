@@ -526,7 +526,9 @@ fn import_file_in(store: &mut Store, path: &Path, opts: &ImportOptions) -> Resul
     };
     let mut rejects: Vec<Vec<u8>> = Vec::new();
     let mut failure: Option<Error> = None;
-    let tx = store.conn.transaction()?;
+    let tx = store
+        .conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let _ph = crate::run::Phase::start("import insert loop");
     let mut busy = std::time::Duration::ZERO;
     {
@@ -693,7 +695,9 @@ pub fn insert_ndjson<R: Read>(
 /// Imports records already in memory, in one transaction (tests, tools).
 pub fn import_records(store: &mut Store, records: &[Record]) -> Result<ImportCounts> {
     let mut counts = ImportCounts::default();
-    let tx = store.conn.transaction()?;
+    let tx = store
+        .conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     {
         let mut ins = Inserter::new(&tx, &store.ids)?;
         for (i, r) in records.iter().enumerate() {

@@ -802,7 +802,9 @@ pub fn import_csv(
     let mut rejects: Vec<csv::ByteRecord> = Vec::new();
     let mut balances: Vec<Balance> = Vec::new();
     let mut payees: BTreeMap<String, crate::payout_files::Payee> = BTreeMap::new();
-    let tx = store.conn.transaction()?;
+    let tx = store
+        .conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     {
         let mut ins = Inserter::new(&tx, &store.ids)?;
         let mut raw = csv::ByteRecord::new();

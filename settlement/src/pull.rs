@@ -177,7 +177,9 @@ pub fn pull(store: &mut Store, o: &PullOptions) -> Result<PullReport> {
             o.edge, o.limit
         );
         let page = fetch(&agent, o, &url)?;
-        let tx = store.conn.transaction()?;
+        let tx = store
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let n;
         let mut last_seq = cursor;
         {
@@ -232,7 +234,9 @@ pub fn pull(store: &mut Store, o: &PullOptions) -> Result<PullReport> {
     for what in ["partners", "coupons"] {
         let url = format!("{}/export/v1/{what}", o.edge);
         let page = fetch(&agent, o, &url)?;
-        let tx = store.conn.transaction()?;
+        let tx = store
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         {
             let mut ins = Inserter::new(&tx, &store.ids)?;
             insert_ndjson(&mut ins, page.body.as_bytes(), &url, &mut rep.counts)?;

@@ -2587,7 +2587,9 @@ pub fn close_with(store: &mut Store, p: Period, first: bool) -> Result<()> {
             last.map_or_else(|| "the last closed period".to_string(), |h| h.to_string())
         )));
     }
-    let tx = store.conn.transaction()?;
+    let tx = store
+        .conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     tx.execute(
         "UPDATE periods SET state = 'closed' WHERE period = ?1",
         [p.key()],

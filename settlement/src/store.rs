@@ -373,7 +373,9 @@ impl Store {
             if *v <= current {
                 continue;
             }
-            let tx = self.conn.transaction()?;
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.execute_batch(sql)?;
             if *v == 5 {
                 crate::events::move_rows_into_blocks(&tx)?;

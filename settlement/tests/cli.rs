@@ -736,3 +736,44 @@ fn csv_cells_a_spreadsheet_would_run_are_defused() {
         .expect("the clawback");
     assert_eq!(clawback[5], "-4.00", "a negative amount stays a number");
 }
+
+/// An import started beside another command that writes (a `close`, a
+/// `run`) waits for it instead of failing: its transaction takes the
+/// write lock when it begins. Before, it read first and wrote later, and a
+/// write committed in between failed it at once ("database is locked",
+/// exit 2): 19 of 20 imports beside a `close`. Each round starts both at
+/// the same instant on a fresh store; both must succeed every time.
+#[test]
+fn an_import_beside_a_writing_command_waits_for_it() {
+    let ex = repo().join("examples/saas-affiliate");
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let (events, late, cfg) = (
+        s(&ex.join("events.ndjson")),
+        s(&ex.join("arrivals/2026-12.ndjson")),
+        s(&ex.join("programs.toml")),
+    );
+    for round in 0..12 {
+        let t = tempfile::tempdir().unwrap();
+        let db = t.path().join("s.db");
+        ok(&db, &["import", &events]);
+        ok(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
+        let other: Vec<&str> = if round % 2 == 0 {
+            vec!["close", "--period", "2026-11"]
+        } else {
+            vec!["run", "--config", &cfg, "--period", "2026-11"]
+        };
+        let (a, b) = std::thread::scope(|sc| {
+            let o = sc.spawn(|| settlement(&db, &other));
+            let i = settlement(&db, &["import", &late]);
+            (i, o.join().unwrap())
+        });
+        for (what, o) in [("import", &a), (other[0], &b)] {
+            assert!(
+                o.status.success(),
+                "round {round}: {what} failed ({:?}): {}",
+                o.status.code(),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
+}
