@@ -1087,6 +1087,69 @@ fn held_in_a_closed_period_released_or_rejected_later() {
     assert_eq!(read(&jan.join("statements.csv")).lines().count(), 1);
 }
 
+/// A conversion a rule rejected in a closed period and released on review
+/// later is paid in the first open period: an adjustment of the commission
+/// the release gives (10% of 100.00), once. Before, both views of the
+/// closed period applied the release, and it paid nothing.
+#[test]
+fn rejected_in_a_closed_period_then_released_is_paid_once() {
+    let t = tempfile::tempdir().unwrap();
+    let db = t.path().join("s.db");
+    let cfg = write(
+        t.path(),
+        "p.toml",
+        &format!("{BASE}click_too_fast = {{ action = \"reject\" }}\n"),
+    );
+    let l = clicked_sale("1", "03T10:00:00", "03T10:00:05", "a", "v1", "", "");
+    ok(&db, &["import", &events_file(t.path(), &l)]);
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
+    let nov = t.path().join("nov");
+    report(&db, "2026-11", &nov, &[]);
+    let rejected = read(&nov.join("ledger.csv"))
+        .lines()
+        .find(|l| l.contains(",rejected,"))
+        .map(|l| l.split(',').next().unwrap().to_string())
+        .expect("a rejected entry");
+    ok(&db, &["close", "--period", "2026-11"]);
+    ok(
+        &db,
+        &[
+            "review",
+            "release",
+            &rejected,
+            "--by",
+            "alice",
+            "--reason",
+            "confirmed",
+        ],
+    );
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-12"]);
+    let dec = t.path().join("dec");
+    report(&db, "2026-12", &dec, &[]);
+    assert_eq!(
+        statement_row(&dec, "a"),
+        "2026-12,a,p,USD,0.00,0.00,10.00,0.00,0.00,10.00,0.00"
+    );
+    let ledger = read(&dec.join("ledger.csv"));
+    let adj = ledger.lines().find(|l| l.contains(",adjustment,")).unwrap();
+    assert!(
+        adj.contains(",10.00,USD,") && adj.contains("released:fraud:click_too_fast"),
+        "{adj}"
+    );
+    let id = adj.split(',').next().unwrap();
+    let words = ok(&db, &["explain", id]);
+    assert!(
+        words.contains(&rejected) && words.contains("released on review by alice: confirmed"),
+        "{words}"
+    );
+    // once: January books nothing more
+    ok(&db, &["close", "--period", "2026-12"]);
+    ok(&db, &["run", "--config", &cfg, "--period", "2027-01"]);
+    let jan = t.path().join("jan");
+    report(&db, "2027-01", &jan, &[]);
+    assert!(!read(&jan.join("ledger.csv")).contains(",adjustment,"));
+}
+
 // ---------------------------------------------------------------- evaluation
 
 /// The fraud simulator's month for `g`, with its programs.
