@@ -1683,7 +1683,7 @@ fn booked_on_refunded_sales(
     }
     let _ph = Phase::start("the booked entries of refunded sales");
     use crate::ledger_blocks::{
-        text, L_ADJUSTS, L_AMOUNT, L_ID, L_KIND, L_PARTNER, L_REASON, L_RULE, L_SOURCES,
+        text, L_ADJUSTS, L_AMOUNT, L_CURRENCY, L_ID, L_KIND, L_PARTNER, L_REASON, L_RULE, L_SOURCES,
     };
     // every named sale of a closed period: one the ledger booked nothing
     // on reverses nothing, whatever today's view pays on it
@@ -1691,6 +1691,24 @@ fn booked_on_refunded_sales(
         .values()
         .map(|&ci| (ci, engine::BookedConv::default()))
         .collect();
+    // a booked amount in the sale's program's currency today: a program
+    // whose `currency` changed since (allowed once its balances were paid)
+    // reverses what it booked converted at the sale's date, never the
+    // same number in the new currency
+    let now_in = |ci: u32, amount: Decimal, cur: &str| -> Result<Decimal> {
+        let c = &f.convs[ci as usize];
+        let Some(pi) = eng.program_of(c.program) else {
+            return Ok(amount);
+        };
+        let to = eng.cfg.programs[usize::from(pi)].currency;
+        match edge::currency::Currency::parse(cur) {
+            Some(from) if from != to => {
+                let x = eng.convert(amount, Some(from), to, c.ts, || f.id(c))?;
+                Ok(crate::money::Money::round(x, to)?.amount)
+            }
+            _ => Ok(amount),
+        }
+    };
     crate::ledger_blocks::scan(
         &store.conn,
         pos_base(first),
@@ -1698,7 +1716,8 @@ fn booked_on_refunded_sales(
         Cols::of(
             &[],
             &[
-                L_ID, L_PARTNER, L_KIND, L_AMOUNT, L_SOURCES, L_ADJUSTS, L_REASON, L_RULE,
+                L_ID, L_PARTNER, L_KIND, L_AMOUNT, L_CURRENCY, L_SOURCES, L_ADJUSTS, L_REASON,
+                L_RULE,
             ],
         ),
         |b| {
@@ -1738,7 +1757,7 @@ fn booked_on_refunded_sales(
                 let Some(partner) = f.syms.get(text(b, L_PARTNER, r)?) else {
                     continue;
                 };
-                let amount = dec(text(b, L_AMOUNT, r)?)?;
+                let amount = now_in(ci, dec(text(b, L_AMOUNT, r)?)?, text(b, L_CURRENCY, r)?)?;
                 // an adjustment names the entry it restates
                 let id = if kind == "adjustment" {
                     text(b, L_ADJUSTS, r)?
@@ -1765,7 +1784,8 @@ fn booked_on_refunded_sales(
         let mut per_partner: rustc_hash::FxHashMap<u32, Vec<engine::BookedInvoice>> =
             Default::default();
         use crate::ledger_blocks::{
-            INVOICES, I_AMOUNT_DUE, I_DISCOUNT_PERCENT, I_ID, I_LIST_AMOUNT, I_PARTNER, I_SOURCE,
+            INVOICES, I_AMOUNT_DUE, I_CURRENCY, I_DISCOUNT_PERCENT, I_ID, I_LIST_AMOUNT, I_PARTNER,
+            I_SOURCE,
         };
         crate::ledger_blocks::scan_in(
             &store.conn,
@@ -1780,6 +1800,7 @@ fn booked_on_refunded_sales(
                     I_LIST_AMOUNT,
                     I_DISCOUNT_PERCENT,
                     I_AMOUNT_DUE,
+                    I_CURRENCY,
                     I_SOURCE,
                 ],
             ),
@@ -1791,9 +1812,10 @@ fn booked_on_refunded_sales(
                     let Some(partner) = f.syms.get(text(b, I_PARTNER, r)?) else {
                         continue;
                     };
+                    let cur = text(b, I_CURRENCY, r)?;
                     let (list, due) = (
-                        dec(text(b, I_LIST_AMOUNT, r)?)?,
-                        dec(text(b, I_AMOUNT_DUE, r)?)?,
+                        now_in(ci, dec(text(b, I_LIST_AMOUNT, r)?)?, cur)?,
+                        now_in(ci, dec(text(b, I_AMOUNT_DUE, r)?)?, cur)?,
                     );
                     let lines = per_partner.entry(ci).or_default();
                     match lines.iter_mut().find(|i| i.partner == partner) {

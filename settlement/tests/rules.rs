@@ -1982,3 +1982,61 @@ fn an_mdf_claim_is_paid_only_to_an_approved_partner_of_its_program() {
         .collect();
     assert_eq!(paid, [("a", "50.00".to_string())]);
 }
+
+/// A program whose `currency` changed after its balances were paid (JPY to
+/// USD): a refund of a sale booked in JPY reverses what was booked,
+/// converted at the sale's date (1000 JPY x 0.0067 = 6.70 USD), not the
+/// same number in the new currency (-1000.00 USD before). A reseller's
+/// credit note the same: 400.00 EUR booked x 1.20 = 480.00 USD.
+#[test]
+fn a_clawback_after_a_currency_change_converts_what_was_booked() {
+    let jpy_sale = conv(
+        "s1",
+        "2026-11-05",
+        "sale",
+        &format!(
+            r#"{},"amount":"10000","currency":"JPY""#,
+            click("a", "2026-11-05")
+        ),
+    );
+    let r = "[[programs.rules]]\nevent = \"sale\"\npercent = \"10\"\n";
+    let mut w = world(
+        &format!("fx = \"fx.csv\"\n{}", rules("currency = \"JPY\"\n", r)),
+        &[partner("a", ""), jpy_sale],
+    );
+    let (n, _) = w.draft("2026-11");
+    assert_eq!(amounts(&n, EntryKind::Commission), s(&[("a", "1000")]));
+    w.run_close("2026-11");
+    w.add(&[refund("r1", "2026-12-05", "s1")]);
+    let path = w._dir.path().join("programs.toml");
+    w.cfg = config::parse(&path, &format!("fx = \"fx.csv\"\n{}", rules("", r))).unwrap();
+    let (dec, _) = w.draft("2026-12");
+    assert_eq!(amounts(&dec, EntryKind::Clawback), s(&[("a", "-6.70")]));
+
+    let head =
+        "currency = \"USD\"\nfx = \"fx.csv\"\n[[programs]]\nid = \"p\"\nmodel = \"reseller\"\n";
+    let d20 = "[[programs.rules]]\nevent = \"sale\"\ndiscount = \"20\"\n";
+    let eur_sale = conv(
+        "s1",
+        "2026-11-05",
+        "sale",
+        &format!(
+            r#"{},"amount":"500","currency":"EUR""#,
+            click("a", "2026-11-05")
+        ),
+    );
+    let mut w = world(
+        &format!("{}currency = \"EUR\"\n{d20}", head),
+        &[partner("a", ""), eur_sale],
+    );
+    w.run_close("2026-11");
+    w.add(&[refund("r1", "2026-12-05", "s1")]);
+    w.cfg = config::parse(&path, &format!("{head}{d20}")).unwrap();
+    let (d, _) = compute_draft(&w.store, &w.cfg, Period::parse("2026-12").unwrap()).unwrap();
+    let due: Vec<(String, String)> = d
+        .invoices
+        .iter()
+        .map(|l| (l.amount_due.to_string(), l.currency.code().to_string()))
+        .collect();
+    assert_eq!(due, [("-480.00".to_string(), "USD".to_string())]);
+}
