@@ -1021,16 +1021,79 @@ fn payout_toml(
 
 // ---------------------------------------------------------------- run
 
+/// The first opening balance (its partner) that period `p`'s draft booked
+/// at another amount than the one stored now: a corrected export imported
+/// after the run replaced it (a balance no closed period has booked is
+/// replaced). Closing that draft would freeze the old amount for good.
+pub fn replaced_since_draft(store: &Store, p: Period) -> Result<Option<String>> {
+    let mut drafted: std::collections::HashMap<String, String> = Default::default();
+    {
+        let mut st = store.conn.prepare(
+            "SELECT id, amount FROM ledger
+             WHERE pos >= ?1 AND pos < ?2 AND reason LIKE 'opening_balance:%'",
+        )?;
+        let mut rows = st.query([pos_base(p), pos_base(p.next())])?;
+        while let Some(r) = rows.next()? {
+            drafted.insert(r.get(0)?, r.get(1)?);
+        }
+    }
+    if drafted.is_empty() {
+        return Ok(None);
+    }
+    let mut st = store.conn.prepare(
+        "SELECT id, partner, amount, currency FROM opening_balances ORDER BY partner, id",
+    )?;
+    let mut rows = st.query([])?;
+    while let Some(r) = rows.next()? {
+        let id: String = r.get(0)?;
+        let Some(booked) = drafted.get(&prefixed_id("le_", &["opening_balance", &id])) else {
+            continue;
+        };
+        let (amount, cur): (String, String) = (r.get(2)?, r.get(3)?);
+        let now = match (
+            parse_decimal(&amount),
+            edge::currency::Currency::parse(&cur),
+        ) {
+            (Some(a), Some(c)) => crate::money::fmt_decimal(
+                crate::money::norm(a.round_dp_with_strategy(
+                    c.minor_units(),
+                    rust_decimal::RoundingStrategy::MidpointNearestEven,
+                )),
+                c,
+            ),
+            _ => amount,
+        };
+        if &now != booked {
+            return Ok(Some(r.get(1)?));
+        }
+    }
+    Ok(None)
+}
+
 /// The opening balances booked in period `p`, as `adjustment` entries
 /// (reason `opening_balance:<file>`), for `run`: those whose period (the
-/// first open one after their as-of date, fixed at import) is `p` or
-/// earlier, unless another period's ledger already has them. So a balance
-/// whose own period is never run is booked by the next period that is,
-/// and never twice.
+/// first open one after their as-of date, fixed at import) is `p`, and,
+/// when `p` is the first open period, those of earlier periods, unless a
+/// closed period's ledger has them. So a balance whose own period was
+/// closed without it is booked by the first open period, never twice, and
+/// a stray draft of a later month (a mistyped `--period 2027-06`) never
+/// takes the balances of the months before it.
 pub fn opening_entries(store: &Store, cfg: &Config, p: Period) -> Result<Vec<Entry>> {
+    // the first open period: after the last closed one, else the first
+    // with a draft (or `p`)
+    let first_open = match store.last_closed()? {
+        Some(h) => h.next(),
+        None => {
+            let k: Option<i64> =
+                store
+                    .conn
+                    .query_row("SELECT MIN(period) FROM periods", [], |r| r.get(0))?;
+            k.map_or(p, |k| Period::from_key(k).min(p))
+        }
+    };
     let due: i64 = store.conn.query_row(
-        "SELECT COUNT(*) FROM opening_balances WHERE period <= ?1",
-        [p.key()],
+        "SELECT COUNT(*) FROM opening_balances WHERE period = ?1 OR (?2 AND period < ?1)",
+        rusqlite::params![p.key(), p == first_open],
         |r| r.get(0),
     )?;
     if due == 0 {
@@ -1038,19 +1101,20 @@ pub fn opening_entries(store: &Store, cfg: &Config, p: Period) -> Result<Vec<Ent
     }
     let mut booked = std::collections::HashSet::new();
     {
-        let mut st = store.conn.prepare(
-            "SELECT id FROM ledger WHERE reason LIKE 'opening_balance:%' AND (pos < ?1 OR pos >= ?2)",
-        )?;
-        let mut rows = st.query([pos_base(p), pos_base(p.next())])?;
+        let closed_until = store.last_closed()?.map_or(0, |h| pos_base(h.next()));
+        let mut st = store
+            .conn
+            .prepare("SELECT id FROM ledger WHERE reason LIKE 'opening_balance:%' AND pos < ?1")?;
+        let mut rows = st.query([closed_until])?;
         while let Some(r) = rows.next()? {
             booked.insert(r.get::<_, String>(0)?);
         }
     }
     let mut st = store.conn.prepare(
         "SELECT id, partner, program, amount, currency, as_of, source, line FROM opening_balances
-         WHERE period <= ?1 ORDER BY partner, program, id",
+         WHERE period = ?1 OR (?2 AND period < ?1) ORDER BY partner, program, id",
     )?;
-    let mut rows = st.query([p.key()])?;
+    let mut rows = st.query(rusqlite::params![p.key(), p == first_open])?;
     let mut v = Vec::new();
     while let Some(r) = rows.next()? {
         let id: String = r.get(0)?;

@@ -2695,6 +2695,11 @@ pub fn close_with(store: &mut Store, p: Period, first: bool) -> Result<()> {
             last.map_or_else(|| "the last closed period".to_string(), |h| h.to_string())
         )));
     }
+    if let Some(partner) = crate::migrate::replaced_since_draft(store, p)? {
+        return Err(Error::Usage(format!(
+            "the opening balance of {partner} was replaced since {p}'s draft booked it (a corrected export imported after the run): run `settlement run --period {p}` again, then close it"
+        )));
+    }
     let tx = store
         .conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;

@@ -311,6 +311,13 @@ fn mapping_errors_are_config_errors_and_missing_columns_data_errors() {
     assert!(snapshot(&db).is_empty());
 }
 
+/// A balance is booked by its own period's draft, or by the first open
+/// period when that is later: December run first (the only draft) books
+/// November's balances; November run then books them in their own period
+/// and December's rerun leaves them out; once November closed with them,
+/// no later draft books them again. (Before, a draft of any later month
+/// kept them from their own: a mistyped `--period 2027-06` run once, and
+/// November and December, run and closed in order, booked none.)
 #[test]
 fn a_balance_whose_period_is_never_run_is_booked_by_the_next_run_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -331,11 +338,28 @@ fn a_balance_whose_period_is_never_run_is_booked_by_the_next_run_once() {
         booked("2026-12"),
         vec!["1042 1204.50", "1043 310.00", "1080 75.25"]
     );
-    // November run afterwards: already in December's ledger, not again
+    // November run afterwards books them in their own period, and
+    // December's rerun, no longer the first open period, leaves them out
     run("2026-11");
-    assert!(booked("2026-11").is_empty());
+    assert_eq!(booked("2026-11").len(), 3);
     run("2026-12");
-    assert_eq!(booked("2026-12").len(), 3);
+    assert!(booked("2026-12").is_empty());
+    ok(&db, &["close", "--period", "2026-11"]);
+    run("2026-12");
+    assert!(booked("2026-12").is_empty());
+    // a stray run of a far month takes none of them
+    let db2 = dir.path().join("stray.db");
+    import(&db2, "everflow");
+    let run2 = |p: &str| ok(&db2, &["run", "--config", &programs(), "--period", p]);
+    run2("2027-06");
+    run2("2026-11");
+    assert_eq!(
+        db_rows(
+            &db2,
+            "SELECT partner || ' ' || amount FROM ledger WHERE reason LIKE 'opening_balance:%' AND period = 202611 ORDER BY partner"
+        ),
+        vec!["1042 1204.50", "1043 310.00", "1080 75.25"]
+    );
 }
 
 #[test]
@@ -524,4 +548,48 @@ fn a_wrong_opening_balance_is_replaced_until_a_closed_period_books_it() {
     let (c, err) = run("2026-12");
     assert_eq!(c, 0, "{err}");
     assert_eq!(booked(), ["part_E 70.00 USD", "part_H 71.00 USD"]);
+}
+
+/// A corrected export imported after November's run and before its close
+/// replaces the balance (no closed period booked it), so the draft's
+/// amount is stale: `close` refuses it until November is run again, which
+/// books the corrected amount. (Before, the close froze 1204.50, and the
+/// corrected 1300.00 was booked nowhere.)
+#[test]
+fn a_balance_corrected_after_the_run_is_booked_by_a_rerun_before_the_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    import(&db, "everflow");
+    let run = || {
+        ok(
+            &db,
+            &["run", "--config", &programs(), "--period", "2026-11"],
+        )
+    };
+    run();
+    let (m, f) = ex("everflow");
+    let corrected = dir.path().join("export.csv");
+    std::fs::write(
+        &corrected,
+        std::fs::read_to_string(&f)
+            .unwrap()
+            .replace("\"$1,204.50\"", "\"$1,300.00\""),
+    )
+    .unwrap();
+    ok(&db, &["import", "--map", &m, corrected.to_str().unwrap()]);
+    let (c, err) = code(&db, &["close", "--period", "2026-11"]);
+    assert_eq!(c, 1, "{err}");
+    assert!(
+        err.contains("the opening balance of 1042 was replaced since 2026-11's draft booked it"),
+        "{err}"
+    );
+    run();
+    ok(&db, &["close", "--period", "2026-11"]);
+    assert_eq!(
+        db_rows(
+            &db,
+            "SELECT amount FROM ledger WHERE reason LIKE 'opening_balance:%' AND partner = '1042'"
+        ),
+        vec!["1300.00"]
+    );
 }
