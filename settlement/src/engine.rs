@@ -1091,8 +1091,10 @@ fn as_booked(recomputed: &[Reversed], b: &BookedConv, prog: u16, sale_day: i32) 
             prog: like.map_or(prog, |r| r.prog),
             amount: crate::money::norm(amount),
             rule: like.map_or(NONE, |r| r.rule),
-            // held for review with what it reverses
-            fraud: same.map_or(fraud, |r| r.fraud),
+            // held for review with what it reverses, as booked: a hold of a
+            // closed period outlives a configuration change (the rule now
+            // flags, or holds what was paid), until an operator decides
+            fraud,
             day: same.map_or(sale_day, |r| r.day),
         });
     };
@@ -1122,7 +1124,9 @@ fn as_booked(recomputed: &[Reversed], b: &BookedConv, prog: u16, sale_day: i32) 
     // exactly as before, 0.00 entries included)
     let booked_of = |p: u32| out.iter().find(|o| o.partner == p);
     let same = recomputed.iter().all(|r| match booked_of(r.partner) {
-        Some(o) => o.amount == now(r.partner) && (r.amount.is_zero() || o.id == r.id),
+        Some(o) => {
+            o.amount == now(r.partner) && (r.amount.is_zero() || o.id == r.id) && o.fraud == r.fraud
+        }
         None => r.amount.is_zero(),
     }) && out.iter().all(|o| o.amount == now(o.partner));
     if same {

@@ -1150,6 +1150,78 @@ fn rejected_in_a_closed_period_then_released_is_paid_once() {
     assert!(!read(&jan.join("ledger.csv")).contains(",adjustment,"));
 }
 
+/// A held commission of a closed period keeps its hold after the rule is
+/// turned to `flag`: its refund in December is a held clawback, and
+/// rejecting the sale in January reverses both (net 0.00), as with the
+/// rule unchanged. Before, the clawback was booked as not held, the reject
+/// then reversed only the commission, and the partner carried -10.00 for a
+/// commission it was never paid.
+#[test]
+fn a_held_sale_refunded_after_its_rule_was_turned_to_flag_nets_to_zero() {
+    let mut ledgers = Vec::new();
+    for dec_rules in ["", "click_too_fast = { action = \"flag\" }\n"] {
+        let t = tempfile::tempdir().unwrap();
+        let db = t.path().join("s.db");
+        let hold = write(t.path(), "hold.toml", BASE);
+        let dec_cfg = write(t.path(), "dec.toml", &format!("{BASE}{dec_rules}"));
+        let l = clicked_sale("1", "03T10:00:00", "03T10:00:05", "a", "v1", "", "");
+        ok(&db, &["import", &events_file(t.path(), &l)]);
+        ok(&db, &["run", "--config", &hold, "--period", "2026-11"]);
+        let nov = t.path().join("nov");
+        report(&db, "2026-11", &nov, &[]);
+        ok(&db, &["close", "--period", "2026-11"]);
+        let held = read(&nov.join("fraud.csv"))
+            .lines()
+            .nth(1)
+            .and_then(|l| l.split(',').next())
+            .unwrap()
+            .to_string();
+        let r1 = r#"{"type":"conversion","id":"r1","ts":"2026-12-05T10:00:00.000Z","program":"p","event":"refund","original_txn_id":"t-s1"}"#;
+        ok(
+            &db,
+            &["import", &write(t.path(), "dec.ndjson", &format!("{r1}\n"))],
+        );
+        ok(&db, &["run", "--config", &dec_cfg, "--period", "2026-12"]);
+        let dec = t.path().join("dec");
+        report(&db, "2026-12", &dec, &[]);
+        let claw = read(&dec.join("ledger.csv"))
+            .lines()
+            .find(|l| l.contains(",clawback,"))
+            .unwrap()
+            .to_string();
+        assert!(
+            claw.contains(",-10.00,USD,") && claw.contains("held:fraud:click_too_fast"),
+            "{dec_rules}: {claw}"
+        );
+        ok(&db, &["close", "--period", "2026-12"]);
+        ok(
+            &db,
+            &[
+                "review",
+                "reject",
+                &held,
+                "--by",
+                "ops",
+                "--reason",
+                "injected click",
+            ],
+        );
+        ok(&db, &["run", "--config", &dec_cfg, "--period", "2027-01"]);
+        let jan = t.path().join("jan");
+        report(&db, "2027-01", &jan, &[]);
+        let mut amounts: Vec<String> = read(&jan.join("ledger.csv"))
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(5).unwrap().to_string())
+            .collect();
+        amounts.sort();
+        assert_eq!(amounts, ["-10.00", "10.00"], "{dec_rules}");
+        assert_eq!(read(&jan.join("statements.csv")).lines().count(), 1);
+        ledgers.push(read(&jan.join("ledger.csv")));
+    }
+    assert_eq!(ledgers[0], ledgers[1]);
+}
+
 // ---------------------------------------------------------------- evaluation
 
 /// The fraud simulator's month for `g`, with its programs.
