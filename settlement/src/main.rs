@@ -271,6 +271,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             let outcome = settlement::run::run(&mut store, &cfg, p)?;
+            let unknown = settlement::run::stat(&store, p, "unknown_program")?;
+            if !unknown.is_empty() {
+                let names: Vec<String> =
+                    unknown.iter().map(|(g, n)| format!("{g} ({n})")).collect();
+                eprintln!(
+                    "warning: conversions of {p} name programs {} does not define: {}; they are booked nowhere, and stay so once {p} is closed: add the programs and run {p} again",
+                    config.display(),
+                    names.join(", ")
+                );
+            }
             let dups = settlement::run::duplicates(&store, p)?;
             if dups > 0 {
                 eprintln!(

@@ -482,7 +482,23 @@ impl<'a> Words<'a> {
             Calc::Rejected(_) | Calc::RejectedOverride(_) => {
                 let r = e.calc.rejection().unwrap_or(Rejection::PartnerNotApproved);
                 let why = match r {
-                    Rejection::SelfReferral => "the customer is the partner (self-referral)".to_string(),
+                    Rejection::SelfReferral => {
+                        // which of the tests matched: the customer id, the
+                        // email hash, or an erased customer's verdict
+                        let f = self.facts();
+                        let c = conv.map(|i| &f.convs[i]);
+                        let hash = c.map_or(NONE, |c| f.ex(c).email_hash);
+                        let partner_hash = f.partners.get(&e.partner).map_or(NONE, |i| i.email_hash);
+                        if c.is_some_and(|c| c.customer == e.partner) {
+                            "the customer is the partner (self-referral)".to_string()
+                        } else if hash != NONE && hash == partner_hash {
+                            // the hash itself stays out of the words: a
+                            // closed ledger keeps them after an erasure
+                            "the conversion's email hash is the partner's (self-referral)".to_string()
+                        } else {
+                            "the customer, erased since, was the partner (self-referral)".to_string()
+                        }
+                    }
                     Rejection::UnknownPartner => "the partner is not in the registry".to_string(),
                     Rejection::OtherProgram => "the partner is registered in another program".to_string(),
                     Rejection::BotClick => "the only evidence is a bot click".to_string(),
@@ -2604,11 +2620,17 @@ fn write_plan(store: &Store, plan: &Plan) -> Result<RunOutcome> {
 /// they repeat the program, `event` and `txn_id` of another (the stats'
 /// `duplicates`).
 pub fn duplicates(store: &Store, p: Period) -> Result<i64> {
-    Ok(store.conn.query_row(
-        "SELECT COALESCE(SUM(value), 0) FROM stats WHERE period = ?1 AND name = 'duplicates'",
-        [p.key()],
-        |r| r.get(0),
-    )?)
+    Ok(stat(store, p, "duplicates")?.iter().map(|x| x.1).sum())
+}
+
+/// A figure of period `p`'s draft per program (the stats, as report.html
+/// shows them), the programs with one above zero, by name.
+pub fn stat(store: &Store, p: Period, name: &str) -> Result<Vec<(String, i64)>> {
+    let mut st = store.conn.prepare(
+        "SELECT program, value FROM stats WHERE period = ?1 AND name = ?2 AND value > 0 ORDER BY program",
+    )?;
+    let rows = st.query_map(params![p.key(), name], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 /// The first month before `p` that has never been run: after the last

@@ -777,3 +777,39 @@ fn an_import_beside_a_writing_command_waits_for_it() {
         }
     }
 }
+
+/// `run` says when conversions name a program programs.toml does not
+/// define (before, only report.html counted them, and a period closed so
+/// kept them out for good).
+#[test]
+fn run_warns_of_conversions_of_an_unknown_program() {
+    let t = tempfile::tempdir().unwrap();
+    let db = t.path().join("s.db");
+    let cfg = write(t.path(), "p.toml", PROGRAMS);
+    let other = sale("e2", 6, "300").replace(r#""program":"p""#, r#""program":"q""#);
+    let events = format!("{PARTNER}\n{}\n{other}\n", sale("e1", 5, "1000"));
+    ok(&db, &["import", &write(t.path(), "a.ndjson", &events)]);
+    let o = settlement(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("warning: conversions of 2026-11 name programs") && err.contains("q (1)"),
+        "{err}"
+    );
+    let (c, err) = code(
+        &db,
+        &[
+            "run",
+            "--config",
+            &write(
+                t.path(),
+                "q.toml",
+                &PROGRAMS.replace("id = \"p\"", "id = \"q\""),
+            ),
+            "--period",
+            "2026-11",
+        ],
+    );
+    assert_eq!(c, 0, "{err}");
+    assert!(err.contains("p (1)") && !err.contains("q (1)"), "{err}");
+}

@@ -1626,6 +1626,22 @@ fn erasing_a_customer_rejects_only_its_self_referrals() {
     );
     let before = amounts(&w.draft("2026-11").0, EntryKind::Commission);
     assert_eq!(before, s(&[("a", "100.00")]));
+    // the words say which test rejected s1: its email hash (not the
+    // customer id, which is c1), and never show the hash
+    let words = |w: &World| {
+        w.draft("2026-11")
+            .0
+            .into_iter()
+            .find(|e| e.kind == EntryKind::Rejected)
+            .map(|e| e.calc)
+            .unwrap()
+    };
+    let said = words(&w);
+    assert!(
+        said.contains("the conversion's email hash is the partner's (self-referral)")
+            && !said.contains(&h),
+        "{said}"
+    );
     settlement::erase::erase(
         &mut w.store,
         "c1",
@@ -1636,6 +1652,11 @@ fn erasing_a_customer_rejects_only_its_self_referrals() {
     .unwrap();
     let after = amounts(&w.draft("2026-11").0, EntryKind::Commission);
     assert_eq!(after, before);
+    let said = words(&w);
+    assert!(
+        said.contains("self-referral") && !said.contains(&h),
+        "{said}"
+    );
 }
 
 /// the `same` shortcut in as_booked ignores recomputed entries
