@@ -115,9 +115,7 @@ pub fn explain(store: &Store, id: &str) -> Result<String> {
     } else {
         use crate::ledger_blocks::*;
         let Some((b, r)) = find_in(c, INVOICES, I_ID, id)? else {
-            return Err(Error::Usage(format!(
-                "no ledger entry or invoice line has the id {id:?}"
-            )));
+            return never_booked(store, id);
         };
         let t = |col: usize| text(&b, col, r).map(str::to_string);
         let period = period_of(b.first);
@@ -159,6 +157,52 @@ pub fn explain(store: &Store, id: &str) -> Result<String> {
         );
     }
     let _ = writeln!(o, "arithmetic: {calc}");
+    Ok(o)
+}
+
+/// An id no entry has, that adjustments name in `adjusts`: an entry of a
+/// closed period's view that the ledger never booked (a commission of a
+/// fact that arrived after its period closed, say), whose adjustments
+/// booked it later. Explained by them; else the id is unknown (exit 1).
+fn never_booked(store: &Store, id: &str) -> Result<String> {
+    use crate::events::Cols;
+    use crate::ledger_blocks::*;
+    let mut by: Vec<(i64, String, String, String, String)> = Vec::new();
+    scan(
+        &store.conn,
+        i64::MIN,
+        i64::MAX,
+        Cols::of(&[], &[L_ID, L_ADJUSTS, L_KIND, L_AMOUNT, L_CURRENCY]),
+        |b| {
+            for r in 0..b.rows() {
+                if b.bytes(L_ADJUSTS, r) == Some(id.as_bytes()) {
+                    by.push((
+                        period_of(b.first),
+                        text(b, L_ID, r)?.to_string(),
+                        text(b, L_KIND, r)?.to_string(),
+                        text(b, L_AMOUNT, r)?.to_string(),
+                        text(b, L_CURRENCY, r)?.to_string(),
+                    ));
+                }
+            }
+            Ok(())
+        },
+    )?;
+    if by.is_empty() {
+        return Err(Error::Usage(format!(
+            "no ledger entry or invoice line has the id {id:?}"
+        )));
+    }
+    let mut o = format!(
+        "{id}: no ledger entry; the entry a closed period's view computed, which its ledger never booked, and these entries adjust:\n"
+    );
+    for (period, e, kind, amount, cur) in by {
+        let _ = writeln!(
+            o,
+            "  {e}: {kind} of {amount} {cur} in {} (settlement explain {e})",
+            Period::from_key(period)
+        );
+    }
     Ok(o)
 }
 

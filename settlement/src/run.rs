@@ -489,14 +489,18 @@ impl<'a> Words<'a> {
                         let c = conv.map(|i| &f.convs[i]);
                         let hash = c.map_or(NONE, |c| f.ex(c).email_hash);
                         let partner_hash = f.partners.get(&e.partner).map_or(NONE, |i| i.email_hash);
-                        if c.is_some_and(|c| c.customer == e.partner) {
-                            "the customer is the partner (self-referral)".to_string()
-                        } else if hash != NONE && hash == partner_hash {
+                        // (an erased customer's verdict, kept beside its
+                        // pseudonym, is the customer id's: the same words
+                        // before and after the erasure)
+                        if c.is_some_and(|c| c.customer != e.partner)
+                            && hash != NONE
+                            && hash == partner_hash
+                        {
                             // the hash itself stays out of the words: a
                             // closed ledger keeps them after an erasure
                             "the conversion's email hash is the partner's (self-referral)".to_string()
                         } else {
-                            "the customer, erased since, was the partner (self-referral)".to_string()
+                            "the customer is the partner (self-referral)".to_string()
                         }
                     }
                     Rejection::UnknownPartner => "the partner is not in the registry".to_string(),

@@ -151,6 +151,18 @@ fn closed_period_refuses_run_with_exit_1_and_late_facts_adjust() {
         "{words}"
     );
     assert!(words.contains("(the date holds count from)"), "{words}");
+    // the entry it adjusts was never booked (the sale came after the
+    // close): explain says so and names the adjustment (it was exit 1)
+    let adjusts = adj.split(',').nth(11).unwrap();
+    assert!(adjusts.starts_with("le_") && !read(&out.join("ledger.csv")).starts_with(adjusts));
+    let words = ok(&db, &["explain", adjusts]);
+    assert!(
+        words.contains("no ledger entry; the entry a closed period's view computed")
+            && words.contains(&format!("{id}: adjustment of 5.00 USD in 2026-12")),
+        "{words}"
+    );
+    let (c, _) = code(&db, &["explain", "le_00000000000000000000"]);
+    assert_eq!(c, 1);
     // a payout is never held
     let payout = ledger
         .lines()
