@@ -270,6 +270,28 @@ impl<'a> Words<'a> {
         }
     }
 
+    /// The rates a conversion from `from` to `to` at `ms` used, in words:
+    /// each currency's rate in the base currency and the fx.csv date it is
+    /// from (the last on or before the event's day), so the arithmetic can
+    /// be redone from the words alone.
+    fn rates_words(
+        &self,
+        from: edge::currency::Currency,
+        to: edge::currency::Currency,
+        ms: i64,
+    ) -> String {
+        let day = ms.div_euclid(DAY_MS);
+        let Some(fx) = self.eng.cfg.fx.as_ref() else {
+            return format!("at the fx rate of {}", date_of_day(day));
+        };
+        let rate = |c: edge::currency::Currency| match fx.rate(c, day) {
+            _ if c == fx.base => format!("1 ({c}, the base)"),
+            Some((r, d)) => format!("{r} (the {c} rate of {} in fx.csv)", date_of_day(d)),
+            None => format!("(no {c} rate)"),
+        };
+        format!("x {} / {}", rate(from), rate(to))
+    }
+
     /// The event's amount in words, with its conversion when there was one.
     fn amount_words(&self, i: usize, to: edge::currency::Currency) -> Result<(Exact, String)> {
         let c = &self.facts().convs[i];
@@ -286,9 +308,9 @@ impl<'a> Words<'a> {
             Ok((
                 x,
                 format!(
-                    "{a} {from} = {} {to} at the fx rate of {}",
-                    plain(x.approx()),
-                    date_of_day(c.ts.div_euclid(DAY_MS))
+                    "{a} {from} {} = {} {to}",
+                    self.rates_words(from, to, c.ts),
+                    plain(x.approx())
                 ),
             ))
         }
@@ -471,10 +493,10 @@ impl<'a> Words<'a> {
                 let m = mdfs.binary_search_by_key(&e.src, |m| m.id).ok().map(|i| &mdfs[i]);
                 match m {
                     Some(m) if m.currency != cur => format!(
-                        "approved MDF claim of {} {} converted at the fx rate of {} = {amt}{half_even}",
+                        "approved MDF claim of {} {} converted {} = {amt}{half_even}",
                         m.amount,
                         m.currency,
-                        date_of_day(m.ts.div_euclid(DAY_MS))
+                        self.rates_words(m.currency, cur, m.ts)
                     ),
                     _ => format!("approved MDF claim = {amt}"),
                 }

@@ -318,6 +318,13 @@ fn fx_converts_at_full_precision_then_rounds() {
         amounts(&w.draft("2026-10").0, EntryKind::Commission),
         s(&[("a", "1.11")])
     );
+    // the words name the rate and the fx.csv row used (Oct 1's for Oct
+    // 31), so the arithmetic can be redone from them alone
+    let calc = w.draft("2026-10").0[0].calc.clone();
+    assert!(
+        calc.contains("10.05 EUR x 1.10 (the EUR rate of 2026-10-01 in fx.csv) / 1 (USD, the base) = 11.055 USD"),
+        "{calc}"
+    );
 }
 
 #[test]
