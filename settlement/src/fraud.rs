@@ -1315,6 +1315,16 @@ pub fn decide_entry(
             past(&d)
         )));
     }
+    // a rule's rejection of a closed period stands: its release would have
+    // to restate the period (the commission, what a ladder or cap gives
+    // the partner's other sales, refunds of the sale since), which the
+    // late facts' machinery does not do for a decision
+    if release && rule_rejected && store.period_state(p)?.is_some_and(|s| s.0 == "closed") {
+        return Err(Error::Usage(format!(
+            "entry {entry} (event {event}) was rejected by the fraud rule {} in {p}, which is closed: a release after the close is not booked; release rule-rejected entries before their period closes, or pay the partner through a corrected event",
+            reason.trim_start_matches("fraud:")
+        )));
+    }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);

@@ -126,7 +126,6 @@ impl Table {
 pub fn kept_as_row(reason: &[u8]) -> bool {
     reason.starts_with(b"held:fraud:")
         || reason.starts_with(b"fraud:")
-        || reason.starts_with(b"released:fraud:")
         || reason.starts_with(b"opening_balance:")
 }
 

@@ -1124,13 +1124,10 @@ fn with_plan_at<R>(
         adjustments(&words, &out, &old, p, h, &mut own, &mut late)?;
         invoices.extend(late.into_iter().map(|l| Inv::Own(Box::new(l))));
     }
-    // held entries of closed periods rejected on review are reversed
-    // here, and conversions a rule rejected there and released since are
-    // paid here
+    // held entries of closed periods rejected on review are reversed here
     if let Some(h) = store.last_closed()? {
         if h.next() == p {
             review_reversals(store, &reviews, p, h, &mut own)?;
-            review_releases(store, &words, &out, &reviews, p, h, &mut own)?;
         }
     }
     // balances carried over from another platform (settlement import --map)
@@ -1487,89 +1484,6 @@ fn review_reversals(
             ),
             adjusts: id,
         });
-    }
-    Ok(())
-}
-
-/// Conversions of closed periods that a fraud rule rejected (a `rejected`
-/// entry, reason `fraud:<rule>`) and an operator released since: their
-/// commissions and overrides as the engine computes them now (the release
-/// applied) are booked in the first open period as adjustments (reason
-/// `released:fraud:<rule>`, `adjusts` the commission or override, dated as
-/// it, so `hold_days` applies as usual), once: one already in a closed
-/// period is not booked again. Before, both of the closed period's views
-/// applied the release, saw no difference, and the release paid nothing.
-fn review_releases(
-    store: &Store,
-    words: &Words,
-    out: &Output,
-    reviews: &rustc_hash::FxHashMap<String, crate::fraud::Review>,
-    p: Period,
-    h: Period,
-    own: &mut Vec<Entry>,
-) -> Result<()> {
-    if !reviews.values().any(|r| r.release) {
-        return Ok(());
-    }
-    let end = pos_base(h.next());
-    // event -> (the rejected entry, its period, its reason)
-    let mut rejected: HashMap<String, (String, Period, String)> = HashMap::new();
-    {
-        let mut st = store.conn.prepare(
-            "SELECT id, period, sources, reason FROM ledger
-             WHERE pos < ?1 AND kind = 'rejected' AND reason LIKE 'fraud:%'",
-        )?;
-        let mut rows = st.query([end])?;
-        while let Some(r) = rows.next()? {
-            let event = crate::fraud::review_event("rejected", r.get_ref(2)?.as_str()?);
-            if reviews.get(&event).is_some_and(|rv| rv.release) {
-                rejected.insert(event, (r.get(0)?, Period::from_key(r.get(1)?), r.get(3)?));
-            }
-        }
-    }
-    if rejected.is_empty() {
-        return Ok(());
-    }
-    let mut done: HashSet<String> = HashSet::new();
-    {
-        let mut st = store.conn.prepare(
-            "SELECT adjusts FROM ledger
-             WHERE pos < ?1 AND kind = 'adjustment' AND reason LIKE 'released:fraud:%'",
-        )?;
-        let mut rows = st.query([end])?;
-        while let Some(r) = rows.next()? {
-            done.insert(r.get(0)?);
-        }
-    }
-    let f = words.facts();
-    let ps = p.to_string();
-    for e in out.entries.iter().filter(|e| {
-        e.period <= h
-            && e.conv != NONE
-            && matches!(e.kind, EntryKind::Commission | EntryKind::Override)
-    }) {
-        let event = f.id(&f.convs[e.conv as usize]);
-        let Some((rej, period, reason)) = rejected.get(event) else {
-            continue;
-        };
-        let mut x = words.entry(e);
-        if done.contains(&x.id) {
-            continue;
-        }
-        let orig = std::mem::take(&mut x.id);
-        x.calc = format!(
-            "the conversion {event}, rejected under {reason} in the closed period {period} ({rej}), released on review since: its {} {orig} is booked now: {}",
-            x.kind, x.calc
-        );
-        x.id = hex_id(
-            "le_",
-            &hash_parts(&[b"review_release", ps.as_bytes(), orig.as_bytes()]),
-        );
-        x.kind = EntryKind::Adjustment;
-        x.period = p;
-        x.reason = format!("released:{reason}");
-        x.adjusts = orig;
-        own.push(x);
     }
     Ok(())
 }

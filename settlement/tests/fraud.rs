@@ -1087,12 +1087,12 @@ fn held_in_a_closed_period_released_or_rejected_later() {
     assert_eq!(read(&jan.join("statements.csv")).lines().count(), 1);
 }
 
-/// A conversion a rule rejected in a closed period and released on review
-/// later is paid in the first open period: an adjustment of the commission
-/// the release gives (10% of 100.00), once. Before, both views of the
-/// closed period applied the release, and it paid nothing.
+/// A release of an entry a rule rejected in a closed period is refused
+/// (exit 1), recording nothing: before, it was accepted, promised payment
+/// "from the next run of the first open period", and the next run booked
+/// nothing. Before the close, the release applies at the period's rerun.
 #[test]
-fn rejected_in_a_closed_period_then_released_is_paid_once() {
+fn a_rule_rejection_of_a_closed_period_cannot_be_released() {
     let t = tempfile::tempdir().unwrap();
     let db = t.path().join("s.db");
     let cfg = write(
@@ -1111,43 +1111,22 @@ fn rejected_in_a_closed_period_then_released_is_paid_once() {
         .map(|l| l.split(',').next().unwrap().to_string())
         .expect("a rejected entry");
     ok(&db, &["close", "--period", "2026-11"]);
-    ok(
+    let (c, err) = code(
         &db,
         &[
-            "review",
-            "release",
-            &rejected,
-            "--by",
-            "alice",
-            "--reason",
-            "confirmed",
+            "review", "release", &rejected, "--by", "alice", "--reason", "ok",
         ],
     );
-    ok(&db, &["run", "--config", &cfg, "--period", "2026-12"]);
-    let dec = t.path().join("dec");
-    report(&db, "2026-12", &dec, &[]);
-    assert_eq!(
-        statement_row(&dec, "a"),
-        "2026-12,a,p,USD,0.00,0.00,10.00,0.00,0.00,10.00,0.00"
-    );
-    let ledger = read(&dec.join("ledger.csv"));
-    let adj = ledger.lines().find(|l| l.contains(",adjustment,")).unwrap();
+    assert_eq!(c, 1, "{err}");
     assert!(
-        adj.contains(",10.00,USD,") && adj.contains("released:fraud:click_too_fast"),
-        "{adj}"
+        err.contains("was rejected by the fraud rule click_too_fast in 2026-11, which is closed"),
+        "{err}"
     );
-    let id = adj.split(',').next().unwrap();
-    let words = ok(&db, &["explain", id]);
-    assert!(
-        words.contains(&rejected) && words.contains("released on review by alice: confirmed"),
-        "{words}"
-    );
-    // once: January books nothing more
-    ok(&db, &["close", "--period", "2026-12"]);
-    ok(&db, &["run", "--config", &cfg, "--period", "2027-01"]);
-    let jan = t.path().join("jan");
-    report(&db, "2027-01", &jan, &[]);
-    assert!(!read(&jan.join("ledger.csv")).contains(",adjustment,"));
+    let n: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM reviews", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 0);
 }
 
 /// A held commission of a closed period keeps its hold after the rule is
