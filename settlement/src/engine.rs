@@ -1165,7 +1165,8 @@ impl Attr<'_> {
 
 /// The conversions that `mine` accepts (one program's, visible) and that
 /// repeat the `event` and `txn_id` of another, each with the one that
-/// stands for them: the first in `(ts, id)` order. The edge refuses a
+/// stands for them: the first in `(ts, id)` order among those with
+/// attribution evidence, else among all. The edge refuses a
 /// second conversion under the same key (SPEC section 3: `txn_id` is the
 /// idempotency key per program); the store tells events apart by their
 /// ids, so one sale brought in under two (a backfill file beside what
@@ -1205,10 +1206,14 @@ fn duplicates(f: &Facts, mine: &impl Fn(u32) -> bool) -> FxHashMap<u32, u32> {
             groups.entry(key(f0)).or_default().push(f0);
         }
     }
+    // the copy with attribution evidence (a click, a partner, a coupon)
+    // first: a backfill of the order, stamped with the order's time and
+    // carrying none, never displaces the edge's attributed record
+    let bare = |c: &Conv| !c.has_click && c.partner == NONE && f.ex(c).coupon == NONE;
     for (_, mut g) in groups {
         g.sort_unstable_by(|&a, &b| {
             let (ca, cb) = (&f.convs[a as usize], &f.convs[b as usize]);
-            (ca.ts, f.id(ca), a).cmp(&(cb.ts, f.id(cb), b))
+            (bare(ca), ca.ts, f.id(ca), a).cmp(&(bare(cb), cb.ts, f.id(cb), b))
         });
         g.dedup();
         if let Some((&stands, rest)) = g.split_first() {

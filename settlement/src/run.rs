@@ -2606,6 +2606,13 @@ pub fn close(store: &mut Store, p: Period) -> Result<()> {
 /// `settlement close --first`: a store holding history from before the
 /// operator settles with it).
 pub fn close_with(store: &mut Store, p: Period, first: bool) -> Result<()> {
+    let store: &Store = store;
+    // the write lock first: no import or run commits between the checks
+    // below and the close (a rollback, on any refusal, releases it)
+    let tx = rusqlite::Transaction::new_unchecked(
+        &store.conn,
+        rusqlite::TransactionBehavior::Immediate,
+    )?;
     if first {
         if let Some(h) = store.last_closed()? {
             return Err(Error::Usage(format!(
@@ -2662,9 +2669,6 @@ pub fn close_with(store: &mut Store, p: Period, first: bool) -> Result<()> {
             "the opening balance of {partner} was replaced since {p}'s draft booked it (a corrected export imported after the run): run `settlement run --period {p}` again, then close it"
         )));
     }
-    let tx = store
-        .conn
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     tx.execute(
         "UPDATE periods SET state = 'closed' WHERE period = ?1",
         [p.key()],

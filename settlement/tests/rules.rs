@@ -2068,3 +2068,41 @@ fn a_clawback_after_a_currency_change_converts_what_was_booked() {
         .collect();
     assert_eq!(due, [("-480.00".to_string(), "USD".to_string())]);
 }
+
+/// A backfill of the order, stamped with the order's time (before the
+/// edge's record) and carrying no click, partner or coupon, never stands
+/// for the edge's attributed sale: in the open period the sale is paid
+/// once, to a; arriving after the close it books nothing (before, it stood
+/// and took the sale from a: nothing paid, or -20.00 as a late fact).
+#[test]
+fn a_bare_backfill_copy_never_displaces_the_attributed_sale() {
+    let r = "[[programs.rules]]\nevent = \"sale\"\npercent = \"20\"\n";
+    let edge = conv_txn(
+        "s1",
+        "T1",
+        "2026-11-05T12:00:00.000Z",
+        "sale",
+        &format!("{}{}", click("a", "2026-11-05"), usd("100")),
+    );
+    let backfill = conv_txn(
+        "bf-T1",
+        "T1",
+        "2026-11-05T11:59:58.000Z",
+        "sale",
+        &format!(r#","customer":"c1"{}"#, usd("100")),
+    );
+    let w = world(
+        &rules("", r),
+        &[partner("a", ""), edge.clone(), backfill.clone()],
+    );
+    assert_eq!(
+        amounts(&w.draft("2026-11").0, EntryKind::Commission),
+        s(&[("a", "20.00")])
+    );
+    let mut w = world(&rules("", r), &[partner("a", ""), edge]);
+    w.run_close("2026-11");
+    w.add(&[backfill]);
+    let (dec, st) = w.draft("2026-12");
+    assert!(dec.is_empty(), "{dec:?}");
+    assert!(st.is_empty(), "{st:?}");
+}
