@@ -1935,8 +1935,9 @@ fn compute_part(
         let p = &cfg.programs[usize::from(pi)];
         // the registry's checks, as for a conversion's partner: known, of
         // this program, approved on the claim's date; else a rejected
-        // entry (under the claim's entry id, so a registry corrected after
-        // a close restates it)
+        // entry, under the claim's entry id (a registry corrected later
+        // changes an open draft; a closed period's stays as booked, as for
+        // conversions)
         let why = match f.partners.get(&m.partner) {
             None => Some(Rejection::UnknownPartner),
             Some(i) if i.program != m.program => Some(Rejection::OtherProgram),
