@@ -1021,6 +1021,18 @@ fn payout_toml(
 
 // ---------------------------------------------------------------- run
 
+/// An opening balance as its entry books it: half-even to the currency's
+/// minor unit (for `run`, and for `close`'s comparison with the draft).
+fn booked_amount(
+    amount: rust_decimal::Decimal,
+    cur: edge::currency::Currency,
+) -> rust_decimal::Decimal {
+    crate::money::norm(amount.round_dp_with_strategy(
+        cur.minor_units(),
+        rust_decimal::RoundingStrategy::MidpointNearestEven,
+    ))
+}
+
 /// The first opening balance (its partner) that period `p`'s draft booked
 /// at another amount than the one stored now: a corrected export imported
 /// after the run replaced it (a balance no closed period has booked is
@@ -1054,13 +1066,7 @@ pub fn replaced_since_draft(store: &Store, p: Period) -> Result<Option<String>> 
             parse_decimal(&amount),
             edge::currency::Currency::parse(&cur),
         ) {
-            (Some(a), Some(c)) => crate::money::fmt_decimal(
-                crate::money::norm(a.round_dp_with_strategy(
-                    c.minor_units(),
-                    rust_decimal::RoundingStrategy::MidpointNearestEven,
-                )),
-                c,
-            ),
+            (Some(a), Some(c)) => crate::money::fmt_decimal(booked_amount(a, c), c),
             _ => amount,
         };
         if &now != booked {
@@ -1144,10 +1150,7 @@ pub fn opening_entries(store: &Store, cfg: &Config, p: Period) -> Result<Vec<Ent
                 prog.currency
             )));
         }
-        let rounded = crate::money::norm(amount.round_dp_with_strategy(
-            prog.currency.minor_units(),
-            rust_decimal::RoundingStrategy::MidpointNearestEven,
-        ));
+        let rounded = booked_amount(amount, prog.currency);
         v.push(Entry {
             id: entry_id,
             period: p,
