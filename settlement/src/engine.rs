@@ -24,6 +24,12 @@ pub struct Options {
     pub until_ms: i64,
     /// Facts imported at or before this arrival number.
     pub max_arrival: i64,
+    /// Operators' releases of entries a fraud rule rejected, decided at or
+    /// before this review number (`reviews.seq`): a closed period's view
+    /// sees the releases its draft saw. Decisions on held entries count
+    /// whenever made (a closed held entry is paid or reversed apart from
+    /// the views).
+    pub review_seq: i64,
 }
 
 /// How a conversion found its partner.
@@ -1499,7 +1505,12 @@ fn compute_part(
             let mask = fc.active(mask);
             if mask != 0 {
                 let v = fc.decide(mask);
-                let review = eng.reviews.get(&ci);
+                // a release of a rule's rejection counts from the draft
+                // that saw it on (a closed period's view: not after it)
+                let review = eng
+                    .reviews
+                    .get(&ci)
+                    .filter(|r| !r.of_rejection || r.seq <= opts.review_seq);
                 let outcome = if rejection.is_some() {
                     Outcome::OtherRejection
                 } else {

@@ -1184,6 +1184,10 @@ fn score_program(
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Review {
     pub release: bool,
+    /// The decision's number (`reviews.seq`, in the order decided).
+    pub seq: i64,
+    /// A release of an entry a rule rejected (not of a held one).
+    pub of_rejection: bool,
     pub by: String,
     pub why: String,
 }
@@ -1202,7 +1206,7 @@ impl Review {
 pub fn load_reviews(store: &Store) -> Result<FxHashMap<String, Review>> {
     let mut st = store
         .conn
-        .prepare("SELECT event, decision, decided_by, reason FROM reviews")?;
+        .prepare("SELECT event, decision, decided_by, reason, seq, of_rejection FROM reviews")?;
     let mut rows = st.query([])?;
     let mut m = FxHashMap::default();
     while let Some(r) = rows.next()? {
@@ -1213,6 +1217,8 @@ pub fn load_reviews(store: &Store) -> Result<FxHashMap<String, Review>> {
                 release: d == "release",
                 by: r.get(2)?,
                 why: r.get(3)?,
+                seq: r.get(4)?,
+                of_rejection: r.get::<_, i64>(5)? != 0,
             },
         );
     }
@@ -1315,16 +1321,6 @@ pub fn decide_entry(
             past(&d)
         )));
     }
-    // a rule's rejection of a closed period stands: its release would have
-    // to restate the period (the commission, what a ladder or cap gives
-    // the partner's other sales, refunds of the sale since), which the
-    // late facts' machinery does not do for a decision
-    if release && rule_rejected && store.period_state(p)?.is_some_and(|s| s.0 == "closed") {
-        return Err(Error::Usage(format!(
-            "entry {entry} (event {event}) was rejected by the fraud rule {} in {p}, which is closed: a release after the close is not booked; release rule-rejected entries before their period closes, or pay the partner through a corrected event",
-            reason.trim_start_matches("fraud:")
-        )));
-    }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
@@ -1335,8 +1331,8 @@ pub fn decide_entry(
         r.get(0)
     })?;
     tx.execute(
-        "INSERT INTO reviews (event, entry, decision, decided_by, reason, decided_at, seq)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO reviews (event, entry, decision, decided_by, reason, decided_at, seq, of_rejection)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         rusqlite::params![
             event,
             entry,
@@ -1344,13 +1340,16 @@ pub fn decide_entry(
             by,
             why,
             edge::time::Timestamp(now).to_string(),
-            seq
+            seq,
+            i64::from(!held && rule_rejected)
         ],
     )?;
     tx.commit()?;
     let state = store.period_state(p)?.map_or("draft".into(), |s| s.0);
     let next = if state == "closed" {
-        if release {
+        if release && rule_rejected {
+            "the next run of the first open period restates the closed periods with it (its commission and what it changes for the partner's other entries) as adjustments".to_string()
+        } else if release {
             "payable from the next run of the first open period".to_string()
         } else {
             "reversed by an adjustment in the next run of the first open period".to_string()

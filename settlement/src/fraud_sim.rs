@@ -894,6 +894,7 @@ pub fn evaluate(
         &crate::engine::Options {
             until_ms: period.end_ms(),
             max_arrival: i64::MAX,
+            review_seq: i64::MAX,
         },
     )?;
     Ok(score(gen, &facts, &out))

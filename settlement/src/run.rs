@@ -694,6 +694,8 @@ pub struct Plan<'a> {
     /// fraud.csv rows of the period.
     pub fraud: Vec<Vec<String>>,
     pub watermark: i64,
+    /// The last operator's decision (`reviews.seq`) it saw.
+    pub review_seq: i64,
     /// The last closed period when the draft was computed (its late facts
     /// and review reversals are in the draft): the draft is written, and
     /// later closed, only while it is still the last closed one.
@@ -1044,27 +1046,36 @@ fn with_plan_at<R>(
     let ph = Phase::start("load facts");
     let mut facts = load_period_facts(store, cfg, p)?;
     let reviews = crate::fraud::load_reviews(store)?;
+    // the last decision this draft sees
+    let review_seq = reviews.values().map(|r| r.seq).max().unwrap_or(0);
     drop(ph);
     // the closed period whose late facts become adjustments in this one
     let basis = store.last_closed()?;
-    // the last arrival the closed period saw
-    let w_h = match basis {
-        Some(h) => store.period_state(h)?.map_or(0, |s| s.1),
-        None => 0,
+    // the last arrival and the last decision the closed period saw
+    let (w_h, rs_h) = match basis {
+        Some(h) => (
+            store.period_state(h)?.map_or(0, |s| s.1),
+            store.review_seq(h)?,
+        ),
+        None => (0, 0),
     };
     let late = match basis {
-        Some(h) if h.next() == p => store
-            .late_facts(w_h, watermark, h.end_ms())?
-            .then_some((h, w_h)),
+        Some(h) if h.next() == p => {
+            let facts_late = store.late_facts(w_h, watermark, h.end_ms())?;
+            let released = late_releases(&facts, &reviews, rs_h, h.end_ms());
+            (facts_late || released).then_some((h, w_h, facts_late))
+        }
         _ => None,
     };
     let opts = Options {
         until_ms: p.end_ms(),
         max_arrival: watermark,
+        review_seq,
     };
-    let old_opts = late.map(|(h, w_h)| Options {
+    let old_opts = late.map(|(h, w_h, _)| Options {
         until_ms: h.end_ms(),
         max_arrival: w_h,
+        review_seq: rs_h,
     });
     // the fraud rules read the clicks, which the engine does not need: the
     // closed period's view is scored first, then the clicks are handed to
@@ -1119,9 +1130,14 @@ fn with_plan_at<R>(
         .collect();
 
     // late facts for closed periods become adjustments in the next open one
-    if let (Some((h, _)), Some(old)) = (late, old) {
+    if let (Some((h, _, facts_late)), Some(old)) = (late, old) {
         let mut late = Vec::new();
-        adjustments(&words, &out, &old, p, h, &mut own, &mut late)?;
+        let why = Restated {
+            h,
+            rs_h,
+            facts_late,
+        };
+        adjustments(&words, &out, &old, p, &why, &mut own, &mut late)?;
         invoices.extend(late.into_iter().map(|l| Inv::Own(Box::new(l))));
     }
     // held entries of closed periods rejected on review are reversed here
@@ -1255,6 +1271,7 @@ fn with_plan_at<R>(
         rules: Vec::new(),
         fraud: Vec::new(),
         watermark,
+        review_seq,
         basis,
     };
     // the invoices are sorted on a second thread meanwhile: neither reads
@@ -1847,16 +1864,47 @@ fn booked_id(prefix: &str, id: &str) -> engine::Hash10 {
     id_hash(prefix, id).unwrap_or_else(|| hash_parts(&[id.as_bytes()]))
 }
 
+/// Whether an operator released, after closed period `h`'s draft (its
+/// last decision `rs_h`), a conversion of the closed periods (`ts` before
+/// `until_ms`): its rule's rejection is then restated like a late fact.
+fn late_releases(
+    facts: &Facts,
+    reviews: &rustc_hash::FxHashMap<String, crate::fraud::Review>,
+    rs_h: i64,
+    until_ms: i64,
+) -> bool {
+    let after: HashSet<&str> = reviews
+        .iter()
+        .filter(|(_, r)| r.release && r.of_rejection && r.seq > rs_h)
+        .map(|(e, _)| e.as_str())
+        .collect();
+    !after.is_empty()
+        && facts
+            .convs
+            .iter()
+            .any(|c| c.ts < until_ms && after.contains(facts.id(c)))
+}
+
+/// Why the closed periods are restated: the last closed one, the last
+/// decision its draft saw, and whether late facts arrived since (else only
+/// releases decided since do).
+struct Restated {
+    h: Period,
+    rs_h: i64,
+    facts_late: bool,
+}
+
 /// Restated closed-period entries minus what was known at close.
 fn adjustments(
     words: &Words,
     new: &Output,
     old: &Output,
     p: Period,
-    h: Period,
+    why: &Restated,
     entries: &mut Vec<Entry>,
     invoices: &mut Vec<InvoiceLine>,
 ) -> Result<()> {
+    let h = why.h;
     let ps = p.to_string();
     let mut before: HashMap<[u8; 10], &REntry> = HashMap::new();
     for e in old.entries.iter().filter(|e| e.period <= h) {
@@ -1889,9 +1937,25 @@ fn adjustments(
         let orig_id = e.id.clone();
         let cur = e.currency;
         e.id = hex_id("le_", &hash_parts(&[b"adjustment", ps.as_bytes(), id]));
+        // a conversion released on review after the close: its own entries
+        let released = (src.conv != NONE)
+            .then(|| words.eng.reviews.get(&src.conv))
+            .flatten()
+            .filter(|r| r.release && r.of_rejection && r.seq > why.rs_h)
+            .zip(words.out.fraud_row(src.conv));
+        let cause = match released {
+            Some((r, _)) => format!(
+                "released on review by {} ({}) after its period {} closed",
+                r.by, r.why, src.period
+            ),
+            None if why.facts_late => format!("late facts for the closed period {}", src.period),
+            None => format!(
+                "a release on review after the close, for the closed period {}",
+                src.period
+            ),
+        };
         e.calc = format!(
-            "late facts for the closed period {}: {} {} ({}) restated as {} {cur}, booked {} {cur}: adjusted by {} {cur}",
-            src.period,
+            "{cause}: {} {} ({}) restated as {} {cur}, booked {} {cur}: adjusted by {} {cur}",
             src.kind,
             orig_id,
             e.reason_or_rule(),
@@ -1902,7 +1966,14 @@ fn adjustments(
         e.kind = EntryKind::Adjustment;
         e.period = p;
         e.amount = diff;
-        e.reason = if src.fraud != 0 && src.kind != EntryKind::Rejected {
+        e.reason = if let Some((_, row)) = released {
+            format!(
+                "released:fraud:{}",
+                crate::fraud::RULES[usize::from(row.verdict.rule)]
+            )
+        } else if !why.facts_late {
+            format!("restated_{}", src.period)
+        } else if src.fraud != 0 && src.kind != EntryKind::Rejected {
             // a late fact the fraud rules hold waits for review like the rest
             format!(
                 "held:fraud:{}",
@@ -2531,8 +2602,8 @@ fn write_plan(store: &Store, plan: &Plan) -> Result<RunOutcome> {
             // the stored draft is this one: its rows stay as they were
             tx.execute_batch("ROLLBACK TO draft; RELEASE draft")?;
             tx.execute(
-                "UPDATE periods SET watermark = ?2, basis = ?3 WHERE period = ?1",
-                params![p.key(), plan.watermark, basis_key],
+                "UPDATE periods SET watermark = ?2, basis = ?3, review_seq = ?4 WHERE period = ?1",
+                params![p.key(), plan.watermark, basis_key, plan.review_seq],
             )?;
             tx.commit()?;
             return Ok(RunOutcome::Unchanged {
@@ -2542,9 +2613,9 @@ fn write_plan(store: &Store, plan: &Plan) -> Result<RunOutcome> {
         }
     }
     tx.execute(
-        "INSERT INTO periods (period, state, watermark, draft_hash, basis) VALUES (?1, 'draft', ?2, ?3, ?4)
-         ON CONFLICT (period) DO UPDATE SET state = 'draft', watermark = excluded.watermark, draft_hash = excluded.draft_hash, basis = excluded.basis",
-        params![p.key(), plan.watermark, hash, basis_key],
+        "INSERT INTO periods (period, state, watermark, draft_hash, basis, review_seq) VALUES (?1, 'draft', ?2, ?3, ?4, ?5)
+         ON CONFLICT (period) DO UPDATE SET state = 'draft', watermark = excluded.watermark, draft_hash = excluded.draft_hash, basis = excluded.basis, review_seq = excluded.review_seq",
+        params![p.key(), plan.watermark, hash, basis_key, plan.review_seq],
     )?;
     let c = Phase::start("commit");
     tx.commit()?;

@@ -183,6 +183,18 @@ UPDATE coupons SET updated_at =
   pseudonym TEXT NOT NULL, partner TEXT NOT NULL, PRIMARY KEY (pseudonym, partner)
 ) WITHOUT ROWID;",
     ),
+    // the last review (`reviews.seq`) each draft saw: a release of an
+    // entry a fraud rule rejected (`of_rejection`), decided after that,
+    // restates the closed period in the next one as late facts do. Periods
+    // already stored are taken as having seen every review made so far (a
+    // release after the close was refused, or booked nothing, before)
+    (
+        12,
+        "draft_review_seq",
+        "ALTER TABLE periods ADD COLUMN review_seq INTEGER;
+UPDATE periods SET review_seq = (SELECT COALESCE(MAX(seq), 0) FROM reviews);
+ALTER TABLE reviews ADD COLUMN of_rejection INTEGER NOT NULL DEFAULT 0;",
+    ),
 ];
 
 pub use crate::events::{kind_code, KIND_CLICK, KIND_CONVERSION, KIND_DEAL, KIND_MDF};
@@ -435,6 +447,21 @@ impl Store {
             .optional()?
             .flatten();
         Ok(k.map(Period::from_key))
+    }
+
+    /// The last operator's decision (`reviews.seq`) period `p`'s draft
+    /// saw (0: none, or no draft).
+    pub fn review_seq(&self, p: Period) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT review_seq FROM periods WHERE period = ?1",
+                [p.key()],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .optional()?
+            .flatten()
+            .unwrap_or(0))
     }
 
     pub fn period_state(&self, p: Period) -> Result<Option<(String, i64, String)>> {

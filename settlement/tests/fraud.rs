@@ -5,6 +5,7 @@
 mod common;
 use common::*;
 use edge::record::Record;
+use rust_decimal::Decimal;
 use settlement::config;
 use settlement::import::import_records;
 use settlement::period::Period;
@@ -1087,46 +1088,328 @@ fn held_in_a_closed_period_released_or_rejected_later() {
     assert_eq!(read(&jan.join("statements.csv")).lines().count(), 1);
 }
 
-/// A release of an entry a rule rejected in a closed period is refused
-/// (exit 1), recording nothing: before, it was accepted, promised payment
-/// "from the next run of the first open period", and the next run booked
-/// nothing. Before the close, the release applies at the period's rerun.
+/// The `payable` column of `partner`'s statement in each period's report,
+/// summed (a period without its statement pays nothing).
+fn paid(db: &std::path::Path, dir: &std::path::Path, partner: &str, periods: &[&str]) -> Decimal {
+    let mut sum = Decimal::ZERO;
+    for p in periods {
+        let out = dir.join(format!("paid-{p}"));
+        report(db, p, &out, &[]);
+        let row = statement_row(&out, partner);
+        if let Some(v) = row.split(',').nth(9) {
+            sum += v.parse::<Decimal>().unwrap();
+        }
+    }
+    sum
+}
+
+/// The id of the first ledger entry of `kind` in a report's ledger.csv.
+fn entry_of(out: &std::path::Path, kind: &str) -> String {
+    read(&out.join("ledger.csv"))
+        .lines()
+        .find(|l| l.split(',').nth(4) == Some(kind))
+        .and_then(|l| l.split(',').next())
+        .unwrap_or_else(|| panic!("no {kind} entry"))
+        .to_string()
+}
+
+/// A retroactive ladder on count: 10.00 a sale, 20.00 each from `step`
+/// sales on, with (`fraud`) or without `click_too_fast` rejecting.
+fn ladder(step: &str, fraud: bool) -> String {
+    format!(
+        r#"currency = "USD"
+[payout]
+hold_days = 0
+minimum = "0.00"
+[[programs]]
+id = "p"
+model = "affiliate"
+window_days = 30
+  [[programs.rules]]
+  event = "sale"
+  ladder = {{ metric = "count", mode = "retroactive", steps = [ {{ from = "0", fixed = "10.00" }}, {{ from = "{step}", fixed = "20.00" }} ] }}
+{}"#,
+        if fraud {
+            "  [programs.fraud]\n  click_too_fast = { action = \"reject\" }\n"
+        } else {
+            ""
+        }
+    )
+}
+
+/// A sale a fraud rule rejected, released on review after its period
+/// closed, restates the closed period as a late fact does: the next
+/// period books its commission and what the retroactive ladder then gives
+/// the partner's other sales, once, beside late facts of that period or
+/// without any. The partner is paid in all what the same facts pay with the
+/// rule off (60.00 and 40.00); a rerun and the period after add nothing.
+/// Before, such a release was refused; before that, accepted and booked
+/// nowhere (and a first attempt booked the commission twice beside late
+/// facts, and missed the ladder's effect without them).
 #[test]
-fn a_rule_rejection_of_a_closed_period_cannot_be_released() {
+fn a_rule_rejection_released_after_the_close_restates_the_closed_period() {
+    for (step, late, expected) in [("2", true, "60.00"), ("1", false, "40.00")] {
+        let t = tempfile::tempdir().unwrap();
+        let db = t.path().join("s.db");
+        let cfg = write(t.path(), "p.toml", &ladder(step, true));
+        let mut nov = clicked_sale("1", "03T10:00:00", "03T10:00:05", "a", "v1", "", "");
+        nov.extend(clicked_sale(
+            "2",
+            "04T10:00:00",
+            "04T12:00:05",
+            "a",
+            "v2",
+            "",
+            "",
+        ));
+        let s3 = clicked_sale("3", "05T10:00:00", "05T12:00:05", "a", "v3", "", "");
+        ok(&db, &["import", &events_file(t.path(), &nov)]);
+        ok(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
+        let out = t.path().join("nov");
+        report(&db, "2026-11", &out, &[]);
+        let rejected = entry_of(&out, "rejected");
+        ok(&db, &["close", "--period", "2026-11"]);
+        let (c, said) = code(
+            &db,
+            &[
+                "review",
+                "release",
+                &rejected,
+                "--by",
+                "alice",
+                "--reason",
+                "merchant confirmed",
+            ],
+        );
+        assert_eq!(c, 0, "{said}");
+        assert!(said.contains("restates the closed periods"), "{said}");
+        if late {
+            ok(
+                &db,
+                &[
+                    "import",
+                    &write(t.path(), "late.ndjson", &(s3.join("\n") + "\n")),
+                ],
+            );
+        }
+        ok(&db, &["run", "--config", &cfg, "--period", "2026-12"]);
+        let dec = t.path().join("dec");
+        report(&db, "2026-12", &dec, &[]);
+        let ledger = read(&dec.join("ledger.csv"));
+        let s1: Vec<&str> = ledger.lines().filter(|l| l.contains(",s1,")).collect();
+        assert_eq!(s1.len(), 1, "{ledger}");
+        assert!(
+            s1[0].contains(",adjustment,20.00,USD,")
+                && s1[0].contains(",released:fraud:click_too_fast,")
+                && s1[0].contains("released on review by alice (merchant confirmed) after its period 2026-11 closed"),
+            "{ledger}"
+        );
+        // s2 goes from 10.00 to 20.00: the second sale reaches the step
+        let s2 = ledger.lines().find(|l| l.contains(",s2,")).unwrap_or("");
+        let why = if late {
+            "late_facts_2026-11"
+        } else {
+            "restated_2026-11"
+        };
+        assert!(
+            s2.contains(",adjustment,10.00,USD,") && s2.contains(why),
+            "{ledger}"
+        );
+        let (c, again) = code(&db, &["run", "--config", &cfg, "--period", "2026-12"]);
+        assert!(c == 0 && again.contains("draft unchanged"), "{again}");
+        ok(&db, &["close", "--period", "2026-12"]);
+        ok(&db, &["run", "--config", &cfg, "--period", "2027-01"]);
+        let jan = t.path().join("jan");
+        report(&db, "2027-01", &jan, &[]);
+        assert!(!read(&jan.join("ledger.csv")).contains(",adjustment,"));
+        let total = paid(&db, t.path(), "a", &["2026-11", "2026-12", "2027-01"]);
+
+        // the same facts, all on time, with the rule off
+        let r = tempfile::tempdir().unwrap();
+        let rdb = r.path().join("r.db");
+        let mut all = nov.clone();
+        if late {
+            all.extend(s3);
+        }
+        ok(&rdb, &["import", &events_file(r.path(), &all)]);
+        let clean = write(r.path(), "clean.toml", &ladder(step, false));
+        ok(&rdb, &["run", "--config", &clean, "--period", "2026-11"]);
+        let reference = paid(&rdb, r.path(), "a", &["2026-11"]);
+        assert_eq!(reference.to_string(), expected);
+        assert_eq!(total, reference, "step {step}, late facts {late}");
+    }
+}
+
+/// A rejected sale that is refunded and released nets to nothing, and so
+/// does its parent's override: refund and release in the same open period,
+/// the refund's period closed before the release, and a release decided
+/// after the sale's draft but before its close (which no rerun took in:
+/// the next period books it). Before, the first two paid 10.00 and 1.00
+/// for a fully refunded sale.
+#[test]
+fn a_rejected_sale_refunded_and_released_after_the_close_nets_to_zero() {
+    let cfg_text = r#"currency = "USD"
+[payout]
+hold_days = 0
+minimum = "0.00"
+[[programs]]
+id = "p"
+model = "affiliate"
+window_days = 30
+overrides = ["10"]
+  [[programs.rules]]
+  event = "sale"
+  percent = "10"
+  [programs.fraud]
+  click_too_fast = { action = "reject" }
+"#;
+    let registry = [
+        r#"{"type":"partner","id":"par","program":"p","status":"approved","email_hash":"eh-par"}"#.to_string(),
+        r#"{"type":"partner","id":"a","program":"p","parent":"par","status":"approved","email_hash":"eh-a"}"#.to_string(),
+    ];
+    let r1 = r#"{"type":"conversion","id":"r1","ts":"2026-12-05T10:00:00.000Z","program":"p","event":"refund","txn_id":"t-r1","original_txn_id":"t-s1"}"#;
+    for case in [
+        "refund and release in December",
+        "release in January",
+        "release before the close",
+    ] {
+        let t = tempfile::tempdir().unwrap();
+        let db = t.path().join("s.db");
+        let cfg = write(t.path(), "p.toml", cfg_text);
+        let mut lines = registry.to_vec();
+        lines.extend(clicked_sale(
+            "1",
+            "03T10:00:00",
+            "03T10:00:05",
+            "a",
+            "v1",
+            "",
+            "",
+        ));
+        ok(
+            &db,
+            &[
+                "import",
+                &write(t.path(), "nov.ndjson", &(lines.join("\n") + "\n")),
+            ],
+        );
+        ok(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
+        let nov = t.path().join("nov");
+        report(&db, "2026-11", &nov, &[]);
+        let rejected = entry_of(&nov, "rejected");
+        let release = || {
+            ok(
+                &db,
+                &[
+                    "review", "release", &rejected, "--by", "alice", "--reason", "ok",
+                ],
+            );
+        };
+        let refund = write(t.path(), "dec.ndjson", &format!("{r1}\n"));
+        let periods: &[&str] = match case {
+            "refund and release in December" => {
+                ok(&db, &["close", "--period", "2026-11"]);
+                release();
+                ok(&db, &["import", &refund]);
+                ok(&db, &["run", "--config", &cfg, "--period", "2026-12"]);
+                &["2026-11", "2026-12"]
+            }
+            "release in January" => {
+                ok(&db, &["close", "--period", "2026-11"]);
+                ok(&db, &["import", &refund]);
+                ok(&db, &["run", "--config", &cfg, "--period", "2026-12"]);
+                ok(&db, &["close", "--period", "2026-12"]);
+                release();
+                ok(&db, &["run", "--config", &cfg, "--period", "2027-01"]);
+                &["2026-11", "2026-12", "2027-01"]
+            }
+            _ => {
+                // decided while November is a draft, closed without a rerun
+                release();
+                ok(&db, &["close", "--period", "2026-11"]);
+                ok(&db, &["import", &refund]);
+                ok(&db, &["run", "--config", &cfg, "--period", "2026-12"]);
+                let dec = t.path().join("dec");
+                report(&db, "2026-12", &dec, &[]);
+                let ledger = read(&dec.join("ledger.csv"));
+                assert!(
+                    ledger.contains(",a,p,adjustment,10.00,USD,p/1,s1,")
+                        && ledger.contains(",par,p,adjustment,1.00,USD,p/1,s1,"),
+                    "{ledger}"
+                );
+                ok(&db, &["close", "--period", "2026-12"]);
+                ok(&db, &["run", "--config", &cfg, "--period", "2027-01"]);
+                &["2026-11", "2026-12", "2027-01"]
+            }
+        };
+        let last = periods[periods.len() - 1];
+        let out = t.path().join("last");
+        report(&db, last, &out, &[]);
+        for who in ["a", "par"] {
+            let earned = paid(&db, t.path(), who, periods);
+            let row = statement_row(&out, who);
+            let carried = row.split(',').nth(10).unwrap_or("0.00");
+            assert!(
+                earned.is_zero() && carried.parse::<Decimal>().unwrap().is_zero(),
+                "{case}: {who}: paid {earned}, carries {row}"
+            );
+        }
+    }
+}
+
+/// A held commission of a closed period released after its rule was
+/// turned from hold to reject is paid once, by the release of the held
+/// entry, beside a late sale of that period: the closed period's view
+/// still sees the decision (it was not a release of a rule's rejection,
+/// which restates the period).
+#[test]
+fn a_held_entry_released_after_its_rule_turned_to_reject_is_paid_once() {
     let t = tempfile::tempdir().unwrap();
     let db = t.path().join("s.db");
-    let cfg = write(
+    let hold = write(t.path(), "hold.toml", BASE);
+    let reject = write(
         t.path(),
-        "p.toml",
+        "reject.toml",
         &format!("{BASE}click_too_fast = {{ action = \"reject\" }}\n"),
     );
     let l = clicked_sale("1", "03T10:00:00", "03T10:00:05", "a", "v1", "", "");
     ok(&db, &["import", &events_file(t.path(), &l)]);
-    ok(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
+    ok(&db, &["run", "--config", &hold, "--period", "2026-11"]);
     let nov = t.path().join("nov");
     report(&db, "2026-11", &nov, &[]);
-    let rejected = read(&nov.join("ledger.csv"))
-        .lines()
-        .find(|l| l.contains(",rejected,"))
-        .map(|l| l.split(',').next().unwrap().to_string())
-        .expect("a rejected entry");
+    let held = entry_of(&nov, "commission");
     ok(&db, &["close", "--period", "2026-11"]);
-    let (c, err) = code(
+    ok(
         &db,
         &[
-            "review", "release", &rejected, "--by", "alice", "--reason", "ok",
+            "review", "release", &held, "--by", "alice", "--reason", "ok",
         ],
     );
-    assert_eq!(c, 1, "{err}");
-    assert!(
-        err.contains("was rejected by the fraud rule click_too_fast in 2026-11, which is closed"),
-        "{err}"
+    // a late sale of November: the closed period's view is computed
+    let s2 = clicked_sale("2", "04T10:00:00", "04T12:00:00", "a", "v2", "", "");
+    ok(
+        &db,
+        &[
+            "import",
+            &write(t.path(), "late.ndjson", &(s2.join("\n") + "\n")),
+        ],
     );
-    let n: i64 = rusqlite::Connection::open(&db)
-        .unwrap()
-        .query_row("SELECT COUNT(*) FROM reviews", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(n, 0);
+    ok(&db, &["run", "--config", &reject, "--period", "2026-12"]);
+    let dec = t.path().join("dec");
+    report(&db, "2026-12", &dec, &[]);
+    let ledger = read(&dec.join("ledger.csv"));
+    let adjusted: Vec<&str> = ledger
+        .lines()
+        .filter(|l| l.contains(",adjustment,"))
+        .collect();
+    assert!(
+        adjusted.len() == 1 && adjusted[0].contains(",s2,"),
+        "{ledger}"
+    );
+    assert_eq!(
+        paid(&db, t.path(), "a", &["2026-11", "2026-12"]).to_string(),
+        "20.00"
+    );
 }
 
 /// A held commission of a closed period keeps its hold after the rule is
@@ -1253,10 +1536,12 @@ fn fraud_tasks_in_the_engine_queue_agree_with_the_rules_run_apart() {
         Options {
             until_ms: end,
             max_arrival: i64::MAX,
+            review_seq: i64::MAX,
         },
         Options {
             until_ms: end - 3 * 86_400_000,
             max_arrival: gen.records.len() as i64 * 19 / 20,
+            review_seq: i64::MAX,
         },
     ];
     let mut apart = Vec::new();
@@ -1297,6 +1582,7 @@ fn store_and_records_agree() {
         &settlement::engine::Options {
             until_ms: g.period.end_ms(),
             max_arrival: i64::MAX,
+            review_seq: i64::MAX,
         },
     )
     .unwrap();

@@ -447,6 +447,7 @@ fn engine_alone(store: &Store, cfg: &config::Config, period: Period) -> (f64, f6
             &Options {
                 until_ms: period.end_ms(),
                 max_arrival: i64::MAX,
+                review_seq: i64::MAX,
             },
         )
         .unwrap_or_else(|e| die(&e.to_string()));
