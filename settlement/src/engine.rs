@@ -788,7 +788,7 @@ struct Ready {
 enum Scored {
     #[default]
     Pending,
-    Done(fraud::Found, Vec<u32>),
+    Done(fraud::Found, Vec<u32>, fraud::Dups),
     Taken,
     /// the task panicked (the panic itself ends the scope)
     Failed,
@@ -957,7 +957,7 @@ fn schedule(eng: &Engine, opts: &Options, fin: FraudIn) -> Result<Output> {
                     c.as_ref().map(|c| s.score(b, c.get()))
                 };
                 ready[b].set(match found {
-                    Some((m, order)) => Scored::Done(m, order),
+                    Some((m, order, dups)) => Scored::Done(m, order, dups),
                     None => Scored::Failed,
                 });
                 guard.1 = true;
@@ -971,16 +971,18 @@ fn schedule(eng: &Engine, opts: &Options, fin: FraudIn) -> Result<Output> {
             let Some(&i) = queue.get(k - n_score) else {
                 return;
             };
-            let (order, masks, scored);
+            let (order, masks, scored, dups);
             match (fin_pre, task_of[i]) {
                 (Some(pre), _) => {
                     order = pre.orders.get(i).cloned();
+                    dups = pre.dups.get(i).cloned().flatten();
                     masks = Masks::Global(pre);
                 }
                 (None, Some(b)) => match ready[b].take() {
-                    Scored::Done(m, o) => {
+                    Scored::Done(m, o, d) => {
                         scored = m;
                         order = Some(o);
+                        dups = Some(d);
                         masks = Masks::Part(&scored);
                     }
                     _ => {
@@ -991,6 +993,7 @@ fn schedule(eng: &Engine, opts: &Options, fin: FraudIn) -> Result<Output> {
                 },
                 (None, None) => {
                     order = None;
+                    dups = None;
                     masks = Masks::None;
                 }
             }
@@ -1007,7 +1010,8 @@ fn schedule(eng: &Engine, opts: &Options, fin: FraudIn) -> Result<Output> {
                 }
                 None => &buckets[i],
             };
-            let r = compute_part(eng, opts, order, &masks, i as u16, convs, attr);
+            let known = Known { order, dups };
+            let r = compute_part(eng, opts, known, &masks, i as u16, convs, attr);
             *parts[i].lock().expect("part lock") = Some(r);
         });
     }
@@ -1179,7 +1183,7 @@ impl Attr<'_> {
 /// `pull` brings, a migration overlapping the edge) would otherwise be paid
 /// twice, and one refund reversed twice. The order does not depend on the
 /// import's, so neither does which one stands.
-fn duplicates(f: &Facts, mine: &impl Fn(u32) -> bool) -> FxHashMap<u32, u32> {
+pub(crate) fn duplicates(f: &Facts, mine: &impl Fn(u32) -> bool) -> FxHashMap<u32, u32> {
     let key = |i: u32| {
         let c = &f.convs[i as usize];
         (c.event, f.txns.get(c.idx))
@@ -1231,10 +1235,19 @@ fn duplicates(f: &Facts, mine: &impl Fn(u32) -> bool) -> FxHashMap<u32, u32> {
     out
 }
 
+/// What the fraud rules found out about a program's conversions for the
+/// engine (`None`: the engine finds it).
+struct Known {
+    /// its conversions in `(ts, id)` order
+    order: Option<Vec<u32>>,
+    /// its duplicates ([`duplicates`])
+    dups: Option<fraud::Dups>,
+}
+
 fn compute_part(
     eng: &Engine,
     opts: &Options,
-    order: Option<Vec<u32>>,
+    known: Known,
     masks: &Masks,
     pi: u16,
     convs: &[u32],
@@ -1249,6 +1262,7 @@ fn compute_part(
     let mut out = Output::default();
     let visible = |ts: i64, arrival: i64| ts < opts.until_ms && arrival <= opts.max_arrival;
 
+    let Known { order, dups } = known;
     // conversions in (ts, id) order (the fraud rules may have sorted them)
     let order: Vec<u32> = match order {
         Some(o) if o.len() == convs.len() => o,
@@ -1280,7 +1294,8 @@ fn compute_part(
         let c = &f.convs[i as usize];
         c.program == prog_sym && visible(c.ts, i64::from(c.arrival))
     };
-    let dups = duplicates(f, &mine);
+    // the fraud rules found them already (for the same facts)
+    let dups = dups.unwrap_or_else(|| duplicates(f, &mine));
     let mut wanted: FxHashSet<(u32, &str)> = FxHashSet::default();
     for &i in &f.with_orig {
         let c = &f.convs[i as usize];
@@ -1542,6 +1557,20 @@ fn compute_part(
                     entry: None,
                 });
             }
+        }
+        // a release of a rule's rejection this view does not see (decided
+        // after the closed period's last draft): the sale stays rejected as
+        // it was booked, whatever the rules say today (turned to hold, flag
+        // or off), so that the release restates it in the next period
+        if rejection.is_none()
+            && eng
+                .reviews
+                .get(&ci)
+                .is_some_and(|r| r.release && r.of_rejection && r.seq > opts.review_seq)
+        {
+            let rule = row.map_or(0, |k| out.fraud[k].verdict.rule);
+            rejection = Some(Rejection::Fraud(rule));
+            held = 0;
         }
         if rejection.is_none() {
             stat.attributed += 1;

@@ -515,7 +515,14 @@ pub struct Pre {
     /// Per program (index in the config), its conversions in `(ts, id)`
     /// order as the engine visits them, when computed here (else empty).
     pub orders: Vec<Vec<u32>>,
+    /// Per program, its duplicates ([`crate::engine::duplicates`]), when
+    /// computed here (else `None`).
+    pub dups: Vec<Option<Dups>>,
 }
+
+/// Each conversion that repeats another's program, `event` and `txn_id`,
+/// and the one that stands.
+pub type Dups = FxHashMap<u32, u32>;
 
 impl Pre {
     pub fn mask(&self, conv: u32) -> u16 {
@@ -533,7 +540,7 @@ pub fn prepare(cfg: &crate::config::Config, f: &Facts, opts: &Options) -> Pre {
         return Pre::default();
     }
     // programs in parallel (nothing crosses programs), biggest first
-    type Slot = std::sync::Mutex<(Found, Vec<u32>)>;
+    type Slot = std::sync::Mutex<(Found, Vec<u32>, Dups)>;
     let found: Vec<Slot> = (0..s.len()).map(|_| Slot::default()).collect();
     crate::tasks::run(s.len(), crate::tasks::threads_for(s.len()), |k| {
         let b = s.queue[k];
@@ -541,14 +548,20 @@ pub fn prepare(cfg: &crate::config::Config, f: &Facts, opts: &Options) -> Pre {
     });
     let mut masks = vec![0u16; f.convs.len()];
     let mut orders = vec![Vec::new(); cfg.programs.len()];
+    let mut all_dups = vec![None; cfg.programs.len()];
     for (b, slot) in found.into_iter().enumerate() {
-        let (hits, order) = slot.into_inner().expect("fraud lock");
+        let (hits, order, dups) = slot.into_inner().expect("fraud lock");
         for (ci, bits) in hits {
             masks[ci as usize] |= bits;
         }
         orders[s.program(b)] = order;
+        all_dups[s.program(b)] = Some(dups);
     }
-    Pre { masks, orders }
+    Pre {
+        masks,
+        orders,
+        dups: all_dups,
+    }
 }
 
 /// A program's run of conversions or clicks: `(program, start, end)`.
@@ -663,10 +676,10 @@ impl<'a> Scoring<'a> {
         self.prog_index[b]
     }
 
-    /// Task `b`: the rules its conversions trip, and its conversions in the
-    /// `(ts, id)` order the engine visits them. `fr`: the clicks
-    /// [`Scoring::new`] was given.
-    pub fn score(&self, b: usize, fr: &ClickFacts) -> (Found, Vec<u32>) {
+    /// Task `b`: the rules its conversions trip, its conversions in the
+    /// `(ts, id)` order the engine visits them, and its duplicates. `fr`:
+    /// the clicks [`Scoring::new`] was given.
+    pub fn score(&self, b: usize, fr: &ClickFacts) -> (Found, Vec<u32>, Dups) {
         let f = self.f;
         let opts = &self.opts;
         // the visible members of `sym`'s run
@@ -692,9 +705,29 @@ impl<'a> Scoring<'a> {
             ),
         };
         let order = f.sorted_ts_id(&cl);
+        // one sale brought in under two ids is one to the rules as well:
+        // the copies the engine counts for nothing are not scored (a trade
+        // twice would be a round trip of itself)
+        let sym = self.sym_of[b];
+        let dups = crate::engine::duplicates(f, &|i| {
+            let c = &f.convs[i as usize];
+            c.program == sym && conv_seen(opts, c)
+        });
+        let scored: std::borrow::Cow<[u32]> = if dups.is_empty() {
+            std::borrow::Cow::Borrowed(&order)
+        } else {
+            std::borrow::Cow::Owned(
+                order
+                    .iter()
+                    .copied()
+                    .filter(|i| !dups.contains_key(i))
+                    .collect(),
+            )
+        };
         let mut m = FxHashMap::default();
-        score_program(f, fr, self.progs[b], opts, &order, &kl, &mut m);
-        (m, order)
+        score_program(f, fr, self.progs[b], opts, &scored, &kl, &mut m);
+        drop(scored);
+        (m, order, dups)
     }
 }
 

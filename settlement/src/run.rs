@@ -1966,19 +1966,20 @@ fn adjustments(
         e.kind = EntryKind::Adjustment;
         e.period = p;
         e.amount = diff;
-        e.reason = if let Some((_, row)) = released {
+        e.reason = if src.fraud != 0 && src.kind != EntryKind::Rejected {
+            // what late facts or a release change on an entry the fraud
+            // rules hold waits for its review like the rest of it
+            format!(
+                "held:fraud:{}",
+                crate::fraud::RULES[usize::from(src.fraud - 1)]
+            )
+        } else if let Some((_, row)) = released {
             format!(
                 "released:fraud:{}",
                 crate::fraud::RULES[usize::from(row.verdict.rule)]
             )
         } else if !why.facts_late {
             format!("restated_{}", src.period)
-        } else if src.fraud != 0 && src.kind != EntryKind::Rejected {
-            // a late fact the fraud rules hold waits for review like the rest
-            format!(
-                "held:fraud:{}",
-                crate::fraud::RULES[usize::from(src.fraud - 1)]
-            )
         } else {
             format!("late_facts_{}", src.period)
         };

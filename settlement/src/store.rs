@@ -185,15 +185,21 @@ UPDATE coupons SET updated_at =
     ),
     // the last review (`reviews.seq`) each draft saw: a release of an
     // entry a fraud rule rejected (`of_rejection`), decided after that,
-    // restates the closed period in the next one as late facts do. Periods
-    // already stored are taken as having seen every review made so far (a
-    // release after the close was refused, or booked nothing, before)
+    // restates the closed period in the next one as late facts do. Of the
+    // decisions stored, the releases whose entry is still a rejected row
+    // (no draft booked them: decided after the draft, or after the close,
+    // where a binary before this one booked nothing) are taken as unseen by
+    // every period, so the next run books them; the others as seen
     (
         12,
         "draft_review_seq",
         "ALTER TABLE periods ADD COLUMN review_seq INTEGER;
-UPDATE periods SET review_seq = (SELECT COALESCE(MAX(seq), 0) FROM reviews);
-ALTER TABLE reviews ADD COLUMN of_rejection INTEGER NOT NULL DEFAULT 0;",
+ALTER TABLE reviews ADD COLUMN of_rejection INTEGER NOT NULL DEFAULT 0;
+UPDATE reviews SET of_rejection = 1 WHERE decision = 'release' AND entry IN
+  (SELECT id FROM ledger WHERE kind = 'rejected' AND reason LIKE 'fraud:%');
+UPDATE periods SET review_seq = COALESCE(
+  (SELECT MIN(seq) - 1 FROM reviews WHERE of_rejection = 1),
+  (SELECT COALESCE(MAX(seq), 0) FROM reviews));",
     ),
 ];
 
@@ -1252,6 +1258,59 @@ mod tests {
             .unwrap()
             .collect::<std::result::Result<_, _>>()
             .unwrap()
+    }
+
+    /// Migration 12: a release stored by an older binary whose entry is
+    /// still a rule's rejected row (decided after the draft, or after the
+    /// close, and booked nowhere) is unseen by every period, so the next
+    /// run books it; the other decisions count as seen.
+    #[test]
+    fn migration_12_leaves_unbooked_releases_to_the_next_run() {
+        for unbooked in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("old.db");
+            {
+                let c = store_at_schema(&path, 11);
+                c.execute_batch(
+                    "INSERT INTO periods (period, state, watermark, draft_hash) VALUES
+                       (202610, 'closed', 5, 'x'), (202611, 'draft', 9, 'y');
+                     INSERT INTO ledger VALUES (20261100000001, 'le_rej', 202611, 'a', 'p', 'rejected',
+                       '0.00', 'USD', 'p/1', 's1', 20395, 'fraud:click_too_fast', '', '');
+                     INSERT INTO reviews VALUES ('s0', 'le_held', 'release', 'al', 'ok', 't', 1);
+                     INSERT INTO reviews VALUES ('s9', 'le_held9', 'reject', 'al', 'no', 't', 3);",
+                )
+                .unwrap();
+                let entry = if unbooked { "le_rej" } else { "le_booked" };
+                c.execute(
+                    "INSERT INTO reviews VALUES ('s1', ?1, 'release', 'al', 'ok', 't', 2)",
+                    [entry],
+                )
+                .unwrap();
+            }
+            let store = Store::open(&path).unwrap();
+            let marked: Vec<(String, i64)> = store
+                .conn
+                .prepare("SELECT event, of_rejection FROM reviews ORDER BY seq")
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<std::result::Result<_, _>>()
+                .unwrap();
+            let flag = i64::from(unbooked);
+            assert_eq!(
+                marked,
+                [
+                    ("s0".to_string(), 0),
+                    ("s1".to_string(), flag),
+                    ("s9".to_string(), 0)
+                ]
+            );
+            let seen = if unbooked { 1 } else { 3 };
+            for p in ["2026-10", "2026-11"] {
+                let p = Period::parse(p).unwrap();
+                assert_eq!(store.review_seq(p).unwrap(), seen, "{p}");
+            }
+        }
     }
 
     /// A store of schema 4 (events as rows) opens as schema 5 with the same

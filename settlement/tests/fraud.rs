@@ -645,6 +645,39 @@ fn round_trips() {
     assert_eq!(flagged(&d, "round_trip"), ["t1", "t2"]);
 }
 
+/// One trade brought in under two event ids (a backfill beside the edge's
+/// record: the same program, event and txn_id) is one trade to the fraud
+/// rules as to the engine: not a round trip of itself, paid once and not
+/// held. Before, both copies tripped `round_trip`, and the trade that
+/// stands was held for review.
+#[test]
+fn a_trade_brought_in_twice_is_not_a_round_trip_of_itself() {
+    let t1 = trade(
+        "t1",
+        "03T10:00:00",
+        "cu1",
+        "EURUSD",
+        "2.0",
+        &via("k1", "02T10:00:00", "a"),
+    );
+    let copy = t1.replace(r#""id":"t1""#, r#""id":"bf-t1""#);
+    assert_ne!(copy, t1);
+    let l = vec![click("k1", "02T10:00:00", "a", "v1", ""), t1, copy];
+    let d = world("", &l).draft();
+    assert!(flagged(&d, "round_trip").is_empty(), "{:?}", d.fraud);
+    let paid: Vec<(String, String, String)> = d
+        .entries
+        .iter()
+        .filter(|e| e.kind.to_string() == "commission")
+        .map(|e| (e.sources.join(" "), e.amount.to_string(), e.reason.clone()))
+        .collect();
+    // the first in (ts, id) order stands
+    assert_eq!(
+        paid,
+        [("bf-t1".to_string(), "2.00".to_string(), String::new())]
+    );
+}
+
 // ---------------------------------------------------------------- actions and scores
 
 #[test]
@@ -1237,6 +1270,117 @@ fn a_rule_rejection_released_after_the_close_restates_the_closed_period() {
         let reference = paid(&rdb, r.path(), "a", &["2026-11"]);
         assert_eq!(reference.to_string(), expected);
         assert_eq!(total, reference, "step {step}, late facts {late}");
+    }
+}
+
+/// What a release after the close changes on a sale the rules hold (a
+/// ladder's step reached by the released sale) waits for that sale's review
+/// like the rest of it: rejecting the held sale later takes it back, and
+/// the partner is paid what the same decisions made on time pay (40.00:
+/// two sales at the second step). Before, the increment was booked
+/// `restated_2026-11`, payable at once, and kept: 50.00.
+#[test]
+fn what_a_release_changes_on_a_held_sale_waits_for_its_review() {
+    let t = tempfile::tempdir().unwrap();
+    let db = t.path().join("s.db");
+    let cfg = write(t.path(), "p.toml", &ladder("2", true));
+    let mut nov = clicked_sale("1", "03T10:00:00", "03T10:00:05", "a", "v1", "", "");
+    nov.extend(clicked_sale(
+        "2",
+        "04T10:00:00",
+        "04T12:00:05",
+        "a",
+        "v2",
+        "",
+        "",
+    ));
+    // a sale before its click (attributed by its coupon): held by
+    // conversion_before_click
+    nov.push(coupon("CA", "a"));
+    nov.extend(clicked_sale(
+        "3",
+        "05T11:00:00",
+        "05T10:00:00",
+        "a",
+        "v3",
+        "",
+        r#","coupon":"CA""#,
+    ));
+    ok(&db, &["import", &events_file(t.path(), &nov)]);
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
+    let out = t.path().join("nov");
+    report(&db, "2026-11", &out, &[]);
+    let rejected = entry_of(&out, "rejected");
+    let held = read(&out.join("ledger.csv"))
+        .lines()
+        .find(|l| l.contains(",s3,") && l.contains("held:fraud:conversion_before_click"))
+        .and_then(|l| l.split(',').next())
+        .unwrap_or_else(|| panic!("s3 held: {}", read(&out.join("ledger.csv"))))
+        .to_string();
+    ok(&db, &["close", "--period", "2026-11"]);
+    ok(
+        &db,
+        &[
+            "review", "release", &rejected, "--by", "al", "--reason", "ok",
+        ],
+    );
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-12"]);
+    let dec = t.path().join("dec");
+    report(&db, "2026-12", &dec, &[]);
+    let ledger = read(&dec.join("ledger.csv"));
+    let s3 = ledger.lines().find(|l| l.contains(",s3,")).unwrap_or("");
+    assert!(
+        s3.contains(",adjustment,10.00,USD,")
+            && s3.contains(",held:fraud:conversion_before_click,"),
+        "{ledger}"
+    );
+    ok(&db, &["close", "--period", "2026-12"]);
+    ok(
+        &db,
+        &["review", "reject", &held, "--by", "al", "--reason", "bad"],
+    );
+    ok(&db, &["run", "--config", &cfg, "--period", "2027-01"]);
+    let total = paid(&db, t.path(), "a", &["2026-11", "2026-12", "2027-01"]);
+    assert_eq!(total.to_string(), "40.00");
+}
+
+/// A release after the close of a sale a rule rejected is paid when the
+/// rule was turned to hold, flag or off since (the closed view keeps the
+/// sale rejected as booked; configuration changes do not restate, the
+/// release does). Before, nothing was paid.
+#[test]
+fn a_release_after_the_close_is_paid_after_its_rule_was_turned_down() {
+    for action in ["hold", "flag", "off"] {
+        let t = tempfile::tempdir().unwrap();
+        let db = t.path().join("s.db");
+        let reject = write(
+            t.path(),
+            "reject.toml",
+            &format!("{BASE}click_too_fast = {{ action = \"reject\" }}\n"),
+        );
+        let now = write(
+            t.path(),
+            "now.toml",
+            &format!("{BASE}click_too_fast = {{ action = \"{action}\" }}\n"),
+        );
+        let l = clicked_sale("1", "03T10:00:00", "03T10:00:05", "a", "v1", "", "");
+        ok(&db, &["import", &events_file(t.path(), &l)]);
+        ok(&db, &["run", "--config", &reject, "--period", "2026-11"]);
+        let nov = t.path().join("nov");
+        report(&db, "2026-11", &nov, &[]);
+        let rejected = entry_of(&nov, "rejected");
+        ok(&db, &["close", "--period", "2026-11"]);
+        ok(
+            &db,
+            &[
+                "review", "release", &rejected, "--by", "al", "--reason", "ok",
+            ],
+        );
+        ok(&db, &["run", "--config", &now, "--period", "2026-12"]);
+        ok(&db, &["close", "--period", "2026-12"]);
+        ok(&db, &["run", "--config", &now, "--period", "2027-01"]);
+        let total = paid(&db, t.path(), "a", &["2026-11", "2026-12", "2027-01"]);
+        assert_eq!(total.to_string(), "10.00", "{action}");
     }
 }
 
