@@ -78,9 +78,10 @@ pub fn explain(store: &Store, id: &str) -> Result<String> {
         if !adjusts.is_empty() {
             let _ = writeln!(o, "  derives from entry {adjusts}");
         }
-        let fraud: Option<(i64, String, String, String, String, String)> = c
+        type FraudRow = (i64, String, String, String, String, String, String);
+        let fraud: Option<FraudRow> = c
             .query_row(
-                "SELECT score, reasons, action, decision, decided_by, why FROM fraud
+                "SELECT score, reasons, action, decision, decided_by, why, event FROM fraud
                  WHERE period = ?1 AND entry = ?2 LIMIT 1",
                 rusqlite::params![period, id],
                 |r| {
@@ -91,22 +92,53 @@ pub fn explain(store: &Store, id: &str) -> Result<String> {
                         r.get(3)?,
                         r.get(4)?,
                         r.get(5)?,
+                        r.get(6)?,
                     ))
                 },
             )
             .optional()?;
-        if let Some((score, reasons, action, decision, by, why)) = fraud {
+        if let Some((score, reasons, action, decision, by, why, event)) = fraud {
             let _ = write!(o, "  fraud    score {score} ({reasons}), action {action}");
-            match decision.as_str() {
-                "" => {}
-                "pending" => {
-                    let _ = write!(
-                        o,
-                        ", awaiting review (settlement review release|reject {id})"
-                    );
-                }
-                d => {
-                    let _ = write!(o, ", {d} by {by}: {why}");
+            // a decision made after this draft was computed: the period's
+            // rows do not have it, the next run books it
+            let later: Option<(String, String, String)> =
+                if matches!(decision.as_str(), "" | "pending") {
+                    c.query_row(
+                        "SELECT decision, decided_by, reason FROM reviews WHERE event = ?1",
+                        [&event],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    )
+                    .optional()?
+                } else {
+                    None
+                };
+            if let Some((d, by, why)) = later {
+                let d = if d == "release" {
+                    "released"
+                } else {
+                    "rejected"
+                };
+                let _ = write!(
+                    o,
+                    ", {d} by {by}: {why}, after this period's draft (booked by {})",
+                    if state == "closed" {
+                        "the next run of the first open period".to_string()
+                    } else {
+                        format!("the next run of {p}")
+                    }
+                );
+            } else {
+                match decision.as_str() {
+                    "" => {}
+                    "pending" => {
+                        let _ = write!(
+                            o,
+                            ", awaiting review (settlement review release|reject {id})"
+                        );
+                    }
+                    d => {
+                        let _ = write!(o, ", {d} by {by}: {why}");
+                    }
                 }
             }
             let _ = writeln!(o);

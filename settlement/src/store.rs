@@ -186,17 +186,20 @@ UPDATE coupons SET updated_at =
     // the last review (`reviews.seq`) each draft saw: a release of an
     // entry a fraud rule rejected (`of_rejection`), decided after that,
     // restates the closed period in the next one as late facts do. Of the
-    // decisions stored, the releases whose entry is still a rejected row
-    // (no draft booked them: decided after the draft, or after the close,
-    // where a binary before this one booked nothing) are taken as unseen by
-    // every period, so the next run books them; the others as seen
+    // decisions stored, the releases whose entry is still a rejected row of
+    // the last period there is (decided after its draft, or after its
+    // close, where a binary before this one booked nothing) are taken as
+    // unseen by every period, so the next run books them; the others as
+    // seen: a later period's draft took such a release in (a lifetime lock,
+    // a ladder), which an unseen one would book again
     (
         12,
         "draft_review_seq",
         "ALTER TABLE periods ADD COLUMN review_seq INTEGER;
 ALTER TABLE reviews ADD COLUMN of_rejection INTEGER NOT NULL DEFAULT 0;
 UPDATE reviews SET of_rejection = 1 WHERE decision = 'release' AND entry IN
-  (SELECT id FROM ledger WHERE kind = 'rejected' AND reason LIKE 'fraud:%');
+  (SELECT l.id FROM ledger l WHERE l.kind = 'rejected' AND l.reason LIKE 'fraud:%'
+     AND NOT EXISTS (SELECT 1 FROM periods q WHERE q.period > l.period));
 UPDATE periods SET review_seq = COALESCE(
   (SELECT MIN(seq) - 1 FROM reviews WHERE of_rejection = 1),
   (SELECT COALESCE(MAX(seq), 0) FROM reviews));",
@@ -1261,12 +1264,14 @@ mod tests {
     }
 
     /// Migration 12: a release stored by an older binary whose entry is
-    /// still a rule's rejected row (decided after the draft, or after the
-    /// close, and booked nowhere) is unseen by every period, so the next
-    /// run books it; the other decisions count as seen.
+    /// still a rule's rejected row of the last period (decided after the
+    /// draft, or after the close, and booked nowhere) is unseen by every
+    /// period, so the next run books it; the other decisions count as
+    /// seen, and so does such a release when a later period exists (its
+    /// draft took the release in).
     #[test]
     fn migration_12_leaves_unbooked_releases_to_the_next_run() {
-        for unbooked in [true, false] {
+        for (unbooked, later) in [(true, false), (false, false), (true, true)] {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("old.db");
             {
@@ -1281,6 +1286,14 @@ mod tests {
                 )
                 .unwrap();
                 let entry = if unbooked { "le_rej" } else { "le_booked" };
+                if later {
+                    c.execute_batch(
+                        "UPDATE periods SET state = 'closed' WHERE period = 202611;
+                         INSERT INTO periods (period, state, watermark, draft_hash)
+                           VALUES (202612, 'draft', 12, 'z');",
+                    )
+                    .unwrap();
+                }
                 c.execute(
                     "INSERT INTO reviews VALUES ('s1', ?1, 'release', 'al', 'ok', 't', 2)",
                     [entry],
@@ -1296,7 +1309,7 @@ mod tests {
                 .unwrap()
                 .collect::<std::result::Result<_, _>>()
                 .unwrap();
-            let flag = i64::from(unbooked);
+            let flag = i64::from(unbooked && !later);
             assert_eq!(
                 marked,
                 [
@@ -1305,7 +1318,7 @@ mod tests {
                     ("s9".to_string(), 0)
                 ]
             );
-            let seen = if unbooked { 1 } else { 3 };
+            let seen = if flag == 1 { 1 } else { 3 };
             for p in ["2026-10", "2026-11"] {
                 let p = Period::parse(p).unwrap();
                 assert_eq!(store.review_seq(p).unwrap(), seen, "{p}");

@@ -1215,6 +1215,11 @@ fn a_rule_rejection_released_after_the_close_restates_the_closed_period() {
             ],
         );
         assert_eq!(c, 0, "{said}");
+        let why = ok(&db, &["explain", &rejected]);
+        assert!(
+            why.contains("action reject, released by alice: merchant confirmed, after this period's draft (booked by the next run of the first open period)"),
+            "{why}"
+        );
         assert!(said.contains("restates the closed periods"), "{said}");
         if late {
             ok(
