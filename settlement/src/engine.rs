@@ -1520,12 +1520,13 @@ fn compute_part(
             let mask = fc.active(mask);
             if mask != 0 {
                 let v = fc.decide(mask);
-                // a release of a rule's rejection counts from the draft
-                // that saw it on (a closed period's view: not after it)
+                // a release of a rule's rejection, or a reject of a held
+                // entry, counts from the draft that saw it on (a closed
+                // period's view: not after it)
                 let review = eng
                     .reviews
                     .get(&ci)
-                    .filter(|r| !r.of_rejection || r.seq <= opts.review_seq);
+                    .filter(|r| !r.restates || r.seq <= opts.review_seq);
                 let outcome = if rejection.is_some() {
                     Outcome::OtherRejection
                 } else {
@@ -1566,7 +1567,7 @@ fn compute_part(
             && eng
                 .reviews
                 .get(&ci)
-                .is_some_and(|r| r.release && r.of_rejection && r.seq > opts.review_seq)
+                .is_some_and(|r| r.release && r.restates && r.seq > opts.review_seq)
         {
             let rule = row.map_or(0, |k| out.fraud[k].verdict.rule);
             rejection = Some(Rejection::Fraud(rule));

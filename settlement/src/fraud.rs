@@ -1219,8 +1219,12 @@ pub struct Review {
     pub release: bool,
     /// The decision's number (`reviews.seq`, in the order decided).
     pub seq: i64,
-    /// A release of an entry a rule rejected (not of a held one).
-    pub of_rejection: bool,
+    /// A decision that restates the closed periods (through the views, as
+    /// late facts do) when made after their last draft: a release of an
+    /// entry a rule rejected, or a reject of a held one (its lifetime lock,
+    /// its place on a ladder). Releases of held entries are paid, and held
+    /// entries rejected are reversed, apart from the views.
+    pub restates: bool,
     pub by: String,
     pub why: String,
 }
@@ -1239,7 +1243,7 @@ impl Review {
 pub fn load_reviews(store: &Store) -> Result<FxHashMap<String, Review>> {
     let mut st = store
         .conn
-        .prepare("SELECT event, decision, decided_by, reason, seq, of_rejection FROM reviews")?;
+        .prepare("SELECT event, decision, decided_by, reason, seq, restates FROM reviews")?;
     let mut rows = st.query([])?;
     let mut m = FxHashMap::default();
     while let Some(r) = rows.next()? {
@@ -1251,7 +1255,7 @@ pub fn load_reviews(store: &Store) -> Result<FxHashMap<String, Review>> {
                 by: r.get(2)?,
                 why: r.get(3)?,
                 seq: r.get(4)?,
-                of_rejection: r.get::<_, i64>(5)? != 0,
+                restates: r.get::<_, i64>(5)? != 0,
             },
         );
     }
@@ -1364,7 +1368,7 @@ pub fn decide_entry(
         r.get(0)
     })?;
     tx.execute(
-        "INSERT INTO reviews (event, entry, decision, decided_by, reason, decided_at, seq, of_rejection)
+        "INSERT INTO reviews (event, entry, decision, decided_by, reason, decided_at, seq, restates)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         rusqlite::params![
             event,
@@ -1374,7 +1378,7 @@ pub fn decide_entry(
             why,
             edge::time::Timestamp(now).to_string(),
             seq,
-            i64::from(!held && rule_rejected)
+            i64::from(if release { !held && rule_rejected } else { held })
         ],
     )?;
     tx.commit()?;
@@ -1385,7 +1389,7 @@ pub fn decide_entry(
         } else if release {
             "payable from the next run of the first open period".to_string()
         } else {
-            "reversed by an adjustment in the next run of the first open period".to_string()
+            "reversed by an adjustment in the next run of the first open period, with what it changes for the partner's other entries (a lifetime lock, a ladder)".to_string()
         }
     } else {
         format!("applies when {p} is run again")

@@ -1062,7 +1062,7 @@ fn with_plan_at<R>(
     let late = match basis {
         Some(h) if h.next() == p => {
             let facts_late = store.late_facts(w_h, watermark, h.end_ms())?;
-            let released = late_releases(&facts, &reviews, rs_h, h.end_ms());
+            let released = late_decisions(&facts, &reviews, rs_h, h.end_ms());
             (facts_late || released).then_some((h, w_h, facts_late))
         }
         _ => None,
@@ -1864,10 +1864,11 @@ fn booked_id(prefix: &str, id: &str) -> engine::Hash10 {
     id_hash(prefix, id).unwrap_or_else(|| hash_parts(&[id.as_bytes()]))
 }
 
-/// Whether an operator released, after closed period `h`'s draft (its
-/// last decision `rs_h`), a conversion of the closed periods (`ts` before
-/// `until_ms`): its rule's rejection is then restated like a late fact.
-fn late_releases(
+/// Whether an operator decided, after closed period `h`'s draft (its last
+/// decision `rs_h`), on a conversion of the closed periods (`ts` before
+/// `until_ms`) in a way that restates them like a late fact (released a
+/// rule's rejection, rejected a held entry).
+fn late_decisions(
     facts: &Facts,
     reviews: &rustc_hash::FxHashMap<String, crate::fraud::Review>,
     rs_h: i64,
@@ -1875,7 +1876,7 @@ fn late_releases(
 ) -> bool {
     let after: HashSet<&str> = reviews
         .iter()
-        .filter(|(_, r)| r.release && r.of_rejection && r.seq > rs_h)
+        .filter(|(_, r)| r.restates && r.seq > rs_h)
         .map(|(e, _)| e.as_str())
         .collect();
     !after.is_empty()
@@ -1917,10 +1918,31 @@ fn adjustments(
     let mut ids: Vec<&[u8; 10]> = before.keys().chain(after.keys()).collect();
     ids.sort();
     ids.dedup();
+    // held sales rejected on review since the close: their held entries
+    // (commission, overrides, clawbacks of the sale) are reversed by
+    // `review_reversals`; the views restate the rest (a lifetime lock, a
+    // ladder's count)
+    let f = words.eng.facts;
+    let rejected: rustc_hash::FxHashSet<u32> = words
+        .eng
+        .reviews
+        .iter()
+        .filter(|(_, r)| !r.release && r.restates && r.seq > why.rs_h)
+        .map(|(&ci, _)| ci)
+        .collect();
+    let rejected_ids: rustc_hash::FxHashSet<u32> = rejected
+        .iter()
+        .map(|&ci| f.convs[ci as usize].idx)
+        .collect();
+    let reversed_apart =
+        |e: &REntry| e.fraud != 0 && (rejected.contains(&e.conv) || rejected_ids.contains(&e.src2));
     // (index in `entries`, kind and period of the restated entry)
     let mut restated: Vec<(usize, EntryKind, Period)> = Vec::new();
     for id in ids {
         let (a, b) = (after.get(id), before.get(id));
+        if !rejected.is_empty() && b.is_some_and(|e| reversed_apart(e)) {
+            continue;
+        }
         let na = a.map_or(Decimal::ZERO, |e| e.amount);
         let nb = b.map_or(Decimal::ZERO, |e| e.amount);
         let diff = crate::money::norm(na - nb);
@@ -1941,7 +1963,7 @@ fn adjustments(
         let released = (src.conv != NONE)
             .then(|| words.eng.reviews.get(&src.conv))
             .flatten()
-            .filter(|r| r.release && r.of_rejection && r.seq > why.rs_h)
+            .filter(|r| r.release && r.restates && r.seq > why.rs_h)
             .zip(words.out.fraud_row(src.conv));
         let cause = match released {
             Some((r, _)) => format!(
@@ -1950,7 +1972,7 @@ fn adjustments(
             ),
             None if why.facts_late => format!("late facts for the closed period {}", src.period),
             None => format!(
-                "a release on review after the close, for the closed period {}",
+                "a decision on review after the close, for the closed period {}",
                 src.period
             ),
         };

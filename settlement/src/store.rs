@@ -184,8 +184,9 @@ UPDATE coupons SET updated_at =
 ) WITHOUT ROWID;",
     ),
     // the last review (`reviews.seq`) each draft saw: a release of an
-    // entry a fraud rule rejected (`of_rejection`), decided after that,
-    // restates the closed period in the next one as late facts do. Of the
+    // entry a fraud rule rejected, or a reject of a held one (`restates`),
+    // decided after that, restates the closed period in the next one as
+    // late facts do (rejects stored before count as seen). Of the
     // decisions stored, the releases whose entry is still a rejected row of
     // the last period there is (decided after its draft, or after its
     // close, where a binary before this one booked nothing) are taken as
@@ -196,12 +197,12 @@ UPDATE coupons SET updated_at =
         12,
         "draft_review_seq",
         "ALTER TABLE periods ADD COLUMN review_seq INTEGER;
-ALTER TABLE reviews ADD COLUMN of_rejection INTEGER NOT NULL DEFAULT 0;
-UPDATE reviews SET of_rejection = 1 WHERE decision = 'release' AND entry IN
+ALTER TABLE reviews ADD COLUMN restates INTEGER NOT NULL DEFAULT 0;
+UPDATE reviews SET restates = 1 WHERE decision = 'release' AND entry IN
   (SELECT l.id FROM ledger l WHERE l.kind = 'rejected' AND l.reason LIKE 'fraud:%'
      AND NOT EXISTS (SELECT 1 FROM periods q WHERE q.period > l.period));
 UPDATE periods SET review_seq = COALESCE(
-  (SELECT MIN(seq) - 1 FROM reviews WHERE of_rejection = 1),
+  (SELECT MIN(seq) - 1 FROM reviews WHERE restates = 1),
   (SELECT COALESCE(MAX(seq), 0) FROM reviews));",
     ),
 ];
@@ -1303,7 +1304,7 @@ mod tests {
             let store = Store::open(&path).unwrap();
             let marked: Vec<(String, i64)> = store
                 .conn
-                .prepare("SELECT event, of_rejection FROM reviews ORDER BY seq")
+                .prepare("SELECT event, restates FROM reviews ORDER BY seq")
                 .unwrap()
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
                 .unwrap()

@@ -1389,6 +1389,76 @@ fn a_release_after_the_close_is_paid_after_its_rule_was_turned_down() {
     }
 }
 
+/// A held sale rejected on review after its period closed takes back its
+/// lifetime lock: the customer's later sale, paid to the held sale's
+/// partner through the lock, is restated to the partner whose click
+/// brought it, as if the review had come before the close (b is paid
+/// 10.00, a nets to nothing: its 10.00 paid is carried as -10.00 with
+/// `negative_carryover`). Before, a kept the sale and b was never paid.
+#[test]
+fn a_held_sale_rejected_after_the_close_takes_back_its_lifetime_lock() {
+    let t = tempfile::tempdir().unwrap();
+    let db = t.path().join("s.db");
+    let cfg = write(
+        t.path(),
+        "p.toml",
+        &BASE.replace("[payout]", "").replace(
+            "window_days = 30\n",
+            "window_days = 30\nlifetime = true\nnegative_carryover = true\n",
+        ),
+    );
+    assert!(read(std::path::Path::new(&cfg)).contains("lifetime = true"));
+    // s1: 5 s after a's click, held; s2: the same customer through b's click
+    let mut l = clicked_sale("1", "03T10:00:00", "03T10:00:05", "a", "v1", "", "");
+    l.push(click("k2", "10T10:00:00", "b", "v2", ""));
+    l.push(sale(
+        "s2",
+        "10T12:00:00",
+        "cu1",
+        &via("k2", "10T10:00:00", "b"),
+    ));
+    ok(&db, &["import", &events_file(t.path(), &l)]);
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
+    let nov = t.path().join("nov");
+    report(&db, "2026-11", &nov, &[]);
+    let ledger = read(&nov.join("ledger.csv"));
+    let held = ledger
+        .lines()
+        .find(|l| l.contains(",s1,") && l.contains("held:fraud:click_too_fast"))
+        .and_then(|l| l.split(',').next())
+        .unwrap_or_else(|| panic!("s1 held: {ledger}"))
+        .to_string();
+    // through the lock: a's
+    assert!(
+        ledger.contains(",a,p,commission,10.00,USD,p/1,s2,"),
+        "{ledger}"
+    );
+    ok(&db, &["close", "--period", "2026-11"]);
+    ok(
+        &db,
+        &["review", "reject", &held, "--by", "al", "--reason", "bad"],
+    );
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-12"]);
+    let dec = t.path().join("dec");
+    report(&db, "2026-12", &dec, &[]);
+    let ledger = read(&dec.join("ledger.csv"));
+    assert!(
+        ledger.contains(",a,p,adjustment,-10.00,USD,p/1,s2,")
+            && ledger.contains(",b,p,adjustment,10.00,USD,p/1,s2,"),
+        "{ledger}"
+    );
+    assert_eq!(
+        paid(&db, t.path(), "b", &["2026-11", "2026-12"]).to_string(),
+        "10.00"
+    );
+    let a = statement_row(&dec, "a");
+    assert_eq!(a.split(',').nth(10), Some("-10.00"), "{a}");
+    assert_eq!(
+        paid(&db, t.path(), "a", &["2026-11", "2026-12"]).to_string(),
+        "10.00"
+    );
+}
+
 /// A rejected sale that is refunded and released nets to nothing, and so
 /// does its parent's override: refund and release in the same open period,
 /// the refund's period closed before the release, and a release decided
