@@ -1888,7 +1888,7 @@ fn late_decisions(
 
 /// Why the closed periods are restated: the last closed one, the last
 /// decision its draft saw, and whether late facts arrived since (else only
-/// releases decided since do).
+/// decisions made since on review do).
 struct Restated {
     h: Period,
     rs_h: i64,
