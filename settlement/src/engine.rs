@@ -24,11 +24,11 @@ pub struct Options {
     pub until_ms: i64,
     /// Facts imported at or before this arrival number.
     pub max_arrival: i64,
-    /// Operators' releases of entries a fraud rule rejected, decided at or
-    /// before this review number (`reviews.seq`): a closed period's view
-    /// sees the releases its draft saw. Decisions on held entries count
-    /// whenever made (a closed held entry is paid or reversed apart from
-    /// the views).
+    /// Operators' decisions that restate closed periods (`reviews.restates`:
+    /// releases of entries a fraud rule rejected, rejects of held entries)
+    /// count when made at or before this review number (`reviews.seq`): a
+    /// closed period's view sees the decisions its draft saw. Releases of
+    /// held entries count whenever made (paid apart from the views).
     pub review_seq: i64,
 }
 
