@@ -841,7 +841,7 @@ impl Masks<'_> {
 
 fn schedule(eng: &Engine, opts: &Options, fin: FraudIn) -> Result<Output> {
     let f = eng.facts;
-    let ph = crate::run::Phase::start("engine: buckets");
+    let ph = crate::timing::Phase::start("engine: buckets");
     let n = eng.cfg.programs.len();
     let mut out = Output {
         attribution: vec![(NONE, Method::None); f.convs.len()],
@@ -916,7 +916,7 @@ fn schedule(eng: &Engine, opts: &Options, fin: FraudIn) -> Result<Output> {
     let ready: Vec<Ready> = (0..n_score).map(|_| Ready::default()).collect();
     let scoring_left = std::sync::atomic::AtomicUsize::new(n_score);
     drop(ph);
-    let ph = crate::run::Phase::start("engine: parts");
+    let ph = crate::timing::Phase::start("engine: parts");
     {
         // finished facts hold each program's conversions in one run: its
         // part writes their attribution in place, in its own slice
@@ -1017,7 +1017,7 @@ fn schedule(eng: &Engine, opts: &Options, fin: FraudIn) -> Result<Output> {
     }
     drop(buckets);
     drop(ph);
-    let _ph = crate::run::Phase::start("engine: merge");
+    let _ph = crate::timing::Phase::start("engine: merge");
     let mut done = Vec::with_capacity(n);
     for slot in parts {
         done.push(

@@ -882,7 +882,7 @@ impl Facts {
     /// places its values go: gathering one program's conversions at a time
     /// instead would read the whole array once a program.
     fn reorder(&mut self) {
-        let _ph = crate::run::Phase::start("facts: reorder");
+        let _ph = crate::timing::Phase::start("facts: reorder");
         let n = self.convs.len();
         if n == 0 {
             return;

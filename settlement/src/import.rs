@@ -529,7 +529,7 @@ fn import_file_in(store: &mut Store, path: &Path, opts: &ImportOptions) -> Resul
     let tx = store
         .conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let _ph = crate::run::Phase::start("import insert loop");
+    let _ph = crate::timing::Phase::start("import insert loop");
     let mut busy = std::time::Duration::ZERO;
     {
         let mut ins = Inserter::new(&tx, &store.ids)?;
@@ -583,7 +583,7 @@ fn import_file_in(store: &mut Store, path: &Path, opts: &ImportOptions) -> Resul
     }
     drop(outs);
 
-    let _w = crate::run::Phase::start("import reader join");
+    let _w = crate::timing::Phase::start("import reader join");
     if std::env::var_os("SETTLEMENT_TIMING").is_some() {
         eprintln!("timing: inserting: {:.3} s", busy.as_secs_f64());
     }
@@ -596,7 +596,7 @@ fn import_file_in(store: &mut Store, path: &Path, opts: &ImportOptions) -> Resul
         return Err(e);
     }
     read.map_err(|e| Error::io(path, e))?;
-    let c = crate::run::Phase::start("import commit");
+    let c = crate::timing::Phase::start("import commit");
     tx.commit()?;
     drop(c);
     // set aside once the rest is in: a failed commit leaves no rejects of

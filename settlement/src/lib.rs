@@ -6,6 +6,7 @@
 //! store, the export client and the CLI move bytes in and out.
 
 pub mod batch;
+pub mod carry;
 pub mod cell;
 pub mod config;
 pub mod direct;
@@ -30,11 +31,14 @@ pub mod payout_files;
 pub mod period;
 pub mod pull;
 pub mod report;
+pub mod restate;
 pub mod run;
 pub mod sim;
 pub mod statement;
 pub mod store;
 pub mod tasks;
+pub mod timing;
+pub mod words;
 
 pub use error::{Error, Result};
 

@@ -505,14 +505,14 @@ fn report_with(store: &Store, p: Period, out: &Path, between: impl FnOnce()) -> 
     let watermark = store.period_state(p)?.map_or(0, |s| s.1);
     let counting = traffic_beside(store, p, watermark);
     let mut sums = None;
-    let ph = crate::run::Phase::start("report: ledger.csv");
+    let ph = crate::timing::Phase::start("report: ledger.csv");
     write_atomic_large(&out.join("ledger.csv"), |w| {
         sums = Some(scan_ledger(store, p, Some(w))?);
         Ok(())
     })?;
     drop(ph);
     between();
-    let _ph = crate::run::Phase::start("report: traffic, statements and the other files");
+    let _ph = crate::timing::Phase::start("report: traffic, statements and the other files");
     let per_day = match counting.map(|h| h.join()) {
         Some(Ok(r)) => Some(r?),
         Some(Err(panic)) => std::panic::resume_unwind(panic),

@@ -593,7 +593,7 @@ impl Store {
         // one scan for the sales a refund names, the repeated transaction
         // ids and the bot clicks (the blocks read and decoded beside the
         // counting)
-        let ph = crate::run::Phase::start("facts: first scan");
+        let ph = crate::timing::Phase::start("facts: first scan");
         events::scan_beside(
             &self.conn,
             Cols::of(
@@ -695,7 +695,7 @@ impl Store {
                 );
             }
         }
-        let ph = crate::run::Phase::start("facts: read events");
+        let ph = crate::timing::Phase::start("facts: read events");
         self.read_events(&mut f, until_ms, txn_programs, fraud_programs, &wanted)?;
         drop(ph);
         f.finish();

@@ -213,7 +213,7 @@ fn main() {
     // the store copies large commits into the database file beside the next
     // steps: the clock stops once that copy is done too
     {
-        let _w = settlement::run::Phase::start("report: the wait for the checkpoint");
+        let _w = settlement::timing::Phase::start("report: the wait for the checkpoint");
         store.wait_checkpoint();
     }
     let t_report = t2.elapsed().as_secs_f64();
