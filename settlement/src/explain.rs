@@ -1,4 +1,7 @@
-//! `settlement explain ENTRY_ID`: the rule, the inputs and the arithmetic.
+//! `settlement explain ID`: the rule, the inputs and the arithmetic of a
+//! ledger entry or an invoice line; a payout reference explains its payout
+//! entry, an event id or a `txn_id` lists the entries and invoice lines
+//! that cite the event.
 
 use crate::error::{Error, Result};
 use crate::period::{date_of_day, Period};
@@ -7,6 +10,15 @@ use rusqlite::OptionalExtension;
 use std::fmt::Write as _;
 
 pub fn explain(store: &Store, id: &str) -> Result<String> {
+    // an id pasted with the spaces around it
+    let id = id.trim();
+    if id.is_empty() {
+        return Err(Error::Usage(
+            "explain needs an id: a ledger entry's (`id` in ledger.csv), an invoice line's, \
+             a payout reference, an event id or a txn_id"
+                .into(),
+        ));
+    }
     let c = &store.conn;
     let mut o = String::new();
     type Row = (
@@ -118,14 +130,21 @@ pub fn explain(store: &Store, id: &str) -> Result<String> {
                 } else {
                     "rejected"
                 };
+                let run = if state == "closed" {
+                    "the next run of the first open period".to_string()
+                } else {
+                    format!("the next run of {p}")
+                };
+                // a held entry released stands as booked: it only stops
+                // being pending; the rest is booked anew
+                let what = if d == "released" && kind != "rejected" {
+                    format!("the entry stands as booked and is payable from the statement of {run}")
+                } else {
+                    format!("booked by {run}")
+                };
                 let _ = write!(
                     o,
-                    ", {d} by {by}: {why}, after this period's draft (booked by {})",
-                    if state == "closed" {
-                        "the next run of the first open period".to_string()
-                    } else {
-                        format!("the next run of {p}")
-                    }
+                    ", {d} by {by}: {why}, after this period's draft ({what})"
                 );
             } else {
                 match decision.as_str() {
@@ -221,9 +240,7 @@ fn never_booked(store: &Store, id: &str) -> Result<String> {
         },
     )?;
     if by.is_empty() {
-        return Err(Error::Usage(format!(
-            "no ledger entry or invoice line has the id {id:?}"
-        )));
+        return other_id(store, id);
     }
     let mut o = format!(
         "{id}: no ledger entry; the entry a closed period's view computed, which its ledger never booked, and these entries adjust:\n"
@@ -234,6 +251,165 @@ fn never_booked(store: &Store, id: &str) -> Result<String> {
             "  {e}: {kind} of {amount} {cur} in {} (settlement explain {e})",
             Period::from_key(period)
         );
+    }
+    Ok(o)
+}
+
+/// An id that is neither an entry's nor what adjustments name: a payout
+/// reference explains its payout entry; an event id, or a `txn_id` (its
+/// conversions and the refunds naming it), lists the ledger entries and
+/// invoice lines whose sources cite the events. Else exit 1.
+fn other_id(store: &Store, id: &str) -> Result<String> {
+    use crate::events::{self, Cols, E_ID, E_ORIGINAL_TXN_ID, E_TXN_ID};
+    use crate::ledger_blocks::*;
+    let c = &store.conn;
+    // payouts.csv's reference is the payout entry's reason
+    let mut payout: Option<String> = None;
+    scan(
+        c,
+        i64::MIN,
+        i64::MAX,
+        Cols::of(&[], &[L_ID, L_KIND, L_REASON]),
+        |b| {
+            for r in 0..b.rows() {
+                if b.bytes(L_KIND, r) == Some(b"payout")
+                    && b.bytes(L_REASON, r) == Some(id.as_bytes())
+                {
+                    payout = Some(text(b, L_ID, r)?.to_string());
+                }
+            }
+            Ok(())
+        },
+    )?;
+    if let Some(e) = payout {
+        return Ok(format!(
+            "payout reference {id}: ledger entry {e}\n{}",
+            explain(store, &e)?
+        ));
+    }
+    let mut found: Vec<(String, String)> = Vec::new();
+    let how = if let Some((b, r)) = events::find(c, id)? {
+        found.push((id.to_string(), describe(&b, r)));
+        "event"
+    } else {
+        let mut ids: Vec<String> = Vec::new();
+        events::scan(
+            c,
+            Cols::of(&[], &[E_ID, E_TXN_ID, E_ORIGINAL_TXN_ID]),
+            "1",
+            [],
+            |b| {
+                for r in 0..b.rows() {
+                    if b.bytes(E_TXN_ID, r) == Some(id.as_bytes())
+                        || b.bytes(E_ORIGINAL_TXN_ID, r) == Some(id.as_bytes())
+                    {
+                        if let Some(e) = b.bytes(E_ID, r) {
+                            ids.push(String::from_utf8_lossy(e).into_owned());
+                        }
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        for e in ids {
+            if let Some((b, r)) = events::find(c, &e)? {
+                found.push((e, describe(&b, r)));
+            }
+        }
+        "txn_id"
+    };
+    if found.is_empty() {
+        return Err(Error::Usage(format!(
+            "no ledger entry, invoice line, payout reference, event or txn_id is {id:?} \
+             (ids are in ledger.csv's `id`, references in payouts.csv)"
+        )));
+    }
+    // (period, id, kind, amount, currency, partner) of what cites them
+    type Citing = (i64, String, String, String, String, String);
+    let mut citing: Vec<(String, Vec<Citing>)> =
+        found.iter().map(|(e, _)| (e.clone(), Vec::new())).collect();
+    let mut cited = |sources: &str, row: (i64, String, String, String, String, String)| {
+        for (e, v) in citing.iter_mut() {
+            if sources.split_whitespace().any(|s| s == e) {
+                v.push(row.clone());
+            }
+        }
+    };
+    scan(
+        c,
+        i64::MIN,
+        i64::MAX,
+        Cols::of(
+            &[],
+            &[L_ID, L_PARTNER, L_KIND, L_AMOUNT, L_CURRENCY, L_SOURCES],
+        ),
+        |b| {
+            for r in 0..b.rows() {
+                let sources = text(b, L_SOURCES, r)?;
+                if sources.is_empty() {
+                    continue;
+                }
+                let t = |col| text(b, col, r).map(str::to_string);
+                cited(
+                    sources,
+                    (
+                        period_of(b.first),
+                        t(L_ID)?,
+                        t(L_KIND)?,
+                        t(L_AMOUNT)?,
+                        t(L_CURRENCY)?,
+                        t(L_PARTNER)?,
+                    ),
+                );
+            }
+            Ok(())
+        },
+    )?;
+    scan_in(
+        c,
+        INVOICES,
+        i64::MIN,
+        i64::MAX,
+        Cols::of(&[], &[I_ID, I_PARTNER, I_AMOUNT_DUE, I_CURRENCY, I_SOURCE]),
+        |b| {
+            for r in 0..b.rows() {
+                let t = |col| text(b, col, r).map(str::to_string);
+                cited(
+                    text(b, I_SOURCE, r)?,
+                    (
+                        period_of(b.first),
+                        t(I_ID)?,
+                        "invoice line".into(),
+                        t(I_AMOUNT_DUE)?,
+                        t(I_CURRENCY)?,
+                        t(I_PARTNER)?,
+                    ),
+                );
+            }
+            Ok(())
+        },
+    )?;
+    let mut o = String::new();
+    if how == "txn_id" {
+        let _ = writeln!(o, "txn_id {id}: {} event(s)", found.len());
+    }
+    for ((e, words), (_, rows)) in found.iter().zip(&citing) {
+        let _ = writeln!(o, "event {e}: {words}");
+        if rows.is_empty() {
+            let _ = writeln!(
+                o,
+                "  no ledger entry or invoice line cites it: the periods run so far book nothing on it \
+                 (a click, or a conversion unattributed, that no rule of its program matches, a duplicate, \
+                 or of a period not run yet)"
+            );
+        }
+        for (period, le, kind, amount, cur, partner) in rows {
+            let _ = writeln!(
+                o,
+                "  {le}: {kind} of {amount} {cur}, partner {partner}, in {} (settlement explain {le})",
+                Period::from_key(*period)
+            );
+        }
     }
     Ok(o)
 }

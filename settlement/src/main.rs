@@ -189,6 +189,19 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let progress = !cli.quiet;
+    // the commands that only read a store never make one: a mistyped
+    // --db would leave an empty store behind and answer from it
+    if matches!(
+        cli.cmd,
+        Cmd::Explain { .. } | Cmd::Report { .. } | Cmd::Review { .. }
+    ) && !cli.db.exists()
+    {
+        return Err(Error::Usage(format!(
+            "no settlement store at {} (import, pull or nightly makes one; check --db)",
+            cli.db.display()
+        ))
+        .into());
+    }
     let mut store = Store::open(&cli.db)?;
     match cli.cmd {
         Cmd::Pull { edge, token } => {

@@ -184,6 +184,8 @@ pub fn compute<'a>(
         adjusted: Decimal,
         pending: Decimal,
         carried_in: Decimal,
+        /// An entry of a non-zero amount booked in the period.
+        booked: bool,
     }
     let last = period.last_day();
     // (a few million entries: Fx, not SipHash; the rows are sorted below)
@@ -199,6 +201,7 @@ pub fn compute<'a>(
             EntryKind::Adjustment | EntryKind::Writeoff => add(&mut a.adjusted, e.amount)?,
             EntryKind::Capped | EntryKind::Rejected | EntryKind::Payout => {}
         }
+        a.booked |= !e.amount.is_zero();
         if e.held || e.hold_from.is_some_and(|d| d + cfg.hold_days > last) {
             add(&mut a.pending, e.amount)?;
         }
@@ -307,7 +310,10 @@ pub fn compute<'a>(
             carried_out: norm(carried_out),
             model: prog.map_or("", |p| p.model.as_str()).to_string(),
         };
-        if st.figures().iter().any(|d| !d.is_zero()) {
+        // and a row for entries that net to nothing (a late refund's
+        // adjustment and the write-off it causes, both in `adjusted`): the
+        // reader of statements.csv sees the partner the ledger names
+        if a.booked || st.figures().iter().any(|d| !d.is_zero()) {
             rows.push(st);
         }
     }

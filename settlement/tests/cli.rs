@@ -825,3 +825,146 @@ fn run_warns_of_conversions_of_an_unknown_program() {
     assert_eq!(c, 0, "{err}");
     assert!(err.contains("p (1)") && !err.contains("q (1)"), "{err}");
 }
+
+/// `explain` answers the ids a reader holds besides an entry's: a payout
+/// reference (payouts.csv) explains its payout entry; an event id (ledger
+/// rows' `sources`) and a `txn_id` (invoices.csv, the operator's order
+/// id, its refunds too) list what cites the event; an event nothing
+/// cites says so. An empty id (an unset shell variable) is a usage error,
+/// not every entry with no `adjusts`; an id pasted with spaces is found.
+/// The commands that only read never make a store: a mistyped `--db` is
+/// exit 1 and no file (before, an empty store was made and the entry said
+/// not to exist).
+#[test]
+fn explain_takes_references_event_ids_and_txn_ids_and_never_makes_a_store() {
+    let t = tempfile::tempdir().unwrap();
+    let x = repo().join("examples/saas-affiliate");
+    let db = t.path().join("s.db");
+    ok(&db, &["import", x.join("events.ndjson").to_str().unwrap()]);
+    let cfg = x.join("programs.toml");
+    ok(
+        &db,
+        &[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--period",
+            "2026-11",
+        ],
+    );
+    let out = t.path().join("out");
+    report(&db, "2026-11", &out, &[]);
+    let ledger = read(&out.join("ledger.csv"));
+    let id_of = |kind: &str, source: &str| {
+        ledger
+            .lines()
+            .find(|l| l.split(',').nth(4) == Some(kind) && l.contains(source))
+            .and_then(|l| l.split(',').next())
+            .unwrap_or_else(|| panic!("{kind} of {source}: {ledger}"))
+            .to_string()
+    };
+    let (commission, clawback) = (id_of("commission", ",ev_005,"), id_of("clawback", "ev_005"));
+
+    let reference = read(&out.join("payouts.csv"))
+        .lines()
+        .find(|l| l.contains(",aff_silver,"))
+        .and_then(|l| l.split(',').nth(4))
+        .expect("aff_silver's payout")
+        .to_string();
+    let words = ok(&db, &["explain", &reference]);
+    assert!(
+        words.starts_with(&format!("payout reference {reference}: ledger entry le_"))
+            && words.contains(": payout of -60.00 USD"),
+        "{words}"
+    );
+
+    let words = ok(&db, &["explain", "ev_005"]);
+    assert!(words.starts_with("event ev_005: conversion"), "{words}");
+    for e in [&commission, &clawback] {
+        assert!(words.contains(&format!("  {e}: ")), "{e}: {words}");
+    }
+    // T-1: the sale ev_005 and its refund ev_008
+    let words = ok(&db, &["explain", "T-1"]);
+    assert!(words.starts_with("txn_id T-1: 2 event(s)"), "{words}");
+    assert!(
+        words.contains("event ev_008: conversion") && words.contains(&clawback),
+        "{words}"
+    );
+    // ev_010: a sale no partner brought
+    let words = ok(&db, &["explain", "ev_010"]);
+    assert!(
+        words.contains("no ledger entry or invoice line cites it"),
+        "{words}"
+    );
+
+    assert!(ok(&db, &["explain", &format!(" {commission} ")]).contains("commission of 30.00 USD"));
+    let (c, said) = code(&db, &["explain", ""]);
+    assert!(c == 1 && said.contains("explain needs an id"), "{c} {said}");
+    let (c, said) = code(&db, &["explain", "stmt_2026-11_aff_silver"]);
+    assert!(
+        c == 1 && said.contains("no ledger entry, invoice line, payout reference, event or txn_id"),
+        "{c} {said}"
+    );
+
+    let typo = t.path().join("typo.db");
+    for args in [
+        vec!["explain", commission.as_str()],
+        vec![
+            "report",
+            "--period",
+            "2026-11",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        vec!["review", "list"],
+    ] {
+        let (c, said) = code(&typo, &args);
+        assert!(
+            c == 1 && said.contains("no settlement store at"),
+            "{args:?}: {c} {said}"
+        );
+        assert!(!typo.exists(), "{args:?} made a store");
+    }
+}
+
+/// A partner whose period's entries net to nothing has a statement row: a
+/// refund of a paid sale, dated in the closed month and arriving after its
+/// close, is an adjustment of -10.00 and a write-off of +10.00, both in
+/// `adjusted` (before, the row was left out as all zeros, and the
+/// write-off was on no statement nor in report.html).
+#[test]
+fn entries_that_net_to_nothing_still_have_a_statement_row() {
+    let t = tempfile::tempdir().unwrap();
+    let db = t.path().join("s.db");
+    let cfg = write(
+        t.path(),
+        "p.toml",
+        &PROGRAMS.replace("[[programs]]", "[payout]\nminimum = \"0\"\n[[programs]]"),
+    );
+    let nov = format!("{PARTNER}\n{}\n", sale("s1", 10, "100"));
+    ok(&db, &["import", &write(t.path(), "a.ndjson", &nov)]);
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
+    ok(&db, &["close", "--period", "2026-11"]);
+    let refund = r#"{"id":"r1","type":"conversion","ts":"2026-11-29T10:00:00.000Z","program":"p","event":"refund","txn_id":"r1","original_txn_id":"s1","amount":"100","currency":"USD","customer":"cust_s1"}"#;
+    ok(
+        &db,
+        &[
+            "import",
+            &write(t.path(), "b.ndjson", &format!("{refund}\n")),
+        ],
+    );
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-12"]);
+    let out = t.path().join("dec");
+    report(&db, "2026-12", &out, &[]);
+    let ledger = read(&out.join("ledger.csv"));
+    assert!(
+        ledger.contains(",a,p,adjustment,-10.00,USD,")
+            && ledger.contains(",a,p,writeoff,10.00,USD,"),
+        "{ledger}"
+    );
+    let statements = read(&out.join("statements.csv"));
+    assert!(
+        statements.contains("\n2026-12,a,p,USD,0.00,0.00,0.00,0.00,0.00,0.00,0.00\n"),
+        "{statements}"
+    );
+}
