@@ -736,7 +736,7 @@ fn daily_chart(out: &mut String, daily: &[(String, i64, i64, i64)]) {
         "<text x=\"{}\" y=\"16\" font-size=\"11\" fill=\"#e67e22\" text-anchor=\"end\">conversions (max {max_conv}/day)</text>",
         w - 10
     );
-    out.push_str("</svg><p class=\"legend\"><span class=\"sw people\"></span> clicks by people <span class=\"sw bots\"></span> bots, previews and prefetches <span class=\"sw conv\"></span> conversions</p></figure>\n");
+    out.push_str("</svg><p class=\"legend\"><span class=\"sw people\"></span> clicks by people <span class=\"sw bots\"></span> bots, previews and prefetches <span class=\"sw conv\"></span> conversion records (refunds included)</p></figure>\n");
 }
 
 pub fn html(p: Period, d: &PeriodData) -> String {
@@ -764,7 +764,9 @@ pub fn html(p: Period, d: &PeriodData) -> String {
             "bots".to_string(),
         ),
         (
-            "conversions".to_string(),
+            // every conversion record dated in the period, refunds and
+            // chargebacks too (the table per program counts them apart)
+            "conversion records, refunds included".to_string(),
             conversions.to_string(),
             "conversions".to_string(),
         ),

@@ -576,14 +576,26 @@ pub(crate) fn adjustments(
                 src.period
             ),
         };
+        // the restated entry's own arithmetic, and what a clawback
+        // reverses: the reader checks the restated amount as an entry on
+        // time (the words read today's view: an entry the restatement
+        // takes away is explained by its booked id)
+        let own = match a {
+            Some(_) => format!("; as restated: {}", std::mem::take(&mut e.calc)),
+            None => format!("; as booked: settlement explain {orig_id}"),
+        };
+        let reverses = match src.kind {
+            EntryKind::Clawback if !e.adjusts.is_empty() => format!(" of {}", e.adjusts),
+            _ => String::new(),
+        };
         e.calc = format!(
-            "{cause}: {} {} (rule {}) restated as {} {cur}, booked {} {cur}: adjusted by {} {cur}",
+            "{cause}: {} {}{reverses} (rule {}) restated as {} {cur}, booked {} {cur}: adjusted by {} {cur}{own}",
             src.kind,
             orig_id,
             e.rule,
             fmt_decimal(na, cur),
             fmt_decimal(nb, cur),
-            fmt_decimal(diff, cur)
+            fmt_decimal(diff, cur),
         );
         e.kind = EntryKind::Adjustment;
         e.period = p;

@@ -147,7 +147,8 @@ fn closed_period_refuses_run_with_exit_1_and_late_facts_adjust() {
     let id = adj.split(',').next().unwrap();
     let words = ok(&db, &["explain", id]);
     assert!(
-        words.contains("late facts for the closed period 2026-11"),
+        words.contains("late facts for the closed period 2026-11")
+            && words.contains("adjusted by 5.00 USD; as restated: 10% of 50.00 USD = 5.00 USD"),
         "{words}"
     );
     assert!(words.contains("(the date holds count from)"), "{words}");
@@ -944,6 +945,14 @@ fn entries_that_net_to_nothing_still_have_a_statement_row() {
     let nov = format!("{PARTNER}\n{}\n", sale("s1", 10, "100"));
     ok(&db, &["import", &write(t.path(), "a.ndjson", &nov)]);
     ok(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
+    let nov = t.path().join("nov");
+    report(&db, "2026-11", &nov, &[]);
+    let commission = read(&nov.join("ledger.csv"))
+        .lines()
+        .find(|l| l.contains(",commission,10.00,"))
+        .and_then(|l| l.split(',').next())
+        .expect("s1's commission")
+        .to_string();
     ok(&db, &["close", "--period", "2026-11"]);
     let refund = r#"{"id":"r1","type":"conversion","ts":"2026-11-29T10:00:00.000Z","program":"p","event":"refund","txn_id":"r1","original_txn_id":"s1","amount":"100","currency":"USD","customer":"cust_s1"}"#;
     ok(
@@ -961,6 +970,13 @@ fn entries_that_net_to_nothing_still_have_a_statement_row() {
         ledger.contains(",a,p,adjustment,-10.00,USD,")
             && ledger.contains(",a,p,writeoff,10.00,USD,"),
         "{ledger}"
+    );
+    // the late clawback's adjustment names the commission it reverses and
+    // shows its arithmetic
+    let adj = ledger.lines().find(|l| l.contains(",adjustment,")).unwrap();
+    assert!(
+        adj.contains(&format!(" of {commission} (rule p/1) restated as -10.00 USD, booked 0.00 USD: adjusted by -10.00 USD; as restated: all of the original entry's 10.00 USD reversed")),
+        "{adj}"
     );
     let statements = read(&out.join("statements.csv"));
     assert!(
