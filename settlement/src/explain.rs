@@ -287,9 +287,11 @@ fn other_id(store: &Store, id: &str) -> Result<String> {
             explain(store, &e)?
         ));
     }
-    let mut found: Vec<(String, String)> = Vec::new();
+    // (event id, its words, and for a conversion its program and period)
+    type Found = (String, String, Option<(String, i64)>);
+    let mut found: Vec<Found> = Vec::new();
     let how = if let Some((b, r)) = events::find(c, id)? {
-        found.push((id.to_string(), describe(&b, r)));
+        found.push((id.to_string(), describe(&b, r), conversion_of(&b, r)));
         "event"
     } else {
         let mut ids: Vec<String> = Vec::new();
@@ -313,7 +315,8 @@ fn other_id(store: &Store, id: &str) -> Result<String> {
         )?;
         for e in ids {
             if let Some((b, r)) = events::find(c, &e)? {
-                found.push((e, describe(&b, r)));
+                let conv = conversion_of(&b, r);
+                found.push((e, describe(&b, r), conv));
             }
         }
         "txn_id"
@@ -326,8 +329,10 @@ fn other_id(store: &Store, id: &str) -> Result<String> {
     }
     // (period, id, kind, amount, currency, partner) of what cites them
     type Citing = (i64, String, String, String, String, String);
-    let mut citing: Vec<(String, Vec<Citing>)> =
-        found.iter().map(|(e, _)| (e.clone(), Vec::new())).collect();
+    let mut citing: Vec<(String, Vec<Citing>)> = found
+        .iter()
+        .map(|(e, _, _)| (e.clone(), Vec::new()))
+        .collect();
     let mut cited = |sources: &str, row: (i64, String, String, String, String, String)| {
         for (e, v) in citing.iter_mut() {
             if sources.split_whitespace().any(|s| s == e) {
@@ -393,15 +398,40 @@ fn other_id(store: &Store, id: &str) -> Result<String> {
     if how == "txn_id" {
         let _ = writeln!(o, "txn_id {id}: {} event(s)", found.len());
     }
-    for ((e, words), (_, rows)) in found.iter().zip(&citing) {
+    for ((e, words, conv), (_, rows)) in found.iter().zip(&citing) {
         let _ = writeln!(o, "event {e}: {words}");
         if rows.is_empty() {
             let _ = writeln!(
                 o,
-                "  no ledger entry or invoice line cites it: the periods run so far book nothing on it \
-                 (a click, or a conversion unattributed, that no rule of its program matches, a duplicate, \
-                 or of a period not run yet)"
+                "  no ledger entry or invoice line cites it{}",
+                if conv.is_some() {
+                    ": the periods run so far book nothing on this conversion (unattributed, \
+                     matched by no rule of its program, a duplicate, or of a period not run yet)"
+                } else {
+                    ""
+                }
             );
+            // the match keys the conversion met, or not: its program's
+            // rules as its period's draft recorded them
+            if let Some((program, period)) = conv {
+                let mut st = store.conn.prepare(
+                    "SELECT rule, description FROM rules WHERE period = ?1 AND program = ?2 ORDER BY rule",
+                )?;
+                let rules: Vec<(String, String)> = st
+                    .query_map(rusqlite::params![period, program], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })?
+                    .collect::<rusqlite::Result<_>>()?;
+                let p = Period::from_key(*period);
+                if rules.is_empty() {
+                    let _ = writeln!(o, "  {p} has no draft with rules of program {program}");
+                } else {
+                    let _ = writeln!(o, "  the rules of program {program} when {p} was run:");
+                    for (rule, desc) in rules {
+                        let _ = writeln!(o, "    {rule}: {desc}");
+                    }
+                }
+            }
         }
         for (period, le, kind, amount, cur, partner) in rows {
             let _ = writeln!(
@@ -412,6 +442,16 @@ fn other_id(store: &Store, id: &str) -> Result<String> {
         }
     }
     Ok(o)
+}
+
+/// A conversion's program and period (key), `None` for another record.
+fn conversion_of(b: &crate::events::Block, r: usize) -> Option<(String, i64)> {
+    use crate::events::*;
+    if b.int(E_KIND, r) != Some(crate::store::KIND_CONVERSION) {
+        return None;
+    }
+    let program = String::from_utf8_lossy(b.bytes(E_PROGRAM, r)?).into_owned();
+    Some((program, Period::of_ms(b.int(E_TS, r)?).key()))
 }
 
 /// One stored event in words: its kind, time and the fields it has.

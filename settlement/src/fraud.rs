@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::facts::{ClickFacts, FClick, Facts, NONE};
 use crate::period::{Period, DAY_MS};
 use crate::store::Store;
+use rusqlite::OptionalExtension;
 use rust_decimal::Decimal;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Deserialize;
@@ -1478,6 +1479,10 @@ pub const CSV_COLUMNS: [&str; 10] = [
 #[derive(Debug, Default, Clone)]
 pub struct Summary {
     pub rows: Vec<Vec<String>>,
+    /// Decisions on entries of earlier periods that this period's draft
+    /// took in (decided after the draft before it): entry, event,
+    /// decision, by, why, when.
+    pub earlier: Vec<[String; 6]>,
 }
 
 pub fn load(store: &Store, p: Period) -> Result<Summary> {
@@ -1498,7 +1503,40 @@ pub fn load(store: &Store, p: Period) -> Result<Summary> {
         }
         out.push(row);
     }
-    Ok(Summary { rows: out })
+    // the decisions the period before's draft had not seen, up to the
+    // last this one saw: stable once the period is closed
+    let before: i64 = store
+        .conn
+        .query_row(
+            "SELECT review_seq FROM periods WHERE period < ?1 ORDER BY period DESC LIMIT 1",
+            [p.key()],
+            |r| r.get::<_, Option<i64>>(0),
+        )
+        .optional()?
+        .flatten()
+        .unwrap_or(0);
+    let upto = store.review_seq(p)?;
+    let own: std::collections::HashSet<&str> = out.iter().map(|r| r[0].as_str()).collect();
+    let mut earlier = Vec::new();
+    let mut st = store.conn.prepare(
+        "SELECT entry, event, decision, decided_by, reason, decided_at FROM reviews
+         WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
+    )?;
+    let mut rows = st.query([before, upto])?;
+    while let Some(r) = rows.next()? {
+        let row: [String; 6] = [
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+        ];
+        if !own.contains(row[0].as_str()) {
+            earlier.push(row);
+        }
+    }
+    Ok(Summary { rows: out, earlier })
 }
 
 pub fn write_csv(path: &Path, s: &Summary) -> Result<()> {
@@ -1517,6 +1555,36 @@ pub fn write_csv(path: &Path, s: &Summary) -> Result<()> {
     crate::report::write_atomic(path, &w.into_inner().expect("in-memory csv"))
 }
 
+/// The decisions on earlier periods' entries a period's draft took in: a
+/// release of a held entry makes it payable here without a new entry, so
+/// the page says which.
+fn earlier_decisions_html(o: &mut String, earlier: &[[String; 6]]) {
+    if earlier.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "<h2>Decisions on earlier periods' entries ({})</h2>\n<p class=\"note\">Taken in by this period: a released held entry stands as booked and is no longer pending (no new entry); a rejected one is reversed by an adjustment; a released rejection is booked as an adjustment (<code>settlement explain ENTRY</code>).</p>",
+        earlier.len()
+    );
+    o.push_str("<table><thead><tr><th>entry</th><th>event</th><th>decision</th><th>by</th><th>reason</th><th>decided at</th></tr></thead><tbody>\n");
+    for r in earlier.iter().take(200) {
+        o.push_str("<tr>");
+        for c in r {
+            let _ = write!(o, "<td>{}</td>", esc(c));
+        }
+        o.push_str("</tr>\n");
+    }
+    o.push_str("</tbody></table>\n");
+    if earlier.len() > 200 {
+        let _ = writeln!(
+            o,
+            "<p class=\"note\">… and {} more (settlement review list --all).</p>",
+            earlier.len() - 200
+        );
+    }
+}
+
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -1528,6 +1596,7 @@ fn esc(s: &str) -> String {
 /// The fraud section of report.html: counts by action and by rule, then
 /// the held entries awaiting a decision.
 pub fn html_section(o: &mut String, s: &Summary) {
+    earlier_decisions_html(o, &s.earlier);
     if s.rows.is_empty() {
         return;
     }

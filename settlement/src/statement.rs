@@ -136,17 +136,18 @@ impl<'a> From<&'a Entry> for View<'a> {
 /// at the rate of the period's last day (or the last earlier one in
 /// fx.csv) and rounded half-even to the currency's minor unit, so one
 /// threshold holds for programs in JPY and KWD alike.
+/// Also the conversion in words (empty when none), for the payout's calc.
 fn minimum_in(
     cfg: &Config,
     currency: Currency,
     last: i64,
-    cache: &mut HashMap<Currency, Decimal>,
-) -> Result<Decimal> {
+    cache: &mut HashMap<Currency, (Decimal, String)>,
+) -> Result<(Decimal, String)> {
     if currency == cfg.currency || cfg.minimum.is_zero() {
-        return Ok(cfg.minimum);
+        return Ok((cfg.minimum, String::new()));
     }
     if let Some(m) = cache.get(&currency) {
-        return Ok(*m);
+        return Ok(m.clone());
     }
     let missing = || {
         crate::error::Error::data(format!(
@@ -160,14 +161,22 @@ fn minimum_in(
         ))
     };
     let fx = cfg.fx.as_ref().ok_or_else(missing)?;
-    let (rate, _) = fx.rate(currency, last).ok_or_else(missing)?;
+    let (rate, day) = fx.rate(currency, last).ok_or_else(missing)?;
     let m = Money::round(
         Exact::from_dec(cfg.minimum).div(Exact::from_dec(rate))?,
         currency,
     )?
     .amount;
-    cache.insert(currency, m);
-    Ok(m)
+    let words = format!(
+        " ({} {} / {} {} per {currency}, fx.csv {})",
+        fmt_decimal(cfg.minimum, cfg.currency),
+        cfg.currency,
+        crate::money::plain(rate),
+        cfg.currency,
+        crate::period::date_of_day(day)
+    );
+    cache.insert(currency, (m, words.clone()));
+    Ok((m, words))
 }
 
 pub fn compute<'a>(
@@ -266,7 +275,7 @@ pub fn compute<'a>(
                 adjusts: String::new(),
             });
         }
-        let minimum = minimum_in(cfg, currency, last, &mut minimums)?;
+        let (minimum, converted) = minimum_in(cfg, currency, last, &mut minimums)?;
         let payable = if matured > Decimal::ZERO && matured >= minimum {
             matured
         } else {
@@ -287,7 +296,7 @@ pub fn compute<'a>(
                 event_day: last,
                 reason: payout_reference(period, &partner),
                 calc: format!(
-                    "balance {} - pending {} = matured {}, at least the minimum {}: paid out",
+                    "balance {} - pending {} = matured {}, at least the minimum {}{converted}: paid out",
                     fmt_decimal(balance, currency),
                     fmt_decimal(a.pending, currency),
                     fmt_decimal(payable, currency),

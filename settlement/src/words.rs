@@ -372,12 +372,14 @@ impl<'a> Words<'a> {
                     let lo = s.from.max(before);
                     let hi = l.steps.get(k + 1).map_or(after, |n| n.from.min(after));
                     if hi > lo {
+                        // the step's share of the event's volume, times
+                        // the step's base applied to the whole event
                         parts.push(format!(
-                            "{} of {} in the step from {} ({})",
+                            "{}/{} x ({}) in the step from {}",
                             plain(hi - lo),
                             plain(volume),
-                            plain(s.from),
-                            self.base_words(&s.base, i, cur)?
+                            self.base_words(&s.base, i, cur)?,
+                            plain(s.from)
                         ));
                     }
                 }
@@ -434,9 +436,14 @@ impl<'a> Words<'a> {
                         format!("{}%", plain(x * Decimal::ONE_HUNDRED))
                     }
                 };
+                // a refund or chargeback without an amount reverses all
+                let basis = match conv.map(|i| self.facts().convs[i].amount) {
+                    Some(None) => "the reversal has no amount: all of it",
+                    _ => "refund amount / original amount",
+                };
                 if before.is_zero() {
                     format!(
-                        "{} of the original entry's {} {cur} reversed (refund amount / original amount) = {amt}{half_even}",
+                        "{} of the original entry's {} {cur} reversed ({basis}) = {amt}{half_even}",
                         pct(share),
                         fmt_decimal(original, cur)
                     )
@@ -446,7 +453,7 @@ impl<'a> Words<'a> {
                     // (so all of them never exceed the entry)
                     // fmt_decimal rounds half-even to the currency
                     format!(
-                        "{} more of the original entry's {} {cur} reversed (refund amount / original amount): the refunds so far reverse {} = {} {cur}, rounded half-even, less {} {cur} reversed by the earlier ones = {amt}",
+                        "{} more of the original entry's {} {cur} reversed ({basis}): the refunds so far reverse {} = {} {cur}, rounded half-even, less {} {cur} reversed by the earlier ones = {amt}",
                         pct(share),
                         fmt_decimal(original, cur),
                         pct(before + share),

@@ -892,9 +892,14 @@ fn explain_takes_references_event_ids_and_txn_ids_and_never_makes_a_store() {
         "{words}"
     );
     // ev_010: a sale no partner brought
+    // with the rules its program's draft had, for the reader to match
     let words = ok(&db, &["explain", "ev_010"]);
     assert!(
-        words.contains("no ledger entry or invoice line cites it"),
+        words.contains("no ledger entry or invoice line cites it")
+            && words.contains(
+                "\n  the rules of program saas-aff when 2026-11 was run:\n    saas-aff/1: "
+            )
+            && words.contains("\n    saas-aff/3: event = \"sale\", tier = \"gold\""),
         "{words}"
     );
 

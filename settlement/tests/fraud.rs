@@ -1111,6 +1111,25 @@ fn held_in_a_closed_period_released_or_rejected_later() {
         statement_row(&dec, "a"),
         "2026-12,a,p,USD,0.00,0.00,0.00,10.00,0.00,10.00,0.00"
     );
+    // the page of the period that pays a's release names it (no entry does)
+    let html = read(&dec.join("report.html"));
+    assert!(
+        html.contains("<h2>Decisions on earlier periods' entries (2)</h2>")
+            && html.contains(&format!(
+                "<tr><td>{}</td><td>s1</td><td>release</td><td>alice</td><td>ok</td>",
+                entry_of("a")
+            ))
+            && html.contains(&format!(
+                "<tr><td>{}</td><td>s2</td><td>reject</td><td>bob</td><td>injected click</td>",
+                entry_of("b")
+            )),
+        "{html}"
+    );
+    // November's page, written again, does not list them (its draft
+    // took in none)
+    let nov2 = t.path().join("nov2");
+    report(&db, "2026-11", &nov2, &[]);
+    assert!(!read(&nov2.join("report.html")).contains("Decisions on earlier"));
     assert_eq!(
         statement_row(&dec, "b"),
         "2026-12,b,p,USD,0.00,0.00,-10.00,10.00,0.00,0.00,0.00"

@@ -268,9 +268,9 @@ fn the_payout_minimum_is_converted_to_each_programs_currency() {
     assert_eq!(row("ea"), "45.00,0.00,0.00,0.00,0.00,45.00,0.00");
     let payout = es.iter().find(|e| e.kind == EntryKind::Payout).unwrap();
     assert!(
-        payout
-            .calc
-            .ends_with("at least the minimum 41.67: paid out"),
+        payout.calc.ends_with(
+            "at least the minimum 41.67 (50.00 USD / 1.2 USD per EUR, fx.csv 2026-11-01): paid out"
+        ),
         "{}",
         payout.calc
     );
@@ -573,6 +573,23 @@ fn a_refund_reverses_the_sale_not_a_lead_with_its_order_id() {
         (st[0].earned.to_string(), st[0].reversed.to_string()),
         ("150.00".into(), "-90.00".into())
     );
+    // the words say which share each reversal took
+    let calc = |sale: &str| {
+        es.iter()
+            .find(|e| e.kind == EntryKind::Clawback && e.sources[1] == sale)
+            .map(|e| e.calc.clone())
+            .unwrap()
+    };
+    assert!(
+        calc("s1").starts_with("50% of the original entry's 100.00 USD reversed (refund amount / original amount) = -50.00 USD"),
+        "{}",
+        calc("s1")
+    );
+    assert!(
+        calc("s2").starts_with("all of the original entry's 40.00 USD reversed (the reversal has no amount: all of it) = -40.00 USD"),
+        "{}",
+        calc("s2")
+    );
 }
 
 #[test]
@@ -594,9 +611,18 @@ fn ladders_marginal_and_retroactive() {
             conv("t2", "2026-11-03", "trade", &lots("3")),
         ],
     );
+    let (es, _) = w.draft("2026-11");
     assert_eq!(
-        amounts(&w.draft("2026-11").0, EntryKind::Commission),
+        amounts(&es, EntryKind::Commission),
         s(&[("a", "28.00"), ("a", "3992.00")])
+    );
+    // each step's share of the event's lots times the step's base on all
+    // of them: 1/3 x 24.00 + 2/3 x 30.00 = 28.00
+    let t2 = es.iter().find(|e| e.sources[0] == "t2").unwrap();
+    assert!(
+        t2.calc.contains("goes from 499 to 502; 1/3 x (3 lots x 8 USD) in the step from 0 + 2/3 x (3 lots x 10 USD) in the step from 500 = 28.00 USD"),
+        "{}",
+        t2.calc
     );
 
     // amount, marginal, 5% to 1000 then 10%: 800 -> 40; 400 -> 200 x 5% + 200 x 10% = 30
