@@ -493,6 +493,9 @@ pub(crate) struct Restated {
     pub h: Period,
     pub rs_h: i64,
     pub facts_late: bool,
+    /// The closed period's watermark: conversions that arrived after it,
+    /// dated in the closed range, are the late facts.
+    pub w_h: i64,
 }
 
 /// Restated closed-period entries minus what was known at close.
@@ -536,6 +539,69 @@ pub(crate) fn adjustments(
         .collect();
     let reversed_apart =
         |e: &REntry| e.fraud != 0 && (rejected.contains(&e.conv) || rejected_ids.contains(&e.src2));
+    // the late conversions, by customer and by the partner the restated
+    // view books them to: an adjustment names those of its conversion's
+    // customer and of its partner (a signup that moved a lifetime lock, a
+    // sale that moved a ladder)
+    let mut late_by: rustc_hash::FxHashMap<(bool, u32), Vec<u32>> = Default::default();
+    let is_late = |c: &crate::facts::Conv| c.ts < why.h.end_ms() && i64::from(c.arrival) > why.w_h;
+    if why.facts_late {
+        for (i, c) in f.convs.iter().enumerate() {
+            if c.customer != NONE && is_late(c) {
+                late_by
+                    .entry((true, c.customer))
+                    .or_default()
+                    .push(i as u32);
+            }
+        }
+        for e in new
+            .entries
+            .iter()
+            .filter(|e| e.period <= h && e.conv != NONE)
+        {
+            if is_late(&f.convs[e.conv as usize]) {
+                late_by.entry((false, e.partner)).or_default().push(e.conv);
+            }
+        }
+    }
+    let late_words = |e: &REntry| -> String {
+        let mut v: Vec<u32> = Vec::new();
+        if e.conv != NONE {
+            let c = &f.convs[e.conv as usize];
+            if is_late(c) {
+                v.push(e.conv);
+            }
+            if let Some(l) = late_by.get(&(true, c.customer)) {
+                v.extend(l);
+            }
+        }
+        if let Some(l) = late_by.get(&(false, e.partner)) {
+            v.extend(l);
+        }
+        if v.is_empty() {
+            return String::new();
+        }
+        v.sort_by_key(|&i| (f.convs[i as usize].ts, i));
+        v.dedup();
+        let n = v.len();
+        let mut words: Vec<String> = v
+            .iter()
+            .take(3)
+            .map(|&i| {
+                let c = &f.convs[i as usize];
+                format!(
+                    "{}, {} dated {}",
+                    f.id(c),
+                    f.syms.str(c.event),
+                    date_of_day(c.ts.div_euclid(crate::period::DAY_MS))
+                )
+            })
+            .collect();
+        if n > 3 {
+            words.push(format!("{} more", n - 3));
+        }
+        format!(" (arrived since the close: {})", words.join("; "))
+    };
     // (index in `entries`, kind and period of the restated entry)
     let mut restated: Vec<(usize, EntryKind, Period)> = Vec::new();
     for id in ids {
@@ -570,7 +636,11 @@ pub(crate) fn adjustments(
                 "released on review by {} ({}) after its period {} closed",
                 r.by, r.why, src.period
             ),
-            None if why.facts_late => format!("late facts for the closed period {}", src.period),
+            None if why.facts_late => format!(
+                "late facts for the closed period {}{}",
+                src.period,
+                late_words(src)
+            ),
             None => format!(
                 "a decision on review after the close, for the closed period {}",
                 src.period

@@ -525,12 +525,13 @@ fn with_plan_at<R>(
         .collect();
 
     // late facts for closed periods become adjustments in the next open one
-    if let (Some((h, _, facts_late)), Some(old)) = (late, old) {
+    if let (Some((h, w_h, facts_late)), Some(old)) = (late, old) {
         let mut late = Vec::new();
         let why = Restated {
             h,
             rs_h,
             facts_late,
+            w_h,
         };
         adjustments(&words, &out, &old, p, &why, &mut own, &mut late)?;
         invoices.extend(late.into_iter().map(|l| Inv::Own(Box::new(l))));

@@ -147,7 +147,7 @@ fn closed_period_refuses_run_with_exit_1_and_late_facts_adjust() {
     let id = adj.split(',').next().unwrap();
     let words = ok(&db, &["explain", id]);
     assert!(
-        words.contains("late facts for the closed period 2026-11")
+        words.contains("late facts for the closed period 2026-11 (arrived since the close: e2, sale dated 2026-11-20)")
             && words.contains("adjusted by 5.00 USD; as restated: 10% of 50.00 USD = 5.00 USD"),
         "{words}"
     );
@@ -988,4 +988,114 @@ fn entries_that_net_to_nothing_still_have_a_statement_row() {
         statements.contains("\n2026-12,a,p,USD,0.00,0.00,0.00,0.00,0.00,0.00,0.00\n"),
         "{statements}"
     );
+}
+
+/// A late adjustment names the late conversions that concern it: those of
+/// its conversion's customer (a signup that moved the customer's lifetime
+/// lock from pb to pa) and those booked to its partner (a third sale that
+/// lifted a ladder's step for the two booked ones). Before, each said only
+/// "late facts for the closed period".
+#[test]
+fn a_late_adjustment_names_the_late_facts_behind_it() {
+    let t = tempfile::tempdir().unwrap();
+    let db = t.path().join("s.db");
+    let cfg = write(
+        t.path(),
+        "p.toml",
+        r#"currency = "USD"
+[payout]
+minimum = "0"
+[[programs]]
+id = "p"
+model = "affiliate"
+lifetime = true
+window_days = 30
+  [[programs.rules]]
+  event = "signup"
+  fixed = "1.00"
+  [[programs.rules]]
+  event = "sale"
+  percent = "10"
+[[programs]]
+id = "l"
+model = "affiliate"
+  [[programs.rules]]
+  event = "sale"
+  ladder = { metric = "count", mode = "retroactive", steps = [ { from = "0", fixed = "10.00" }, { from = "2", fixed = "20.00" } ] }
+"#,
+    );
+    let partner = |id: &str, p: &str| {
+        format!(r#"{{"type":"partner","id":"{id}","program":"{p}","status":"approved"}}"#)
+    };
+    let conv = |id: &str, day: u32, p: &str, event: &str, who: &str, customer: &str| {
+        format!(
+            r#"{{"id":"{id}","type":"conversion","ts":"2026-11-{day:02}T10:00:00.000Z","program":"{p}","event":"{event}","txn_id":"{id}","amount":"100.00","currency":"USD","customer":"{customer}",{who}}}"#
+        )
+    };
+    let click = |partner: &str, day: u32| {
+        format!(
+            r#""partner":"{partner}","click_id":"k{partner}","click_ts":"2026-11-{day:02}T09:00:00.000Z""#
+        )
+    };
+    let nov = [
+        partner("pa", "p"),
+        partner("pb", "p"),
+        partner("la", "l"),
+        r#"{"type":"coupon","code":"LA","partner":"la","program":"l"}"#.to_string(),
+        conv("s1", 20, "p", "sale", &click("pb", 20), "c1"),
+        conv("l1", 10, "l", "sale", r#""coupon":"LA""#, "d1"),
+        conv("l2", 11, "l", "sale", r#""coupon":"LA""#, "d2"),
+    ];
+    ok(
+        &db,
+        &[
+            "import",
+            &write(t.path(), "nov.ndjson", &(nov.join("\n") + "\n")),
+        ],
+    );
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
+    ok(&db, &["close", "--period", "2026-11"]);
+    let late = [
+        conv("u1", 5, "p", "signup", &click("pa", 5), "c1"),
+        conv("l3", 12, "l", "sale", r#""coupon":"LA""#, "d3"),
+    ];
+    ok(
+        &db,
+        &[
+            "import",
+            &write(t.path(), "late.ndjson", &(late.join("\n") + "\n")),
+        ],
+    );
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-12"]);
+    let out = t.path().join("dec");
+    report(&db, "2026-12", &out, &[]);
+    let ledger = read(&out.join("ledger.csv"));
+    let adjustment = |partner: &str, source: &str| {
+        ledger
+            .lines()
+            .find(|l| {
+                l.contains(&format!(",{partner},"))
+                    && l.contains(",adjustment,")
+                    && l.contains(source)
+            })
+            .unwrap_or_else(|| panic!("{partner} {source}: {ledger}"))
+            .to_string()
+    };
+    for (partner, source, amount) in [("pb", ",s1,", "-10.00"), ("pa", ",s1,", "10.00")] {
+        let row = adjustment(partner, source);
+        assert!(
+            row.contains(&format!(",adjustment,{amount},"))
+                && row.contains("late facts for the closed period 2026-11 (arrived since the close: u1, signup dated 2026-11-05)"),
+            "{row}"
+        );
+    }
+    for source in [",l1,", ",l2,"] {
+        let row = adjustment("la", source);
+        assert!(
+            row.contains(",adjustment,10.00,")
+                && row.contains("(arrived since the close: l3, sale dated 2026-11-12)")
+                && row.contains("as restated: retroactive ladder on count: the partner's period total 3 is in the step from 2"),
+            "{row}"
+        );
+    }
 }
