@@ -179,6 +179,34 @@ pub fn explain(store: &Store, id: &str) -> Result<String> {
         );
         let _ = writeln!(o, "  period   {}", Period::from_key(period));
         let _ = writeln!(o, "  txn      {txn}: list {list} {cur}, discount {disc}%");
+        // a credit note: the lines of the sale its refund names
+        for (line, p, due, cur) in credited(store, &source, id)? {
+            let _ = writeln!(
+                o,
+                "  credits  invoice line {line} of {} ({due} {cur} due; settlement explain {line})",
+                Period::from_key(p)
+            );
+        }
+        // the discount is the most specific matching rule's; the line does
+        // not keep which, the period's draft kept the program's rules
+        let mut st = c.prepare(
+            "SELECT rule, description FROM rules WHERE period = ?1 AND program = ?2 ORDER BY rule",
+        )?;
+        let rules: Vec<(String, String)> = st
+            .query_map(rusqlite::params![period, &program], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        if !rules.is_empty() {
+            let _ = writeln!(
+                o,
+                "rules of program {program} in {} (the most specific that matches the sale wins):",
+                Period::from_key(period)
+            );
+            for (rule, desc) in rules {
+                let _ = writeln!(o, "  {rule}: {desc}");
+            }
+        }
         (period, source, String::new(), calc)
     };
     if !rule.is_empty() && rule != "-" {
@@ -327,12 +355,111 @@ fn other_id(store: &Store, id: &str) -> Result<String> {
              (ids are in ledger.csv's `id`, references in payouts.csv)"
         )));
     }
-    // (period, id, kind, amount, currency, partner) of what cites them
-    type Citing = (i64, String, String, String, String, String);
-    let mut citing: Vec<(String, Vec<Citing>)> = found
-        .iter()
-        .map(|(e, _, _)| (e.clone(), Vec::new()))
-        .collect();
+    let ids: Vec<&str> = found.iter().map(|(e, _, _)| e.as_str()).collect();
+    let citing = citing(store, &ids)?;
+    let mut o = String::new();
+    if how == "txn_id" {
+        let _ = writeln!(o, "txn_id {id}: {} event(s)", found.len());
+    }
+    for ((e, words, conv), (_, rows)) in found.iter().zip(&citing) {
+        let _ = writeln!(o, "event {e}: {words}");
+        if rows.is_empty() {
+            let _ = writeln!(
+                o,
+                "  no ledger entry or invoice line cites it{}",
+                if conv.is_some() {
+                    ": the periods run so far book nothing on this conversion (unattributed, \
+                     matched by no rule of its program, a duplicate, or of a period not run yet)"
+                } else {
+                    ""
+                }
+            );
+            // the match keys the conversion met, or not: its program's
+            // rules as its period's draft recorded them
+            if let Some((program, period)) = conv {
+                let mut st = store.conn.prepare(
+                    "SELECT rule, description FROM rules WHERE period = ?1 AND program = ?2 ORDER BY rule",
+                )?;
+                let rules: Vec<(String, String)> = st
+                    .query_map(rusqlite::params![period, program], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })?
+                    .collect::<rusqlite::Result<_>>()?;
+                let p = Period::from_key(*period);
+                if rules.is_empty() {
+                    let _ = writeln!(o, "  {p} has no draft with rules of program {program}");
+                } else {
+                    let _ = writeln!(o, "  the rules of program {program} when {p} was run:");
+                    for (rule, desc) in rules {
+                        let _ = writeln!(o, "    {rule}: {desc}");
+                    }
+                }
+            }
+        }
+        for (period, le, kind, amount, cur, partner) in rows {
+            let _ = writeln!(
+                o,
+                "  {le}: {kind} of {amount} {cur}, partner {partner}, in {} (settlement explain {le})",
+                Period::from_key(*period)
+            );
+        }
+    }
+    Ok(o)
+}
+
+/// The invoice lines a credit note's refund (`source`) reverses: those
+/// of the sales its `original_txn_id` names in its program, other than the
+/// line `this`: (id, period, amount due, currency).
+fn credited(store: &Store, source: &str, this: &str) -> Result<Vec<(String, i64, String, String)>> {
+    use crate::events::{self, Cols, E_ID, E_ORIGINAL_TXN_ID, E_PROGRAM, E_TXN_ID};
+    let c = &store.conn;
+    let Some((b, r)) = events::find(c, source)? else {
+        return Ok(Vec::new());
+    };
+    let (Some(orig), Some(program)) = (b.bytes(E_ORIGINAL_TXN_ID, r), b.bytes(E_PROGRAM, r)) else {
+        return Ok(Vec::new());
+    };
+    let mut sales: Vec<String> = Vec::new();
+    events::scan(
+        c,
+        Cols::of(&[], &[E_ID, E_TXN_ID, E_PROGRAM, E_ORIGINAL_TXN_ID]),
+        "1",
+        [],
+        |s| {
+            for i in 0..s.rows() {
+                if s.bytes(E_TXN_ID, i) == Some(orig)
+                    && s.bytes(E_PROGRAM, i) == Some(program)
+                    && s.bytes(E_ORIGINAL_TXN_ID, i).is_none()
+                {
+                    if let Some(e) = s.bytes(E_ID, i) {
+                        sales.push(String::from_utf8_lossy(e).into_owned());
+                    }
+                }
+            }
+            Ok(())
+        },
+    )?;
+    let ids: Vec<&str> = sales.iter().map(String::as_str).collect();
+    Ok(citing(store, &ids)?
+        .into_iter()
+        .flat_map(|(_, rows)| rows)
+        .filter(|(_, id, kind, ..)| kind == "invoice line" && id != this)
+        .map(|(p, id, _, due, cur, _)| (id, p, due, cur))
+        .collect())
+}
+
+/// An entry or invoice line that cites an event: (period, id, kind,
+/// amount, currency, partner).
+type Citing = (i64, String, String, String, String, String);
+
+/// Per event id, the ledger entries and invoice lines whose sources cite
+/// it, in ledger order.
+fn citing(store: &Store, events: &[&str]) -> Result<Vec<(String, Vec<Citing>)>> {
+    use crate::events::Cols;
+    use crate::ledger_blocks::*;
+    let c = &store.conn;
+    let mut citing: Vec<(String, Vec<Citing>)> =
+        events.iter().map(|e| (e.to_string(), Vec::new())).collect();
     let mut cited = |sources: &str, row: (i64, String, String, String, String, String)| {
         for (e, v) in citing.iter_mut() {
             if sources.split_whitespace().any(|s| s == e) {
@@ -394,54 +521,7 @@ fn other_id(store: &Store, id: &str) -> Result<String> {
             Ok(())
         },
     )?;
-    let mut o = String::new();
-    if how == "txn_id" {
-        let _ = writeln!(o, "txn_id {id}: {} event(s)", found.len());
-    }
-    for ((e, words, conv), (_, rows)) in found.iter().zip(&citing) {
-        let _ = writeln!(o, "event {e}: {words}");
-        if rows.is_empty() {
-            let _ = writeln!(
-                o,
-                "  no ledger entry or invoice line cites it{}",
-                if conv.is_some() {
-                    ": the periods run so far book nothing on this conversion (unattributed, \
-                     matched by no rule of its program, a duplicate, or of a period not run yet)"
-                } else {
-                    ""
-                }
-            );
-            // the match keys the conversion met, or not: its program's
-            // rules as its period's draft recorded them
-            if let Some((program, period)) = conv {
-                let mut st = store.conn.prepare(
-                    "SELECT rule, description FROM rules WHERE period = ?1 AND program = ?2 ORDER BY rule",
-                )?;
-                let rules: Vec<(String, String)> = st
-                    .query_map(rusqlite::params![period, program], |r| {
-                        Ok((r.get(0)?, r.get(1)?))
-                    })?
-                    .collect::<rusqlite::Result<_>>()?;
-                let p = Period::from_key(*period);
-                if rules.is_empty() {
-                    let _ = writeln!(o, "  {p} has no draft with rules of program {program}");
-                } else {
-                    let _ = writeln!(o, "  the rules of program {program} when {p} was run:");
-                    for (rule, desc) in rules {
-                        let _ = writeln!(o, "    {rule}: {desc}");
-                    }
-                }
-            }
-        }
-        for (period, le, kind, amount, cur, partner) in rows {
-            let _ = writeln!(
-                o,
-                "  {le}: {kind} of {amount} {cur}, partner {partner}, in {} (settlement explain {le})",
-                Period::from_key(*period)
-            );
-        }
-    }
-    Ok(o)
+    Ok(citing)
 }
 
 /// A conversion's program and period (key), `None` for another record.

@@ -564,12 +564,14 @@ impl<'a> Words<'a> {
         let cur = p.currency;
         let calc = if c.event != NONE && self.reversals.contains(&c.event) {
             format!(
-                "credit note: {}% of the original line reversed",
-                plain(l.share * Decimal::ONE_HUNDRED)
+                "credit note: {}% of the original line reversed (refund amount / original amount): list {} {cur}, due {} {cur}",
+                plain(l.share * Decimal::ONE_HUNDRED),
+                fmt_decimal(l.list_amount, cur),
+                fmt_decimal(l.amount_due, cur)
             )
         } else {
             format!(
-                "list {} {cur} x (100 - {}%) = {} {cur} due, rounded half-even",
+                "list {} {cur} x (100% - {}%) = {} {cur} due, rounded half-even",
                 fmt_decimal(l.list_amount, cur),
                 plain(l.discount),
                 fmt_decimal(l.amount_due, cur)

@@ -1099,3 +1099,52 @@ model = "affiliate"
         );
     }
 }
+
+/// Invoice lines are explained from what a reader holds: the txn_id of
+/// invoices.csv lists the line's id; a credit note names the line it
+/// credits and shows its amounts; every invoice line lists its program's
+/// rules (the discount is the most specific match's). Before, no output
+/// had an invoice line's id and a credit note said only "40% of the
+/// original line reversed".
+#[test]
+fn a_credit_note_names_the_line_it_credits() {
+    let t = tempfile::tempdir().unwrap();
+    let x = repo().join("examples/reseller");
+    let db = t.path().join("s.db");
+    ok(&db, &["import", x.join("events.ndjson").to_str().unwrap()]);
+    let cfg = x.join("programs.toml");
+    ok(
+        &db,
+        &[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--period",
+            "2026-11",
+        ],
+    );
+    let line_of = |txn: &str| {
+        let words = ok(&db, &["explain", txn]);
+        let ids: Vec<&str> = words
+            .split_whitespace()
+            .filter(|w| w.starts_with("inv_"))
+            .collect();
+        assert!(!ids.is_empty(), "{words}");
+        ids[0].trim_end_matches([')', ':']).to_string()
+    };
+    let (sale, credit) = (line_of("INV-1"), line_of("RF-1"));
+    assert_ne!(sale, credit);
+    let words = ok(&db, &["explain", &credit]);
+    assert!(
+        words.contains(&format!("  credits  invoice line {sale} of 2026-11 (750.00 EUR due; settlement explain {sale})"))
+            && words.contains("arithmetic: credit note: 40% of the original line reversed (refund amount / original amount): list -400.00 EUR, due -300.00 EUR")
+            && words.contains("  var-eu/2: event = \"sale\", coupon = \"ENTERPRISE\", discount = \"30\""),
+        "{words}"
+    );
+    let words = ok(&db, &["explain", &sale]);
+    assert!(
+        !words.contains("credits")
+            && words.contains("arithmetic: list 1000.00 EUR x (100% - 25%) = 750.00 EUR due"),
+        "{words}"
+    );
+}
