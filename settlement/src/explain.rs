@@ -316,7 +316,7 @@ fn other_id(store: &Store, id: &str) -> Result<String> {
         ));
     }
     // (event id, its words, and for a conversion its program and period)
-    type Found = (String, String, Option<(String, i64)>);
+    type Found = (String, String, Option<(String, i64, i64)>);
     let mut found: Vec<Found> = Vec::new();
     let how = if let Some((b, r)) = events::find(c, id)? {
         found.push((id.to_string(), describe(&b, r), conversion_of(&b, r)));
@@ -376,16 +376,37 @@ fn other_id(store: &Store, id: &str) -> Result<String> {
             );
             // the match keys the conversion met, or not: its program's
             // rules as its period's draft recorded them
-            if let Some((program, period)) = conv {
+            if let Some((program, period, arrival)) = conv {
+                // one that arrived after its period closed was evaluated,
+                // as a late fact, by the runs after the close: the last
+                // one's rules
+                let own = Period::from_key(*period);
+                let late = matches!(store.period_state(own)?,
+                    Some((state, watermark, _)) if state == "closed" && *arrival > watermark);
+                let p = if late {
+                    c.query_row(
+                        "SELECT MAX(period) FROM rules WHERE program = ?1",
+                        [program],
+                        |r| r.get::<_, Option<i64>>(0),
+                    )?
+                    .map_or(own, Period::from_key)
+                } else {
+                    own
+                };
                 let mut st = store.conn.prepare(
                     "SELECT rule, description FROM rules WHERE period = ?1 AND program = ?2 ORDER BY rule",
                 )?;
                 let rules: Vec<(String, String)> = st
-                    .query_map(rusqlite::params![period, program], |r| {
+                    .query_map(rusqlite::params![p.key(), program], |r| {
                         Ok((r.get(0)?, r.get(1)?))
                     })?
                     .collect::<rusqlite::Result<_>>()?;
-                let p = Period::from_key(*period);
+                if late {
+                    let _ = writeln!(
+                        o,
+                        "  it arrived after {own} closed: late facts are evaluated by the runs after the close"
+                    );
+                }
                 if rules.is_empty() {
                     let _ = writeln!(o, "  {p} has no draft with rules of program {program}");
                 } else {
@@ -524,14 +545,15 @@ fn citing(store: &Store, events: &[&str]) -> Result<Vec<(String, Vec<Citing>)>> 
     Ok(citing)
 }
 
-/// A conversion's program and period (key), `None` for another record.
-fn conversion_of(b: &crate::events::Block, r: usize) -> Option<(String, i64)> {
+/// A conversion's program, period (key) and arrival, `None` for another
+/// record.
+fn conversion_of(b: &crate::events::Block, r: usize) -> Option<(String, i64, i64)> {
     use crate::events::*;
     if b.int(E_KIND, r) != Some(crate::store::KIND_CONVERSION) {
         return None;
     }
     let program = String::from_utf8_lossy(b.bytes(E_PROGRAM, r)?).into_owned();
-    Some((program, Period::of_ms(b.int(E_TS, r)?).key()))
+    Some((program, Period::of_ms(b.int(E_TS, r)?).key(), b.arrival(r)))
 }
 
 /// One stored event in words: its kind, time and the fields it has.

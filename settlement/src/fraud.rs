@@ -1516,25 +1516,28 @@ pub fn load(store: &Store, p: Period) -> Result<Summary> {
         .flatten()
         .unwrap_or(0);
     let upto = store.review_seq(p)?;
-    let own: std::collections::HashSet<&str> = out.iter().map(|r| r[0].as_str()).collect();
+    // only entries of earlier periods: a decision on this period's entry
+    // is in its fraud rows, one on a later period's is that period's own
+    // (nightly reruns an open period while the next one is drafted); a
+    // store's first period has none before it (migration 12 gave older
+    // decisions no window: they are listed nowhere)
     let mut earlier = Vec::new();
     let mut st = store.conn.prepare(
-        "SELECT entry, event, decision, decided_by, reason, decided_at FROM reviews
-         WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
+        "SELECT r.entry, r.event, r.decision, r.decided_by, r.reason, r.decided_at FROM reviews r
+         WHERE r.seq > ?1 AND r.seq <= ?2
+           AND (SELECT l.period FROM ledger l WHERE l.id = r.entry ORDER BY l.pos DESC LIMIT 1) < ?3
+         ORDER BY r.seq",
     )?;
-    let mut rows = st.query([before, upto])?;
+    let mut rows = st.query([before, upto, p.key()])?;
     while let Some(r) = rows.next()? {
-        let row: [String; 6] = [
+        earlier.push([
             r.get(0)?,
             r.get(1)?,
             r.get(2)?,
             r.get(3)?,
             r.get(4)?,
             r.get(5)?,
-        ];
-        if !own.contains(row[0].as_str()) {
-            earlier.push(row);
-        }
+        ]);
     }
     Ok(Summary { rows: out, earlier })
 }

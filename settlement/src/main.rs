@@ -189,11 +189,15 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let progress = !cli.quiet;
-    // the commands that only read a store never make one: a mistyped
-    // --db would leave an empty store behind and answer from it
+    // the commands that read or amend what a store holds never make one:
+    // a mistyped --db would leave an empty store behind and answer from it
     if matches!(
         cli.cmd,
-        Cmd::Explain { .. } | Cmd::Report { .. } | Cmd::Review { .. }
+        Cmd::Explain { .. }
+            | Cmd::Report { .. }
+            | Cmd::Review { .. }
+            | Cmd::Close { .. }
+            | Cmd::Erase { .. }
     ) && !cli.db.exists()
     {
         return Err(Error::Usage(format!(

@@ -721,17 +721,32 @@ pub(crate) fn adjustments(
     late.sort_by_key(|l| l.id);
     for l in late {
         let mut line = words.invoice(l);
-        if !now.contains(&l.id) {
+        let cur = line.currency;
+        // what the line corrects, in words: the booked line it cancels or
+        // restates (its id, as invoice lines are identified), else a new one
+        let what = if !now.contains(&l.id) {
             line.list_amount = crate::money::norm(-line.list_amount);
             line.amount_due = crate::money::norm(-line.amount_due);
+            format!(
+                "cancels the booked line {} (list {} {cur}, due {} {cur}): the sale is no longer this partner's to owe",
+                line.id,
+                fmt_decimal(-line.list_amount, cur),
+                fmt_decimal(-line.amount_due, cur)
+            )
         } else if let Some(b) = before.get(&l.id) {
+            let was = fmt_decimal(b.amount_due, cur);
             line.list_amount -= b.list_amount;
             line.amount_due -= b.amount_due;
-        }
-        line.calc = format!(
-            "late line for the closed period {}: {}",
-            l.period, line.calc
-        );
+            format!(
+                "restates the booked line {} (due {was} {cur}) as {}: the difference, {} {cur}",
+                line.id,
+                line.calc,
+                fmt_decimal(line.amount_due, cur)
+            )
+        } else {
+            line.calc.clone()
+        };
+        line.calc = format!("late line for the closed period {}: {what}", l.period);
         line.id = hex_id("inv_", &hash_parts(&[b"late", ps.as_bytes(), &l.id]));
         line.period = p;
         invoices.push(line);

@@ -2140,3 +2140,58 @@ fn released_then_refunded_override_of_a_moved_parent_is_not_held() {
     );
     assert!(claw.iter().all(|c| c.2.is_empty()), "{claw:?}");
 }
+
+/// report.html's decisions on earlier periods' entries lists only entries
+/// of periods before the reported one: a release of December's held entry,
+/// taken in by a rerun of November in its grace days, is December's own
+/// (its fraud.csv has it), not November's. Before, November's closed page
+/// listed it for good.
+#[test]
+fn a_decision_on_a_later_periods_entry_is_not_listed_by_an_earlier_period() {
+    let t = tempfile::tempdir().unwrap();
+    let db = t.path().join("s.db");
+    let cfg = write(t.path(), "p.toml", BASE);
+    let mut l = clicked_sale("1", "10T08:00:00", "10T10:00:00", "a", "v1", "", "");
+    l.extend(
+        clicked_sale("2", "01T09:00:00", "01T09:00:02", "a", "v2", "", "")
+            .into_iter()
+            .map(|x| x.replace("2026-11-", "2026-12-")),
+    );
+    ok(&db, &["import", &events_file(t.path(), &l)]);
+    for p in ["2026-11", "2026-12"] {
+        ok(&db, &["run", "--config", &cfg, "--period", p]);
+    }
+    let dec = t.path().join("dec");
+    report(&db, "2026-12", &dec, &[]);
+    let held = entry_of(&dec, "commission");
+    assert!(read(&dec.join("fraud.csv")).contains(&held));
+    ok(
+        &db,
+        &[
+            "review", "release", &held, "--by", "alice", "--reason", "ok",
+        ],
+    );
+    for p in ["2026-11", "2026-12"] {
+        ok(&db, &["run", "--config", &cfg, "--period", p]);
+    }
+    ok(&db, &["close", "--period", "2026-11"]);
+    let nov = t.path().join("nov");
+    report(&db, "2026-11", &nov, &[]);
+    report(&db, "2026-12", &dec, &[]);
+    for out in [&nov, &dec] {
+        let html = read(&out.join("report.html"));
+        assert!(!html.contains("Decisions on earlier"), "{html}");
+    }
+    assert!(
+        read(&dec.join("fraud.csv")).contains(&format!("{held},a,p,s2,")),
+        "{}",
+        read(&dec.join("fraud.csv"))
+    );
+    assert!(read(&dec.join("fraud.csv")).contains(",released,alice,ok"));
+    // nor once December is closed too
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-12"]);
+    ok(&db, &["close", "--period", "2026-12"]);
+    report(&db, "2026-11", &nov, &[]);
+    let html = read(&nov.join("report.html"));
+    assert!(!html.contains("Decisions on earlier"), "{html}");
+}
