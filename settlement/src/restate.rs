@@ -564,29 +564,43 @@ pub(crate) fn adjustments(
             }
         }
     }
+    // each list in time order, once: an entry reads the first few of its
+    // lists (a backfill of many late sales of one partner restates many
+    // entries; none of them sorts the partner's whole list)
+    let key = |i: &u32| (f.convs[*i as usize].ts, *i);
+    for l in late_by.values_mut() {
+        l.sort_by_key(key);
+        l.dedup();
+    }
     let late_words = |e: &REntry| -> String {
+        const SHOWN: usize = 3;
         let mut v: Vec<u32> = Vec::new();
+        let mut more = false;
+        let mut take = |l: &[u32]| {
+            v.extend(l.iter().take(SHOWN + 1));
+            more |= l.len() > SHOWN + 1;
+        };
         if e.conv != NONE {
             let c = &f.convs[e.conv as usize];
             if is_late(c) {
-                v.push(e.conv);
+                take(&[e.conv]);
             }
             if let Some(l) = late_by.get(&(true, c.customer)) {
-                v.extend(l);
+                take(l);
             }
         }
         if let Some(l) = late_by.get(&(false, e.partner)) {
-            v.extend(l);
+            take(l);
         }
         if v.is_empty() {
             return String::new();
         }
-        v.sort_by_key(|&i| (f.convs[i as usize].ts, i));
+        v.sort_by_key(key);
         v.dedup();
-        let n = v.len();
+        more |= v.len() > SHOWN;
         let mut words: Vec<String> = v
             .iter()
-            .take(3)
+            .take(SHOWN)
             .map(|&i| {
                 let c = &f.convs[i as usize];
                 format!(
@@ -597,8 +611,8 @@ pub(crate) fn adjustments(
                 )
             })
             .collect();
-        if n > 3 {
-            words.push(format!("{} more", n - 3));
+        if more {
+            words.push("and more".into());
         }
         format!(" (arrived since the close: {})", words.join("; "))
     };

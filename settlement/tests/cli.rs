@@ -992,9 +992,9 @@ fn entries_that_net_to_nothing_still_have_a_statement_row() {
 
 /// A late adjustment names the late conversions that concern it: those of
 /// its conversion's customer (a signup that moved the customer's lifetime
-/// lock from pb to pa) and those booked to its partner (a third sale that
-/// lifted a ladder's step for the two booked ones). Before, each said only
-/// "late facts for the closed period".
+/// lock from pb to pa) and those booked to its partner (late sales that
+/// lifted a ladder's step for the two booked ones: the first three, then
+/// "and more"). Before, each said only "late facts for the closed period".
 #[test]
 fn a_late_adjustment_names_the_late_facts_behind_it() {
     let t = tempfile::tempdir().unwrap();
@@ -1058,6 +1058,9 @@ model = "affiliate"
     let late = [
         conv("u1", 5, "p", "signup", &click("pa", 5), "c1"),
         conv("l3", 12, "l", "sale", r#""coupon":"LA""#, "d3"),
+        conv("l4", 13, "l", "sale", r#""coupon":"LA""#, "d4"),
+        conv("l5", 14, "l", "sale", r#""coupon":"LA""#, "d5"),
+        conv("l6", 15, "l", "sale", r#""coupon":"LA""#, "d6"),
     ];
     ok(
         &db,
@@ -1093,8 +1096,8 @@ model = "affiliate"
         let row = adjustment("la", source);
         assert!(
             row.contains(",adjustment,10.00,")
-                && row.contains("(arrived since the close: l3, sale dated 2026-11-12)")
-                && row.contains("as restated: retroactive ladder on count: the partner's period total 3 is in the step from 2"),
+                && row.contains("(arrived since the close: l3, sale dated 2026-11-12; l4, sale dated 2026-11-13; l5, sale dated 2026-11-14; and more)")
+                && row.contains("as restated: retroactive ladder on count: the partner's period total 6 is in the step from 2"),
             "{row}"
         );
     }
