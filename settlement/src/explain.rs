@@ -189,14 +189,7 @@ pub fn explain(store: &Store, id: &str) -> Result<String> {
         }
         // the discount is the most specific matching rule's; the line does
         // not keep which, the period's draft kept the program's rules
-        let mut st = c.prepare(
-            "SELECT rule, description FROM rules WHERE period = ?1 AND program = ?2 ORDER BY rule",
-        )?;
-        let rules: Vec<(String, String)> = st
-            .query_map(rusqlite::params![period, &program], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?
-            .collect::<rusqlite::Result<_>>()?;
+        let rules = program_rules(store, period, &program)?;
         if !rules.is_empty() {
             let _ = writeln!(
                 o,
@@ -322,25 +315,11 @@ fn other_id(store: &Store, id: &str) -> Result<String> {
         found.push((id.to_string(), describe(&b, r), conversion_of(&b, r)));
         "event"
     } else {
-        let mut ids: Vec<String> = Vec::new();
-        events::scan(
-            c,
-            Cols::of(&[], &[E_ID, E_TXN_ID, E_ORIGINAL_TXN_ID]),
-            "1",
-            [],
-            |b| {
-                for r in 0..b.rows() {
-                    if b.bytes(E_TXN_ID, r) == Some(id.as_bytes())
-                        || b.bytes(E_ORIGINAL_TXN_ID, r) == Some(id.as_bytes())
-                    {
-                        if let Some(e) = b.bytes(E_ID, r) {
-                            ids.push(String::from_utf8_lossy(e).into_owned());
-                        }
-                    }
-                }
-                Ok(())
-            },
-        )?;
+        let cols = Cols::of(&[], &[E_ID, E_TXN_ID, E_ORIGINAL_TXN_ID]);
+        let ids = event_ids_where(store, cols, |b, r| {
+            b.bytes(E_TXN_ID, r) == Some(id.as_bytes())
+                || b.bytes(E_ORIGINAL_TXN_ID, r) == Some(id.as_bytes())
+        })?;
         for e in ids {
             if let Some((b, r)) = events::find(c, &e)? {
                 let conv = conversion_of(&b, r);
@@ -393,14 +372,7 @@ fn other_id(store: &Store, id: &str) -> Result<String> {
                 } else {
                     own
                 };
-                let mut st = store.conn.prepare(
-                    "SELECT rule, description FROM rules WHERE period = ?1 AND program = ?2 ORDER BY rule",
-                )?;
-                let rules: Vec<(String, String)> = st
-                    .query_map(rusqlite::params![p.key(), program], |r| {
-                        Ok((r.get(0)?, r.get(1)?))
-                    })?
-                    .collect::<rusqlite::Result<_>>()?;
+                let rules = program_rules(store, p.key(), program)?;
                 if late {
                     let _ = writeln!(
                         o,
@@ -440,24 +412,13 @@ fn credited(store: &Store, source: &str, this: &str) -> Result<Vec<(String, i64,
     let (Some(orig), Some(program)) = (b.bytes(E_ORIGINAL_TXN_ID, r), b.bytes(E_PROGRAM, r)) else {
         return Ok(Vec::new());
     };
-    let mut sales: Vec<String> = Vec::new();
-    events::scan(
-        c,
+    let sales = event_ids_where(
+        store,
         Cols::of(&[], &[E_ID, E_TXN_ID, E_PROGRAM, E_ORIGINAL_TXN_ID]),
-        "1",
-        [],
-        |s| {
-            for i in 0..s.rows() {
-                if s.bytes(E_TXN_ID, i) == Some(orig)
-                    && s.bytes(E_PROGRAM, i) == Some(program)
-                    && s.bytes(E_ORIGINAL_TXN_ID, i).is_none()
-                {
-                    if let Some(e) = s.bytes(E_ID, i) {
-                        sales.push(String::from_utf8_lossy(e).into_owned());
-                    }
-                }
-            }
-            Ok(())
+        |s, i| {
+            s.bytes(E_TXN_ID, i) == Some(orig)
+                && s.bytes(E_PROGRAM, i) == Some(program)
+                && s.bytes(E_ORIGINAL_TXN_ID, i).is_none()
         },
     )?;
     let ids: Vec<&str> = sales.iter().map(String::as_str).collect();
@@ -467,6 +428,43 @@ fn credited(store: &Store, source: &str, this: &str) -> Result<Vec<(String, i64,
         .filter(|(_, id, kind, ..)| kind == "invoice line" && id != this)
         .map(|(p, id, _, due, cur, _)| (id, p, due, cur))
         .collect())
+}
+
+/// The rules of `program` as the draft of period `period` (key) recorded
+/// them: (rule id, description), in rule order.
+fn program_rules(store: &Store, period: i64, program: &str) -> Result<Vec<(String, String)>> {
+    let mut st = store.conn.prepare(
+        "SELECT rule, description FROM rules WHERE period = ?1 AND program = ?2 ORDER BY rule",
+    )?;
+    let rules = st
+        .query_map(rusqlite::params![period, program], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rules)
+}
+
+/// The ids of the stored events for which `keep(block, row)` holds, in
+/// arrival order: a scan of every block, decoding `cols` (the id and what
+/// `keep` reads).
+fn event_ids_where(
+    store: &Store,
+    cols: crate::events::Cols,
+    keep: impl Fn(&crate::events::Block, usize) -> bool,
+) -> Result<Vec<String>> {
+    use crate::events::{self, E_ID};
+    let mut ids = Vec::new();
+    events::scan(&store.conn, cols, "1", [], |b| {
+        for r in 0..b.rows() {
+            if keep(b, r) {
+                if let Some(e) = b.bytes(E_ID, r) {
+                    ids.push(String::from_utf8_lossy(e).into_owned());
+                }
+            }
+        }
+        Ok(())
+    })?;
+    Ok(ids)
 }
 
 /// An entry or invoice line that cites an event: (period, id, kind,

@@ -13,6 +13,17 @@ fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
 const PROGRAMS: &str = "currency = \"USD\"\n[[programs]]\nid = \"p\"\nmodel = \"affiliate\"\n[[programs.rules]]\nevent = \"sale\"\npercent = \"10\"\n";
 const PARTNER: &str = r#"{"type":"partner","id":"a","program":"p","status":"approved"}"#;
 
+/// A store in `dir` with examples/`name`'s events, November run.
+fn example_november(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let x = repo().join("examples").join(name);
+    let db = dir.join("s.db");
+    ok(&db, &["import", x.join("events.ndjson").to_str().unwrap()]);
+    let cfg = x.join("programs.toml");
+    let cfg = cfg.to_str().unwrap();
+    ok(&db, &["run", "--config", cfg, "--period", "2026-11"]);
+    db
+}
+
 fn sale(id: &str, day: u32, amount: &str) -> String {
     format!(
         r#"{{"id":"{id}","type":"conversion","ts":"2026-11-{day:02}T10:00:00.000Z","program":"p","partner":"a","click_id":"c","click_ts":"2026-11-{day:02}T09:00:00.000Z","event":"sale","txn_id":"{id}","amount":"{amount}","currency":"USD","customer":"cust_{id}"}}"#
@@ -839,20 +850,7 @@ fn run_warns_of_conversions_of_an_unknown_program() {
 #[test]
 fn explain_takes_references_event_ids_and_txn_ids_and_never_makes_a_store() {
     let t = tempfile::tempdir().unwrap();
-    let x = repo().join("examples/saas-affiliate");
-    let db = t.path().join("s.db");
-    ok(&db, &["import", x.join("events.ndjson").to_str().unwrap()]);
-    let cfg = x.join("programs.toml");
-    ok(
-        &db,
-        &[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--period",
-            "2026-11",
-        ],
-    );
+    let db = example_november(t.path(), "saas-affiliate");
     let out = t.path().join("out");
     report(&db, "2026-11", &out, &[]);
     let ledger = read(&out.join("ledger.csv"));
@@ -1112,20 +1110,7 @@ model = "affiliate"
 #[test]
 fn a_credit_note_names_the_line_it_credits() {
     let t = tempfile::tempdir().unwrap();
-    let x = repo().join("examples/reseller");
-    let db = t.path().join("s.db");
-    ok(&db, &["import", x.join("events.ndjson").to_str().unwrap()]);
-    let cfg = x.join("programs.toml");
-    ok(
-        &db,
-        &[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--period",
-            "2026-11",
-        ],
-    );
+    let db = example_november(t.path(), "reseller");
     let line_of = |txn: &str| {
         let words = ok(&db, &["explain", txn]);
         let ids: Vec<&str> = words
