@@ -36,7 +36,9 @@ pub struct Options {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
     None,
-    Lifetime,
+    /// The customer's lifetime lock, set by the conversion (index into
+    /// `Facts::convs`) named.
+    Lifetime(u32),
     Click,
     Coupon,
     /// Index into `Facts::deals`.
@@ -612,6 +614,8 @@ pub fn marginal_amount(
 #[derive(Clone, Copy)]
 struct Cust {
     lock: u32,
+    /// the conversion that set `lock` (index into `Facts::convs`)
+    lock_by: u32,
     /// the customer's first approved deal registration in the part's
     /// [`DealRef`]s (the rest follow it), `NONE` without one
     deal: u32,
@@ -694,6 +698,7 @@ fn customer_slots(f: &Facts, order: &[u32]) -> (Vec<u32>, Vec<Cust>, Vec<u32>) {
     }
     let fresh = Cust {
         lock: NONE,
+        lock_by: NONE,
         deal: NONE,
         first_ts: NO_TS,
         seen: 0,
@@ -1428,7 +1433,7 @@ fn compute_part(
             if let Some(cu) = cust.as_deref() {
                 if cu.lock != NONE {
                     partner = cu.lock;
-                    method = Method::Lifetime;
+                    method = Method::Lifetime(cu.lock_by);
                 }
             }
         }
@@ -1582,6 +1587,7 @@ fn compute_part(
             if let Some(cu) = cust.as_deref_mut() {
                 if p.lifetime && cu.lock == NONE {
                     cu.lock = partner;
+                    cu.lock_by = ci;
                 }
                 if cu.first_ts == NO_TS {
                     cu.first_ts = c.ts;
@@ -2270,7 +2276,7 @@ mod tests {
             slice: None,
             list: Vec::new(),
         };
-        b.push((0, 9, Method::Lifetime));
-        assert_eq!(b.list, vec![(0, 9, Method::Lifetime)]);
+        b.push((0, 9, Method::Lifetime(3)));
+        assert_eq!(b.list, vec![(0, 9, Method::Lifetime(3))]);
     }
 }

@@ -56,7 +56,7 @@ pub fn explain(store: &Store, id: &str) -> Result<String> {
             ))
         }
     };
-    let (period, sources, rule, calc) = if let Some((
+    let (period, sources, rule, calc, evidence) = if let Some((
         period,
         partner,
         program,
@@ -162,7 +162,21 @@ pub fn explain(store: &Store, id: &str) -> Result<String> {
             }
             let _ = writeln!(o);
         }
-        (period, sources, rule, calc)
+        let evidence = crate::evidence::of_entry(
+            store,
+            &crate::evidence::Entry {
+                id,
+                period,
+                partner: &partner,
+                program: &program,
+                kind: &kind,
+                rule: &rule,
+                sources: &sources,
+                calc: &calc,
+                currency: &cur,
+            },
+        )?;
+        (period, sources, rule, calc, evidence)
     } else {
         use crate::ledger_blocks::*;
         let Some((b, r)) = find_in(c, INVOICES, I_ID, id)? else {
@@ -200,7 +214,8 @@ pub fn explain(store: &Store, id: &str) -> Result<String> {
                 let _ = writeln!(o, "  {rule}: {desc}");
             }
         }
-        (period, source, String::new(), calc)
+        let evidence = crate::evidence::of_invoice_line(store, &partner)?;
+        (period, source, String::new(), calc, evidence)
     };
     if !rule.is_empty() && rule != "-" {
         let desc: Option<String> = c
@@ -227,6 +242,10 @@ pub fn explain(store: &Store, id: &str) -> Result<String> {
             "  {s}: {}",
             ev.unwrap_or_else(|| "(not in the store)".into())
         );
+    }
+    if !evidence.is_empty() {
+        let _ = writeln!(o, "evidence:");
+        o.push_str(&evidence);
     }
     let _ = writeln!(o, "arithmetic: {calc}");
     Ok(o)
@@ -353,9 +372,16 @@ fn other_id(store: &Store, id: &str) -> Result<String> {
                     ""
                 }
             );
-            // the match keys the conversion met, or not: its program's
-            // rules as its period's draft recorded them
+            // what could have attributed it, and the match keys it met, or
+            // not: its program's rules as its period's draft recorded them
             if let Some((program, period, arrival)) = conv {
+                let evidence = crate::evidence::of_event(store, e)?;
+                if !evidence.is_empty() {
+                    let _ = writeln!(o, "  evidence:");
+                    for line in evidence.lines() {
+                        let _ = writeln!(o, "  {line}");
+                    }
+                }
                 // one that arrived after its period closed was evaluated,
                 // as a late fact, by the runs after the close: the last
                 // one's rules
@@ -555,7 +581,7 @@ fn conversion_of(b: &crate::events::Block, r: usize) -> Option<(String, i64, i64
 }
 
 /// One stored event in words: its kind, time and the fields it has.
-fn describe(b: &crate::events::Block, r: usize) -> String {
+pub(crate) fn describe(b: &crate::events::Block, r: usize) -> String {
     use crate::events::*;
     let mut parts = vec![kind_name(b.int(E_KIND, r).unwrap_or(-1)).to_string()];
     parts.push(format!(
@@ -583,14 +609,24 @@ fn describe(b: &crate::events::Block, r: usize) -> String {
     if let Some(ct) = b.int(E_CLICK_TS, r) {
         parts.push(format!("click_ts {}", edge::time::Timestamp(ct)));
     }
+    if b.int(E_BOT, r) == Some(1) {
+        parts.push("bot".into());
+    }
     for (c, n) in [
         (E_ORIGINAL_TXN_ID, "original_txn_id"),
         (E_LOTS, "lots"),
         (E_INSTRUMENT, "instrument"),
         (E_COUNTRY, "country"),
         (E_STATUS, "status"),
+        (E_EMAIL_HASH, "email_hash"),
+        (E_SOURCE, "source"),
     ] {
         text(&mut parts, c, n);
+    }
+    for (c, n) in [(E_APPROVED_AT, "approved_at"), (E_EXPIRES_AT, "expires_at")] {
+        if let Some(t) = b.int(c, r) {
+            parts.push(format!("{n} {}", edge::time::Timestamp(t)));
+        }
     }
     parts.join(", ")
 }

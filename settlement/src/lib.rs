@@ -15,6 +15,7 @@ pub mod engine;
 pub mod erase;
 pub mod error;
 pub mod events;
+pub mod evidence;
 pub mod explain;
 pub mod facts;
 pub mod fraud;

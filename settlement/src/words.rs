@@ -192,7 +192,19 @@ impl<'a> Words<'a> {
         let Some(i) = conv else { return };
         let f = self.facts();
         let (what, name) = match self.out.attribution[i].1 {
-            Method::Lifetime => ("; attributed by the customer's lifetime lock", ""),
+            Method::Lifetime(by) => {
+                // the conversion that locked the customer: its id and day
+                out.push_str("; attributed by the customer's lifetime lock, set by ");
+                match f.convs.get(by as usize) {
+                    Some(c) => {
+                        use std::fmt::Write;
+                        out.push_str(f.id(c));
+                        let _ = write!(out, " on {}", date_of_day(c.ts.div_euclid(DAY_MS)));
+                    }
+                    None => out.push_str("an earlier conversion"),
+                }
+                return;
+            }
             Method::Click => ("; attributed by click", ""),
             Method::Coupon => (
                 "; attributed by coupon ",

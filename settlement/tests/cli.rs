@@ -1136,3 +1136,154 @@ fn a_credit_note_names_the_line_it_credits() {
         "{words}"
     );
 }
+
+/// The entries whose sources cite `event`, from `explain EVENT`: (id,
+/// kind).
+fn entries_citing(db: &std::path::Path, event: &str) -> Vec<(String, String)> {
+    let words = ok(db, &["explain", event]);
+    words
+        .lines()
+        .filter_map(|l| {
+            let (id, rest) = l.trim().split_once(": ")?;
+            let kind = rest.split(" of ").next()?;
+            id.starts_with("le_")
+                .then(|| (id.to_string(), kind.to_string()))
+        })
+        .collect()
+}
+
+fn entry_of(db: &std::path::Path, event: &str, kind: &str) -> String {
+    let all = entries_citing(db, event);
+    all.iter()
+        .find(|(_, k)| k == kind)
+        .unwrap_or_else(|| panic!("no {kind} entry cites {event}: {all:?}"))
+        .0
+        .clone()
+}
+
+/// review19 F8: explain showed only the event ids an entry cites, not the
+/// records its decision used: the click record (a bot), the coupon's and
+/// the partner's registry rows (an email-hash self-referral), the deal
+/// registrations (which won), the conversion that set a lifetime lock,
+/// the parents an override climbs through, the entries a top-up summed
+/// and a cap counted.
+#[test]
+fn explain_shows_the_evidence_behind_a_decision() {
+    let t = tempfile::tempdir().unwrap();
+    let evidence = |db: &std::path::Path, id: &str| {
+        let words = ok(db, &["explain", id]);
+        let e = words
+            .split("\nevidence:\n")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no evidence: {words}"));
+        e.split("\narithmetic: ").next().unwrap().to_string()
+    };
+
+    // prop-firm: a bot click as the only evidence; a self-referral by
+    // email hash through a coupon
+    let d = t.path().join("prop");
+    std::fs::create_dir(&d).unwrap();
+    let db = example_november(&d, "prop-firm");
+    let e = evidence(&db, &entry_of(&db, "ev_p5", "rejected"));
+    assert!(
+        e.contains("  click bot1 of ev_p5: record ck_bot: at 2026-11-14T09:00:00.000Z, program prop, partner trader_lia, bot"),
+        "{e}"
+    );
+    let e = evidence(&db, &entry_of(&db, "ev_p6", "rejected"));
+    assert!(
+        e.contains("  partner trader_tom (the registry now): program prop, tier none, parent none, status approved (history: approved from 2026-01-01T00:00:00.000Z), email_hash eh_tom")
+            && e.contains("  coupon TOM10 of ev_p6: registered to trader_tom in program prop on 2026-01-01T00:00:00.000Z"),
+        "{e}"
+    );
+    assert!(ok(&db, &["explain", "ev_p6"]).contains("email_hash eh_tom"));
+
+    // saas-affiliate: an override, a capped signup, a sale under the
+    // customer's lifetime lock
+    let d = t.path().join("saas");
+    std::fs::create_dir(&d).unwrap();
+    let db = example_november(&d, "saas-affiliate");
+    let child = entry_of(&db, "ev_002", "commission");
+    let e = evidence(&db, &entry_of(&db, "ev_002", "override"));
+    assert!(
+        e.contains(&format!("  override of aff_silver's commission {child}; parents in the registry now: aff_silver -> aff_gold"))
+            && e.contains("  click c1 of ev_002: record ev_001: at 2026-11-01T09:00:00.000Z, program saas-aff, partner aff_silver, not a bot"),
+        "{e}"
+    );
+    let e = evidence(&db, &entry_of(&db, "ev_004", "capped"));
+    let counted = [
+        entry_of(&db, "ev_002", "commission"),
+        entry_of(&db, "ev_003", "commission"),
+    ];
+    assert!(
+        e.contains("  counted by the cap: 2 commission entries of rule saas-aff/1 for aff_silver in 2026-11\n")
+            && e.contains(&format!("    {}: commission of 5.00 on ev_002\n    {}: commission of 5.00 on ev_003", counted[0], counted[1])),
+        "{e}"
+    );
+    let locked = entry_of(&db, "ev_007", "commission");
+    let words = ok(&db, &["explain", &locked]);
+    assert!(
+        words.contains("attributed by the customer's lifetime lock, set by ev_003 on 2026-11-02")
+            && words.contains("  lifetime lock of cust_2: set by ev_003 (the customer's first attributed conversion in the program, what `months` counts from): conversion, at 2026-11-02T10:00:00.000Z"),
+        "{words}"
+    );
+
+    // referral: both approved registrations of the customer, the earliest
+    // wins
+    let d = t.path().join("referral");
+    std::fs::create_dir(&d).unwrap();
+    let db = d.join("s.db");
+    let x = repo().join("examples/referral");
+    ok(&db, &["import", x.join("events.ndjson").to_str().unwrap()]);
+    let cfg = x.join("programs.toml");
+    ok(
+        &db,
+        &[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--period",
+            "2026-10",
+        ],
+    );
+    let e = evidence(&db, &entry_of(&db, "ev_r1", "commission"));
+    assert!(
+        e.contains("    deal_1: registered 2026-09-01T12:00:00.000Z by ref_anna, status approved, approved 2026-09-02T12:00:00.000Z\n    deal_2: registered 2026-10-01T12:00:00.000Z by ref_bob, status approved"),
+        "{e}"
+    );
+    // an unattributed one: its registration was too old
+    let words = ok(&db, &["explain", "ev_r3"]);
+    assert!(
+        words.contains("      deal_5: registered 2026-06-01T12:00:00.000Z by ref_anna"),
+        "{words}"
+    );
+
+    // technology: what the top-up summed
+    let d = t.path().join("tech");
+    std::fs::create_dir(&d).unwrap();
+    let db = example_november(&d, "technology");
+    let commission = entry_of(&db, "ev_t1", "commission");
+    let out = d.join("out");
+    ok(
+        &db,
+        &[
+            "report",
+            "--period",
+            "2026-11",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    let ledger = std::fs::read_to_string(out.join("ledger.csv")).unwrap();
+    let topup = ledger
+        .lines()
+        .find(|l| l.contains(",minimum_topup,"))
+        .and_then(|l| l.split(',').next())
+        .unwrap()
+        .to_string();
+    let e = evidence(&db, &topup);
+    assert!(
+        e.contains("  summed by the top-up: the commissions and overrides of tp_crm in 2026-11 (1 entry, 180.00 USD)\n")
+            && e.contains(&format!("    {commission}: commission of 180.00 on ev_t1")),
+        "{e}"
+    );
+}
