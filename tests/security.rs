@@ -737,6 +737,51 @@ fn raw_get(target: &str) -> (String, Vec<u8>) {
 }
 
 /// Header lines (lower-cased name, value) of a raw head.
+/// review21 H1: a `sub` macro in a destination's host passed the
+/// allowed_hosts check (probed with empty subs) and let a visitor's
+/// `?sub1=.evil.example` choose the redirect's host. Such a destination is
+/// refused, by the partner API and the admin API alike.
+#[test]
+fn a_macro_in_the_destination_host_is_refused() {
+    let st = setup("hostmacro");
+    for d in [
+        "https://shop.example{sub1}/landing",
+        "https://{sub1}.example/",
+        "https://{sub2}@shop.example/",
+    ] {
+        let (s, b) = call(
+            "POST",
+            "/partner/v1/links",
+            Some(&st.key),
+            Some(&json!({"program": st.program, "destination": d})),
+        );
+        assert_eq!(s, 422, "partner link {d}: {b}");
+        assert_eq!(b["error"]["field"], "destination", "{b}");
+        assert!(
+            b["error"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("never in the scheme or host")),
+            "{b}"
+        );
+        let (s, b) = admin(
+            "POST",
+            "/api/links",
+            json!({"partner": st.partner, "program": st.program, "destination": d}),
+        );
+        assert_eq!(s, 422, "admin link {d}: {b}");
+        assert_eq!(b["error"]["field"], "destination", "{b}");
+    }
+    // a sub value in the query stays a value of its parameter
+    let (head, _) = raw_get(&format!("/c/{}?sub1=.evil.example%2F", st.slug));
+    let lines = header_lines(&head);
+    let location = &lines.iter().find(|(k, _)| k == "location").unwrap().1;
+    assert!(
+        location.starts_with("https://shop.example/p?ref=")
+            && location.contains("&a=.evil.example%2F&"),
+        "{location}"
+    );
+}
+
 fn header_lines(head: &str) -> Vec<(String, String)> {
     head.split("\r\n")
         .skip(1)
@@ -1149,4 +1194,128 @@ fn signed_postback_replays() {
     assert_eq!(mine.len(), 1, "{mine:?}");
     assert_eq!(mine[0]["txn_id"], "RP-1");
     assert_eq!(mine[0]["id"], first["id"]);
+}
+
+/// review21 H2: an anonymous pixel hit with an order's txn_id (and a
+/// made-up amount) took the key the merchant's authenticated postback
+/// needed, which then answered 409 and was never recorded; the pixel also
+/// recorded chargebacks of anyone's order. The pixel's records now have a
+/// key space of their own, and it never brings a reversal or net revenue.
+#[test]
+fn an_anonymous_pixel_never_blocks_the_authenticated_postback() {
+    let st = setup("pixelkey");
+    let w = worker();
+    let p = &st.program;
+    let pixel = |q: &str| {
+        let (s, b, _) = send(
+            agent().get(&w.url(&format!("/pixel?program={p}&{q}"))),
+            None,
+        );
+        (s, json_or_text(&b))
+    };
+    let (s, b) = pixel("event=sale&txn_id=PK-1&amount=0.01&currency=USD");
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = postback_json(&json!({"program": p, "event": "sale", "txn_id": "PK-1",
+        "amount": "250.00", "currency": "USD", "customer": "c1"}));
+    assert_eq!((s, &b["status"]), (200, &json!("recorded")), "{b}");
+    // the same pixel again is the pixel's duplicate, not a new record
+    let (s, _) = pixel("event=sale&txn_id=PK-1&amount=0.01&currency=USD");
+    assert_eq!(s, 200);
+    for q in [
+        "event=chargeback&txn_id=PK-CB&original_txn_id=PK-1",
+        "event=refund&txn_id=PK-RF&original_txn_id=PK-1",
+        "event=revenue&txn_id=PK-NR&amount=-40.00&currency=USD",
+    ] {
+        let (s, b) = pixel(q);
+        assert_eq!(s, 422, "{q}: {b}");
+        assert_eq!(b["error"]["field"], "event", "{q}: {b}");
+    }
+    let all = events_until("the pixel's and the postback's sale", |all| {
+        all.iter()
+            .filter(|e| e["program"] == p.as_str() && e["txn_id"] == "PK-1")
+            .count()
+            >= 2
+    });
+    let mine: Vec<&Value> = all.iter().filter(|e| e["program"] == p.as_str()).collect();
+    let sales: Vec<(&Value, &Value)> = mine
+        .iter()
+        .filter(|e| e["txn_id"] == "PK-1")
+        .map(|e| (&e["source"], &e["amount"]))
+        .collect();
+    assert_eq!(
+        sales,
+        [
+            (&json!("pixel"), &json!("0.01")),
+            (&json!("postback"), &json!("250.00"))
+        ],
+        "{mine:?}"
+    );
+    assert!(
+        !mine.iter().any(|e| e["txn_id"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("PK-") && t != "PK-1")),
+        "{mine:?}"
+    );
+}
+
+/// review21 H3: an HMAC-signed POST signs its body only, yet fields of its
+/// query string were merged in and recorded (a customer, a coupon and so
+/// the partner evidence). A signed POST with such a field is refused and
+/// records nothing; `program` in the query (which chose the secret the
+/// signature verified with) is still taken.
+#[test]
+fn a_signed_post_takes_no_unsigned_query_field() {
+    let st = setup("signedq");
+    let w = worker();
+    let signed = |path: &str, body: &str| {
+        let t = now_s();
+        let (s, b, _) = send(
+            agent()
+                .post(&w.url(path))
+                .set("Content-Type", "application/json")
+                .set(
+                    "X-Signature",
+                    &format!("t={t},v1={}", sign(HMAC, t, body.as_bytes())),
+                ),
+            Some(body),
+        );
+        (s, json_or_text(&b))
+    };
+    let body = json!({"program": st.program, "event": "sale", "txn_id": "SQ-1",
+                      "amount": "10.00", "currency": "USD"})
+    .to_string();
+    let (s, b) = signed("/postback?customer=attacker&coupon=EVIL", &body);
+    assert_eq!(s, 422, "{b}");
+    assert_eq!(b["error"]["field"], "customer", "{b}");
+    assert!(
+        b["error"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("signature does not cover")),
+        "{b}"
+    );
+    // the same body signed, without the query: recorded, with no customer
+    let (s, b) = signed("/postback", &body);
+    assert_eq!((s, &b["status"]), (200, &json!("recorded")), "{b}");
+    // program in the query of a signed body without it
+    let body2 =
+        json!({"event": "sale", "txn_id": "SQ-2", "amount": "5.00", "currency": "USD"}).to_string();
+    let (s, b) = signed(&format!("/postback?program={}", st.program), &body2);
+    assert_eq!((s, &b["status"]), (200, &json!("recorded")), "{b}");
+    let all = events_until("the signed sales", |all| {
+        all.iter()
+            .filter(|e| e["program"] == st.program.as_str() && e["type"] == "conversion")
+            .count()
+            >= 2
+    });
+    let sales: Vec<&Value> = all
+        .iter()
+        .filter(|e| e["program"] == st.program.as_str() && e["type"] == "conversion")
+        .collect();
+    assert_eq!(sales.len(), 2, "{sales:?}");
+    assert!(
+        sales
+            .iter()
+            .all(|e| e["customer"].is_null() && e["coupon"].is_null()),
+        "{sales:?}"
+    );
 }

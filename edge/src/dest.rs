@@ -30,6 +30,9 @@ pub enum DestError {
     NotHttp,
     /// A deep link to a host the program does not allow.
     HostNotAllowed(String),
+    /// A macro in a template's scheme or host: a visitor's `sub` value
+    /// would choose where the link leads.
+    MacroInHost,
 }
 
 impl DestError {
@@ -41,6 +44,11 @@ impl DestError {
             }
             DestError::HostNotAllowed(h) => {
                 format!("host {h} is not in the program's allowed_hosts")
+            }
+            DestError::MacroInHost => {
+                "macros such as {click_id} or {sub1} may stand in the path, query or fragment, \
+                 never in the scheme or host"
+                    .into()
             }
         }
     }
@@ -70,6 +78,9 @@ pub fn validate_template(template: &str) -> Result<(), DestError> {
 /// The host a destination template leads to (lower case), once its macros
 /// are filled.
 pub fn template_host(template: &str) -> Result<String, DestError> {
+    if macro_in_host(template) {
+        return Err(DestError::MacroInHost);
+    }
     let probe = fill(
         template,
         &Macros {
@@ -80,6 +91,19 @@ pub fn template_host(template: &str) -> Result<String, DestError> {
     );
     let url = parse_http_url(&probe)?;
     Ok(url.host_str().unwrap_or("").to_ascii_lowercase())
+}
+
+/// Does a `{` stand before the template's path: in its scheme, user or
+/// host (whatever a URL parser would read there: `https:`, slashes and
+/// backslashes, then everything up to the next `/`, `\`, `?` or `#`)?
+fn macro_in_host(template: &str) -> bool {
+    let Some(colon) = template.find(':') else {
+        return template.contains('{');
+    };
+    let (scheme, rest) = template.split_at(colon);
+    let rest = rest[1..].trim_start_matches(['/', '\\']);
+    let host = rest.split(['/', '\\', '?', '#']).next().unwrap_or("");
+    scheme.contains('{') || host.contains('{')
 }
 
 /// Is `host` allowed by a list of hosts (`shop.example`, or `*.shop.example`
@@ -163,7 +187,13 @@ pub fn resolve(
             }
             (url.to_string(), false)
         }
-        None => (fill(template, m), template.contains("{click_id}")),
+        None => {
+            // a link stored before templates were checked for this
+            if macro_in_host(template) {
+                return Err(DestError::MacroInHost);
+            }
+            (fill(template, m), template.contains("{click_id}"))
+        }
     };
     let location = if has_macro {
         base
@@ -220,6 +250,45 @@ mod tests {
             "shop.example"
         );
         assert!(template_host("{click_id}").is_err());
+    }
+
+    /// review21 H1: a `sub` macro in the host let a visitor choose the
+    /// redirect's host (`shop.example{sub1}` + `.evil.example`).
+    #[test]
+    fn no_macro_in_the_scheme_or_host() {
+        for bad in [
+            "https://shop.example{sub1}/landing",
+            "https://{sub1}.example/",
+            "https://{partner}.shop.example/",
+            "https://shop.example:{sub1}/",
+            "https://{sub1}@shop.example/",
+            "{sub1}://shop.example/",
+            "https:\\\\{sub1}.example/",
+            "https:{sub1}.example/",
+        ] {
+            assert_eq!(template_host(bad), Err(DestError::MacroInHost), "{bad}");
+            assert_eq!(validate_template(bad), Err(DestError::MacroInHost), "{bad}");
+            // a link stored before the check never redirects by it
+            assert_eq!(
+                resolve(bad, None, &[], &m(Some(".evil.example"))),
+                Err(DestError::MacroInHost),
+                "{bad}"
+            );
+        }
+        for good in [
+            "https://shop.example/{sub1}/x",
+            "https://shop.example?s={sub1}",
+            "https://shop.example#{sub1}",
+            "https://shop.example\\{sub1}",
+        ] {
+            assert_eq!(template_host(good).as_deref(), Ok("shop.example"), "{good}");
+            let r = resolve(good, None, &[], &m(Some(".evil.example"))).unwrap();
+            assert_eq!(
+                Url::parse(&r).unwrap().host_str(),
+                Some("shop.example"),
+                "{r}"
+            );
+        }
     }
 
     #[test]

@@ -55,11 +55,22 @@ impl Fields {
     pub fn from_json(body: &[u8]) -> Result<Fields, FieldError> {
         let value: Value =
             serde_json::from_slice(body).map_err(|_| FieldError::new("body", "not valid JSON"))?;
-        let Value::Object(map) = value else {
+        if !value.is_object() {
+            return Err(FieldError::new("body", "must be a JSON object"));
+        }
+        // the members as written: a map would keep the last of a name given
+        // twice, where a signer's parser may have read the first
+        let Ok(Members(members)) = serde_json::from_slice::<Members>(body) else {
             return Err(FieldError::new("body", "must be a JSON object"));
         };
-        let mut pairs = Vec::with_capacity(map.len());
-        for (k, v) in map {
+        let mut seen = std::collections::HashSet::with_capacity(members.len());
+        for (k, _) in &members {
+            if !seen.insert(k.as_str()) {
+                return Err(FieldError::new(k.as_str(), "given more than once"));
+            }
+        }
+        let mut pairs = Vec::with_capacity(members.len());
+        for (k, v) in members {
             match v {
                 Value::Null => {}
                 Value::String(s) => pairs.push((k, s)),
@@ -73,6 +84,11 @@ impl Fields {
             }
         }
         Fields::from_pairs(pairs)
+    }
+
+    /// The fields' names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(k, _)| k.as_str())
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -98,6 +114,32 @@ impl Fields {
                 self.0.push((k.clone(), v.clone()));
             }
         }
+    }
+}
+
+/// A JSON object's members in order, a name given twice kept twice.
+struct Members(Vec<(String, Value)>);
+
+impl<'de> serde::Deserialize<'de> for Members {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Members, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Members;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Members, A::Error> {
+                let mut v = Vec::new();
+                while let Some(kv) = m.next_entry::<String, Value>()? {
+                    v.push(kv);
+                }
+                Ok(Members(v))
+            }
+        }
+        d.deserialize_map(V)
     }
 }
 
@@ -200,6 +242,19 @@ mod tests {
         );
         assert_eq!(Fields::from_json(b"[1]").unwrap_err().field, "body");
         assert_eq!(Fields::from_json(b"{bad").unwrap_err().field, "body");
+        // review21 L1: a name given twice, as in a form, whatever its values
+        for body in [
+            br#"{"program":"p","txn_id":"A","txn_id":"B"}"#.as_slice(),
+            br#"{"txn_id":null,"program":"p","txn_id":"B"}"#.as_slice(),
+        ] {
+            let e = Fields::from_json(body).unwrap_err();
+            assert_eq!(
+                (e.field.as_str(), e.reason.as_str()),
+                ("txn_id", "given more than once")
+            );
+        }
+        let f = Fields::from_query("program=p&amount=1").unwrap();
+        assert_eq!(f.names().collect::<Vec<_>>(), ["program", "amount"]);
     }
 
     #[test]

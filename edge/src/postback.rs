@@ -147,7 +147,12 @@ impl Postback {
                 Some(t)
             }
         };
-        let email = f.opt("email").map(str::to_string);
+        // the hash and the duplicate check read it trimmed: so does the check
+        let email = f
+            .opt("email")
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(str::to_string);
         if email
             .as_deref()
             .is_some_and(|e| !crate::admin::valid_email(e))
@@ -183,6 +188,31 @@ impl Postback {
     /// `program|event|txn_id`: one conversion per key, ever.
     pub fn dedupe_key(&self) -> String {
         format!("{}|{}|{}", self.program, self.event, self.txn_id)
+    }
+
+    /// A pixel's key: `pixel|program|event|txn_id`. Anyone can fire the
+    /// pixel, so its records never take a key an authenticated postback
+    /// needs (an order's txn_id claimed first with a made-up amount would
+    /// turn the merchant's postback into a 409); settlement counts one sale
+    /// brought by both once, the postback's copy first.
+    pub fn pixel_dedupe_key(&self) -> String {
+        format!("pixel|{}", self.dedupe_key())
+    }
+
+    /// Why the pixel may not bring this event, if it may not: a refund or
+    /// chargeback (it would reverse anyone's order), or `revenue` (net
+    /// revenue, which may be negative, is reported by the operator's
+    /// servers). They come by an authenticated postback.
+    pub fn pixel_refusal(&self) -> Option<FieldError> {
+        (REVERSALS.contains(&self.event.as_str()) || self.event == "revenue").then(|| {
+            FieldError::new(
+                "event",
+                format!(
+                    "{} is never taken from the pixel, which anyone can fire: send it by an authenticated postback",
+                    self.event
+                ),
+            )
+        })
     }
 
     /// The payload as given, normalized (12.5 and 12.50 are the same), so
@@ -330,10 +360,18 @@ mod tests {
             ("event=lead&txn_id=T&coupon=A%20B", "coupon"),
             ("event=lead&txn_id=T%0D%0ASet-Cookie:x", "txn_id"),
             ("event=lead&txn_id=T&email=x", "email"),
+            ("event=lead&txn_id=T&email=%20x%20", "email"),
         ];
         for (q, field) in cases {
             assert_eq!(parse(q).unwrap_err().field, field, "{q}");
         }
+    }
+
+    #[test]
+    fn an_email_is_read_trimmed() {
+        // review21 L5: refused as "not an email address" with spaces around
+        let p = parse("event=lead&txn_id=T&email=%20Ann@Example.com%20").unwrap();
+        assert_eq!(p.email.as_deref(), Some("Ann@Example.com"));
     }
 
     #[test]
@@ -343,6 +381,25 @@ mod tests {
         assert!(parse("event=trial&txn_id=X").is_ok());
         let t = parse("event=trade&txn_id=X&lots=2.5&instrument=EURUSD").unwrap();
         assert_eq!(t.lots, Some(Decimal::new(25, 1)));
+    }
+
+    /// review21 H2: the pixel, which anyone can fire, never brings a
+    /// reversal or net revenue, and its records have a key space of their
+    /// own, so they never take an order's key from the merchant's postback.
+    #[test]
+    fn the_pixel_brings_no_reversal_and_keys_apart() {
+        for q in [
+            "event=refund&txn_id=R&original_txn_id=O",
+            "event=chargeback&txn_id=C&original_txn_id=O",
+            "event=revenue&txn_id=NR&amount=-40.00&currency=EUR",
+        ] {
+            let e = parse(q).unwrap().pixel_refusal().unwrap();
+            assert_eq!(e.field, "event", "{q}");
+        }
+        let sale = parse("event=sale&txn_id=T1&amount=1&currency=USD").unwrap();
+        assert_eq!(sale.pixel_refusal(), None);
+        assert_eq!(sale.pixel_dedupe_key(), "pixel|shop|sale|T1");
+        assert_ne!(sale.pixel_dedupe_key(), sale.dedupe_key());
     }
 }
 

@@ -1223,12 +1223,14 @@ pub(crate) fn duplicates(f: &Facts, mine: &impl Fn(u32) -> bool) -> FxHashMap<u3
     }
     // the copy with attribution evidence (a click, a partner, a coupon)
     // first: a backfill of the order, stamped with the order's time and
-    // carrying none, never displaces the edge's attributed record
+    // carrying none, never displaces the edge's attributed record; among
+    // equals, an authenticated copy before a pixel's (anyone can fire a
+    // pixel with an order's txn_id and a made-up amount)
     let bare = |c: &Conv| !c.has_click && c.partner == NONE && f.ex(c).coupon == NONE;
     for (_, mut g) in groups {
         g.sort_unstable_by(|&a, &b| {
             let (ca, cb) = (&f.convs[a as usize], &f.convs[b as usize]);
-            (bare(ca), ca.ts, f.id(ca), a).cmp(&(bare(cb), cb.ts, f.id(cb), b))
+            (bare(ca), ca.pixel, ca.ts, f.id(ca), a).cmp(&(bare(cb), cb.pixel, cb.ts, f.id(cb), b))
         });
         g.dedup();
         if let Some((&stands, rest)) = g.split_first() {

@@ -356,6 +356,10 @@ pub struct Conv {
     pub click_ts: i64,
     pub has_click: bool,
     pub click_bot: bool,
+    /// Recorded by the edge's pixel (`source: "pixel"`, anyone can fire
+    /// one): of two copies of one sale, the other stands. Read only for a
+    /// conversion whose `txn_id` is kept.
+    pub pixel: bool,
     pub event: u32,
     pub customer: u32,
     /// Index into `Facts::extras`, or `NONE` (most conversions have none).
@@ -712,6 +716,8 @@ pub struct ConvIn<'a> {
     pub currency: Option<Currency>,
     pub lots: Option<Decimal>,
     pub bot: bool,
+    /// `source: "pixel"` ([`Conv::pixel`]).
+    pub pixel: bool,
     /// The conversion's own visitor hash (pixel conversions may carry one).
     pub visitor: Option<&'a str>,
 }
@@ -1199,6 +1205,7 @@ impl Facts {
             click_ts: c.click_ts.unwrap_or(NO_TS),
             has_click: c.click_id.is_some() && c.click_ts.is_some(),
             click_bot,
+            pixel: c.pixel,
             event: s.event,
             customer: s.customer,
             extra,
@@ -1402,6 +1409,7 @@ impl Facts {
                     currency: r.currency,
                     lots: r.lots,
                     bot: r.bot == Some(true),
+                    pixel: r.source == Some(edge::record::Source::Pixel),
                     visitor: r.visitor.as_deref(),
                 }),
                 Kind::Click if r.bot != Some(true) => f.add_click(ClickIn {

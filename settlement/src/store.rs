@@ -8,7 +8,7 @@ use crate::events::{
     self, Block, Cols, IdIndex, E_AMOUNT, E_ASN, E_BOT, E_CLICK_ID, E_CLICK_TS, E_COUNTRY,
     E_COUPON, E_CURRENCY, E_CUSTOMER, E_DATACENTER, E_EMAIL_HASH, E_EVENT, E_EXPIRES_AT,
     E_HAS_REFERRER, E_ID, E_INSTRUMENT, E_KIND, E_LOTS, E_ORIGINAL_TXN_ID, E_PARTNER, E_PROGRAM,
-    E_STATUS, E_TS, E_TXN_ID, E_VISITOR,
+    E_SOURCE, E_STATUS, E_TS, E_TXN_ID, E_VISITOR,
 };
 pub use crate::events::{event_row, EVENT_INTS, EVENT_TEXTS};
 use crate::facts::{ClickIn, ConvIn, ConvSyms, Facts, Interner, Namer};
@@ -893,6 +893,7 @@ const FACT_COLS: Cols = Cols::of(
         E_EMAIL_HASH,
         E_STATUS,
         E_VISITOR,
+        E_SOURCE,
     ],
 );
 
@@ -985,6 +986,8 @@ fn add_row(
                     currency: cur(E_CURRENCY)?,
                     lots: dec(E_LOTS, "lots")?,
                     bot: i(E_BOT) == Some(1),
+                    // what a repeated sale's copies are told apart by
+                    pixel: keep && s(E_SOURCE)? == Some("pixel"),
                     visitor: s(E_VISITOR)?,
                     ..ConvIn::default()
                 },

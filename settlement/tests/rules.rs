@@ -2132,3 +2132,50 @@ fn a_bare_backfill_copy_never_displaces_the_attributed_sale() {
     assert!(dec.is_empty(), "{dec:?}");
     assert!(st.is_empty(), "{st:?}");
 }
+
+/// review21 H2: a pixel (which anyone can fire) and the merchant's
+/// authenticated postback of one order (same program, event and txn_id),
+/// neither with a click, partner or coupon: the postback's copy stands,
+/// whatever their times. Here its customer is a's for life, so its 250.00
+/// pays a 50.00; before, the earlier pixel's copy (0.01, no customer)
+/// stood and nothing was paid.
+#[test]
+fn a_pixel_copy_never_displaces_the_authenticated_sale() {
+    let r = "[[programs.rules]]\nevent = \"signup\"\nfixed = \"1.00\"\n\
+             [[programs.rules]]\nevent = \"sale\"\npercent = \"20\"\n";
+    let signup = conv_txn(
+        "su",
+        "SU-1",
+        "2026-11-02T12:00:00.000Z",
+        "signup",
+        &format!(r#"{},"customer":"c1""#, click("a", "2026-11-02")),
+    );
+    let pixel = conv_txn(
+        "px",
+        "ORDER-1",
+        "2026-11-05T11:00:00.000Z",
+        "sale",
+        &format!(r#"{},"source":"pixel""#, usd("0.01")),
+    );
+    let postback = conv_txn(
+        "pb",
+        "ORDER-1",
+        "2026-11-05T12:00:00.000Z",
+        "sale",
+        &format!(r#"{},"customer":"c1","source":"postback""#, usd("250.00")),
+    );
+    for lines in [
+        [signup.clone(), pixel.clone(), postback.clone()],
+        [signup.clone(), postback.clone(), pixel.clone()],
+    ] {
+        let mut all = vec![partner("a", "")];
+        all.extend(lines);
+        let w = world(&rules("lifetime = true\n", r), &all);
+        let (entries, _) = w.draft("2026-11");
+        assert_eq!(
+            amounts(&entries, EntryKind::Commission),
+            s(&[("a", "1.00"), ("a", "50.00")]),
+            "{entries:?}"
+        );
+    }
+}

@@ -169,7 +169,10 @@ pub async fn record(
             .flatten()
     });
     rec.email_hash = pb.email.as_deref().map(|e| hash::email(&cfg.email_salt, e));
-    let key = pb.dedupe_key();
+    let key = match source {
+        Source::Pixel => pb.pixel_dedupe_key(),
+        _ => pb.dedupe_key(),
+    };
     let payload = hash::payload(&pb.canonical());
     let db = store::db(env)?;
     let results = db
@@ -258,8 +261,16 @@ pub async fn postback(mut req: Request, env: &Env, cfg: &Config) -> Result<Respo
         Ok(f) => f,
         Err(e) => return field_error(422, &e),
     };
+    // a POST's fields the body lacks, from its query string: not covered
+    // by a signature (which signs the body)
+    let mut from_query: Vec<String> = Vec::new();
     if is_post {
         if let Ok(q) = Fields::from_query(&query) {
+            from_query = q
+                .names()
+                .filter(|k| fields.get(k).is_none())
+                .map(str::to_string)
+                .collect();
             fields.merge_missing(&q);
         }
     }
@@ -297,6 +308,29 @@ pub async fn postback(mut req: Request, env: &Env, cfg: &Config) -> Result<Respo
     } else {
         query.clone()
     });
+    // A signed POST: its fields are the body's. `program` may come from the
+    // query, as it chose the secrets the signature verified with; any other
+    // field there is refused, not recorded unsigned.
+    if is_post && token.is_none() {
+        if let Some(k) = from_query.iter().find(|k| *k != "program") {
+            let e = FieldError::new(
+                k.as_str(),
+                "in the query string of a signed POST, which the signature does not cover: \
+                 send it in the signed body",
+            );
+            let raw = format!("{raw}\n(query: {})", crate::postback::redact_token(&query));
+            store::log_rejection(
+                env,
+                "postback",
+                Some(&program.id),
+                &e.field,
+                &e.reason,
+                &raw,
+            )
+            .await?;
+            return field_error(422, &e);
+        }
+    }
     let pb = match Postback::parse(&fields, &program, super::event_now(&req, cfg)) {
         Ok(pb) => pb,
         Err(e) => {
@@ -365,7 +399,9 @@ pub async fn pixel(req: Request, env: &Env, cfg: &Config) -> Result<Response> {
         Err(e) => return field_error(422, &e),
     };
     let query = crate::postback::redact_token(&query);
-    let mut pb = match Postback::parse(&fields, &program, super::event_now(&req, cfg)) {
+    let mut pb = match Postback::parse(&fields, &program, super::event_now(&req, cfg))
+        .and_then(|pb| pb.pixel_refusal().map_or(Ok(pb), Err))
+    {
         Ok(pb) => pb,
         Err(e) => {
             store::log_rejection(env, "pixel", Some(&program.id), &e.field, &e.reason, &query)
