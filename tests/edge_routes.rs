@@ -462,6 +462,17 @@ fn postback_errors_are_422_413_and_logged() {
     );
     assert_eq!(s, 422);
     assert_eq!(b["error"]["field"], "click_id");
+    // the same JSON-number body without a credential: 422, never logged
+    let (s, _, _) = send(
+        agent()
+            .post(&w.url("/postback"))
+            .set("Content-Type", "application/json"),
+        Some(
+            &json!({"program": program, "event": "sale", "txn_id": "E5-anon", "amount": 5.0, "currency": "USD"})
+                .to_string(),
+        ),
+    );
+    assert_eq!(s, 422);
 
     let (s, b, _) = send(
         agent()
@@ -478,6 +489,14 @@ fn postback_errors_are_422_413_and_logged() {
     assert!(rows
         .iter()
         .any(|r| r["field"] == "amount" && r["raw"].as_str().unwrap().contains("NaN")));
+    // review21 M1: a body the fields could not be read from (a JSON number)
+    // is logged when it names its program and authenticates for it
+    assert!(rows
+        .iter()
+        .any(|r| r["field"] == "amount" && r["raw"].as_str().unwrap().contains("\"E5\"")));
+    assert!(!rows
+        .iter()
+        .any(|r| r["raw"].as_str().unwrap().contains("E5-anon")));
 
     // Over 16 KiB: 413.
     let big = json!({"program": program, "event": "lead", "txn_id": "B1", "customer": "x".repeat(17 * 1024)});

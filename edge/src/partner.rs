@@ -222,7 +222,9 @@ pub struct Effective {
 /// reason `license_expired` at the expiry instant; later changes that would
 /// let the partner earn again (`approved`, `applied`) cannot take effect while
 /// the licence stays expired and are left out. Rejections and suspensions
-/// after the expiry stay.
+/// after the expiry stay. A partner whose history starts after the expiry
+/// (an applicant given an expired licence) keeps its first change, and is
+/// suspended from it: a history never starts before the partner existed.
 pub fn effective(
     status: PartnerStatus,
     history: &[StatusChange],
@@ -237,21 +239,31 @@ pub fn effective(
             history: history.to_vec(),
         };
     };
-    let mut out: Vec<StatusChange> = history.iter().filter(|h| h.at < exp).cloned().collect();
+    // the lapse takes effect at the expiry, or at the partner's first
+    // change if it came later
+    let lapse = history.first().map_or(exp, |h| h.at.max(exp));
+    let kept = |i: usize, h: &StatusChange| h.at < lapse || i == 0;
+    let mut out: Vec<StatusChange> = history
+        .iter()
+        .enumerate()
+        .filter(|&(i, h)| kept(i, h))
+        .map(|(_, h)| h.clone())
+        .collect();
     // Already out of business before the expiry: nothing to add.
     let before = out.last().map(|h| h.status.as_str());
     if !matches!(before, Some("rejected" | "suspended")) {
         out.push(StatusChange {
             status: "suspended".into(),
-            at: exp,
+            at: lapse,
             reason: Some(LICENSE_EXPIRED.into()),
         });
     }
     out.extend(
         history
             .iter()
-            .filter(|h| h.at >= exp && matches!(h.status.as_str(), "rejected" | "suspended"))
-            .cloned(),
+            .enumerate()
+            .filter(|&(i, h)| !kept(i, h) && matches!(h.status.as_str(), "rejected" | "suspended"))
+            .map(|(_, h)| h.clone()),
     );
     let (status, reason) = match out.last() {
         Some(h) if h.status == "rejected" => (PartnerStatus::Rejected, h.reason.clone()),
@@ -708,6 +720,24 @@ mod tests {
         let h3 = vec![ch("approved", 20, None), ch("suspended", 50, Some("x"))];
         let e = effective(PartnerStatus::Suspended, &h3, Some(Timestamp(100)), 200);
         assert_eq!(e.history, h3);
+        // review21 L6: an applicant (applied at 300) given a licence that
+        // expired at 100: its application stays, and the suspension starts
+        // when the partner does, never before it existed
+        let h4 = vec![ch("applied", 300, Some("application"))];
+        let e = effective(PartnerStatus::Applied, &h4, Some(Timestamp(100)), 400);
+        assert_eq!(e.status, PartnerStatus::Suspended);
+        assert_eq!(
+            e.history,
+            vec![
+                ch("applied", 300, Some("application")),
+                ch("suspended", 300, Some(LICENSE_EXPIRED))
+            ]
+        );
+        // a rejection after that still shows
+        let h5 = vec![ch("applied", 300, None), ch("rejected", 350, Some("no"))];
+        let e = effective(PartnerStatus::Rejected, &h5, Some(Timestamp(100)), 400);
+        assert_eq!(e.status, PartnerStatus::Rejected);
+        assert_eq!(e.history.len(), 3);
         assert!(!key_allowed(PartnerStatus::Suspended) && key_allowed(PartnerStatus::Applied));
     }
 

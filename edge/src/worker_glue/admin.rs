@@ -119,6 +119,29 @@ async fn put_partner(env: &Env, id: &str, input: PartnerInput, clock: i64) -> Re
                 )
             }
         }
+        // review21 L2: a partner may not be its own ancestor (A -> B -> A):
+        // the parents above the new parent, up the registry
+        let above = store::row(
+            store::db(env)?
+                .prepare(
+                    "WITH RECURSIVE up(id, depth) AS (
+                       SELECT ?1, 0
+                       UNION SELECT p.parent, up.depth + 1 FROM partners p JOIN up ON p.id = up.id
+                        WHERE p.parent IS NOT NULL AND up.depth < 64)
+                     SELECT 1 AS hit FROM up WHERE id = ?2 LIMIT 1",
+                )
+                .bind(&[s(parent), s(id)])?,
+        )
+        .await?;
+        if above.is_some() {
+            return field_error(
+                422,
+                &FieldError::new(
+                    "parent",
+                    format!("{parent} is {id} or has {id} above it: a parent cycle"),
+                ),
+            );
+        }
     }
     if let Some(t) = &input.tier {
         if !program.tiers.is_empty() && !program.tiers.contains(t) {

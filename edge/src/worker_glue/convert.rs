@@ -232,6 +232,65 @@ fn is_json(req: &Request, body: &[u8]) -> bool {
         || body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
+/// A postback's authentication: a token (any of the program's), else an
+/// HMAC signature of the raw body (the raw query string for GET).
+fn authenticated(
+    program: &Program,
+    token: Option<&str>,
+    signature: Option<&str>,
+    is_post: bool,
+    body: &[u8],
+    query: &str,
+) -> bool {
+    match (token, signature) {
+        (Some(t), _) => auth::token_matches(t, &program.postback_tokens),
+        (None, Some(sig)) => {
+            let signed: &[u8] = if is_post { body } else { query.as_bytes() };
+            auth::verify_signature(sig, signed, &program.hmac_secrets, now_ms() / 1000).is_ok()
+        }
+        (None, None) => false,
+    }
+}
+
+/// The string fields of a request whose fields could not be read as
+/// fields (the first of a name given twice), for finding its program and
+/// credential: a JSON object's string members, or the form body's pairs;
+/// then the query string's.
+fn loose_fields(is_post: bool, json: bool, body: &[u8], query: &str) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    if is_post && json {
+        if let Ok(serde_json::Value::Object(m)) = serde_json::from_slice(body) {
+            pairs.extend(
+                m.into_iter()
+                    .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_string()))),
+            );
+        }
+    } else if is_post {
+        pairs.extend(form_urlencoded::parse(body).into_owned());
+    }
+    pairs.extend(form_urlencoded::parse(query.as_bytes()).into_owned());
+    pairs
+}
+
+fn loose_get<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .filter(|v| !v.is_empty())
+}
+
+/// The program [`loose_fields`] name, if it is one.
+async fn loose_program(
+    env: &Env,
+    pairs: &[(String, String)],
+) -> Result<Option<std::rc::Rc<Program>>> {
+    match loose_get(pairs, "program") {
+        Some(p) if crate::ids::is_valid_id(p) => store::program(env, p).await,
+        _ => Ok(None),
+    }
+}
+
 pub async fn postback(mut req: Request, env: &Env, cfg: &Config) -> Result<Response> {
     let is_post = req.method() == Method::Post;
     let url = req.url()?;
@@ -259,7 +318,43 @@ pub async fn postback(mut req: Request, env: &Env, cfg: &Config) -> Result<Respo
     };
     let mut fields = match parsed {
         Ok(f) => f,
-        Err(e) => return field_error(422, &e),
+        Err(e) => {
+            // kept in the rejections log when the request still names a
+            // program it authenticates for (a JSON number where a string
+            // belongs, a field given twice): the integrator finds it there
+            let json = is_post && is_json(&req, &body);
+            let loose = loose_fields(is_post, json, &body, &query);
+            if let Some(program) = loose_program(env, &loose).await? {
+                let token = loose_get(&loose, "token").map(str::to_string).or_else(|| {
+                    auth::bearer(header(&req, "Authorization").as_deref()).map(str::to_string)
+                });
+                let signature = header(&req, "X-Signature");
+                if authenticated(
+                    &program,
+                    token.as_deref(),
+                    signature.as_deref(),
+                    is_post,
+                    &body,
+                    &query,
+                ) {
+                    let raw = crate::postback::redact_token(&if is_post {
+                        String::from_utf8_lossy(&body).into_owned()
+                    } else {
+                        query.clone()
+                    });
+                    store::log_rejection(
+                        env,
+                        "postback",
+                        Some(&program.id),
+                        &e.field,
+                        &e.reason,
+                        &raw,
+                    )
+                    .await?;
+                }
+            }
+            return field_error(422, &e);
+        }
     };
     // a POST's fields the body lacks, from its query string: not covered
     // by a signature (which signs the body)
@@ -290,14 +385,14 @@ pub async fn postback(mut req: Request, env: &Env, cfg: &Config) -> Result<Respo
         .map(str::to_string)
         .or_else(|| auth::bearer(header(&req, "Authorization").as_deref()).map(str::to_string));
     let signature = header(&req, "X-Signature");
-    let authed = match (&token, &signature) {
-        (Some(t), _) => auth::token_matches(t, &program.postback_tokens),
-        (None, Some(sig)) => {
-            let signed: &[u8] = if is_post { &body } else { query.as_bytes() };
-            auth::verify_signature(sig, signed, &program.hmac_secrets, now_ms() / 1000).is_ok()
-        }
-        (None, None) => false,
-    };
+    let authed = authenticated(
+        &program,
+        token.as_deref(),
+        signature.as_deref(),
+        is_post,
+        &body,
+        &query,
+    );
     if !authed {
         return error(401, "bad or missing credentials");
     }

@@ -817,6 +817,38 @@ async fn put_statements(env: &Env, req: &Request, body: &[u8], now: i64) -> Resu
         };
         field_or_422!(statement::parse_csv(text))
     };
+    // each row's partner is in the registry, in the row's program (a row of
+    // an unknown partner, or of another program, would replace the
+    // partner's statement in the portal): else 422 and nothing stored
+    let pairs: Vec<String> = rows
+        .iter()
+        .map(|r| format!("{}|{}", r.0[1], r.0[2]))
+        .collect();
+    let unknown = store::row(store::q(
+        env,
+        "SELECT j.key AS i FROM json_each(?1) j
+          WHERE j.value NOT IN (SELECT id || '|' || program FROM partners)
+          ORDER BY j.key LIMIT 1",
+        &[S(&serde_json::to_string(&pairs)?)],
+    )?)
+    .await?;
+    if let Some(u) = unknown {
+        let i = usize::try_from(int(&u, "i")).unwrap_or(0);
+        if let Some(r) = rows.get(i) {
+            return super::field_error(
+                422,
+                &FieldError::new(
+                    "partner",
+                    format!(
+                        "statement {} of the upload: {} is not a partner of program {} in the registry",
+                        i + 1,
+                        r.0[1],
+                        r.0[2]
+                    ),
+                ),
+            );
+        }
+    }
     let db = store::db(env)?;
     let at = Timestamp(now).to_string();
     let mut stmts = Vec::with_capacity(rows.len());
