@@ -69,7 +69,9 @@ pub enum Calc {
     /// `(share, the original entry's amount, the original entry's id, its
     /// event day, the share earlier refunds reversed)`: the clawback is
     /// pending while that entry is
-    Clawback(Box<(Decimal, Decimal, Hash10, i32, Decimal)>),
+    /// The last: the original sale has no amount (or a zero one), so a
+    /// reversal with an amount reverses all of it.
+    Clawback(Box<(Decimal, Decimal, Hash10, i32, Decimal, bool)>),
     /// `(minimum, earned)`
     Topup(Box<(Decimal, Decimal)>),
     Mdf,
@@ -1913,6 +1915,7 @@ fn compute_part(
                     e.id,
                     e.day,
                     before.approx(),
+                    o.amount.is_none_or(|a| a.is_zero()),
                 ))),
                 // a clawback of a held entry waits with it
                 fraud: e.fraud,
@@ -2220,7 +2223,10 @@ mod tests {
         let h = [7u8; 10];
         let d = Decimal::ONE;
         assert_eq!(Calc::Override(Box::new((1, d, h))).parent(), Some(&h));
-        assert_eq!(Calc::Clawback(Box::new((d, d, h, 0, d))).parent(), Some(&h));
+        assert_eq!(
+            Calc::Clawback(Box::new((d, d, h, 0, d, false))).parent(),
+            Some(&h)
+        );
         let r = Calc::RejectedOverride(Box::new(h));
         assert_eq!(r.parent(), Some(&h));
         assert_eq!(r.rejection(), Some(Rejection::PartnerNotApproved));

@@ -1516,29 +1516,73 @@ pub fn load(store: &Store, p: Period) -> Result<Summary> {
         .flatten()
         .unwrap_or(0);
     let upto = store.review_seq(p)?;
-    // only entries of earlier periods: a decision on this period's entry
-    // is in its fraud rows, one on a later period's is that period's own
-    // (nightly reruns an open period while the next one is drafted); a
-    // store's first period has none before it (migration 12 gave older
-    // decisions no window: they are listed nowhere)
-    let mut earlier = Vec::new();
+    // only entries of earlier periods, and this period's late adjustments
+    // (held for an earlier period's sale: fraud.csv has no row for them):
+    // a decision on this period's other entries is in its fraud rows, one
+    // on a later period's is that period's own (nightly reruns an open
+    // period while the next one is drafted); a store's first period has
+    // none before it (migration 12 gave older decisions no window: they
+    // are listed nowhere). `ledger` keeps held entries as rows: a released
+    // one is found in the period's blocks
+    type Decided = ([String; 6], Option<i64>, bool);
+    let mut decided: Vec<Decided> = Vec::new();
     let mut st = store.conn.prepare(
-        "SELECT r.entry, r.event, r.decision, r.decided_by, r.reason, r.decided_at FROM reviews r
-         WHERE r.seq > ?1 AND r.seq <= ?2
-           AND (SELECT l.period FROM ledger l WHERE l.id = r.entry ORDER BY l.pos DESC LIMIT 1) < ?3
-         ORDER BY r.seq",
+        "SELECT x.entry, x.event, x.decision, x.decided_by, x.reason, x.decided_at, x.booked_in,
+                EXISTS (SELECT 1 FROM fraud f WHERE f.period = ?3 AND f.entry = x.entry)
+         FROM (SELECT r.*, (SELECT l.period FROM ledger l WHERE l.id = r.entry
+                            ORDER BY l.pos DESC LIMIT 1) AS booked_in
+               FROM reviews r WHERE r.seq > ?1 AND r.seq <= ?2) x
+         ORDER BY x.seq",
     )?;
     let mut rows = st.query([before, upto, p.key()])?;
     while let Some(r) = rows.next()? {
-        earlier.push([
-            r.get(0)?,
-            r.get(1)?,
-            r.get(2)?,
-            r.get(3)?,
-            r.get(4)?,
-            r.get(5)?,
-        ]);
+        decided.push((
+            [
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ],
+            r.get(6)?,
+            r.get(7)?,
+        ));
     }
+    // entries no row dates: are they this period's?
+    let unknown: FxHashSet<&str> = decided
+        .iter()
+        .filter(|(_, booked, in_rows)| booked.is_none() && !in_rows)
+        .map(|(d, _, _)| d[0].as_str())
+        .collect();
+    let mut here: FxHashSet<String> = FxHashSet::default();
+    if !unknown.is_empty() {
+        use crate::ledger_blocks::{self as lb, L_ID};
+        let from = p.key() * 10_000_000_000;
+        lb::scan(
+            &store.conn,
+            from,
+            from + 10_000_000_000,
+            crate::events::Cols::of(&[], &[L_ID]),
+            |b| {
+                for r in 0..b.rows() {
+                    let id = lb::text(b, L_ID, r)?;
+                    if unknown.contains(id) {
+                        here.insert(id.to_string());
+                    }
+                }
+                Ok(())
+            },
+        )?;
+    }
+    let earlier: Vec<[String; 6]> = decided
+        .iter()
+        .filter(|(d, booked, in_rows)| match booked {
+            Some(k) => *k < p.key() || (*k == p.key() && !in_rows),
+            None => !in_rows && here.contains(&d[0]),
+        })
+        .map(|(d, _, _)| d.clone())
+        .collect();
     Ok(Summary { rows: out, earlier })
 }
 
@@ -1567,7 +1611,7 @@ fn earlier_decisions_html(o: &mut String, earlier: &[[String; 6]]) {
     }
     let _ = writeln!(
         o,
-        "<h2>Decisions on earlier periods' entries ({})</h2>\n<p class=\"note\">Taken in by this period: a released held entry stands as booked and is no longer pending (no new entry); a rejected one is reversed by an adjustment; a released rejection is booked as an adjustment (<code>settlement explain ENTRY</code>).</p>",
+        "<h2>Decisions on earlier periods' entries ({})</h2>\n<p class=\"note\">Taken in by this period, on entries of earlier periods and on this period's late adjustments for earlier periods' sales: a released held entry stands as booked and is no longer pending (no new entry); a rejected one is reversed by an adjustment; a released rejection is booked as an adjustment (<code>settlement explain ENTRY</code>).</p>",
         earlier.len()
     );
     o.push_str("<table><thead><tr><th>entry</th><th>event</th><th>decision</th><th>by</th><th>reason</th><th>decided at</th></tr></thead><tbody>\n");

@@ -663,10 +663,12 @@ pub(crate) fn adjustments(
         // the restated entry's own arithmetic, and what a clawback
         // reverses: the reader checks the restated amount as an entry on
         // time (the words read today's view: an entry the restatement
-        // takes away is explained by its booked id)
+        // takes away is explained by its id, which explain answers with
+        // the entry booked, or with the adjustments that booked it when it
+        // was only ever booked late)
         let own = match a {
             Some(_) => format!("; as restated: {}", std::mem::take(&mut e.calc)),
-            None => format!("; as booked: settlement explain {orig_id}"),
+            None => format!("; what was booked for it: settlement explain {orig_id}"),
         };
         let reverses = match src.kind {
             EntryKind::Clawback if !e.adjusts.is_empty() => format!(" of {}", e.adjusts),

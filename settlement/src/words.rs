@@ -440,7 +440,7 @@ impl<'a> Words<'a> {
                 s
             }
             Calc::Clawback(b) => {
-                let (share, original, _, _, before) = **b;
+                let (share, original, _, _, before, no_original) = **b;
                 let pct = |x: Decimal| {
                     if x == Decimal::ONE {
                         "all".to_string()
@@ -451,6 +451,7 @@ impl<'a> Words<'a> {
                 // a refund or chargeback without an amount reverses all
                 let basis = match conv.map(|i| self.facts().convs[i].amount) {
                     Some(None) => "the reversal has no amount: all of it",
+                    _ if no_original => "the original sale has no amount: all of it",
                     _ => "refund amount / original amount",
                 };
                 if before.is_zero() {

@@ -2195,3 +2195,46 @@ fn a_decision_on_a_later_periods_entry_is_not_listed_by_an_earlier_period() {
     let html = read(&nov.join("report.html"));
     assert!(!html.contains("Decisions on earlier"), "{html}");
 }
+
+/// review20 D2: a late sale of a closed November held by a rule is booked
+/// in December as a held adjustment, which December's fraud.csv has no row
+/// for: its release was listed nowhere in December's report. It is listed
+/// with the decisions December took in.
+#[test]
+fn the_release_of_a_late_held_adjustment_is_listed_by_its_period() {
+    let t = tempfile::tempdir().unwrap();
+    let db = t.path().join("s.db");
+    let cfg = write(t.path(), "p.toml", BASE);
+    let first = clicked_sale("1", "10T08:00:00", "10T10:00:00", "a", "v1", "", "");
+    ok(&db, &["import", &events_file(t.path(), &first)]);
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
+    ok(&db, &["close", "--period", "2026-11"]);
+    // a November sale two seconds after its click, arriving after the close
+    let late = clicked_sale("2", "20T09:00:00", "20T09:00:02", "a", "v2", "", "");
+    let dir = t.path().join("late");
+    std::fs::create_dir(&dir).unwrap();
+    ok(&db, &["import", &events_file(&dir, &late)]);
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-12"]);
+    let dec = t.path().join("dec");
+    report(&db, "2026-12", &dec, &[]);
+    let held = entry_of(&dec, "adjustment");
+    assert!(!read(&dec.join("fraud.csv")).contains(&held));
+    ok(
+        &db,
+        &[
+            "review", "release", &held, "--by", "carol", "--reason", "ok",
+        ],
+    );
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-12"]);
+    report(&db, "2026-12", &dec, &[]);
+    let html = read(&dec.join("report.html"));
+    let section = html
+        .split("<h2>Decisions on earlier periods' entries (1)</h2>")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{html}"));
+    let section = section.split("</table>").next().unwrap();
+    assert!(
+        section.contains(&held) && section.contains("carol"),
+        "{section}"
+    );
+}

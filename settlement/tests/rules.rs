@@ -2179,3 +2179,37 @@ fn a_pixel_copy_never_displaces_the_authenticated_sale() {
         );
     }
 }
+
+/// review20 C1: a refund with an amount of a sale without one (a fixed
+/// bounty's signup) reverses all of the entry; the words said "refund
+/// amount / original amount", which there is none of.
+#[test]
+fn a_refund_of_a_sale_without_an_amount_says_why_it_reverses_all() {
+    let r = "[[programs.rules]]\nevent = \"signup\"\nfixed = \"20.00\"\n";
+    let signup = conv_txn(
+        "s1",
+        "S1",
+        "2026-11-05T12:00:00.000Z",
+        "signup",
+        &click("a", "2026-11-05"),
+    );
+    let refund = conv_txn(
+        "r1",
+        "R1",
+        "2026-11-06T12:00:00.000Z",
+        "refund",
+        &format!(r#","original_txn_id":"S1"{}"#, usd("30.00")),
+    );
+    let w = world(&rules("", r), &[partner("a", ""), signup, refund]);
+    let (es, _) = w.draft("2026-11");
+    let c = es
+        .iter()
+        .find(|e| e.kind == EntryKind::Clawback)
+        .expect("a clawback");
+    assert_eq!(c.amount.to_string(), "-20.00");
+    assert!(
+        c.calc.starts_with("all of the original entry's 20.00 USD reversed (the original sale has no amount: all of it) = -20.00 USD"),
+        "{}",
+        c.calc
+    );
+}
