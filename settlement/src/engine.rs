@@ -69,9 +69,10 @@ pub enum Calc {
     /// `(share, the original entry's amount, the original entry's id, its
     /// event day, the share earlier refunds reversed)`: the clawback is
     /// pending while that entry is
-    /// The last: the original sale has no amount (or a zero one), so a
-    /// reversal with an amount reverses all of it.
-    Clawback(Box<(Decimal, Decimal, Hash10, i32, Decimal, bool)>),
+    /// The last: the original sale (index into `Facts::convs`), for the
+    /// words of the share (a sale without an amount is reversed whole; a
+    /// refund in another currency is compared converted).
+    Clawback(Box<(Decimal, Decimal, Hash10, i32, Decimal, u32)>),
     /// `(minimum, earned)`
     Topup(Box<(Decimal, Decimal)>),
     Mdf,
@@ -1915,7 +1916,7 @@ fn compute_part(
                     e.id,
                     e.day,
                     before.approx(),
-                    o.amount.is_none_or(|a| a.is_zero()),
+                    oi,
                 ))),
                 // a clawback of a held entry waits with it
                 fraud: e.fraud,
@@ -2224,7 +2225,7 @@ mod tests {
         let d = Decimal::ONE;
         assert_eq!(Calc::Override(Box::new((1, d, h))).parent(), Some(&h));
         assert_eq!(
-            Calc::Clawback(Box::new((d, d, h, 0, d, false))).parent(),
+            Calc::Clawback(Box::new((d, d, h, 0, d, 0))).parent(),
             Some(&h)
         );
         let r = Calc::RejectedOverride(Box::new(h));

@@ -349,8 +349,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 out.display()
             );
             if let Some(cfg) = cfg {
-                let s = settlement::payout_files::write(&out, p, &d.payouts, &cfg.payout_details)?;
-                for l in s.lines() {
+                let s = settlement::payout_files::write_for(
+                    &store,
+                    &out,
+                    p,
+                    &d.payouts,
+                    &cfg.payout_details,
+                )?;
+                for l in s {
                     eprintln!("{p}: {l}");
                 }
             } else {

@@ -631,6 +631,18 @@ impl Mapping {
                     let cur = b.currency.need(row)?;
                     let currency = Currency::parse(&cur)
                         .ok_or_else(|| format!("`balance.currency` {cur:?} is not a currency"))?;
+                    // `cents` counts the currency's minor units: 45210 is
+                    // 452.10 USD, 45210 JPY, 45.210 KWD (`apply` read it
+                    // as hundredths, knowing no currency)
+                    let amount = if matches!(b.amount.transform, Some(Transform::Cents)) {
+                        use rust_decimal::prelude::ToPrimitive;
+                        let minor = (amount * Decimal::ONE_HUNDRED)
+                            .to_i64()
+                            .ok_or_else(|| format!("`balance.amount` {a:?} is too large"))?;
+                        currency.from_minor(minor, currency.minor_units())
+                    } else {
+                        amount
+                    };
                     let d = b.as_of.need(row)?;
                     let day = edge::time::Timestamp::parse_date(&d)
                         .map_err(|_| format!("`balance.as_of` {d:?} is not a YYYY-MM-DD date"))?
@@ -853,6 +865,23 @@ pub fn import_csv(
             } else {
                 mapping.row(&row, line)
             };
+            // two balances of one partner in one file: both owed, or one a
+            // correction? The file must say (the second silently replaced
+            // the first)
+            let res = res.and_then(|out| {
+                let first = out.balance.as_ref().and_then(|b| {
+                    balances
+                        .iter()
+                        .find(|x| x.program == b.program && x.partner == b.partner)
+                });
+                match first {
+                    Some(f) => Err(format!(
+                        "a second opening balance of partner {} in program {} (the first is on line {}): one balance a partner in a file",
+                        f.partner, f.program, f.line
+                    )),
+                    None => Ok(out),
+                }
+            });
             match res {
                 Ok(out) => {
                     for r in &out.records {

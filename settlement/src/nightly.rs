@@ -45,7 +45,7 @@ pub fn nightly(
         if store.meta(REPORTED_KEY)?.as_deref() != Some(h.to_string().as_str()) {
             let out = n.out.join(h.to_string());
             let d = crate::report::report(store, h, &out)?;
-            crate::payout_files::write(&out, h, &d.payouts, &cfg.payout_details)?;
+            crate::payout_files::write_for(store, &out, h, &d.payouts, &cfg.payout_details)?;
             set_reported(store, h)?;
         }
     }
@@ -91,7 +91,7 @@ pub fn nightly(
         }
         let out = n.out.join(p.to_string());
         let d = crate::report::report(store, p, &out)?;
-        crate::payout_files::write(&out, p, &d.payouts, &cfg.payout_details)?;
+        crate::payout_files::write_for(store, &out, p, &d.payouts, &cfg.payout_details)?;
         if closing {
             set_reported(store, p)?;
         }

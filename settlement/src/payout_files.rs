@@ -792,6 +792,31 @@ pub fn write(
 /// Removes the payout files an earlier report with `--config` left in
 /// `out` (`report` without it writes none): a bank or PayPal file beside a
 /// new payouts.csv would pay the earlier draft's amounts. Says which.
+/// The payout files of period `p` when it is closed ([`write`]'s summary
+/// lines). A draft gets none: its payouts change with every run, and a
+/// bank pays a file as it is (a draft's file and the closed period's, two
+/// `MsgId`s, would pay every partner twice); those an earlier report left
+/// are removed. Lines for the command's summary.
+pub fn write_for(
+    store: &crate::store::Store,
+    out: &Path,
+    p: Period,
+    payouts: &[Vec<String>],
+    details: &PayoutDetails,
+) -> Result<Vec<String>> {
+    if store.period_state(p)?.is_some_and(|s| s.0 == "closed") {
+        return Ok(write(out, p, payouts, details)?.lines());
+    }
+    let mut v = vec![format!(
+        "no payout files for a draft (its payouts change with every run, and a bank pays a file as it is): \
+         `settlement close --period {p}` freezes the period, and its report writes them"
+    )];
+    for n in remove_all(out)? {
+        v.push(format!("removed {n} of an earlier report of the draft"));
+    }
+    Ok(v)
+}
+
 pub fn remove_all(out: &Path) -> Result<Vec<String>> {
     let mut gone = Vec::new();
     if let Ok(rd) = std::fs::read_dir(out) {

@@ -440,7 +440,7 @@ impl<'a> Words<'a> {
                 s
             }
             Calc::Clawback(b) => {
-                let (share, original, _, _, before, no_original) = **b;
+                let (share, original, _, _, before, oi) = **b;
                 let pct = |x: Decimal| {
                     if x == Decimal::ONE {
                         "all".to_string()
@@ -448,11 +448,24 @@ impl<'a> Words<'a> {
                         format!("{}%", plain(x * Decimal::ONE_HUNDRED))
                     }
                 };
-                // a refund or chargeback without an amount reverses all
-                let basis = match conv.map(|i| self.facts().convs[i].amount) {
-                    Some(None) => "the reversal has no amount: all of it",
-                    _ if no_original => "the original sale has no amount: all of it",
-                    _ => "refund amount / original amount",
+                // a refund or chargeback without an amount reverses all, as
+                // does one of a sale without an amount; one in another
+                // currency than its sale's is compared converted
+                let f = self.facts();
+                let o = f.convs.get(oi as usize);
+                let basis = match (conv.map(|i| (i, &f.convs[i])), o) {
+                    (Some((_, r)), _) if r.amount.is_none() => {
+                        "the reversal has no amount: all of it".to_string()
+                    }
+                    (_, Some(o)) if o.amount.is_none_or(|a| a.is_zero()) => {
+                        "the original sale has no amount: all of it".to_string()
+                    }
+                    (Some((ri, r)), Some(o)) if r.currency != o.currency => format!(
+                        "refund amount / original amount, each converted: {} / {}",
+                        self.amount_words(ri, cur)?.1,
+                        self.amount_words(oi as usize, cur)?.1
+                    ),
+                    _ => "refund amount / original amount".to_string(),
                 };
                 if before.is_zero() {
                     format!(

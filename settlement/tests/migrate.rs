@@ -406,6 +406,7 @@ fn payout_details_from_the_export_feed_the_payout_files() {
     std::fs::write(&programs, read(Path::new(&self::programs())) + "\n" + &text).unwrap();
     let p = programs.to_str().unwrap();
     ok(&db, &["run", "--config", p, "--period", "2026-11"]);
+    ok(&db, &["close", "--period", "2026-11"]);
     let out = dir.path().join("out");
     report(&db, "2026-11", &out, &["--config", p]);
     assert_eq!(
@@ -591,5 +592,76 @@ fn a_balance_corrected_after_the_run_is_booked_by_a_rerun_before_the_close() {
             "SELECT amount FROM ledger WHERE reason LIKE 'opening_balance:%' AND partner = '1042'"
         ),
         vec!["1300.00"]
+    );
+}
+
+/// review22 F2: `cents` counts the row's currency's minor units: 45210 is
+/// 45210 JPY (was 452 JPY, a hundredth) and 45.210 KWD (was 452.100 KWD,
+/// ten times too much), 452.10 USD as before.
+#[test]
+fn cents_are_the_currencys_minor_units() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let (m, _) = ex("partnerstack");
+    let csv = dir.path().join("e.csv");
+    std::fs::write(
+        &csv,
+        "Partner Key,First Name,Last Name,Email,Company,Group,Status,Coupon Code,Balance (cents),Currency,Created At\n\
+         part_J,J,J,j@j.example,,Default,active,,45210,JPY,\n\
+         part_K,K,K,k@k.example,,Default,active,,45210,KWD,\n\
+         part_U,U,U,u@u.example,,Default,active,,45210,USD,\n\
+         part_N,N,N,n@n.example,,Default,active,,-5,USD,\n",
+    )
+    .unwrap();
+    ok(&db, &["import", "--map", &m, csv.to_str().unwrap()]);
+    assert_eq!(
+        db_rows(
+            &db,
+            "SELECT partner || ' ' || amount || ' ' || currency FROM opening_balances ORDER BY partner"
+        ),
+        [
+            "part_J 45210 JPY",
+            "part_K 45.210 KWD",
+            "part_N -0.05 USD",
+            "part_U 452.10 USD"
+        ]
+    );
+}
+
+/// review22 F5: a partner listed twice in one export with two balances:
+/// the second silently replaced the first (100.00 lost, exit 0). Now a bad
+/// row naming both lines, nothing imported; `--skip-invalid` sets the
+/// second aside.
+#[test]
+fn two_balances_of_one_partner_in_a_file_are_a_bad_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let (m, _) = ex("partnerstack");
+    let csv = dir.path().join("e.csv");
+    std::fs::write(
+        &csv,
+        "Partner Key,First Name,Last Name,Email,Company,Group,Status,Coupon Code,Balance (cents),Currency,Created At\n\
+         us_dup,D,D,d@d.example,,Default,active,,10000,USD,\n\
+         us_other,O,O,o@o.example,,Default,active,,500,USD,\n\
+         us_dup,D,D,d@d.example,,Default,active,,2500,USD,\n",
+    )
+    .unwrap();
+    let f = csv.to_str().unwrap();
+    let (c, err) = code(&db, &["import", "--map", &m, f]);
+    assert_eq!(c, 2, "{err}");
+    assert!(
+        err.contains("e.csv:4: a second opening balance of partner us_dup in program")
+            && err.contains("(the first is on line 2)")
+            && err.contains("nothing imported"),
+        "{err}"
+    );
+    assert!(db_rows(&db, "SELECT partner FROM opening_balances").is_empty());
+    ok(&db, &["import", "--map", &m, "--skip-invalid", f]);
+    assert_eq!(
+        db_rows(
+            &db,
+            "SELECT partner || ' ' || amount FROM opening_balances ORDER BY partner"
+        ),
+        ["us_dup 100.00", "us_other 5.00"]
     );
 }

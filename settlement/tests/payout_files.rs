@@ -35,6 +35,8 @@ fn settle_with(db: &Path, out: &Path, cfg: &Path) -> String {
             "2026-11",
         ],
     );
+    // payout files are written for a closed period only
+    ok(db, &["close", "--period", "2026-11"]);
     let o = settlement(
         db,
         &[
@@ -229,6 +231,7 @@ fn report_without_config_writes_no_payout_files() {
             "2026-11",
         ],
     );
+    ok(&db, &["close", "--period", "2026-11"]);
     let out = dir.path().join("out");
     report(&db, "2026-11", &out, &[]);
     assert!(out.join("payouts.csv").is_file());
@@ -389,13 +392,53 @@ fn nightly_writes_the_payout_files_with_its_programs() {
     let xml = read(&nov.join("payouts.sepa.xml"));
     assert_eq!(all(&xml, "CtrlSum"), vec!["515.45", "515.45"]);
     assert!(nov.join("payouts.paypal.USD.csv").is_file());
-    // December has no payouts: no SEPA file, a manual file with its header only
+    // December is open: a draft gets no payout files
     let dec = dir.path().join("reports/2026-12");
-    assert!(!dec.join("payouts.sepa.xml").exists());
-    assert_eq!(
-        read(&dec.join("payouts.manual.csv")),
-        "period,partner,currency,amount,reference,reason\n"
+    assert!(dec.join("payouts.csv").is_file());
+    assert!(!dec.join("payouts.sepa.xml").exists() && !dec.join("payouts.manual.csv").exists());
+}
+
+/// review22 F4: a report of an open period wrote a complete bank file; a
+/// late sale, the close and its report wrote another under a new MsgId:
+/// uploading both paid every partner twice. A draft gets no payout files,
+/// and those an earlier report left are removed.
+#[test]
+fn a_draft_gets_no_payout_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let ex = repo().join("examples/payouts");
+    let cfg = ex.join("programs.toml");
+    let cfg = cfg.to_str().unwrap();
+    ok(&db, &["import", ex.join("events.ndjson").to_str().unwrap()]);
+    ok(&db, &["run", "--config", cfg, "--period", "2026-11"]);
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    // left by an older binary's report of the draft
+    std::fs::write(out.join("payouts.sepa.xml"), "<old/>").unwrap();
+    let o = settlement(
+        &db,
+        &[
+            "report",
+            "--period",
+            "2026-11",
+            "--out",
+            out.to_str().unwrap(),
+            "--config",
+            cfg,
+        ],
     );
+    assert!(o.status.success());
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        said.contains("2026-11: no payout files for a draft"),
+        "{said}"
+    );
+    assert!(said.contains("removed payouts.sepa.xml"), "{said}");
+    assert!(out.join("payouts.csv").is_file());
+    assert!(!out.join("payouts.sepa.xml").exists() && !out.join("payouts.manual.csv").exists());
+    ok(&db, &["close", "--period", "2026-11"]);
+    report(&db, "2026-11", &out, &["--config", cfg]);
+    assert!(out.join("payouts.sepa.xml").is_file() && out.join("payouts.manual.csv").is_file());
 }
 
 /// A transfer to a bank in a SEPA country outside the EEA (here GB, and

@@ -2213,3 +2213,49 @@ fn a_refund_of_a_sale_without_an_amount_says_why_it_reverses_all() {
         c.calc
     );
 }
+
+/// review19 F12d: a refund in another currency than its sale's is compared
+/// converted (30.00 EUR at 1.20 = 36.00 USD of a 100.00 USD sale: 36%); the
+/// words showed only "refund amount / original amount", which the figures
+/// in the events do not give.
+#[test]
+fn a_refund_in_another_currency_shows_its_conversion() {
+    let w = world(
+        &format!(
+            "fx = \"fx.csv\"\n{}",
+            rules(
+                "",
+                "[[programs.rules]]\nevent = \"sale\"\npercent = \"20\"\n"
+            )
+        ),
+        &[
+            partner("a", ""),
+            conv_txn(
+                "s1",
+                "S1",
+                "2026-11-05T12:00:00.000Z",
+                "sale",
+                &format!("{}{}", click("a", "2026-11-05"), usd("100.00")),
+            ),
+            conv_txn(
+                "r1",
+                "R1",
+                "2026-11-06T12:00:00.000Z",
+                "refund",
+                r#","original_txn_id":"S1","amount":"30.00","currency":"EUR""#,
+            ),
+        ],
+    );
+    let (es, _) = w.draft("2026-11");
+    let c = es
+        .iter()
+        .find(|e| e.kind == EntryKind::Clawback)
+        .expect("a clawback");
+    assert_eq!(c.amount.to_string(), "-7.20");
+    assert!(
+        c.calc.starts_with("36% of the original entry's 20.00 USD reversed (refund amount / original amount, each converted: 30.00 EUR x 1.20 (the EUR rate of 2026-11-01 in fx.csv) / 1 (USD, the base) = 36")
+            && c.calc.contains(" USD / 100.00 USD) = -7.20 USD"),
+        "{}",
+        c.calc
+    );
+}
