@@ -462,6 +462,11 @@ fn postback_errors_are_422_413_and_logged() {
     );
     assert_eq!(s, 422);
     assert_eq!(b["error"]["field"], "click_id");
+    // review22 F3: a refused request keeps no email (an erasure finds a
+    // guest by its hash, which no raw body holds)
+    let (s, _) = postback_json(&json!({"program": program, "event": "lead", "txn_id": "F2",
+        "click_id": forged, "email": "guest.pii@example.com"}));
+    assert_eq!(s, 422);
     // the same JSON-number body without a credential: 422, never logged
     let (s, _, _) = send(
         agent()
@@ -497,6 +502,15 @@ fn postback_errors_are_422_413_and_logged() {
     assert!(!rows
         .iter()
         .any(|r| r["raw"].as_str().unwrap().contains("E5-anon")));
+    let f2: Vec<&str> = rows
+        .iter()
+        .filter_map(|r| r["raw"].as_str())
+        .filter(|r| r.contains("\"F2\""))
+        .collect();
+    assert!(
+        f2.len() == 1 && !f2[0].contains("guest.pii") && f2[0].contains("[personal]"),
+        "{f2:?}"
+    );
 
     // Over 16 KiB: 413.
     let big = json!({"program": program, "event": "lead", "txn_id": "B1", "customer": "x".repeat(17 * 1024)});

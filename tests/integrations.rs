@@ -193,25 +193,33 @@ fn stripe_checkout_signature_cases_replay_and_attribution() {
     let header = stripe_header(&[STRIPE_NEW], now_s(), &payload);
     let tampered = payload.replace("1999", "9999");
     let (s, b) = stripe_with(&program, &tampered, &header);
-    assert_eq!(s, 400, "{b}");
+    assert_eq!(s, 401, "{b}");
     // Expired: signed 400 s ago, beyond the 300 s tolerance.
     let (s, b) = stripe_with(
         &program,
         &payload,
         &stripe_header(&[STRIPE_NEW], now_s() - 400, &payload),
     );
-    assert_eq!(s, 400, "{b}");
+    assert_eq!(s, 401, "{b}");
     // Unknown secret, no signature, unknown program.
     let (s, _) = stripe_with(
         &program,
         &payload,
         &stripe_header(&["whsec_other_0123456789abcdef"], now_s(), &payload),
     );
-    assert_eq!(s, 400);
+    assert_eq!(s, 401);
     let (s, _) = stripe_with(&program, &payload, "");
-    assert_eq!(s, 400);
-    let (s, _) = stripe_with("no-such-program", &payload, &header);
-    assert_eq!(s, 404);
+    assert_eq!(s, 401);
+    // review22 F8, F10: 401 as SPEC answers bad credentials, and an
+    // unknown program answers as a wrong signature does (no hint of which
+    // programs exist)
+    let (s, b) = stripe_with("no-such-program", &payload, &header);
+    let (s2, b2) = stripe_with(
+        &program,
+        &payload,
+        &stripe_header(&["whsec_other_0123456789abcdef"], now_s(), &payload),
+    );
+    assert_eq!((s, b.to_string()), (s2, b2.to_string()));
     assert!(
         conversions(&program, "pi_co_1").is_empty(),
         "recorded despite a bad signature"
@@ -418,6 +426,49 @@ fn stripe_invoices_refunds_and_disputes_in_minor_units() {
     assert_eq!(d["currency"], "KWD");
     assert_eq!(d["original_txn_id"], "in_kwd_1");
 
+    // review22 F1: API 2025-03-31 ("basil") and later: the invoice names no
+    // payment intent or charge, the charge no invoice; `invoice_payment.paid`
+    // links the invoice and its payment intent, so the full refund of the
+    // charge reverses the invoice's sale (before: it named the payment
+    // intent, which no sale had, and the commission stayed paid)
+    let basil = stripe_event(
+        "evt_basil_inv",
+        "invoice.paid",
+        json!({"id": "in_basil_1", "object": "invoice", "amount_due": 10000,
+               "amount_paid": 10000, "currency": "usd", "customer": "cus_basil",
+               "status": "paid", "status_transitions": {"paid_at": paid_at},
+               "parent": {"type": "subscription_details",
+                          "subscription_details": {"metadata": {"click_id": cid}, "subscription": "sub_b"}}}),
+    );
+    let (s, b) = stripe(&program, &basil);
+    assert_eq!((s, b["status"].as_str()), (200, Some("recorded")), "{b}");
+    let link = stripe_event(
+        "evt_basil_pay",
+        "invoice_payment.paid",
+        json!({"id": "inpay_basil_1", "object": "invoice_payment", "invoice": "in_basil_1",
+               "amount_paid": 10000, "currency": "usd", "is_default": true, "status": "paid",
+               "payment": {"type": "payment_intent", "payment_intent": "pi_basil_1"}}),
+    );
+    let (s, b) = stripe(&program, &link);
+    assert_eq!(
+        (s, b["status"].as_str(), b["txn_id"].as_str()),
+        (200, Some("linked"), Some("in_basil_1")),
+        "{b}"
+    );
+    let refund = stripe_event(
+        "evt_basil_ref",
+        "charge.refunded",
+        json!({"id": "ch_basil_1", "object": "charge", "amount": 10000, "amount_captured": 10000,
+               "amount_refunded": 10000, "currency": "usd", "customer": "cus_basil",
+               "payment_intent": "pi_basil_1", "refunded": true}),
+    );
+    let (s, b) = stripe(&program, &refund);
+    assert_eq!((s, b["status"].as_str()), (200, Some("recorded")), "{b}");
+    assert_eq!(
+        one(&program, "ch_basil_1:refund:10000")["original_txn_id"],
+        "in_basil_1"
+    );
+
     // A used event that cannot be recorded: 200 (Stripe must not retry it
     // for days), kept in the rejections log.
     let bad = invoice("evt_inv_bad", "invoice.paid", "zzz", 100);
@@ -466,7 +517,7 @@ fn shopify_orders_and_refunds() {
     let order_id = 820982911946154508u64;
     let body = order(order_id, &cid, &coupon);
 
-    // Tampered and unknown secret: 400, nothing recorded.
+    // Tampered and unknown secret: 401, nothing recorded.
     let req = agent()
         .post(&worker().url(&format!("/integrations/shopify/{program}")))
         .set("X-Shopify-Topic", "orders/paid")
@@ -476,7 +527,7 @@ fn shopify_orders_and_refunds() {
             &edge::shopify::sign(SHOPIFY_NEW, body.as_bytes()),
         );
     let (s, _, _) = send(req, Some(&body.replace("403.00", "4.00")));
-    assert_eq!(s, 400);
+    assert_eq!(s, 401);
     let (s, _) = shopify(
         &program,
         "orders/paid",
@@ -484,8 +535,23 @@ fn shopify_orders_and_refunds() {
         &body,
         "shpss_unknown_0123456789abcdef",
     );
-    assert_eq!(s, 400);
+    assert_eq!(s, 401);
     assert!(conversions(&program, &order_id.to_string()).is_empty());
+
+    // review22 F9: a test order of the live shop ("test": true): never
+    // billable, nothing recorded
+    let test_id = order_id + 1;
+    let test_order = order(test_id, &cid, &coupon).replace("\"test\":false", "\"test\":true");
+    assert!(test_order.contains("\"test\":true"));
+    let (s, b) = shopify(&program, "orders/paid", "wh-test", &test_order, SHOPIFY_NEW);
+    assert_eq!((s, b["status"].as_str()), (200, Some("ignored")), "{b}");
+    assert!(
+        b["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("test order")),
+        "{b}"
+    );
+    assert!(conversions(&program, &test_id.to_string()).is_empty());
 
     // Valid.
     let (s, first) = shopify(&program, "orders/paid", "wh-1", &body, SHOPIFY_NEW);

@@ -40,6 +40,10 @@ pub struct Program {
     /// rotation.
     #[serde(default)]
     pub shopify_secrets: Vec<String>,
+    /// Record Shopify test orders (`"test": true`, a live shop's test
+    /// gateway or a development store) as sales: for a test program only.
+    #[serde(default)]
+    pub shopify_test_orders: bool,
     pub allowed_hosts: Vec<String>,
     pub pixel: bool,
     pub regulated: bool,
@@ -58,6 +62,7 @@ const PROGRAM_KEYS: &[&str] = &[
     "hmac_secrets",
     "stripe_secrets",
     "shopify_secrets",
+    "shopify_test_orders",
     "allowed_hosts",
     "pixel",
     "regulated",
@@ -179,6 +184,7 @@ impl Program {
             hmac_secrets,
             stripe_secrets,
             shopify_secrets,
+            shopify_test_orders: o.bool("shopify_test_orders")?.unwrap_or(false),
             allowed_hosts,
             pixel: o.bool("pixel")?.unwrap_or(false),
             regulated: o.bool("regulated")?.unwrap_or(false),

@@ -93,6 +93,106 @@ pub fn scrub_click_record(rec: &mut Value) -> bool {
     changed
 }
 
+/// Keys whose values are a person's data in the bodies the rejections log
+/// keeps (a provider's customer details, a postback's `email`).
+const PERSONAL: &[&str] = &[
+    "email",
+    "contact_email",
+    "customer_email",
+    "receipt_email",
+    "phone",
+    "first_name",
+    "last_name",
+    "address",
+    "addresses",
+    "default_address",
+    "billing_address",
+    "shipping_address",
+    "billing_details",
+    "customer_details",
+    "shipping",
+    "shipping_details",
+];
+
+/// What a refused request keeps of a person: nothing. The values of
+/// [`PERSONAL`] keys (at any depth of a JSON body; or in a form or query
+/// string) become `[personal]`, and any word with an `@` left (an email in
+/// another field, or in a body that is not JSON) too, before the raw
+/// request enters the rejections log. An erasure finds a customer's rows by
+/// its id: for a guest checkout that is an email hash, which no raw body
+/// holds, so the email, name and address must never be kept (review22 F3).
+pub fn redact_personal(raw: &str) -> String {
+    const GONE: &str = "[personal]";
+    let t = raw.trim_start();
+    let structured = if t.starts_with('{') || t.starts_with('[') {
+        serde_json::from_str::<Value>(raw).ok().map(|mut v| {
+            // whether anything was redacted
+            fn walk(v: &mut Value) -> bool {
+                match v {
+                    Value::Object(m) => {
+                        let mut changed = false;
+                        for (k, x) in m.iter_mut() {
+                            if PERSONAL.contains(&k.as_str()) && !x.is_null() {
+                                *x = Value::String(GONE.into());
+                                changed = true;
+                            } else {
+                                changed |= walk(x);
+                            }
+                        }
+                        changed
+                    }
+                    Value::Array(a) => a.iter_mut().fold(false, |c, x| walk(x) | c),
+                    _ => false,
+                }
+            }
+            // as sent when nothing is personal
+            if walk(&mut v) {
+                v.to_string()
+            } else {
+                raw.to_string()
+            }
+        })
+    } else if form_urlencoded::parse(raw.as_bytes()).any(|(k, _)| PERSONAL.contains(&&*k)) {
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(raw.as_bytes())
+            .into_owned()
+            .map(|(k, v)| {
+                if PERSONAL.contains(&k.as_str()) {
+                    (k, GONE.to_string())
+                } else {
+                    (k, v)
+                }
+            })
+            .collect();
+        Some(
+            form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(pairs)
+                .finish(),
+        )
+    } else {
+        None
+    };
+    let text = structured.unwrap_or_else(|| raw.to_string());
+    // any email left: a word around an `@` (up to a delimiter)
+    let delim = |c: char| c.is_whitespace() || "\"'<>,;&=?()[]{}".contains(c);
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find('@') {
+        let start = rest[..at].rfind(delim).map_or(0, |i| i + 1);
+        let end = rest[at + 1..]
+            .find(delim)
+            .map_or(rest.len(), |i| at + 1 + i);
+        out.push_str(&rest[..start]);
+        if start < at && end > at + 1 {
+            out.push_str(GONE);
+        } else {
+            out.push_str(&rest[start..end]);
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,5 +233,40 @@ mod tests {
         );
         assert!(!scrub_click_record(&mut click));
         assert!(!scrub_click_record(&mut json!([1])));
+    }
+
+    /// review22 F3: a guest's email, name, phone and address never enter
+    /// the rejections log; ids, amounts and the rest stay.
+    #[test]
+    fn personal_data_is_redacted_from_kept_requests() {
+        let stripe = r#"{"id":"evt_1","data":{"object":{"customer":null,"amount_total":1999,"customer_details":{"email":"grete@example.com","name":"Grete Gast","phone":"+49 30 1234","address":{"city":"Berlin"}}}}}"#;
+        let r = redact_personal(stripe);
+        for gone in ["grete@example.com", "Grete Gast", "+49 30 1234", "Berlin"] {
+            assert!(!r.contains(gone), "{r}");
+        }
+        assert!(
+            r.contains("evt_1") && r.contains("1999") && r.contains("[personal]"),
+            "{r}"
+        );
+        let shopify = r##"{"id":1,"contact_email":"jon@example.com","customer":{"id":7,"email":"jon@example.com","first_name":"Jon"},"note":"call jon@example.com","name":"#9999"}"##;
+        let r = redact_personal(shopify);
+        assert!(
+            !r.contains("jon@example.com") && !r.contains("Jon\""),
+            "{r}"
+        );
+        assert!(r.contains("#9999") && r.contains("\"id\":7"), "{r}");
+        let form = "program=p&event=lead&txn_id=T1&email=ann%40example.com&customer=c1";
+        let r = redact_personal(form);
+        assert!(
+            !r.contains("ann") && r.contains("txn_id=T1") && r.contains("customer=c1"),
+            "{r}"
+        );
+        // not JSON (truncated): its emails still go
+        let r = redact_personal(r#"{"email":"bob@example.com","amount":"#);
+        assert!(!r.contains("bob@example.com"), "{r}");
+        // nothing personal: unchanged, byte for byte
+        assert_eq!(redact_personal("event=x&amount=NaN"), "event=x&amount=NaN");
+        let json = r#"{ "txn_id": "T",  "amount": 5.0 }"#;
+        assert_eq!(redact_personal(json), json);
     }
 }

@@ -22,6 +22,14 @@ pub enum Mapped {
     /// `{"status":"ignored"}`.
     Ignored(&'static str),
     Conversion(Conversion),
+    /// Other ids of a recorded sale's payment, learnt apart from the sale
+    /// (Stripe's `invoice_payment.paid` from API 2025-03-31 on: the invoice
+    /// and the payment intent or charge that paid it), so a refund or
+    /// dispute naming them reverses the sale. Nothing is recorded.
+    Refs {
+        txn: String,
+        refs: Vec<String>,
+    },
 }
 
 /// A conversion as postback fields (`event`, `txn_id`, `amount`, ...).

@@ -405,6 +405,7 @@ mod props {
             match map(topic, &body) {
                 Ok(Mapped::Conversion(c)) => prop_assert!(c.get("txn_id").is_some()),
                 Ok(Mapped::Ignored(why)) => prop_assert!(!why.is_empty()),
+                Ok(Mapped::Refs { txn, refs }) => prop_assert!(!txn.is_empty() && !refs.is_empty()),
                 Err(e) => prop_assert!(!e.field.is_empty()),
             }
         }

@@ -103,8 +103,21 @@ fn sale(obj: &Value, txn: String, amount_key: &str) -> Result<Option<Conversion>
     }
     c.set("customer", id_of(obj, &["customer"]));
     c.set("coupon", coupon(obj));
+    // an invoice names its payment on itself before API 2025-03-31, in its
+    // `payments` list after (when the payload includes it)
+    let listed = at(obj, &["payments", "data"])
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .flat_map(|p| {
+            [
+                id_of(p, &["payment", "payment_intent"]),
+                id_of(p, &["payment", "charge"]),
+            ]
+        });
     for alias in [id_of(obj, &["payment_intent"]), id_of(obj, &["charge"])]
         .into_iter()
+        .chain(listed)
         .flatten()
     {
         if Some(alias.as_str()) != c.get("txn_id") {
@@ -230,6 +243,25 @@ pub fn map(event: &Value) -> Result<Mapped, FieldError> {
             }
             c.set("customer", id_of(obj, &["charge", "customer"]));
             c
+        }
+        // API 2025-03-31 on: invoices and charges no longer name each
+        // other; the invoice payment links them
+        "invoice_payment.paid" => {
+            let invoice = id_of(obj, &["invoice"]).ok_or_else(|| field("invoice", "required"))?;
+            let refs: Vec<String> = [
+                id_of(obj, &["payment", "payment_intent"]),
+                id_of(obj, &["payment", "charge"]),
+            ]
+            .into_iter()
+            .flatten()
+            .filter(|r| *r != invoice)
+            .collect();
+            if refs.is_empty() {
+                return Ok(Mapped::Ignored(
+                    "invoice payment without a payment intent or charge",
+                ));
+            }
+            return Ok(Mapped::Refs { txn: invoice, refs });
         }
         _ => return Ok(Mapped::Ignored("event type not used")),
     };
@@ -455,6 +487,38 @@ mod tests {
     }
 
     #[test]
+    /// review22 F1: from API 2025-03-31 on, an invoice names no payment
+    /// intent or charge and a charge no invoice: `invoice_payment.paid`
+    /// links them, and an invoice whose payload lists its payments takes
+    /// their ids as aliases.
+    fn basil_invoice_payments_link_the_invoice_and_its_payment() {
+        let ip = json!({"id": "inpay_1", "object": "invoice_payment", "invoice": "in_b1",
+            "amount_paid": 4900, "currency": "usd", "is_default": true, "status": "paid",
+            "payment": {"type": "payment_intent", "payment_intent": "pi_b1"}});
+        assert_eq!(
+            map(&event("invoice_payment.paid", ip)).unwrap(),
+            Mapped::Refs {
+                txn: "in_b1".into(),
+                refs: vec!["pi_b1".into()]
+            }
+        );
+        let by_charge = json!({"id": "inpay_2", "invoice": {"id": "in_b2"},
+            "payment": {"type": "charge", "charge": "ch_b2"}, "status": "paid"});
+        assert_eq!(
+            map(&event("invoice_payment.paid", by_charge)).unwrap(),
+            Mapped::Refs {
+                txn: "in_b2".into(),
+                refs: vec!["ch_b2".into()]
+            }
+        );
+        let v = invoice(json!({"payment_intent": null, "charge": null,
+            "payments": {"object": "list", "data": [
+                {"id": "inpay_3", "payment": {"type": "payment_intent", "payment_intent": "pi_b3"}}]}}));
+        let c = conversion(&event("invoice.paid", v));
+        assert_eq!(c.aliases, vec!["pi_b3".to_string()]);
+    }
+
+    #[test]
     fn paid_invoice_is_a_sale_with_aliases() {
         for kind in ["invoice.paid", "invoice.payment_succeeded"] {
             let c = conversion(&event(kind, invoice(json!({}))));
@@ -583,11 +647,12 @@ mod props {
         fn any_json_maps_or_names_a_field(obj in crate::integration::arb_json(), prev in crate::integration::arb_json(),
             kind in prop::sample::select(vec![
                 "checkout.session.completed", "checkout.session.async_payment_succeeded", "invoice.paid",
-                "charge.refunded", "charge.dispute.created"])) {
+                "charge.refunded", "charge.dispute.created", "invoice_payment.paid"])) {
             let ev = json!({"type": kind, "created": 1, "data": {"object": obj, "previous_attributes": prev}});
             match map(&ev) {
                 Ok(Mapped::Conversion(c)) => prop_assert!(c.get("txn_id").is_some()),
                 Ok(Mapped::Ignored(why)) => prop_assert!(!why.is_empty()),
+                Ok(Mapped::Refs { txn, refs }) => prop_assert!(!txn.is_empty() && !refs.is_empty()),
                 Err(e) => prop_assert!(!e.field.is_empty()),
             }
         }

@@ -31,9 +31,12 @@ fn source_name(source: Source) -> &'static str {
     }
 }
 
+/// A request the provider's signature does not authenticate: 401 (SPEC's
+/// answer to bad credentials; Shopify's app review expects it), nothing
+/// recorded.
 fn bad_signature(e: SignatureError) -> Result<Response> {
     error(
-        400,
+        401,
         match e {
             SignatureError::Malformed => "missing or malformed signature",
             SignatureError::Expired => "signature timestamp outside the 300 s tolerance",
@@ -52,8 +55,10 @@ async fn open(
         true => store::program(env, program).await?,
         false => None,
     };
+    // an unknown program answers as a known one whose secrets the
+    // signature does not match: nobody learns which programs exist
     let Some(program) = program else {
-        return Ok(Err(error(404, "no such program")?));
+        return Ok(Err(unverifiable(req)?));
     };
     match body_limited(req, MAX_BODY).await? {
         Some(body) => Ok(Ok((program, body))),
@@ -61,10 +66,25 @@ async fn open(
     }
 }
 
+/// The answer to a request no secret can verify (an unknown program, or
+/// one without the provider's secrets): what a wrong signature gets.
+fn unverifiable(req: &Request) -> Result<Response> {
+    let signed = header(req, stripe::SIGNATURE_HEADER)
+        .or_else(|| header(req, shopify::SIGNATURE_HEADER))
+        .is_some_and(|s| !s.is_empty());
+    bad_signature(if signed {
+        SignatureError::Mismatch
+    } else {
+        SignatureError::Malformed
+    })
+}
+
 pub async fn stripe(mut req: Request, env: &Env, cfg: &Config, program: &str) -> Result<Response> {
     let (program, body) = ok_or_return!(open(&mut req, env, program).await);
+    // no secret to verify with: answered as a wrong signature (the
+    // operator sets `stripe_secrets` on the program)
     if program.stripe_secrets.is_empty() {
-        return error(400, "no stripe_secrets configured for this program");
+        return unverifiable(&req);
     }
     let sig = header(&req, stripe::SIGNATURE_HEADER).unwrap_or_default();
     if let Err(e) = stripe::verify(&sig, &body, &program.stripe_secrets, now_ms() / 1000) {
@@ -96,7 +116,7 @@ pub async fn stripe(mut req: Request, env: &Env, cfg: &Config, program: &str) ->
 pub async fn shopify(mut req: Request, env: &Env, cfg: &Config, program: &str) -> Result<Response> {
     let (program, body) = ok_or_return!(open(&mut req, env, program).await);
     if program.shopify_secrets.is_empty() {
-        return error(400, "no shopify_secrets configured for this program");
+        return unverifiable(&req);
     }
     let sig = header(&req, shopify::SIGNATURE_HEADER).unwrap_or_default();
     if let Err(e) = shopify::verify(&sig, &body, &program.shopify_secrets) {
@@ -108,7 +128,18 @@ pub async fn shopify(mut req: Request, env: &Env, cfg: &Config, program: &str) -
     };
     let topic = header(&req, shopify::TOPIC_HEADER).unwrap_or_default();
     let webhook_id = header(&req, shopify::WEBHOOK_ID_HEADER).filter(|w| !w.is_empty());
-    let mapped = shopify::map(&topic, &order);
+    // a test order (the Bogus gateway, payments test mode, a development
+    // store) comes to a live shop's webhook too: never billable, unless
+    // the program is for tests (review22 F9)
+    let mapped = if order.get("test").and_then(Value::as_bool) == Some(true)
+        && !program.shopify_test_orders
+    {
+        Ok(crate::integration::Mapped::Ignored(
+            "a test order (\"test\": true): never billable (a program with \"shopify_test_orders\": true records them)",
+        ))
+    } else {
+        shopify::map(&topic, &order)
+    };
     handle(
         env,
         cfg,
@@ -156,6 +187,10 @@ async fn handle(
     let answer = match mapped {
         Ok(Mapped::Ignored(why)) => j!({"status": "ignored", "reason": why}),
         Ok(Mapped::Conversion(c)) => convert_one(env, cfg, req, program, source, &c, &raw).await?,
+        Ok(Mapped::Refs { txn, refs }) => {
+            link_refs(env, program, &txn, &refs).await?;
+            j!({"status": "linked", "txn_id": txn, "refs": refs})
+        }
         Err(e) => rejected(env, src, program, &e, &raw).await?,
     };
     let text = answer.to_string();
@@ -195,6 +230,27 @@ async fn rejected(
     Ok(j!({"status": "rejected", "error": e}))
 }
 
+/// Records other ids (`refs`) of the payment of the sale `txn`: a refund or
+/// dispute naming one reverses the sale. The first link of an id stands.
+async fn link_refs(env: &Env, program: &Program, txn: &str, refs: &[String]) -> Result<()> {
+    if refs.is_empty() {
+        return Ok(());
+    }
+    let stmts = refs
+        .iter()
+        .map(|a| {
+            store::q(
+                env,
+                "INSERT INTO integration_refs (program, ref, txn_id) VALUES (?1, ?2, ?3)
+                 ON CONFLICT DO NOTHING",
+                &[S(&program.id), S(a), S(txn)],
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    store::db(env)?.batch(stmts).await?;
+    Ok(())
+}
+
 async fn convert_one(
     env: &Env,
     cfg: &Config,
@@ -230,21 +286,7 @@ async fn convert_one(
     };
     let ev = convert::evidence_or_none(env, cfg, program, &mut pb, src, raw).await?;
     let outcome = convert::record(env, cfg, req, &pb, ev, source).await?;
-    if !c.aliases.is_empty() {
-        let stmts = c
-            .aliases
-            .iter()
-            .map(|a| {
-                store::q(
-                    env,
-                    "INSERT INTO integration_refs (program, ref, txn_id) VALUES (?1, ?2, ?3)
-                     ON CONFLICT DO NOTHING",
-                    &[S(&program.id), S(a), S(&pb.txn_id)],
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
-        store::db(env)?.batch(stmts).await?;
-    }
+    link_refs(env, program, &pb.txn_id, &c.aliases).await?;
     if let Outcome::Conflict(_) = outcome {
         console_warn!(
             "{src} event for {} conflicts with the recorded {}",

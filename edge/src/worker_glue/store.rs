@@ -327,7 +327,9 @@ pub async fn log_rejection(
     reason: &str,
     raw: &str,
 ) -> Result<()> {
-    let mut raw = raw.to_string();
+    // never a person's email, name or address (an erasure could not find
+    // them: a guest's customer id is a hash)
+    let mut raw = crate::erase::redact_personal(raw);
     if raw.len() > 16 * 1024 {
         let mut cut = 16 * 1024;
         while !raw.is_char_boundary(cut) {
