@@ -200,6 +200,11 @@ pub fn legal_name(s: &str) -> std::result::Result<String, String> {
     if n.chars().any(char::is_control) {
         return Err("contains a control character".into());
     }
+    // the bank file writes it in SEPA's Latin character set: a name of no
+    // letter or digit there would reach the bank as dots
+    if !sepa_text(n).chars().any(|c| c.is_ascii_alphanumeric()) {
+        return Err("has no letter or digit that SEPA's character set can carry".into());
+    }
     Ok(n.to_string())
 }
 
@@ -923,7 +928,22 @@ pub fn sepa_text(s: &str) -> String {
             'Ť' => o.push('T'),
             'ď' => o.push('d'),
             'Ď' => o.push('D'),
-            _ => o.push('.'),
+            // any other letter in its Latin transliteration (ș -> s,
+            // ő -> o, đ -> d, Greek and Cyrillic letter by letter): a
+            // payee's name stays readable for the bank's name check
+            _ => {
+                let t = if c.is_alphabetic() {
+                    deunicode::deunicode_char(c).unwrap_or("")
+                } else {
+                    ""
+                };
+                let kept: Vec<char> = t.chars().filter(|x| x.is_ascii_alphanumeric()).collect();
+                if kept.is_empty() {
+                    o.push('.');
+                } else {
+                    o.extend(kept);
+                }
+            }
         }
     }
     o
@@ -1158,6 +1178,20 @@ mod tests {
         assert_eq!(sepa_text("Chloé Müller & Søn_1"), "Chloe Mueller + Son-1");
         assert_eq!(sepa_text("Łódź Straße 5"), "Lodz Strasse 5");
         assert_eq!(sepa_text("a<b>\"c\"€"), "a.b..c..");
+        // review22 F6: letters of other EU languages, and Greek, in their
+        // Latin transliteration (they were dots)
+        assert_eq!(sepa_text("Ștefan Țurcanu"), "Stefan Turcanu");
+        assert_eq!(sepa_text("Đorđe Đurić"), "Dorde Duric");
+        assert_eq!(sepa_text("Erdős Pál"), "Erdos Pal");
+        assert_eq!(sepa_text("Jānis Bērziņš"), "Janis Berzins");
+        let greek = sepa_text("Δημήτρης Παπαδόπουλος");
+        assert!(
+            greek.starts_with("D") && !greek.contains('.') && greek.contains(' '),
+            "{greek}"
+        );
+        // a name SEPA's set cannot carry at all is refused in the config
+        assert!(legal_name("★★★").is_err());
+        assert!(legal_name("Δημήτρης").is_ok());
     }
 
     #[test]

@@ -1092,7 +1092,9 @@ fn a_killed_nightly_reruns_to_the_same_store_and_reports() {
     let want = tree(&reports);
     // December, a draft, has no payout files (payouts.manual.csv)
     assert_eq!(want.len(), 13, "{:?}", names(&want));
-    assert!(!names(&want).iter().any(|n| n.starts_with("2026-12/payouts.manual")));
+    assert!(!names(&want)
+        .iter()
+        .any(|n| n.starts_with("2026-12/payouts.manual")));
     assert!(read(&reports.join("2026-11/report.html")).contains("<b>closed</b>"));
     std::fs::remove_dir_all(&reports).unwrap();
 
