@@ -24,6 +24,9 @@ fuzz_target!(|data: &[u8]| {
                     }
                 }
                 Ok(Mapped::Ignored(why)) => assert!(!why.is_empty()),
+                Ok(Mapped::Refs { txn, refs }) => {
+                    assert!(!txn.is_empty() && !refs.is_empty() && !refs.contains(&txn))
+                }
                 Err(e) => assert!(!e.field.is_empty() && !e.reason.is_empty()),
             }
         }

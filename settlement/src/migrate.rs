@@ -991,6 +991,21 @@ pub fn import_csv(
             PathBuf::from(s)
         });
         let exists = rp.exists();
+        // the bad rows it holds already: importing a file again sets its
+        // bad rows aside once (review22 F12)
+        let mut held: std::collections::HashSet<Vec<Vec<u8>>> = std::collections::HashSet::new();
+        if exists {
+            let mut rd = csv::ReaderBuilder::new()
+                .delimiter(mapping.delimiter)
+                .has_headers(true)
+                .flexible(true)
+                .from_path(&rp)
+                .map_err(|e| Error::data(format!("{}: {e}", rp.display())))?;
+            for r in rd.byte_records() {
+                let r = r.map_err(|e| Error::data(format!("{}: {e}", rp.display())))?;
+                held.insert(r.iter().map(<[u8]>::to_vec).collect());
+            }
+        }
         let f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -1004,7 +1019,9 @@ pub fn import_csv(
             w.write_record(&header).map_err(werr)?;
         }
         for r in &rejects {
-            w.write_record(r).map_err(werr)?;
+            if held.insert(r.iter().map(<[u8]>::to_vec).collect()) {
+                w.write_record(r).map_err(werr)?;
+            }
         }
         w.flush().map_err(|e| Error::io(&rp, e))?;
         report.rejects_path = Some(rp);

@@ -233,6 +233,18 @@ fn a_bad_row_exits_2_with_its_line_and_imports_nothing() {
     let rejects = read(&dir.path().join("export.csv.rejects.csv"));
     assert_eq!(rejects.lines().count(), 2, "{rejects}");
     assert!(rejects.lines().nth(1).unwrap().starts_with("part_9xLp3R,"));
+    // review22 F12: the same import again sets the bad row aside once
+    ok(
+        &db,
+        &[
+            "import",
+            "--map",
+            &m,
+            bad.to_str().unwrap(),
+            "--skip-invalid",
+        ],
+    );
+    assert_eq!(read(&dir.path().join("export.csv.rejects.csv")), rejects);
 }
 
 /// A row saved as Latin-1 in an otherwise UTF-8 export is a bad row like
