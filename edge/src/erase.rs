@@ -112,7 +112,16 @@ const PERSONAL: &[&str] = &[
     "customer_details",
     "shipping",
     "shipping_details",
+    "customer_name",
+    "customer_phone",
+    "customer_address",
+    "customer_shipping",
 ];
+
+/// Keys that are a person's data inside a customer object (`customer`,
+/// expanded): its `name` too, which elsewhere (a Shopify order's `name`,
+/// `#1001`) is not.
+const PERSONAL_IN_CUSTOMER: &[&str] = &["name", "description"];
 
 /// What a refused request keeps of a person: nothing. The values of
 /// [`PERSONAL`] keys (at any depth of a JSON body; or in a form or query
@@ -126,27 +135,29 @@ pub fn redact_personal(raw: &str) -> String {
     let t = raw.trim_start();
     let structured = if t.starts_with('{') || t.starts_with('[') {
         serde_json::from_str::<Value>(raw).ok().map(|mut v| {
-            // whether anything was redacted
-            fn walk(v: &mut Value) -> bool {
+            // whether anything was redacted; `customer`: inside a customer
+            fn walk(v: &mut Value, customer: bool) -> bool {
                 match v {
                     Value::Object(m) => {
                         let mut changed = false;
                         for (k, x) in m.iter_mut() {
-                            if PERSONAL.contains(&k.as_str()) && !x.is_null() {
+                            let personal = PERSONAL.contains(&k.as_str())
+                                || (customer && PERSONAL_IN_CUSTOMER.contains(&k.as_str()));
+                            if personal && !x.is_null() {
                                 *x = Value::String(GONE.into());
                                 changed = true;
                             } else {
-                                changed |= walk(x);
+                                changed |= walk(x, k == "customer");
                             }
                         }
                         changed
                     }
-                    Value::Array(a) => a.iter_mut().fold(false, |c, x| walk(x) | c),
+                    Value::Array(a) => a.iter_mut().fold(false, |c, x| walk(x, customer) | c),
                     _ => false,
                 }
             }
             // as sent when nothing is personal
-            if walk(&mut v) {
+            if walk(&mut v, false) {
                 v.to_string()
             } else {
                 raw.to_string()
@@ -264,6 +275,14 @@ mod tests {
         // not JSON (truncated): its emails still go
         let r = redact_personal(r#"{"email":"bob@example.com","amount":"#);
         assert!(!r.contains("bob@example.com"), "{r}");
+        // a Stripe invoice's customer fields, an expanded customer's name
+        let invoice = r#"{"id":"in_1","customer_name":"Ann Lee","customer_phone":"+1 555","customer_address":{"city":"Oslo"},"customer":{"id":"cus_1","name":"Ann Lee"}}"#;
+        let r = redact_personal(invoice);
+        assert!(
+            !r.contains("Ann Lee") && !r.contains("+1 555") && !r.contains("Oslo"),
+            "{r}"
+        );
+        assert!(r.contains("cus_1") && r.contains("in_1"), "{r}");
         // nothing personal: unchanged, byte for byte
         assert_eq!(redact_personal("event=x&amount=NaN"), "event=x&amount=NaN");
         let json = r#"{ "txn_id": "T",  "amount": 5.0 }"#;

@@ -868,15 +868,22 @@ pub fn import_csv(
             // two balances of one partner in one file: both owed, or one a
             // correction? The file must say (the second silently replaced
             // the first)
-            let res = res.and_then(|out| {
+            // The same balance repeated (an export with a row per coupon
+            // repeats it on each) is one balance.
+            let res = res.and_then(|mut out| {
                 let first = out.balance.as_ref().and_then(|b| {
                     balances
                         .iter()
                         .find(|x| x.program == b.program && x.partner == b.partner)
+                        .map(|f| (f, f.amount == b.amount && f.currency == b.currency && f.as_of_day == b.as_of_day))
                 });
                 match first {
-                    Some(f) => Err(format!(
-                        "a second opening balance of partner {} in program {} (the first is on line {}): one balance a partner in a file",
+                    Some((_, true)) => {
+                        out.balance = None;
+                        Ok(out)
+                    }
+                    Some((f, false)) => Err(format!(
+                        "a second, different opening balance of partner {} in program {} (the first is on line {}): one balance a partner in a file",
                         f.partner, f.program, f.line
                     )),
                     None => Ok(out),

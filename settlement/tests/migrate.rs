@@ -662,7 +662,7 @@ fn two_balances_of_one_partner_in_a_file_are_a_bad_row() {
     let (c, err) = code(&db, &["import", "--map", &m, f]);
     assert_eq!(c, 2, "{err}");
     assert!(
-        err.contains("e.csv:4: a second opening balance of partner us_dup in program")
+        err.contains("e.csv:4: a second, different opening balance of partner us_dup in program")
             && err.contains("(the first is on line 2)")
             && err.contains("nothing imported"),
         "{err}"
@@ -675,5 +675,26 @@ fn two_balances_of_one_partner_in_a_file_are_a_bad_row() {
             "SELECT partner || ' ' || amount FROM opening_balances ORDER BY partner"
         ),
         ["us_dup 100.00", "us_other 5.00"]
+    );
+    // the same balance repeated (a row per coupon) is one balance
+    let db2 = dir.path().join("s2.db");
+    std::fs::write(
+        &csv,
+        "Partner Key,First Name,Last Name,Email,Company,Group,Status,Coupon Code,Balance (cents),Currency,Created At\n\
+         us_two,T,T,t@t.example,,Default,active,TWO1,10000,USD,\n\
+         us_two,T,T,t@t.example,,Default,active,TWO2,10000,USD,\n",
+    )
+    .unwrap();
+    ok(&db2, &["import", "--map", &m, f]);
+    assert_eq!(
+        db_rows(
+            &db2,
+            "SELECT partner || ' ' || amount FROM opening_balances"
+        ),
+        ["us_two 100.00"]
+    );
+    assert_eq!(
+        db_rows(&db2, "SELECT code FROM coupons ORDER BY code"),
+        ["TWO1", "TWO2"]
     );
 }

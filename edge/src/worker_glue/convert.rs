@@ -253,9 +253,9 @@ fn authenticated(
 }
 
 /// The string fields of a request whose fields could not be read as
-/// fields (the first of a name given twice), for finding its program and
-/// credential: a JSON object's string members, or the form body's pairs;
-/// then the query string's.
+/// fields, for finding its program and credential: a JSON object's string
+/// members (the last of a name given twice), or the form body's pairs;
+/// then the query string's ([`loose_get`] reads the first of these).
 fn loose_fields(is_post: bool, json: bool, body: &[u8], query: &str) -> Vec<(String, String)> {
     let mut pairs: Vec<(String, String)> = Vec::new();
     if is_post && json {
@@ -413,7 +413,13 @@ pub async fn postback(mut req: Request, env: &Env, cfg: &Config) -> Result<Respo
                 "in the query string of a signed POST, which the signature does not cover: \
                  send it in the signed body",
             );
-            let raw = format!("{raw}\n(query: {})", crate::postback::redact_token(&query));
+            // each part redacted on its own (the body with a suffix is no
+            // longer JSON to redact by key)
+            let raw = format!(
+                "{}\n(query: {})",
+                crate::erase::redact_personal(&raw),
+                crate::erase::redact_personal(&crate::postback::redact_token(&query))
+            );
             store::log_rejection(
                 env,
                 "postback",

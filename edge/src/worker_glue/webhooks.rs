@@ -262,10 +262,16 @@ pub async fn consume(batch: MessageBatch<String>, env: &Env) -> Result<()> {
     // the batch's deliveries at once: a slow or hanging endpoint (up to the
     // 10 s timeout) never holds up the others' (review22 F7: one at a time,
     // a healthy endpoint waited 10 s per message queued before it)
+    // Two messages of one delivery in a batch (a replay pressed twice, a
+    // redelivery) are one attempt: the later ones are acknowledged, as one
+    // at a time they found it delivered (or retried by the first).
     let msgs: Vec<_> = batch.raw_iter().collect();
-    let nexts = futures_util::future::join_all(msgs.iter().map(|msg| async move {
-        match msg.body().as_string() {
-            Some(id) => deliver(env, &id, base).await.unwrap_or_else(|e| {
+    let ids: Vec<Option<String>> = msgs.iter().map(|m| m.body().as_string()).collect();
+    let ids = &ids;
+    let nexts = futures_util::future::join_all(ids.iter().enumerate().map(|(i, id)| async move {
+        match id {
+            Some(id) if ids[..i].iter().any(|x| x.as_deref() == Some(id.as_str())) => Next::Done,
+            Some(id) => deliver(env, id, base).await.unwrap_or_else(|e| {
                 console_error!("webhook delivery {id}: {e}");
                 Next::Retry(base)
             }),
