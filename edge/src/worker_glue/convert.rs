@@ -232,6 +232,16 @@ fn is_json(req: &Request, body: &[u8]) -> bool {
         || body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
+/// The raw request kept in the rejections log: the body of a POST, the
+/// query string of a GET, never with the credential.
+fn kept_raw(is_post: bool, body: &[u8], query: &str) -> String {
+    crate::postback::redact_token(&if is_post {
+        String::from_utf8_lossy(body).into_owned()
+    } else {
+        query.to_string()
+    })
+}
+
 /// A postback's authentication: a token (any of the program's), else an
 /// HMAC signature of the raw body (the raw query string for GET).
 fn authenticated(
@@ -337,11 +347,7 @@ pub async fn postback(mut req: Request, env: &Env, cfg: &Config) -> Result<Respo
                     &body,
                     &query,
                 ) {
-                    let raw = crate::postback::redact_token(&if is_post {
-                        String::from_utf8_lossy(&body).into_owned()
-                    } else {
-                        query.clone()
-                    });
+                    let raw = kept_raw(is_post, &body, &query);
                     store::log_rejection(
                         env,
                         "postback",
@@ -397,12 +403,7 @@ pub async fn postback(mut req: Request, env: &Env, cfg: &Config) -> Result<Respo
         return error(401, "bad or missing credentials");
     }
 
-    // Kept in the rejections log: never with the credential.
-    let raw = crate::postback::redact_token(&if is_post {
-        String::from_utf8_lossy(&body).into_owned()
-    } else {
-        query.clone()
-    });
+    let raw = kept_raw(is_post, &body, &query);
     // A signed POST: its fields are the body's. `program` may come from the
     // query, as it chose the secrets the signature verified with; any other
     // field there is refused, not recorded unsigned.
