@@ -426,6 +426,60 @@ fn stripe_invoices_refunds_and_disputes_in_minor_units() {
     assert_eq!(d["currency"], "KWD");
     assert_eq!(d["original_txn_id"], "in_kwd_1");
 
+    // review22 F13: the merchant wins the dispute: the chargeback is
+    // reinstated (a lost one changes nothing)
+    let closed = |id: &str, status: &str| {
+        stripe_event(
+            id,
+            "charge.dispute.closed",
+            json!({"id": "dp_kwd_1", "object": "dispute", "amount": 4900, "charge": "ch_kwd_1",
+                   "currency": "kwd", "payment_intent": "pi_kwd_1", "reason": "fraudulent",
+                   "status": status}),
+        )
+    };
+    let (s, b) = stripe(&program, &closed("evt_dp_lost", "lost"));
+    assert_eq!((s, b["status"].as_str()), (200, Some("ignored")), "{b}");
+    let (s, b) = stripe(&program, &closed("evt_dp_won", "won"));
+    assert_eq!((s, b["status"].as_str()), (200, Some("recorded")), "{b}");
+    let w = one(&program, "dp_kwd_1:reinstated");
+    assert_eq!(w["event"], "reinstate");
+    assert_eq!(w["original_txn_id"], "dp_kwd_1");
+    // a refund that failed: the second USD refund (39.00) was recorded
+    // under its charge (the refunds were not listed), found by its amount
+    let failed = |id: &str, kind: &str, status: &str| {
+        stripe_event(
+            id,
+            kind,
+            json!({"id": "re_usd_2", "object": "refund", "amount": 3900, "charge": "ch_usd_1",
+                   "currency": "usd", "payment_intent": "pi_usd_1", "status": status}),
+        )
+    };
+    let (s, b) = stripe(
+        &program,
+        &failed("evt_re_ok", "charge.refund.updated", "succeeded"),
+    );
+    assert_eq!((s, b["status"].as_str()), (200, Some("ignored")), "{b}");
+    let (s, b) = stripe(
+        &program,
+        &failed("evt_re_fail", "charge.refund.updated", "failed"),
+    );
+    assert_eq!((s, b["status"].as_str()), (200, Some("recorded")), "{b}");
+    let w = one(&program, "ch_usd_1:refund:4900:reinstated");
+    assert_eq!(w["event"], "reinstate");
+    assert_eq!(w["original_txn_id"], "ch_usd_1:refund:4900");
+    assert_eq!(w["amount"], "39.00");
+    // the same failure told again (`refund.failed`): one record
+    let (s, b) = stripe(&program, &failed("evt_re_fail2", "refund.failed", "failed"));
+    assert_eq!(s, 200, "{b}");
+    assert_ne!(b["status"], "recorded", "{b}");
+    assert_eq!(
+        export_all()
+            .iter()
+            .filter(|e| e["program"] == program.as_str() && e["event"] == "reinstate")
+            .count(),
+        2
+    );
+
     // review22 F1: API 2025-03-31 ("basil") and later: the invoice names no
     // payment intent or charge, the charge no invoice; `invoice_payment.paid`
     // links the invoice and its payment intent, so the full refund of the

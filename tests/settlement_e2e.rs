@@ -106,6 +106,15 @@ fn traffic_through_the_worker_settles_to_hand_computed_statements() {
         json!({"program": "shop", "event": "refund", "txn_id": "R1", "original_txn_id": "S2", "amount": "50.00", "currency": "USD"}),
         OCT + 9 * DAY,
     );
+    // S1 charged back, and the dispute won: reinstated, they net to nothing.
+    pb(
+        json!({"program": "shop", "event": "chargeback", "txn_id": "CB1", "original_txn_id": "S1"}),
+        OCT + 12 * DAY,
+    );
+    pb(
+        json!({"program": "shop", "event": "reinstate", "txn_id": "CB1:won", "original_txn_id": "CB1"}),
+        OCT + 14 * DAY,
+    );
     // Bob: a coupon sale, and a sale whose only evidence is a bot click.
     pb(
         json!({"program": "shop", "event": "sale", "txn_id": "S3", "coupon": "BOB10", "customer": "c3", "amount": "80.00", "currency": "USD"}),
@@ -252,7 +261,8 @@ window_days = 30
     );
 
     // period,partner,program,currency,earned,reversed,adjusted,carried_in,pending,payable,carried_out
-    // Ann: 10% of 200 + 10% of 100 = 30.00 earned; half of S2's 10.00 clawed back = -5.00;
+    // Ann: 10% of 200 + 10% of 100 = 30.00 earned; half of S2's 10.00 clawed back = -5.00
+    //      (S1's chargeback -20.00 and its reinstatement +20.00 net to nothing);
     //      S5 is a self-referral (rejected). Payable 25.00.
     // Bob: 10% of the coupon sale 80 = 8.00; S4 (bot click only) rejected; S7 outside the window
     //      (unattributed). 8.00 is under the 10.00 minimum: carried forward.
@@ -281,6 +291,21 @@ window_days = 30
     assert!(
         ledger.contains("rejected"),
         "rejected entries are in the ledger"
+    );
+    // the chargeback of S1 and its reinstatement, each booked
+    let clawbacks: Vec<(&str, &str)> = ledger
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.splitn(10, ',').collect();
+            (f.get(4) == Some(&"clawback")).then(|| (f[5], f[8]))
+        })
+        .collect();
+    assert!(
+        clawbacks.len() == 3
+            && clawbacks.iter().any(|&(a, _)| a == "-20.00")
+            && clawbacks.iter().any(|&(a, _)| a == "20.00")
+            && ledger.contains("cancels the reversal"),
+        "{ledger}"
     );
     let html = std::fs::read_to_string(out_dir.join("report.html")).unwrap();
     assert!(html.contains("ann") && html.contains("25.00"));

@@ -19,6 +19,7 @@ pub const BUILTIN_EVENTS: &[&str] = &[
     "trade",
     "refund",
     "chargeback",
+    "reinstate",
     "deal_won",
 ];
 

@@ -43,6 +43,10 @@ pub struct Conversion {
     /// Sale: further ids of the same payment (payment intent, charge) that a
     /// later refund or dispute may name instead of the sale's `txn_id`.
     pub aliases: Vec<String>,
+    /// Reinstatement of a refund: the charge refunded. A refund recorded
+    /// without its own id (`<charge>:refund:<total>`) is found among that
+    /// charge's refunds by its amount.
+    pub refund_of_charge: Option<String>,
 }
 
 impl Conversion {

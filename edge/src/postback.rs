@@ -15,8 +15,10 @@ pub const MAX_BODY: usize = 16 * 1024;
 
 /// Events whose amount and currency are required.
 const MONEY_EVENTS: &[&str] = &["sale", "ftd", "deposit", "revenue"];
-/// Events that reverse an earlier sale.
-const REVERSALS: &[&str] = &["refund", "chargeback"];
+/// Events that name an earlier conversion they undo: a refund or
+/// chargeback reverses a sale; a `reinstate` cancels a refund or chargeback
+/// (a dispute the merchant won, a refund that failed).
+const REVERSALS: &[&str] = &["refund", "chargeback", "reinstate"];
 
 /// A validated conversion report.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -199,8 +201,9 @@ impl Postback {
         format!("pixel|{}", self.dedupe_key())
     }
 
-    /// Why the pixel may not bring this event, if it may not: a refund or
-    /// chargeback (it would reverse anyone's order), or `revenue` (net
+    /// Why the pixel may not bring this event, if it may not: a refund,
+    /// chargeback or reinstatement (it would reverse anyone's order, or
+    /// undo the reversal), or `revenue` (net
     /// revenue, which may be negative, is reported by the operator's
     /// servers). They come by an authenticated postback.
     pub fn pixel_refusal(&self) -> Option<FieldError> {
@@ -354,6 +357,7 @@ mod tests {
             ("event=sale", "txn_id"),
             ("txn_id=T", "event"),
             ("event=refund&txn_id=R", "original_txn_id"),
+            ("event=reinstate&txn_id=W", "original_txn_id"),
             ("event=trade&txn_id=X", "lots"),
             ("event=lead&txn_id=T&ts=yesterday", "ts"),
             ("event=lead&txn_id=T&ts=2099-01-01T00:00:00Z", "ts"),
@@ -391,6 +395,7 @@ mod tests {
         for q in [
             "event=refund&txn_id=R&original_txn_id=O",
             "event=chargeback&txn_id=C&original_txn_id=O",
+            "event=reinstate&txn_id=W&original_txn_id=C",
             "event=revenue&txn_id=NR&amount=-40.00&currency=EUR",
         ] {
             let e = parse(q).unwrap().pixel_refusal().unwrap();

@@ -244,6 +244,32 @@ pub fn map(event: &Value) -> Result<Mapped, FieldError> {
             c.set("customer", id_of(obj, &["charge", "customer"]));
             c
         }
+        // a dispute the merchant won: the funds are back, so is the
+        // partner's commission (the chargeback is reinstated)
+        "charge.dispute.closed" => {
+            if text(obj, &["status"]).as_deref() != Some("won") {
+                return Ok(Mapped::Ignored("dispute not won"));
+            }
+            let dispute = object_id()?;
+            let mut c = Conversion::new("reinstate", format!("{dispute}:reinstated"));
+            money(&mut c, obj, "amount", None)?;
+            c.originals = vec![dispute];
+            c
+        }
+        // a refund that failed or was canceled paid nothing back: the
+        // refund is reinstated (`charge.refunded` reports pending refunds)
+        "charge.refund.updated" | "refund.updated" | "refund.failed" => {
+            match text(obj, &["status"]).as_deref() {
+                Some("failed" | "canceled") => {}
+                _ => return Ok(Mapped::Ignored("refund neither failed nor canceled")),
+            }
+            let refund = object_id()?;
+            let mut c = Conversion::new("reinstate", format!("{refund}:reinstated"));
+            money(&mut c, obj, "amount", None)?;
+            c.originals = vec![refund];
+            c.refund_of_charge = id_of(obj, &["charge"]);
+            c
+        }
         // API 2025-03-31 on: invoices and charges no longer name each
         // other; the invoice payment links them
         "invoice_payment.paid" => {
@@ -619,6 +645,49 @@ mod tests {
         assert_eq!(c.originals, vec!["pi_1", "ch_1AZtxr2eZvKYlo2CJDX8whov"]);
     }
 
+    /// review22 F13: a dispute the merchant won and a refund that failed
+    /// reinstate the reversal they undo; a lost dispute and a refund that
+    /// succeeded change nothing.
+    #[test]
+    fn a_won_dispute_and_a_failed_refund_are_reinstatements() {
+        let dispute = |status: &str| {
+            json!({"id": "du_1", "object": "dispute", "amount": 1000, "charge": "ch_1",
+                "currency": "usd", "payment_intent": "pi_1", "status": status})
+        };
+        let c = conversion(&event("charge.dispute.closed", dispute("won")));
+        assert_eq!(c.get("event"), Some("reinstate"));
+        assert_eq!(c.get("txn_id"), Some("du_1:reinstated"));
+        assert_eq!(c.get("amount"), Some("10.00"));
+        assert_eq!(c.originals, vec!["du_1"]);
+        assert_eq!(c.refund_of_charge, None);
+        for status in ["lost", "warning_closed"] {
+            assert_eq!(
+                map(&event("charge.dispute.closed", dispute(status))),
+                Ok(Mapped::Ignored("dispute not won"))
+            );
+        }
+        let refund = |status: &str| {
+            json!({"id": "re_1", "object": "refund", "amount": 2500, "charge": "ch_1",
+                "currency": "eur", "payment_intent": "pi_1", "status": status})
+        };
+        for kind in ["charge.refund.updated", "refund.updated", "refund.failed"] {
+            for status in ["failed", "canceled"] {
+                let c = conversion(&event(kind, refund(status)));
+                assert_eq!(c.get("event"), Some("reinstate"));
+                assert_eq!(c.get("txn_id"), Some("re_1:reinstated"));
+                assert_eq!(c.get("amount"), Some("25.00"));
+                assert_eq!(c.originals, vec!["re_1"]);
+                assert_eq!(c.refund_of_charge.as_deref(), Some("ch_1"));
+            }
+            for status in ["pending", "succeeded", "requires_action"] {
+                assert_eq!(
+                    map(&event(kind, refund(status))),
+                    Ok(Mapped::Ignored("refund neither failed nor canceled"))
+                );
+            }
+        }
+    }
+
     #[test]
     fn other_events_are_ignored_and_junk_named() {
         let ev = event(
@@ -647,7 +716,8 @@ mod props {
         fn any_json_maps_or_names_a_field(obj in crate::integration::arb_json(), prev in crate::integration::arb_json(),
             kind in prop::sample::select(vec![
                 "checkout.session.completed", "checkout.session.async_payment_succeeded", "invoice.paid",
-                "charge.refunded", "charge.dispute.created", "invoice_payment.paid"])) {
+                "charge.refunded", "charge.dispute.created", "invoice_payment.paid", "charge.dispute.closed",
+                "charge.refund.updated", "refund.failed"])) {
             let ev = json!({"type": kind, "created": 1, "data": {"object": obj, "previous_attributes": prev}});
             match map(&ev) {
                 Ok(Mapped::Conversion(c)) => prop_assert!(c.get("txn_id").is_some()),

@@ -517,6 +517,13 @@ fn check_rule(
 ) -> Result<Rule> {
     let r = sr.get_ref();
     let event = match &r.event {
+        Some(e) if e.get_ref() == "reinstate" => {
+            return Err(src.err(
+                e.span(),
+                "event",
+                "a `reinstate` cancels the refund or chargeback it names and earns nothing itself: no rule may pay it",
+            ))
+        }
         Some(e) if !e.get_ref().is_empty() => e.get_ref().clone(),
         Some(e) => return Err(src.err(e.span(), "event", "must not be empty")),
         None => return Err(src.err(sr.span(), "event", "a rule needs an `event`")),
@@ -1059,6 +1066,15 @@ overrides = ["10", "5"]
         let e = err_of(&format!("{HEAD}[[programs.rules]]\nevent = \"sale\"\n"));
         assert_eq!(e.line, 5, "{e}");
         assert!(e.message.contains("exactly one base"), "{e}");
+    }
+
+    #[test]
+    fn no_rule_pays_a_reinstatement() {
+        let e = err_of(&format!(
+            "{HEAD}[[programs.rules]]\nevent = \"reinstate\"\nfixed = \"1\"\n"
+        ));
+        assert_eq!((e.line, e.key.as_str()), (6, "event"), "{e}");
+        assert!(e.message.contains("earns nothing itself"), "{e}");
     }
 
     #[test]

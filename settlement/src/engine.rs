@@ -45,6 +45,9 @@ pub enum Method {
     Deal(u32),
     UnknownProgram,
     Reversal,
+    /// A `reinstate`: it cancels the refund or chargeback its
+    /// `original_txn_id` names (see the clawbacks in [`compute`]).
+    Reinstate,
     /// It repeats the program, `event` and `txn_id` of the conversion
     /// (index into `Facts::convs`) that stands for both, and counts for
     /// nothing.
@@ -355,6 +358,7 @@ pub struct Engine<'a> {
     approved: u32,
     refund: u32,
     chargeback: u32,
+    reinstate: u32,
     /// Operators' decisions, by conversion index.
     pub reviews: FxHashMap<u32, Review>,
     /// What closed periods booked on the sales refunds reverse (see
@@ -447,6 +451,7 @@ impl<'a> Engine<'a> {
             approved: sym("approved"),
             refund: sym("refund"),
             chargeback: sym("chargeback"),
+            reinstate: sym("reinstate"),
             reviews: FxHashMap::default(),
             booked: std::sync::RwLock::new(None),
         }
@@ -485,6 +490,12 @@ impl<'a> Engine<'a> {
 
     pub fn is_reversal(&self, c: &Conv) -> bool {
         c.event == self.refund || c.event == self.chargeback
+    }
+
+    /// A `reinstate`: the refund or chargeback its `original_txn_id` names
+    /// is cancelled (a dispute the merchant won, a refund that failed).
+    pub fn is_reinstate(&self, c: &Conv) -> bool {
+        c.event == self.reinstate
     }
 
     /// The partner's status at an instant: the last change at or before it;
@@ -1323,7 +1334,7 @@ fn compute_part(
         };
         for &i in &f.with_txn {
             let c = &f.convs[i as usize];
-            if !mine(i) || eng.is_reversal(c) || dups.contains_key(&i) {
+            if !mine(i) || eng.is_reversal(c) || eng.is_reinstate(c) || dups.contains_key(&i) {
                 continue;
             }
             let t = f.txns.get(c.idx);
@@ -1400,6 +1411,13 @@ fn compute_part(
         if eng.is_reversal(c) {
             stat.reversals += 1;
             attr.push((ci, NONE, Method::Reversal));
+            reversals.push(ci);
+            continue;
+        }
+        if eng.is_reinstate(c) {
+            // earns nothing itself: it gives back what a reversal took
+            stat.reversals += 1;
+            attr.push((ci, NONE, Method::Reinstate));
             reversals.push(ci);
             continue;
         }
@@ -1823,9 +1841,28 @@ fn compute_part(
         )?;
     }
 
-    // ---- refunds and chargebacks: proportional clawbacks, in arrival-time order
+    // ---- refunds and chargebacks: proportional clawbacks, in (ts, id) order;
+    // a `reinstate` cancels the reversal it names. The share of a sale
+    // reversed is that of the reversals still standing, together at most
+    // all of it; each reversal or reinstatement books the change of that
+    // share, each entry's rounded anew (so they sum to the standing
+    // share's, rounded once, whatever came and went)
     let booked = eng.booked.read().ok().and_then(|g| g.clone());
-    let mut used: FxHashMap<u32, Exact> = FxHashMap::default();
+    // per sale: its standing reversals and their shares, in order
+    let mut standing: FxHashMap<u32, Vec<(u32, Exact)>> = FxHashMap::default();
+    let share_of = |v: &[(u32, Exact)]| -> Result<Exact> {
+        let mut t = Exact::ZERO;
+        for (_, x) in v {
+            t = t.add(*x)?.min(Exact::ONE);
+        }
+        Ok(t)
+    };
+    // the reversals so far by their (program, txn id), with their sale:
+    // what a reinstatement names
+    let mut by_txn: FxHashMap<(u32, &str), Vec<(u32, u32)>> = FxHashMap::default();
+    // reinstatements that came before the reversal they name (by date):
+    // that reversal counts for nothing when it comes
+    let mut cancelled: FxHashMap<(u32, &str), u32> = FxHashMap::default();
     // what a refund's clawbacks reverse, one buffer for all of them
     let mut reversed: Vec<Reversed> = Vec::new();
     for &ri in &reversals {
@@ -1833,31 +1870,73 @@ fn compute_part(
         if f.ex(r).orig_txn == NONE {
             continue;
         }
-        let Some(&oi) = originals.get(&(r.program, f.syms.str(f.ex(r).orig_txn))) else {
-            continue;
+        let named = (r.program, f.syms.str(f.ex(r).orig_txn));
+        let (oi, before, after) = if eng.is_reinstate(r) {
+            // the first reversal of that txn id still standing
+            let found = by_txn.get(&named).and_then(|v| {
+                v.iter().copied().find(|&(x, o)| {
+                    standing
+                        .get(&o)
+                        .is_some_and(|st| st.iter().any(|&(y, _)| y == x))
+                })
+            });
+            let Some((x, oi)) = found else {
+                // none yet: the one that comes later is cancelled (a
+                // second reinstatement of one reversal does nothing)
+                if by_txn.get(&named).is_none_or(Vec::is_empty) {
+                    *cancelled.entry(named).or_insert(0) += 1;
+                }
+                continue;
+            };
+            let st = standing.entry(oi).or_default();
+            let before = share_of(st)?;
+            st.retain(|&(y, _)| y != x);
+            (oi, before, share_of(st)?)
+        } else {
+            let Some(&oi) = originals.get(&named) else {
+                continue;
+            };
+            let o = &f.convs[oi as usize];
+            let pi = eng
+                .program_of(r.program)
+                .expect("reversal of a known program");
+            let p = &cfg.programs[usize::from(pi)];
+            let share = match (r.amount, o.amount) {
+                (Some(ra), Some(oa)) if !oa.is_zero() => {
+                    let (ra, oa) = if r.currency == o.currency {
+                        (Exact::from_dec(ra), Exact::from_dec(oa))
+                    } else {
+                        (eng.conv_amount(r, p)?, eng.conv_amount(o, p)?)
+                    };
+                    ra.div(oa)?.max(Exact::ZERO).min(Exact::ONE)
+                }
+                _ => Exact::ONE,
+            };
+            let own = f.txns.get(r.idx);
+            if !own.is_empty() {
+                by_txn.entry((r.program, own)).or_default().push((ri, oi));
+                // reinstated already (dated before it): it stands for nothing
+                if let Some(n) = cancelled.get_mut(&(r.program, own)) {
+                    *n -= 1;
+                    if *n == 0 {
+                        cancelled.remove(&(r.program, own));
+                    }
+                    continue;
+                }
+            }
+            let st = standing.entry(oi).or_default();
+            let before = share_of(st)?;
+            st.push((ri, share));
+            (oi, before, share_of(st)?)
         };
+        if after.cmp_to(&before) == std::cmp::Ordering::Equal {
+            continue;
+        }
         let o = &f.convs[oi as usize];
         let pi = eng
             .program_of(r.program)
             .expect("reversal of a known program");
         let p = &cfg.programs[usize::from(pi)];
-        let share = match (r.amount, o.amount) {
-            (Some(ra), Some(oa)) if !oa.is_zero() => {
-                let (ra, oa) = if r.currency == o.currency {
-                    (Exact::from_dec(ra), Exact::from_dec(oa))
-                } else {
-                    (eng.conv_amount(r, p)?, eng.conv_amount(o, p)?)
-                };
-                ra.div(oa)?.max(Exact::ZERO).min(Exact::ONE)
-            }
-            _ => Exact::ONE,
-        };
-        let before = *used.get(&oi).unwrap_or(&Exact::ZERO);
-        let after = before.add(share)?.min(Exact::ONE);
-        if after.cmp_to(&before) != std::cmp::Ordering::Greater {
-            continue;
-        }
-        used.insert(oi, after);
         // booked when the refund is dated; one dated before its sale (clock
         // skew between shop and network) on the sale's date: booked in the
         // refund's earlier month, the sale not yet in that month's history,

@@ -330,8 +330,28 @@ fn other_id(store: &Store, id: &str) -> Result<String> {
     // (event id, its words, and for a conversion its program and period)
     type Found = (String, String, Option<(String, i64, i64)>);
     let mut found: Vec<Found> = Vec::new();
+    // a refund or chargeback: the reinstatements that name it
+    let mut reinstated_by: Vec<String> = Vec::new();
     let how = if let Some((b, r)) = events::find(c, id)? {
         found.push((id.to_string(), describe(&b, r), conversion_of(&b, r)));
+        if let (Some(b"refund" | b"chargeback"), Some(txn), Some(program)) = (
+            b.bytes(events::E_EVENT, r),
+            b.bytes(E_TXN_ID, r),
+            b.bytes(events::E_PROGRAM, r),
+        ) {
+            reinstated_by = event_ids_where(
+                store,
+                Cols::of(
+                    &[],
+                    &[E_ID, events::E_EVENT, events::E_PROGRAM, E_ORIGINAL_TXN_ID],
+                ),
+                |x, i| {
+                    x.bytes(E_ORIGINAL_TXN_ID, i) == Some(txn)
+                        && x.bytes(events::E_EVENT, i) == Some(b"reinstate")
+                        && x.bytes(events::E_PROGRAM, i) == Some(program)
+                },
+            )?;
+        }
         "event"
     } else {
         let cols = Cols::of(&[], &[E_ID, E_TXN_ID, E_ORIGINAL_TXN_ID]);
@@ -422,6 +442,12 @@ fn other_id(store: &Store, id: &str) -> Result<String> {
                 Period::from_key(*period)
             );
         }
+    }
+    for w in &reinstated_by {
+        let _ = writeln!(
+            o,
+            "  reinstated by {w} (a dispute won or a refund that failed): settlement explain {w}"
+        );
     }
     Ok(o)
 }

@@ -893,11 +893,16 @@ fn score_program(
         }
         f.coupons.get(&(c.program, cp)).copied().unwrap_or(NONE)
     };
-    let is_reversal = |c: &crate::facts::Conv| c.event == refund || c.event == chargeback;
+    let reinstate = f.syms.get("reinstate").unwrap_or(NONE - 1);
+    // a reinstatement is no sale either; the reversal it cancels counts
+    // for no refund
+    let is_reversal =
+        |c: &crate::facts::Conv| c.event == refund || c.event == chargeback || c.event == reinstate;
+    let mut reinstated: FxHashSet<&str> = FxHashSet::default();
     // refunds and chargebacks `(transaction they name, month)`, and the
     // conversions with a transaction id, for the refund rates
     let rr_on = fc.on(REFUND_RATE);
-    let mut reversals: Vec<(u32, i64)> = Vec::new();
+    let mut reversals: Vec<(u32, i64, &str)> = Vec::new();
     let mut txns: Vec<(&str, u32)> = Vec::new();
     let mut agg: FxHashMap<(u32, i64), Agg> = FxHashMap::default();
     let mut prog: FxHashMap<i64, ProgAgg> = FxHashMap::default();
@@ -932,7 +937,11 @@ fn score_program(
         if is_reversal(c) {
             let ex = f.ex(c);
             if rr_on && ex.orig_txn != NONE {
-                reversals.push((ex.orig_txn, period));
+                if c.event == reinstate {
+                    reinstated.insert(f.syms.str(ex.orig_txn));
+                } else {
+                    reversals.push((ex.orig_txn, period, f.txns.get(c.idx)));
+                }
             }
             continue;
         }
@@ -1085,7 +1094,10 @@ fn score_program(
                 originals.entry(t).or_insert(ci);
             }
         }
-        for &(orig, period) in &reversals {
+        for &(orig, period, own) in &reversals {
+            if !own.is_empty() && reinstated.contains(own) {
+                continue;
+            }
             if let Some(&oi) = originals.get(f.syms.str(orig)) {
                 let op = ev_partner(&f.convs[oi as usize]);
                 if op != NONE {

@@ -452,6 +452,29 @@ impl<'a> Words<'a> {
                 // does one of a sale without an amount; one in another
                 // currency than its sale's is compared converted
                 let f = self.facts();
+                if share.is_sign_negative() {
+                    // a reinstatement: the reversal it names is cancelled
+                    let after = before + share;
+                    let (event, named) = match conv.map(|i| &f.convs[i]) {
+                        Some(c) => (f.id(c), f.syms.str(f.ex(c).orig_txn)),
+                        None => ("", ""),
+                    };
+                    let standing = if after.is_zero() {
+                        "none of it is reversed now".to_string()
+                    } else {
+                        format!(
+                            "the reversals still standing reverse {} = {} {cur}, rounded half-even",
+                            pct(after),
+                            fmt_decimal(original * after, cur)
+                        )
+                    };
+                    return Ok(format!(
+                        "reinstated: {event} cancels the reversal {named:?} (a dispute won or a refund that failed), so {} of the original entry's {} {cur} is given back: {standing}, less {} {cur} reversed before = {amt}",
+                        pct(-share),
+                        fmt_decimal(original, cur),
+                        fmt_decimal(original * before, cur)
+                    ));
+                }
                 let o = f.convs.get(oi as usize);
                 let basis = match (conv.map(|i| (i, &f.convs[i])), o) {
                     (Some((_, r)), _) if r.amount.is_none() => {

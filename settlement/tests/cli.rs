@@ -1287,3 +1287,45 @@ fn explain_shows_the_evidence_behind_a_decision() {
         "{e}"
     );
 }
+
+/// review22 F13: a chargeback's explain names the reinstatement that
+/// cancelled it, whose entry says what it gives back.
+#[test]
+fn explain_names_the_reinstatement_of_a_chargeback() {
+    let t = tempfile::tempdir().unwrap();
+    let db = t.path().join("s.db");
+    let cfg = write(t.path(), "programs.toml", PROGRAMS);
+    let ev = write(
+        t.path(),
+        "ev.ndjson",
+        &format!(
+            "{PARTNER}\n{}\n{}\n{}\n",
+            r#"{"type":"conversion","id":"s1","ts":"2026-11-02T12:00:00.000Z","program":"p","event":"sale","txn_id":"S1","partner":"a","click_id":"k","click_ts":"2026-11-02T11:00:00.000Z","amount":"100","currency":"USD"}"#,
+            r#"{"type":"conversion","id":"c1","ts":"2026-11-05T12:00:00.000Z","program":"p","event":"chargeback","txn_id":"C1","original_txn_id":"S1"}"#,
+            r#"{"type":"conversion","id":"w1","ts":"2026-11-20T12:00:00.000Z","program":"p","event":"reinstate","txn_id":"W1","original_txn_id":"C1"}"#,
+        ),
+    );
+    ok(&db, &["import", &ev]);
+    ok(&db, &["run", "--period", "2026-11", "--config", &cfg]);
+    let words = ok(&db, &["explain", "c1"]);
+    assert!(
+        words.contains("clawback of -10.00 USD")
+            && words.contains(
+                "reinstated by w1 (a dispute won or a refund that failed): settlement explain w1"
+            ),
+        "{words}"
+    );
+    let back = entry_of(&db, "w1", "clawback");
+    let words = ok(&db, &["explain", &back]);
+    assert!(
+        words.contains("reinstated: w1 cancels the reversal \"C1\"")
+            && words.contains("= 10.00 USD"),
+        "{words}"
+    );
+    // the sale's explain by txn_id lists all three
+    let words = ok(&db, &["explain", "C1"]);
+    assert!(
+        words.contains("event c1:") && words.contains("event w1:"),
+        "{words}"
+    );
+}

@@ -412,6 +412,31 @@ fn refund_rate_outlier() {
     let hits = flagged(&d, "refund_rate");
     assert_eq!(hits.len(), 10, "{hits:?}");
     assert!(hits.iter().all(|h| h.starts_with("sa")), "{hits:?}");
+    // a's refunds were chargebacks, and the merchant won three of the
+    // disputes: five reversals stand, fewer than min_refunds (8)
+    let mut l: Vec<String> = l
+        .into_iter()
+        .map(
+            |x| match x.find(r#""event":"refund","original_txn_id":"t-sa"#) {
+                Some(_) => x.replace(
+                    r#""event":"refund","original_txn_id""#,
+                    r#""event":"chargeback","txn_id":"cb-x","original_txn_id""#,
+                ),
+                None => x,
+            },
+        )
+        .collect();
+    for (i, x) in l.iter_mut().filter(|x| x.contains("cb-x")).enumerate() {
+        *x = x.replace("cb-x", &format!("cb-{i}"));
+    }
+    for i in 0..3 {
+        l.push(format!(
+            r#"{{"type":"conversion","id":"w{i}","ts":"{}","program":"p","event":"reinstate","txn_id":"won-{i}","original_txn_id":"cb-{i}"}}"#,
+            at("20T10:00:00")
+        ));
+    }
+    let d = world("", &l).draft();
+    assert!(flagged(&d, "refund_rate").is_empty());
 }
 
 #[test]

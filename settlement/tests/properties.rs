@@ -66,6 +66,11 @@ enum Ev {
         day: u32,
         share: u8,
     },
+    /// A dispute won or a refund that failed: cancels a refund.
+    Reinstate {
+        of: usize,
+        day: u32,
+    },
 }
 
 fn ev() -> impl Strategy<Value = Ev> {
@@ -74,6 +79,7 @@ fn ev() -> impl Strategy<Value = Ev> {
             |(partner, customer, day, event, cents, prog)| Ev::Conv { partner, customer, day, event, cents, prog }
         ),
         1 => (0..40usize, 0..60u32, 0..3u8).prop_map(|(of, day, share)| Ev::Refund { of, day, share }),
+        1 => (0..40usize, 0..60u32).prop_map(|(of, day)| Ev::Reinstate { of, day }),
     ]
 }
 
@@ -107,6 +113,7 @@ fn world(evs: &[Ev]) -> Vec<Record> {
         lines.push(format!(r#"{{"type":"partner","id":"a{i}","program":"{prog}","tier":"{tier}"{parent},"status":"approved",{status}}}"#));
     }
     let mut sales: Vec<(String, String, i64)> = Vec::new();
+    let mut refunds: Vec<(String, String)> = Vec::new();
     for (n, e) in evs.iter().enumerate() {
         match e {
             Ev::Conv {
@@ -182,6 +189,17 @@ fn world(evs: &[Ev]) -> Vec<Record> {
                 };
                 lines.push(format!(
                     r#"{{"type":"conversion","id":"r{n}","ts":"{}","program":"{prog}","event":"refund","txn_id":"rf{n}","original_txn_id":"{txn}"{amount}}}"#,
+                    day_ts(*day)
+                ));
+                refunds.push((format!("rf{n}"), prog.clone()));
+            }
+            Ev::Reinstate { of, day } => {
+                if refunds.is_empty() {
+                    continue;
+                }
+                let (txn, prog) = &refunds[of % refunds.len()];
+                lines.push(format!(
+                    r#"{{"type":"conversion","id":"w{n}","ts":"{}","program":"{prog}","event":"reinstate","txn_id":"ri{n}","original_txn_id":"{txn}"}}"#,
                     day_ts(*day)
                 ));
             }

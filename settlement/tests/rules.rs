@@ -2259,3 +2259,191 @@ fn a_refund_in_another_currency_shows_its_conversion() {
         c.calc
     );
 }
+
+fn reinstate(id: &str, day: &str, of: &str) -> String {
+    conv(
+        id,
+        day,
+        "reinstate",
+        &format!(",\"original_txn_id\":\"{of}\""),
+    )
+}
+
+fn chargeback(id: &str, day: &str, of: &str) -> String {
+    conv(
+        id,
+        day,
+        "chargeback",
+        &format!(",\"original_txn_id\":\"{of}\""),
+    )
+}
+
+/// review22 F13: a dispute the merchant wins (or a refund that fails)
+/// gives the partner back what its chargeback took: a `reinstate` naming
+/// the chargeback. In the period of both, they net to nothing.
+#[test]
+fn a_reinstated_chargeback_gives_the_commission_back() {
+    let w = world(
+        &held(0),
+        &[
+            partner("a", ""),
+            sale("s1", "2026-11-02", "100"),
+            chargeback("c1", "2026-11-05", "s1"),
+            reinstate("w1", "2026-11-20", "c1"),
+        ],
+    );
+    let (es, _) = w.draft("2026-11");
+    assert_eq!(
+        amounts(&es, EntryKind::Clawback),
+        s(&[("a", "-20.00"), ("a", "20.00")])
+    );
+    let back = es
+        .iter()
+        .find(|e| e.kind == EntryKind::Clawback && e.amount.is_sign_positive())
+        .unwrap();
+    assert_eq!(
+        back.calc,
+        "reinstated: w1 cancels the reversal \"c1\" (a dispute won or a refund that failed), so all \
+         of the original entry's 20.00 USD is given back: none of it is reversed now, less 20.00 \
+         USD reversed before = 20.00 USD"
+    );
+    assert_eq!(
+        figures(&w, "2026-11"),
+        f7(["20.00", "0.00", "0.00", "0.00", "0.00", "20.00", "0.00"])
+    );
+}
+
+/// The chargeback was booked in a closed (and paid) period: the
+/// reinstatement is booked when it is dated, as a refund of a closed
+/// period's sale is, and pays the commission again.
+#[test]
+fn a_chargeback_reinstated_after_its_period_closed_is_paid_back_later() {
+    let mut w = world(
+        &held(0),
+        &[
+            partner("a", ""),
+            sale("s1", "2026-10-02", "100"),
+            sale("s2", "2026-11-02", "300"),
+            chargeback("c1", "2026-11-05", "s1"),
+        ],
+    );
+    w.run_close("2026-10");
+    w.run_close("2026-11");
+    assert_eq!(
+        figures(&w, "2026-11"),
+        f7(["60.00", "-20.00", "0.00", "0.00", "0.00", "40.00", "0.00"])
+    );
+    w.add(&[reinstate("w1", "2026-12-03", "c1")]);
+    let (es, _) = w.draft("2026-12");
+    assert_eq!(amounts(&es, EntryKind::Clawback), s(&[("a", "20.00")]));
+    assert!(amounts(&es, EntryKind::Adjustment).is_empty());
+    assert_eq!(
+        figures(&w, "2026-12"),
+        f7(["0.00", "20.00", "0.00", "0.00", "0.00", "20.00", "0.00"])
+    );
+    // the closed November is as booked
+    assert_eq!(
+        figures(&w, "2026-11"),
+        f7(["60.00", "-20.00", "0.00", "0.00", "0.00", "40.00", "0.00"])
+    );
+}
+
+/// Partial refunds, one of them failing: what stays reversed is the share
+/// of the refunds still standing, each entry rounded once, never more
+/// than was earned. Commission 0.03; refunds of half each: -0.02, -0.01;
+/// the first fails: half stands, round(0.015) = 0.02 reversed, so +0.01;
+/// a third half refund: all of it again, -0.01.
+#[test]
+fn a_failed_partial_refund_leaves_the_others_standing() {
+    let r = "[[programs.rules]]\nevent = \"sale\"\nfixed = \"0.03\"\n";
+    let refund = |id: &str, d: &str| {
+        conv(
+            id,
+            d,
+            "refund",
+            &format!(",\"original_txn_id\":\"e1\"{}", usd("5")),
+        )
+    };
+    let sale = conv(
+        "e1",
+        "2026-11-02",
+        "sale",
+        &format!("{}{}", click("a", "2026-11-02"), usd("10")),
+    );
+    let w = world(
+        &rules("", r),
+        &[
+            partner("a", ""),
+            sale.clone(),
+            refund("r1", "2026-11-03"),
+            refund("r2", "2026-11-04"),
+            reinstate("w1", "2026-11-05", "r1"),
+        ],
+    );
+    let (es, st) = w.draft("2026-11");
+    assert_eq!(
+        amounts(&es, EntryKind::Clawback),
+        s(&[("a", "-0.01"), ("a", "-0.02"), ("a", "0.01")])
+    );
+    assert_eq!(st[0].reversed.to_string(), "-0.02");
+    let w = world(
+        &rules("", r),
+        &[
+            partner("a", ""),
+            sale,
+            refund("r1", "2026-11-03"),
+            refund("r2", "2026-11-04"),
+            reinstate("w1", "2026-11-05", "r1"),
+            // a second reinstatement of r1 does nothing
+            reinstate("w2", "2026-11-06", "r1"),
+            refund("r3", "2026-11-07"),
+        ],
+    );
+    let (es, st) = w.draft("2026-11");
+    assert_eq!(st[0].reversed.to_string(), "-0.03");
+    assert_eq!(
+        es.iter().filter(|e| e.kind == EntryKind::Clawback).count(),
+        4
+    );
+}
+
+/// A reinstatement dated before the chargeback it names (the shop's clock,
+/// a late delivery) cancels it all the same, in either arrival order; one
+/// naming no reversal (the sale itself, an unknown id) changes nothing.
+#[test]
+fn a_reinstatement_before_its_chargeback_or_of_no_reversal_changes_nothing() {
+    for lines in [
+        vec![
+            reinstate("w1", "2026-11-04", "c1"),
+            chargeback("c1", "2026-11-05", "s1"),
+        ],
+        vec![
+            chargeback("c1", "2026-11-05", "s1"),
+            reinstate("w1", "2026-11-04", "c1"),
+        ],
+    ] {
+        let mut all = vec![partner("a", ""), sale("s1", "2026-11-02", "100")];
+        all.extend(lines);
+        let w = world(&held(0), &all);
+        let (es, _) = w.draft("2026-11");
+        assert!(amounts(&es, EntryKind::Clawback).is_empty());
+        assert_eq!(
+            figures(&w, "2026-11"),
+            f7(["20.00", "0.00", "0.00", "0.00", "0.00", "20.00", "0.00"])
+        );
+    }
+    let w = world(
+        &held(0),
+        &[
+            partner("a", ""),
+            sale("s1", "2026-11-02", "100"),
+            reinstate("w1", "2026-11-03", "s1"),
+            reinstate("w2", "2026-11-03", "nothing"),
+            chargeback("c1", "2026-11-05", "s1"),
+        ],
+    );
+    assert_eq!(
+        figures(&w, "2026-11"),
+        f7(["20.00", "-20.00", "0.00", "0.00", "0.00", "0.00", "0.00"])
+    );
+}

@@ -251,6 +251,74 @@ async fn link_refs(env: &Env, program: &Program, txn: &str, refs: &[String]) -> 
     Ok(())
 }
 
+/// A failed refund that `charge.refunded` recorded without its own id
+/// (`<charge>:refund:<total>`, the refunds not listed in the payload): the
+/// newest of that charge's refunds of the same amount not reinstated yet
+/// (all reinstated: the newest). `None` when the refund is recorded under its own id, or none matches.
+async fn refund_under_charge(
+    env: &Env,
+    program: &Program,
+    c: &Conversion,
+) -> Result<Option<String>> {
+    let (Some(charge), Some(refund), Some(amount)) = (
+        c.refund_of_charge.as_deref(),
+        c.originals.first(),
+        c.get("amount")
+            .and_then(|a| a.parse::<rust_decimal::Decimal>().ok()),
+    ) else {
+        return Ok(None);
+    };
+    let head = format!("{}|refund|", program.id);
+    let prefix = format!("{head}{charge}:refund:");
+    // the keys after the prefix: it ends in ':', and ';' follows it
+    let end = format!("{head}{charge}:refund;");
+    let rows: Vec<Row> = store::rows(store::q(
+        env,
+        "SELECT dedupe_key AS k, json_extract(record, '$.amount') AS amount FROM events
+         WHERE dedupe_key = ?1 OR (dedupe_key >= ?2 AND dedupe_key < ?3) ORDER BY seq DESC",
+        &[S(&format!("{head}{refund}")), S(&prefix), S(&end)],
+    )?)
+    .await?;
+    let mut found: Vec<&str> = Vec::new();
+    for r in &rows {
+        let Some(txn) = store::txt(r, "k").strip_prefix(head.as_str()) else {
+            continue;
+        };
+        if txn == refund {
+            return Ok(None);
+        }
+        if store::txt(r, "amount")
+            .parse::<rust_decimal::Decimal>()
+            .ok()
+            == Some(amount)
+        {
+            found.push(txn);
+        }
+    }
+    if found.is_empty() {
+        return Ok(None);
+    }
+    let keys: Vec<String> = found
+        .iter()
+        .map(|t| format!("{}|reinstate|{t}:reinstated", program.id))
+        .collect();
+    let done: Vec<Row> = store::rows(store::q(
+        env,
+        "SELECT dedupe_key AS k FROM events WHERE dedupe_key IN (SELECT value FROM json_each(?1))",
+        &[S(&serde_json::to_string(&keys)?)],
+    )?)
+    .await?;
+    Ok(found
+        .iter()
+        .zip(&keys)
+        .find(|(_, k)| !done.iter().any(|d| store::txt(d, "k") == k.as_str()))
+        .map(|(t, _)| *t)
+        // all reinstated: a redelivery (another event of the same failure)
+        // meets the newest one's record
+        .or(found.first().copied())
+        .map(str::to_string))
+}
+
 async fn convert_one(
     env: &Env,
     cfg: &Config,
@@ -261,6 +329,25 @@ async fn convert_one(
     raw: &str,
 ) -> Result<Value> {
     let src = source_name(source);
+    // a failed refund recorded under its charge: that record is reinstated
+    let under_charge;
+    let c = match refund_under_charge(env, program, c).await? {
+        Some(txn) => {
+            let mut fields = c.fields.clone();
+            for (k, v) in &mut fields {
+                if k == "txn_id" {
+                    *v = format!("{txn}:reinstated");
+                }
+            }
+            under_charge = Conversion {
+                fields,
+                originals: vec![txn],
+                ..Conversion::default()
+            };
+            &under_charge
+        }
+        None => c,
+    };
     // A refund or dispute may name the payment intent or charge of a sale
     // recorded under its invoice id.
     let mut original = None;
