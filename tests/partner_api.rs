@@ -618,6 +618,19 @@ fn links_and_stats() {
         None,
     );
     assert_eq!(s, 302);
+    // the order's pixel fires first (the thank-you page), then the
+    // merchant's postback: one conversion (review23 F4: it counted two)
+    program("links", json!({"pixel": true}));
+    let (s, _, _) = send(
+        agent()
+            .get(&w.url(&format!(
+                "/pixel?program={}&event=sale&txn_id=L-1&amount=10.00&currency=USD",
+                p.program
+            )))
+            .set("Cookie", &format!("pt_click={cid}")),
+        None,
+    );
+    assert_eq!(s, 200);
     let (s, b) = call(
         "POST",
         "/postback",
@@ -628,6 +641,21 @@ fn links_and_stats() {
         ),
     );
     assert_eq!(s, 200, "{b}");
+    let copies: Vec<Value> = export("/export/v1/events?limit=5000")
+        .into_iter()
+        .filter(|e| e["program"] == p.program.as_str() && e["txn_id"] == "L-1")
+        .collect();
+    assert_eq!(
+        copies
+            .iter()
+            .map(|e| (e["source"].as_str(), e["partner"].as_str()))
+            .collect::<Vec<_>>(),
+        [
+            (Some("pixel"), Some(p.a.as_str())),
+            (Some("postback"), Some(p.a.as_str()))
+        ],
+        "{copies:?}"
+    );
     let today = edge::time::Timestamp(now_ms()).date_string();
     let start = Instant::now();
     loop {

@@ -1221,6 +1221,13 @@ fn an_anonymous_pixel_never_blocks_the_authenticated_postback() {
     // the same pixel again is the pixel's duplicate, not a new record
     let (s, _) = pixel("event=sale&txn_id=PK-1&amount=0.01&currency=USD");
     assert_eq!(s, 200);
+    // the pixel of an order the postback recorded first adds nothing
+    // (review23 F4: a second record, delivered and counted again)
+    let (s, b) = postback_json(&json!({"program": p, "event": "sale", "txn_id": "PK-2",
+        "amount": "90.00", "currency": "USD", "customer": "c2"}));
+    assert_eq!((s, &b["status"]), (200, &json!("recorded")), "{b}");
+    let (s, _) = pixel("event=sale&txn_id=PK-2&amount=90.00&currency=USD");
+    assert_eq!(s, 200);
     for q in [
         "event=chargeback&txn_id=PK-CB&original_txn_id=PK-1",
         "event=refund&txn_id=PK-RF&original_txn_id=PK-1",
@@ -1237,6 +1244,12 @@ fn an_anonymous_pixel_never_blocks_the_authenticated_postback() {
             >= 2
     });
     let mine: Vec<&Value> = all.iter().filter(|e| e["program"] == p.as_str()).collect();
+    let pk2: Vec<&Value> = mine
+        .iter()
+        .filter(|e| e["txn_id"] == "PK-2")
+        .map(|e| &e["source"])
+        .collect();
+    assert_eq!(pk2, [&json!("postback")], "{mine:?}");
     let sales: Vec<(&Value, &Value)> = mine
         .iter()
         .filter(|e| e["txn_id"] == "PK-1")
@@ -1253,7 +1266,7 @@ fn an_anonymous_pixel_never_blocks_the_authenticated_postback() {
     assert!(
         !mine.iter().any(|e| e["txn_id"]
             .as_str()
-            .is_some_and(|t| t.starts_with("PK-") && t != "PK-1")),
+            .is_some_and(|t| t.starts_with("PK-") && t != "PK-1" && t != "PK-2")),
         "{mine:?}"
     );
 }

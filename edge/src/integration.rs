@@ -43,9 +43,9 @@ pub struct Conversion {
     /// Sale: further ids of the same payment (payment intent, charge) that a
     /// later refund or dispute may name instead of the sale's `txn_id`.
     pub aliases: Vec<String>,
-    /// Reinstatement of a refund: the charge refunded. A refund recorded
-    /// without its own id (`<charge>:refund:<total>`) is found among that
-    /// charge's refunds by its amount.
+    /// Reinstatement of a refund: the charge refunded (a refund recorded
+    /// without its own id, `<charge>:refund:<total>`, is found among that
+    /// charge's refunds by its amount). A refund recorded so: its charge.
     pub refund_of_charge: Option<String>,
 }
 

@@ -209,10 +209,11 @@ pub fn map(event: &Value) -> Result<Mapped, FieldError> {
             if amount <= 0 {
                 return Ok(Mapped::Ignored("nothing refunded"));
             }
-            let txn = latest
-                .and_then(|r| text(r, &["id"]))
-                .unwrap_or_else(|| format!("{charge}:refund:{total}"));
+            let own = latest.and_then(|r| text(r, &["id"]));
+            let under_charge = own.is_none().then(|| charge.clone());
+            let txn = own.unwrap_or_else(|| format!("{charge}:refund:{total}"));
             let mut c = Conversion::new("refund", txn);
+            c.refund_of_charge = under_charge;
             money(&mut c, obj, "amount_refunded", Some(amount))?;
             c.set("customer", id_of(obj, &["customer"]));
             c.originals = [
@@ -614,6 +615,10 @@ mod tests {
             c.originals,
             vec!["pi_3MmlLrLkdIwHu7ix0uke3Ezy", "ch_3MmlLrLkdIwHu7ix0snN0B15"]
         );
+        assert_eq!(
+            c.refund_of_charge.as_deref(),
+            Some("ch_3MmlLrLkdIwHu7ix0snN0B15")
+        );
         // A second refund: the change since the previous attributes.
         let mut ev = event(
             "charge.refunded",
@@ -633,6 +638,7 @@ mod tests {
         let c = conversion(&event("charge.refunded", listed));
         assert_eq!(c.get("txn_id"), Some("re_2"));
         assert_eq!(c.get("amount"), Some("15.00"));
+        assert_eq!(c.refund_of_charge, None);
 
         let dispute = json!({"id": "du_1MtJUT2eZvKYlo2CNaw2HvEv", "object": "dispute", "amount": 1000,
             "charge": "ch_1AZtxr2eZvKYlo2CJDX8whov", "currency": "jpy",

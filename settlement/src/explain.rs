@@ -443,10 +443,12 @@ fn other_id(store: &Store, id: &str) -> Result<String> {
             );
         }
     }
+    // (with two reversals of one txn id, a reinstatement cancels the first
+    // still standing: the words say which rule, not which one)
     for w in &reinstated_by {
         let _ = writeln!(
             o,
-            "  reinstated by {w} (a dispute won or a refund that failed): settlement explain {w}"
+            "  reinstatement {w} names its txn_id (a dispute won or a refund that failed): it cancels the first refund or chargeback of that txn_id still standing; settlement explain {w}"
         );
     }
     Ok(o)

@@ -898,7 +898,9 @@ fn score_program(
     // for no refund
     let is_reversal =
         |c: &crate::facts::Conv| c.event == refund || c.event == chargeback || c.event == reinstate;
-    let mut reinstated: FxHashSet<&str> = FxHashSet::default();
+    // per reversal txn id, the months of the reinstatements naming it (in
+    // (ts, id) order)
+    let mut reinstated: FxHashMap<&str, Vec<i64>> = FxHashMap::default();
     // refunds and chargebacks `(transaction they name, month)`, and the
     // conversions with a transaction id, for the refund rates
     let rr_on = fc.on(REFUND_RATE);
@@ -938,7 +940,10 @@ fn score_program(
             let ex = f.ex(c);
             if rr_on && ex.orig_txn != NONE {
                 if c.event == reinstate {
-                    reinstated.insert(f.syms.str(ex.orig_txn));
+                    reinstated
+                        .entry(f.syms.str(ex.orig_txn))
+                        .or_default()
+                        .push(period);
                 } else {
                     reversals.push((ex.orig_txn, period, f.txns.get(c.idx)));
                 }
@@ -1095,8 +1100,15 @@ fn score_program(
             }
         }
         for &(orig, period, own) in &reversals {
-            if !own.is_empty() && reinstated.contains(own) {
-                continue;
+            // a reversal reinstated within its month counts for nothing (one
+            // reinstatement, one reversal of the txn id, in order); one
+            // reinstated later still counts in its month, whose verdict
+            // later facts do not change
+            if let Some(ws) = (!own.is_empty()).then(|| reinstated.get_mut(own)).flatten() {
+                if let Some(k) = ws.iter().position(|&w| w <= period) {
+                    ws.remove(k);
+                    continue;
+                }
             }
             if let Some(&oi) = originals.get(f.syms.str(orig)) {
                 let op = ev_partner(&f.convs[oi as usize]);

@@ -229,6 +229,9 @@ pub(crate) fn booked_on_refunded_sales(
     let reversal = |c: &crate::facts::Conv| eng.is_reversal(c);
     let end = h.end_ms();
     let mut named: HashSet<(u32, &str)> = HashSet::new();
+    // the reversals a reinstatement of this run names (by their txn id):
+    // it gives back what they took, so as booked too
+    let mut reinstated: HashSet<(u32, &str)> = HashSet::new();
     for &i in &f.with_orig {
         let c = &f.convs[i as usize];
         // the refunds whose clawbacks this run books or restates: after
@@ -237,6 +240,20 @@ pub(crate) fn booked_on_refunded_sales(
         let this_run = c.ts >= end || i64::from(c.arrival) > w_h;
         if this_run && reversal(c) && f.ex(c).orig_txn != NONE {
             named.insert((c.program, f.syms.str(f.ex(c).orig_txn)));
+        }
+        if this_run && eng.is_reinstate(c) && f.ex(c).orig_txn != NONE {
+            reinstated.insert((c.program, f.syms.str(f.ex(c).orig_txn)));
+        }
+    }
+    if !reinstated.is_empty() {
+        for &i in &f.with_orig {
+            let c = &f.convs[i as usize];
+            if reversal(c)
+                && f.ex(c).orig_txn != NONE
+                && reinstated.contains(&(c.program, f.txns.get(c.idx)))
+            {
+                named.insert((c.program, f.syms.str(f.ex(c).orig_txn)));
+            }
         }
     }
     if named.is_empty() {

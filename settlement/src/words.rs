@@ -23,6 +23,7 @@ pub struct Words<'a> {
     pub out: &'a Output,
     /// The symbols of the events that reverse a sale (`NONE` if unused).
     reversals: [u32; 2],
+    reinstate: u32,
 }
 
 impl<'a> Words<'a> {
@@ -32,6 +33,7 @@ impl<'a> Words<'a> {
             eng,
             out,
             reversals: [sym("refund"), sym("chargeback")],
+            reinstate: sym("reinstate"),
         }
     }
 
@@ -611,7 +613,16 @@ impl<'a> Words<'a> {
         let p = &self.eng.cfg.programs[usize::from(l.prog)];
         let c = &f.convs[l.conv as usize];
         let cur = p.currency;
-        let calc = if c.event != NONE && self.reversals.contains(&c.event) {
+        let calc = if c.event != NONE && c.event == self.reinstate {
+            format!(
+                "credit note cancelled: {} cancels the reversal {:?} (a dispute won or a refund that failed), so {}% of the original line is charged again (the credit notes' shares, each part rounded half-even as they were): list {} {cur}, due {} {cur}",
+                f.id(c),
+                f.syms.str(f.ex(c).orig_txn),
+                plain(-l.share * Decimal::ONE_HUNDRED),
+                fmt_decimal(l.list_amount, cur),
+                fmt_decimal(l.amount_due, cur)
+            )
+        } else if c.event != NONE && self.reversals.contains(&c.event) {
             format!(
                 "credit note: {}% of the original line reversed (refund amount / original amount): list {} {cur}, due {} {cur}",
                 plain(l.share * Decimal::ONE_HUNDRED),

@@ -1311,7 +1311,7 @@ fn explain_names_the_reinstatement_of_a_chargeback() {
     assert!(
         words.contains("clawback of -10.00 USD")
             && words.contains(
-                "reinstated by w1 (a dispute won or a refund that failed): settlement explain w1"
+                "reinstatement w1 names its txn_id (a dispute won or a refund that failed): it cancels the first refund or chargeback of that txn_id still standing; settlement explain w1"
             ),
         "{words}"
     );

@@ -439,6 +439,48 @@ fn refund_rate_outlier() {
     assert!(flagged(&d, "refund_rate").is_empty());
 }
 
+/// review24 F4: a dispute of November won in December leaves November's
+/// refund_rate verdict as it was: an unrelated late November fact that
+/// restates November pays a's rejected sales nothing (before: 20.00,
+/// 10.00 without the late fact).
+#[test]
+fn a_reinstatement_never_changes_an_earlier_months_verdict() {
+    let conv = |id: &str, day: &str, partner: &str| {
+        format!(
+            r#"{{"type":"conversion","id":"{id}","ts":"2026-11-{day}T12:00:00.000Z","program":"p","event":"sale","txn_id":"{id}","partner":"{partner}","click_id":"k{id}","click_ts":"2026-11-{day}T11:00:00.000Z","amount":"100","currency":"USD"}}"#
+        )
+    };
+    let mut l = vec![conv("sa1", "02", "a"), conv("sa2", "02", "a")];
+    for i in 1..=4 {
+        l.push(conv(&format!("sb{i}"), "03", "b"));
+    }
+    l.push(r#"{"type":"conversion","id":"ra1","ts":"2026-11-10T12:00:00.000Z","program":"p","event":"chargeback","txn_id":"DU1","original_txn_id":"sa1"}"#.to_string());
+    let mut w = world(
+        "refund_rate = { action = \"reject\", min_refunds = 1, min_rate = \"0.1\", factor = \"1\" }\n",
+        &l,
+    );
+    assert_eq!(flagged(&w.draft(), "refund_rate"), ["sa1", "sa2"]);
+    let nov = Period::parse("2026-11").unwrap();
+    run(&mut w.store, &w.cfg, nov).unwrap();
+    settlement::run::close(&mut w.store, nov).unwrap();
+    let later: Vec<Record> = [
+        r#"{"type":"conversion","id":"w1","ts":"2026-12-03T12:00:00.000Z","program":"p","event":"reinstate","txn_id":"DU1:won","original_txn_id":"DU1"}"#.to_string(),
+        conv("sb9", "20", "b"),
+    ]
+    .iter()
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect();
+    import_records(&mut w.store, &later).unwrap();
+    let (d, _) = compute_draft(&w.store, &w.cfg, Period::parse("2026-12").unwrap()).unwrap();
+    let a: Vec<(&str, String)> = d
+        .entries
+        .iter()
+        .filter(|e| e.partner == "a")
+        .map(|e| (e.kind.as_str(), e.amount.to_string()))
+        .collect();
+    assert!(a.is_empty(), "{a:?}");
+}
+
 #[test]
 fn shared_visitor() {
     let mut l = Vec::new();

@@ -2447,3 +2447,104 @@ fn a_reinstatement_before_its_chargeback_or_of_no_reversal_changes_nothing() {
         f7(["20.00", "-20.00", "0.00", "0.00", "0.00", "0.00", "0.00"])
     );
 }
+
+/// review24 F1: a reinstatement gives back what the reversal took, as the
+/// closed ledger booked it, whatever programs.toml and the registry say
+/// now: the rate raised from 10% to 20% (+10.00, not +20.00), the parent
+/// changed (the old parent gets its override back, not the new one), a
+/// sale the closed period rejected (nothing was taken: nothing given back).
+#[test]
+fn a_reinstatement_gives_back_what_was_booked() {
+    let cfg = |percent: &str| {
+        rules(
+            "overrides = [\"10\"]",
+            &format!("[[programs.rules]]\nevent = \"sale\"\npercent = \"{percent}\"\n"),
+        )
+        .replace(
+            "currency = \"USD\"\n",
+            "currency = \"USD\"\n[payout]\nhold_days = 0\nminimum = \"0\"\n",
+        )
+    };
+    let mut w = world(
+        &cfg("10"),
+        &[
+            partner("m1", ""),
+            partner("m2", ""),
+            partner("a", r#","parent":"m1""#),
+            sale("s1", "2026-11-02", "1000"),
+            chargeback("c1", "2026-11-05", "s1"),
+            // b is not in the registry in November: rejected
+            conv(
+                "s2",
+                "2026-11-03",
+                "sale",
+                &format!("{}{}", click("b", "2026-11-03"), usd("500")),
+            ),
+            chargeback("c2", "2026-11-06", "s2"),
+        ],
+    );
+    w.run_close("2026-11");
+    w.cfg = config::parse(std::path::Path::new("programs.toml"), &cfg("20")).unwrap();
+    w.add(&[
+        partner("a", r#","parent":"m2""#),
+        partner("b", ""),
+        reinstate("w1", "2026-12-03", "c1"),
+        reinstate("w2", "2026-12-03", "c2"),
+    ]);
+    let (es, _) = w.draft("2026-12");
+    assert_eq!(
+        amounts(&es, EntryKind::Clawback),
+        s(&[("a", "100.00"), ("m1", "10.00")])
+    );
+    assert!(amounts(&es, EntryKind::Adjustment).is_empty());
+}
+
+/// review24 F5: the line that cancels a reseller's credit note says so
+/// (it was worded as a sale line, with arithmetic that did not hold):
+/// sale 0.03 at 50% discount (0.02 due), a refund of a third (-0.01 /
+/// -0.01), the refund fails: +0.01 / +0.01.
+#[test]
+fn a_reinstatement_cancels_a_resellers_credit_note() {
+    let head = "currency = \"USD\"\n[[programs]]\nid = \"p\"\nmodel = \"reseller\"\n";
+    let w = world(
+        &format!("{head}[[programs.rules]]\nevent = \"sale\"\ndiscount = \"50\"\n"),
+        &[
+            partner("a", ""),
+            sale_of("s1", "a", "2026-11-05", "0.03"),
+            conv(
+                "r1",
+                "2026-11-06",
+                "refund",
+                &format!(",\"original_txn_id\":\"s1\"{}", usd("0.01")),
+            ),
+            reinstate("w1", "2026-11-07", "r1"),
+        ],
+    );
+    let (d, _) = compute_draft(&w.store, &w.cfg, Period::parse("2026-11").unwrap()).unwrap();
+    let lines: Vec<(String, String, String)> = d
+        .invoices
+        .iter()
+        .map(|l| {
+            (
+                l.source.clone(),
+                l.list_amount.to_string(),
+                l.amount_due.to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            ("r1".into(), "-0.01".into(), "-0.01".into()),
+            ("s1".into(), "0.03".into(), "0.02".into()),
+            ("w1".into(), "0.01".into(), "0.01".into()),
+        ]
+    );
+    let w1 = d.invoices.iter().find(|l| l.source == "w1").unwrap();
+    assert_eq!(
+        w1.calc,
+        "credit note cancelled: w1 cancels the reversal \"r1\" (a dispute won or a refund that \
+         failed), so 33.3333333333% of the original line is charged again (the \
+         credit notes' shares, each part rounded half-even as they were): list 0.01 USD, due 0.01 USD"
+    );
+}

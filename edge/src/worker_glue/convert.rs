@@ -121,10 +121,17 @@ pub async fn evidence_or_none(
 const OUTBOX: &str =
     "INSERT INTO webhook_deliveries (id, webhook, event, event_id, body, created_at, updated_at)
   SELECT 'wd_' || lower(hex(randomblob(10))), w.id, 'conversion.recorded', e.id,
-    json_object('id', e.id, 'type', 'conversion.recorded', 'created', ?2,
-                'data', json_set(e.record, '$.seq', e.seq)),
+    CASE WHEN p.id IS NULL
+      THEN json_object('id', e.id, 'type', 'conversion.recorded', 'created', ?2,
+                       'data', json_set(e.record, '$.seq', e.seq))
+      ELSE json_object('id', e.id, 'type', 'conversion.recorded', 'created', ?2,
+                       'replaces', p.id, 'data', json_set(e.record, '$.seq', e.seq))
+    END,
     ?2, ?2
-  FROM events e, webhooks w
+  FROM events e JOIN webhooks w
+    -- the pixel's copy of the same order, delivered before: this
+    -- authenticated record stands for it
+    LEFT JOIN events p ON p.dedupe_key = 'pixel|' || e.dedupe_key
   WHERE e.id = ?1 AND w.active = 1
     AND EXISTS (SELECT 1 FROM json_each(w.events) WHERE value = 'conversion.recorded')
   RETURNING id";
@@ -173,13 +180,17 @@ pub async fn record(
         Source::Pixel => pb.pixel_dedupe_key(),
         _ => pb.dedupe_key(),
     };
+    // the pixel's copy of an order the authenticated postback (or a
+    // provider) recorded already adds nothing: not stored, not delivered
+    let bare = pb.dedupe_key();
     let payload = hash::payload(&pb.canonical());
     let db = store::db(env)?;
     let results = db
         .batch(vec![
             db.prepare(
                 "INSERT INTO events (id, type, program, ts_ms, dedupe_key, payload_hash, record)
-                 VALUES (?1, 'conversion', ?2, ?3, ?4, ?5, ?6)
+                 SELECT ?1, 'conversion', ?2, ?3, ?4, ?5, ?6
+                 WHERE ?4 = ?7 OR NOT EXISTS (SELECT 1 FROM events WHERE dedupe_key = ?7)
                  ON CONFLICT(dedupe_key) DO NOTHING",
             )
             .bind(&[
@@ -189,6 +200,7 @@ pub async fn record(
                 s(&key),
                 s(&payload),
                 s(&serde_json::to_string(&rec)?),
+                s(&bare),
             ])?,
             db.prepare(OUTBOX)
                 .bind(&[s(&id), s(&Timestamp(now_ms()).to_string())])?,
@@ -207,11 +219,18 @@ pub async fn record(
         return Ok(Outcome::Recorded(id));
     }
     let existing = store::row(
-        db.prepare("SELECT id, payload_hash FROM events WHERE dedupe_key = ?1")
-            .bind(&[s(&key)])?,
+        db.prepare(
+            "SELECT id, payload_hash, dedupe_key = ?1 AS own FROM events
+             WHERE dedupe_key IN (?1, ?2) ORDER BY own DESC LIMIT 1",
+        )
+        .bind(&[s(&key), s(&bare)])?,
     )
     .await?;
     match existing {
+        // the pixel's hit of an order recorded by an authenticated source
+        Some(e) if store::int(&e, "own") == 0 => {
+            Ok(Outcome::Duplicate(store::txt(&e, "id").to_string()))
+        }
         Some(e) if store::otxt(&e, "payload_hash") == Some(payload.as_str()) => {
             Ok(Outcome::Duplicate(store::txt(&e, "id").to_string()))
         }

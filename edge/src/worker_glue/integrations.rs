@@ -186,7 +186,9 @@ async fn handle(
     let raw = String::from_utf8_lossy(body);
     let answer = match mapped {
         Ok(Mapped::Ignored(why)) => j!({"status": "ignored", "reason": why}),
-        Ok(Mapped::Conversion(c)) => convert_one(env, cfg, req, program, source, &c, &raw).await?,
+        Ok(Mapped::Conversion(c)) => {
+            convert_one(env, cfg, req, program, source, &c, event_id, &raw).await?
+        }
         Ok(Mapped::Refs { txn, refs }) => {
             link_refs(env, program, &txn, &refs).await?;
             j!({"status": "linked", "txn_id": txn, "refs": refs})
@@ -251,16 +253,21 @@ async fn link_refs(env: &Env, program: &Program, txn: &str, refs: &[String]) -> 
     Ok(())
 }
 
-/// A failed refund that `charge.refunded` recorded without its own id
+/// The original a failed refund's reinstatement names when
+/// `charge.refunded` recorded the refund without its own id
 /// (`<charge>:refund:<total>`, the refunds not listed in the payload): the
-/// newest of that charge's refunds of the same amount not reinstated yet
-/// (all reinstated: the newest). `None` when the refund is recorded under its own id, or none matches.
+/// one an earlier report of the same failure named (Stripe tells one
+/// failure by several events), else the newest of that charge's refunds of
+/// the same amount no reinstatement names yet. `None` when the refund is
+/// recorded under its own id, or none is left.
 async fn refund_under_charge(
     env: &Env,
     program: &Program,
     c: &Conversion,
 ) -> Result<Option<String>> {
-    let (Some(charge), Some(refund), Some(amount)) = (
+    let (Some("reinstate"), Some(txn), Some(charge), Some(refund), Some(amount)) = (
+        c.get("event"),
+        c.get("txn_id"),
         c.refund_of_charge.as_deref(),
         c.originals.first(),
         c.get("amount")
@@ -268,23 +275,34 @@ async fn refund_under_charge(
     ) else {
         return Ok(None);
     };
+    let told = store::row(store::q(
+        env,
+        "SELECT json_extract(record, '$.original_txn_id') AS o FROM events WHERE dedupe_key = ?1",
+        &[S(&format!("{}|reinstate|{txn}", program.id))],
+    )?)
+    .await?;
+    if let Some(o) = told.as_ref().and_then(|r| store::otxt(r, "o")) {
+        return Ok(Some(o.to_string()));
+    }
     let head = format!("{}|refund|", program.id);
-    let prefix = format!("{head}{charge}:refund:");
     // the keys after the prefix: it ends in ':', and ';' follows it
-    let end = format!("{head}{charge}:refund;");
     let rows: Vec<Row> = store::rows(store::q(
         env,
         "SELECT dedupe_key AS k, json_extract(record, '$.amount') AS amount FROM events
          WHERE dedupe_key = ?1 OR (dedupe_key >= ?2 AND dedupe_key < ?3) ORDER BY seq DESC",
-        &[S(&format!("{head}{refund}")), S(&prefix), S(&end)],
+        &[
+            S(&format!("{head}{refund}")),
+            S(&format!("{head}{charge}:refund:")),
+            S(&format!("{head}{charge}:refund;")),
+        ],
     )?)
     .await?;
     let mut found: Vec<&str> = Vec::new();
     for r in &rows {
-        let Some(txn) = store::txt(r, "k").strip_prefix(head.as_str()) else {
+        let Some(t) = store::txt(r, "k").strip_prefix(head.as_str()) else {
             continue;
         };
-        if txn == refund {
+        if t == refund {
             return Ok(None);
         }
         if store::txt(r, "amount")
@@ -292,33 +310,66 @@ async fn refund_under_charge(
             .ok()
             == Some(amount)
         {
-            found.push(txn);
+            found.push(t);
         }
     }
     if found.is_empty() {
         return Ok(None);
     }
-    let keys: Vec<String> = found
-        .iter()
-        .map(|t| format!("{}|reinstate|{t}:reinstated", program.id))
-        .collect();
-    let done: Vec<Row> = store::rows(store::q(
+    // the originals the program's reinstatements name already
+    let reinstates = format!("{}|reinstate|", program.id);
+    let taken: Vec<Row> = store::rows(store::q(
         env,
-        "SELECT dedupe_key AS k FROM events WHERE dedupe_key IN (SELECT value FROM json_each(?1))",
-        &[S(&serde_json::to_string(&keys)?)],
+        "SELECT json_extract(record, '$.original_txn_id') AS o FROM events
+         WHERE dedupe_key >= ?1 AND dedupe_key < ?2
+           AND json_extract(record, '$.original_txn_id') IN (SELECT value FROM json_each(?3))",
+        &[
+            S(&reinstates),
+            S(&format!("{}|reinstate}}", program.id)),
+            S(&serde_json::to_string(&found)?),
+        ],
     )?)
     .await?;
     Ok(found
-        .iter()
-        .zip(&keys)
-        .find(|(_, k)| !done.iter().any(|d| store::txt(d, "k") == k.as_str()))
-        .map(|(t, _)| *t)
-        // all reinstated: a redelivery (another event of the same failure)
-        // meets the newest one's record
-        .or(found.first().copied())
+        .into_iter()
+        .find(|t| !taken.iter().any(|r| store::otxt(r, "o") == Some(*t)))
         .map(str::to_string))
 }
 
+/// A refund `charge.refunded` recorded under `<charge>:refund:<total>`
+/// whose key a failed refund of the same total holds (Stripe lowers
+/// `amount_refunded` when a refund fails, so the next refund reaches the
+/// same total): that key with the Stripe event id, so the new refund is
+/// recorded and not answered as the failed one's duplicate.
+async fn refund_key_after_failure(
+    env: &Env,
+    program: &Program,
+    c: &Conversion,
+    event_id: Option<&str>,
+) -> Result<Option<String>> {
+    let (Some("refund"), Some(txn), Some(_), Some(event_id)) = (
+        c.get("event"),
+        c.get("txn_id"),
+        c.refund_of_charge.as_deref(),
+        event_id,
+    ) else {
+        return Ok(None);
+    };
+    let failed = store::row(store::q(
+        env,
+        "SELECT 1 AS x FROM events WHERE dedupe_key >= ?1 AND dedupe_key < ?2
+           AND json_extract(record, '$.original_txn_id') = ?3 LIMIT 1",
+        &[
+            S(&format!("{}|reinstate|", program.id)),
+            S(&format!("{}|reinstate}}", program.id)),
+            S(txn),
+        ],
+    )?)
+    .await?;
+    Ok(failed.map(|_| format!("{txn}:{event_id}")))
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn convert_one(
     env: &Env,
     cfg: &Config,
@@ -326,27 +377,41 @@ async fn convert_one(
     program: &Program,
     source: Source,
     c: &Conversion,
+    event_id: Option<&str>,
     raw: &str,
 ) -> Result<Value> {
     let src = source_name(source);
-    // a failed refund recorded under its charge: that record is reinstated
+    // a failed refund recorded under its charge: that record is
+    // reinstated; a refund after a failed one of the same total: a key of
+    // its own
     let under_charge;
-    let c = match refund_under_charge(env, program, c).await? {
-        Some(txn) => {
-            let mut fields = c.fields.clone();
-            for (k, v) in &mut fields {
-                if k == "txn_id" {
-                    *v = format!("{txn}:reinstated");
-                }
-            }
+    let c = match (
+        refund_under_charge(env, program, c).await?,
+        refund_key_after_failure(env, program, c, event_id).await?,
+    ) {
+        (Some(original), _) => {
             under_charge = Conversion {
-                fields,
-                originals: vec![txn],
+                fields: c.fields.clone(),
+                originals: vec![original],
                 ..Conversion::default()
             };
             &under_charge
         }
-        None => c,
+        (None, Some(txn)) => {
+            let mut fields = c.fields.clone();
+            for (k, v) in &mut fields {
+                if k == "txn_id" {
+                    *v = txn.clone();
+                }
+            }
+            under_charge = Conversion {
+                fields,
+                originals: c.originals.clone(),
+                ..Conversion::default()
+            };
+            &under_charge
+        }
+        (None, None) => c,
     };
     // A refund or dispute may name the payment intent or charge of a sale
     // recorded under its invoice id.

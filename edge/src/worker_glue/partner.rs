@@ -216,7 +216,11 @@ async fn stats(env: &Env, me: &Me, query: &str) -> Result<Response> {
         "SELECT CAST(ts_ms / 86400000 AS INTEGER) AS day,
                    SUM(type = 'click' AND coalesce(json_extract(record, '$.bot'), 0) = 0) AS clicks,
                    SUM(type = 'click' AND uniq = 1) AS uniq,
-                   SUM(type = 'conversion') AS conversions
+                   -- an order the pixel and an authenticated source both
+                   -- brought is one conversion
+                   SUM(type = 'conversion' AND NOT (dedupe_key LIKE 'pixel|%'
+                       AND EXISTS (SELECT 1 FROM events a WHERE a.dedupe_key = substr(events.dedupe_key, 7))))
+                     AS conversions
                  FROM events WHERE partner = ?1 AND ts_ms >= ?2 AND ts_ms < ?3
                  GROUP BY day",
         &[S(&me.p.id), N(range.start_ms()), N(range.end_ms())],
