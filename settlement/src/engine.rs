@@ -74,8 +74,10 @@ pub enum Calc {
     /// pending while that entry is
     /// The last: the original sale (index into `Facts::convs`), for the
     /// words of the share (a sale without an amount is reversed whole; a
-    /// refund in another currency is compared converted).
-    Clawback(Box<(Decimal, Decimal, Hash10, i32, Decimal, u32)>),
+    /// refund in another currency is compared converted). A reinstatement
+    /// (a negative share) names after it the reversal it cancels (index
+    /// into `Facts::convs`; `NONE` for a clawback).
+    Clawback(Box<(Decimal, Decimal, Hash10, i32, Decimal, u32, u32)>),
     /// `(minimum, earned)`
     Topup(Box<(Decimal, Decimal)>),
     Mdf,
@@ -1871,7 +1873,7 @@ fn compute_part(
             continue;
         }
         let named = (r.program, f.syms.str(f.ex(r).orig_txn));
-        let (oi, before, after) = if eng.is_reinstate(r) {
+        let (oi, before, after, cancels) = if eng.is_reinstate(r) {
             // the first reversal of that txn id still standing
             let found = by_txn.get(&named).and_then(|v| {
                 v.iter().copied().find(|&(x, o)| {
@@ -1891,7 +1893,7 @@ fn compute_part(
             let st = standing.entry(oi).or_default();
             let before = share_of(st)?;
             st.retain(|&(y, _)| y != x);
-            (oi, before, share_of(st)?)
+            (oi, before, share_of(st)?, x)
         } else {
             let Some(&oi) = originals.get(&named) else {
                 continue;
@@ -1927,7 +1929,7 @@ fn compute_part(
             let st = standing.entry(oi).or_default();
             let before = share_of(st)?;
             st.push((ri, share));
-            (oi, before, share_of(st)?)
+            (oi, before, share_of(st)?, NONE)
         };
         if after.cmp_to(&before) == std::cmp::Ordering::Equal {
             continue;
@@ -1996,6 +1998,7 @@ fn compute_part(
                     e.day,
                     before.approx(),
                     oi,
+                    cancels,
                 ))),
                 // a clawback of a held entry waits with it
                 fraud: e.fraud,
@@ -2304,7 +2307,7 @@ mod tests {
         let d = Decimal::ONE;
         assert_eq!(Calc::Override(Box::new((1, d, h))).parent(), Some(&h));
         assert_eq!(
-            Calc::Clawback(Box::new((d, d, h, 0, d, 0))).parent(),
+            Calc::Clawback(Box::new((d, d, h, 0, d, 0, NONE))).parent(),
             Some(&h)
         );
         let r = Calc::RejectedOverride(Box::new(h));

@@ -40,6 +40,7 @@ pub mod store;
 pub mod tasks;
 pub mod timing;
 pub mod words;
+pub mod writeoff_back;
 
 pub use error::{Error, Result};
 

@@ -442,7 +442,7 @@ impl<'a> Words<'a> {
                 s
             }
             Calc::Clawback(b) => {
-                let (share, original, _, _, before, oi) = **b;
+                let (share, original, _, _, before, oi, _) = **b;
                 let pct = |x: Decimal| {
                     if x == Decimal::ONE {
                         "all".to_string()
@@ -462,7 +462,10 @@ impl<'a> Words<'a> {
                         None => ("", ""),
                     };
                     let standing = if after.is_zero() {
-                        "none of it is reversed now".to_string()
+                        format!(
+                            "none of it stands now ({} {cur})",
+                            fmt_decimal(Decimal::ZERO, cur)
+                        )
                     } else {
                         format!(
                             "the reversals still standing reverse {} = {} {cur}, rounded half-even",
@@ -471,7 +474,7 @@ impl<'a> Words<'a> {
                         )
                     };
                     return Ok(format!(
-                        "reinstated: {event} cancels the reversal {named:?} (a dispute won or a refund that failed), so {} of the original entry's {} {cur} is given back: {standing}, less {} {cur} reversed before = {amt}",
+                        "reinstated: {event} cancels the reversal {named:?} (a dispute won or a refund that failed), so {} of the original entry's {} {cur} is given back: {} {cur} was reversed before, {standing}; the difference = {amt}",
                         pct(-share),
                         fmt_decimal(original, cur),
                         fmt_decimal(original * before, cur)

@@ -2304,8 +2304,8 @@ fn a_reinstated_chargeback_gives_the_commission_back() {
     assert_eq!(
         back.calc,
         "reinstated: w1 cancels the reversal \"c1\" (a dispute won or a refund that failed), so all \
-         of the original entry's 20.00 USD is given back: none of it is reversed now, less 20.00 \
-         USD reversed before = 20.00 USD"
+         of the original entry's 20.00 USD is given back: 20.00 USD was reversed before, none of it \
+         stands now (0.00 USD); the difference = 20.00 USD"
     );
     assert_eq!(
         figures(&w, "2026-11"),
@@ -2547,4 +2547,50 @@ fn a_reinstatement_cancels_a_resellers_credit_note() {
          failed), so 33.3333333333% of the original line is charged again (the \
          credit notes' shares, each part rounded half-even as they were): list 0.01 USD, due 0.01 USD"
     );
+}
+
+/// review24 F2: a chargeback a closed period wrote off (no
+/// negative_carryover), then reinstated, is not paid twice. November pays
+/// 10.00; December earns 4.00 and the chargeback takes 10.00: -6.00
+/// written off (the partner kept 6.00 the chargeback took on paper); the
+/// January reinstatement gives back 10.00, of which the write-off's 6.00
+/// is taken back: 4.00 payable, what December would have paid without the
+/// chargeback.
+#[test]
+fn a_written_off_chargeback_reinstated_is_not_paid_twice() {
+    let mut w = world(
+        &held(0),
+        &[
+            partner("a", ""),
+            sale("s1", "2026-11-02", "50"),
+            sale("s2", "2026-12-02", "20"),
+            chargeback("c1", "2026-12-05", "s1"),
+            reinstate("w1", "2027-01-10", "c1"),
+        ],
+    );
+    w.run_close("2026-11");
+    w.run_close("2026-12");
+    assert_eq!(
+        figures(&w, "2026-12"),
+        f7(["4.00", "-10.00", "6.00", "0.00", "0.00", "0.00", "0.00"])
+    );
+    let (es, _) = w.draft("2027-01");
+    let back = es
+        .iter()
+        .find(|e| e.kind == EntryKind::Writeoff)
+        .expect("the write-off taken back");
+    assert_eq!(
+        (back.amount.to_string(), &back.reason[..]),
+        ("-6.00".to_string(), "writeoff_taken_back_2026-12")
+    );
+    assert_eq!(
+        figures(&w, "2027-01"),
+        f7(["0.00", "10.00", "-6.00", "0.00", "0.00", "4.00", "0.00"])
+    );
+    // taken back once: a rerun, and the next month, take nothing more
+    let p = Period::parse("2027-01").unwrap();
+    run(&mut w.store, &w.cfg, p).unwrap();
+    close(&mut w.store, p).unwrap();
+    let (es, _) = w.draft("2027-02");
+    assert!(!es.iter().any(|e| e.kind == EntryKind::Writeoff), "{es:?}");
 }
