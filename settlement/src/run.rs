@@ -544,8 +544,10 @@ fn with_plan_at<R>(
     }
     // balances carried over from another platform (settlement import --map)
     own.extend(crate::migrate::opening_entries(store, cfg, p)?);
-    // reinstated reversals that closed periods wrote off
-    own.extend(crate::writeoff_back::taken_back(store, &words, &out, p)?);
+    // reinstated reversals and late facts of closed periods that wrote the
+    // balance off
+    let back = crate::writeoff_back::taken_back(store, &words, &out, &own, p)?;
+    own.extend(back);
     items.extend((0..own.len()).map(Item::own));
 
     let carried_in = crate::carry::carried_in(store, cfg, p)?;

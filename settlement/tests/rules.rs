@@ -2577,11 +2577,15 @@ fn a_written_off_chargeback_reinstated_is_not_paid_twice() {
     let (es, _) = w.draft("2027-01");
     let back = es
         .iter()
-        .find(|e| e.kind == EntryKind::Writeoff)
+        .find(|e| e.reason.starts_with("writeoff_taken_back_"))
         .expect("the write-off taken back");
     assert_eq!(
-        (back.amount.to_string(), &back.reason[..]),
-        ("-6.00".to_string(), "writeoff_taken_back_2026-12")
+        (back.amount.to_string(), &back.reason[..], back.kind),
+        (
+            "-6.00".to_string(),
+            "writeoff_taken_back_2026-12",
+            EntryKind::Adjustment
+        )
     );
     assert_eq!(
         figures(&w, "2027-01"),
@@ -2592,5 +2596,72 @@ fn a_written_off_chargeback_reinstated_is_not_paid_twice() {
     run(&mut w.store, &w.cfg, p).unwrap();
     close(&mut w.store, p).unwrap();
     let (es, _) = w.draft("2027-02");
-    assert!(!es.iter().any(|e| e.kind == EntryKind::Writeoff), "{es:?}");
+    assert!(es.is_empty(), "{es:?}");
+}
+
+/// A late fact of a closed period that wrote its negative balance off is
+/// the same case (an open item since the eleventh session): December's
+/// chargeback took 10.00 paid in November, -10.00 written off; a
+/// December sale arriving in January (6.00) would have left December at
+/// -4.00 (written off 4.00): the 6.00 adjustment takes 6.00 of the
+/// write-off back, nothing more is paid.
+#[test]
+fn a_late_fact_of_a_written_off_month_takes_the_write_off_back() {
+    let mut w = world(
+        &held(0),
+        &[
+            partner("a", ""),
+            sale("s1", "2026-11-02", "50"),
+            chargeback("c1", "2026-12-05", "s1"),
+        ],
+    );
+    w.run_close("2026-11");
+    w.run_close("2026-12");
+    w.add(&[sale("s2", "2026-12-20", "30")]);
+    let (es, _) = w.draft("2027-01");
+    assert_eq!(
+        amounts(&es, EntryKind::Adjustment),
+        s(&[("a", "-6.00"), ("a", "6.00")])
+    );
+    let back = es
+        .iter()
+        .find(|e| e.reason.starts_with("writeoff_taken_back_"))
+        .expect("the write-off taken back");
+    assert_eq!(
+        (back.amount.to_string(), &back.reason[..], &back.sources[..]),
+        (
+            "-6.00".to_string(),
+            "writeoff_taken_back_2026-12",
+            &["s2".to_string()][..]
+        )
+    );
+    assert_eq!(
+        figures(&w, "2027-01"),
+        f7(["0.00", "0.00", "0.00", "0.00", "0.00", "0.00", "0.00"])
+    );
+    // with a 60-day hold the late 6.00 is pending in January, and the
+    // part taken back is held with it: nothing matures negative (written
+    // off again) and nothing is paid when both mature
+    let mut w = world(
+        &held(60),
+        &[
+            partner("a", ""),
+            sale("s1", "2026-09-02", "50"),
+            chargeback("c1", "2026-12-05", "s1"),
+        ],
+    );
+    for p in ["2026-09", "2026-10", "2026-11", "2026-12"] {
+        w.run_close(p);
+    }
+    assert_eq!(
+        figures(&w, "2026-12"),
+        f7(["0.00", "-10.00", "10.00", "0.00", "0.00", "0.00", "0.00"])
+    );
+    w.add(&[sale("s2", "2026-12-20", "30")]);
+    assert_eq!(
+        figures(&w, "2027-01"),
+        f7(["0.00", "0.00", "0.00", "0.00", "0.00", "0.00", "0.00"])
+    );
+    w.run_close("2027-01");
+    assert_eq!(figures(&w, "2027-02"), None);
 }
