@@ -29,9 +29,9 @@ use std::collections::BTreeMap;
 #[derive(Default)]
 struct Back {
     amount: Decimal,
-    /// The reinstatements (event ids) and late-fact adjustments (entry ids).
+    /// The reinstatements (event ids; a late one's adjustment: its entry
+    /// id).
     reinstatements: Vec<String>,
-    adjustments: Vec<String>,
     /// The events they cite.
     sources: Vec<String>,
     /// The positive parts by the day their hold runs from: a part taken
@@ -43,14 +43,7 @@ impl Back {
     fn words(&self) -> String {
         let list =
             |what: &str, v: &[String]| (!v.is_empty()).then(|| format!("{what} {}", v.join(", ")));
-        [
-            list("the reinstatements", &self.reinstatements),
-            list("the late-fact adjustments", &self.adjustments),
-        ]
-        .into_iter()
-        .flatten()
-        .collect::<Vec<_>>()
-        .join(" and ")
+        list("the reinstatement entries", &self.reinstatements).unwrap_or_default()
     }
 }
 
@@ -60,12 +53,11 @@ fn reason(p: Period) -> String {
 }
 
 /// The entries of period `p` that take back the write-offs of closed periods
-/// whose reversals this period's reinstatements cancel.
-///
-/// Late facts restating a closed period are the same case: `adjusted` are
-/// this period's adjustments, and a period's net positive restatement (not
-/// held for review) takes its write-off back the same way: the balance
-/// the period would have had is `min(change, written off)` less negative.
+/// whose reversals this period's reinstatements cancel: on time (a positive
+/// clawback of `p`), or late for a closed period (its adjustment, among
+/// `adjusted`). A reversal counts for the period it was dated in only when
+/// it was booked there on time: one that arrived after that period closed
+/// was charged by a later period's adjustment, not written off with it.
 pub fn taken_back(
     store: &Store,
     words: &Words,
@@ -74,57 +66,92 @@ pub fn taken_back(
     p: Period,
 ) -> Result<Vec<Entry>> {
     let f = words.eng.facts;
-    // (partner, program, the closed period) -> what is given back to it
-    let mut back: BTreeMap<(String, String, Period), Back> = BTreeMap::new();
-    for e in adjusted.iter().filter(|e| e.kind == EntryKind::Adjustment) {
-        let of = e
-            .reason
-            .strip_prefix("late_facts_")
-            .or_else(|| e.reason.strip_prefix("restated_"))
-            .and_then(Period::parse);
-        let Some(of) = of.filter(|&q| q < p) else {
-            continue;
-        };
-        let v = back
-            .entry((e.partner.clone(), e.program.clone(), of))
-            .or_default();
-        v.amount += e.amount;
-        if e.amount > Decimal::ZERO {
-            *v.parts.entry(e.event_day).or_default() += e.amount;
-        }
-        v.adjustments.push(e.id.clone());
-        for s in &e.sources {
-            if !v.sources.contains(s) {
-                v.sources.push(s.clone());
-            }
-        }
-    }
-    for e in out.entries.iter().filter(|e| e.period == p) {
-        let Calc::Clawback(b) = &e.calc else {
-            continue;
-        };
+    // the period a reinstatement gives back to: its reversal's, when the
+    // reversal was booked there on time
+    let mut closes: BTreeMap<Period, Option<i64>> = BTreeMap::new();
+    let mut gives_to = |b: &(
+        Decimal,
+        Decimal,
+        crate::engine::Hash10,
+        i32,
+        Decimal,
+        u32,
+        u32,
+    )|
+     -> Result<Option<Period>> {
         let (reversal, sale) = (b.6, b.5);
-        // a held reinstatement is not yet paid
-        if reversal == NONE || e.fraud != 0 || e.amount <= Decimal::ZERO {
-            continue;
+        if reversal == NONE {
+            return Ok(None);
         }
         let (r, o) = (&f.convs[reversal as usize], &f.convs[sale as usize]);
         let at = Period::of_ms(r.ts.max(o.ts));
         if at >= p {
-            continue;
+            return Ok(None);
         }
+        let watermark = match closes.get(&at) {
+            Some(w) => *w,
+            None => {
+                let w = store
+                    .period_state(at)?
+                    .filter(|(state, _, _)| state == "closed")
+                    .map(|(_, w, _)| w);
+                closes.insert(at, w);
+                w
+            }
+        };
+        Ok(watermark.filter(|&w| i64::from(r.arrival) <= w).map(|_| at))
+    };
+    // (partner, program, the closed period) -> what is given back to it
+    let mut back: BTreeMap<(String, String, Period), Back> = BTreeMap::new();
+    // late reinstatements: their adjustments name the engine's entry
+    let late: BTreeMap<&str, &Entry> = adjusted
+        .iter()
+        .filter(|e| {
+            e.kind == EntryKind::Adjustment
+                && e.amount > Decimal::ZERO
+                && !e.reason.starts_with("held:")
+                && !e.adjusts.is_empty()
+        })
+        .map(|e| (e.adjusts.as_str(), e))
+        .collect();
+    for e in out.entries.iter().filter(|e| e.period <= p) {
+        let Calc::Clawback(b) = &e.calc else {
+            continue;
+        };
+        // on time in `p`, or restated late by an adjustment of `p`
+        let (amount, day, id, sources) = if e.period == p {
+            // a held reinstatement is not yet paid
+            if e.fraud != 0 || e.amount <= Decimal::ZERO {
+                continue;
+            }
+            let id = f.id(&f.convs[e.conv as usize]).to_string();
+            (e.amount, i64::from(b.3), id.clone(), vec![id])
+        } else {
+            if b.6 == NONE || late.is_empty() {
+                continue;
+            }
+            let Some(a) = late.get(crate::engine::hex_id("le_", &e.id).as_str()) else {
+                continue;
+            };
+            (a.amount, a.event_day, a.id.clone(), a.sources.clone())
+        };
+        let Some(at) = gives_to(b)? else {
+            continue;
+        };
         let program = &words.eng.cfg.programs[usize::from(e.prog)].id;
         let k = (f.syms.str(e.partner).to_string(), program.clone(), at);
         let v = back.entry(k).or_default();
-        v.amount += e.amount;
-        // a clawback is held from the day of the entry it reverses
-        *v.parts.entry(i64::from(b.3)).or_default() += e.amount;
-        let id = f.id(&f.convs[e.conv as usize]).to_string();
+        v.amount += amount;
+        // held as what it offsets: a clawback from the day of the entry
+        // it reverses, an adjustment from its own
+        *v.parts.entry(day).or_default() += amount;
         if !v.reinstatements.contains(&id) {
-            v.reinstatements.push(id.clone());
+            v.reinstatements.push(id);
         }
-        if !v.sources.contains(&id) {
-            v.sources.push(id);
+        for s in sources {
+            if !v.sources.contains(&s) {
+                v.sources.push(s);
+            }
         }
     }
     if back.is_empty() {

@@ -2599,14 +2599,16 @@ fn a_written_off_chargeback_reinstated_is_not_paid_twice() {
     assert!(es.is_empty(), "{es:?}");
 }
 
-/// A late fact of a closed period that wrote its negative balance off is
-/// the same case (an open item since the eleventh session): December's
-/// chargeback took 10.00 paid in November, -10.00 written off; a
-/// December sale arriving in January (6.00) would have left December at
-/// -4.00 (written off 4.00): the 6.00 adjustment takes 6.00 of the
-/// write-off back, nothing more is paid.
+/// review25 F1: a reinstatement that arrives after its own month closed
+/// (booked as that month's late adjustment) takes the write-off of its
+/// chargeback's month back all the same (it was paid twice); F2: one of a
+/// chargeback that itself came late for its month (charged in full by a
+/// later month's adjustment, never written off) takes nothing back (it
+/// took back the write-off another chargeback caused).
 #[test]
-fn a_late_fact_of_a_written_off_month_takes_the_write_off_back() {
+fn late_reinstatements_and_late_chargebacks_and_the_write_off() {
+    // F1: November pays 10.00; December's chargeback -10.00 is written
+    // off; the January reinstatement arrives after January closed
     let mut w = world(
         &held(0),
         &[
@@ -2615,53 +2617,49 @@ fn a_late_fact_of_a_written_off_month_takes_the_write_off_back() {
             chargeback("c1", "2026-12-05", "s1"),
         ],
     );
-    w.run_close("2026-11");
-    w.run_close("2026-12");
-    w.add(&[sale("s2", "2026-12-20", "30")]);
-    let (es, _) = w.draft("2027-01");
+    for p in ["2026-11", "2026-12", "2027-01"] {
+        w.run_close(p);
+    }
+    w.add(&[reinstate("w1", "2027-01-10", "c1")]);
+    let (es, _) = w.draft("2027-02");
     assert_eq!(
         amounts(&es, EntryKind::Adjustment),
-        s(&[("a", "-6.00"), ("a", "6.00")])
-    );
-    let back = es
-        .iter()
-        .find(|e| e.reason.starts_with("writeoff_taken_back_"))
-        .expect("the write-off taken back");
-    assert_eq!(
-        (back.amount.to_string(), &back.reason[..], &back.sources[..]),
-        (
-            "-6.00".to_string(),
-            "writeoff_taken_back_2026-12",
-            &["s2".to_string()][..]
-        )
+        s(&[("a", "-10.00"), ("a", "10.00")])
     );
     assert_eq!(
-        figures(&w, "2027-01"),
+        figures(&w, "2027-02"),
         f7(["0.00", "0.00", "0.00", "0.00", "0.00", "0.00", "0.00"])
     );
-    // with a 60-day hold the late 6.00 is pending in January, and the
-    // part taken back is held with it: nothing matures negative (written
-    // off again) and nothing is paid when both mature
+
+    // F2: November pays 20.00 (s1, s4); December's chargeback c1 -10.00
+    // is written off; c2 (of s4, dated December) arrives in January and
+    // is charged there, against s5's 20.00; February reinstates c2: 10.00
+    // paid back, December's write-off (c1's) untouched
     let mut w = world(
-        &held(60),
+        &held(0),
         &[
             partner("a", ""),
-            sale("s1", "2026-09-02", "50"),
+            sale("s1", "2026-11-02", "50"),
+            sale("s4", "2026-11-03", "50"),
             chargeback("c1", "2026-12-05", "s1"),
         ],
     );
-    for p in ["2026-09", "2026-10", "2026-11", "2026-12"] {
-        w.run_close(p);
-    }
-    assert_eq!(
-        figures(&w, "2026-12"),
-        f7(["0.00", "-10.00", "10.00", "0.00", "0.00", "0.00", "0.00"])
-    );
-    w.add(&[sale("s2", "2026-12-20", "30")]);
-    assert_eq!(
-        figures(&w, "2027-01"),
-        f7(["0.00", "0.00", "0.00", "0.00", "0.00", "0.00", "0.00"])
-    );
+    w.run_close("2026-11");
+    w.run_close("2026-12");
+    w.add(&[
+        chargeback("c2", "2026-12-06", "s4"),
+        sale("s5", "2027-01-04", "100"),
+    ]);
     w.run_close("2027-01");
-    assert_eq!(figures(&w, "2027-02"), None);
+    w.add(&[reinstate("w2", "2027-02-03", "c2")]);
+    let (es, _) = w.draft("2027-02");
+    assert!(
+        !es.iter()
+            .any(|e| e.reason.starts_with("writeoff_taken_back_")),
+        "{es:?}"
+    );
+    assert_eq!(
+        figures(&w, "2027-02"),
+        f7(["0.00", "10.00", "0.00", "0.00", "0.00", "10.00", "0.00"])
+    );
 }
