@@ -729,6 +729,18 @@ fn shopify_orders_and_refunds() {
 
 // ---- Outgoing webhooks -----------------------------------------------------
 
+/// A JSON postback with the program's token: status and body.
+fn postback(body: &Value) -> (u16, String) {
+    let (s, text, _) = send(
+        agent()
+            .post(&worker().url("/postback"))
+            .set("Authorization", &format!("Bearer {TOKEN}"))
+            .set("Content-Type", "application/json"),
+        Some(&body.to_string()),
+    );
+    (s, text)
+}
+
 #[derive(Clone, Debug)]
 struct Received {
     headers: HashMap<String, String>,
@@ -813,16 +825,9 @@ fn outgoing_webhooks_signed_retried_logged_and_replayed() {
 
     // A conversion by postback.
     let cid = click(&slug);
-    let (s, text, _) = send(
-        agent()
-            .post(&worker().url("/postback"))
-            .set("Authorization", &format!("Bearer {TOKEN}"))
-            .set("Content-Type", "application/json"),
-        Some(
-            &json!({"program": program, "event": "sale", "txn_id": "WH-1", "click_id": cid,
-                    "amount": "80.00", "currency": "EUR"})
-            .to_string(),
-        ),
+    let (s, text) = postback(
+        &json!({"program": program, "event": "sale", "txn_id": "WH-1", "click_id": cid,
+                "amount": "80.00", "currency": "EUR"}),
     );
     assert_eq!(s, 200, "{text}");
     let event_id = json_or_text(&text)["id"].as_str().unwrap().to_string();
@@ -983,16 +988,9 @@ fn outgoing_webhooks_signed_retried_logged_and_replayed() {
         None,
     );
     assert_eq!(s, 200);
-    let (s, text, _) = send(
-        agent()
-            .post(&worker().url("/postback"))
-            .set("Authorization", &format!("Bearer {TOKEN}"))
-            .set("Content-Type", "application/json"),
-        Some(
-            &json!({"program": program, "event": "sale", "txn_id": "WH-PX", "click_id": cid,
-                    "amount": "80.00", "currency": "EUR"})
-            .to_string(),
-        ),
+    let (s, text) = postback(
+        &json!({"program": program, "event": "sale", "txn_id": "WH-PX", "click_id": cid,
+                "amount": "80.00", "currency": "EUR"}),
     );
     assert_eq!(s, 200, "{text}");
     let authenticated = json_or_text(&text)["id"].as_str().unwrap().to_string();

@@ -1873,6 +1873,10 @@ fn compute_part(
             continue;
         }
         let named = (r.program, f.syms.str(f.ex(r).orig_txn));
+        let pi = eng
+            .program_of(r.program)
+            .expect("reversal of a known program");
+        let p = &cfg.programs[usize::from(pi)];
         let (oi, before, after, cancels) = if eng.is_reinstate(r) {
             // the first reversal of that txn id still standing
             let found = by_txn.get(&named).and_then(|v| {
@@ -1899,10 +1903,6 @@ fn compute_part(
                 continue;
             };
             let o = &f.convs[oi as usize];
-            let pi = eng
-                .program_of(r.program)
-                .expect("reversal of a known program");
-            let p = &cfg.programs[usize::from(pi)];
             let share = match (r.amount, o.amount) {
                 (Some(ra), Some(oa)) if !oa.is_zero() => {
                     let (ra, oa) = if r.currency == o.currency {
@@ -1935,10 +1935,6 @@ fn compute_part(
             continue;
         }
         let o = &f.convs[oi as usize];
-        let pi = eng
-            .program_of(r.program)
-            .expect("reversal of a known program");
-        let p = &cfg.programs[usize::from(pi)];
         // booked when the refund is dated; one dated before its sale (clock
         // skew between shop and network) on the sale's date: booked in the
         // refund's earlier month, the sale not yet in that month's history,

@@ -39,14 +39,6 @@ struct Back {
     parts: BTreeMap<i64, Decimal>,
 }
 
-impl Back {
-    fn words(&self) -> String {
-        let list =
-            |what: &str, v: &[String]| (!v.is_empty()).then(|| format!("{what} {}", v.join(", ")));
-        list("the reinstatement entries", &self.reinstatements).unwrap_or_default()
-    }
-}
-
 /// The reason of an entry taking back (part of) the write-off of `p`.
 fn reason(p: Period) -> String {
     format!("writeoff_taken_back_{p}")
@@ -69,17 +61,7 @@ pub fn taken_back(
     // the period a reinstatement gives back to: its reversal's, when the
     // reversal was booked there on time
     let mut closes: BTreeMap<Period, Option<i64>> = BTreeMap::new();
-    let mut gives_to = |b: &(
-        Decimal,
-        Decimal,
-        crate::engine::Hash10,
-        i32,
-        Decimal,
-        u32,
-        u32,
-    )|
-     -> Result<Option<Period>> {
-        let (reversal, sale) = (b.6, b.5);
+    let mut gives_to = |reversal: u32, sale: u32| -> Result<Option<Period>> {
         if reversal == NONE {
             return Ok(None);
         }
@@ -135,7 +117,7 @@ pub fn taken_back(
             };
             (a.amount, a.event_day, a.id.clone(), a.sources.clone())
         };
-        let Some(at) = gives_to(b)? else {
+        let Some(at) = gives_to(b.6, b.5)? else {
             continue;
         };
         let program = &words.eng.cfg.programs[usize::from(e.prog)].id;
@@ -253,8 +235,8 @@ pub fn taken_back(
                 event_day: day,
                 reason: reason(at),
                 calc: format!(
-                    "{} give back {} {currency} to {at}, whose negative balance was written off ({} {currency} of the write-off not taken back before): the part the write-off forgave was never recovered, so the write-off is taken back by min({}, {}) = {}{held}: {} {currency}",
-                    b.words(),
+                    "the reinstatement entries {} give back {} {currency} to {at}, whose negative balance was written off ({} {currency} of the write-off not taken back before): the part the write-off forgave was never recovered, so the write-off is taken back by min({}, {}) = {}{held}: {} {currency}",
+                    b.reinstatements.join(", "),
                     fmt_decimal(reinstated, currency),
                     fmt_decimal(written, currency),
                     fmt_decimal(reinstated, currency),

@@ -316,24 +316,32 @@ async fn refund_under_charge(
     if found.is_empty() {
         return Ok(None);
     }
-    // the originals the program's reinstatements name already
-    let reinstates = format!("{}|reinstate|", program.id);
-    let taken: Vec<Row> = store::rows(store::q(
+    let taken = reinstated(env, program, &found).await?;
+    Ok(found
+        .into_iter()
+        .find(|t| !taken.iter().any(|o| o == t))
+        .map(str::to_string))
+}
+
+/// Which of `txns` (refunds, chargebacks) the program's reinstatements name
+/// as their original: a range of the unique key, `program|reinstate|...`.
+async fn reinstated(env: &Env, program: &Program, txns: &[&str]) -> Result<Vec<String>> {
+    let rows: Vec<Row> = store::rows(store::q(
         env,
         "SELECT json_extract(record, '$.original_txn_id') AS o FROM events
          WHERE dedupe_key >= ?1 AND dedupe_key < ?2
            AND json_extract(record, '$.original_txn_id') IN (SELECT value FROM json_each(?3))",
         &[
-            S(&reinstates),
+            S(&format!("{}|reinstate|", program.id)),
             S(&format!("{}|reinstate}}", program.id)),
-            S(&serde_json::to_string(&found)?),
+            S(&serde_json::to_string(txns)?),
         ],
     )?)
     .await?;
-    Ok(found
-        .into_iter()
-        .find(|t| !taken.iter().any(|r| store::otxt(r, "o") == Some(*t)))
-        .map(str::to_string))
+    Ok(rows
+        .iter()
+        .filter_map(|r| store::otxt(r, "o").map(str::to_string))
+        .collect())
 }
 
 /// A refund `charge.refunded` recorded under `<charge>:refund:<total>`
@@ -355,18 +363,8 @@ async fn refund_key_after_failure(
     ) else {
         return Ok(None);
     };
-    let failed = store::row(store::q(
-        env,
-        "SELECT 1 AS x FROM events WHERE dedupe_key >= ?1 AND dedupe_key < ?2
-           AND json_extract(record, '$.original_txn_id') = ?3 LIMIT 1",
-        &[
-            S(&format!("{}|reinstate|", program.id)),
-            S(&format!("{}|reinstate}}", program.id)),
-            S(txn),
-        ],
-    )?)
-    .await?;
-    Ok(failed.map(|_| format!("{txn}:{event_id}")))
+    let failed = reinstated(env, program, &[txn]).await?;
+    Ok((!failed.is_empty()).then(|| format!("{txn}:{event_id}")))
 }
 
 #[allow(clippy::too_many_arguments)]
