@@ -1,196 +1,226 @@
-//! A reinstatement of a reversal a closed period wrote off takes the
-//! write-off back.
+//! What is given back to a closed period whose balance was written off
+//! takes the write-off back.
 //!
-//! Without `negative_carryover`, a period whose matured balance a refund or
-//! chargeback made negative writes the debt off: the partner keeps money the
-//! reversal took back on paper. When that reversal is later cancelled (a
-//! dispute won, a refund that failed), the reinstatement pays back what the
-//! reversal took; the part of it the write-off forgave was never recovered,
-//! so paying it would pay the partner twice. For the reinstatements of this
-//! period whose reversal was booked in the closed period `P`, the write-off
-//! of `P` (what earlier reinstatements took back of it left aside) is taken
-//! back up to their sum: exactly what the partner's balance would have been
-//! without the reversal, `min(reversed, written off)`.
+//! Without `negative_carryover`, a period whose matured balance ends
+//! negative writes the debt off: the partner keeps money the period's
+//! reversals took back on paper. What later restates that period upwards
+//! (a late sale, a dispute won on one of its chargebacks, a refund of it
+//! that failed) would, had it come on time, have made the loss smaller,
+//! not been paid on top of it: paying it in full pays the partner twice
+//! for the part the write-off forgave.
+//!
+//! So for each closed period `P` with a write-off `W` (per partner and
+//! program), `G` is everything given back to `P` since its close, booked in
+//! the periods after it (this run included): the late facts and review
+//! decisions that restate `P` (`late_facts_P`, `restated_P` adjustments,
+//! either sign) and the reinstatements of reversals dated in `P` (their
+//! positive clawbacks on time, their adjustments late), less nothing held
+//! for review. The write-off taken back in all is `max(0, min(W, G))`;
+//! each run books the change of that figure against what earlier periods
+//! took back (reason `writeoff_taken_back_P`): negative when more came
+//! back, positive (given back again) when a later fact restated `P` down.
+//! The partner then ends with what the period would have paid had all of
+//! it come on time, `max(0, balance + G)`, except that a net negative `G`
+//! (a late loss) is charged when it comes rather than written off.
 
-use crate::engine::{Calc, Output};
+use crate::engine::{hash_parts, hex_id, Calc, Output};
 use crate::error::Result;
 use crate::events::Cols;
 use crate::facts::NONE;
 use crate::ledger::{entry_id, Entry, EntryKind};
-use crate::ledger_blocks::{text, L_AMOUNT, L_KIND, L_PARTNER, L_PROGRAM, L_REASON};
-use crate::money::{fmt_decimal, parse_decimal};
+use crate::ledger_blocks::{
+    text, L_ADJUSTS, L_AMOUNT, L_ID, L_KIND, L_PARTNER, L_PROGRAM, L_REASON,
+};
+use crate::money::fmt_decimal;
 use crate::period::Period;
 use crate::store::{pos_base, Store};
 use crate::words::Words;
 use rust_decimal::Decimal;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-/// What this period gives back to one closed period of one partner.
-#[derive(Default)]
-struct Back {
-    amount: Decimal,
-    /// The reinstatements (event ids; a late one's adjustment: its entry
-    /// id).
-    reinstatements: Vec<String>,
-    /// The events they cite.
-    sources: Vec<String>,
-    /// The positive parts by the day their hold runs from: a part taken
-    /// back is held with what it offsets.
-    parts: BTreeMap<i64, Decimal>,
+/// A reinstatement among the engine's entries: the period it gives back
+/// to (its reversal's), `None` when that reversal was held for review when
+/// booked (never in a written-off balance).
+struct Reinstated {
+    reversal_at: Period,
+    /// The ledger id of the reversal's clawback of the same entry.
+    reversal: String,
 }
 
-/// The reason of an entry taking back (part of) the write-off of `p`.
+/// What this run gives back to (or takes from) one closed period of one
+/// partner and program.
+#[derive(Default)]
+struct Back {
+    /// This run's net.
+    net: Decimal,
+    /// The entries and events of this run that do (ids).
+    items: Vec<String>,
+    /// The events they cite.
+    sources: Vec<String>,
+    /// Their positive and negative parts by the day their hold runs from
+    /// (magnitudes): what is booked against them is held as they are.
+    up: BTreeMap<i64, Decimal>,
+    down: BTreeMap<i64, Decimal>,
+}
+
+/// From the closed ledgers: written off, given back since, taken back since.
+#[derive(Default, Clone, Copy)]
+struct Past {
+    written: Decimal,
+    given: Decimal,
+    taken: Decimal,
+}
+
+/// The reason of an entry taking back (or giving back) part of the
+/// write-off of `p`.
 fn reason(p: Period) -> String {
     format!("writeoff_taken_back_{p}")
 }
 
-/// The entries of period `p` that take back the write-offs of closed periods
-/// whose reversals this period's reinstatements cancel: on time (a positive
-/// clawback of `p`), or late for a closed period (its adjustment, among
-/// `adjusted`). A reversal counts for the period it was dated in only when
-/// it was booked there on time: one that arrived after that period closed
-/// was charged by a later period's adjustment, not written off with it.
+/// The closed period an entry of the ledger gives back to, if any: a
+/// reinstatement's (on time: its clawback; late or released: its
+/// adjustment) is its reversal's period, a late fact's or review decision's
+/// adjustment restates the period its reason names. Entries held for review
+/// are not paid, and give nothing back.
+fn gives_to(
+    kind: &str,
+    id: &str,
+    reason: &str,
+    adjusts: &str,
+    reinstated: &HashMap<String, Period>,
+) -> Option<Period> {
+    if reason.starts_with("held:") {
+        return None;
+    }
+    match kind {
+        "clawback" => reinstated.get(id).copied(),
+        "adjustment" => {
+            if let Some(&at) = reinstated.get(adjusts) {
+                let restates = ["late_facts_", "restated_", "released:"]
+                    .iter()
+                    .any(|w| reason.starts_with(w));
+                return restates.then_some(at);
+            }
+            reason
+                .strip_prefix("late_facts_")
+                .or_else(|| reason.strip_prefix("restated_"))
+                .and_then(Period::parse)
+        }
+        _ => None,
+    }
+}
+
+/// The entries of period `p` that take back (or give back) write-offs of
+/// closed periods, for what this run's entries (`own`: adjustments; and the
+/// engine's reinstatements of `p`) give back to them.
 pub fn taken_back(
     store: &Store,
     words: &Words,
     out: &Output,
-    adjusted: &[Entry],
+    own: &[Entry],
     p: Period,
 ) -> Result<Vec<Entry>> {
     let f = words.eng.facts;
-    // the period a reinstatement gives back to: its reversal's, when the
-    // reversal was booked there on time
-    let mut closes: BTreeMap<Period, Option<i64>> = BTreeMap::new();
-    let mut gives_to = |reversal: u32, sale: u32| -> Result<Option<Period>> {
-        if reversal == NONE {
-            return Ok(None);
-        }
-        let (r, o) = (&f.convs[reversal as usize], &f.convs[sale as usize]);
-        let at = Period::of_ms(r.ts.max(o.ts));
-        if at >= p {
-            return Ok(None);
-        }
-        let watermark = match closes.get(&at) {
-            Some(w) => *w,
-            None => {
-                let w = store
-                    .period_state(at)?
-                    .filter(|(state, _, _)| state == "closed")
-                    .map(|(_, w, _)| w);
-                closes.insert(at, w);
-                w
-            }
-        };
-        Ok(watermark.filter(|&w| i64::from(r.arrival) <= w).map(|_| at))
-    };
-    // (partner, program, the closed period) -> what is given back to it
-    let mut back: BTreeMap<(String, String, Period), Back> = BTreeMap::new();
-    // late reinstatements: their adjustments name the engine's entry
-    let late: BTreeMap<&str, &Entry> = adjusted
-        .iter()
-        .filter(|e| {
-            e.kind == EntryKind::Adjustment
-                && e.amount > Decimal::ZERO
-                && !e.reason.starts_with("held:")
-                && !e.adjusts.is_empty()
-        })
-        .map(|e| (e.adjusts.as_str(), e))
-        .collect();
-    for e in out.entries.iter().filter(|e| e.period <= p) {
+    // every reinstatement the engine books up to `p`, by its ledger id
+    let mut found: Vec<(usize, Reinstated)> = Vec::new();
+    for (i, e) in out.entries.iter().enumerate() {
         let Calc::Clawback(b) = &e.calc else {
             continue;
         };
-        // on time in `p`, or restated late by an adjustment of `p`
-        let (amount, day, id, sources) = if e.period == p {
-            // a held reinstatement is not yet paid
-            if e.fraud != 0 || e.amount <= Decimal::ZERO {
-                continue;
-            }
-            let id = f.id(&f.convs[e.conv as usize]).to_string();
-            (e.amount, i64::from(b.3), id.clone(), vec![id])
-        } else {
-            if b.6 == NONE || late.is_empty() {
-                continue;
-            }
-            let Some(a) = late.get(crate::engine::hex_id("le_", &e.id).as_str()) else {
-                continue;
+        if b.6 == NONE || e.period > p {
+            continue;
+        }
+        let (r, o) = (&f.convs[b.6 as usize], &f.convs[b.5 as usize]);
+        found.push((
+            i,
+            Reinstated {
+                reversal_at: Period::of_ms(r.ts.max(o.ts)),
+                reversal: hex_id("le_", &hash_parts(&[b"clawback", f.id(r).as_bytes(), &b.2])),
+            },
+        ));
+    }
+    // a reversal held for review when booked was never in a written-off
+    // balance: its reinstatement gives nothing back to a write-off
+    let mut held = store.conn.prepare(
+        "SELECT 1 FROM ledger WHERE pos < ?2 AND reason LIKE 'held:fraud:%' AND (id = ?1 OR adjusts = ?1) LIMIT 1",
+    )?;
+    let mut reinstated: HashMap<String, Period> = HashMap::new();
+    let mut on_time: Vec<(usize, Period)> = Vec::new();
+    for (i, r) in found {
+        if r.reversal_at >= p || held.exists(rusqlite::params![r.reversal, pos_base(p)])? {
+            continue;
+        }
+        let e = &out.entries[i];
+        reinstated.insert(hex_id("le_", &e.id), r.reversal_at);
+        if e.period == p && e.fraud == 0 && !e.amount.is_zero() {
+            on_time.push((i, r.reversal_at));
+        }
+    }
+    // (partner, program, the closed period) -> what this run gives back to it
+    let mut back: BTreeMap<(String, String, Period), Back> = BTreeMap::new();
+    let mut add =
+        |k: (String, String, Period), amount: Decimal, day: i64, id: String, sources: &[String]| {
+            let v = back.entry(k).or_default();
+            v.net += amount;
+            let side = if amount > Decimal::ZERO {
+                &mut v.up
+            } else {
+                &mut v.down
             };
-            (a.amount, a.event_day, a.id.clone(), a.sources.clone())
+            *side.entry(day).or_default() += amount.abs();
+            if !v.items.contains(&id) {
+                v.items.push(id);
+            }
+            for s in sources {
+                if !v.sources.contains(s) {
+                    v.sources.push(s.clone());
+                }
+            }
         };
-        let Some(at) = gives_to(b.6, b.5)? else {
+    for (i, at) in on_time {
+        let e = &out.entries[i];
+        let Calc::Clawback(b) = &e.calc else {
             continue;
         };
         let program = &words.eng.cfg.programs[usize::from(e.prog)].id;
+        let id = f.id(&f.convs[e.conv as usize]).to_string();
         let k = (f.syms.str(e.partner).to_string(), program.clone(), at);
-        let v = back.entry(k).or_default();
-        v.amount += amount;
-        // held as what it offsets: a clawback from the day of the entry
-        // it reverses, an adjustment from its own
-        *v.parts.entry(day).or_default() += amount;
-        if !v.reinstatements.contains(&id) {
-            v.reinstatements.push(id);
+        // held as what it offsets: a clawback from the day of the entry it
+        // reverses
+        add(k, e.amount, i64::from(b.3), id.clone(), &[id]);
+    }
+    for e in own.iter().filter(|e| e.kind == EntryKind::Adjustment) {
+        let Some(at) = gives_to("adjustment", &e.id, &e.reason, &e.adjusts, &reinstated) else {
+            continue;
+        };
+        if at >= p || e.amount.is_zero() {
+            continue;
         }
-        for s in sources {
-            if !v.sources.contains(&s) {
-                v.sources.push(s);
-            }
-        }
+        let k = (e.partner.clone(), e.program.clone(), at);
+        add(k, e.amount, e.event_day, e.id.clone(), &e.sources);
     }
     if back.is_empty() {
         return Ok(Vec::new());
     }
-    // per (partner, program, period): written off then, and taken back since
-    let first = back.keys().map(|k| k.2).min().unwrap_or(p);
-    let wanted: BTreeMap<(&str, &str), ()> = back
-        .keys()
-        .map(|(a, g, _)| ((a.as_str(), g.as_str()), ()))
-        .collect();
-    let mut left: BTreeMap<(String, String, Period), Decimal> = BTreeMap::new();
-    crate::ledger_blocks::scan(
-        &store.conn,
-        pos_base(first),
-        pos_base(p),
-        Cols::of(&[], &[L_PARTNER, L_PROGRAM, L_KIND, L_AMOUNT, L_REASON]),
-        |b| {
-            let at = Period::from_key(crate::ledger_blocks::period_of(b.first));
-            for r in 0..b.rows() {
-                let reason = text(b, L_REASON, r)?;
-                if b.bytes(L_KIND, r) != Some(b"writeoff")
-                    && !reason.starts_with("writeoff_taken_back_")
-                {
-                    continue;
-                }
-                let (partner, program) = (text(b, L_PARTNER, r)?, text(b, L_PROGRAM, r)?);
-                if !wanted.contains_key(&(partner, program)) {
-                    continue;
-                }
-                let amount = parse_decimal(text(b, L_AMOUNT, r)?).unwrap_or_default();
-                // a write-off of its own period, or a taking back of an
-                // earlier one's
-                let of = match reason.strip_prefix("writeoff_taken_back_") {
-                    Some(q) => match Period::parse(q) {
-                        Some(q) => q,
-                        None => continue,
-                    },
-                    None => at,
-                };
-                *left
-                    .entry((partner.to_string(), program.to_string(), of))
-                    .or_default() += amount;
-            }
-            Ok(())
-        },
-    )?;
+    let past = past(store, &back, &reinstated, p)?;
     let ps = p.to_string();
     let mut entries = Vec::new();
     for ((partner, program, at), b) in back {
-        let reinstated = b.amount;
-        let written = left
+        let Past {
+            written,
+            given,
+            taken,
+        } = past
             .get(&(partner.clone(), program.clone(), at))
             .copied()
             .unwrap_or_default();
-        let take = reinstated.min(written);
-        if take <= Decimal::ZERO {
+        if written <= Decimal::ZERO {
+            continue;
+        }
+        let given_now = given + b.net;
+        let target = given_now.min(written).max(Decimal::ZERO);
+        let change = target - taken;
+        if change.is_zero() {
             continue;
         }
         let currency = words
@@ -198,18 +228,39 @@ pub fn taken_back(
             .cfg
             .program(&program)
             .map_or(words.eng.cfg.currency, |g| g.currency);
-        // in parts held as what they offset (earliest first)
-        let mut rest = take;
-        for (&day, &part) in &b.parts {
+        let c = |d: Decimal| fmt_decimal(d, currency);
+        // in parts held as what they offset (earliest first); what is left
+        // (none, unless the closed ledgers disagree) with the last part
+        let parts = if change > Decimal::ZERO {
+            &b.up
+        } else {
+            &b.down
+        };
+        let mut split: Vec<(i64, Decimal)> = Vec::new();
+        let mut rest = change.abs();
+        for (&day, &part) in parts {
             let t = part.min(rest);
             if t <= Decimal::ZERO {
                 break;
             }
             rest -= t;
-            let held = if b.parts.len() > 1 {
+            split.push((day, t));
+        }
+        match split.last_mut() {
+            Some(last) => last.1 += rest,
+            None => split.push((p.first_day(), rest)),
+        }
+        let what = if change > Decimal::ZERO {
+            format!("{} taken back now", c(change))
+        } else {
+            format!("{} given back now", c(-change))
+        };
+        for &(day, t) in &split {
+            let amount = if change > Decimal::ZERO { -t } else { t };
+            let held = if split.len() > 1 {
                 format!(
                     "; this part, {} {currency}, is held as what it offsets, from {}",
-                    fmt_decimal(t, currency),
+                    c(t),
                     crate::period::date_of_day(day)
                 )
             } else {
@@ -228,25 +279,101 @@ pub fn taken_back(
                 partner: partner.clone(),
                 program: program.clone(),
                 kind: EntryKind::Adjustment,
-                amount: -t,
+                amount,
                 currency,
                 rule: "-".into(),
                 sources: b.sources.clone(),
                 event_day: day,
                 reason: reason(at),
                 calc: format!(
-                    "the reinstatement entries {} give back {} {currency} to {at}, whose negative balance was written off ({} {currency} of the write-off not taken back before): the part the write-off forgave was never recovered, so the write-off is taken back by min({}, {}) = {}{held}: {} {currency}",
-                    b.reinstatements.join(", "),
-                    fmt_decimal(reinstated, currency),
-                    fmt_decimal(written, currency),
-                    fmt_decimal(reinstated, currency),
-                    fmt_decimal(written, currency),
-                    fmt_decimal(take, currency),
-                    fmt_decimal(-t, currency),
+                    "{at} wrote off {} {currency} of negative balance; given back to {at} since its close, {} {currency} ({} in this period: {} {currency}); a write-off forgives a loss, so what comes back to the period pays it first: taken back in all max(0, min({}, {})) = {} {currency}, {} {currency} before, so {what}{held}: {} {currency}",
+                    c(written),
+                    c(given_now),
+                    b.items.join(", "),
+                    c(b.net),
+                    c(written),
+                    c(given_now),
+                    c(target),
+                    c(taken),
+                    c(amount),
                 ),
                 adjusts: String::new(),
             });
         }
     }
     Ok(entries)
+}
+
+/// For the keys of `back`, what the closed ledgers since each period (and
+/// its own, for its write-off) hold: written off, given back, taken back.
+fn past(
+    store: &Store,
+    back: &BTreeMap<(String, String, Period), Back>,
+    reinstated: &HashMap<String, Period>,
+    p: Period,
+) -> Result<HashMap<(String, String, Period), Past>> {
+    let first = back.keys().map(|k| k.2).min().unwrap_or(p);
+    let wanted: BTreeSet<(&str, &str, Period)> = back
+        .keys()
+        .map(|(a, g, at)| (a.as_str(), g.as_str(), *at))
+        .collect();
+    let pairs: BTreeSet<(&str, &str)> = wanted.iter().map(|(a, g, _)| (*a, *g)).collect();
+    let mut past: HashMap<(String, String, Period), Past> = HashMap::new();
+    crate::ledger_blocks::scan(
+        &store.conn,
+        pos_base(first),
+        pos_base(p),
+        Cols::of(
+            &[],
+            &[
+                L_ID, L_PARTNER, L_PROGRAM, L_KIND, L_AMOUNT, L_REASON, L_ADJUSTS,
+            ],
+        ),
+        |b| {
+            let here = Period::from_key(crate::ledger_blocks::period_of(b.first));
+            for r in 0..b.rows() {
+                let kind = text(b, L_KIND, r)?;
+                if !matches!(kind, "writeoff" | "adjustment" | "clawback") {
+                    continue;
+                }
+                let (partner, program) = (text(b, L_PARTNER, r)?, text(b, L_PROGRAM, r)?);
+                if !pairs.contains(&(partner, program)) {
+                    continue;
+                }
+                let reason = text(b, L_REASON, r)?;
+                let amount = || crate::run::dec(text(b, L_AMOUNT, r)?);
+                let mut add = |at: Period, f: &dyn Fn(&mut Past, Decimal), amount: Decimal| {
+                    if wanted.contains(&(partner, program, at)) {
+                        f(
+                            past.entry((partner.to_string(), program.to_string(), at))
+                                .or_default(),
+                            amount,
+                        );
+                    }
+                };
+                if kind == "writeoff" {
+                    add(here, &|x, a| x.written += a, amount()?);
+                } else if let Some(at) = reason
+                    .strip_prefix("writeoff_taken_back_")
+                    .and_then(Period::parse)
+                {
+                    // booked negative when taken back
+                    add(at, &|x, a| x.taken -= a, amount()?);
+                } else if let Some(at) = gives_to(
+                    kind,
+                    text(b, L_ID, r)?,
+                    reason,
+                    text(b, L_ADJUSTS, r)?,
+                    reinstated,
+                ) {
+                    // only what periods after it booked
+                    if at < here {
+                        add(at, &|x, a| x.given += a, amount()?);
+                    }
+                }
+            }
+            Ok(())
+        },
+    )?;
+    Ok(past)
 }

@@ -2305,3 +2305,91 @@ fn the_release_of_a_late_held_adjustment_is_listed_by_its_period() {
         "{section}"
     );
 }
+
+/// A reversal held for review with its sale when it was booked was never in
+/// the balance its month wrote off (it netted with the held sale): once the
+/// sale is released, its reinstatement is paid in full, and takes back no
+/// write-off another reversal caused.
+#[test]
+fn a_held_reversal_reinstated_takes_no_write_off_back() {
+    let t = tempfile::tempdir().unwrap();
+    let db = t.path().join("s.db");
+    let cfg = write(t.path(), "p.toml", BASE);
+    let conv = |id: &str, ts: &str, event: &str, of: &str| {
+        format!(
+            r#"{{"type":"conversion","id":"{id}","ts":"{ts}","program":"p","event":"{event}","txn_id":"t-{id}","original_txn_id":"t-{of}"}}"#
+        )
+    };
+    // s1 held (a click too fast), s3 not: 10.00 each
+    let mut l = clicked_sale("1", "03T10:00:00", "03T10:00:05", "a", "v1", "", "");
+    l.extend(clicked_sale(
+        "3",
+        "04T10:00:00",
+        "04T10:40:00",
+        "a",
+        "v3",
+        "",
+        "",
+    ));
+    ok(&db, &["import", &events_file(t.path(), &l)]);
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-11"]);
+    let nov = t.path().join("nov");
+    report(&db, "2026-11", &nov, &[]);
+    assert_eq!(
+        statement_row(&nov, "a"),
+        "2026-11,a,p,USD,20.00,0.00,0.00,0.00,10.00,10.00,10.00"
+    );
+    ok(&db, &["close", "--period", "2026-11"]);
+    let held = read(&nov.join("fraud.csv"));
+    let entry = held
+        .lines()
+        .skip(1)
+        .find(|l| l.contains(",a,"))
+        .and_then(|l| l.split(',').next())
+        .unwrap_or_else(|| panic!("{held}"))
+        .to_string();
+    // December refunds both: s3's -10.00 is written off, s1's nets with
+    // the held sale
+    let dec = [
+        conv("r1", "2026-12-05T10:00:00.000Z", "refund", "s1"),
+        conv("r3", "2026-12-05T11:00:00.000Z", "refund", "s3"),
+    ];
+    ok(
+        &db,
+        &["import", &write(t.path(), "dec.ndjson", &dec.join("\n"))],
+    );
+    ok(&db, &["run", "--config", &cfg, "--period", "2026-12"]);
+    let out = t.path().join("dec");
+    report(&db, "2026-12", &out, &[]);
+    assert_eq!(
+        statement_row(&out, "a"),
+        "2026-12,a,p,USD,0.00,-20.00,10.00,10.00,0.00,0.00,0.00"
+    );
+    ok(&db, &["close", "--period", "2026-12"]);
+    // January: s1 released (it and its refund: nothing to pay)
+    ok(
+        &db,
+        &[
+            "review", "release", &entry, "--by", "alice", "--reason", "ok",
+        ],
+    );
+    ok(&db, &["run", "--config", &cfg, "--period", "2027-01"]);
+    let out = t.path().join("jan");
+    report(&db, "2027-01", &out, &[]);
+    ok(&db, &["close", "--period", "2027-01"]);
+    // February: the refund of s1 failed: its 10.00 paid in full
+    let feb = [conv("w1", "2027-02-03T10:00:00.000Z", "reinstate", "r1")];
+    ok(
+        &db,
+        &["import", &write(t.path(), "feb.ndjson", &feb.join("\n"))],
+    );
+    ok(&db, &["run", "--config", &cfg, "--period", "2027-02"]);
+    let out = t.path().join("feb");
+    report(&db, "2027-02", &out, &[]);
+    let ledger = read(&out.join("ledger.csv"));
+    assert!(!ledger.contains("writeoff_taken_back_"), "{ledger}");
+    assert_eq!(
+        statement_row(&out, "a"),
+        "2027-02,a,p,USD,0.00,10.00,0.00,0.00,0.00,10.00,0.00"
+    );
+}

@@ -2663,3 +2663,124 @@ fn late_reinstatements_and_late_chargebacks_and_the_write_off() {
         f7(["0.00", "10.00", "0.00", "0.00", "0.00", "10.00", "0.00"])
     );
 }
+
+/// A late fact restating a written-off month upwards pays the loss the
+/// write-off forgave first, as it would have on time; one restating it
+/// back down gives that back (review25 F3: the partner lost it); a late
+/// loss is charged when it comes, and a later gain then pays it first.
+#[test]
+fn late_facts_of_a_written_off_month_pay_its_loss_first() {
+    // November pays 10.00; December's chargeback -10.00 is written off
+    let mut w = world(
+        &held(0),
+        &[
+            partner("a", ""),
+            sale("s1", "2026-11-02", "50"),
+            chargeback("c1", "2026-12-05", "s1"),
+        ],
+    );
+    w.run_close("2026-11");
+    w.run_close("2026-12");
+    assert_eq!(
+        figures(&w, "2026-12"),
+        f7(["0.00", "-10.00", "10.00", "0.00", "0.00", "0.00", "0.00"])
+    );
+    // s2 (6.00) of December arrives in January: on time December would
+    // have been -4.00 written off, nothing paid: 6.00 taken back
+    w.add(&[sale("s2", "2026-12-20", "30")]);
+    let (es, _) = w.draft("2027-01");
+    let back: Vec<_> = es
+        .iter()
+        .filter(|e| e.reason == "writeoff_taken_back_2026-12")
+        .map(|e| e.amount.to_string())
+        .collect();
+    assert_eq!(back, ["-6.00"], "{es:?}");
+    assert_eq!(
+        figures(&w, "2027-01"),
+        f7(["0.00", "0.00", "0.00", "0.00", "0.00", "0.00", "0.00"])
+    );
+    w.run_close("2027-01");
+    // s2 refunded (dated December) after January closed, and February's
+    // s3 (10.00): s2 and its refund cancel out, December's 6.00 comes
+    // back, February pays s3's 10.00 (on time: December -10.00 written
+    // off, February 10.00)
+    w.add(&[
+        refund("r2", "2026-12-21", "s2"),
+        sale("s3", "2027-02-03", "50"),
+    ]);
+    let (es, _) = w.draft("2027-02");
+    let back: Vec<_> = es
+        .iter()
+        .filter(|e| e.reason == "writeoff_taken_back_2026-12")
+        .map(|e| e.amount.to_string())
+        .collect();
+    assert_eq!(back, ["6.00"], "{es:?}");
+    assert_eq!(
+        figures(&w, "2027-02"),
+        f7(["10.00", "0.00", "0.00", "0.00", "0.00", "10.00", "0.00"])
+    );
+    // a rerun books the same; the next month nothing more
+    let p = Period::parse("2027-02").unwrap();
+    run(&mut w.store, &w.cfg, p).unwrap();
+    close(&mut w.store, p).unwrap();
+    let (es, _) = w.draft("2027-03");
+    assert!(es.is_empty(), "{es:?}");
+
+    // more comes back than was written off: the rest is paid
+    let mut w = world(
+        &held(0),
+        &[
+            partner("a", ""),
+            sale("s1", "2026-11-02", "50"),
+            chargeback("c1", "2026-12-05", "s1"),
+        ],
+    );
+    w.run_close("2026-11");
+    w.run_close("2026-12");
+    w.add(&[sale("s2", "2026-12-20", "80")]);
+    assert_eq!(
+        figures(&w, "2027-01"),
+        f7(["0.00", "0.00", "6.00", "0.00", "0.00", "6.00", "0.00"])
+    );
+
+    // a late loss first is charged when it comes (nothing was taken back
+    // to give back); a late gain after it pays that loss first
+    let mut w = world(
+        &held(0),
+        &[
+            partner("a", ""),
+            sale("s1", "2026-11-02", "50"),
+            sale("s4", "2026-11-03", "25"),
+            sale("s5", "2027-01-04", "100"),
+            chargeback("c1", "2026-12-05", "s1"),
+        ],
+    );
+    w.run_close("2026-11");
+    w.run_close("2026-12");
+    w.add(&[refund("r4", "2026-12-06", "s4")]);
+    let (es, _) = w.draft("2027-01");
+    assert!(
+        !es.iter()
+            .any(|e| e.reason.starts_with("writeoff_taken_back_")),
+        "{es:?}"
+    );
+    assert_eq!(
+        figures(&w, "2027-01"),
+        f7(["20.00", "0.00", "-5.00", "0.00", "0.00", "15.00", "0.00"])
+    );
+    w.run_close("2027-01");
+    // +8.00 late for December: given back in all -5.00 + 8.00 = 3.00,
+    // taken back 3.00, 5.00 paid (on time: -10 -5 +8 = -7, written off)
+    w.add(&[sale("s2", "2026-12-20", "40")]);
+    let (es, _) = w.draft("2027-02");
+    let back: Vec<_> = es
+        .iter()
+        .filter(|e| e.reason == "writeoff_taken_back_2026-12")
+        .map(|e| e.amount.to_string())
+        .collect();
+    assert_eq!(back, ["-3.00"], "{es:?}");
+    assert_eq!(
+        figures(&w, "2027-02"),
+        f7(["0.00", "0.00", "5.00", "0.00", "0.00", "5.00", "0.00"])
+    );
+}
