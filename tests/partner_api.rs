@@ -641,6 +641,22 @@ fn links_and_stats() {
         ),
     );
     assert_eq!(s, 200, "{b}");
+    // its refund is no second conversion in the stats (review26 L5)
+    let (s, b) = call(
+        "POST",
+        "/postback",
+        Some(TOKEN),
+        Some(
+            &json!({"program": p.program, "event": "refund", "txn_id": "L-1-r", "original_txn_id": "L-1",
+                      "click_id": cid, "amount": "10.00", "currency": "USD"}),
+        ),
+    );
+    assert_eq!(s, 200, "{b}");
+    let refund: Vec<Value> = export("/export/v1/events?limit=5000")
+        .into_iter()
+        .filter(|e| e["program"] == p.program.as_str() && e["txn_id"] == "L-1-r")
+        .collect();
+    assert_eq!(refund[0]["partner"], p.a.as_str(), "{refund:?}");
     let copies: Vec<Value> = export("/export/v1/events?limit=5000")
         .into_iter()
         .filter(|e| e["program"] == p.program.as_str() && e["txn_id"] == "L-1")
@@ -1738,4 +1754,279 @@ fn a_parent_cycle_is_refused() {
     }
     let (_, body) = admin("GET", &format!("/api/partners/{a}"), json!(null));
     assert!(body["parent"].is_null(), "{body}");
+}
+
+/// review26 H1: a licence that lapsed, then an operator's suspension, then a
+/// renewal: the lapse stays in the exported history (it was erased, and a
+/// sale made in it paid).
+#[test]
+fn a_lapse_stays_on_record_when_the_operator_suspended_after_it() {
+    let program = program("lapse", json!({"regulated": true}));
+    let jan = edge::time::Timestamp::parse("2026-01-05T09:00:00Z")
+        .unwrap()
+        .ms();
+    let (s, b) = call_at(
+        "POST",
+        "/partner/v1/apply",
+        None,
+        Some(&json!({"program": program, "name": "IB Two", "email": "ib2@example.com"})),
+        Some(jan),
+    );
+    assert_eq!(s, 201, "{b}");
+    let id = b["id"].as_str().unwrap().to_string();
+    let compliance = format!("/api/partners/{id}/compliance");
+    let data = json!({"license_number": "MGA/B2B/9", "regulator": "MGA", "jurisdiction": "MT",
+        "license_expires": "2026-06-30", "kyc_checked_at": "2026-01-04T10:00:00Z",
+        "dsa_version": "v3", "dsa_accepted_at": "2026-01-04"});
+    let (s, b) = call_at(
+        "PUT",
+        &compliance,
+        Some(ADMIN_TOKEN),
+        Some(&data),
+        Some(jan),
+    );
+    assert_eq!(s, 200, "{b}");
+    let status = format!("/api/partners/{id}/status");
+    let (s, b) = call_at(
+        "POST",
+        &status,
+        Some(ADMIN_TOKEN),
+        Some(&json!({"status": "approved", "reason": "licence checked"})),
+        Some(jan + DAY),
+    );
+    assert_eq!(s, 200, "{b}");
+    // after the lapse, the operator suspends the partner on its own account
+    let (s, b) = admin(
+        "POST",
+        &status,
+        json!({"status": "suspended", "reason": "fraud review"}),
+    );
+    assert_eq!(s, 200, "{b}");
+    let reasons = |p: &Value| -> Vec<(String, String)> {
+        p["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                (
+                    h["status"].as_str().unwrap().to_string(),
+                    h["reason"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    };
+    let want: Vec<(String, String)> = [
+        ("applied", "application"),
+        ("approved", "licence checked"),
+        ("suspended", "license_expired"),
+        ("suspended", "fraud review"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(reasons(&exported_partner(&id)), want);
+    // the renewal writes the lapse down; nothing of the history is lost
+    let mut renewed = data.clone();
+    renewed["license_expires"] = json!("2030-06-30");
+    let (s, b) = admin("PUT", &compliance, renewed);
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["status"], "suspended");
+    let p = exported_partner(&id);
+    assert_eq!(reasons(&p), want);
+    assert_eq!(p["history"][2]["at"], "2026-06-30T00:00:00.000Z");
+}
+
+/// review26 M2: two operators changing one partner at once through `PUT
+/// /api/partners/{id}`: each change is either kept (in the history and the
+/// audit both) or answered 409; none is audited and lost.
+#[test]
+fn concurrent_partner_changes_lose_no_history() {
+    let program = program("race", json!({}));
+    let id = partner(&program, "race-a", "silver", "approved");
+    for _ in 0..10 {
+        let barrier = Arc::new(Barrier::new(2));
+        let answers: Vec<u16> = ["suspended", "rejected"]
+            .into_iter()
+            .map(|to| {
+                let (barrier, program, id) = (barrier.clone(), program.clone(), id.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    admin(
+                        "PUT",
+                        &format!("/api/partners/{id}"),
+                        json!({"program": program, "name": "Partner race-a", "tier": "silver", "status": to}),
+                    )
+                    .0
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        assert!(
+            answers.iter().all(|s| *s == 200 || *s == 409) && answers.contains(&200),
+            "{answers:?}"
+        );
+        partner(&program, &id, "silver", "approved");
+    }
+    let (_, audit) = admin("GET", &format!("/api/partners/{id}/audit"), json!(null));
+    let audit = audit["audit"].as_array().unwrap().len();
+    let (_, p) = admin("GET", &format!("/api/partners/{id}"), json!(null));
+    let history = p["history"].as_array().unwrap().len();
+    assert_eq!(audit, history, "{p}");
+    assert!(history >= 21, "{p}");
+}
+
+/// review26 M1, L2, L3, L4, L6, L7: the partner layer refuses what it
+/// cannot keep consistent.
+#[test]
+fn the_partner_layer_refuses_what_it_cannot_keep_consistent() {
+    let p = setup("keep");
+    let q = quarter(now_ms());
+    // M1: a budget's currency stays while a request against it is open
+    let budget = "/api/mdf/budgets/keep-b1";
+    let (s, b) = admin(
+        "PUT",
+        budget,
+        json!({"program": p.program, "partner": p.a, "quarter": q, "amount": "1000.00", "currency": "USD"}),
+    );
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = post(
+        "/partner/v1/mdf",
+        &p.key_a,
+        json!({"program": p.program, "activity": "webinar", "amount": "9.00", "currency": "USD"}),
+    );
+    assert_eq!(s, 201, "{b}");
+    let request = b["id"].as_str().unwrap().to_string();
+    let (s, b) = admin(
+        "PUT",
+        budget,
+        json!({"program": p.program, "partner": p.a, "quarter": q, "amount": "1000", "currency": "JPY"}),
+    );
+    assert_eq!(
+        (s, b["error"]["field"].as_str()),
+        (422, Some("budget")),
+        "{b}"
+    );
+    // the amount may still change
+    let (s, b) = admin(
+        "PUT",
+        budget,
+        json!({"program": p.program, "partner": p.a, "quarter": q, "amount": "1200.00", "currency": "USD"}),
+    );
+    assert_eq!(s, 200, "{b}");
+    // once the request is rejected, nothing holds the budget
+    let (s, b) = admin(
+        "POST",
+        &format!("/api/mdf/{request}/decision"),
+        json!({"decision": "reject", "reason": "no"}),
+    );
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = admin(
+        "PUT",
+        budget,
+        json!({"program": p.program, "partner": p.a, "quarter": q, "amount": "1000", "currency": "JPY"}),
+    );
+    assert_eq!((s, b["currency"].as_str()), (200, Some("JPY")), "{b}");
+
+    // L2: statements in the currency's decimals
+    let row = |earned: &str, currency: &str| {
+        json!([{"period": "2026-10", "partner": p.a, "program": p.program, "currency": currency,
+                "earned": earned, "reversed": "0", "adjusted": "0", "carried_in": "0", "pending": "0",
+                "payable": earned, "carried_out": "0"}])
+    };
+    for (earned, currency) in [("100.005", "USD"), ("100.5", "JPY")] {
+        let (s, b) = admin("POST", "/api/statements", row(earned, currency));
+        assert_eq!(
+            (s, b["error"]["field"].as_str()),
+            (422, Some("earned")),
+            "{b}"
+        );
+    }
+    let (s, b) = admin("POST", "/api/statements", row("100.50", "USD"));
+    assert_eq!(s, 200, "{b}");
+
+    // L3: a tier list leaving out a partner's tier
+    let (s, b) = admin(
+        "PUT",
+        &format!("/api/programs/{}", p.program),
+        json!({"postback_tokens": [TOKEN], "allowed_hosts": ["shop.example"],
+               "tiers": ["silver", "platinum"], "deal_days": 90, "currency": "USD"}),
+    );
+    assert_eq!(
+        (s, b["error"]["field"].as_str()),
+        (422, Some("tiers")),
+        "{b}"
+    );
+    assert!(b["error"]["reason"].as_str().unwrap().contains(&p.a), "{b}");
+    let (_, b) = admin("GET", &format!("/api/programs/{}", p.program), json!(null));
+    assert_eq!(b["tiers"], json!(["silver", "gold", "platinum"]));
+
+    // L4: a "partner" that is not the caller's id string is another's
+    for other in [json!(5), json!([p.a.clone()]), json!({"id": p.a.clone()})] {
+        let (s, b) = post(
+            "/partner/v1/deals",
+            &p.key_b,
+            json!({"program": p.program, "customer": "keep-c1", "partner": other}),
+        );
+        assert_eq!(s, 404, "{b}");
+    }
+
+    // L7: a status filter names a status there is
+    for path in [
+        "/api/deals?status=bogus",
+        "/api/mdf?status=bogus",
+        "/api/mdf?claim_status=open",
+    ] {
+        let (s, b) = admin("GET", path, json!(null));
+        assert_eq!(s, 422, "{path}: {b}");
+    }
+    assert_eq!(
+        admin("GET", "/api/deals?status=pending", json!(null)).0,
+        200
+    );
+
+    // L6: the page of approved partners counts only approved ones (a
+    // lapsed licence suspends): the newest partner lapsed, limit=1 still
+    // finds an approved one
+    let reg = program("keepreg", json!({"regulated": true}));
+    let old = partner(&reg, "keepreg-a", "silver", "applied");
+    let lapsed = partner(&reg, "keepreg-0", "silver", "applied");
+    for id in [&old, &lapsed] {
+        let (s, b) = admin(
+            "PUT",
+            &format!("/api/partners/{id}/compliance"),
+            json!({"license_number": "L-7", "regulator": "MGA", "jurisdiction": "MT",
+                   "license_expires": "2030-06-30", "kyc_checked_at": "2026-01-04T10:00:00Z",
+                   "dsa_version": "v3", "dsa_accepted_at": "2026-01-04"}),
+        );
+        assert_eq!(s, 200, "{b}");
+        let (s, b) = admin(
+            "POST",
+            &format!("/api/partners/{id}/status"),
+            json!({"status": "approved"}),
+        );
+        assert_eq!(s, 200, "{b}");
+    }
+    let (s, b) = admin(
+        "PUT",
+        &format!("/api/partners/{lapsed}/compliance"),
+        json!({"license_number": "L-7", "regulator": "MGA", "jurisdiction": "MT",
+               "license_expires": "2026-01-01", "kyc_checked_at": "2025-01-04T10:00:00Z",
+               "dsa_version": "v3", "dsa_accepted_at": "2025-01-04"}),
+    );
+    assert_eq!((s, b["status"].as_str()), (200, Some("suspended")), "{b}");
+    let (s, b) = admin(
+        "GET",
+        &format!("/api/partners?program={reg}&status=approved&limit=1"),
+        json!(null),
+    );
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["partners"][0]["id"], old.as_str(), "{b}");
+    let (_, b) = admin(
+        "GET",
+        &format!("/api/partners?program={reg}&status=suspended&limit=1"),
+        json!(null),
+    );
+    assert_eq!(b["partners"][0]["id"], lapsed.as_str(), "{b}");
 }

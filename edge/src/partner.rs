@@ -68,8 +68,9 @@ pub fn names_other_partner(body: &[u8], me: &str) -> bool {
     match serde_json::from_slice::<serde_json::Value>(body) {
         Ok(v) => v
             .get("partner")
-            .and_then(|p| p.as_str())
-            .is_some_and(|p| p != me),
+            // anything but the caller's own id, a number or a list too
+            // (review26 L4)
+            .is_some_and(|p| p.as_str() != Some(me)),
         Err(_) => false,
     }
 }
@@ -759,6 +760,15 @@ mod tests {
         assert!(names_other_partner(br#"{"partner":"b"}"#, "a"));
         assert!(!names_other_partner(br#"{"partner":"a"}"#, "a"));
         assert!(!names_other_partner(br#"{"x":"b"}"#, "a"));
+        // a partner field that is not the caller's id string names another
+        for body in [
+            &br#"{"partner":5}"#[..],
+            br#"{"partner":["a"]}"#,
+            br#"{"partner":{"id":"a"}}"#,
+            br#"{"partner":null}"#,
+        ] {
+            assert!(names_other_partner(body, "a"));
+        }
     }
 
     #[test]

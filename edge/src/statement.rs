@@ -69,12 +69,15 @@ fn check(values: Vec<String>, line: usize) -> Result<Row, FieldError> {
             ));
         }
     }
-    if Currency::parse(&values[3]).is_none() {
+    let Some(currency) = Currency::parse(&values[3]) else {
         return Err(row_error(line, "currency", "unknown ISO 4217 currency"));
-    }
+    };
     let mut values = values;
     for (i, v) in values.iter_mut().enumerate().skip(4) {
         let d = parse_decimal(COLUMNS[i], v, true)
+            .map_err(|e| row_error(line, COLUMNS[i], &e.reason))?;
+        // settlement rounds every figure to the currency (review26 L2)
+        crate::deal::to_minor(COLUMNS[i], d, currency)
             .map_err(|e| row_error(line, COLUMNS[i], &e.reason))?;
         *v = d.to_string();
     }
@@ -220,6 +223,17 @@ mod tests {
                 .field,
             "period"
         );
+        // more decimals than the currency has (review26 L2)
+        let e = parse_csv(&CSV.replace("120.00", "120.005")).unwrap_err();
+        assert_eq!(e.field, "earned");
+        assert!(
+            e.reason.contains("at most 2 decimals in USD"),
+            "{}",
+            e.reason
+        );
+        let jpy = CSV.replace(",EUR,5,", ",JPY,5.5,");
+        assert_eq!(parse_csv(&jpy).unwrap_err().field, "earned");
+        assert!(parse_csv(&CSV.replace(",EUR,5,", ",JPY,5,")).is_ok());
         assert_eq!(
             split_csv("a,\"b,\"\"c\"\"\",d"),
             Some(vec!["a".into(), "b,\"c\"".into(), "d".into()])

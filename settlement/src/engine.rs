@@ -644,48 +644,75 @@ struct Cust {
 struct DealRef {
     ts: i64,
     expires_at: i64,
-    customer: u32,
+    /// The customer as the edge compares registrations (trimmed, lower
+    /// case): a registration of `ACME-1` is the one `acme-1` conflicts with
+    /// there, so it attributes `acme-1`'s conversions here (review26 L1).
+    /// The index of that key among the program's, ascending.
+    group: u32,
     partner: u32,
     /// index into `Facts::deals`
     idx: u32,
 }
 
 /// The approved deal registrations among `deals` (indexes into
-/// `Facts::deals`) grouped by customer, each customer's in `(ts, id)`
-/// order, and each slot of [`customer_slots`] pointed at its customer's
-/// first. One sorted array read in place of a table probe, a list and a
+/// `Facts::deals`) grouped by customer (as the edge compares them: trimmed,
+/// without case), each customer's in `(ts, id)` order, and each slot of
+/// [`customer_slots`] pointed at its customer's first. One sorted array read in place of a table probe, a list and a
 /// deal, three cache misses a conversion, in a referral program.
 fn link_deals(f: &Facts, deals: &[u32], cust_of_slot: &[u32], custs: &mut [Cust]) -> Vec<DealRef> {
-    let mut list: Vec<DealRef> = deals
+    if deals.is_empty() {
+        return Vec::new();
+    }
+    // as the edge's `customer_key`, without a copy when it is one already
+    let key = |sym: u32| -> std::borrow::Cow<'_, str> {
+        let s = f.syms.str(sym);
+        if s.trim().len() == s.len() && !s.chars().any(char::is_uppercase) {
+            std::borrow::Cow::Borrowed(s)
+        } else {
+            std::borrow::Cow::Owned(edge::deal::customer_key(s))
+        }
+    };
+    let mut list: Vec<(std::borrow::Cow<'_, str>, DealRef)> = deals
         .iter()
         .map(|&i| {
             let d = &f.deals[i as usize];
-            DealRef {
-                ts: d.ts,
-                expires_at: d.expires_at,
-                customer: d.customer,
-                partner: d.partner,
-                idx: i,
-            }
+            (
+                key(d.customer),
+                DealRef {
+                    ts: d.ts,
+                    expires_at: d.expires_at,
+                    group: 0,
+                    partner: d.partner,
+                    idx: i,
+                },
+            )
         })
         .collect();
-    list.sort_by(|a, b| {
-        (a.customer, a.ts).cmp(&(b.customer, b.ts)).then_with(|| {
+    list.sort_by(|(ka, a), (kb, b)| {
+        (ka, a.ts).cmp(&(kb, b.ts)).then_with(|| {
             let (da, db) = (&f.deals[a.idx as usize], &f.deals[b.idx as usize]);
             f.ids.get(da.id).cmp(f.ids.get(db.id))
         })
     });
-    // slots ascend by customer, as the list does: one merge
-    let mut j = 0;
-    for (slot, &cu) in custs.iter_mut().zip(cust_of_slot) {
-        while j < list.len() && list[j].customer < cu {
-            j += 1;
+    let mut group = 0;
+    for j in 1..list.len() {
+        if list[j].0 != list[j - 1].0 {
+            group += 1;
         }
-        if j < list.len() && list[j].customer == cu {
-            slot.deal = j as u32;
+        list[j].1.group = group;
+    }
+    // each key's first registration, for each slot of that customer
+    let mut starts: FxHashMap<&str, u32> = FxHashMap::default();
+    for (j, (k, _)) in list.iter().enumerate() {
+        starts.entry(k.as_ref()).or_insert(j as u32);
+    }
+    for (slot, &cu) in custs.iter_mut().zip(cust_of_slot) {
+        if let Some(&j) = starts.get(key(cu).as_ref()) {
+            slot.deal = j;
         }
     }
-    list
+    drop(starts);
+    list.into_iter().map(|(_, d)| d).collect()
 }
 
 /// A dense slot for each customer among `order`'s conversions: per position
@@ -1485,8 +1512,9 @@ fn compute_part(
         }
         if partner == NONE {
             let first = cust.as_deref().map_or(NONE, |cu| cu.deal);
+            let group = deals.get(first as usize).map(|d| d.group);
             for d in deals.get(first as usize..).unwrap_or_default() {
-                if d.customer != c.customer || d.ts > c.ts {
+                if Some(d.group) != group || d.ts > c.ts {
                     break;
                 }
                 if c.ts - d.ts <= p.deal_days * DAY_MS

@@ -358,6 +358,8 @@ fn deals_of(
 ) -> Result<Vec<(String, String)>> {
     use crate::events::*;
     let mut found: Vec<(i64, String, String)> = Vec::new();
+    // compared as attribution compares them (the edge's customer key)
+    let want = edge::deal::customer_key(customer);
     events::scan(
         &store.conn,
         Cols::of(
@@ -370,7 +372,9 @@ fn deals_of(
             for r in 0..b.rows() {
                 if b.int(E_KIND, r) != Some(KIND_DEAL)
                     || b.bytes(E_PROGRAM, r) != Some(program.as_bytes())
-                    || b.bytes(E_CUSTOMER, r) != Some(customer.as_bytes())
+                    || b.bytes(E_CUSTOMER, r).is_none_or(|c| {
+                        edge::deal::customer_key(&String::from_utf8_lossy(c)) != want
+                    })
                 {
                     continue;
                 }

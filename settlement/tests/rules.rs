@@ -940,6 +940,38 @@ fn first_approved_registration_of_the_customer_wins() {
     );
 }
 
+/// review26 L1: the edge refuses `acme-1` as the same customer as a
+/// registered `ACME-1` (trimmed, without case), so that registration
+/// attributes both spellings' conversions; the earliest still wins across
+/// spellings, and another customer is not matched.
+#[test]
+fn a_registration_covers_its_customer_in_any_case() {
+    let r = "[[programs.rules]]\nevent = \"deal_won\"\nfixed = \"1\"\n";
+    let deal = |id: &str, day: &str, partner: &str, customer: &str| {
+        format!(
+            r#"{{"type":"deal","id":"{id}","ts":"2026-10-{day}T12:00:00.000Z","program":"p","partner":"{partner}","customer":"{customer}","status":"approved"}}"#
+        )
+    };
+    let w = world(
+        &rules("deal_days = 90", r),
+        &[
+            partner("a", ""),
+            partner("b", ""),
+            deal("d1", "02", "a", "ACME-1"),
+            deal("d2", "03", "b", " acme-1"),
+            deal("d3", "03", "b", "Beta"),
+            conv("e1", "2026-10-10", "deal_won", ",\"customer\":\"acme-1\""),
+            conv("e2", "2026-10-11", "deal_won", ",\"customer\":\"ACME-1\""),
+            conv("e3", "2026-10-12", "deal_won", ",\"customer\":\"beta\""),
+            conv("e4", "2026-10-13", "deal_won", ",\"customer\":\"acme-12\""),
+        ],
+    );
+    assert_eq!(
+        amounts(&w.draft("2026-10").0, EntryKind::Commission),
+        s(&[("a", "1.00"), ("a", "1.00"), ("b", "1.00")])
+    );
+}
+
 /// A program paying 20% of sales, with `hold_days` and no payout minimum.
 fn held(days: u32) -> String {
     format!(

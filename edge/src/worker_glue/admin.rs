@@ -50,6 +50,39 @@ fn partner_json(p: &Partner) -> serde_json::Value {
     })
 }
 
+/// A tier the program's partners, assets or MDF budgets use that its new
+/// `tiers` list leaves out (review26 L3: the partners lost their assets and
+/// could not be saved again): move them first.
+async fn tier_in_use(env: &Env, p: &Program) -> Result<Option<FieldError>> {
+    if p.tiers.is_empty() {
+        return Ok(None);
+    }
+    let tiers = serde_json::to_string(&p.tiers)?;
+    let row = store::row(
+        store::db(env)?
+            .prepare(
+                "SELECT what, id, tier FROM (
+                   SELECT 'partner' AS what, id, tier FROM partners WHERE program = ?1 AND tier IS NOT NULL
+                   UNION ALL SELECT 'asset', id, min_tier FROM assets WHERE program = ?1 AND min_tier IS NOT NULL
+                   UNION ALL SELECT 'MDF budget', id, tier FROM mdf_budgets WHERE program = ?1 AND tier IS NOT NULL)
+                 WHERE tier NOT IN (SELECT value FROM json_each(?2)) ORDER BY what, id LIMIT 1",
+            )
+            .bind(&[s(&p.id), s(&tiers)])?,
+    )
+    .await?;
+    Ok(row.map(|r| {
+        FieldError::new(
+            "tiers",
+            format!(
+                "{} {} has the tier {:?}, which the list leaves out: move it to a listed tier first",
+                store::txt(&r, "what"),
+                store::txt(&r, "id"),
+                store::txt(&r, "tier")
+            ),
+        )
+    }))
+}
+
 fn email_salt(env: &Env) -> String {
     super::Config::get(env).email_salt.clone()
 }
@@ -64,6 +97,9 @@ pub async fn handle(route: Route<'_>, mut req: Request, env: &Env) -> Result<Res
         (Route::Program(id), Method::Put) => {
             let body = try_body!(&mut req);
             let mut p = try_field!(Program::parse(id, &body));
+            if let Some(e) = tier_in_use(env, &p).await? {
+                return field_error(422, &e);
+            }
             store::put_program(env, &mut p).await?;
             json(200, &serde_json::to_value(&p)?)
         }
@@ -186,29 +222,15 @@ async fn put_partner(env: &Env, id: &str, input: PartnerInput, clock: i64) -> Re
         .map(|e| hash::email(&email_salt(env), e));
     let now_s = now.to_string();
     let db = store::db(env)?;
-    let upsert = db
-        .prepare(
-            "INSERT INTO partners (id, program, name, email, email_hash, parent, tier, status, currency, history, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)
-             ON CONFLICT(id) DO UPDATE SET name = excluded.name, email = excluded.email,
-               email_hash = excluded.email_hash, parent = excluded.parent, tier = excluded.tier,
-               status = excluded.status, currency = excluded.currency, history = excluded.history,
-               updated_at = excluded.updated_at",
-        )
-        .bind(&[
-            s(id),
-            s(&input.program),
-            opt(input.name.as_deref()),
-            opt(input.email.as_deref()),
-            opt(email_hash.as_deref()),
-            opt(input.parent.as_deref()),
-            opt(input.tier.as_deref()),
-            s(input.status.as_str()),
-            opt(input.currency.map(|c| c.code())),
-            s(&serde_json::to_string(&history)?),
-            s(&now_s),
-        ])?;
-    let mut stmts = vec![upsert];
+    // Every statement holds only while the partner is as it was read (or
+    // still absent): two operators changing one partner at once, one wins,
+    // the other gets a 409 and no history entry is lost (review26 M2). The
+    // audit entry comes first, read against the same state as the write.
+    let guard = match &existing {
+        Some(e) => store::Guard::As(&e.updated_at),
+        None => store::Guard::Absent,
+    };
+    let mut stmts = Vec::new();
     if changed {
         stmts.push(store::audit_stmt(
             env,
@@ -218,10 +240,46 @@ async fn put_partner(env: &Env, id: &str, input: PartnerInput, clock: i64) -> Re
             existing.as_ref().map(|e| e.status.as_str()),
             input.status.as_str(),
             Some("PUT /api/partners"),
-            None,
+            guard,
         )?);
     }
-    db.batch(stmts).await?;
+    let history = serde_json::to_string(&history)?;
+    let args = [
+        s(id),
+        s(&input.program),
+        opt(input.name.as_deref()),
+        opt(input.email.as_deref()),
+        opt(email_hash.as_deref()),
+        opt(input.parent.as_deref()),
+        opt(input.tier.as_deref()),
+        s(input.status.as_str()),
+        opt(input.currency.map(|c| c.code())),
+        s(&history),
+        s(&now_s),
+    ];
+    stmts.push(match &existing {
+        Some(e) => {
+            let mut args = args.to_vec();
+            args.push(s(&e.updated_at));
+            db.prepare(
+                "UPDATE partners SET name = ?3, email = ?4, email_hash = ?5, parent = ?6, tier = ?7,
+                   status = ?8, currency = ?9, history = ?10, updated_at = ?11
+                 WHERE id = ?1 AND program = ?2 AND updated_at = ?12",
+            )
+            .bind(&args)?
+        }
+        None => db
+            .prepare(
+                "INSERT INTO partners (id, program, name, email, email_hash, parent, tier, status, currency, history, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)
+                 ON CONFLICT(id) DO NOTHING",
+            )
+            .bind(&args)?,
+    });
+    let results = db.batch(stmts).await?;
+    if results.last().map(store::result_changes) != Some(1) {
+        return super::operator::conflict();
+    }
     match store::partner(env, id).await? {
         Some(p) => json(
             if existing.is_some() { 200 } else { 201 },

@@ -76,8 +76,13 @@ async fn list(env: &Env, query: &str, now: i64, csv: bool) -> Result<Response> {
                    AND (?5 IS NULL OR instr(lower(p.id || ' ' || coalesce(p.name, '') || ' ' ||
                         coalesce(p.company, '') || ' ' || coalesce(p.email, '') || ' ' ||
                         coalesce(p.website, '') || ' ' || coalesce(p.notes, '')), lower(?5)) > 0)
-                   AND (?6 IS NULL OR p.status = ?6
-                        OR (?6 = 'suspended' AND c.license_expires <= ?7))
+                   -- the effective status, in the query so that LIMIT
+                   -- counts what is shown (review26 L6): a lapsed licence
+                   -- suspends (a rejection stands)
+                   AND (?6 IS NULL
+                        OR ((c.license_expires IS NULL OR c.license_expires > ?7) AND p.status = ?6)
+                        OR (c.license_expires <= ?7
+                            AND (CASE WHEN p.status = 'rejected' THEN 'rejected' ELSE 'suspended' END) = ?6))
                  ORDER BY p.created_at DESC, p.id LIMIT ?8 OFFSET ?9", &[
                 O(q.program.as_deref()),
                 O(q.tier.as_deref()),
@@ -195,7 +200,7 @@ async fn set_status(env: &Env, id: &str, body: &[u8], now: i64) -> Result<Respon
         Some(eff.status.as_str()),
         input.status.as_str(),
         input.reason.as_deref(),
-        Some(&p.updated_at),
+        store::Guard::As(&p.updated_at),
     )?;
     let update = store::q(
         env,
@@ -211,10 +216,7 @@ async fn set_status(env: &Env, id: &str, body: &[u8], now: i64) -> Result<Respon
     )?;
     let results = db.batch(vec![audit, update]).await?;
     if results.get(1).map(store::result_changes) != Some(1) {
-        return json(
-            409,
-            &j!({"status": "conflict", "error": {"reason": "changed meanwhile; try again"}}),
-        );
+        return conflict();
     }
     json(
         200,
@@ -263,36 +265,23 @@ async fn put_compliance(env: &Env, id: &str, body: &[u8], now: i64) -> Result<Re
     let mut stmts = Vec::new();
     // A lapsed licence being replaced: the suspension it caused is written
     // down (status, history, audit), so renewing never rewrites the past;
-    // the operator approves the partner again.
+    // the operator approves the partner again. Written down whenever the
+    // history it reads differs from the stored one, also when the stored
+    // status already agrees (review26 H1: the operator suspended the partner
+    // after the lapse; the renewal then erased the lapse, and a sale made in
+    // it was paid).
     let old = store::license_expires(env, id).await?;
     let eff = rules::effective(p.status, &p.history, old, now);
-    if eff.status != p.status {
-        stmts.push(store::audit_stmt(
-            env,
-            id,
-            &at_s,
-            "system",
-            Some(p.status.as_str()),
-            eff.status.as_str(),
-            eff.reason.as_deref(),
-            None,
-        )?);
-        stmts.push(store::q(
-            env,
-            "UPDATE partners SET status = ?2, history = ?3, updated_at = ?4 WHERE id = ?1",
-            &[
-                S(id),
-                S(eff.status.as_str()),
-                S(&serde_json::to_string(&eff.history)?),
-                S(&at_s),
-            ],
-        )?);
-    }
+    let written_down = eff.status != p.status || eff.history != p.history;
+    // Every statement holds only while the partner is as it was read (the
+    // compliance row first: it does not change the partner): a concurrent
+    // change makes this a 409, never a lost history entry.
     stmts.push(store::q(
         env,
         "INSERT INTO compliance (partner, license_number, regulator, jurisdiction, license_expires,
                kyc_checked_at, dsa_version, dsa_accepted_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9
+             WHERE EXISTS (SELECT 1 FROM partners WHERE id = ?1 AND updated_at = ?10)
              ON CONFLICT(partner) DO UPDATE SET license_number = excluded.license_number,
                regulator = excluded.regulator, jurisdiction = excluded.jurisdiction,
                license_expires = excluded.license_expires, kyc_checked_at = excluded.kyc_checked_at,
@@ -308,10 +297,40 @@ async fn put_compliance(env: &Env, id: &str, body: &[u8], now: i64) -> Result<Re
             S(&c.dsa_version),
             S(&c.dsa_accepted_at.to_string()),
             S(&at_s),
+            S(&p.updated_at),
         ],
     )?);
-    db.batch(stmts).await?;
-    let status = if eff.status != p.status {
+    if written_down {
+        if eff.status != p.status {
+            stmts.push(store::audit_stmt(
+                env,
+                id,
+                &at_s,
+                "system",
+                Some(p.status.as_str()),
+                eff.status.as_str(),
+                eff.reason.as_deref(),
+                store::Guard::As(&p.updated_at),
+            )?);
+        }
+        stmts.push(store::q(
+            env,
+            "UPDATE partners SET status = ?2, history = ?3, updated_at = ?4
+             WHERE id = ?1 AND updated_at = ?5",
+            &[
+                S(id),
+                S(eff.status.as_str()),
+                S(&serde_json::to_string(&eff.history)?),
+                S(&at_s),
+                S(&p.updated_at),
+            ],
+        )?);
+    }
+    let results = db.batch(stmts).await?;
+    if results.first().map(store::result_changes) != Some(1) {
+        return conflict();
+    }
+    let status = if written_down {
         eff.status
     } else {
         rules::effective(p.status, &p.history, Some(c.license_expires), now).status
@@ -320,6 +339,14 @@ async fn put_compliance(env: &Env, id: &str, body: &[u8], now: i64) -> Result<Re
         200,
         &j!({"partner": id, "license_expires": c.license_expires, "status": status.as_str(),
              "license_expired": c.license_expires.ms() <= now}),
+    )
+}
+
+/// 409: the partner changed between this request's read and its write.
+pub fn conflict() -> Result<Response> {
+    json(
+        409,
+        &j!({"status": "conflict", "error": {"reason": "changed meanwhile; try again"}}),
     )
 }
 
@@ -401,9 +428,30 @@ fn filters<const N: usize>(
     Ok(out)
 }
 
+/// A status filter must name a status there is (review26 L7: an unknown one
+/// answered an empty list).
+fn one_of(
+    field: &str,
+    v: &Option<String>,
+    allowed: &[&str],
+) -> std::result::Result<(), FieldError> {
+    match v {
+        Some(v) if !allowed.contains(&v.as_str()) => Err(FieldError::new(
+            field,
+            format!("must be one of {}", allowed.join(", ")),
+        )),
+        _ => Ok(()),
+    }
+}
+
 async fn deals(env: &Env, query: &str, now: i64) -> Result<Response> {
     let [status, program, partner] =
         field_or_422!(filters(query, ["status", "program", "partner"]));
+    field_or_422!(one_of(
+        "status",
+        &status,
+        &["pending", "approved", "rejected"]
+    ));
     store::json_answer(store::q(
         env,
         store::list_sql(
@@ -587,7 +635,10 @@ async fn put_budget(env: &Env, id: &str, body: &[u8], now: i64) -> Result<Respon
         }
     }
     let at = Timestamp(now).to_string();
-    // Never below what is already approved, never another currency once spent.
+    // Never below what is already approved; never another currency,
+    // program, quarter, partner or tier while requests against it are open
+    // or approved (review26 M1: a USD request approved against a budget
+    // switched to JPY booked its cents as yen).
     let changed = store::changes(
         store::q(env, "INSERT INTO mdf_budgets (id, program, partner, tier, quarter, amount, amount_minor, currency,
                    spent_minor, created_at, updated_at)
@@ -597,7 +648,11 @@ async fn put_budget(env: &Env, id: &str, body: &[u8], now: i64) -> Result<Respon
                    amount_minor = excluded.amount_minor, currency = excluded.currency,
                    updated_at = excluded.updated_at
                  WHERE mdf_budgets.spent_minor <= excluded.amount_minor
-                   AND (mdf_budgets.spent_minor = 0 OR mdf_budgets.currency = excluded.currency)", &[
+                   AND ((mdf_budgets.currency = excluded.currency AND mdf_budgets.program = excluded.program
+                         AND mdf_budgets.quarter = excluded.quarter AND mdf_budgets.partner IS excluded.partner
+                         AND mdf_budgets.tier IS excluded.tier)
+                     OR (mdf_budgets.spent_minor = 0 AND NOT EXISTS (SELECT 1 FROM mdf_requests r
+                           WHERE r.budget = mdf_budgets.id AND r.status != 'rejected')))", &[
                 S(id),
                 S(&b.program),
                 O(b.partner.as_deref()),
@@ -611,12 +666,25 @@ async fn put_budget(env: &Env, id: &str, body: &[u8], now: i64) -> Result<Respon
     )
     .await?;
     if changed == 0 {
+        let spent = store::row(store::q(
+            env,
+            "SELECT spent_minor FROM mdf_budgets WHERE id = ?1",
+            &[S(id)],
+        )?)
+        .await?
+        .and_then(|r| r.get("spent_minor").and_then(|v| v.as_i64()))
+        .unwrap_or(0);
         return super::field_error(
             422,
-            &FieldError::new(
-                "amount",
-                "below what is already approved from this budget, or another currency",
-            ),
+            &if spent > b.money.minor {
+                FieldError::new("amount", "below what is already approved from this budget")
+            } else {
+                FieldError::new(
+                    "budget",
+                    "requests against this budget are open or approved: its currency, program, \
+                     quarter, partner and tier stay as they are (a new budget id for another)",
+                )
+            },
         );
     }
     budgets(env, Some(id)).await
@@ -626,6 +694,16 @@ async fn mdf_list(env: &Env, query: &str) -> Result<Response> {
     let [status, claim, partner, program] = field_or_422!(filters(
         query,
         ["status", "claim_status", "partner", "program"]
+    ));
+    field_or_422!(one_of(
+        "status",
+        &status,
+        &["requested", "approved", "rejected"]
+    ));
+    field_or_422!(one_of(
+        "claim_status",
+        &claim,
+        &["claimed", "approved", "rejected"]
     ));
     store::json_answer(store::q(
         env,
@@ -675,7 +753,8 @@ async fn decide_mdf(env: &Env, id: &str, body: &[u8], now: i64) -> Result<Respon
         let approve = store::q(env, "UPDATE mdf_requests SET status = 'approved', reason = ?2, decided_at = ?3, decided_by = ?4,
                    decision_tag = ?5
                  WHERE id = ?1 AND status = 'requested' AND EXISTS (SELECT 1 FROM mdf_budgets b
-                   WHERE b.id = mdf_requests.budget AND b.spent_minor + mdf_requests.amount_minor <= b.amount_minor)", &[S(id), O(d.reason.as_deref()), S(&at), S(&d.actor), S(&tag)])?;
+                   WHERE b.id = mdf_requests.budget AND b.currency = mdf_requests.currency
+                     AND b.spent_minor + mdf_requests.amount_minor <= b.amount_minor)", &[S(id), O(d.reason.as_deref()), S(&at), S(&d.actor), S(&tag)])?;
         let charge = store::q(env, "UPDATE mdf_budgets SET spent_minor = spent_minor +
                    (SELECT amount_minor FROM mdf_requests WHERE id = ?1 AND decision_tag = ?2), updated_at = ?3
                  WHERE id = (SELECT budget FROM mdf_requests WHERE id = ?1 AND decision_tag = ?2)", &[S(id), S(&tag), S(&at)])?;

@@ -166,7 +166,7 @@ pub async fn apply(mut req: Request, env: &Env) -> Result<Response> {
         None,
         "applied",
         Some("application"),
-        None,
+        store::Guard::None,
     )?;
     db.batch(vec![insert, audit]).await?;
     json(201, &j!({"id": id, "status": "applied"}))
@@ -217,8 +217,11 @@ async fn stats(env: &Env, me: &Me, query: &str) -> Result<Response> {
                    SUM(type = 'click' AND coalesce(json_extract(record, '$.bot'), 0) = 0) AS clicks,
                    SUM(type = 'click' AND uniq = 1) AS uniq,
                    -- an order the pixel and an authenticated source both
-                   -- brought is one conversion
-                   SUM(type = 'conversion' AND NOT (dedupe_key LIKE 'pixel|%'
+                   -- brought is one conversion; a refund, chargeback or
+                   -- reinstatement is none (review26 L5)
+                   SUM(type = 'conversion'
+                       AND coalesce(json_extract(record, '$.event'), '') NOT IN ('refund', 'chargeback', 'reinstate')
+                       AND NOT (dedupe_key LIKE 'pixel|%'
                        AND EXISTS (SELECT 1 FROM events a WHERE a.dedupe_key = substr(events.dedupe_key, 7))))
                      AS conversions
                  FROM events WHERE partner = ?1 AND ts_ms >= ?2 AND ts_ms < ?3

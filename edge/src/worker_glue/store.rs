@@ -405,14 +405,24 @@ pub fn audit_stmt(
     from: Option<&str>,
     to: &str,
     reason: Option<&str>,
-    guard: Option<&str>,
+    guard: Guard,
 ) -> Result<D1PreparedStatement> {
+    let (cond, value) = match guard {
+        Guard::None => ("?7 IS NULL", None),
+        Guard::As(updated_at) => (
+            "EXISTS (SELECT 1 FROM partners WHERE id = ?1 AND updated_at = ?7)",
+            Some(updated_at),
+        ),
+        Guard::Absent => (
+            "?7 IS NULL AND NOT EXISTS (SELECT 1 FROM partners WHERE id = ?1)",
+            None,
+        ),
+    };
     db(env)?
-        .prepare(
+        .prepare(format!(
             "INSERT INTO audit (partner, at, actor, from_status, to_status, reason)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6
-             WHERE ?7 IS NULL OR EXISTS (SELECT 1 FROM partners WHERE id = ?1 AND updated_at = ?7)",
-        )
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE {cond}"
+        ))
         .bind(&[
             s(partner),
             s(at),
@@ -420,8 +430,20 @@ pub fn audit_stmt(
             opt(from),
             s(to),
             opt(reason),
-            opt(guard),
+            opt(value),
         ])
+}
+
+/// What an audit entry holds on: written in the same batch as the change it
+/// records, it is kept only if the partner is still as the change read it.
+#[derive(Clone, Copy)]
+pub enum Guard<'a> {
+    /// Always kept.
+    None,
+    /// The partner's row still has this `updated_at`.
+    As(&'a str),
+    /// No such partner yet (a new one).
+    Absent,
 }
 
 /// Answers a query that renders its own JSON in one column `j` (SQLite's
