@@ -1,27 +1,26 @@
-//! What is given back to a closed period whose balance was written off
-//! takes the write-off back.
+//! What comes back to a closed period that wrote its loss off takes the
+//! write-off back.
 //!
 //! Without `negative_carryover`, a period whose matured balance ends
-//! negative writes the debt off: the partner keeps money the period's
-//! reversals took back on paper. What later restates that period upwards
-//! (a late sale, a dispute won on one of its chargebacks, a refund of it
-//! that failed) would, had it come on time, have made the loss smaller,
-//! not been paid on top of it: paying it in full pays the partner twice
-//! for the part the write-off forgave.
+//! negative writes the loss off: the partner keeps money its reversals took
+//! back on paper. What later restates that period upwards (a late sale, a
+//! release on review) would, had it come on time, have made the loss
+//! smaller, not been paid on top of it. A reinstatement (a dispute won, a
+//! refund that failed) cancels a reversal as if it had never been: it gives
+//! back to the period whose ledger booked that reversal (its own, or the
+//! later one that booked it late), whose write-off the reversal may have
+//! caused.
 //!
 //! So for each closed period `P` with a write-off `W` (per partner and
-//! program), `G` is everything given back to `P` since its close, booked in
-//! the periods after it (this run included): the late facts and review
-//! decisions that restate `P` (`late_facts_P`, `restated_P` adjustments,
-//! either sign) and the reinstatements of reversals dated in `P` (their
-//! positive clawbacks on time, their adjustments late), less nothing held
-//! for review. The write-off taken back in all is `max(0, min(W, G))`;
-//! each run books the change of that figure against what earlier periods
-//! took back (reason `writeoff_taken_back_P`): negative when more came
-//! back, positive (given back again) when a later fact restated `P` down.
-//! The partner then ends with what the period would have paid had all of
-//! it come on time, `max(0, balance + G)`, except that a net negative `G`
-//! (a late loss) is charged when it comes rather than written off.
+//! program), `G` is everything booked for `P` since its close: the late
+//! facts and review decisions restating it (either sign; held ones too, as
+//! held entries count in a balance, and the rejection of a held entry), and
+//! the reinstatements of the reversals it booked. The write-off taken back
+//! in all is `max(0, min(W, G))`; each run books the change of that figure
+//! since the earlier runs (reason `writeoff_taken_back_P`): negative when
+//! more came back, positive (given back) when a later fact took it away
+//! again. A late loss of `P` is charged when it comes, by the period that
+//! books it.
 
 use crate::engine::{hash_parts, hex_id, Calc, Output};
 use crate::error::Result;
@@ -29,20 +28,21 @@ use crate::events::Cols;
 use crate::facts::NONE;
 use crate::ledger::{entry_id, Entry, EntryKind};
 use crate::ledger_blocks::{
-    text, L_ADJUSTS, L_AMOUNT, L_ID, L_KIND, L_PARTNER, L_PROGRAM, L_REASON,
+    text, L_ADJUSTS, L_AMOUNT, L_EVENT_DAY, L_ID, L_KIND, L_PARTNER, L_PROGRAM, L_REASON,
 };
 use crate::money::fmt_decimal;
 use crate::period::Period;
 use crate::store::{pos_base, Store};
 use crate::words::Words;
 use rust_decimal::Decimal;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// A reinstatement among the engine's entries: the period it gives back
-/// to (its reversal's), `None` when that reversal was held for review when
-/// booked (never in a written-off balance).
+/// to (its reversal's) and the ledger id of that reversal.
 struct Reinstated {
     reversal_at: Period,
+    /// When the reversal arrived (to find the period that booked it).
+    arrival: i64,
     /// The ledger id of the reversal's clawback of the same entry.
     reversal: String,
 }
@@ -77,29 +77,50 @@ fn reason(p: Period) -> String {
     format!("writeoff_taken_back_{p}")
 }
 
-/// The closed period an entry of the ledger gives back to, if any: a
-/// reinstatement's (on time: its clawback; late or released: its
-/// adjustment) is its reversal's period, a late fact's or review decision's
-/// adjustment restates the period its reason names. Entries held for review
-/// are not paid, and give nothing back.
+/// What classifies the ledger's entries by the closed period they give
+/// back to.
+#[derive(Default)]
+struct Ctx {
+    /// A reinstatement's ledger id -> the period that booked its reversal.
+    reinstated: HashMap<String, Period>,
+    /// The ledger ids of the reversals reinstatements cancel.
+    cancelled: HashSet<String>,
+}
+
+/// The closed period an entry of the ledger gives back to (or takes from),
+/// if any: a reinstatement (on time: its clawback; late or released: its
+/// adjustment) to the period that booked its reversal, as if that reversal
+/// had never been (a late reversal so cancelled is no late fact of its own
+/// period); a late fact's or review decision's adjustment to the period its
+/// reason names; a late fact held for review (counted like an entry held on
+/// time, in the balance), a conversion released on review after its
+/// period's close, and the reversal of a held entry rejected on review, to
+/// the period of the entry they date by.
 fn gives_to(
     kind: &str,
     id: &str,
     reason: &str,
     adjusts: &str,
-    reinstated: &HashMap<String, Period>,
+    event_day: i64,
+    ctx: &Ctx,
 ) -> Option<Period> {
-    if reason.starts_with("held:") {
-        return None;
-    }
     match kind {
-        "clawback" => reinstated.get(id).copied(),
+        "clawback" if !reason.starts_with("held:") => ctx.reinstated.get(id).copied(),
         "adjustment" => {
-            if let Some(&at) = reinstated.get(adjusts) {
+            if let Some(&at) = ctx.reinstated.get(adjusts) {
                 let restates = ["late_facts_", "restated_", "released:"]
                     .iter()
                     .any(|w| reason.starts_with(w));
                 return restates.then_some(at);
+            }
+            if ctx.cancelled.contains(adjusts) {
+                return None;
+            }
+            if ["held:fraud:", "fraud:", "released:"]
+                .iter()
+                .any(|w| reason.starts_with(w))
+            {
+                return Some(Period::of_day(event_day));
             }
             reason
                 .strip_prefix("late_facts_")
@@ -135,25 +156,71 @@ pub fn taken_back(
             i,
             Reinstated {
                 reversal_at: Period::of_ms(r.ts.max(o.ts)),
+                arrival: i64::from(r.arrival),
                 reversal: hex_id("le_", &hash_parts(&[b"clawback", f.id(r).as_bytes(), &b.2])),
             },
         ));
     }
     // a reversal held for review when booked was never in a written-off
-    // balance: its reinstatement gives nothing back to a write-off
-    let mut held = store.conn.prepare(
-        "SELECT 1 FROM ledger WHERE pos < ?2 AND reason LIKE 'held:fraud:%' AND (id = ?1 OR adjusts = ?1) LIMIT 1",
-    )?;
-    let mut reinstated: HashMap<String, Period> = HashMap::new();
+    // balance: its reinstatement gives nothing back to a write-off (the
+    // held rows read once: they are few, and kept as rows of `ledger`)
+    let mut held: HashSet<String> = HashSet::new();
+    if found.iter().any(|(_, r)| r.reversal_at < p) {
+        let mut st = store.conn.prepare(
+            "SELECT id, adjusts FROM ledger WHERE pos < ?1 AND reason LIKE 'held:fraud:%'",
+        )?;
+        let mut rows = st.query([pos_base(p)])?;
+        while let Some(r) = rows.next()? {
+            held.insert(r.get(0)?);
+            if let Some(a) = r.get::<_, Option<String>>(1)? {
+                held.insert(a);
+            }
+        }
+    }
+    // the period whose ledger booked a reversal: its own, when it came
+    // before that period closed; else the first later one whose close
+    // came after it (its run booked the reversal as a late adjustment)
+    let mut closes: BTreeMap<Period, Option<i64>> = BTreeMap::new();
+    let mut booked_in = |at: Period, arrival: i64| -> Result<Option<Period>> {
+        let mut q = at;
+        while q < p {
+            let w = match closes.get(&q) {
+                Some(w) => *w,
+                None => {
+                    let w = store
+                        .period_state(q)?
+                        .filter(|(state, _, _)| state == "closed")
+                        .map(|(_, w, _)| w);
+                    closes.insert(q, w);
+                    w
+                }
+            };
+            if w.is_some_and(|w| arrival <= w) {
+                return Ok(Some(q));
+            }
+            q = q.next();
+        }
+        Ok(None)
+    };
+    let mut ctx = Ctx::default();
     let mut on_time: Vec<(usize, Period)> = Vec::new();
     for (i, r) in found {
-        if r.reversal_at >= p || held.exists(rusqlite::params![r.reversal, pos_base(p)])? {
+        if r.reversal_at >= p {
             continue;
         }
+        // the reversal and its reinstatement go together, to the period
+        // that booked the reversal: neither is a late fact of another
+        ctx.cancelled.insert(r.reversal.clone());
+        if held.contains(&r.reversal) {
+            continue;
+        }
+        let Some(at) = booked_in(r.reversal_at, r.arrival)? else {
+            continue;
+        };
         let e = &out.entries[i];
-        reinstated.insert(hex_id("le_", &e.id), r.reversal_at);
+        ctx.reinstated.insert(hex_id("le_", &e.id), at);
         if e.period == p && e.fraud == 0 && !e.amount.is_zero() {
-            on_time.push((i, r.reversal_at));
+            on_time.push((i, at));
         }
     }
     // (partner, program, the closed period) -> what this run gives back to it
@@ -190,7 +257,14 @@ pub fn taken_back(
         add(k, e.amount, i64::from(b.3), id.clone(), &[id]);
     }
     for e in own.iter().filter(|e| e.kind == EntryKind::Adjustment) {
-        let Some(at) = gives_to("adjustment", &e.id, &e.reason, &e.adjusts, &reinstated) else {
+        let Some(at) = gives_to(
+            "adjustment",
+            &e.id,
+            &e.reason,
+            &e.adjusts,
+            e.event_day,
+            &ctx,
+        ) else {
             continue;
         };
         if at >= p || e.amount.is_zero() {
@@ -202,7 +276,7 @@ pub fn taken_back(
     if back.is_empty() {
         return Ok(Vec::new());
     }
-    let past = past(store, &back, &reinstated, p)?;
+    let past = past(store, &back, &ctx, p)?;
     let ps = p.to_string();
     let mut entries = Vec::new();
     for ((partner, program, at), b) in back {
@@ -217,6 +291,8 @@ pub fn taken_back(
         if written <= Decimal::ZERO {
             continue;
         }
+        // what came back pays the loss the write-off forgave first; what
+        // a later fact took away again is given back
         let given_now = given + b.net;
         let target = given_now.min(written).max(Decimal::ZERO);
         let change = target - taken;
@@ -309,7 +385,7 @@ pub fn taken_back(
 fn past(
     store: &Store,
     back: &BTreeMap<(String, String, Period), Back>,
-    reinstated: &HashMap<String, Period>,
+    ctx: &Ctx,
     p: Period,
 ) -> Result<HashMap<(String, String, Period), Past>> {
     let first = back.keys().map(|k| k.2).min().unwrap_or(p);
@@ -324,7 +400,7 @@ fn past(
         pos_base(first),
         pos_base(p),
         Cols::of(
-            &[],
+            &[L_EVENT_DAY],
             &[
                 L_ID, L_PARTNER, L_PROGRAM, L_KIND, L_AMOUNT, L_REASON, L_ADJUSTS,
             ],
@@ -364,7 +440,8 @@ fn past(
                     text(b, L_ID, r)?,
                     reason,
                     text(b, L_ADJUSTS, r)?,
-                    reinstated,
+                    b.int(L_EVENT_DAY, r).unwrap_or(0),
+                    ctx,
                 ) {
                     // only what periods after it booked
                     if at < here {

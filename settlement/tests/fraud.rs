@@ -2393,3 +2393,121 @@ fn a_held_reversal_reinstated_takes_no_write_off_back() {
         "2027-02,a,p,USD,0.00,10.00,0.00,0.00,0.00,10.00,0.00"
     );
 }
+
+/// review27 F5: a late sale of a written-off month held for review counts
+/// for that month like any late fact (a held entry is in the balance), so
+/// its late refund only cancels it: the write-off another late sale paid
+/// stays taken back (the refund gave it back: 6.00 paid twice).
+#[test]
+fn a_held_late_sale_and_its_late_refund_cancel_out_against_the_write_off() {
+    let t = tempfile::tempdir().unwrap();
+    let db = t.path().join("s.db");
+    let cfg = write(
+        t.path(),
+        "p.toml",
+        "currency = \"USD\"\n[payout]\nhold_days = 0\nminimum = \"0\"\n[[programs]]\nid = \"p\"\n\
+         model = \"affiliate\"\nwindow_days = 30\n[[programs.rules]]\nevent = \"sale\"\npercent = \"20\"\n\
+         [programs.fraud]\n",
+    );
+    let clicked = |n: &str, click: &str, at: &str, amount: &str| {
+        format!(
+            "{{\"type\":\"click\",\"id\":\"ev-k{n}\",\"click_id\":\"k{n}\",\"ts\":\"{click}\",\"program\":\"p\",\"partner\":\"a\",\"visitor\":\"v{n}\",\"bot\":false,\"country\":\"US\"}}\n\
+             {{\"type\":\"conversion\",\"id\":\"s{n}\",\"ts\":\"{at}\",\"program\":\"p\",\"event\":\"sale\",\"txn_id\":\"s{n}\",\"amount\":\"{amount}\",\"currency\":\"USD\",\"customer\":\"cus{n}\",\"country\":\"US\",\"partner\":\"a\",\"click_id\":\"k{n}\",\"click_ts\":\"{click}\"}}"
+        )
+    };
+    let rev = |id: &str, at: &str, event: &str, of: &str| {
+        format!(
+            "{{\"type\":\"conversion\",\"id\":\"{id}\",\"ts\":\"{at}\",\"program\":\"p\",\"event\":\"{event}\",\"txn_id\":\"{id}\",\"original_txn_id\":\"{of}\"}}"
+        )
+    };
+    let import = |name: &str, lines: &[String]| {
+        ok(&db, &["import", &write(t.path(), name, &lines.join("\n"))]);
+    };
+    let close = |p: &str| -> String {
+        ok(&db, &["run", "--config", &cfg, "--period", p]);
+        let out = t.path().join(p);
+        report(&db, p, &out, &[]);
+        ok(&db, &["close", "--period", p]);
+        statement_row(&out, "a")
+    };
+    import(
+        "nov.ndjson",
+        &[
+            r#"{"type":"partner","id":"a","program":"p","status":"approved"}"#.to_string(),
+            clicked(
+                "1",
+                "2026-11-02T11:30:00.000Z",
+                "2026-11-02T12:00:00.000Z",
+                "50",
+            ),
+            clicked(
+                "9",
+                "2027-03-02T11:30:00.000Z",
+                "2027-03-02T12:00:00.000Z",
+                "100",
+            ),
+        ],
+    );
+    assert_eq!(
+        close("2026-11"),
+        "2026-11,a,p,USD,10.00,0.00,0.00,0.00,0.00,10.00,0.00"
+    );
+    import(
+        "dec.ndjson",
+        &[rev("c1", "2026-12-05T12:00:00.000Z", "chargeback", "s1")],
+    );
+    assert_eq!(
+        close("2026-12"),
+        "2026-12,a,p,USD,0.00,-10.00,10.00,0.00,0.00,0.00,0.00"
+    );
+    // late for December: s2 (10.00, a click too fast: held) and s5 (6.00)
+    import(
+        "late.ndjson",
+        &[
+            clicked(
+                "2",
+                "2026-12-20T11:59:58.000Z",
+                "2026-12-20T12:00:00.000Z",
+                "50",
+            ),
+            clicked(
+                "5",
+                "2026-12-21T11:30:00.000Z",
+                "2026-12-21T12:00:00.000Z",
+                "30",
+            ),
+        ],
+    );
+    let jan = close("2027-01");
+    let ledger = read(&t.path().join("2027-01").join("ledger.csv"));
+    let entry = ledger
+        .lines()
+        .find(|l| l.contains(",held:fraud:click_too_fast,"))
+        .and_then(|l| l.split(',').next())
+        .unwrap_or_else(|| panic!("{ledger}"))
+        .to_string();
+    // both count for December: its 10.00 write-off taken back, the held
+    // 10.00 pending, 6.00 carried (the rest pending with the held sale)
+    assert_eq!(jan, "2027-01,a,p,USD,0.00,0.00,6.00,0.00,6.00,0.00,6.00");
+    ok(
+        &db,
+        &[
+            "review", "release", &entry, "--by", "alice", "--reason", "ok",
+        ],
+    );
+    assert_eq!(
+        close("2027-02"),
+        "2027-02,a,p,USD,0.00,0.00,0.00,6.00,0.00,6.00,0.00"
+    );
+    // s2 refunded late: it and its sale cancel out, 4.00 of the write-off
+    // given back (s5's 6.00 stays taken back), s9 pays 20.00: in all 30.00,
+    // as on time (December -4.00 written off, March 20.00)
+    import(
+        "mar.ndjson",
+        &[rev("r2", "2026-12-22T12:00:00.000Z", "refund", "s2")],
+    );
+    assert_eq!(
+        close("2027-03"),
+        "2027-03,a,p,USD,20.00,0.00,-6.00,0.00,0.00,14.00,0.00"
+    );
+}

@@ -2634,9 +2634,10 @@ fn a_written_off_chargeback_reinstated_is_not_paid_twice() {
 /// review25 F1: a reinstatement that arrives after its own month closed
 /// (booked as that month's late adjustment) takes the write-off of its
 /// chargeback's month back all the same (it was paid twice); F2: one of a
-/// chargeback that itself came late for its month (charged in full by a
-/// later month's adjustment, never written off) takes nothing back (it
-/// took back the write-off another chargeback caused).
+/// chargeback that itself came late for its month (charged by a later
+/// month's adjustment, not written off with its month) takes back nothing
+/// of that month's write-off (it took back the write-off another
+/// chargeback caused).
 #[test]
 fn late_reinstatements_and_late_chargebacks_and_the_write_off() {
     // F1: November pays 10.00; December's chargeback -10.00 is written
@@ -2683,6 +2684,8 @@ fn late_reinstatements_and_late_chargebacks_and_the_write_off() {
         sale("s5", "2027-01-04", "100"),
     ]);
     w.run_close("2027-01");
+    // February reinstates c2, which January booked (charged against s5's
+    // 20.00): 10.00 paid back; December's write-off (c1's) untouched
     w.add(&[reinstate("w2", "2027-02-03", "c2")]);
     let (es, _) = w.draft("2027-02");
     assert!(
@@ -2694,6 +2697,49 @@ fn late_reinstatements_and_late_chargebacks_and_the_write_off() {
         figures(&w, "2027-02"),
         f7(["0.00", "10.00", "0.00", "0.00", "0.00", "10.00", "0.00"])
     );
+}
+
+/// review27 F1: a late chargeback of a month that had nothing to charge it
+/// from, written off by the month that booked (charged) it, then
+/// reinstated: that month's write-off is taken back (it was paid twice).
+#[test]
+fn a_late_chargeback_written_off_where_it_was_charged_is_reinstated_once() {
+    // November pays 10.00; December books nothing
+    let mut w = world(
+        &held(0),
+        &[partner("a", ""), sale("s1", "2026-11-02", "50")],
+    );
+    w.run_close("2026-11");
+    w.run_close("2026-12");
+    // c1 (dated December) arrives in January: charged there, and written
+    // off with January
+    w.add(&[chargeback("c1", "2026-12-05", "s1")]);
+    assert_eq!(
+        figures(&w, "2027-01"),
+        f7(["0.00", "0.00", "0.00", "0.00", "0.00", "0.00", "0.00"])
+    );
+    w.run_close("2027-01");
+    // its reinstatement in February takes January's write-off back
+    w.add(&[reinstate("w1", "2027-02-03", "c1")]);
+    let (es, _) = w.draft("2027-02");
+    let back: Vec<_> = es
+        .iter()
+        .filter(|e| e.reason.starts_with("writeoff_taken_back_"))
+        .map(|e| (e.reason.clone(), e.amount.to_string()))
+        .collect();
+    assert_eq!(
+        back,
+        [(
+            "writeoff_taken_back_2027-01".to_string(),
+            "-10.00".to_string()
+        )]
+    );
+    assert_eq!(
+        figures(&w, "2027-02"),
+        f7(["0.00", "10.00", "-10.00", "0.00", "0.00", "0.00", "0.00"])
+    );
+    w.run_close("2027-02");
+    assert!(w.draft("2027-03").0.is_empty());
 }
 
 /// A late fact restating a written-off month upwards pays the loss the
