@@ -35,7 +35,7 @@ use crate::period::Period;
 use crate::store::{pos_base, Store};
 use crate::words::Words;
 use rust_decimal::Decimal;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// A reinstatement among the engine's entries: the period it gives back
 /// to (its reversal's) and the ledger id of that reversal.
@@ -83,6 +83,12 @@ fn reason(p: Period) -> String {
 struct Ctx {
     /// A reinstatement's ledger id -> the period that booked its reversal.
     reinstated: HashMap<String, Period>,
+    /// The reinstatements whose reversal this run books: the two net in
+    /// this period, and give nothing back to another.
+    apart: HashSet<String>,
+    /// A reinstatement's ledger id -> its reversal's own period (when the
+    /// reversal came late for it, and so was a late loss of it).
+    late_of: HashMap<String, Period>,
     /// The ledger ids of the reversals reinstatements cancel.
     cancelled: HashSet<String>,
 }
@@ -107,6 +113,9 @@ fn gives_to(
     match kind {
         "clawback" if !reason.starts_with("held:") => ctx.reinstated.get(id).copied(),
         "adjustment" => {
+            if ctx.apart.contains(adjusts) {
+                return None;
+            }
             if let Some(&at) = ctx.reinstated.get(adjusts) {
                 let restates = ["late_facts_", "restated_", "released:"]
                     .iter()
@@ -156,7 +165,8 @@ pub fn taken_back(
             i,
             Reinstated {
                 reversal_at: Period::of_ms(r.ts.max(o.ts)),
-                arrival: i64::from(r.arrival),
+                // booked once both it and its sale had come
+                arrival: i64::from(r.arrival.max(o.arrival)),
                 reversal: hex_id("le_", &hash_parts(&[b"clawback", f.id(r).as_bytes(), &b.2])),
             },
         ));
@@ -214,11 +224,15 @@ pub fn taken_back(
         if held.contains(&r.reversal) {
             continue;
         }
+        let e = &out.entries[i];
         let Some(at) = booked_in(r.reversal_at, r.arrival)? else {
+            ctx.apart.insert(hex_id("le_", &e.id));
             continue;
         };
-        let e = &out.entries[i];
         ctx.reinstated.insert(hex_id("le_", &e.id), at);
+        if at != r.reversal_at {
+            ctx.late_of.insert(hex_id("le_", &e.id), r.reversal_at);
+        }
         if e.period == p && e.fraud == 0 && !e.amount.is_zero() {
             on_time.push((i, at));
         }
@@ -234,7 +248,9 @@ pub fn taken_back(
             } else {
                 &mut v.down
             };
-            *side.entry(day).or_default() += amount.abs();
+            if !amount.is_zero() {
+                *side.entry(day).or_default() += amount.abs();
+            }
             if !v.items.contains(&id) {
                 v.items.push(id);
             }
@@ -254,7 +270,19 @@ pub fn taken_back(
         let k = (f.syms.str(e.partner).to_string(), program.clone(), at);
         // held as what it offsets: a clawback from the day of the entry it
         // reverses
-        add(k, e.amount, i64::from(b.3), id.clone(), &[id]);
+        add(
+            k,
+            e.amount,
+            i64::from(b.3),
+            id.clone(),
+            std::slice::from_ref(&id),
+        );
+        // a late reversal it cancels no longer counts for its own period:
+        // that period's take-back is recomputed too
+        if let Some(&of) = ctx.late_of.get(&hex_id("le_", &e.id)) {
+            let k = (f.syms.str(e.partner).to_string(), program.clone(), of);
+            add(k, Decimal::ZERO, i64::from(b.3), id.clone(), &[id]);
+        }
     }
     for e in own.iter().filter(|e| e.kind == EntryKind::Adjustment) {
         let Some(at) = gives_to(
@@ -272,11 +300,15 @@ pub fn taken_back(
         }
         let k = (e.partner.clone(), e.program.clone(), at);
         add(k, e.amount, e.event_day, e.id.clone(), &e.sources);
+        if let Some(&of) = ctx.late_of.get(&e.adjusts) {
+            let k = (e.partner.clone(), e.program.clone(), of);
+            add(k, Decimal::ZERO, e.event_day, e.id.clone(), &e.sources);
+        }
     }
     if back.is_empty() {
         return Ok(Vec::new());
     }
-    let past = past(store, &back, &ctx, p)?;
+    let past = past(store, words, &back, &ctx, p)?;
     let ps = p.to_string();
     let mut entries = Vec::new();
     for ((partner, program, at), b) in back {
@@ -382,19 +414,36 @@ pub fn taken_back(
 
 /// For the keys of `back`, what the closed ledgers since each period (and
 /// its own, for its write-off) hold: written off, given back, taken back.
+/// A late loss of a period charged by a later one that wrote (part of) it
+/// off was never recovered: that part counts as given back (review27 F3:
+/// it kept a later late gain from paying the write-off it should). A later
+/// period's write-off still standing (not taken back) goes to the late
+/// losses it booked first, as on time they would not have been its own,
+/// shared among their periods in proportion, rounded to the currency.
 fn past(
     store: &Store,
+    words: &Words,
     back: &BTreeMap<(String, String, Period), Back>,
     ctx: &Ctx,
     p: Period,
 ) -> Result<HashMap<(String, String, Period), Past>> {
+    /// One partner and program's ledger since the first period wanted.
+    #[derive(Default)]
+    struct Pair {
+        written: BTreeMap<Period, Decimal>,
+        taken: BTreeMap<Period, Decimal>,
+        given: BTreeMap<Period, Decimal>,
+        /// the period that booked them -> the period each is a late loss
+        /// of -> its sum
+        losses: BTreeMap<Period, BTreeMap<Period, Decimal>>,
+    }
     let first = back.keys().map(|k| k.2).min().unwrap_or(p);
-    let wanted: BTreeSet<(&str, &str, Period)> = back
-        .keys()
-        .map(|(a, g, at)| (a.as_str(), g.as_str(), *at))
-        .collect();
-    let pairs: BTreeSet<(&str, &str)> = wanted.iter().map(|(a, g, _)| (*a, *g)).collect();
-    let mut past: HashMap<(String, String, Period), Past> = HashMap::new();
+    let mut pairs: Vec<((&str, &str), Pair)> = Vec::new();
+    for (a, g, _) in back.keys() {
+        if !pairs.iter().any(|(k, _)| *k == (a.as_str(), g.as_str())) {
+            pairs.push(((a.as_str(), g.as_str()), Pair::default()));
+        }
+    }
     crate::ledger_blocks::scan(
         &store.conn,
         pos_base(first),
@@ -413,28 +462,22 @@ fn past(
                     continue;
                 }
                 let (partner, program) = (text(b, L_PARTNER, r)?, text(b, L_PROGRAM, r)?);
-                if !pairs.contains(&(partner, program)) {
+                let Some((_, x)) = pairs
+                    .iter_mut()
+                    .find(|((a, g), _)| *a == partner && *g == program)
+                else {
                     continue;
-                }
+                };
                 let reason = text(b, L_REASON, r)?;
                 let amount = || crate::run::dec(text(b, L_AMOUNT, r)?);
-                let mut add = |at: Period, f: &dyn Fn(&mut Past, Decimal), amount: Decimal| {
-                    if wanted.contains(&(partner, program, at)) {
-                        f(
-                            past.entry((partner.to_string(), program.to_string(), at))
-                                .or_default(),
-                            amount,
-                        );
-                    }
-                };
                 if kind == "writeoff" {
-                    add(here, &|x, a| x.written += a, amount()?);
+                    *x.written.entry(here).or_default() += amount()?;
                 } else if let Some(at) = reason
                     .strip_prefix("writeoff_taken_back_")
                     .and_then(Period::parse)
                 {
                     // booked negative when taken back
-                    add(at, &|x, a| x.taken -= a, amount()?);
+                    *x.taken.entry(at).or_default() -= amount()?;
                 } else if let Some(at) = gives_to(
                     kind,
                     text(b, L_ID, r)?,
@@ -445,12 +488,56 @@ fn past(
                 ) {
                     // only what periods after it booked
                     if at < here {
-                        add(at, &|x, a| x.given += a, amount()?);
+                        let a = amount()?;
+                        *x.given.entry(at).or_default() += a;
+                        if a < Decimal::ZERO {
+                            *x.losses.entry(here).or_default().entry(at).or_default() += a;
+                        }
                     }
                 }
             }
             Ok(())
         },
     )?;
+    let mut past: HashMap<(String, String, Period), Past> = HashMap::new();
+    for (partner, program, at) in back.keys() {
+        let Some((_, x)) = pairs
+            .iter()
+            .find(|((a, g), _)| a == partner && g == program)
+        else {
+            continue;
+        };
+        let get = |m: &BTreeMap<Period, Decimal>, q: Period| m.get(&q).copied().unwrap_or_default();
+        let minor = words
+            .eng
+            .cfg
+            .program(program)
+            .map_or(words.eng.cfg.currency, |g| g.currency)
+            .minor_units();
+        let mut given = get(&x.given, *at);
+        // the late losses of `at` that later periods wrote off
+        for (&q, of) in &x.losses {
+            let Some(&loss) = of.get(at) else {
+                continue;
+            };
+            let all: Decimal = of.values().map(|v| -*v).sum();
+            let standing = (get(&x.written, q) - get(&x.taken, q)).max(Decimal::ZERO);
+            let forgiven = standing.min(all);
+            if all > Decimal::ZERO && forgiven > Decimal::ZERO {
+                given += (forgiven * -loss / all).round_dp_with_strategy(
+                    minor,
+                    rust_decimal::RoundingStrategy::MidpointNearestEven,
+                );
+            }
+        }
+        past.insert(
+            (partner.clone(), program.clone(), *at),
+            Past {
+                written: get(&x.written, *at),
+                given,
+                taken: get(&x.taken, *at),
+            },
+        );
+    }
     Ok(past)
 }

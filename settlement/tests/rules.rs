@@ -2742,6 +2742,116 @@ fn a_late_chargeback_written_off_where_it_was_charged_is_reinstated_once() {
     assert!(w.draft("2027-03").0.is_empty());
 }
 
+/// review28: a reinstatement gives back to the period whose ledger booked
+/// its reversal. F1 a refund that came on time for a sale that came late
+/// was booked by the later period (it took back an unrelated write-off);
+/// F2 a reinstatement that came before its reversal, both booked by one
+/// run, nets there (it took back an unrelated write-off); F3 a late
+/// reversal reinstated no longer counts for its own period, whose
+/// take-back is recomputed (the partner was paid twice).
+#[test]
+fn a_reinstatement_follows_where_its_reversal_was_booked() {
+    // what each closed period paid, as its statement was closed
+    let paid = |w: &World, ps: &[&str]| -> Vec<String> {
+        ps.iter()
+            .map(|p| {
+                w.store
+                    .conn
+                    .query_row(
+                        "SELECT payable FROM statements WHERE period = ?1 AND partner = 'a'",
+                        [Period::parse(p).unwrap().key()],
+                        |r| r.get::<_, String>(0),
+                    )
+                    .unwrap_or_else(|_| "-".into())
+            })
+            .collect()
+    };
+    // F1: r1 (refund of s1, dated December) comes before December's
+    // close, s1 (November) after it: January books r1, against s1's late
+    // 10.00; December's write-off is c0's, which stands
+    let mut w = world(
+        &held(0),
+        &[
+            partner("a", ""),
+            sale("s0", "2026-11-02", "50"),
+            refund("r1", "2026-12-03", "s1"),
+            chargeback("c0", "2026-12-05", "s0"),
+        ],
+    );
+    w.run_close("2026-11");
+    w.run_close("2026-12");
+    w.add(&[sale("s1", "2026-11-20", "50")]);
+    w.run_close("2027-01");
+    w.add(&[reinstate("w1", "2027-02-03", "r1")]);
+    assert!(!w
+        .draft("2027-02")
+        .0
+        .iter()
+        .any(|e| e.reason.starts_with("writeoff_taken_back_")),);
+    w.run_close("2027-02");
+    assert_eq!(
+        paid(&w, &["2026-11", "2026-12", "2027-01", "2027-02"]),
+        ["10.00", "0.00", "0.00", "10.00"]
+    );
+
+    // F2: w1 (dated December) comes before r1, which comes after
+    // December's close: January books both, they net there
+    let mut w = world(
+        &held(0),
+        &[
+            partner("a", ""),
+            sale("s0", "2026-11-02", "50"),
+            sale("s1", "2026-11-03", "50"),
+            chargeback("c0", "2026-12-05", "s0"),
+            reinstate("w1", "2026-12-28", "r1"),
+            sale("s9", "2027-01-10", "50"),
+        ],
+    );
+    w.run_close("2026-11");
+    w.run_close("2026-12");
+    w.add(&[refund("r1", "2026-12-20", "s1")]);
+    w.run_close("2027-01");
+    assert_eq!(
+        paid(&w, &["2026-11", "2026-12", "2027-01"]),
+        ["20.00", "0.00", "10.00"]
+    );
+
+    // F3: two half refunds of s1, the second late (charged by January
+    // from s9), each reinstated later: December's 10.00 write-off is taken
+    // back once r2 no longer counts for it
+    let half = |id: &str, day: &str| {
+        conv(
+            id,
+            day,
+            "refund",
+            &format!(",\"original_txn_id\":\"s1\"{}", usd("50.00")),
+        )
+    };
+    let mut w = world(
+        &held(0),
+        &[
+            partner("a", ""),
+            sale("s1", "2026-11-02", "100"),
+            half("r1", "2026-12-05"),
+            sale("s9", "2027-01-10", "50"),
+        ],
+    );
+    w.run_close("2026-11");
+    w.run_close("2026-12");
+    w.add(&[half("r2", "2026-12-06")]);
+    w.run_close("2027-01");
+    w.add(&[reinstate("w1", "2027-02-03", "r1")]);
+    w.run_close("2027-02");
+    w.add(&[reinstate("w2", "2027-03-03", "r2")]);
+    w.run_close("2027-03");
+    // in all 30.00, as on time (December -20.00 written off, January
+    // 10.00, each reinstatement taking back 10.00)
+    assert_eq!(
+        paid(&w, &["2026-11", "2026-12", "2027-01", "2027-02", "2027-03"]),
+        ["20.00", "0.00", "0.00", "10.00", "0.00"]
+    );
+}
+
 /// A late fact restating a written-off month upwards pays the loss the
 /// write-off forgave first, as it would have on time; one restating it
 /// back down gives that back (review25 F3: the partner lost it); a late
@@ -2860,5 +2970,40 @@ fn late_facts_of_a_written_off_month_pay_its_loss_first() {
     assert_eq!(
         figures(&w, "2027-02"),
         f7(["0.00", "0.00", "5.00", "0.00", "0.00", "5.00", "0.00"])
+    );
+
+    // review27 F3: the same late loss charged by a January with nothing to
+    // take it from: written off there, never recovered; so December's late
+    // gain pays December's write-off as if that loss had not come: 8.00
+    // taken back, nothing paid after November (on time: December -7.00
+    // written off)
+    let mut w = world(
+        &held(0),
+        &[
+            partner("a", ""),
+            sale("s1", "2026-11-02", "50"),
+            sale("s4", "2026-11-03", "25"),
+            chargeback("c1", "2026-12-05", "s1"),
+        ],
+    );
+    w.run_close("2026-11");
+    w.run_close("2026-12");
+    w.add(&[refund("r4", "2026-12-06", "s4")]);
+    assert_eq!(
+        figures(&w, "2027-01"),
+        f7(["0.00", "0.00", "0.00", "0.00", "0.00", "0.00", "0.00"])
+    );
+    w.run_close("2027-01");
+    w.add(&[sale("s2", "2026-12-20", "40")]);
+    let (es, _) = w.draft("2027-02");
+    let back: Vec<_> = es
+        .iter()
+        .filter(|e| e.reason == "writeoff_taken_back_2026-12")
+        .map(|e| e.amount.to_string())
+        .collect();
+    assert_eq!(back, ["-8.00"], "{es:?}");
+    assert_eq!(
+        figures(&w, "2027-02"),
+        f7(["0.00", "0.00", "0.00", "0.00", "0.00", "0.00", "0.00"])
     );
 }
