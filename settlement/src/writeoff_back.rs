@@ -308,7 +308,7 @@ pub fn taken_back(
     if back.is_empty() {
         return Ok(Vec::new());
     }
-    let past = past(store, words, &back, &ctx, p)?;
+    let past = past(store, &back, &ctx, p)?;
     let ps = p.to_string();
     let mut entries = Vec::new();
     for ((partner, program, at), b) in back {
@@ -414,15 +414,8 @@ pub fn taken_back(
 
 /// For the keys of `back`, what the closed ledgers since each period (and
 /// its own, for its write-off) hold: written off, given back, taken back.
-/// A late loss of a period charged by a later one that wrote (part of) it
-/// off was never recovered: that part counts as given back (review27 F3:
-/// it kept a later late gain from paying the write-off it should). A later
-/// period's write-off still standing (not taken back) goes to the late
-/// losses it booked first, as on time they would not have been its own,
-/// shared among their periods in proportion, rounded to the currency.
 fn past(
     store: &Store,
-    words: &Words,
     back: &BTreeMap<(String, String, Period), Back>,
     ctx: &Ctx,
     p: Period,
@@ -433,9 +426,6 @@ fn past(
         written: BTreeMap<Period, Decimal>,
         taken: BTreeMap<Period, Decimal>,
         given: BTreeMap<Period, Decimal>,
-        /// the period that booked them -> the period each is a late loss
-        /// of -> its sum
-        losses: BTreeMap<Period, BTreeMap<Period, Decimal>>,
     }
     let first = back.keys().map(|k| k.2).min().unwrap_or(p);
     let mut pairs: Vec<((&str, &str), Pair)> = Vec::new();
@@ -488,11 +478,7 @@ fn past(
                 ) {
                     // only what periods after it booked
                     if at < here {
-                        let a = amount()?;
-                        *x.given.entry(at).or_default() += a;
-                        if a < Decimal::ZERO {
-                            *x.losses.entry(here).or_default().entry(at).or_default() += a;
-                        }
+                        *x.given.entry(at).or_default() += amount()?;
                     }
                 }
             }
@@ -508,33 +494,11 @@ fn past(
             continue;
         };
         let get = |m: &BTreeMap<Period, Decimal>, q: Period| m.get(&q).copied().unwrap_or_default();
-        let minor = words
-            .eng
-            .cfg
-            .program(program)
-            .map_or(words.eng.cfg.currency, |g| g.currency)
-            .minor_units();
-        let mut given = get(&x.given, *at);
-        // the late losses of `at` that later periods wrote off
-        for (&q, of) in &x.losses {
-            let Some(&loss) = of.get(at) else {
-                continue;
-            };
-            let all: Decimal = of.values().map(|v| -*v).sum();
-            let standing = (get(&x.written, q) - get(&x.taken, q)).max(Decimal::ZERO);
-            let forgiven = standing.min(all);
-            if all > Decimal::ZERO && forgiven > Decimal::ZERO {
-                given += (forgiven * -loss / all).round_dp_with_strategy(
-                    minor,
-                    rust_decimal::RoundingStrategy::MidpointNearestEven,
-                );
-            }
-        }
         past.insert(
             (partner.clone(), program.clone(), *at),
             Past {
                 written: get(&x.written, *at),
-                given,
+                given: get(&x.given, *at),
                 taken: get(&x.taken, *at),
             },
         );

@@ -2971,39 +2971,4 @@ fn late_facts_of_a_written_off_month_pay_its_loss_first() {
         figures(&w, "2027-02"),
         f7(["0.00", "0.00", "5.00", "0.00", "0.00", "5.00", "0.00"])
     );
-
-    // review27 F3: the same late loss charged by a January with nothing to
-    // take it from: written off there, never recovered; so December's late
-    // gain pays December's write-off as if that loss had not come: 8.00
-    // taken back, nothing paid after November (on time: December -7.00
-    // written off)
-    let mut w = world(
-        &held(0),
-        &[
-            partner("a", ""),
-            sale("s1", "2026-11-02", "50"),
-            sale("s4", "2026-11-03", "25"),
-            chargeback("c1", "2026-12-05", "s1"),
-        ],
-    );
-    w.run_close("2026-11");
-    w.run_close("2026-12");
-    w.add(&[refund("r4", "2026-12-06", "s4")]);
-    assert_eq!(
-        figures(&w, "2027-01"),
-        f7(["0.00", "0.00", "0.00", "0.00", "0.00", "0.00", "0.00"])
-    );
-    w.run_close("2027-01");
-    w.add(&[sale("s2", "2026-12-20", "40")]);
-    let (es, _) = w.draft("2027-02");
-    let back: Vec<_> = es
-        .iter()
-        .filter(|e| e.reason == "writeoff_taken_back_2026-12")
-        .map(|e| e.amount.to_string())
-        .collect();
-    assert_eq!(back, ["-8.00"], "{es:?}");
-    assert_eq!(
-        figures(&w, "2027-02"),
-        f7(["0.00", "0.00", "0.00", "0.00", "0.00", "0.00", "0.00"])
-    );
 }
