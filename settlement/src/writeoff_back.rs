@@ -37,8 +37,8 @@ use crate::words::Words;
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-/// A reinstatement among the engine's entries: the period it gives back
-/// to (its reversal's) and the ledger id of that reversal.
+/// A reinstatement among the engine's entries: its reversal's own period,
+/// and when and under which ledger id that reversal was booked.
 struct Reinstated {
     reversal_at: Period,
     /// When the reversal arrived (to find the period that booked it).
@@ -83,8 +83,9 @@ fn reason(p: Period) -> String {
 struct Ctx {
     /// A reinstatement's ledger id -> the period that booked its reversal.
     reinstated: HashMap<String, Period>,
-    /// The reinstatements whose reversal this run books: the two net in
-    /// this period, and give nothing back to another.
+    /// The reinstatements whose reversal this run books (the two net in
+    /// this period) or was held for review when booked: they give nothing
+    /// back to another period.
     apart: HashSet<String>,
     /// A reinstatement's ledger id -> its reversal's own period (when the
     /// reversal came late for it, and so was a late loss of it).
@@ -221,10 +222,13 @@ pub fn taken_back(
         // the reversal and its reinstatement go together, to the period
         // that booked the reversal: neither is a late fact of another
         ctx.cancelled.insert(r.reversal.clone());
+        let e = &out.entries[i];
+        // a reversal held when booked counts nowhere, nor does what
+        // cancels it
         if held.contains(&r.reversal) {
+            ctx.apart.insert(hex_id("le_", &e.id));
             continue;
         }
-        let e = &out.entries[i];
         let Some(at) = booked_in(r.reversal_at, r.arrival)? else {
             ctx.apart.insert(hex_id("le_", &e.id));
             continue;
