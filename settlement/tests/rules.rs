@@ -2852,6 +2852,15 @@ fn a_reinstatement_follows_where_its_reversal_was_booked() {
     );
 }
 
+/// The amounts of the entries taking back (or giving back) the write-off
+/// of `period`.
+fn taken_back_of(es: &[Entry], period: &str) -> Vec<String> {
+    es.iter()
+        .filter(|e| e.reason == format!("writeoff_taken_back_{period}"))
+        .map(|e| e.amount.to_string())
+        .collect()
+}
+
 /// A late fact restating a written-off month upwards pays the loss the
 /// write-off forgave first, as it would have on time; one restating it
 /// back down gives that back (review25 F3: the partner lost it); a late
@@ -2877,11 +2886,7 @@ fn late_facts_of_a_written_off_month_pay_its_loss_first() {
     // have been -4.00 written off, nothing paid: 6.00 taken back
     w.add(&[sale("s2", "2026-12-20", "30")]);
     let (es, _) = w.draft("2027-01");
-    let back: Vec<_> = es
-        .iter()
-        .filter(|e| e.reason == "writeoff_taken_back_2026-12")
-        .map(|e| e.amount.to_string())
-        .collect();
+    let back = taken_back_of(&es, "2026-12");
     assert_eq!(back, ["-6.00"], "{es:?}");
     assert_eq!(
         figures(&w, "2027-01"),
@@ -2897,11 +2902,7 @@ fn late_facts_of_a_written_off_month_pay_its_loss_first() {
         sale("s3", "2027-02-03", "50"),
     ]);
     let (es, _) = w.draft("2027-02");
-    let back: Vec<_> = es
-        .iter()
-        .filter(|e| e.reason == "writeoff_taken_back_2026-12")
-        .map(|e| e.amount.to_string())
-        .collect();
+    let back = taken_back_of(&es, "2026-12");
     assert_eq!(back, ["6.00"], "{es:?}");
     assert_eq!(
         figures(&w, "2027-02"),
@@ -2961,11 +2962,7 @@ fn late_facts_of_a_written_off_month_pay_its_loss_first() {
     // taken back 3.00, 5.00 paid (on time: -10 -5 +8 = -7, written off)
     w.add(&[sale("s2", "2026-12-20", "40")]);
     let (es, _) = w.draft("2027-02");
-    let back: Vec<_> = es
-        .iter()
-        .filter(|e| e.reason == "writeoff_taken_back_2026-12")
-        .map(|e| e.amount.to_string())
-        .collect();
+    let back = taken_back_of(&es, "2026-12");
     assert_eq!(back, ["-3.00"], "{es:?}");
     assert_eq!(
         figures(&w, "2027-02"),
